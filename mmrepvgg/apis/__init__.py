@@ -1,0 +1,3 @@
+from .convert import repvgg_convert
+
+__all__ = ['repvgg_convert']

@@ -1,0 +1,72 @@
+"""The published RepVGG architectures as data (Ding et al., 2021, Tables 2 and 3).
+
+An architecture is a dict in the key layout mmpretrain uses, so a custom ``arch`` written
+for mmpretrain's RepVGG works here too:
+
+- ``num_blocks``: blocks per stage, stage 1 to 4 (the stem is extra);
+- ``width_factor``: per-stage multiplier ``a`` (stages 1-3) or ``b`` (stage 4) of the
+  base widths ``64 * 2**i``;
+- ``group_layer_map``: ``{global block index: groups}``, the stem being block 0, or
+  ``None``;
+- ``se_cfg``: keyword arguments of the squeeze-excitation layer every block applies, or
+  ``None``;
+- ``stem_channels``: upper bound of the stem width, which is
+  ``min(stem_channels, base_channels * width_factor[0])``.
+"""
+from typing import Dict, Union
+
+# The paper groups the odd-numbered 3x3 layers of the B models: global blocks 2, 4, ..., 26.
+_GROUPED_BLOCKS = range(2, 27, 2)
+G2 = {block: 2 for block in _GROUPED_BLOCKS}
+G4 = {block: 4 for block in _GROUPED_BLOCKS}
+
+A_DEPTHS = (2, 4, 14, 1)
+B_DEPTHS = (4, 6, 16, 1)
+D_DEPTHS = (8, 14, 24, 1)
+# Internal SE width = channels // 16, as in the official D2se.
+SE_1_16 = dict(ratio=16, divisor=1)
+
+ARCH_SETTINGS: Dict[str, dict] = {
+    'A0':   dict(num_blocks=A_DEPTHS, width_factor=(0.75, 0.75, 0.75, 2.5)),
+    'A1':   dict(num_blocks=A_DEPTHS, width_factor=(1, 1, 1, 2.5)),
+    'A2':   dict(num_blocks=A_DEPTHS, width_factor=(1.5, 1.5, 1.5, 2.75)),
+    'B0':   dict(num_blocks=B_DEPTHS, width_factor=(1, 1, 1, 2.5)),
+    'B1':   dict(num_blocks=B_DEPTHS, width_factor=(2, 2, 2, 4)),
+    'B1g2': dict(num_blocks=B_DEPTHS, width_factor=(2, 2, 2, 4), group_layer_map=G2),
+    'B1g4': dict(num_blocks=B_DEPTHS, width_factor=(2, 2, 2, 4), group_layer_map=G4),
+    'B2':   dict(num_blocks=B_DEPTHS, width_factor=(2.5, 2.5, 2.5, 5)),
+    'B2g4': dict(num_blocks=B_DEPTHS, width_factor=(2.5, 2.5, 2.5, 5), group_layer_map=G4),
+    'B3':   dict(num_blocks=B_DEPTHS, width_factor=(3, 3, 3, 5)),
+    'B3g4': dict(num_blocks=B_DEPTHS, width_factor=(3, 3, 3, 5), group_layer_map=G4),
+    'D2se': dict(num_blocks=D_DEPTHS, width_factor=(2.5, 2.5, 2.5, 5), se_cfg=SE_1_16),
+}
+
+_DEFAULTS = dict(group_layer_map=None, se_cfg=None, stem_channels=64)
+_REQUIRED = ('num_blocks', 'width_factor')
+
+
+def resolve_arch(arch: Union[str, dict]) -> dict:
+    """Return the complete architecture dict for a variant name or a custom dict.
+
+    Raises:
+        KeyError: for an unknown variant name or an unknown key in a custom dict.
+        ValueError: for a custom dict that is incomplete or inconsistent.
+    """
+    if isinstance(arch, str):
+        if arch not in ARCH_SETTINGS:
+            raise KeyError(f'unknown RepVGG arch {arch!r}; choose one of '
+                           f'{", ".join(ARCH_SETTINGS)} or pass a dict')
+        arch = ARCH_SETTINGS[arch]
+    if not isinstance(arch, dict):
+        raise TypeError(f'arch must be a variant name or a dict, got {type(arch).__name__}')
+    unknown = set(arch) - set(_REQUIRED) - set(_DEFAULTS)
+    if unknown:
+        raise KeyError(f'unknown RepVGG arch keys {sorted(unknown)}; allowed: '
+                       f'{", ".join(_REQUIRED + tuple(_DEFAULTS))}')
+    missing = [key for key in _REQUIRED if key not in arch]
+    if missing:
+        raise ValueError(f'custom RepVGG arch lacks {missing}')
+    resolved = {**_DEFAULTS, **arch}
+    if len(resolved['num_blocks']) != len(resolved['width_factor']):
+        raise ValueError('arch num_blocks and width_factor must have one entry per stage')
+    return resolved

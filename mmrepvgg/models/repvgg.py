@@ -1,0 +1,154 @@
+"""The RepVGG backbone, registered in the ``mmrepvgg`` scope as ``RepVGG``."""
+import warnings
+from functools import partial
+from typing import Optional, Sequence, Tuple, Union
+
+from mmpretrain.models.backbones.base_backbone import BaseBackbone
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..registry import MODELS
+from .arch import resolve_arch
+from .repvgg_block import RepVGGBlock, reparameterize_blocks
+
+DEFAULT_INIT_CFG = [
+    dict(type='Kaiming', layer=['Conv2d']),
+    dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm']),
+]
+
+
+@MODELS.register_module()
+class RepVGG(BaseBackbone):
+    """RepVGG backbone: `RepVGG: Making VGG-style ConvNets Great Again
+    <https://arxiv.org/abs/2101.03697>`_.
+
+    A stem block (stride 2) then four stages of :class:`RepVGGBlock`; the first block of
+    stage ``i`` has ``strides[i]`` and widens to ``int(base_channels * 2**i *
+    width_factor[i])`` channels. The state-dict layout (``stem``, ``stage_1`` ..
+    ``stage_4``) is that of mmpretrain's RepVGG, so its checkpoints load unchanged.
+
+    Args:
+        arch (str | dict): a variant name from
+            :data:`mmrepvgg.models.arch.ARCH_SETTINGS` (A0, A1, A2, B0, B1, B1g2, B1g4,
+            B2, B2g4, B3, B3g4, D2se) or a custom dict, see :mod:`mmrepvgg.models.arch`.
+        in_channels (int): image channels. Defaults to 3.
+        base_channels (int): width of stage 1 before ``width_factor``. Defaults to 64.
+        out_indices (Sequence[int]): stages (0-3, negative counts from the end) whose
+            outputs are returned. Defaults to ``(3, )``.
+        strides (Sequence[int]): stride of each stage's first block.
+            Defaults to ``(2, 2, 2, 2)``.
+        dilations (Sequence[int]): dilation of each stage. Defaults to ``(1, 1, 1, 1)``.
+        frozen_stages (int): -1 freezes nothing, 0 the stem, ``k`` the stem and stages
+            1..k (eval mode, no gradient). Defaults to -1.
+        norm_cfg (dict): norm layers, e.g. ``dict(type='SyncBN')``.
+            Defaults to ``dict(type='BN')``.
+        act_cfg (dict): activation. Defaults to ``dict(type='ReLU')``.
+        with_cp (bool): activation checkpointing in every block. Defaults to False.
+        deploy (bool): build the fused plain form. Defaults to False.
+        norm_eval (bool): keep BN layers in eval mode while training (frozen running
+            statistics). Defaults to False.
+        init_cfg (list[dict], optional): initialisation; defaults to Kaiming for convs
+            and constant 1 for norms.
+
+    Shape:
+        ``(N, in_channels, H, W)`` -> a tuple with, per ``out_indices`` entry ``i``,
+        ``(N, C_i, H / 2**(i + 2), W / 2**(i + 2))`` for the default strides.
+    """
+
+    def __init__(self,
+                 arch: Union[str, dict],
+                 in_channels: int = 3,
+                 base_channels: int = 64,
+                 out_indices: Sequence[int] = (3, ),
+                 strides: Sequence[int] = (2, 2, 2, 2),
+                 dilations: Sequence[int] = (1, 1, 1, 1),
+                 frozen_stages: int = -1,
+                 norm_cfg: dict = dict(type='BN'),
+                 act_cfg: dict = dict(type='ReLU'),
+                 with_cp: bool = False,
+                 deploy: bool = False,
+                 norm_eval: bool = False,
+                 init_cfg: Optional[list] = DEFAULT_INIT_CFG):
+        super().__init__(init_cfg)
+        self.arch = resolve_arch(arch)
+        num_stages = len(self.arch['num_blocks'])
+        if not len(strides) == len(dilations) == num_stages:
+            raise ValueError(f'strides and dilations need {num_stages} entries, '
+                             f'got {len(strides)} and {len(dilations)}')
+        for index in out_indices:
+            if not -num_stages <= index < num_stages:
+                raise ValueError(f'out_indices entry {index} is outside the '
+                                 f'{num_stages} stages')
+        if not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f'frozen_stages must lie in [-1, {num_stages}], '
+                             f'got {frozen_stages}')
+        self.out_indices = tuple(index % num_stages for index in out_indices)
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.deploy = deploy
+
+        make_block = partial(RepVGGBlock, se_cfg=self.arch['se_cfg'], with_cp=with_cp,
+                             norm_cfg=norm_cfg, act_cfg=act_cfg, deploy=deploy)
+        group_layer_map = self.arch['group_layer_map'] or {}
+        channels = min(self.arch['stem_channels'],
+                       int(base_channels * self.arch['width_factor'][0]))
+        self.stem = make_block(in_channels, channels, stride=2)
+        block_index = 1  # the stem is block 0 of group_layer_map
+        self.stage_names = []
+        for stage_index, (depth, width_factor) in enumerate(
+                zip(self.arch['num_blocks'], self.arch['width_factor'])):
+            out_channels = int(base_channels * 2**stage_index * width_factor)
+            blocks = []
+            for index_in_stage in range(depth):
+                blocks.append(make_block(
+                    channels, out_channels,
+                    stride=strides[stage_index] if index_in_stage == 0 else 1,
+                    dilation=dilations[stage_index],
+                    groups=group_layer_map.get(block_index, 1)))
+                channels = out_channels
+                block_index += 1
+            stage_name = f'stage_{stage_index + 1}'
+            self.add_module(stage_name, nn.Sequential(*blocks))
+            self.stage_names.append(stage_name)
+        self.out_channels = channels
+        self._freeze_stages()
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        x = self.stem(x)
+        outs = []
+        for stage_index, stage_name in enumerate(self.stage_names):
+            x = getattr(self, stage_name)(x)
+            if stage_index in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
+
+    def _frozen_modules(self):
+        if self.frozen_stages >= 0:
+            yield self.stem
+        for stage_name in self.stage_names[:self.frozen_stages]:
+            yield getattr(self, stage_name)
+
+    def _freeze_stages(self):
+        for module in self._frozen_modules():
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'RepVGG':
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+        if mode and self.deploy:
+            warnings.warn(
+                'training a RepVGG built with deploy=True: the plain form trains markedly '
+                'worse than the multi-branch one; train with deploy=False and convert with '
+                'tools/reparameterize_repvgg.py afterwards', stacklevel=2)
+        return self
+
+    def switch_to_deploy(self) -> 'RepVGG':
+        """Fuse every block in place (see :func:`reparameterize_blocks`)."""
+        reparameterize_blocks(self)
+        return self

@@ -1,0 +1,164 @@
+"""The RepVGG block: three branches while training, one 3x3 conv once deployed."""
+from collections import OrderedDict
+from typing import Optional
+
+import torch
+from mmcv.cnn import build_activation_layer, build_norm_layer
+from mmengine.model import BaseModule
+from mmpretrain.models.utils import SELayer
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.checkpoint import checkpoint
+
+from ..reparam import BatchNormStats, KernelBias, fuse_repvgg_branches
+
+
+def batch_norm_stats(norm: _BatchNorm) -> BatchNormStats:
+    """The eval-mode tensors of a (Sync)BatchNorm module, detached."""
+    if norm.running_mean is None:
+        raise ValueError(f'{type(norm).__name__} has no running statistics '
+                         '(track_running_stats=False) and cannot be fused')
+    weight = None if norm.weight is None else norm.weight.detach()
+    bias = None if norm.bias is None else norm.bias.detach()
+    return BatchNormStats(norm.running_mean, norm.running_var, weight, bias, norm.eps)
+
+
+class RepVGGBlock(BaseModule):
+    """``act(se(conv3x3_bn(x) + conv1x1_bn(x) + bn(x)))``, or ``act(se(conv3x3(x)))``.
+
+    The identity branch exists only where ``in_channels == out_channels`` and
+    ``stride == 1``. Module names follow mmpretrain's checkpoints: ``branch_3x3.conv``,
+    ``branch_3x3.norm``, ``branch_1x1.{conv,norm}``, ``branch_norm``, ``branch_reparam``,
+    ``se_layer``.
+
+    Args:
+        in_channels (int): input channels ``C_in``.
+        out_channels (int): output channels ``C_out``.
+        stride (int): stride of both convolutions. Defaults to 1.
+        dilation (int): dilation (and padding) of the 3x3 convolution. Defaults to 1.
+        groups (int): groups of both convolutions. Defaults to 1.
+        se_cfg (dict, optional): arguments of the squeeze-excitation layer applied to the
+            summed branches, before the activation; ``None`` for none. Defaults to None.
+        with_cp (bool): recompute the branches in backward (activation checkpointing) to
+            save memory. Defaults to False.
+        norm_cfg (dict): the norm layers. Defaults to ``dict(type='BN')``.
+        act_cfg (dict): the activation. Defaults to ``dict(type='ReLU')``.
+        deploy (bool): build the fused single-conv form. Defaults to False.
+        init_cfg (dict, optional): mmengine initialisation config. Defaults to None.
+
+    Shape:
+        ``(N, C_in, H, W) -> (N, C_out, ceil(H / stride), ceil(W / stride))``.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 stride: int = 1,
+                 dilation: int = 1,
+                 groups: int = 1,
+                 se_cfg: Optional[dict] = None,
+                 with_cp: bool = False,
+                 norm_cfg: dict = dict(type='BN'),
+                 act_cfg: dict = dict(type='ReLU'),
+                 deploy: bool = False,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.stride = stride
+        self.dilation = dilation
+        self.groups = groups
+        self.with_cp = with_cp
+        self.deploy = deploy
+
+        if deploy:
+            self.branch_reparam = self._conv(3, bias=True)
+        else:
+            self.branch_3x3 = self._conv_norm(3, norm_cfg)
+            self.branch_1x1 = self._conv_norm(1, norm_cfg)
+            has_identity = in_channels == out_channels and stride == 1
+            self.branch_norm = (build_norm_layer(norm_cfg, in_channels)[1]
+                                if has_identity else None)
+        self.se_layer = None if se_cfg is None else SELayer(out_channels, **se_cfg)
+        self.act = build_activation_layer(act_cfg)
+
+    def _conv(self, kernel_size: int, bias: bool, **factory_kwargs) -> nn.Conv2d:
+        padding = self.dilation if kernel_size == 3 else 0
+        dilation = self.dilation if kernel_size == 3 else 1
+        return nn.Conv2d(self.in_channels, self.out_channels, kernel_size, self.stride,
+                         padding, dilation, self.groups, bias=bias, **factory_kwargs)
+
+    def _conv_norm(self, kernel_size: int, norm_cfg: dict) -> nn.Sequential:
+        return nn.Sequential(OrderedDict(
+            conv=self._conv(kernel_size, bias=False),
+            norm=build_norm_layer(norm_cfg, self.out_channels)[1]))
+
+    def _pre_activation(self, x: Tensor) -> Tensor:
+        if self.deploy:
+            out = self.branch_reparam(x)
+        else:
+            out = self.branch_3x3(x) + self.branch_1x1(x)
+            if self.branch_norm is not None:
+                out = out + self.branch_norm(x)
+        if self.se_layer is not None:
+            out = self.se_layer(out)
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.with_cp and x.requires_grad:
+            out = checkpoint(self._pre_activation, x, use_reentrant=False)
+        else:
+            out = self._pre_activation(x)
+        return self.act(out)
+
+    def fused_kernel_bias(self) -> KernelBias:
+        """The deploy conv's ``(kernel (C_out, C_in // groups, 3, 3), bias (C_out,))``.
+
+        Uses the BN running statistics, i.e. the block's eval-mode function.
+        """
+        if self.deploy:
+            return self.branch_reparam.weight.detach(), self.branch_reparam.bias.detach()
+        return fuse_repvgg_branches(
+            self.branch_3x3.conv.weight.detach(), batch_norm_stats(self.branch_3x3.norm),
+            self.branch_1x1.conv.weight.detach(), batch_norm_stats(self.branch_1x1.norm),
+            None if self.branch_norm is None else batch_norm_stats(self.branch_norm),
+            self.groups)
+
+    @torch.no_grad()
+    def switch_to_deploy(self) -> 'RepVGGBlock':
+        """Replace the branches by their fused 3x3 conv, in place; a no-op if deployed."""
+        if self.deploy:
+            return self
+        kernel, bias = self.fused_kernel_bias()
+        # skip_init: the weights are overwritten at once, random init would only cost time.
+        fused_conv = nn.utils.skip_init(
+            nn.Conv2d, self.in_channels, self.out_channels, 3, self.stride, self.dilation,
+            self.dilation, self.groups, bias=True, device=kernel.device, dtype=kernel.dtype)
+        fused_conv.weight.copy_(kernel)
+        fused_conv.bias.copy_(bias)
+        del self.branch_3x3, self.branch_1x1, self.branch_norm
+        self.branch_reparam = fused_conv
+        self.deploy = True
+        return self
+
+
+def reparameterize_blocks(model: nn.Module) -> int:
+    """Fuse every :class:`RepVGGBlock` inside ``model`` in place.
+
+    Works on any module tree (a backbone, a classifier, a detector). Modules with a
+    ``deploy`` flag that contain blocks get ``deploy = True`` so they rebuild in deploy
+    form from their config.
+
+    Returns:
+        The number of blocks that were fused (0 for an already deployed model).
+    """
+    num_fused = 0
+    for module in model.modules():
+        if isinstance(module, RepVGGBlock) and not module.deploy:
+            module.switch_to_deploy()
+            num_fused += 1
+    for module in model.modules():
+        if (hasattr(module, 'deploy') and not isinstance(module, RepVGGBlock)
+                and any(isinstance(child, RepVGGBlock) for child in module.modules())):
+            module.deploy = True
+    return num_fused

@@ -1,0 +1,37 @@
+"""Registries of the ``mmrepvgg`` scope, children of mmpretrain's.
+
+A config with ``default_scope = 'mmrepvgg'`` looks every ``type`` up here first and then in
+mmpretrain and mmengine, so ``type='RepVGG'`` builds this project's backbone while
+``ImageClassifier``, ``ImageNet`` or ``Mixup`` still come from mmpretrain. mmengine imports
+this module by name when it switches to the scope.
+"""
+from mmengine.registry import Registry
+from mmpretrain import registry as mmpretrain_registry
+
+
+def _child_of(parent: Registry, *locations: str) -> Registry:
+    return Registry(parent.name, parent=parent, scope='mmrepvgg', locations=list(locations))
+
+
+RUNNERS = _child_of(mmpretrain_registry.RUNNERS)
+RUNNER_CONSTRUCTORS = _child_of(mmpretrain_registry.RUNNER_CONSTRUCTORS)
+LOOPS = _child_of(mmpretrain_registry.LOOPS)
+HOOKS = _child_of(mmpretrain_registry.HOOKS)
+LOG_PROCESSORS = _child_of(mmpretrain_registry.LOG_PROCESSORS)
+OPTIMIZERS = _child_of(mmpretrain_registry.OPTIMIZERS)
+OPTIM_WRAPPERS = _child_of(mmpretrain_registry.OPTIM_WRAPPERS)
+OPTIM_WRAPPER_CONSTRUCTORS = _child_of(mmpretrain_registry.OPTIM_WRAPPER_CONSTRUCTORS)
+PARAM_SCHEDULERS = _child_of(mmpretrain_registry.PARAM_SCHEDULERS)
+DATASETS = _child_of(mmpretrain_registry.DATASETS)
+DATA_SAMPLERS = _child_of(mmpretrain_registry.DATA_SAMPLERS)
+TRANSFORMS = _child_of(mmpretrain_registry.TRANSFORMS)
+MODELS = _child_of(mmpretrain_registry.MODELS, 'mmrepvgg.models')
+MODEL_WRAPPERS = _child_of(mmpretrain_registry.MODEL_WRAPPERS)
+WEIGHT_INITIALIZERS = _child_of(mmpretrain_registry.WEIGHT_INITIALIZERS)
+BATCH_AUGMENTS = _child_of(mmpretrain_registry.BATCH_AUGMENTS)
+TASK_UTILS = _child_of(mmpretrain_registry.TASK_UTILS)
+TOKENIZER = _child_of(mmpretrain_registry.TOKENIZER)
+METRICS = _child_of(mmpretrain_registry.METRICS)
+EVALUATORS = _child_of(mmpretrain_registry.EVALUATORS)
+VISUALIZERS = _child_of(mmpretrain_registry.VISUALIZERS)
+VISBACKENDS = _child_of(mmpretrain_registry.VISBACKENDS)
