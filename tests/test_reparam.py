@@ -1,0 +1,113 @@
+"""The fusion math of mmrepvgg.reparam, checked against convolutions run by torch."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmrepvgg.reparam import (BatchNormStats, fuse_conv_bn, fuse_repvgg_branches,
+                              identity_kernel_3x3, pad_to_3x3)
+
+DTYPE = torch.float64
+
+
+def random_bn(channels, generator, affine=True, eps=1e-5):
+    def uniform(low, high):
+        return torch.empty(channels, dtype=DTYPE).uniform_(low, high, generator=generator)
+    return BatchNormStats(
+        running_mean=torch.randn(channels, generator=generator, dtype=DTYPE),
+        running_var=uniform(0.1, 3.0),
+        weight=uniform(0.5, 1.5) if affine else None,
+        bias=torch.randn(channels, generator=generator, dtype=DTYPE) if affine else None,
+        eps=eps)
+
+
+def apply_bn(features, bn):
+    return F.batch_norm(features, bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                        training=False, eps=bn.eps)
+
+
+@pytest.mark.parametrize('affine', [True, False])
+@pytest.mark.parametrize('kernel_size', [1, 3])
+def test_fused_conv_bn_equals_conv_then_bn(kernel_size, affine):
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(2, 4, 7, 7, generator=generator, dtype=DTYPE)
+    kernel = torch.randn(6, 4, kernel_size, kernel_size, generator=generator, dtype=DTYPE)
+    bn = random_bn(6, generator, affine=affine)
+    padding = kernel_size // 2
+    expected = apply_bn(F.conv2d(images, kernel, padding=padding), bn)
+    fused_kernel, fused_bias = fuse_conv_bn(kernel, bn)
+    torch.testing.assert_close(F.conv2d(images, fused_kernel, fused_bias, padding=padding),
+                               expected, rtol=1e-12, atol=1e-12)
+
+
+def test_padded_1x1_kernel_computes_the_same_conv_with_padding_1():
+    images = torch.randn(2, 3, 5, 5, dtype=DTYPE)
+    kernel_1x1 = torch.randn(4, 3, 1, 1, dtype=DTYPE)
+    kernel_3x3 = pad_to_3x3(kernel_1x1)
+    assert kernel_3x3.shape == (4, 3, 3, 3)
+    torch.testing.assert_close(F.conv2d(images, kernel_3x3, padding=1),
+                               F.conv2d(images, kernel_1x1), rtol=0, atol=0)
+
+
+def test_pad_to_3x3_rejects_other_kernel_sizes():
+    with pytest.raises(ValueError, match='1x1 or 3x3'):
+        pad_to_3x3(torch.zeros(2, 2, 5, 5))
+
+
+@pytest.mark.parametrize('channels,groups', [(6, 1), (6, 2), (6, 3), (8, 4), (5, 5)])
+def test_identity_kernel_reproduces_the_input_for_any_groups(channels, groups):
+    images = torch.randn(2, channels, 6, 6, dtype=DTYPE)
+    kernel = identity_kernel_3x3(channels, groups, dtype=DTYPE)
+    assert kernel.shape == (channels, channels // groups, 3, 3)
+    torch.testing.assert_close(F.conv2d(images, kernel, padding=1, groups=groups), images,
+                               rtol=0, atol=0)
+
+
+def test_identity_kernel_rejects_uneven_groups():
+    with pytest.raises(ValueError, match='groups'):
+        identity_kernel_3x3(6, 4)
+
+
+@pytest.mark.parametrize('with_identity', [True, False])
+@pytest.mark.parametrize('groups', [1, 2])
+@pytest.mark.parametrize('stride,dilation', [(1, 1), (2, 1), (1, 2)])
+def test_fused_branches_equal_the_sum_of_the_three_branches(with_identity, groups, stride,
+                                                            dilation):
+    generator = torch.Generator().manual_seed(1)
+    channels = 4
+    images = torch.randn(2, channels, 9, 9, generator=generator, dtype=DTYPE)
+    kernel_3x3 = torch.randn(channels, channels // groups, 3, 3, generator=generator,
+                             dtype=DTYPE)
+    kernel_1x1 = torch.randn(channels, channels // groups, 1, 1, generator=generator,
+                             dtype=DTYPE)
+    bn_3x3, bn_1x1, bn_identity = (random_bn(channels, generator) for _ in range(3))
+    branch_sum = (
+        apply_bn(F.conv2d(images, kernel_3x3, None, stride, dilation, dilation, groups),
+                 bn_3x3)
+        + apply_bn(F.conv2d(images, kernel_1x1, None, stride, 0, 1, groups), bn_1x1))
+    if with_identity and stride == 1:
+        branch_sum = branch_sum + apply_bn(images, bn_identity)
+    use_identity = with_identity and stride == 1
+    kernel, bias = fuse_repvgg_branches(kernel_3x3, bn_3x3, kernel_1x1, bn_1x1,
+                                        bn_identity if use_identity else None, groups)
+    fused = F.conv2d(images, kernel, bias, stride, dilation, dilation, groups)
+    torch.testing.assert_close(fused, branch_sum, rtol=1e-12, atol=1e-12)
+
+
+def bn_as(bn, dtype):
+    return bn._replace(**{name: getattr(bn, name).to(dtype)
+                          for name in ('running_mean', 'running_var', 'weight', 'bias')})
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+def test_fusion_in_low_precision_is_the_rounded_float64_result(dtype):
+    generator = torch.Generator().manual_seed(2)
+    kernel_3x3 = torch.randn(8, 8, 3, 3, generator=generator, dtype=DTYPE).to(dtype)
+    kernel_1x1 = torch.randn(8, 8, 1, 1, generator=generator, dtype=DTYPE).to(dtype)
+    bns = [bn_as(random_bn(8, generator), dtype) for _ in range(3)]
+    kernel, bias = fuse_repvgg_branches(kernel_3x3, bns[0], kernel_1x1, bns[1], bns[2])
+    exact_kernel, exact_bias = fuse_repvgg_branches(
+        kernel_3x3.to(DTYPE), bn_as(bns[0], DTYPE), kernel_1x1.to(DTYPE),
+        bn_as(bns[1], DTYPE), bn_as(bns[2], DTYPE))
+    assert kernel.dtype == bias.dtype == dtype
+    torch.testing.assert_close(kernel, exact_kernel.to(dtype), rtol=0, atol=0)
+    torch.testing.assert_close(bias, exact_bias.to(dtype), rtol=0, atol=0)
