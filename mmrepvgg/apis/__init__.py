@@ -1,3 +1,5 @@
-from .convert import repvgg_convert
+from .convert import (ConfigError, ConversionReport, build_train_model, convert_checkpoint,
+                      load_repvgg_weights, repvgg_convert)
 
-__all__ = ['repvgg_convert']
+__all__ = ['ConfigError', 'ConversionReport', 'build_train_model', 'convert_checkpoint',
+           'load_repvgg_weights', 'repvgg_convert']

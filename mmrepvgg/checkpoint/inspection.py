@@ -1,0 +1,96 @@
+"""What a RepVGG state dict says about itself: its architecture, its health.
+
+Works on backbone-relative keys of this project's layout (see
+:func:`mmrepvgg.checkpoint.layouts.to_project_layout`), in either form.
+"""
+import re
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+import torch
+
+from ..models.arch import ARCH_SETTINGS, resolve_arch
+from .layouts import StateDict
+
+_BLOCK_KERNEL = re.compile(
+    r'^(?:stem|stage_(?P<stage>\d+)\.(?P<index>\d+))\.(?:branch_3x3\.conv|branch_reparam)'
+    r'\.weight$')
+
+
+class ArchShape(NamedTuple):
+    """The shape facts that tell RepVGG variants apart.
+
+    Attributes:
+        stem_width: output channels of the stem.
+        depths: blocks per stage, stage 1 first.
+        widths: output channels per stage.
+        groups: ``{global block index: groups}`` of the grouped blocks (stem = 0).
+        has_se: whether the blocks carry squeeze-excitation.
+    """
+    stem_width: int
+    depths: Tuple[int, ...]
+    widths: Tuple[int, ...]
+    groups: Dict[int, int]
+    has_se: bool
+
+
+def arch_shape_of_state(backbone: StateDict) -> ArchShape:
+    """Read :class:`ArchShape` from the 3x3 kernels ``(C_out, C_in // groups, 3, 3)``."""
+    kernels: Dict[Tuple[int, int], torch.Size] = {}
+    for key, tensor in backbone.items():
+        match = _BLOCK_KERNEL.match(key)
+        if match is not None:
+            position = (0, 0) if match['stage'] is None else (int(match['stage']),
+                                                               int(match['index']))
+            kernels[position] = tensor.shape
+    stem_width = kernels[(0, 0)][0] if (0, 0) in kernels else 0
+    num_stages = max((stage for stage, _ in kernels), default=0)
+    depths = tuple(sum(1 for stage, _ in kernels if stage == number)
+                   for number in range(1, num_stages + 1))
+    widths = tuple(kernels[(number, 0)][0] if (number, 0) in kernels else 0
+                   for number in range(1, num_stages + 1))
+    groups, in_channels, block_index = {}, stem_width, 1
+    for number, depth in enumerate(depths, start=1):
+        for index in range(depth):
+            shape = kernels.get((number, index))
+            if shape is not None and shape[1] and in_channels // shape[1] > 1:
+                groups[block_index] = in_channels // shape[1]
+            in_channels = widths[number - 1]
+            block_index += 1
+    has_se = any('.se_layer.' in key for key in backbone)
+    return ArchShape(stem_width, depths, widths, groups, has_se)
+
+
+def arch_shape_of_setting(arch, base_channels: int = 64) -> ArchShape:
+    """The :class:`ArchShape` a variant name or arch dict builds (see ``RepVGG``)."""
+    arch = resolve_arch(arch)
+    widths = tuple(int(base_channels * 2**stage * factor)
+                   for stage, factor in enumerate(arch['width_factor']))
+    stem_width = min(arch['stem_channels'], int(base_channels * arch['width_factor'][0]))
+    groups = {index: count for index, count in (arch['group_layer_map'] or {}).items()
+              if count > 1 and index <= sum(arch['num_blocks'])}
+    return ArchShape(stem_width, tuple(arch['num_blocks']), widths, groups,
+                     arch['se_cfg'] is not None)
+
+
+def matching_arch_names(shape: ArchShape) -> List[str]:
+    """The published variants (:data:`ARCH_SETTINGS`) with exactly this shape."""
+    return [name for name in ARCH_SETTINGS if arch_shape_of_setting(name) == shape]
+
+
+def describe_arch(shape: ArchShape) -> str:
+    """``'RepVGG-B1g4'``, or the shape facts when no published variant matches."""
+    names = matching_arch_names(shape)
+    if names:
+        return ' / '.join(f'RepVGG-{name}' for name in names)
+    groups = f', groups {shape.groups}' if shape.groups else ''
+    se = ', with SE' if shape.has_se else ''
+    return (f'an unpublished RepVGG (stem {shape.stem_width}, depths {shape.depths}, '
+            f'widths {shape.widths}{groups}{se})')
+
+
+def first_non_finite(state_dict: StateDict) -> Optional[str]:
+    """The first key whose floating-point tensor holds a NaN or an infinity."""
+    for key, tensor in state_dict.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return key
+    return None
