@@ -1,0 +1,3 @@
+_base_ = './repvgg-A0_in1k.py'
+
+model = dict(backbone=dict(arch='B1g2'), head=dict(in_channels=2048))

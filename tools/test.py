@@ -1,0 +1,49 @@
+"""Evaluate a RepVGG checkpoint with its config (an mmengine Runner shell).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out PREDICTIONS.pkl]
+        [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm}]
+
+A re-parameterized checkpoint (tools/reparameterize_repvgg.py) goes with the deploy config
+(configs/deploy/...). The last line printed is ``test metrics: {json}``.
+"""
+import argparse
+import json
+import sys
+
+from mmengine.config import DictAction
+
+from mmrepvgg.checkpoint import CheckpointError
+from mmrepvgg.engine import (LAUNCHERS, ConfigError, build_runner, check_checkpoint_fits,
+                             load_repvgg_config, prepare_test_config)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Test a RepVGG checkpoint')
+    parser.add_argument('config', help='config of the checkpoint\'s form (train or deploy)')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='folder for the test log '
+                        '(default: work_dirs/<config name>)')
+    parser.add_argument('--out', help='also dump every prediction into this new .pkl file')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+                        help='override config entries, e.g. test_dataloader.batch_size=16')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none',
+                        help='job launcher (set by dist_test.sh / slurm_test.sh)')
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    try:
+        cfg = load_repvgg_config(args.config, args.cfg_options)
+        prepare_test_config(cfg, args.config, args.checkpoint, args.work_dir, args.out,
+                            args.launcher)
+        runner = build_runner(cfg)
+        check_checkpoint_fits(runner.model, args.checkpoint)
+    except (ConfigError, CheckpointError) as error:
+        sys.exit(f'error: {error}')
+    metrics = runner.test()
+    print(f'test metrics: {json.dumps(metrics)}')
+
+
+if __name__ == '__main__':
+    main()

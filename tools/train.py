@@ -1,0 +1,49 @@
+"""Train a RepVGG classifier from an mmengine config (an mmengine Runner shell).
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+        [--auto-scale-lr] [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm}]
+
+Multi-process: bash tools/dist_train.sh CONFIG NUM_PROCESSES [options].
+"""
+import argparse
+import sys
+
+from mmengine.config import DictAction
+
+from mmrepvgg.checkpoint import CheckpointError
+from mmrepvgg.engine import (LAUNCHERS, ConfigError, build_runner, load_repvgg_config,
+                             prepare_train_config)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Train a RepVGG model')
+    parser.add_argument('config', help='train config, e.g. configs/digits/repvgg-A0_digits.py')
+    parser.add_argument('--work-dir', help='folder for logs and checkpoints '
+                        '(default: work_dirs/<config name>)')
+    parser.add_argument('--resume', nargs='?', const='auto', metavar='CKPT',
+                        help='resume from CKPT, or without CKPT from the latest checkpoint '
+                        'in the work dir')
+    parser.add_argument('--amp', action='store_true', help='mixed-precision training (GPU)')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr to the actual total batch size')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+                        help='override config entries, e.g. train_cfg.max_epochs=1')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none',
+                        help='job launcher (set by dist_train.sh / slurm_train.sh)')
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    try:
+        cfg = load_repvgg_config(args.config, args.cfg_options)
+        prepare_train_config(cfg, args.config, args.work_dir, args.resume, args.amp,
+                             args.auto_scale_lr, args.launcher)
+        runner = build_runner(cfg)
+    except (ConfigError, CheckpointError) as error:
+        sys.exit(f'error: {error}')
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
