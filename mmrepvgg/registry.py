@@ -10,7 +10,10 @@ from mmpretrain import registry as mmpretrain_registry
 
 
 def _child_of(parent: Registry, *locations: str) -> Registry:
-    return Registry(parent.name, parent=parent, scope='mmrepvgg', locations=list(locations))
+    # mmengine imports only the queried registry's own locations before a lookup, not its
+    # parents'; inheriting them makes mmpretrain register e.g. UniversalVisualizer in time.
+    return Registry(parent.name, parent=parent, scope='mmrepvgg',
+                    locations=[*parent._locations, *locations])
 
 
 RUNNERS = _child_of(mmpretrain_registry.RUNNERS)
