@@ -5,9 +5,7 @@ from typing import Any, Dict, Optional
 
 from mmengine.config import Config
 
-
-class ConfigError(ValueError):
-    """A config the tools cannot use; the message names the problem and the fix."""
+from ..apis import ConfigError
 
 
 def _backbone_type(cfg: Config) -> Optional[str]:
@@ -28,7 +26,7 @@ def check_cfg_options(cfg: Config, cfg_options: Dict[str, Any], config_path: str
         ConfigError: naming the key, the config and the closest existing key.
     """
     for dotted_key in cfg_options:
-        node: Any = cfg
+        node: Any = cfg.to_dict()
         parts = dotted_key.split('.')
         for depth, part in enumerate(parts):
             is_last = depth == len(parts) - 1

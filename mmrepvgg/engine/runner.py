@@ -1,6 +1,8 @@
 """What tools/train.py and tools/test.py do between parsing arguments and running."""
+import json
 import os
-from typing import Optional
+import re
+from typing import Dict, Optional
 
 from mmengine.config import Config
 from mmengine.device import get_device
@@ -10,6 +12,26 @@ from torch import nn
 from ..checkpoint import CheckpointError, load_checkpoint_file, unwrap_state_dict
 from .config import ConfigError
 from .dist import setup_distributed
+
+
+TEST_METRICS_PREFIX = 'test metrics: '
+
+
+def format_test_metrics(metrics: Dict[str, float]) -> str:
+    """The line tools/test.py prints last, e.g. ``test metrics: {"accuracy/top1": 96.1}``."""
+    return TEST_METRICS_PREFIX + json.dumps(metrics)
+
+
+def parse_test_metrics(output: str) -> Dict[str, float]:
+    """The metrics of the last :func:`format_test_metrics` line in a tool's output.
+
+    Raises:
+        ValueError: ``output`` holds no such line.
+    """
+    lines = re.findall(f'^{re.escape(TEST_METRICS_PREFIX)}(.*)$', output, flags=re.M)
+    if not lines:
+        raise ValueError(f'no line starting with {TEST_METRICS_PREFIX!r} in the output')
+    return json.loads(lines[-1])
 
 
 def _set_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> None:
