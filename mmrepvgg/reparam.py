@@ -3,17 +3,18 @@
 A train-form block computes ``BN(conv3x3(x)) + BN(conv1x1(x)) + BN(x)``. In eval mode each
 BN is the affine map ``gamma * (y - mean) / sqrt(var + eps) + beta`` (Eq. 3 of the paper), so
 every branch is a convolution followed by a per-channel scale and shift. Scaling a
-convolution's output equals scaling its kernel, a 1x1 kernel is a 3x3 kernel that is zero
-off-centre, and the identity is a 3x3 kernel with a single one per output channel; hence
-the three branches sum to one 3x3 convolution with a bias (Eq. 4).
+convolution's output equals scaling its kernel; a 1x1 kernel is a 3x3 kernel that is zero
+off-centre (the 1x1 branch, padding 0, reads the pixel the 3x3 branch, padding
+``dilation``, reads at its centre tap); the identity is a 1x1 kernel with a single one per
+output channel. Hence the three branches sum to one 3x3 convolution with a bias (Eq. 4).
 
-Every function here takes and returns tensors only: no module state, no in-place updates.
-Kernels have shape ``(C_out, C_in // groups, k, k)``; biases and BN statistics ``(C_out,)``.
+Every function here takes and returns tensors only: no module state, no in-place updates
+of its inputs. Kernels have shape ``(C_out, C_in // groups, k, k)``; biases and BN
+statistics ``(C_out,)``.
 """
 from typing import NamedTuple, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 KernelBias = Tuple[Tensor, Tensor]
@@ -39,51 +40,46 @@ def fuse_conv_bn(kernel: Tensor, bn: BatchNormStats) -> KernelBias:
         bn: the BN that follows the conv, over ``C_out`` channels.
 
     Returns:
-        ``(kernel * gamma / std, beta - mean * gamma / std)`` with
-        ``std = sqrt(running_var + eps)``, computed in the dtype of ``kernel``.
+        ``(kernel * scale, beta - running_mean * scale)`` with
+        ``scale = gamma / sqrt(running_var + eps)``: a new kernel of the shape, dtype and
+        device of ``kernel``, and a ``(C_out,)`` bias of its dtype.
+
+    ``scale`` and the bias are computed in float64 and the bias is rounded once. The kernel
+    product is taken in float32 or wider: exact to float64 precision for float64 kernels,
+    otherwise within two float32 roundings (of ``scale`` and of the product) plus the final
+    one to a narrower dtype. float64 products would triple the memory traffic of converting
+    a large model for a gain far below the rounding of a float32 convolution.
     """
-    scale = torch.rsqrt(bn.running_var.to(kernel.dtype) + bn.eps)
+    exact = torch.float64
+    scale = torch.rsqrt(bn.running_var.to(exact) + bn.eps)
     if bn.weight is not None:
-        scale = scale * bn.weight.to(kernel.dtype)
-    shift = -bn.running_mean.to(kernel.dtype) * scale
+        scale = scale * bn.weight.to(exact)
+    bias = -bn.running_mean.to(exact) * scale
     if bn.bias is not None:
-        shift = shift + bn.bias.to(kernel.dtype)
-    return kernel * scale.reshape(-1, 1, 1, 1), shift
+        bias = bias + bn.bias.to(exact)
+    product_dtype = torch.promote_types(kernel.dtype, torch.float32)
+    fused_kernel = kernel.to(product_dtype) * scale.to(product_dtype).reshape(-1, 1, 1, 1)
+    return fused_kernel.to(kernel.dtype), bias.to(kernel.dtype)
 
 
-def pad_to_3x3(kernel: Tensor) -> Tensor:
-    """Centre a ``(C_out, C_in // groups, 1, 1)`` kernel in a zero 3x3 kernel.
-
-    Valid because the 1x1 branch of a block uses padding 0 where the 3x3 branch uses
-    padding ``dilation``: both read the same centre pixel. A 3x3 kernel is returned as is.
-    """
-    if kernel.shape[-2:] == (3, 3):
-        return kernel
-    if kernel.shape[-2:] != (1, 1):
-        raise ValueError(
-            f'expected a 1x1 or 3x3 kernel, got spatial size {tuple(kernel.shape[-2:])}')
-    return F.pad(kernel, [1, 1, 1, 1])
-
-
-def identity_kernel_3x3(channels: int,
+def identity_kernel_1x1(channels: int,
                         groups: int = 1,
                         dtype: torch.dtype = torch.float32,
                         device: Optional[torch.device] = None) -> Tensor:
-    """The 3x3 (grouped) convolution kernel that computes ``y = x``.
+    """The 1x1 (grouped) convolution kernel that computes ``y = x``.
 
     Output channel ``c`` belongs to group ``c // (channels // groups)``, whose inputs are
     numbered locally ``0 .. channels // groups - 1``; its own input is local channel
-    ``c % (channels // groups)``.
+    ``c % (channels // groups)``, where the kernel holds its single one.
 
     Returns:
-        Tensor ``(channels, channels // groups, 3, 3)`` with a single 1 per output channel.
+        Tensor ``(channels, channels // groups, 1, 1)``.
     """
     if channels % groups:
         raise ValueError(f'{channels} channels cannot be split into {groups} groups')
-    channels_per_group = channels // groups
-    kernel = torch.zeros(channels, channels_per_group, 3, 3, dtype=dtype, device=device)
+    kernel = torch.zeros(channels, channels // groups, 1, 1, dtype=dtype, device=device)
     out_channel = torch.arange(channels, device=device)
-    kernel[out_channel, out_channel % channels_per_group, 1, 1] = 1
+    kernel[out_channel, out_channel % (channels // groups), 0, 0] = 1
     return kernel
 
 
@@ -103,22 +99,23 @@ def fuse_repvgg_branches(kernel_3x3: Tensor,
         groups: the convolutions' group count.
 
     Returns:
-        ``(kernel (C_out, C_in // groups, 3, 3), bias (C_out,))`` in the dtype of
-        ``kernel_3x3``.
+        ``(kernel (C_out, C_in // groups, 3, 3), bias (C_out,))``: new tensors in the dtype
+        and on the device of ``kernel_3x3``.
 
-    Everything is computed in float64 and rounded once at the end, so the result is the
-    correctly rounded exact sum whatever the storage dtype (float16 would otherwise lose
-    bits in ``1 / sqrt(var + eps)`` and in each partial sum).
+    The 1x1 and identity branches touch only the centre taps ``[:, :, 1, 1]``, so they are
+    added there rather than padded to full 3x3 kernels: the fusion reads and writes the
+    large 3x3 kernel once. The centre taps and the bias sum all branches in float64 and
+    are rounded once; the other taps are one product each (see :func:`fuse_conv_bn`).
     """
     exact = torch.float64
-    kernel, bias = fuse_conv_bn(kernel_3x3.to(exact), bn_3x3)
+    kernel, _ = fuse_conv_bn(kernel_3x3, bn_3x3)
+    centre_taps, bias = fuse_conv_bn(kernel_3x3[:, :, 1:2, 1:2].to(exact), bn_3x3)
     if kernel_1x1 is not None:
-        kernel_1x1, bias_1x1 = fuse_conv_bn(kernel_1x1.to(exact), bn_1x1)
-        kernel = kernel + pad_to_3x3(kernel_1x1)
-        bias = bias + bias_1x1
+        centre_taps_1x1, bias_1x1 = fuse_conv_bn(kernel_1x1.to(exact), bn_1x1)
+        centre_taps, bias = centre_taps + centre_taps_1x1, bias + bias_1x1
     if bn_identity is not None:
-        identity = identity_kernel_3x3(kernel.shape[0], groups, exact, kernel.device)
-        kernel_identity, bias_identity = fuse_conv_bn(identity, bn_identity)
-        kernel = kernel + kernel_identity
-        bias = bias + bias_identity
-    return kernel.to(kernel_3x3.dtype), bias.to(kernel_3x3.dtype)
+        identity = identity_kernel_1x1(kernel.shape[0], groups, exact, kernel.device)
+        centre_taps_identity, bias_identity = fuse_conv_bn(identity, bn_identity)
+        centre_taps, bias = centre_taps + centre_taps_identity, bias + bias_identity
+    kernel[:, :, 1:2, 1:2] = centre_taps
+    return kernel, bias.to(kernel.dtype)

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from mmrepvgg.reparam import (BatchNormStats, fuse_conv_bn, fuse_repvgg_branches,
-                              identity_kernel_3x3, pad_to_3x3)
+                              identity_kernel_1x1)
 
 DTYPE = torch.float64
 
@@ -39,41 +39,27 @@ def test_fused_conv_bn_equals_conv_then_bn(kernel_size, affine):
                                expected, rtol=1e-12, atol=1e-12)
 
 
-def test_padded_1x1_kernel_computes_the_same_conv_with_padding_1():
-    images = torch.randn(2, 3, 5, 5, dtype=DTYPE)
-    kernel_1x1 = torch.randn(4, 3, 1, 1, dtype=DTYPE)
-    kernel_3x3 = pad_to_3x3(kernel_1x1)
-    assert kernel_3x3.shape == (4, 3, 3, 3)
-    torch.testing.assert_close(F.conv2d(images, kernel_3x3, padding=1),
-                               F.conv2d(images, kernel_1x1), rtol=0, atol=0)
-
-
-def test_pad_to_3x3_rejects_other_kernel_sizes():
-    with pytest.raises(ValueError, match='1x1 or 3x3'):
-        pad_to_3x3(torch.zeros(2, 2, 5, 5))
-
-
 @pytest.mark.parametrize('channels,groups', [(6, 1), (6, 2), (6, 3), (8, 4), (5, 5)])
 def test_identity_kernel_reproduces_the_input_for_any_groups(channels, groups):
     images = torch.randn(2, channels, 6, 6, dtype=DTYPE)
-    kernel = identity_kernel_3x3(channels, groups, dtype=DTYPE)
-    assert kernel.shape == (channels, channels // groups, 3, 3)
-    torch.testing.assert_close(F.conv2d(images, kernel, padding=1, groups=groups), images,
+    kernel = identity_kernel_1x1(channels, groups, dtype=DTYPE)
+    assert kernel.shape == (channels, channels // groups, 1, 1)
+    torch.testing.assert_close(F.conv2d(images, kernel, groups=groups), images,
                                rtol=0, atol=0)
 
 
 def test_identity_kernel_rejects_uneven_groups():
     with pytest.raises(ValueError, match='groups'):
-        identity_kernel_3x3(6, 4)
+        identity_kernel_1x1(6, 4)
 
 
 @pytest.mark.parametrize('with_identity', [True, False])
-@pytest.mark.parametrize('groups', [1, 2])
+@pytest.mark.parametrize('groups', [1, 2, 4])
 @pytest.mark.parametrize('stride,dilation', [(1, 1), (2, 1), (1, 2)])
 def test_fused_branches_equal_the_sum_of_the_three_branches(with_identity, groups, stride,
                                                             dilation):
     generator = torch.Generator().manual_seed(1)
-    channels = 4
+    channels = 8
     images = torch.randn(2, channels, 9, 9, generator=generator, dtype=DTYPE)
     kernel_3x3 = torch.randn(channels, channels // groups, 3, 3, generator=generator,
                              dtype=DTYPE)
@@ -99,7 +85,7 @@ def bn_as(bn, dtype):
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
-def test_fusion_in_low_precision_is_the_rounded_float64_result(dtype):
+def test_fusion_in_low_precision_is_within_two_roundings_of_the_float64_result(dtype):
     generator = torch.Generator().manual_seed(2)
     kernel_3x3 = torch.randn(8, 8, 3, 3, generator=generator, dtype=DTYPE).to(dtype)
     kernel_1x1 = torch.randn(8, 8, 1, 1, generator=generator, dtype=DTYPE).to(dtype)
@@ -109,5 +95,10 @@ def test_fusion_in_low_precision_is_the_rounded_float64_result(dtype):
         kernel_3x3.to(DTYPE), bn_as(bns[0], DTYPE), kernel_1x1.to(DTYPE),
         bn_as(bns[1], DTYPE), bn_as(bns[2], DTYPE))
     assert kernel.dtype == bias.dtype == dtype
-    torch.testing.assert_close(kernel, exact_kernel.to(dtype), rtol=0, atol=0)
+    # off-centre taps: the float32 scale and the product are each rounded once
+    two_roundings = torch.finfo(dtype).eps
+    torch.testing.assert_close(kernel.to(DTYPE), exact_kernel, rtol=two_roundings, atol=0)
+    # the centre taps and the bias gather three branches yet are rounded only once
+    torch.testing.assert_close(kernel[:, :, 1, 1], exact_kernel[:, :, 1, 1].to(dtype),
+                               rtol=0, atol=0)
     torch.testing.assert_close(bias, exact_bias.to(dtype), rtol=0, atol=0)

@@ -130,12 +130,11 @@ class RepVGGBlock(BaseModule):
         if self.deploy:
             return self
         kernel, bias = self.fused_kernel_bias()
-        # skip_init: the weights are overwritten at once, random init would only cost time.
-        fused_conv = nn.utils.skip_init(
-            nn.Conv2d, self.in_channels, self.out_channels, 3, self.stride, self.dilation,
-            self.dilation, self.groups, bias=True, device=kernel.device, dtype=kernel.dtype)
-        fused_conv.weight.copy_(kernel)
-        fused_conv.bias.copy_(bias)
+        # Built on the meta device: random initialisation would only cost time, the
+        # fused tensors become its parameters as they are.
+        fused_conv = self._conv(3, bias=True, device='meta')
+        fused_conv.weight = nn.Parameter(kernel)
+        fused_conv.bias = nn.Parameter(bias)
         del self.branch_3x3, self.branch_1x1, self.branch_norm
         self.branch_reparam = fused_conv
         self.deploy = True

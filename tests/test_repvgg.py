@@ -1,0 +1,209 @@
+"""Specification of the RepVGG backbone: published sizes, exact deploy form, training."""
+import contextlib
+
+import pytest
+import torch
+from mmengine.registry import init_default_scope
+from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
+from torch import nn
+
+import mmrepvgg
+from mmrepvgg.checkpoint import load_checkpoint_file
+from mmrepvgg.models import ARCH_SETTINGS, RepVGG, RepVGGBlock, reparameterize_blocks
+from mmrepvgg.published import PUBLISHED
+from mmrepvgg.testing import max_relative_error, randomize_batch_norms_
+
+VARIANTS = list(ARCH_SETTINGS)
+SMALL_IMAGES = (2, 3, 32, 32)
+
+
+
+def build_classifier(arch, deploy=False, num_classes=1000):
+    init_default_scope('mmrepvgg')
+    backbone = dict(type='RepVGG', arch=arch, deploy=deploy)
+    final_width = int(64 * 8 * ARCH_SETTINGS[arch]['width_factor'][-1])
+    return MMPRETRAIN_MODELS.build(dict(
+        type='ImageClassifier', backbone=backbone, neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=final_width,
+                  loss=dict(type='CrossEntropyLoss'))))
+
+
+def millions_of_parameters(model: nn.Module) -> float:
+    return sum(param.numel() for param in model.parameters()) / 1e6
+
+
+def test_all_published_variants_are_available():
+    assert set(ARCH_SETTINGS) == set(PUBLISHED)
+
+
+def test_config_type_repvgg_builds_this_projects_class_in_the_mmrepvgg_scope():
+    model = build_classifier('A0')
+    assert type(model.backbone) is RepVGG
+
+
+@pytest.mark.parametrize('arch', VARIANTS)
+@pytest.mark.parametrize('deploy', [False, True], ids=['train', 'deploy'])
+def test_parameter_count_matches_the_published_table(arch, deploy):
+    model = build_classifier(arch, deploy=deploy)
+    published = PUBLISHED[arch]
+    expected = published.params_deploy if deploy else published.params_train
+    assert millions_of_parameters(model) == pytest.approx(expected, abs=0.005 + 1e-9)
+
+
+@contextlib.contextmanager
+def default_dtype(dtype):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def train_and_deploy_backbones(arch, dtype, seed=0):
+    with default_dtype(dtype):
+        torch.manual_seed(seed)
+        train_backbone = RepVGG(arch, out_indices=(0, 1, 2, 3))
+    randomize_batch_norms_(train_backbone, seed=seed)
+    train_backbone.eval()
+    return train_backbone, mmrepvgg.repvgg_convert(train_backbone)
+
+
+@pytest.mark.parametrize('arch', VARIANTS)
+@pytest.mark.parametrize('dtype,bound', [(torch.float64, 1e-10), (torch.float32, 1e-5)],
+                         ids=['float64', 'float32'])
+def test_deploy_form_matches_train_form_at_every_stage(arch, dtype, bound):
+    with default_dtype(dtype):
+        torch.manual_seed(0)
+        backbone = RepVGG(arch, out_indices=(0, 1, 2, 3))
+    randomize_batch_norms_(backbone)
+    backbone.eval()
+    images = torch.randn(SMALL_IMAGES, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        train_outputs = backbone(images)
+        mmrepvgg.repvgg_convert(backbone, inplace=True)
+        deploy_outputs = backbone(images)
+    assert backbone.deploy and len(deploy_outputs) == 4
+    assert max_relative_error(train_outputs, deploy_outputs) <= bound
+
+
+@pytest.mark.parametrize('arch', ['A0', 'B1g2', 'D2se'])
+def test_deploy_state_dict_loads_into_a_model_built_with_deploy_true(arch):
+    train_backbone, deploy_backbone = train_and_deploy_backbones(arch, torch.float32)
+    rebuilt = RepVGG(arch, out_indices=(0, 1, 2, 3), deploy=True)
+    rebuilt.load_state_dict(deploy_backbone.state_dict(), strict=True)
+    rebuilt.eval()
+    images = torch.randn(SMALL_IMAGES)
+    with torch.no_grad():
+        assert max_relative_error(train_backbone(images), rebuilt(images)) <= 1e-5
+
+
+def test_deploy_form_is_a_plain_stack_of_3x3_convs():
+    _, deploy_backbone = train_and_deploy_backbones('B1g4', torch.float32)
+    blocks = [module for module in deploy_backbone.modules()
+              if isinstance(module, RepVGGBlock)]
+    assert len(blocks) == 1 + sum(ARCH_SETTINGS['B1g4']['num_blocks'])
+    convs = [module for module in deploy_backbone.modules() if isinstance(module, nn.Conv2d)]
+    assert len(convs) == len(blocks)
+    assert all(conv.kernel_size == (3, 3) and conv.bias is not None for conv in convs)
+    assert not any(isinstance(module, nn.BatchNorm2d) for module in deploy_backbone.modules())
+    assert sorted({conv.groups for conv in convs}) == [1, 4]
+    assert deploy_backbone.deploy and all(block.deploy for block in blocks)
+
+
+def test_d2se_deploy_form_keeps_the_se_layer_after_the_fused_conv():
+    _, deploy_backbone = train_and_deploy_backbones('D2se', torch.float64)
+    for block in [deploy_backbone.stem, deploy_backbone.stage_4[0]]:
+        assert block.se_layer is not None
+        features = torch.randn(1, block.in_channels, 8, 8, dtype=torch.float64)
+        with torch.no_grad():
+            fused = block.branch_reparam(features)
+            expected = block.act(fused * torch.sigmoid(block.se_layer.conv2.conv(torch.relu(
+                block.se_layer.conv1.conv(fused.mean((2, 3), keepdim=True))))))
+            torch.testing.assert_close(block(features), expected)
+
+
+def test_switch_to_deploy_twice_is_a_no_op_and_converting_a_deployed_model_is_refused():
+    _, deploy_backbone = train_and_deploy_backbones('A0', torch.float32)
+    state_before = {key: value.clone() for key, value in deploy_backbone.state_dict().items()}
+    deploy_backbone.switch_to_deploy()
+    assert reparameterize_blocks(deploy_backbone) == 0
+    for key, value in deploy_backbone.state_dict().items():
+        assert torch.equal(value, state_before[key])
+    with pytest.raises(ValueError, match='already deployed'):
+        mmrepvgg.repvgg_convert(deploy_backbone)
+
+
+def test_repvgg_convert_leaves_the_train_model_intact_and_saves_the_deploy_weights(tmp_path):
+    train_backbone, _ = train_and_deploy_backbones('A0', torch.float32)
+    deploy_path = tmp_path / 'deploy.pth'
+    deploy_backbone = mmrepvgg.repvgg_convert(train_backbone, save_path=str(deploy_path))
+    assert not train_backbone.deploy and hasattr(train_backbone.stem, 'branch_3x3')
+    saved = torch.load(deploy_path, weights_only=True)['state_dict']
+    assert saved.keys() == deploy_backbone.state_dict().keys()
+    assert 'stage_4.0.branch_reparam.weight' in saved
+    with pytest.raises(FileExistsError, match='force'):
+        mmrepvgg.repvgg_convert(train_backbone, save_path=str(deploy_path))
+
+
+def test_a_classifier_converts_as_a_whole():
+    classifier = build_classifier('A0', num_classes=10)
+    randomize_batch_norms_(classifier)
+    classifier.eval()
+    deploy_classifier = mmrepvgg.repvgg_convert(classifier)
+    assert deploy_classifier.backbone.deploy
+    images = torch.randn(SMALL_IMAGES)
+    with torch.no_grad():
+        assert max_relative_error(classifier(images), deploy_classifier(images)) <= 1e-5
+
+
+@pytest.mark.parametrize('arch', VARIANTS)
+@pytest.mark.parametrize('form', ['train', 'deploy'])
+def test_mmpretrain_checkpoints_load_without_renaming_and_compute_the_same(arch, form,
+                                                                          tmp_path):
+    torch.manual_seed(0)
+    reference = build_reference_classifier(arch, num_classes=10)
+    randomize_batch_norms_(reference)
+    reference.eval()
+    if form == 'deploy':
+        reference.backbone.switch_to_deploy()
+    checkpoint_path = tmp_path / 'mmpretrain.pth'
+    torch.save({'meta': {'mmpretrain_version': '1.2.0'},
+                'state_dict': reference.state_dict()}, checkpoint_path)
+
+    ours = build_classifier(arch, deploy=form == 'deploy', num_classes=10).eval()
+    state_dict = load_checkpoint_file(str(checkpoint_path))['state_dict']
+    incompatible = ours.load_state_dict(state_dict, strict=False)
+    assert not incompatible.missing_keys and not incompatible.unexpected_keys
+    if arch == 'D2se' and form == 'deploy':
+        return  # mmpretrain's D2se deploy form drops SE: see the test below
+    images = torch.randn(SMALL_IMAGES)
+    with torch.no_grad():
+        assert max_relative_error(reference(images), ours(images)) <= 1e-5
+
+
+def test_d2se_deploy_is_exact_here_where_mmpretrains_diverges():
+    torch.manual_seed(0)
+    reference = build_reference_classifier('D2se', num_classes=10)
+    randomize_batch_norms_(reference)
+    reference.eval()
+    ours = build_classifier('D2se', num_classes=10).eval()
+    ours.load_state_dict(reference.state_dict())
+    images = torch.randn(SMALL_IMAGES)
+    with torch.no_grad():
+        train_logits = reference(images)
+        reference.backbone.switch_to_deploy()
+        mmpretrain_error = max_relative_error(train_logits, reference(images))
+        our_error = max_relative_error(train_logits, mmrepvgg.repvgg_convert(ours)(images))
+    assert our_error <= 1e-5
+    assert mmpretrain_error > 1e-2
+
+
+def build_reference_classifier(arch, num_classes):
+    """The same classifier with mmpretrain 1.2.0's own RepVGG backbone (a test oracle)."""
+    init_default_scope('mmrepvgg')
+    final_width = int(64 * 8 * ARCH_SETTINGS[arch]['width_factor'][-1])
+    return MMPRETRAIN_MODELS.build(dict(
+        type='ImageClassifier', backbone=dict(type='mmpretrain.RepVGG', arch=arch),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=final_width)))
