@@ -120,8 +120,10 @@ def build_train_model(config: Union[str, Config]) -> nn.Module:
     if not isinstance(model_cfg, dict):
         raise ConfigError(f'{name}: has no model dict; pass a RepVGG model config')
     if _force_train_form(model_cfg) == 0:
-        raise ConfigError(f'{name}: not a RepVGG config (no type=\'RepVGG\' in model, whose '
-                          f'type is {model_cfg.get("type")!r}); pass a RepVGG config')
+        backbone_type = (model_cfg.get('backbone') or {}).get('type', model_cfg.get('type'))
+        raise ConfigError(f'{name}: not a RepVGG config (its model has backbone type '
+                          f'{backbone_type!r}, none of type \'RepVGG\'); pass a RepVGG '
+                          'config')
     try:
         with DefaultScope.overwrite_default_scope('mmrepvgg'):
             model = MODELS.build(model_cfg)

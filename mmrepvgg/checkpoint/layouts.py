@@ -131,7 +131,8 @@ def unwrap_state_dict(checkpoint: object) -> StateDict:
             state_dict = state_dict[wrapper]
             break
     if not isinstance(state_dict, Mapping):
-        raise LayoutError(f'holds a {type(checkpoint).__name__}, not a state dict')
+        raise LayoutError(f'holds a {type(checkpoint).__name__}, not a state dict; pass a '
+                          'checkpoint saved from a model state_dict()')
     tensors = {key: value for key, value in state_dict.items()
                if isinstance(key, str) and isinstance(value, Tensor)}
     if not tensors:
@@ -193,7 +194,8 @@ def to_project_layout(state_dict: StateDict, layout: Optional[KeyLayout] = None)
         backbone[f'{_project_block_name(match, layout)}.{block_parts[match["part"]]}.'
                  f'{match["tensor"]}'] = tensor
     if not backbone:
-        raise LayoutError(f'holds no RepVGG block weights in the {layout.name} layout')
+        raise LayoutError(f'holds no RepVGG block weights in the {layout.name} layout'
+                          f'{_detected_hint(state_dict)}')
     if len(prefixes) > 1:
         raise LayoutError(f'holds several RepVGG backbones (under {sorted(prefixes)}); '
                           'extract one state dict first')
@@ -206,6 +208,14 @@ def to_project_layout(state_dict: StateDict, layout: Optional[KeyLayout] = None)
                           'blocks; it is a partly converted model')
     form = 'deploy' if used_parts & DEPLOY_ONLY_PARTS else 'train'
     return ProjectState(layout.name, form, source_prefix, backbone, rest)
+
+
+def _detected_hint(state_dict: StateDict) -> str:
+    try:
+        return (f' (its keys are in the {detect_layout(state_dict).name} layout); drop '
+                '--src-format or pass that one')
+    except LayoutError:
+        return ''
 
 
 def _part_of(backbone_key: str) -> str:
