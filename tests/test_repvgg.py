@@ -18,9 +18,9 @@ SMALL_IMAGES = (2, 3, 32, 32)
 
 
 
-def build_classifier(arch, deploy=False, num_classes=1000):
+def build_classifier(arch, deploy=False, num_classes=1000, **backbone_kwargs):
     init_default_scope('mmrepvgg')
-    backbone = dict(type='RepVGG', arch=arch, deploy=deploy)
+    backbone = dict(type='RepVGG', arch=arch, deploy=deploy, **backbone_kwargs)
     final_width = int(64 * 8 * ARCH_SETTINGS[arch]['width_factor'][-1])
     return MMPRETRAIN_MODELS.build(dict(
         type='ImageClassifier', backbone=backbone, neck=dict(type='GlobalAveragePooling'),
@@ -207,3 +207,98 @@ def build_reference_classifier(arch, num_classes):
         type='ImageClassifier', backbone=dict(type='mmpretrain.RepVGG', arch=arch),
         neck=dict(type='GlobalAveragePooling'),
         head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=final_width)))
+
+
+def sgd_losses(classifier, steps=5, seed=0):
+    """Losses of ``steps`` SGD steps on one fixed batch of 8 images, 32x32, 10 classes."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(8, 3, 32, 32, generator=generator)
+    labels = torch.randint(0, 10, (8, ), generator=generator)
+    optimizer = torch.optim.SGD(
+        [param for param in classifier.parameters() if param.requires_grad], lr=0.05,
+        momentum=0.9)
+    classifier.train()
+    losses = []
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(classifier(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize('with_cp', [False, True], ids=['plain', 'with_cp'])
+def test_a_few_sgd_steps_lower_the_loss(with_cp):
+    torch.manual_seed(0)
+    classifier = build_classifier('A0', num_classes=10, with_cp=with_cp)
+    losses = sgd_losses(classifier)
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    gradients = {}
+    for with_cp in (False, True):
+        torch.manual_seed(0)
+        backbone = RepVGG('A0', with_cp=with_cp).train()
+        backbone(torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)))[0]\
+            .square().mean().backward()
+        gradients[with_cp] = [param.grad.clone() for param in backbone.parameters()]
+    for plain, checkpointed in zip(gradients[False], gradients[True]):
+        torch.testing.assert_close(checkpointed, plain)
+
+
+def test_frozen_stages_get_no_gradient_and_keep_their_bn_statistics():
+    torch.manual_seed(0)
+    backbone = RepVGG('A0', frozen_stages=2).train()
+    frozen = [backbone.stem, backbone.stage_1, backbone.stage_2]
+    frozen_means = [module.running_mean.clone() for part in frozen
+                    for module in part.modules() if isinstance(module, nn.BatchNorm2d)]
+    backbone(torch.randn(2, 3, 32, 32))[0].sum().backward()
+    assert all(param.grad is None and not param.requires_grad
+               for part in frozen for param in part.parameters())
+    assert all(param.grad is not None for param in backbone.stage_3.parameters())
+    means_after = [module.running_mean for part in frozen
+                   for module in part.modules() if isinstance(module, nn.BatchNorm2d)]
+    assert all(torch.equal(before, after) for before, after in zip(frozen_means, means_after))
+    assert backbone.stage_3.training and not backbone.stage_2.training
+
+
+@pytest.mark.parametrize('norm_eval', [False, True])
+def test_norm_eval_keeps_bn_running_statistics_while_training(norm_eval):
+    torch.manual_seed(0)
+    backbone = RepVGG('A0', norm_eval=norm_eval)
+    assert backbone.train() is backbone
+    mean_before = backbone.stage_3[0].branch_3x3.norm.running_mean.clone()
+    backbone(torch.randn(2, 3, 32, 32))
+    unchanged = torch.equal(mean_before, backbone.stage_3[0].branch_3x3.norm.running_mean)
+    assert unchanged == norm_eval
+
+
+def test_training_a_model_built_with_deploy_true_warns():
+    backbone = RepVGG('A0', deploy=True)
+    with pytest.warns(UserWarning, match='deploy=True'):
+        backbone.train()
+
+
+def test_a_custom_arch_dict_in_mmpretrain_layout_builds():
+    arch = dict(num_blocks=[1, 1, 1, 1], width_factor=[0.25, 0.25, 0.25, 0.5],
+                group_layer_map={2: 2}, se_cfg=None, stem_channels=8)
+    backbone = RepVGG(arch, out_indices=(0, 1, 2, 3)).eval()
+    widths = [output.shape[1] for output in backbone(torch.randn(1, 3, 32, 32))]
+    assert widths == [16, 32, 64, 256]
+    assert backbone.stem.out_channels == 8 and backbone.stage_2[0].groups == 2
+
+
+@pytest.mark.parametrize('kwargs,error,message', [
+    (dict(arch='A9'), KeyError, 'unknown RepVGG arch'),
+    (dict(arch=dict(num_blocks=[1, 1, 1, 1], width_factor=[1, 1, 1, 1], depth=3)),
+     KeyError, 'unknown RepVGG arch keys'),
+    (dict(arch=dict(num_blocks=[1, 1, 1, 1])), ValueError, 'lacks'),
+    (dict(arch='A0', out_indices=(4, )), ValueError, 'out_indices'),
+    (dict(arch='A0', strides=(2, 2, 2)), ValueError, 'strides'),
+    (dict(arch='A0', frozen_stages=5), ValueError, 'frozen_stages'),
+])
+def test_bad_arguments_are_refused_with_a_message(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        RepVGG(**kwargs)

@@ -123,8 +123,9 @@ class RepVGG(BaseBackbone):
         return tuple(outs)
 
     def _frozen_modules(self):
-        if self.frozen_stages >= 0:
-            yield self.stem
+        if self.frozen_stages < 0:
+            return
+        yield self.stem
         for stage_name in self.stage_names[:self.frozen_stages]:
             yield getattr(self, stage_name)
 
