@@ -1,0 +1,53 @@
+"""The recommended inference path computes what the eager deploy model computes."""
+import pytest
+import torch
+
+from mmrepvgg.analysis import build_model, repvgg_classifier_cfg
+from mmrepvgg.apis import repvgg_convert
+from mmrepvgg.apis.inference import prepare_for_inference
+from mmrepvgg.testing import max_relative_error, randomize_batch_norms_
+
+TOLERANCE = 1e-5
+
+
+def _train_classifier(arch: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return randomize_batch_norms_(build_model(repvgg_classifier_cfg(arch, num_classes=10)))
+
+
+@pytest.mark.parametrize('arch', ['A0', 'B1g2', 'D2se'])
+def test_recommended_path_matches_eager_deploy(arch):
+    train_model = _train_classifier(arch)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = repvgg_convert(train_model)(images)
+    fast_model = prepare_for_inference(train_model)
+    assert max_relative_error(expected, fast_model(images)) < TOLERANCE
+
+
+@pytest.mark.slow  # torch.compile: ~25-35 s on 2 cores
+def test_compiled_path_matches_eager_deploy():
+    train_model = _train_classifier('A0')
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = repvgg_convert(train_model)(images)
+    assert max_relative_error(
+        expected, prepare_for_inference(train_model, backend='compile')(images)) < TOLERANCE
+
+
+def test_recommended_path_leaves_the_train_model_untouched_unless_inplace():
+    train_model = _train_classifier('A0')
+    prepare_for_inference(train_model)
+    assert not train_model.backbone.stem.deploy
+    fast_model = prepare_for_inference(train_model, inplace=True)
+    assert fast_model.deploy_model is train_model and train_model.backbone.stem.deploy
+
+
+def test_recommended_path_accepts_a_deploy_model_and_rejects_unknown_backends():
+    deploy_model = repvgg_convert(_train_classifier('A0'))
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = deploy_model(images)
+    assert max_relative_error(expected, prepare_for_inference(deploy_model)(images)) < TOLERANCE
+    with pytest.raises(ValueError, match='unknown inference backend'):
+        prepare_for_inference(deploy_model, backend='tensorrt')
