@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny data roots in the ImageNet folder + annotation layout."""
+import os
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='session')
+def fake_imagenet_root(tmp_path_factory):
+    """data_root with train/<class>/*.png, val/*.png and meta/{train,val}.txt: 2 classes,
+    2 train and 2 val images of 40x48 random colours (small but larger than any crop the
+    tests ask for)."""
+    root = tmp_path_factory.mktemp('fake_imagenet')
+    rng = np.random.default_rng(0)
+    for split in ('train', 'val'):
+        lines = []
+        for label in (0, 1):
+            relative = f'n0{label}/img_{label}.png' if split == 'train' else f'img_{label}.png'
+            path = root / split / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(path)
+            lines.append(f'{relative} {label}\n')
+        (root / 'meta').mkdir(exist_ok=True)
+        (root / 'meta' / f'{split}.txt').write_text(''.join(lines))
+    return str(root)
+
+
+@pytest.fixture(scope='session')
+def digits_workspace(tmp_path_factory):
+    """A folder holding data/digits (prepared once per session), to run tools in."""
+    from mmrepvgg.datasets import prepare_digits
+    workspace = tmp_path_factory.mktemp('digits_workspace')
+    prepare_digits(str(workspace / 'data' / 'digits'))
+    return workspace
+
+
+@pytest.fixture
+def tool_env():
+    """Environment for tool subprocesses: one thread each (2 shared cores; idle OpenMP
+    threads spinning for a busy core slowed training ~10x) and this interpreter."""
+    return {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHON': sys.executable}
