@@ -1,0 +1,105 @@
+"""The command-line tools as users run them: subprocesses, real digits data, and one
+clear error line for bad input."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mmrepvgg.apis import ConfigError
+from mmrepvgg.checkpoint import CheckpointError
+from mmrepvgg.engine import check_checkpoint_fits, load_repvgg_config, parse_test_metrics
+
+from conftest import REPO_ROOT
+
+TRAIN_CONFIG = os.path.join(REPO_ROOT, 'configs/digits/repvgg-A0_digits.py')
+DEPLOY_CONFIG = os.path.join(REPO_ROOT, 'configs/digits/deploy/repvgg-A0_deploy_digits.py')
+# 96 train images at batch 32: 3 iterations; 64 val images.
+SHORT_RUN = ['train_cfg.max_epochs=1', 'train_dataloader.dataset.indices=96',
+             'val_dataloader.dataset.indices=64']
+
+
+def run_tool(tool, *args, cwd, env):
+    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'tools', tool), *args],
+                          cwd=cwd, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_train_convert_test_round_trip_keeps_accuracy(digits_workspace, tool_env):
+    work_dir = str(digits_workspace / 'round_trip')
+    trained = run_tool('train.py', TRAIN_CONFIG, '--work-dir', work_dir,
+                       '--cfg-options', *SHORT_RUN, cwd=digits_workspace, env=tool_env)
+    assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-2000:]
+    train_checkpoint = os.path.join(work_dir, 'epoch_1.pth')
+    deploy_checkpoint = os.path.join(work_dir, 'epoch_1_deploy.pth')
+    converted = run_tool('reparameterize_repvgg.py', TRAIN_CONFIG, train_checkpoint,
+                         deploy_checkpoint, cwd=digits_workspace, env=tool_env)
+    assert converted.returncode == 0, converted.stderr[-2000:]
+
+    top1 = {}
+    for form, config, checkpoint in (('train', TRAIN_CONFIG, train_checkpoint),
+                                     ('deploy', DEPLOY_CONFIG, deploy_checkpoint)):
+        tested = run_tool('test.py', config, checkpoint, '--work-dir', work_dir,
+                          '--cfg-options', 'test_dataloader.dataset.indices=64',
+                          cwd=digits_workspace, env=tool_env)
+        assert tested.returncode == 0, tested.stdout[-2000:] + tested.stderr[-2000:]
+        top1[form] = parse_test_metrics(tested.stdout)['accuracy/top1']
+    assert top1['deploy'] == top1['train']
+
+
+@pytest.mark.parametrize('args, message', [
+    (['configs/nope.py'], 'no such config file'),
+    (['TRAIN', '--cfg-options', 'model.backbone.archh=A1'], "did you mean 'model.backbone.arch'"),
+    (['TRAIN', '--cfg-options', 'modle.backbone.arch=A1'], 'modle is not in'),
+    (['TRAIN', '--amp'], '--amp needs a GPU'),
+    (['TRAIN', '--resume', 'missing.pth'], 'no such checkpoint file'),
+])
+def test_train_tool_rejects_bad_input_with_one_error_line(args, message, tmp_path,
+                                                          tool_env):
+    args = [TRAIN_CONFIG if arg == 'TRAIN' else arg for arg in args]
+    result = run_tool('train.py', *args, cwd=tmp_path, env=tool_env)
+    assert result.returncode != 0
+    assert 'Traceback' not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith('error:')]
+    assert len(error_lines) == 1 and message in error_lines[0], result.stderr[-2000:]
+    assert not os.path.exists(tmp_path / 'work_dirs')
+
+
+def test_config_that_builds_another_backbone_is_rejected(tmp_path):
+    not_repvgg = tmp_path / 'resnet.py'
+    not_repvgg.write_text("default_scope = 'mmrepvgg'\n"
+                          "model = dict(type='ImageClassifier', backbone=dict(type='ResNet'))\n")
+    with pytest.raises(ConfigError, match="not a RepVGG config.*'ResNet'"):
+        load_repvgg_config(str(not_repvgg))
+
+
+def test_config_of_another_scope_is_rejected(tmp_path):
+    other_scope = tmp_path / 'mmpretrain_repvgg.py'
+    other_scope.write_text("default_scope = 'mmpretrain'\n"
+                           "model = dict(type='ImageClassifier', backbone=dict(type='RepVGG'))\n")
+    with pytest.raises(ConfigError, match="default_scope = 'mmrepvgg'"):
+        load_repvgg_config(str(other_scope))
+
+
+def test_new_option_keys_are_accepted_but_near_misses_are_not():
+    cfg = load_repvgg_config(TRAIN_CONFIG, {'train_dataloader.dataset.indices': 8,
+                                            'train_cfg.max_epochs': 1})
+    assert cfg.train_dataloader.dataset.indices == 8 and cfg.train_cfg.max_epochs == 1
+    with pytest.raises(ConfigError, match="did you mean 'train_cfg.max_epochs'"):
+        load_repvgg_config(TRAIN_CONFIG, {'train_cfg.max_epoch': 1})
+
+
+@pytest.mark.parametrize('checkpoint_form, model_form, hint', [
+    ('train', 'deploy', 'convert it with tools/reparameterize_repvgg.py'),
+    ('deploy', 'train', 'test it with a config from configs/deploy/'),
+])
+def test_checkpoint_of_the_other_form_is_rejected_before_testing(checkpoint_form, model_form,
+                                                                hint, tmp_path):
+    from mmrepvgg.engine import load_model  # noqa: F401  (imports the scope)
+    from mmrepvgg.models import RepVGG
+    backbones = {'train': RepVGG('A0'), 'deploy': RepVGG('A0', deploy=True)}
+    path = str(tmp_path / 'checkpoint.pth')
+    torch.save({'state_dict': backbones[checkpoint_form].state_dict()}, path)
+    with pytest.raises(CheckpointError, match=hint):
+        check_checkpoint_fits(backbones[model_form], path)
