@@ -86,7 +86,8 @@ def main():
     print('\n=== inference speed, same weights and batch', flush=True)
     train_model = load_model(TRAIN_CONFIG, train_checkpoint)
     deploy_model = load_model(DEPLOY_CONFIG, deploy_checkpoint)
-    images = torch.randn(args.benchmark_batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    images = torch.randn(args.benchmark_batch, 3, 32, 32,
+                         generator=torch.Generator().manual_seed(0))
     speed = timed('speed comparison', compare_throughput, train_model, deploy_model, images)
 
     train_top1 = parse_test_metrics(train_output)['accuracy/top1']
