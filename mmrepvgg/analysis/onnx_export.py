@@ -1,0 +1,184 @@
+"""Export a deployed RepVGG to ONNX, checked by onnx.checker and ONNX Runtime.
+
+The export uses PyTorch's TorchScript-based exporter (``dynamo=False``): the
+torch.export-based default needs the ``onnxscript`` package, and a deployed RepVGG (convs,
+ReLUs, pooling, a linear head) is exactly what the TorchScript exporter handles well.
+"""
+import copy
+import os
+import tempfile
+import warnings
+from typing import List, NamedTuple, Optional, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+from torch import Tensor, nn
+
+from ..models import RepVGGBlock, reparameterize_blocks
+from ..testing import max_relative_error
+
+DEFAULT_OPSET = 17
+# float32 rounding differs between runtimes (summation order); 1e-4 relative is far below
+# any difference a wrong graph would make.
+ONNX_TOLERANCE = 1e-4
+
+
+class OnnxExportError(RuntimeError):
+    """An export that failed its checks; the message says why. Nothing was written."""
+
+
+class OnnxExportReport(NamedTuple):
+    """What :func:`export_onnx` wrote and checked.
+
+    Attributes:
+        path: absolute path of the ONNX file.
+        input_shape: ``(N, C, H, W)`` traced; N is symbolic with ``dynamic_batch``.
+        opset: ONNX opset version.
+        dynamic_batch: whether the batch dimension is symbolic.
+        converted: whether train-form blocks were fused before the export.
+        max_relative_error: ``max |torch - onnxruntime| / max |torch|`` over the outputs
+            for the checked random batches.
+    """
+    path: str
+    input_shape: Sequence[int]
+    opset: int
+    dynamic_batch: bool
+    converted: bool
+    max_relative_error: float
+
+
+class _OutputTensors(nn.Module):
+    """Calls the model on one image batch and returns a flat tuple of its tensors."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        # The exporter restores the wrapper's mode afterwards, recursively: keep it eval.
+        self.eval()
+
+    def forward(self, images: Tensor):
+        outputs = self.model(images)
+        return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs, )
+
+
+def to_deploy_copy(model: nn.Module) -> 'tuple[nn.Module, bool]':
+    """A deep copy of ``model`` in deploy form and eval mode, and whether blocks were
+    fused to get it."""
+    deploy_model = copy.deepcopy(model).eval()
+    needs_fusion = any(isinstance(module, RepVGGBlock) and not module.deploy
+                       for module in deploy_model.modules())
+    if needs_fusion:
+        reparameterize_blocks(deploy_model)
+    return deploy_model, needs_fusion
+
+
+def image_channels(model: nn.Module) -> int:
+    """Channels of the images ``model`` takes: those of its first RepVGG block."""
+    return next(module.in_channels for module in model.modules()
+                if isinstance(module, RepVGGBlock))
+
+
+def onnxruntime_session(path: str, num_threads: Optional[int] = None
+                        ) -> onnxruntime.InferenceSession:
+    """A CPU ONNX Runtime session; ``num_threads`` intra-op threads (default: ORT's)."""
+    options = onnxruntime.SessionOptions()
+    if num_threads is not None:
+        options.intra_op_num_threads = num_threads
+    return onnxruntime.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+
+
+def check_against_onnxruntime(model: nn.Module, path: str,
+                              batches: Sequence[Tensor]) -> float:
+    """The worst ``max |torch - onnxruntime| / max |torch|`` over ``batches``.
+
+    Args:
+        model: the PyTorch model the file was exported from (eval mode).
+        path: the ONNX file, checked with ``onnx.checker`` first.
+        batches: image batches ``(N, C, H, W)``.
+    """
+    onnx.checker.check_model(path, full_check=True)
+    session = onnxruntime_session(path)
+    input_name = session.get_inputs()[0].name
+    errors: List[float] = []
+    wrapped = _OutputTensors(model)
+    for images in batches:
+        with torch.no_grad():
+            expected = wrapped(images)
+        actual = session.run(None, {input_name: images.numpy()})
+        errors.append(max_relative_error(list(expected),
+                                         [torch.from_numpy(np.asarray(out)) for out in actual]))
+    return max(errors)
+
+
+def export_onnx(model: nn.Module,
+                path: str,
+                input_shape: Sequence[int] = (1, 3, 224, 224),
+                dynamic_batch: bool = False,
+                opset: int = DEFAULT_OPSET,
+                overwrite: bool = False,
+                tolerance: float = ONNX_TOLERANCE) -> OnnxExportReport:
+    """Export the deploy form of ``model`` to ``path``, verified, written atomically.
+
+    Train-form RepVGG blocks are fused in a copy first (``model`` is not changed). The
+    file is written to a temporary name in the destination folder, checked with
+    ``onnx.checker`` and against ONNX Runtime on random batches (the traced shape, and a
+    batch of 2 more with ``dynamic_batch``), and only then renamed to ``path``.
+
+    Args:
+        model: a model holding RepVGG blocks whose ``forward(images)`` returns a tensor
+            or a tuple of tensors (mmpretrain classifiers return logits).
+        path: the ``.onnx`` file to write.
+        input_shape: ``(N, C, H, W)`` to trace with.
+        dynamic_batch: make the batch dimension of input and outputs symbolic.
+        opset: ONNX opset version.
+        overwrite: replace an existing ``path``.
+        tolerance: largest accepted relative difference between PyTorch and ONNX Runtime.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        OnnxExportError: the export failed a check; ``path`` is untouched.
+    """
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f'{path} exists; pass --force (overwrite=True) to replace it')
+    deploy_model, converted = to_deploy_copy(model)
+    batch, channels, height, width = input_shape
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randn(batch, channels, height, width, generator=generator)
+    check_batches = [example]
+    if dynamic_batch:
+        check_batches.append(torch.randn(batch + 2, channels, height, width,
+                                         generator=generator))
+    with torch.no_grad():
+        num_outputs = len(_OutputTensors(deploy_model)(example))
+    output_names = (['output'] if num_outputs == 1 else
+                    [f'output_{index}' for index in range(num_outputs)])
+    dynamic_axes = ({name: {0: 'batch'} for name in ['input', *output_names]}
+                    if dynamic_batch else None)
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary_path = tempfile.mkstemp(dir=folder, suffix='.onnx.partial',
+                                              prefix=f'.{os.path.basename(path)}.')
+    os.close(handle)
+    try:
+        with warnings.catch_warnings():
+            # The TorchScript exporter announces its deprecation; see the module docstring.
+            warnings.simplefilter('ignore', category=DeprecationWarning)
+            warnings.simplefilter('ignore', category=FutureWarning)
+            torch.onnx.export(_OutputTensors(deploy_model), (example, ), temporary_path,
+                              dynamo=False, opset_version=opset, input_names=['input'],
+                              output_names=output_names, dynamic_axes=dynamic_axes)
+        relative_error = check_against_onnxruntime(deploy_model, temporary_path,
+                                                   check_batches)
+        if not relative_error <= tolerance:
+            raise OnnxExportError(f'ONNX Runtime and PyTorch outputs differ by '
+                                  f'{relative_error:.2e} (relative, tolerance '
+                                  f'{tolerance:.0e}); nothing written')
+        os.replace(temporary_path, path)
+    finally:
+        if os.path.exists(temporary_path):
+            os.unlink(temporary_path)
+    return OnnxExportReport(path, tuple(input_shape), opset, dynamic_batch, converted,
+                            relative_error)

@@ -1,0 +1,92 @@
+"""ONNX export: the deploy model round-trips through ONNX Runtime, files are written safely."""
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmrepvgg.analysis import build_model, repvgg_classifier_cfg
+from mmrepvgg.analysis.onnx_export import (ONNX_TOLERANCE, check_against_onnxruntime,
+                                           export_onnx, to_deploy_copy)
+from mmrepvgg.testing import randomize_batch_norms_
+
+REPO = Path(__file__).resolve().parents[1]
+A0_CONFIG = str(REPO / 'configs/repvgg-A0_4xb64-coslr-120e_in1k.py')
+
+
+def _load_tool(relative_path: str):
+    spec = importlib.util.spec_from_file_location(Path(relative_path).stem,
+                                                  REPO / relative_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+pytorch2onnx = _load_tool('tools/deployment/pytorch2onnx.py')
+
+
+def _train_classifier(arch: str, num_classes: int = 10) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return randomize_batch_norms_(build_model(repvgg_classifier_cfg(arch,
+                                                                    num_classes=num_classes)))
+
+
+@pytest.mark.parametrize('arch', [
+    'A0', 'B1g2', pytest.param('D2se', marks=pytest.mark.slow)])  # D2se: ~35 s on 2 cores
+def test_onnxruntime_matches_pytorch_deploy_model(arch, tmp_path):
+    train_model = _train_classifier(arch)
+    report = export_onnx(train_model, str(tmp_path / f'{arch}.onnx'), (1, 3, 64, 64),
+                         dynamic_batch=True)
+    assert report.converted
+    assert report.max_relative_error < ONNX_TOLERANCE
+    # Judge the file independently of the export's own check, on another batch size.
+    deploy_model, _ = to_deploy_copy(train_model)
+    error = check_against_onnxruntime(deploy_model, report.path, [torch.randn(3, 3, 64, 64)])
+    assert error < ONNX_TOLERANCE
+    assert os.listdir(tmp_path) == [f'{arch}.onnx']  # no temporary file left
+
+
+def test_export_refuses_to_overwrite_without_force(tmp_path):
+    existing = tmp_path / 'model.onnx'
+    existing.write_bytes(b'precious')
+    with pytest.raises(FileExistsError, match='--force'):
+        export_onnx(_train_classifier('A0'), str(existing), (1, 3, 32, 32))
+    assert existing.read_bytes() == b'precious'
+
+
+@pytest.fixture(scope='module')
+def a0_train_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp('checkpoints') / 'a0_train.pth'
+    torch.save({'state_dict': _train_classifier('A0', num_classes=1000).state_dict()}, path)
+    return str(path)
+
+
+def test_cli_converts_a_train_checkpoint_with_a_notice(a0_train_checkpoint, tmp_path, capsys):
+    output = tmp_path / 'a0.onnx'
+    assert pytorch2onnx.main([A0_CONFIG, a0_train_checkpoint, str(output),
+                              '--shape', '64', '64']) == 0
+    printed = capsys.readouterr().out
+    assert 'notice:' in printed and 'train form' in printed
+    assert 'max relative error ONNX Runtime vs PyTorch' in printed
+    assert output.is_file()
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['missing.py', 'CKPT', 'OUT.onnx'], 'no such config file'),
+    ([A0_CONFIG, 'missing.pth', 'OUT.onnx'], 'no such checkpoint file'),
+])
+def test_cli_names_missing_inputs_in_one_line(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert pytorch2onnx.main(argv) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / 'OUT.onnx').exists()
+
+
+def test_cli_keeps_an_existing_output(a0_train_checkpoint, tmp_path, capsys):
+    output = tmp_path / 'a0.onnx'
+    output.write_bytes(b'precious')
+    assert pytorch2onnx.main([A0_CONFIG, a0_train_checkpoint, str(output),
+                              '--shape', '32', '32']) == 1
+    assert '--force' in capsys.readouterr().err
+    assert output.read_bytes() == b'precious'
