@@ -7,14 +7,14 @@ A re-parameterized checkpoint (tools/reparameterize_repvgg.py) goes with the dep
 (configs/deploy/...). The last line printed is ``test metrics: {json}``.
 """
 import argparse
-import json
 import sys
 
 from mmengine.config import DictAction
 
 from mmrepvgg.checkpoint import CheckpointError
 from mmrepvgg.engine import (LAUNCHERS, ConfigError, build_runner, check_checkpoint_fits,
-                             load_repvgg_config, prepare_test_config)
+                             format_test_metrics, load_repvgg_config,
+                             prepare_test_config)
 
 
 def parse_args():
@@ -42,7 +42,7 @@ def main():
     except (ConfigError, CheckpointError) as error:
         sys.exit(f'error: {error}')
     metrics = runner.test()
-    print(f'test metrics: {json.dumps(metrics)}')
+    print(format_test_metrics(metrics))
 
 
 if __name__ == '__main__':
