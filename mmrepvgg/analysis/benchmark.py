@@ -1,0 +1,385 @@
+"""Inference and training speed of RepVGG next to mmpretrain's RepVGG and ResNets.
+
+Every comparison runs in one process, with the same weights, timed round-robin (see
+:mod:`.timing`); ratios are to mmpretrain 1.2.0's deploy RepVGG (its class built directly,
+the same train-form weights loaded, its ``switch_to_deploy()``).
+"""
+import copy
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import mmpretrain
+import onnxruntime
+import torch
+import torchvision
+from mmpretrain.models.backbones import RepVGG as MMPretrainRepVGG
+from torch import nn
+
+from ..apis.convert import repvgg_convert
+from ..apis.inference import InferenceModel, prepare_for_inference
+from ..models import ARCH_SETTINGS, RepVGG, reparameterize_blocks, resolve_arch
+from ..published import PUBLISHED
+from ..testing import max_relative_error, randomize_batch_norms_
+from .complexity import build_model, count_complexity, repvgg_classifier_cfg
+from .onnx_export import export_onnx, onnxruntime_session
+from .timing import conv3x3_roof, time_interleaved
+
+TRAIN = 'ours train form (eager)'
+DEPLOY = 'ours deploy form (eager)'
+RECOMMENDED = 'ours recommended (channels-last)'
+COMPILED = 'ours recommended + compile'
+ONNXRUNTIME = 'ours deploy, ONNX Runtime'
+MMPRETRAIN_DEPLOY = 'mmpretrain deploy (eager)'
+RESNET18 = 'torchvision ResNet-18 (eager)'
+RESNET50 = 'torchvision ResNet-50 (eager)'
+
+
+@dataclass
+class BenchmarkSettings:
+    """What to measure. Sizes are ``(H, W)``; batch sizes count images per call."""
+    batch_sizes: Sequence[int] = (1, 16)
+    input_size: Tuple[int, int] = (224, 224)
+    warmup: int = 1
+    rounds: int = 5
+    device: str = 'cpu'
+    compile: bool = True
+    roof_conv: Tuple[int, int, int] = (8, 256, 56)  # (batch, channels, size)
+    conversion_arch: str = 'B3'
+    conversion_rounds: int = 3
+    scaling_batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32)
+    scaling_input_sizes: Sequence[int] = (128, 160, 192, 224, 256, 320)
+    scaling_batch_size: int = 8
+    variants: Sequence[str] = ()
+    variant_batch_size: int = 4
+    variant_onnx: bool = True
+    train: bool = False
+    train_batch_size: int = 32
+    train_rounds: int = 3
+
+    @classmethod
+    def quick(cls, **overrides) -> 'BenchmarkSettings':
+        """Tiny inputs and one round: checks that every row is produced, in seconds."""
+        settings = dict(batch_sizes=(2, ), input_size=(32, 32), warmup=1, rounds=1,
+                        roof_conv=(1, 32, 16), conversion_rounds=1,
+                        scaling_batch_sizes=(1, 2), scaling_input_sizes=(32, 64),
+                        scaling_batch_size=1, variant_batch_size=1, train_batch_size=2,
+                        train_rounds=1)
+        settings.update(overrides)
+        return cls(**settings)
+
+
+def machine_description() -> dict:
+    """The conditions of a run: CPU, threads, library versions, load average."""
+    cpu = platform.processor() or platform.machine()
+    if os.path.exists('/proc/cpuinfo'):
+        with open('/proc/cpuinfo') as cpuinfo:
+            names = [line.split(':', 1)[1].strip() for line in cpuinfo
+                     if line.startswith('model name')]
+        cpu = names[0] if names else cpu
+    return dict(cpu=cpu, logical_cpus=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                torch=torch.__version__, torchvision=torchvision.__version__,
+                mmpretrain=mmpretrain.__version__, onnxruntime=onnxruntime.__version__,
+                python=platform.python_version(), load_average_1min=os.getloadavg()[0])
+
+
+def random_train_classifier(arch: str, seed: int = 0, **backbone_kwargs) -> nn.Module:
+    """A published classifier of ``arch`` with random weights and trained-looking BNs."""
+    torch.manual_seed(seed)
+    return randomize_batch_norms_(build_model(repvgg_classifier_cfg(arch, **backbone_kwargs)),
+                                  seed)
+
+
+def repvgg_backbone_path(model: nn.Module) -> str:
+    """The attribute path of the (one) RepVGG backbone inside ``model``."""
+    paths = [name for name, module in model.named_modules() if isinstance(module, RepVGG)]
+    if len(paths) != 1:
+        raise ValueError(f'expected one mmrepvgg RepVGG in the model, found {len(paths)}')
+    return paths[0]
+
+
+def arch_name(model: nn.Module) -> str:
+    """The published variant name of the model's RepVGG backbone, or ``'custom'``."""
+    arch = model.get_submodule(repvgg_backbone_path(model)).arch
+    return next((name for name in ARCH_SETTINGS if resolve_arch(name) == arch), 'custom')
+
+
+def write_json_atomic(results: dict, path: str) -> None:
+    """Write ``results`` as JSON to a temporary file next to ``path``, then rename it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary_path = tempfile.mkstemp(dir=folder, suffix='.json.partial',
+                                              prefix=f'.{os.path.basename(path)}.')
+    try:
+        with os.fdopen(handle, 'w') as stream:
+            json.dump(results, stream, indent=1)
+        os.replace(temporary_path, path)
+    finally:
+        if os.path.exists(temporary_path):
+            os.unlink(temporary_path)
+
+
+def mmpretrain_copy(model: nn.Module, deploy: bool = True, **backbone_kwargs) -> nn.Module:
+    """A copy of ``model`` whose RepVGG backbone is mmpretrain's ``RepVGG`` class holding
+    the same weights, optionally switched to deploy with mmpretrain's own
+    ``switch_to_deploy()``; in eval mode."""
+    ours = model.get_submodule(repvgg_backbone_path(model))
+    theirs = MMPretrainRepVGG(copy.deepcopy(ours.arch), out_indices=ours.out_indices,
+                              **backbone_kwargs)
+    theirs.load_state_dict(ours.state_dict())
+    if deploy:
+        theirs.switch_to_deploy()
+    # The memo makes deepcopy put mmpretrain's backbone where ours was.
+    result = copy.deepcopy(model, memo={id(ours): theirs})
+    result.eval()  # not chained: mmpretrain's train() returns None
+    return result
+
+
+def _batch_runner(model: Callable, images: torch.Tensor) -> Callable[[], object]:
+    """A call running ``model`` on ``images``; plain modules under ``torch.no_grad``, as
+    mmpretrain's test loop runs them (InferenceModel brings its own inference mode)."""
+    if not isinstance(model, nn.Module) or isinstance(model, InferenceModel):
+        return lambda: model(images)
+
+    def run_batch():
+        with torch.no_grad():
+            return model(images)
+    return run_batch
+
+
+def inference_candidates(train_model: nn.Module, batch_sizes: Sequence[int],
+                         input_size: Tuple[int, int], device: str, compile_model: bool,
+                         workdir: str) -> Tuple[Dict[str, Callable], dict]:
+    """The models to compare, as ``{row name: f(images) -> outputs}``, and what building
+    them cost (conversion seconds, ONNX check error)."""
+    train_model = train_model.to(device).eval()
+    height, width = input_size
+    in_channels = train_model.get_submodule(repvgg_backbone_path(train_model)
+                                            ).stem.in_channels
+    start = time.perf_counter()
+    deploy_model = repvgg_convert(train_model)
+    info = dict(conversion_s=time.perf_counter() - start)
+    models: Dict[str, Callable] = {
+        TRAIN: train_model, DEPLOY: deploy_model,
+        RECOMMENDED: prepare_for_inference(deploy_model)}
+    if compile_model:
+        models[COMPILED] = prepare_for_inference(deploy_model, backend='compile')
+    if device == 'cpu':  # ONNX Runtime runs here on the CPU execution provider only
+        onnx_path = os.path.join(workdir, 'deploy.onnx')
+        report = export_onnx(deploy_model, onnx_path, (min(batch_sizes), in_channels,
+                                                        height, width), dynamic_batch=True)
+        info['onnx_max_relative_error'] = report.max_relative_error
+        session = onnxruntime_session(onnx_path, torch.get_num_threads())
+        models[ONNXRUNTIME] = lambda images: session.run(None, {'input': images.numpy()})
+    models[MMPRETRAIN_DEPLOY] = mmpretrain_copy(train_model).to(device)
+    models[RESNET18] = torchvision.models.resnet18().to(device).eval()
+    models[RESNET50] = torchvision.models.resnet50().to(device).eval()
+    return models, info
+
+
+def measure_inference(models: Dict[str, Callable], batch_size: int,
+                      input_size: Tuple[int, int], settings: BenchmarkSettings,
+                      in_channels: int = 3) -> Dict[str, dict]:
+    """Time each model on one random batch; rows with images/s and latency."""
+    images = torch.randn(batch_size, in_channels, *input_size, device=settings.device)
+    timings = time_interleaved({name: _batch_runner(model, images) for name, model in models.items()},
+                               batch_size, settings.warmup, settings.rounds, settings.device)
+    return {name: timing.as_dict() for name, timing in timings.items()}
+
+
+def _ratios(rows: Dict[str, dict], baseline: str = MMPRETRAIN_DEPLOY) -> None:
+    for row in rows.values():
+        row['ratio_to_mmpretrain_deploy'] = (row['images_per_s'] /
+                                             rows[baseline]['images_per_s'])
+
+
+def time_conversion(arch: str, rounds: int) -> dict:
+    """Seconds to fuse a train-form ``arch`` backbone: ours (``reparameterize_blocks``)
+    against mmpretrain's ``switch_to_deploy()``, same weights, median of ``rounds``
+    (each on a fresh copy made beforehand, alternating)."""
+    torch.manual_seed(0)
+    ours = randomize_batch_norms_(RepVGG(arch).eval())
+    seconds: Dict[str, List[float]] = dict(ours=[], mmpretrain=[])
+    for _ in range(rounds):
+        our_copy = copy.deepcopy(ours)
+        start = time.perf_counter()
+        reparameterize_blocks(our_copy)
+        seconds['ours'].append(time.perf_counter() - start)
+        del our_copy
+        their_copy = MMPretrainRepVGG(copy.deepcopy(ours.arch))
+        their_copy.load_state_dict(ours.state_dict())
+        start = time.perf_counter()
+        their_copy.switch_to_deploy()
+        seconds['mmpretrain'].append(time.perf_counter() - start)
+        del their_copy
+    ours_s, mmpretrain_s = (sorted(seconds[name])[rounds // 2] for name in seconds)
+    return dict(arch=arch, ours_s=ours_s, mmpretrain_s=mmpretrain_s,
+                speedup=mmpretrain_s / ours_s, rounds=rounds)
+
+
+def measure_scaling(models: Dict[str, Callable], settings: BenchmarkSettings,
+                    in_channels: int) -> Dict[str, List[dict]]:
+    """Images/s of the eager rows vs batch size (at ``input_size``) and vs input size
+    (at ``scaling_batch_size``); compiled graphs are left out (one compile per shape)."""
+    scaled = {name: models[name] for name in (DEPLOY, RECOMMENDED, MMPRETRAIN_DEPLOY)}
+    by_batch, by_size = [], []
+    for batch_size in settings.scaling_batch_sizes:
+        rows = measure_inference(scaled, batch_size, settings.input_size, settings,
+                                 in_channels)
+        by_batch += [dict(path=name, input_size=list(settings.input_size), **row)
+                     for name, row in rows.items()]
+    for size in settings.scaling_input_sizes:
+        rows = measure_inference(scaled, settings.scaling_batch_size, (size, size), settings,
+                                 in_channels)
+        by_size += [dict(path=name, input_size=[size, size], **row)
+                    for name, row in rows.items()]
+    return dict(batch_size=by_batch, input_size=by_size)
+
+
+def measure_variants(archs: Sequence[str], settings: BenchmarkSettings) -> List[dict]:
+    """Per published variant (random weights, trained-looking BNs): train, deploy eager,
+    recommended (channels-last) and mmpretrain deploy images/s at ``variant_batch_size``;
+    how far our and mmpretrain's deploy outputs are from the train model's, and (with
+    ``variant_onnx``) ONNX Runtime's from PyTorch's, on a ``(2, 3, 64, 64)`` batch."""
+    rows = []
+    for arch in archs:
+        train_model = random_train_classifier(arch).to(settings.device)
+        deploy_model = repvgg_convert(train_model)
+        models = {TRAIN: train_model, DEPLOY: deploy_model,
+                  RECOMMENDED: prepare_for_inference(deploy_model),
+                  MMPRETRAIN_DEPLOY: mmpretrain_copy(train_model).to(settings.device)}
+        images = torch.randn(2, 3, 64, 64, device=settings.device)
+        with torch.no_grad():
+            reference = train_model(images)
+            errors = {DEPLOY: max_relative_error(reference, deploy_model(images)),
+                      MMPRETRAIN_DEPLOY: max_relative_error(
+                          reference, models[MMPRETRAIN_DEPLOY](images))}
+        if settings.variant_onnx:
+            with tempfile.TemporaryDirectory() as workdir:
+                errors[ONNXRUNTIME] = export_onnx(
+                    deploy_model, os.path.join(workdir, f'{arch}.onnx'), (2, 3, 64, 64),
+                    dynamic_batch=True).max_relative_error
+        timings = measure_inference(models, settings.variant_batch_size,
+                                    settings.input_size, settings)
+        _ratios(timings)
+        published = PUBLISHED.get(arch)
+        for name, timing in timings.items():
+            rows.append(dict(arch=arch, path=name, top1=published and published.top1,
+                             max_relative_error_vs_train=errors.get(name),
+                             onnx_max_relative_error=errors.get(ONNXRUNTIME), **timing))
+        del models, train_model, deploy_model
+    return rows
+
+
+def run_inference_benchmark(train_model: nn.Module, settings: BenchmarkSettings) -> dict:
+    """Everything but training: the comparison table at each batch size, the 3x3-conv roof
+    and the fraction of it the deploy model reaches, conversion times, scaling and the
+    variant sweep. Returns a JSON-ready dict (see docs/benchmarks.md)."""
+    results = dict(machine=machine_description(), settings=asdict(settings))
+    in_channels = train_model.get_submodule(repvgg_backbone_path(train_model)).stem.in_channels
+    with tempfile.TemporaryDirectory() as workdir:
+        models, info = inference_candidates(train_model, settings.batch_sizes,
+                                            settings.input_size, settings.device,
+                                            settings.compile, workdir)
+        results.update(info)
+        batch, channels, size = settings.roof_conv
+        results['roof'] = conv3x3_roof(batch, channels, size, settings.warmup,
+                                       settings.rounds, settings.device)
+        deploy_gmacs = count_complexity(models[DEPLOY], settings.input_size
+                                        ).flops_mmengine / 1e9
+        results['deploy_gmacs_per_image'] = deploy_gmacs
+        results['inference'] = []
+        for batch_size in settings.batch_sizes:
+            rows = measure_inference(models, batch_size, settings.input_size, settings,
+                                     in_channels)
+            _ratios(rows)
+            for name, row in rows.items():
+                if name in (DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME, MMPRETRAIN_DEPLOY):
+                    row['fraction_of_conv_roof'] = (row['images_per_s'] * deploy_gmacs /
+                                                    results['roof']['gmacs_per_s'])
+                results['inference'].append(dict(path=name, **row))
+        results['scaling'] = measure_scaling(models, settings, in_channels)
+        del models
+    results['conversion'] = [time_conversion(settings.conversion_arch,
+                                             settings.conversion_rounds)]
+    results['variants'] = measure_variants(settings.variants, settings)
+    results['load_average_1min_end'] = os.getloadavg()[0]
+    return results
+
+
+@dataclass
+class TrainingProbe:
+    """One training-speed measurement, run in a fresh process (see :func:`measure_training`)."""
+    implementation: str  # 'mmrepvgg' or 'mmpretrain'
+    arch: str = 'A0'
+    with_cp: bool = False
+    batch_size: int = 32
+    input_size: Tuple[int, int] = (224, 224)
+    warmup: int = 1
+    rounds: int = 3
+    result: Optional[dict] = field(default=None)
+
+
+def _resident_bytes() -> int:
+    with open('/proc/self/statm') as statm:
+        return int(statm.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+def run_training_probe(probe: TrainingProbe) -> TrainingProbe:
+    """Train steps (SGD, cross-entropy on random labels) of the published classifier;
+    meant to run alone in a fresh process. Peak memory is the growth of the process's
+    peak resident set (``getrusage`` ``ru_maxrss``) over its resident set just before the
+    first step: model, optimizer state, activations and workspace, as the OS sees them."""
+    import resource  # POSIX only; imported here so the module still imports elsewhere
+
+    model = random_train_classifier(probe.arch, with_cp=probe.with_cp)
+    if probe.implementation == 'mmpretrain':
+        model = mmpretrain_copy(model, deploy=False, with_cp=probe.with_cp)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    images = torch.randn(probe.batch_size, 3, *probe.input_size)
+    labels = torch.randint(0, 1000, (probe.batch_size, ))
+
+    def train_step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+
+    resident_before = _resident_bytes()
+    timing = time_interleaved({'step': train_step}, probe.batch_size, probe.warmup,
+                              probe.rounds)['step']
+    peak_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    probe.result = dict(timing.as_dict(), peak_memory_mib=(peak_bytes - resident_before) / 2**20,
+                        memory_method='ru_maxrss growth over RSS before the first step, '
+                        'fresh process')
+    return probe
+
+
+def run_training_benchmark(settings: BenchmarkSettings, arch: str = 'A0') -> dict:
+    """Training rows (see :func:`measure_training`) with the machine and settings."""
+    return dict(machine=machine_description(), settings=asdict(settings),
+                training=measure_training(settings, arch),
+                load_average_1min_end=os.getloadavg()[0])
+
+
+def measure_training(settings: BenchmarkSettings, arch: str = 'A0') -> List[dict]:
+    """Training images/s and peak memory, this project vs mmpretrain, with and without
+    ``with_cp``; each configuration in its own spawned process so peaks do not mix."""
+    import multiprocessing
+
+    context = multiprocessing.get_context('spawn')
+    rows = []
+    for with_cp in (False, True):
+        for implementation in ('mmrepvgg', 'mmpretrain'):
+            probe = TrainingProbe(implementation, arch, with_cp, settings.train_batch_size,
+                                  tuple(settings.input_size), settings.warmup,
+                                  settings.train_rounds)
+            with context.Pool(1) as pool:
+                probe = pool.apply(run_training_probe, (probe, ))
+            rows.append(dict(implementation=implementation, arch=arch, with_cp=with_cp,
+                             input_size=list(settings.input_size), **probe.result))
+    return rows

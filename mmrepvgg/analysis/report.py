@@ -1,0 +1,161 @@
+"""Markdown tables and target checks from a benchmark's JSON-ready results."""
+from typing import Dict, Iterable, List, Sequence
+
+from .benchmark import COMPILED, DEPLOY, RECOMMENDED
+
+ONNX_TARGET = 1e-4
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
+    lines = ['| ' + ' | '.join(header) + ' |',
+             '|' + '|'.join('---' if index == 0 else '---:' for index in range(len(header)))
+             + '|']
+    lines += ['| ' + ' | '.join(str(cell) for cell in row) + ' |' for row in rows]
+    return '\n'.join(lines)
+
+
+def _number(value, digits: int = 2) -> str:
+    return '-' if value is None else f'{value:.{digits}f}'
+
+
+def _machine_line(results: dict) -> str:
+    machine = results['machine']
+    return (f"Machine: {machine['cpu']}, {machine['logical_cpus']} logical CPUs, "
+            f"{machine['torch_threads']} torch threads; torch {machine['torch']}, "
+            f"mmpretrain {machine['mmpretrain']}, onnxruntime {machine['onnxruntime']}; "
+            f"1-min load average {machine['load_average_1min']:.1f} at the start, "
+            f"{results.get('load_average_1min_end', float('nan')):.1f} at the end.")
+
+
+def format_inference(results: dict) -> str:
+    settings = results['settings']
+    height, width = settings['input_size']
+    parts = [_machine_line(results),
+             f"Input {height}x{width}; {settings['warmup']} warm-up call(s), median of "
+             f"{settings['rounds']} timed calls per row, rows timed round-robin; spread = "
+             '(slowest - fastest) / median.',
+             f"3x3-conv roof: {results['roof']['gmacs_per_s']:.1f} G multiply-adds/s "
+             f"(one conv {results['roof']['shape']} NCHW, channels-last); the deploy model "
+             f"costs {results['deploy_gmacs_per_image']:.3f} G multiply-adds per image."]
+    rows = [(row['path'], row['batch_size'], _number(row['images_per_s'], 1),
+             _number(row['latency_ms_median'], 1), _number(row['spread']),
+             _number(row['ratio_to_mmpretrain_deploy']),
+             _number(row.get('fraction_of_conv_roof')))
+            for row in results['inference']]
+    parts.append(markdown_table(('path', 'batch', 'images/s', 'latency ms (median)',
+                                 'spread', 'x mmpretrain deploy', 'fraction of conv roof'),
+                                rows))
+    conversion = [(row['arch'], _number(row['ours_s'], 3), _number(row['mmpretrain_s'], 3),
+                   _number(row['speedup'], 1)) for row in results['conversion']]
+    parts.append(markdown_table(('conversion (backbone)', 'ours s', 'mmpretrain s',
+                                 'speedup'), conversion))
+    if 'onnx_max_relative_error' in results:
+        parts.append(f"ONNX Runtime vs PyTorch max relative error: "
+                     f"{results['onnx_max_relative_error']:.1e}")
+    return '\n\n'.join(parts)
+
+
+def format_scaling(results: dict) -> str:
+    parts = []
+    for key, label in (('batch_size', 'batch size'), ('input_size', 'input size')):
+        rows = results['scaling'][key]
+        columns = sorted({row['batch_size'] if key == 'batch_size' else row['input_size'][0]
+                          for row in rows})
+        by_path: Dict[str, Dict[int, float]] = {}
+        for row in rows:
+            column = row['batch_size'] if key == 'batch_size' else row['input_size'][0]
+            by_path.setdefault(row['path'], {})[column] = row['images_per_s']
+        parts.append(markdown_table(
+            [f'images/s by {label}'] + [str(column) for column in columns],
+            [[path] + [_number(values.get(column), 1) for column in columns]
+             for path, values in by_path.items()]))
+    return '\n\n'.join(parts)
+
+
+def format_variants(results: dict) -> str:
+    rows = [(row['arch'], row['path'], _number(row['top1']), _number(row['images_per_s'], 1),
+             _number(row['ratio_to_mmpretrain_deploy']),
+             '-' if row['max_relative_error_vs_train'] is None else
+             f"{row['max_relative_error_vs_train']:.1e}",
+             '-' if row['onnx_max_relative_error'] is None or row['path'] != DEPLOY else
+             f"{row['onnx_max_relative_error']:.1e}")
+            for row in results['variants']]
+    batch = results['settings']['variant_batch_size']
+    return markdown_table(('variant', 'path', 'published top-1', f'images/s (batch {batch})',
+                           'x mmpretrain deploy', 'max rel. error vs train',
+                           'ONNX Runtime max rel. error'), rows)
+
+
+def format_training(rows: List[dict]) -> str:
+    return markdown_table(
+        ('implementation', 'arch', 'with_cp', 'batch', 'images/s', 'spread',
+         'peak memory MiB'),
+        [(row['implementation'], row['arch'], row['with_cp'], row['batch_size'],
+          _number(row['images_per_s'], 2), _number(row['spread']),
+          _number(row['peak_memory_mib'], 0)) for row in rows])
+
+
+def _rows(results: dict, path: str, **match) -> List[dict]:
+    return [row for row in results.get('inference', []) if row['path'] == path and all(
+        row.get(key) == value for key, value in match.items())]
+
+
+def check_targets(results: dict, arch: str) -> List[dict]:
+    """Each target of the performance issue with the measured figure and whether it is
+    met; targets the run has no data for are left out."""
+    targets = []
+    deploy_ratios = [row['ratio_to_mmpretrain_deploy'] for row in results.get('variants', [])
+                     if row['path'] == DEPLOY] + [
+                         row['ratio_to_mmpretrain_deploy'] for row in _rows(results, DEPLOY)]
+    if deploy_ratios:
+        targets.append(dict(target='deploy eager >= 1.0x mmpretrain deploy, every variant '
+                            'and batch measured', measured=f'min {min(deploy_ratios):.2f}x',
+                            met=min(deploy_ratios) >= 1.0))
+    for path in (RECOMMENDED, COMPILED):
+        for row in (_rows(results, path, batch_size=16) if arch == 'A0' else []):
+            ratio = row['ratio_to_mmpretrain_deploy']
+            targets.append(dict(target=f'{path} >= 1.5x mmpretrain deploy eager, A0 batch 16',
+                                measured=f'{ratio:.2f}x', met=ratio >= 1.5))
+    if arch == 'A0':
+        for path in (RECOMMENDED, COMPILED):
+            fractions = [row['fraction_of_conv_roof'] for row in _rows(results, path)]
+            if fractions:
+                targets.append(dict(target=f'A0 {path} >= 0.8 of the 3x3-conv roof',
+                                    measured=f'best {max(fractions):.2f}',
+                                    met=max(fractions) >= 0.8))
+    for row in results.get('conversion', []):
+        if row['arch'] == 'B3':
+            targets.append(dict(target='B3 conversion >= 2x faster than mmpretrain',
+                                measured=f"{row['speedup']:.1f}x ({row['ours_s']:.3f} s vs "
+                                f"{row['mmpretrain_s']:.3f} s)", met=row['speedup'] >= 2))
+    onnx_errors = {row['arch']: row['onnx_max_relative_error']
+                   for row in results.get('variants', []) if row['path'] == DEPLOY
+                   and row['onnx_max_relative_error'] is not None}
+    if 'onnx_max_relative_error' in results:
+        onnx_errors.setdefault(arch, results['onnx_max_relative_error'])
+    for onnx_arch in ('A0', 'B1g2', 'D2se'):
+        if onnx_arch in onnx_errors:
+            error = onnx_errors[onnx_arch]
+            targets.append(dict(target=f'ONNX Runtime within 1e-4 relative of PyTorch, '
+                                f'{onnx_arch}', measured=f'{error:.1e}',
+                                met=error <= ONNX_TARGET))
+    return targets
+
+
+def format_report(results: dict, arch: str) -> str:
+    """All tables of a run, in the order of docs/benchmarks.md."""
+    parts = []
+    if results.get('inference'):
+        parts += ['## Inference', format_inference(results),
+                  '## Scaling', format_scaling(results)]
+    if results.get('variants'):
+        parts += ['## Variants', format_variants(results)]
+    if results.get('training'):
+        parts += ['## Training', format_training(results['training'])]
+    targets = check_targets(results, arch)
+    if targets:
+        parts += ['## Targets', markdown_table(
+            ('target', 'measured', 'met'),
+            [(t['target'], t['measured'], 'yes' if t['met'] else 'no') for t in targets])]
+    return '\n\n'.join(parts)
+

@@ -1,0 +1,120 @@
+"""Inference (or, with --train, training) speed of a RepVGG config next to mmpretrain's
+RepVGG with the same weights and torchvision ResNets; tables in Markdown, all figures in
+JSON.
+
+    python tools/analysis_tools/benchmark.py configs/repvgg-A0_4xb64-coslr-120e_in1k.py \
+        --batch-sizes 1 16 --variants all --json benchmark.json
+    python tools/analysis_tools/benchmark.py configs/repvgg-A0_4xb64-coslr-120e_in1k.py \
+        --train --json training.json
+    python tools/analysis_tools/benchmark.py CFG --quick --json quick.json  # seconds
+
+Without --checkpoint the weights are random with trained-looking BN statistics (speed
+does not depend on the values; the fusion is then not trivial).
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+from mmrepvgg.analysis.benchmark import (BenchmarkSettings, arch_name,
+                                         run_inference_benchmark, run_training_benchmark,
+                                         write_json_atomic)
+from mmrepvgg.analysis.report import format_report
+from mmrepvgg.apis.convert import ConfigError, build_train_model, load_repvgg_weights
+from mmrepvgg.checkpoint import CheckpointError
+from mmrepvgg.models import ARCH_SETTINGS
+from mmrepvgg.testing import randomize_batch_norms_
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Benchmark a RepVGG config against '
+                                     "mmpretrain's RepVGG and torchvision ResNets.")
+    parser.add_argument('config', help='train or deploy config of the model')
+    parser.add_argument('--checkpoint', help='train-form checkpoint (default: random '
+                        'weights)')
+    parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 16],
+                        help='batch sizes of the comparison table (default: 1 16)')
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                        help='input size (default: 224 224; 32 32 with --quick)')
+    parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
+    parser.add_argument('--rounds', type=int, help='timed calls per row (default: 5)')
+    parser.add_argument('--variants', nargs='+', default=[], metavar='ARCH',
+                        help="published variants to sweep ('all' for the 12)")
+    parser.add_argument('--conversion-arch', choices=sorted(ARCH_SETTINGS),
+                        help='backbone whose conversion is timed (default: B3; the '
+                        "config's with --quick)")
+    parser.add_argument('--no-compile', action='store_true',
+                        help='leave out the torch.compile row (~30 s per shape)')
+    parser.add_argument('--train', action='store_true',
+                        help='measure training (batch 32) instead of inference')
+    parser.add_argument('--quick', action='store_true',
+                        help='tiny input, one round: check that every row is produced')
+    parser.add_argument('--json', help='write all figures to this JSON file')
+    parser.add_argument('--force', action='store_true', help='overwrite an existing --json')
+    args = parser.parse_args(argv)
+    if args.variants == ['all']:
+        args.variants = list(ARCH_SETTINGS)
+    unknown = sorted(set(args.variants) - set(ARCH_SETTINGS))
+    if unknown:
+        parser.error(f'--variants {" ".join(unknown)}: unknown; choose from '
+                     f'{", ".join(ARCH_SETTINGS)} or all')
+    if args.shape and min(args.shape) < 32:
+        parser.error('--shape: RepVGG downsamples 32x; pass a height and width >= 32')
+    if min(args.batch_sizes) < 1 or (args.rounds is not None and args.rounds < 1):
+        parser.error('--batch-sizes and --rounds must be positive')
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: no CUDA device is visible; use --device cpu')
+    if args.json and os.path.exists(args.json) and not args.force:
+        parser.error(f'--json {args.json} exists; pass --force to replace it')
+    return args
+
+
+def settings_from(args: argparse.Namespace, arch: str) -> BenchmarkSettings:
+    overrides = dict(batch_sizes=tuple(args.batch_sizes), device=args.device,
+                     compile=not args.no_compile, variants=tuple(args.variants),
+                     train=args.train)
+    if args.shape:
+        overrides['input_size'] = tuple(args.shape)
+    if args.rounds:
+        overrides['rounds'] = args.rounds
+    if args.conversion_arch or args.quick:
+        overrides['conversion_arch'] = args.conversion_arch or arch
+    if args.quick:
+        if args.batch_sizes == [1, 16]:  # the default: keep --quick quick
+            overrides['batch_sizes'] = (2, )
+        return BenchmarkSettings.quick(**overrides)
+    return BenchmarkSettings(**overrides)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        model = build_train_model(args.config)
+        if args.checkpoint:
+            state, _ = load_repvgg_weights(model, args.checkpoint)
+            if state.form == 'deploy':
+                raise CheckpointError(f'{args.checkpoint} is in deploy form; the benchmark '
+                                      'compares both forms of the same weights, pass a '
+                                      'train-form checkpoint')
+        else:
+            randomize_batch_norms_(model)
+    except (ConfigError, CheckpointError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 1
+    arch = arch_name(model)
+    settings = settings_from(args, arch)
+    print(f'torch threads: {torch.get_num_threads()}; device: {settings.device}; '
+          f'{args.config} ({arch})', flush=True)
+    results = (run_training_benchmark(settings, arch) if settings.train else
+               run_inference_benchmark(model, settings))
+    results.update(config=args.config, arch=arch)
+    print(format_report(results, arch))
+    if args.json:
+        write_json_atomic(results, args.json)
+        print(f'wrote {args.json}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
