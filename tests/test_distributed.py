@@ -71,3 +71,24 @@ def test_no_launcher_leaves_the_config_single_process():
     setup_distributed(cfg, 'none')
     assert cfg.launcher == 'none' and 'model_wrapper_cfg' not in cfg
     assert not torch_dist.is_initialized()
+
+
+@pytest.mark.parametrize('script,args,expected_tail', [
+    ('slurm_train.sh', ['part', 'job', 'CFG.py', 'WORK'],
+     ['train.py', 'CFG.py', '--work-dir=WORK', '--amp', '--launcher=slurm']),
+    ('slurm_test.sh', ['part', 'job', 'CFG.py', 'CKPT.pth'],
+     ['test.py', 'CFG.py', 'CKPT.pth', '--amp', '--launcher=slurm']),
+])
+def test_slurm_scripts_hand_the_tool_and_its_arguments_to_srun(script, args, expected_tail,
+                                                              tmp_path):
+    fake_srun = tmp_path / 'srun'
+    fake_srun.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
+    fake_srun.chmod(0o755)
+    result = subprocess.run(
+        ['bash', os.path.join(REPO_ROOT, 'tools', script), *args, '--amp'],
+        env={**os.environ, 'PATH': f'{tmp_path}:{os.environ["PATH"]}', 'GPUS': '16'},
+        capture_output=True, text=True, check=True)
+    srun_args = result.stdout.split()
+    assert srun_args[:2] == ['-p', 'part'] and '--ntasks=16' in srun_args
+    assert os.path.basename(srun_args[-len(expected_tail)]) == expected_tail[0]
+    assert srun_args[-len(expected_tail) + 1:] == expected_tail[1:]

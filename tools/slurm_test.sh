@@ -1,29 +1,5 @@
 #!/usr/bin/env bash
-# Test on a Slurm cluster, one task per GPU:
-#   [GPUS=8 GPUS_PER_NODE=8 CPUS_PER_TASK=5 SRUN_ARGS=...] \
+# Test on a Slurm cluster, one task per GPU (GPUS, GPUS_PER_NODE, ... as in slurm_run.sh):
 #   bash tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [tools/test.py options]
 set -euo pipefail
-PARTITION=$1
-JOB_NAME=$2
-CONFIG=$3
-CHECKPOINT=$4
-GPUS=${GPUS:-8}
-GPUS_PER_NODE=${GPUS_PER_NODE:-8}
-CPUS_PER_TASK=${CPUS_PER_TASK:-5}
-SRUN_ARGS=${SRUN_ARGS:-}
-# The project's .venv (tools/setup_env.sh) unless PYTHON names another interpreter.
-VENV_PYTHON="$(dirname "$0")/../.venv/bin/python"
-[[ -x "$VENV_PYTHON" ]] && DEFAULT_PYTHON=$VENV_PYTHON || DEFAULT_PYTHON=python
-PYTHON=${PYTHON:-$DEFAULT_PYTHON}
-
-PYTHONPATH="$(dirname "$0")/..${PYTHONPATH:+:$PYTHONPATH}" \
-srun -p "$PARTITION" \
-    --job-name="$JOB_NAME" \
-    --gres=gpu:"$GPUS_PER_NODE" \
-    --ntasks="$GPUS" \
-    --ntasks-per-node="$GPUS_PER_NODE" \
-    --cpus-per-task="$CPUS_PER_TASK" \
-    --kill-on-bad-exit=1 \
-    $SRUN_ARGS \
-    "$PYTHON" -u "$(dirname "$0")/test.py" "$CONFIG" "$CHECKPOINT" \
-    --launcher=slurm "${@:5}"
+exec bash "$(dirname "$0")/slurm_run.sh" "$1" "$2" test.py "$3" "$4" "${@:5}"
