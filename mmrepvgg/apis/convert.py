@@ -13,6 +13,7 @@ from ..checkpoint import (LAYOUTS, CheckpointError, LayoutError, ProjectState,
                           arch_shape_of_state, describe_arch, first_non_finite,
                           from_project_layout, load_checkpoint_file, save_checkpoint_atomic,
                           to_project_layout, unwrap_state_dict)
+from ..config_file import ConfigError, read_config
 from ..models import RepVGG, RepVGGBlock, reparameterize_blocks
 from ..registry import MODELS
 from ..testing import max_relative_error
@@ -23,10 +24,6 @@ from ..version import __version__
 VERIFY_TOLERANCE = 1e-4
 VERIFY_INPUT_SIZE = (2, 64, 64)  # (batch, height, width): small, yet 2x2 after stride 32
 DST_FORMATS = ('mmrepvgg', 'official')
-
-
-class ConfigError(ValueError):
-    """A config that does not describe a model holding RepVGG blocks."""
 
 
 class ConversionReport(NamedTuple):
@@ -108,13 +105,7 @@ def build_train_model(config: Union[str, Config]) -> nn.Module:
             block.
     """
     if not isinstance(config, Config):
-        if not os.path.isfile(config):
-            raise ConfigError(f'{config}: no such config file; check the path')
-        try:
-            config = Config.fromfile(config)
-        except Exception as error:  # syntax errors, failed imports, bad _base_ ...
-            raise ConfigError(f'{config}: cannot read the config '
-                              f'({type(error).__name__}: {error}); fix the file') from error
+        config = read_config(config)
     name = config.filename or 'the config'
     model_cfg = copy.deepcopy(config.get('model'))
     if not isinstance(model_cfg, dict):

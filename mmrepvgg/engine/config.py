@@ -1,11 +1,10 @@
 """Loading a RepVGG config for the tools, with errors a user can act on."""
 import difflib
-import os
 from typing import Any, Dict, Optional
 
 from mmengine.config import Config
 
-from ..apis import ConfigError
+from ..config_file import ConfigError, read_config
 
 
 def _backbone_type(cfg: Config) -> Optional[str]:
@@ -67,15 +66,7 @@ def load_repvgg_config(config_path: str,
             backbone, it resolves types outside the ``mmrepvgg`` scope, or an override
             key is a typo (see :func:`check_cfg_options`).
     """
-    if not os.path.isfile(config_path):
-        raise ConfigError(f'{config_path}: no such config file; pass a file from configs/, '
-                          'e.g. configs/digits/repvgg-A0_digits.py')
-    try:
-        cfg = Config.fromfile(config_path)
-    except Exception as error:  # syntax errors, missing _base_ files, bad imports
-        message = str(error).strip().splitlines()[-1] if str(error).strip() else ''
-        raise ConfigError(f'{config_path}: cannot be read as an mmengine config '
-                          f'({type(error).__name__}: {message})') from error
+    cfg = read_config(config_path)
     if _backbone_type(cfg) != 'RepVGG':
         raise ConfigError(f'{config_path}: not a RepVGG config (model.backbone.type is '
                           f'{_backbone_type(cfg)!r}, expected \'RepVGG\'); use a config from '
