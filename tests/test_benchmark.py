@@ -32,16 +32,25 @@ def _load_tool(relative_path: str):
 
 
 benchmark = _load_tool('tools/analysis_tools/benchmark.py')
+plot_benchmarks = _load_tool('tools/analysis_tools/plot_benchmarks.py')
 
 
-@pytest.mark.slow  # ~60-100 s on 2 shared cores: torch.compile and an ONNX export
-def test_quick_benchmark_writes_every_promised_row(tmp_path, capsys):
+@pytest.fixture
+def restore_torch_threads():
+    """--threads changes the thread count of this process; give it back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow  # ~30-100 s on 2 shared cores: torch.compile and an ONNX export
+def test_quick_benchmark_writes_every_promised_row(tmp_path, capsys, restore_torch_threads):
     output = tmp_path / 'quick.json'
-    assert benchmark.main([A0_CONFIG, '--quick', '--batch-sizes', '1', '2', '--variants',
-                           'A0', '--json', str(output)]) == 0
+    assert benchmark.main([A0_CONFIG, '--quick', '--threads', '1', '--batch-sizes', '1', '2',
+                           '--variants', 'A0', '--json', str(output)]) == 0
     results = json.loads(output.read_text())
     assert results['arch'] == 'A0'
-    assert results['machine']['torch_threads'] == torch.get_num_threads()
+    assert results['machine']['torch_threads'] == 1
     assert results['roof']['gmacs_per_s'] > 0
     for batch_size in (1, 2):
         rows = {row['path']: row for row in results['inference']
@@ -66,12 +75,18 @@ def test_quick_benchmark_writes_every_promised_row(tmp_path, capsys):
     assert variants[DEPLOY]['onnx_max_relative_error'] < 1e-4
     printed = capsys.readouterr().out
     assert '## Targets' in printed and 'torch threads: ' in printed
+    # The plots of docs/benchmarks.md are made from this JSON.
+    assert plot_benchmarks.main([str(output), '--out-dir', str(tmp_path / 'plots')]) == 0
+    assert sorted(path.name for path in (tmp_path / 'plots').iterdir()) == sorted(
+        plot_benchmarks.PLOTS)
 
 
-@pytest.mark.slow  # ~40 s: four fresh processes
-def test_quick_training_benchmark_reports_speed_and_memory_side_by_side(tmp_path):
+@pytest.mark.slow  # ~40-70 s: four fresh processes
+def test_quick_training_benchmark_reports_speed_and_memory_side_by_side(
+        tmp_path, restore_torch_threads):
     output = tmp_path / 'train.json'
-    assert benchmark.main([A0_CONFIG, '--quick', '--train', '--json', str(output)]) == 0
+    assert benchmark.main([A0_CONFIG, '--quick', '--train', '--threads', '1', '--json',
+                           str(output)]) == 0
     rows = json.loads(output.read_text())['training']
     assert {(row['implementation'], row['with_cp']) for row in rows} == {
         (implementation, with_cp) for implementation in ('mmrepvgg', 'mmpretrain')
@@ -96,6 +111,13 @@ def test_benchmark_keeps_an_existing_json_without_force(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert '--force' in capsys.readouterr().err
     assert output.read_text() == 'precious'
+
+
+def test_plot_tool_explains_results_without_a_variant_sweep(tmp_path, capsys):
+    results = tmp_path / 'results.json'
+    results.write_text(json.dumps(dict(variants=[])))
+    assert plot_benchmarks.main([str(results), '--out-dir', str(tmp_path)]) == 1
+    assert '--variants all' in capsys.readouterr().err
 
 
 def test_benchmark_names_an_unknown_variant(capsys):

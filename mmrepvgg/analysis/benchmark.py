@@ -10,7 +10,7 @@ import os
 import platform
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import mmpretrain
@@ -47,6 +47,7 @@ class BenchmarkSettings:
     warmup: int = 1
     rounds: int = 5
     device: str = 'cpu'
+    threads: Optional[int] = None  # torch and ONNX Runtime intra-op threads; None: torch's
     compile: bool = True
     roof_conv: Tuple[int, int, int] = (8, 256, 56)  # (batch, channels, size)
     conversion_arch: str = 'B3'
@@ -56,6 +57,7 @@ class BenchmarkSettings:
     scaling_batch_size: int = 8
     variants: Sequence[str] = ()
     variant_batch_size: int = 4
+    variant_rounds: int = 3
     variant_onnx: bool = True
     train: bool = False
     train_batch_size: int = 32
@@ -67,7 +69,8 @@ class BenchmarkSettings:
         settings = dict(batch_sizes=(2, ), input_size=(32, 32), warmup=1, rounds=1,
                         roof_conv=(1, 32, 16), conversion_rounds=1,
                         scaling_batch_sizes=(1, 2), scaling_input_sizes=(32, 64),
-                        scaling_batch_size=1, variant_batch_size=1, train_batch_size=2,
+                        scaling_batch_size=1, variant_batch_size=1, variant_rounds=1,
+                        train_batch_size=2,
                         train_rounds=1)
         settings.update(overrides)
         return cls(**settings)
@@ -185,8 +188,8 @@ def measure_inference(models: Dict[str, Callable], batch_size: int,
                       in_channels: int = 3) -> Dict[str, dict]:
     """Time each model on one random batch; rows with images/s and latency."""
     images = torch.randn(batch_size, in_channels, *input_size, device=settings.device)
-    timings = time_interleaved({name: _batch_runner(model, images) for name, model in models.items()},
-                               batch_size, settings.warmup, settings.rounds, settings.device)
+    runners = {name: _batch_runner(model, images) for name, model in models.items()}
+    timings = time_interleaved(runners, batch_size, settings.warmup, settings.rounds, settings.device)
     return {name: timing.as_dict() for name, timing in timings.items()}
 
 
@@ -263,7 +266,8 @@ def measure_variants(archs: Sequence[str], settings: BenchmarkSettings) -> List[
                     deploy_model, os.path.join(workdir, f'{arch}.onnx'), (2, 3, 64, 64),
                     dynamic_batch=True).max_relative_error
         timings = measure_inference(models, settings.variant_batch_size,
-                                    settings.input_size, settings)
+                                    settings.input_size,
+                                    replace(settings, rounds=settings.variant_rounds))
         _ratios(timings)
         published = PUBLISHED.get(arch)
         for name, timing in timings.items():
@@ -278,6 +282,8 @@ def run_inference_benchmark(train_model: nn.Module, settings: BenchmarkSettings)
     """Everything but training: the comparison table at each batch size, the 3x3-conv roof
     and the fraction of it the deploy model reaches, conversion times, scaling and the
     variant sweep. Returns a JSON-ready dict (see docs/benchmarks.md)."""
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     results = dict(machine=machine_description(), settings=asdict(settings))
     in_channels = train_model.get_submodule(repvgg_backbone_path(train_model)).stem.in_channels
     with tempfile.TemporaryDirectory() as workdir:
@@ -320,6 +326,7 @@ class TrainingProbe:
     input_size: Tuple[int, int] = (224, 224)
     warmup: int = 1
     rounds: int = 3
+    threads: Optional[int] = None
     result: Optional[dict] = field(default=None)
 
 
@@ -335,6 +342,8 @@ def run_training_probe(probe: TrainingProbe) -> TrainingProbe:
     first step: model, optimizer state, activations and workspace, as the OS sees them."""
     import resource  # POSIX only; imported here so the module still imports elsewhere
 
+    if probe.threads:
+        torch.set_num_threads(probe.threads)
     model = random_train_classifier(probe.arch, with_cp=probe.with_cp)
     if probe.implementation == 'mmpretrain':
         model = mmpretrain_copy(model, deploy=False, with_cp=probe.with_cp)
@@ -361,6 +370,8 @@ def run_training_probe(probe: TrainingProbe) -> TrainingProbe:
 
 def run_training_benchmark(settings: BenchmarkSettings, arch: str = 'A0') -> dict:
     """Training rows (see :func:`measure_training`) with the machine and settings."""
+    if settings.threads:
+        torch.set_num_threads(settings.threads)  # also what machine_description reports
     return dict(machine=machine_description(), settings=asdict(settings),
                 training=measure_training(settings, arch),
                 load_average_1min_end=os.getloadavg()[0])
@@ -377,7 +388,7 @@ def measure_training(settings: BenchmarkSettings, arch: str = 'A0') -> List[dict
         for implementation in ('mmrepvgg', 'mmpretrain'):
             probe = TrainingProbe(implementation, arch, with_cp, settings.train_batch_size,
                                   tuple(settings.input_size), settings.warmup,
-                                  settings.train_rounds)
+                                  settings.train_rounds, settings.threads)
             with context.Pool(1) as pool:
                 probe = pool.apply(run_training_probe, (probe, ))
             rows.append(dict(implementation=implementation, arch=arch, with_cp=with_cp,

@@ -67,11 +67,7 @@ def to_deploy_copy(model: nn.Module) -> 'tuple[nn.Module, bool]':
     """A deep copy of ``model`` in deploy form and eval mode, and whether blocks were
     fused to get it."""
     deploy_model = copy.deepcopy(model).eval()
-    needs_fusion = any(isinstance(module, RepVGGBlock) and not module.deploy
-                       for module in deploy_model.modules())
-    if needs_fusion:
-        reparameterize_blocks(deploy_model)
-    return deploy_model, needs_fusion
+    return deploy_model, reparameterize_blocks(deploy_model) > 0
 
 
 def image_channels(model: nn.Module) -> int:
@@ -82,10 +78,15 @@ def image_channels(model: nn.Module) -> int:
 
 def onnxruntime_session(path: str, num_threads: Optional[int] = None
                         ) -> onnxruntime.InferenceSession:
-    """A CPU ONNX Runtime session; ``num_threads`` intra-op threads (default: ORT's)."""
+    """A CPU ONNX Runtime session; ``num_threads`` intra-op threads (default: ORT's).
+
+    Its worker threads block instead of spinning between runs: spinning threads would
+    take the cores from whatever runs next (PyTorch, in the benchmark's round-robin).
+    """
     options = onnxruntime.SessionOptions()
     if num_threads is not None:
         options.intra_op_num_threads = num_threads
+    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
     return onnxruntime.InferenceSession(path, options, providers=['CPUExecutionProvider'])
 
 

@@ -35,7 +35,8 @@ def format_inference(results: dict) -> str:
              f"{settings['rounds']} timed calls per row, rows timed round-robin; spread = "
              '(slowest - fastest) / median.',
              f"3x3-conv roof: {results['roof']['gmacs_per_s']:.1f} G multiply-adds/s "
-             f"(one conv {results['roof']['shape']} NCHW, channels-last); the deploy model "
+             f"(one conv, input (N, C, H, W) = {results['roof']['shape']} stored channels-last); "
+             f"the deploy model "
              f"costs {results['deploy_gmacs_per_image']:.3f} G multiply-adds per image."]
     rows = [(row['path'], row['batch_size'], _number(row['images_per_s'], 1),
              _number(row['latency_ms_median'], 1), _number(row['spread']),

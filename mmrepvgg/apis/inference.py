@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..models import RepVGGBlock, reparameterize_blocks
+from ..models import reparameterize_blocks
 
 INFERENCE_BACKENDS = ('eager', 'compile')
 
@@ -60,9 +60,7 @@ def prepare_for_inference(model: nn.Module, backend: str = 'eager',
         raise ValueError(f'unknown inference backend {backend!r}; choose one of '
                          f'{", ".join(INFERENCE_BACKENDS)}')
     deploy_model = model if inplace else copy.deepcopy(model)
-    if any(isinstance(module, RepVGGBlock) and not module.deploy
-           for module in deploy_model.modules()):
-        reparameterize_blocks(deploy_model)
+    reparameterize_blocks(deploy_model)  # a no-op for a deployed model
     deploy_model.eval()
     for param in deploy_model.parameters():
         param.requires_grad_(False)

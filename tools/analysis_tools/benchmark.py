@@ -38,6 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='input size (default: 224 224; 32 32 with --quick)')
     parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
+    parser.add_argument('--threads', type=int,
+                        help='torch and ONNX Runtime threads (default: torch\'s, one per '
+                        'core); on a shared machine 1 avoids waiting for descheduled threads')
     parser.add_argument('--rounds', type=int, help='timed calls per row (default: 5)')
     parser.add_argument('--variants', nargs='+', default=[], metavar='ARCH',
                         help="published variants to sweep ('all' for the 12)")
@@ -61,8 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                      f'{", ".join(ARCH_SETTINGS)} or all')
     if args.shape and min(args.shape) < 32:
         parser.error('--shape: RepVGG downsamples 32x; pass a height and width >= 32')
-    if min(args.batch_sizes) < 1 or (args.rounds is not None and args.rounds < 1):
-        parser.error('--batch-sizes and --rounds must be positive')
+    if min(args.batch_sizes) < 1 or any(value is not None and value < 1
+                                        for value in (args.rounds, args.threads)):
+        parser.error('--batch-sizes, --rounds and --threads must be positive')
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device is visible; use --device cpu')
     if args.json and os.path.exists(args.json) and not args.force:
@@ -73,7 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def settings_from(args: argparse.Namespace, arch: str) -> BenchmarkSettings:
     overrides = dict(batch_sizes=tuple(args.batch_sizes), device=args.device,
                      compile=not args.no_compile, variants=tuple(args.variants),
-                     train=args.train)
+                     train=args.train, threads=args.threads)
     if args.shape:
         overrides['input_size'] = tuple(args.shape)
     if args.rounds:
@@ -104,8 +108,8 @@ def main(argv=None) -> int:
         return 1
     arch = arch_name(model)
     settings = settings_from(args, arch)
-    print(f'torch threads: {torch.get_num_threads()}; device: {settings.device}; '
-          f'{args.config} ({arch})', flush=True)
+    print(f'torch threads: {settings.threads or torch.get_num_threads()}; device: '
+          f'{settings.device}; {args.config} ({arch})', flush=True)
     results = (run_training_benchmark(settings, arch) if settings.train else
                run_inference_benchmark(model, settings))
     results.update(config=args.config, arch=arch)

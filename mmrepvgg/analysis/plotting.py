@@ -1,0 +1,83 @@
+"""PNG figures from a benchmark's JSON (see tools/analysis_tools/plot_benchmarks.py)."""
+from typing import Dict, List
+
+import matplotlib
+
+matplotlib.use('Agg')  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .benchmark import DEPLOY, MMPRETRAIN_DEPLOY, RECOMMENDED, TRAIN  # noqa: E402
+
+_STYLES = {DEPLOY: dict(marker='o', color='tab:blue'),
+           RECOMMENDED: dict(marker='s', color='tab:green'),
+           MMPRETRAIN_DEPLOY: dict(marker='x', color='tab:gray')}
+
+
+def _variant_rows(results: dict) -> Dict[str, Dict[str, dict]]:
+    """``{path: {arch: row}}`` of the variant sweep."""
+    by_path: Dict[str, Dict[str, dict]] = {}
+    for row in results.get('variants', []):
+        by_path.setdefault(row['path'], {})[row['arch']] = row
+    if not by_path:
+        raise ValueError('the results hold no variant sweep; run the benchmark with '
+                         '--variants all')
+    return by_path
+
+
+def _caption(results: dict) -> str:
+    machine = results['machine']
+    height, width = results['settings']['input_size']
+    threads = machine['torch_threads']
+    return (f"{machine['cpu']}, {threads} torch thread{'' if threads == 1 else 's'}, "
+            f"batch {results['settings']['variant_batch_size']}, {height}x{width}")
+
+
+def plot_accuracy_vs_speed(results: dict, path: str) -> None:
+    """Published top-1 against measured images/s per variant: the paper's speed/accuracy
+    figure on this machine."""
+    by_path = _variant_rows(results)
+    figure, axes = plt.subplots(figsize=(7, 5))
+    for name, style in _STYLES.items():
+        rows = by_path.get(name, {})
+        archs = [arch for arch, row in rows.items() if row['top1'] is not None]
+        axes.plot([rows[arch]['images_per_s'] for arch in archs],
+                  [rows[arch]['top1'] for arch in archs], linestyle='none', label=name,
+                  **style)
+        if name == RECOMMENDED:
+            for arch in archs:
+                axes.annotate(arch, (rows[arch]['images_per_s'], rows[arch]['top1']),
+                              textcoords='offset points', xytext=(4, 3), fontsize=8)
+    axes.set_xscale('log')
+    axes.set_xlabel('measured images/s (log scale)')
+    axes.set_ylabel('published ImageNet top-1 (%)')
+    axes.set_title(f'RepVGG deploy: accuracy vs speed\n{_caption(results)}', fontsize=10)
+    axes.grid(True, which='both', alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_train_vs_deploy(results: dict, path: str) -> None:
+    """Bars of images/s per variant: train form, deploy eager, recommended path and
+    mmpretrain's deploy form."""
+    by_path = _variant_rows(results)
+    names: List[str] = [name for name in (TRAIN, DEPLOY, RECOMMENDED, MMPRETRAIN_DEPLOY)
+                        if name in by_path]
+    archs = list(by_path[names[0]])
+    width = 0.8 / len(names)
+    figure, axes = plt.subplots(figsize=(10, 4.5))
+    for index, name in enumerate(names):
+        axes.bar([position + (index - (len(names) - 1) / 2) * width
+                  for position in range(len(archs))],
+                 [by_path[name][arch]['images_per_s'] for arch in archs], width, label=name)
+    axes.set_xticks(range(len(archs)), archs)
+    axes.set_yscale('log')
+    axes.set_ylabel('images/s (log scale)')
+    axes.set_title(f'Train form vs deploy form, same weights\n{_caption(results)}',
+                   fontsize=10)
+    axes.grid(True, axis='y', which='both', alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
