@@ -1,4 +1,6 @@
-"""Shared fixtures: tiny data roots in the ImageNet folder + annotation layout."""
+"""Shared fixtures: tiny data roots in the ImageNet folder + annotation layout; tool
+modules loaded for in-process tests."""
+import importlib.util
 import os
 import sys
 
@@ -7,6 +9,16 @@ import pytest
 from PIL import Image
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_tool(relative_path: str):
+    """Import a script under tools/ (not a package) as a module, e.g.
+    ``load_tool('tools/analysis_tools/get_flops.py').main([...])``."""
+    name = os.path.splitext(os.path.basename(relative_path))[0]
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO_ROOT, relative_path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope='session')

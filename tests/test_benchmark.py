@@ -3,7 +3,6 @@
 Speed itself is not asserted here (the CPU is shared); the numbers are in
 docs/benchmarks.md and the targets are checked in the benchmark's own output.
 """
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,6 +14,8 @@ from mmrepvgg.analysis.benchmark import (COMPILED, DEPLOY, MMPRETRAIN_DEPLOY, ON
                                          mmpretrain_copy, random_train_classifier)
 from mmrepvgg.testing import max_relative_error
 
+from conftest import load_tool
+
 REPO = Path(__file__).resolve().parents[1]
 A0_CONFIG = str(REPO / 'configs/repvgg-A0_4xb64-coslr-120e_in1k.py')
 ALL_PATHS = {TRAIN, DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME, MMPRETRAIN_DEPLOY, RESNET18,
@@ -23,16 +24,8 @@ SCALED_PATHS = {DEPLOY, RECOMMENDED, MMPRETRAIN_DEPLOY}
 VARIANT_PATHS = {TRAIN, DEPLOY, RECOMMENDED, MMPRETRAIN_DEPLOY}
 
 
-def _load_tool(relative_path: str):
-    spec = importlib.util.spec_from_file_location(Path(relative_path).stem,
-                                                  REPO / relative_path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-benchmark = _load_tool('tools/analysis_tools/benchmark.py')
-plot_benchmarks = _load_tool('tools/analysis_tools/plot_benchmarks.py')
+benchmark = load_tool('tools/analysis_tools/benchmark.py')
+plot_benchmarks = load_tool('tools/analysis_tools/plot_benchmarks.py')
 
 
 @pytest.fixture

@@ -1,5 +1,4 @@
 """Parameter and FLOP counts reproduce the published table (224x224, 1000 classes)."""
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -9,19 +8,13 @@ from mmrepvgg.analysis import build_model, count_complexity, flop_analyzer, repv
 from mmrepvgg.analysis.complexity import FeatureExtractor
 from mmrepvgg.published import PUBLISHED
 
+from conftest import load_tool
+
 REPO = Path(__file__).resolve().parents[1]
 FORMS = ('train', 'deploy')
 
 
-def _load_tool(relative_path: str):
-    spec = importlib.util.spec_from_file_location(Path(relative_path).stem,
-                                                  REPO / relative_path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-get_flops = _load_tool('tools/analysis_tools/get_flops.py')
+get_flops = load_tool('tools/analysis_tools/get_flops.py')
 
 
 def _published(arch: str, form: str):

@@ -1,5 +1,4 @@
 """ONNX export: the deploy model round-trips through ONNX Runtime, files are written safely."""
-import importlib.util
 import os
 from pathlib import Path
 
@@ -11,19 +10,13 @@ from mmrepvgg.analysis.onnx_export import (ONNX_TOLERANCE, check_against_onnxrun
                                            export_onnx, to_deploy_copy)
 from mmrepvgg.testing import randomize_batch_norms_
 
+from conftest import load_tool
+
 REPO = Path(__file__).resolve().parents[1]
 A0_CONFIG = str(REPO / 'configs/repvgg-A0_4xb64-coslr-120e_in1k.py')
 
 
-def _load_tool(relative_path: str):
-    spec = importlib.util.spec_from_file_location(Path(relative_path).stem,
-                                                  REPO / relative_path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-pytorch2onnx = _load_tool('tools/deployment/pytorch2onnx.py')
+pytorch2onnx = load_tool('tools/deployment/pytorch2onnx.py')
 
 
 def _train_classifier(arch: str, num_classes: int = 10) -> torch.nn.Module:

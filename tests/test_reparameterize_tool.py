@@ -1,5 +1,4 @@
 """tools/reparameterize_repvgg.py: converts, verifies, writes atomically, never loses a file."""
-import importlib.util
 import os
 import signal
 import subprocess
@@ -17,19 +16,14 @@ from mmengine.runner import load_checkpoint
 from mmrepvgg.registry import MODELS
 from mmrepvgg.testing import max_relative_error
 
+from conftest import load_tool
+
 TOOL = REPO_ROOT / 'tools' / 'reparameterize_repvgg.py'
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location('reparameterize_repvgg', TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
 
 
 @pytest.fixture(scope='module')
 def tool():
-    return load_tool()
+    return load_tool('tools/reparameterize_repvgg.py')
 
 
 @pytest.fixture(scope='module')

@@ -96,7 +96,6 @@ def test_new_option_keys_are_accepted_but_near_misses_are_not():
 ])
 def test_checkpoint_of_the_other_form_is_rejected_before_testing(checkpoint_form, model_form,
                                                                 hint, tmp_path):
-    from mmrepvgg.engine import load_model  # noqa: F401  (imports the scope)
     from mmrepvgg.models import RepVGG
     backbones = {'train': RepVGG('A0'), 'deploy': RepVGG('A0', deploy=True)}
     path = str(tmp_path / 'checkpoint.pth')

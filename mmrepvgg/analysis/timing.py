@@ -4,6 +4,7 @@ Candidates are timed round-robin (one call of each per round), so a burst of loa
 other processes hits all of them alike and their ratios stay meaningful; the median over
 rounds is reported with the min-max spread.
 """
+import statistics
 import time
 from typing import Callable, Dict, List, NamedTuple
 
@@ -46,12 +47,6 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _median(values: List[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def time_interleaved(candidates: Dict[str, Callable[[], object]], batch_size: int,
                      warmup: int = 1, rounds: int = 5,
                      device: str = 'cpu') -> Dict[str, Timing]:
@@ -68,7 +63,8 @@ def time_interleaved(candidates: Dict[str, Callable[[], object]], batch_size: in
             run_batch()
             _synchronize(device)
             seconds[name].append(time.perf_counter() - start)
-    return {name: Timing(batch_size, _median(values), min(values), max(values), rounds)
+    return {name: Timing(batch_size, statistics.median(values), min(values), max(values),
+                         rounds)
             for name, values in seconds.items()}
 
 

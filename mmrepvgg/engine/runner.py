@@ -6,11 +6,13 @@ from typing import Dict, Optional
 
 from mmengine.config import Config
 from mmengine.device import get_device
+from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from torch import nn
 
 from ..checkpoint import CheckpointError, load_checkpoint_file, unwrap_state_dict
-from .config import ConfigError
+from ..registry import MODELS
+from .config import ConfigError, load_repvgg_config
 from .dist import setup_distributed
 
 
@@ -168,3 +170,19 @@ def check_checkpoint_fits(model: nn.Module, checkpoint_path: str) -> None:
         f'{checkpoint_path} does not fit the model ({len(missing)} missing keys, e.g. '
         f'{sorted(missing)[:1]}; {len(unexpected)} unexpected, e.g. '
         f'{sorted(unexpected)[:1]}): {hint}')
+
+
+def load_model(config_path: str, checkpoint_path: str) -> nn.Module:
+    """The model of ``config_path`` with exactly the tensors of ``checkpoint_path``, in
+    eval mode on the CPU.
+
+    Raises:
+        ConfigError: see :func:`load_repvgg_config`.
+        CheckpointError: unreadable file, or tensors that do not fit the model.
+    """
+    cfg = load_repvgg_config(config_path)
+    with DefaultScope.overwrite_default_scope('mmrepvgg'):
+        model = MODELS.build(cfg.model)
+    check_checkpoint_fits(model, checkpoint_path)
+    model.load_state_dict(unwrap_state_dict(load_checkpoint_file(checkpoint_path)))
+    return model.eval()
