@@ -4,10 +4,10 @@ A deployed RepVGG is a stack of 3x3 convs + ReLU, so what pays on a CPU is what 
 oneDNN's direct convolution: NHWC (channels-last) activations, no autograd bookkeeping
 (``torch.inference_mode``) and, optionally, a compiled graph with frozen weights, in
 which inductor pre-packs every kernel and fuses bias and ReLU into the conv. Measured
-on the project's 2-core CPU, A0 deploy at batch 16 (see docs/benchmarks.md): channels-last
-about x1.4 over the eager NCHW model, compiling with frozen weights about x2, but the
-compilation costs ~30 s per new input shape (a few seconds once inductor's on-disk cache
-holds it), so it is opt-in.
+on the project's shared 2-core CPU at 1 thread, A0 deploy at batch 16 (docs/benchmarks.md):
+channels-last x1.30 over the eager NCHW deploy model (1.12x mmpretrain's deploy form);
+compiling gained nothing more there and costs ~20-35 s per new input shape, so it is
+opt-in.
 """
 import copy
 from typing import Any
