@@ -5,33 +5,22 @@ import os
 from pathlib import Path
 
 import torch
+from mmengine.config import Config
 
 from mmrepvgg.apis import build_train_model
+from mmrepvgg.models import repvgg_classifier_cfg
 from mmrepvgg.testing import randomize_batch_norms_
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-CLASSIFIER_CONFIG = """\
-default_scope = 'mmrepvgg'
-custom_imports = dict(imports=['mmrepvgg'], allow_failed_imports=False)
-model = dict(
-    type='ImageClassifier',
-    backbone=dict(type='RepVGG', arch='{arch}', deploy={deploy}),
-    neck=dict(type='GlobalAveragePooling'),
-    head=dict(type='LinearClsHead', num_classes={num_classes}, in_channels={in_channels},
-              loss=dict(type='CrossEntropyLoss')))
-"""
-FINAL_WIDTHS = {'A0': 1280, 'A1': 1280, 'B0': 1280}
-
 
 def write_classifier_config(folder: Path, arch: str = 'A0', num_classes: int = 10,
                             deploy: bool = False, name: str = None) -> Path:
     """A RepVGG ImageClassifier config file in ``folder``; returns its path."""
     path = Path(folder) / (name or f'repvgg-{arch}_{num_classes}cls'
                            f'{"_deploy" if deploy else ""}.py')
-    path.write_text(CLASSIFIER_CONFIG.format(arch=arch, deploy=deploy,
-                                             num_classes=num_classes,
-                                             in_channels=FINAL_WIDTHS[arch]))
+    Config(dict(default_scope='mmrepvgg',
+                custom_imports=dict(imports=['mmrepvgg'], allow_failed_imports=False),
+                model=repvgg_classifier_cfg(arch, deploy, num_classes))).dump(str(path))
     return path
 
 

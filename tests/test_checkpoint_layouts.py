@@ -25,7 +25,7 @@ from mmrepvgg.checkpoint import (LAYOUTS, CheckpointError, LayoutError, detect_l
                                  from_project_layout, load_checkpoint_file,
                                  to_project_layout)
 from mmrepvgg.checkpoint.layouts import OFFICIAL_LAYOUT
-from mmrepvgg.models import RepVGG, reparameterize_blocks
+from mmrepvgg.models import RepVGG, reparameterize_blocks, repvgg_classifier_cfg
 from mmrepvgg.models.arch import ARCH_SETTINGS, resolve_arch
 from mmrepvgg.testing import max_relative_error, randomize_batch_norms_
 
@@ -113,14 +113,9 @@ class OfficialRepVGG(nn.Module):
         return self.linear(F.adaptive_avg_pool2d(features, 1).flatten(1))
 
 
-def classifier_config(arch, num_classes, in_channels):
-    return Config(dict(
-        default_scope='mmrepvgg',
-        model=dict(type='ImageClassifier', backbone=dict(type='RepVGG', arch=arch),
-                   neck=dict(type='GlobalAveragePooling'),
-                   head=dict(type='LinearClsHead', num_classes=num_classes,
-                             in_channels=in_channels,
-                             loss=dict(type='CrossEntropyLoss')))))
+def classifier_config(arch, num_classes):
+    return Config(dict(default_scope='mmrepvgg',
+                       model=repvgg_classifier_cfg(arch, num_classes=num_classes)))
 
 
 def logits(model, images):
@@ -143,10 +138,10 @@ def test_official_oracle_has_the_published_a0_key_layout():
     assert 'stage1.0.rbr_identity.weight' not in train_keys  # stride 2: no identity
 
 
-@pytest.mark.parametrize('arch, in_channels', [('A0', 1280), (SMALL_SE_ARCH, 256)])
+@pytest.mark.parametrize('arch', ['A0', SMALL_SE_ARCH], ids=['A0', 'small_se'])
 @pytest.mark.parametrize('wrapping', ['bare', 'model', 'state_dict', 'module. prefix'])
 def test_official_train_checkpoint_loads_and_computes_the_official_function(
-        tmp_path, arch, in_channels, wrapping):
+        tmp_path, arch, wrapping):
     official = randomize_batch_norms_(OfficialRepVGG(arch, 7), seed=3).eval()
     state_dict = official.state_dict()
     checkpoint = {
@@ -157,7 +152,7 @@ def test_official_train_checkpoint_loads_and_computes_the_official_function(
     }[wrapping]
     path = tmp_path / 'RepVGG-train.pth'
     torch.save(checkpoint, path)
-    model = build_train_model(classifier_config(arch, 7, in_channels))
+    model = build_train_model(classifier_config(arch, 7))
 
     state, dropped = load_repvgg_weights(model, str(path))
 
@@ -168,7 +163,7 @@ def test_official_train_checkpoint_loads_and_computes_the_official_function(
 def test_official_deploy_checkpoint_loads_as_deploy_model(tmp_path):
     official = randomize_batch_norms_(OfficialRepVGG('A0', 7), seed=4).eval()
     official_deploy = OfficialRepVGG('A0', 7, deploy=True).eval()
-    fused = build_train_model(classifier_config('A0', 7, 1280))
+    fused = build_train_model(classifier_config('A0', 7))
     load_repvgg_weights(fused, _saved(tmp_path, official.state_dict()))
     reparameterize_blocks(fused)
     exported = from_project_layout(
@@ -177,7 +172,7 @@ def test_official_deploy_checkpoint_loads_as_deploy_model(tmp_path):
         {key: value for key, value in fused.state_dict().items() if key.startswith('head.')},
         OFFICIAL_LAYOUT)
     official_deploy.load_state_dict(exported)  # the official deploy model accepts it
-    model = build_train_model(classifier_config('A0', 7, 1280))
+    model = build_train_model(classifier_config('A0', 7))
 
     state, _ = load_repvgg_weights(model, _saved(tmp_path, exported, 'RepVGG-deploy.pth'))
 
@@ -208,18 +203,18 @@ def test_converter_exports_official_deploy_layout_that_the_official_model_loads(
                               logits(official_deploy, IMAGES)) < 1e-5
 
 
-TIMM_WIDTHS = {'repvgg_a0': ('A0', 1280), 'repvgg_b1g4': ('B1g4', 2048)}
+TIMM_ARCHS = {'repvgg_a0': 'A0', 'repvgg_b1g4': 'B1g4'}
 
 
 @pytest.mark.parametrize('timm_name', ['repvgg_a0', 'repvgg_b1g4'])
 @pytest.mark.parametrize('form', ['train', 'deploy'])
 def test_timm_checkpoint_loads_and_computes_the_timm_function(tmp_path, timm_name, form):
-    arch, in_channels = TIMM_WIDTHS[timm_name]
+    arch = TIMM_ARCHS[timm_name]
     reference = randomize_batch_norms_(
         timm.create_model(timm_name, pretrained=False, num_classes=5), seed=6).eval()
     if form == 'deploy':
         reference = reparameterize_model(reference)
-    model = build_train_model(classifier_config(arch, 5, in_channels))
+    model = build_train_model(classifier_config(arch, 5))
 
     state, _ = load_repvgg_weights(model, _saved(tmp_path, reference.state_dict()))
 
@@ -229,8 +224,6 @@ def test_timm_checkpoint_loads_and_computes_the_timm_function(tmp_path, timm_nam
 
 def test_timm_squeeze_excitation_maps_onto_se_layer(tmp_path):
     """timm's ``attn.fc1/fc2`` (as in repvgg_d2se, here on a small net) == ``se_layer``."""
-    widths = [int(64 * 2**stage * factor)
-              for stage, factor in enumerate(SMALL_SE_ARCH['width_factor'])]
     timm_config = ByoModelCfg(
         blocks=_rep_vgg_bcfg(d=SMALL_SE_ARCH['num_blocks'],
                              wf=SMALL_SE_ARCH['width_factor']),
@@ -238,7 +231,7 @@ def test_timm_squeeze_excitation_maps_onto_se_layer(tmp_path):
         attn_kwargs=dict(rd_ratio=1 / 16, rd_divisor=1))
     reference = randomize_batch_norms_(ByobNet(timm_config, num_classes=5), seed=7).eval()
     assert any('.attn.fc1.' in key for key in reference.state_dict())
-    model = build_train_model(classifier_config(SMALL_SE_ARCH, 5, widths[-1]))
+    model = build_train_model(classifier_config(SMALL_SE_ARCH, 5))
 
     load_repvgg_weights(model, _saved(tmp_path, reference.state_dict()), src_format='timm')
 
@@ -248,14 +241,14 @@ def test_timm_squeeze_excitation_maps_onto_se_layer(tmp_path):
 def test_mmpretrain_checkpoint_loads_unchanged():
     from mmpretrain.models import ImageClassifier  # noqa: F401  (registers the scope)
     from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
-    config = classifier_config('A0', 6, 1280).model
+    config = classifier_config('A0', 6).model
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         reference = MMPRETRAIN_MODELS.build(copy.deepcopy(config))
     assert type(reference.backbone).__module__.startswith('mmpretrain')
     randomize_batch_norms_(reference, seed=8).eval()
     state = to_project_layout(reference.state_dict())
     assert (state.layout, state.source_prefix) == ('mmrepvgg', 'backbone.')
-    model = build_train_model(classifier_config('A0', 6, 1280))
+    model = build_train_model(classifier_config('A0', 6))
     model.load_state_dict({**{f'backbone.{key}': value
                               for key, value in state.backbone.items()}, **state.rest})
     assert max_relative_error(logits(reference, IMAGES), logits(model, IMAGES)) < 1e-6
@@ -289,7 +282,7 @@ def test_official_key_names_round_trip_for_every_variant(arch):
 
 def test_unknown_layout_is_a_clear_error(tmp_path):
     path = _saved(tmp_path, {'state_dict': {'layer1.0.conv1.weight': torch.ones(1)}})
-    model = build_train_model(classifier_config('A0', 10, 1280))
+    model = build_train_model(classifier_config('A0', 10))
     with pytest.raises(CheckpointError, match='holds no RepVGG block weights in the '
                        'mmrepvgg/mmpretrain, official or timm layout'):
         load_repvgg_weights(model, path)

@@ -12,8 +12,8 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
 import mmrepvgg
-from mmrepvgg.models import ARCH_SETTINGS, RepVGG
-from mmrepvgg.registry import DATASETS, MODELS
+from mmrepvgg.models import ARCH_SETTINGS, RepVGG, build_model
+from mmrepvgg.registry import DATASETS
 from mmrepvgg.testing import randomize_batch_norms_
 
 from conftest import REPO_ROOT
@@ -42,11 +42,6 @@ def load(name: str) -> Config:
 
 def arch_of(name: str) -> str:
     return re.match(r'repvgg-([A-Za-z0-9]+)_', os.path.basename(name)).group(1)
-
-
-def build_model(cfg: Config) -> torch.nn.Module:
-    with DefaultScope.overwrite_default_scope('mmrepvgg'):
-        return MODELS.build(cfg.model)
 
 
 def small_input_pipeline(pipeline: list) -> list:
@@ -138,7 +133,7 @@ def test_imagenet_config_follows_the_published_recipe(arch):
 def test_paper_no_decay_option_exempts_bn_and_biases_only():
     cfg = load('repvgg-A0_4xb64-coslr-120e_in1k.py')
     cfg.optim_wrapper.paramwise_cfg.update(norm_decay_mult=0.0, bias_decay_mult=0.0)
-    model = build_model(cfg)
+    model = build_model(cfg.model)
     optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
     decay_of = {id(param): group['weight_decay'] for group in optimizer.param_groups
                 for param in group['params']}
@@ -150,7 +145,7 @@ def test_paper_no_decay_option_exempts_bn_and_biases_only():
 @pytest.mark.parametrize('name', ALL_CONFIGS)
 def test_config_builds_model_and_pipelines(name, fake_imagenet_root):
     cfg = load(name)
-    model = build_model(cfg)
+    model = build_model(cfg.model)
     backbone = model.backbone
     assert isinstance(backbone, RepVGG)
     assert backbone.deploy == ('/deploy/' in f'/{name}')
@@ -180,9 +175,9 @@ def test_train_config_runs_one_training_iteration(name, fake_imagenet_root, tmp_
 
 @pytest.mark.parametrize('train_name', TRAIN_CONFIGS)
 def test_deploy_config_loads_converted_train_checkpoint(train_name):
-    train_model = randomize_batch_norms_(build_model(load(train_name))).eval()
+    train_model = randomize_batch_norms_(build_model(load(train_name).model))
     deploy_state = mmrepvgg.repvgg_convert(train_model).state_dict()
-    deploy_model = build_model(load(deploy_twin(train_name))).eval()
+    deploy_model = build_model(load(deploy_twin(train_name)).model)
     incompatible = deploy_model.load_state_dict(deploy_state, strict=False)
     assert incompatible.missing_keys == [] and incompatible.unexpected_keys == []
     images = torch.randn(2, 3, TEST_SIZE, TEST_SIZE)

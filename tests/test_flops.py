@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmrepvgg.analysis import build_model, count_complexity, flop_analyzer, repvgg_classifier_cfg
+from mmrepvgg.analysis import count_complexity, flop_analyzer
+from mmrepvgg.models import build_model, repvgg_classifier_cfg
 from mmrepvgg.analysis.complexity import FeatureExtractor
 from mmrepvgg.published import PUBLISHED
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from mmrepvgg.analysis import build_model, repvgg_classifier_cfg
+from mmrepvgg.models import build_model, repvgg_classifier_cfg
 from mmrepvgg.apis import repvgg_convert
 from mmrepvgg.apis.inference import prepare_for_inference
 from mmrepvgg.testing import max_relative_error, randomize_batch_norms_

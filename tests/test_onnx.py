@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmrepvgg.analysis import build_model, repvgg_classifier_cfg
+from mmrepvgg.models import build_model, repvgg_classifier_cfg
 from mmrepvgg.analysis.onnx_export import (ONNX_TOLERANCE, check_against_onnxruntime,
                                            export_onnx, to_deploy_copy)
 from mmrepvgg.testing import randomize_batch_norms_

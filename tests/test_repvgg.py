@@ -9,7 +9,8 @@ from torch import nn
 
 import mmrepvgg
 from mmrepvgg.checkpoint import load_checkpoint_file
-from mmrepvgg.models import ARCH_SETTINGS, RepVGG, RepVGGBlock, reparameterize_blocks
+from mmrepvgg.models import (ARCH_SETTINGS, RepVGG, RepVGGBlock, reparameterize_blocks,
+                             repvgg_classifier_cfg)
 from mmrepvgg.published import PUBLISHED
 from mmrepvgg.testing import max_relative_error, randomize_batch_norms_
 
@@ -19,13 +20,11 @@ SMALL_IMAGES = (2, 3, 32, 32)
 
 
 def build_classifier(arch, deploy=False, num_classes=1000, **backbone_kwargs):
+    """The published classifier, built through mmpretrain's registry in the mmrepvgg scope,
+    as a config's ``type='ImageClassifier'`` would be."""
     init_default_scope('mmrepvgg')
-    backbone = dict(type='RepVGG', arch=arch, deploy=deploy, **backbone_kwargs)
-    final_width = int(64 * 8 * ARCH_SETTINGS[arch]['width_factor'][-1])
-    return MMPRETRAIN_MODELS.build(dict(
-        type='ImageClassifier', backbone=backbone, neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=final_width,
-                  loss=dict(type='CrossEntropyLoss'))))
+    return MMPRETRAIN_MODELS.build(
+        repvgg_classifier_cfg(arch, deploy, num_classes, **backbone_kwargs))
 
 
 def millions_of_parameters(model: nn.Module) -> float:
@@ -201,12 +200,10 @@ def test_d2se_deploy_is_exact_here_where_mmpretrains_diverges():
 
 def build_reference_classifier(arch, num_classes):
     """The same classifier with mmpretrain 1.2.0's own RepVGG backbone (a test oracle)."""
+    model_cfg = repvgg_classifier_cfg(arch, num_classes=num_classes)
+    model_cfg['backbone'] = dict(type='mmpretrain.RepVGG', arch=arch)
     init_default_scope('mmrepvgg')
-    final_width = int(64 * 8 * ARCH_SETTINGS[arch]['width_factor'][-1])
-    return MMPRETRAIN_MODELS.build(dict(
-        type='ImageClassifier', backbone=dict(type='mmpretrain.RepVGG', arch=arch),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=final_width)))
+    return MMPRETRAIN_MODELS.build(model_cfg)
 
 
 def sgd_losses(classifier, steps=5, seed=0):

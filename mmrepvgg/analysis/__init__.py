@@ -10,8 +10,6 @@
 Only :mod:`.complexity` is imported here; the others pull in onnxruntime, torchvision or
 matplotlib and are imported where used.
 """
-from .complexity import (Complexity, build_model, count_complexity, flop_analyzer,
-                         repvgg_classifier_cfg)
+from .complexity import Complexity, count_complexity, flop_analyzer
 
-__all__ = ['Complexity', 'build_model', 'count_complexity', 'flop_analyzer',
-           'repvgg_classifier_cfg']
+__all__ = ['Complexity', 'count_complexity', 'flop_analyzer']

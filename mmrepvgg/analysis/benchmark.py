@@ -22,10 +22,11 @@ from torch import nn
 
 from ..apis.convert import repvgg_convert
 from ..apis.inference import InferenceModel, prepare_for_inference
-from ..models import ARCH_SETTINGS, RepVGG, reparameterize_blocks, resolve_arch
+from ..models import (ARCH_SETTINGS, RepVGG, build_model, reparameterize_blocks,
+                      repvgg_classifier_cfg, resolve_arch)
 from ..published import PUBLISHED
 from ..testing import max_relative_error, randomize_batch_norms_
-from .complexity import build_model, count_complexity, repvgg_classifier_cfg
+from .complexity import count_complexity
 from .onnx_export import export_onnx, onnxruntime_session
 from .timing import conv3x3_roof, time_interleaved
 

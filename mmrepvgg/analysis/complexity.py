@@ -19,7 +19,6 @@ neck, as both mmcls's and mmpretrain's ``get_flops.py`` do: the linear head's mu
 (``C x num_classes``, 0.001-0.003 G) are not in the published FLOPs; its parameters are in
 the published parameter counts, and in ``params`` here.
 """
-import copy
 from collections import Counter
 from math import prod
 from typing import List, NamedTuple, Sequence, Union
@@ -28,11 +27,9 @@ import torch
 from mmengine.analysis import FlopAnalyzer, parameter_count
 from mmengine.analysis.jit_handles import conv_flop_jit, elementwise_flop_counter, get_shape
 from mmengine.config import Config
-from mmengine.registry import DefaultScope
 from torch import nn
 
-from ..models import resolve_arch
-from ..registry import MODELS
+from ..models import build_model
 
 PUBLISHED_INPUT_SIZE = (224, 224)  # (height, width) of the published FLOPs
 # Operator names (keys of FlopAnalyzer.by_operator) only the published convention counts.
@@ -62,33 +59,6 @@ class Complexity(NamedTuple):
     def gflops(self) -> float:
         """Multiply-adds in G (1e9), published convention."""
         return self.flops / 1e9
-
-
-def repvgg_classifier_cfg(arch: str, deploy: bool = False, num_classes: int = 1000,
-                          **backbone_kwargs) -> dict:
-    """The model dict of the published classifiers: ``ImageClassifier`` with a RepVGG
-    backbone, global average pooling and a linear head over the stage-4 channels.
-
-    Extra keyword arguments go to the backbone (e.g. ``with_cp=True``).
-    """
-    width_factors = resolve_arch(arch)['width_factor']
-    stage_4_channels = int(64 * 2**(len(width_factors) - 1) * width_factors[-1])
-    return dict(
-        type='ImageClassifier',
-        backbone=dict(type='RepVGG', arch=arch, deploy=deploy, **backbone_kwargs),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=num_classes,
-                  in_channels=stage_4_channels,
-                  loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
-
-
-def build_model(model_cfg: dict) -> nn.Module:
-    """Build a model dict in the ``mmrepvgg`` scope (``RepVGG`` is this project's), as
-    described (train or deploy form), in eval mode."""
-    with DefaultScope.overwrite_default_scope('mmrepvgg'):
-        model = MODELS.build(copy.deepcopy(model_cfg))
-    model.eval()
-    return model
 
 
 def _conv_with_bias_flop_jit(inputs: List, outputs: List) -> Counter:

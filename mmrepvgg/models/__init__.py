@@ -1,5 +1,6 @@
 from .arch import ARCH_SETTINGS, resolve_arch
+from .classifier import build_model, repvgg_classifier_cfg
 from .repvgg import RepVGG
 from .repvgg_block import RepVGGBlock, reparameterize_blocks
 
-__all__ = ['ARCH_SETTINGS', 'resolve_arch', 'RepVGG', 'RepVGGBlock', 'reparameterize_blocks']
+__all__ = ['ARCH_SETTINGS', 'resolve_arch', 'build_model', 'repvgg_classifier_cfg', 'RepVGG', 'RepVGGBlock', 'reparameterize_blocks']

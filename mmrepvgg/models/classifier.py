@@ -1,0 +1,41 @@
+"""The published RepVGG classifier as a config dict, and building model dicts in the
+``mmrepvgg`` scope."""
+import copy
+
+from mmengine.registry import DefaultScope
+from torch import nn
+
+from ..registry import MODELS
+from .arch import resolve_arch
+
+
+def repvgg_classifier_cfg(arch, deploy: bool = False, num_classes: int = 1000,
+                          base_channels: int = 64, **backbone_kwargs) -> dict:
+    """The model dict of the published classifiers: ``ImageClassifier`` with a RepVGG
+    backbone, global average pooling and a linear head over the stage-4 channels.
+
+    Args:
+        arch (str | dict): variant name or custom arch dict (see :mod:`.arch`).
+        deploy: build the backbone in deploy form.
+        num_classes: classes of the linear head.
+        base_channels: the backbone's ``base_channels``.
+        **backbone_kwargs: further backbone arguments (e.g. ``with_cp=True``).
+    """
+    width_factors = resolve_arch(arch)['width_factor']
+    stage_4_channels = int(base_channels * 2**(len(width_factors) - 1) * width_factors[-1])
+    return dict(
+        type='ImageClassifier',
+        backbone=dict(type='RepVGG', arch=arch, deploy=deploy, base_channels=base_channels,
+                      **backbone_kwargs),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=num_classes,
+                  in_channels=stage_4_channels,
+                  loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
+
+
+def build_model(model_cfg: dict) -> nn.Module:
+    """Build a model dict in the ``mmrepvgg`` scope (``RepVGG`` is this project's, whatever
+    the current default scope), as described (train or deploy form), in eval mode."""
+    with DefaultScope.overwrite_default_scope('mmrepvgg'):
+        model = MODELS.build(copy.deepcopy(model_cfg))
+    return model.eval()
