@@ -22,8 +22,9 @@ from torch import nn
 
 from ..apis.convert import repvgg_convert
 from ..apis.inference import InferenceModel, prepare_for_inference
-from ..models import (ARCH_SETTINGS, RepVGG, build_model, reparameterize_blocks,
-                      repvgg_classifier_cfg, resolve_arch)
+from ..checkpoint import atomic_output
+from ..models import (ARCH_SETTINGS, RepVGG, build_model, image_channels,
+                      reparameterize_blocks, repvgg_classifier_cfg, resolve_arch)
 from ..published import PUBLISHED
 from ..testing import max_relative_error, randomize_batch_norms_
 from .complexity import count_complexity
@@ -114,16 +115,9 @@ def arch_name(model: nn.Module) -> str:
 
 def write_json_atomic(results: dict, path: str) -> None:
     """Write ``results`` as JSON to a temporary file next to ``path``, then rename it."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary_path = tempfile.mkstemp(dir=folder, suffix='.json.partial',
-                                              prefix=f'.{os.path.basename(path)}.')
-    try:
-        with os.fdopen(handle, 'w') as stream:
+    with atomic_output(path, overwrite=True) as temporary_path:
+        with open(temporary_path, 'w') as stream:
             json.dump(results, stream, indent=1)
-        os.replace(temporary_path, path)
-    finally:
-        if os.path.exists(temporary_path):
-            os.unlink(temporary_path)
 
 
 def mmpretrain_copy(model: nn.Module, deploy: bool = True, **backbone_kwargs) -> nn.Module:
@@ -161,8 +155,7 @@ def inference_candidates(train_model: nn.Module, batch_sizes: Sequence[int],
     them cost (seconds of repvgg_convert including its deep copy, ONNX check error)."""
     train_model = train_model.to(device).eval()
     height, width = input_size
-    in_channels = train_model.get_submodule(repvgg_backbone_path(train_model)
-                                            ).stem.in_channels
+    in_channels = image_channels(train_model)
     start = time.perf_counter()
     deploy_model = repvgg_convert(train_model)
     info = dict(convert_with_deepcopy_s=time.perf_counter() - start)
@@ -286,7 +279,7 @@ def run_inference_benchmark(train_model: nn.Module, settings: BenchmarkSettings)
     if settings.threads:
         torch.set_num_threads(settings.threads)
     results = dict(machine=machine_description(), settings=asdict(settings))
-    in_channels = train_model.get_submodule(repvgg_backbone_path(train_model)).stem.in_channels
+    in_channels = image_channels(train_model)
     with tempfile.TemporaryDirectory() as workdir:
         models, info = inference_candidates(train_model, settings.batch_sizes,
                                             settings.input_size, settings.device,

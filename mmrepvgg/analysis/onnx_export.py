@@ -6,7 +6,6 @@ ReLUs, pooling, a linear head) is exactly what the TorchScript exporter handles 
 """
 import copy
 import os
-import tempfile
 import warnings
 from typing import List, NamedTuple, Optional, Sequence
 
@@ -16,7 +15,8 @@ import onnxruntime
 import torch
 from torch import Tensor, nn
 
-from ..models import RepVGGBlock, reparameterize_blocks
+from ..checkpoint import atomic_output
+from ..models import reparameterize_blocks
 from ..testing import max_relative_error
 
 DEFAULT_OPSET = 17
@@ -68,12 +68,6 @@ def to_deploy_copy(model: nn.Module) -> 'tuple[nn.Module, bool]':
     fused to get it."""
     deploy_model = copy.deepcopy(model).eval()
     return deploy_model, reparameterize_blocks(deploy_model) > 0
-
-
-def image_channels(model: nn.Module) -> int:
-    """Channels of the images ``model`` takes: those of its first RepVGG block."""
-    return next(module.in_channels for module in model.modules()
-                if isinstance(module, RepVGGBlock))
 
 
 def onnxruntime_session(path: str, num_threads: Optional[int] = None
@@ -142,8 +136,6 @@ def export_onnx(model: nn.Module,
         OnnxExportError: the export failed a check; ``path`` is untouched.
     """
     path = os.path.abspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f'{path} exists; pass --force (overwrite=True) to replace it')
     deploy_model, converted = to_deploy_copy(model)
     batch, channels, height, width = input_shape
     generator = torch.Generator().manual_seed(0)
@@ -158,12 +150,7 @@ def export_onnx(model: nn.Module,
                     [f'output_{index}' for index in range(num_outputs)])
     dynamic_axes = ({name: {0: 'batch'} for name in ['input', *output_names]}
                     if dynamic_batch else None)
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary_path = tempfile.mkstemp(dir=folder, suffix='.onnx.partial',
-                                              prefix=f'.{os.path.basename(path)}.')
-    os.close(handle)
-    try:
+    with atomic_output(path, overwrite) as temporary_path:
         with warnings.catch_warnings():
             # The TorchScript exporter announces its deprecation; see the module docstring.
             warnings.simplefilter('ignore', category=DeprecationWarning)
@@ -177,9 +164,5 @@ def export_onnx(model: nn.Module,
             raise OnnxExportError(f'ONNX Runtime and PyTorch outputs differ by '
                                   f'{relative_error:.2e} (relative, tolerance '
                                   f'{tolerance:.0e}); nothing written')
-        os.replace(temporary_path, path)
-    finally:
-        if os.path.exists(temporary_path):
-            os.unlink(temporary_path)
     return OnnxExportReport(path, tuple(input_shape), opset, dynamic_batch, converted,
                             relative_error)

@@ -14,7 +14,7 @@ from ..checkpoint import (LAYOUTS, CheckpointError, LayoutError, ProjectState,
                           from_project_layout, load_checkpoint_file, save_checkpoint_atomic,
                           to_project_layout, unwrap_state_dict)
 from ..config_file import ConfigError, read_config
-from ..models import RepVGG, RepVGGBlock, reparameterize_blocks
+from ..models import RepVGG, RepVGGBlock, image_channels, reparameterize_blocks
 from ..registry import MODELS
 from ..testing import max_relative_error
 from ..version import __version__
@@ -237,11 +237,6 @@ def max_relative_output_error(reference: nn.Module, candidate: nn.Module,
                               _output_tensors(candidate.eval(), inputs))
 
 
-def _in_channels(model: nn.Module) -> int:
-    return next(module.in_channels for module in model.modules()
-                if isinstance(module, RepVGGBlock))
-
-
 def _deploy_checkpoint(model: nn.Module, dst_format: str, meta: dict) -> dict:
     deploy_state_dict = model.state_dict()
     if dst_format == 'mmrepvgg':
@@ -307,7 +302,7 @@ def convert_checkpoint(config: Union[str, Config],
     else:
         deploy_model = repvgg_convert(model)
         num_fused = sum(1 for module in model.modules() if isinstance(module, RepVGGBlock))
-        relative_error = max_relative_output_error(model, deploy_model, _in_channels(model))
+        relative_error = max_relative_output_error(model, deploy_model, image_channels(model))
         if not relative_error <= tolerance:
             raise CheckpointError(f'{src}: train and deploy outputs differ by '
                                   f'{relative_error:.2e} '

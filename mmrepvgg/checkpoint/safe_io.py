@@ -15,11 +15,12 @@ never does:
 There is no third step: nothing is ever read with an unrestricted unpickler.
 """
 import builtins
+import contextlib
 import os
 import pickle
 import tempfile
 import types
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 import numpy as np
 import torch
@@ -208,15 +209,18 @@ def _unreadable(path: str, error: BaseException) -> CheckpointError:
                            ' re-download or re-save it')
 
 
-def save_checkpoint_atomic(checkpoint: Any, path: str, overwrite: bool = False) -> None:
-    """Write ``checkpoint`` to ``path`` so that ``path`` is never half-written.
+@contextlib.contextmanager
+def atomic_output(path: str, overwrite: bool = False) -> Iterator[str]:
+    """Yield a temporary path in ``path``'s folder to write to; on success, flush it to
+    disk and rename it to ``path`` (an atomic step on POSIX).
 
-    The data goes to a temporary file in the same folder, is flushed to disk, then
-    renamed over ``path`` (an atomic step on POSIX). An interrupted save leaves either no
-    file or the previous one; a failed save removes its temporary file.
+    If the body raises (or the process dies), ``path`` keeps its previous content or stays
+    absent, and the temporary file is removed (or, after a kill, left as a hidden
+    ``.NAME.*.partial`` file that is never mistaken for the output).
 
     Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        FileExistsError: ``path`` exists and ``overwrite`` is False (checked before the
+            body runs, so no work is wasted).
     """
     path = os.path.abspath(path)
     if os.path.exists(path) and not overwrite:
@@ -225,12 +229,24 @@ def save_checkpoint_atomic(checkpoint: Any, path: str, overwrite: bool = False) 
     os.makedirs(folder, exist_ok=True)
     handle, temporary_path = tempfile.mkstemp(
         dir=folder, prefix=f'.{os.path.basename(path)}.', suffix='.partial')
+    os.close(handle)
     try:
-        with os.fdopen(handle, 'wb') as stream:
-            torch.save(checkpoint, stream)
-            stream.flush()
+        yield temporary_path
+        with open(temporary_path, 'rb+') as stream:
             os.fsync(stream.fileno())
         os.replace(temporary_path, path)
-    except BaseException:
-        os.unlink(temporary_path)
-        raise
+    finally:
+        if os.path.exists(temporary_path):
+            os.unlink(temporary_path)
+
+
+def save_checkpoint_atomic(checkpoint: Any, path: str, overwrite: bool = False) -> None:
+    """``torch.save(checkpoint, path)`` through :func:`atomic_output`: ``path`` is never
+    half-written.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+    """
+    with atomic_output(path, overwrite) as temporary_path:
+        with open(temporary_path, 'wb') as stream:
+            torch.save(checkpoint, stream)

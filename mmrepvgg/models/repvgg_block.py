@@ -161,3 +161,10 @@ def reparameterize_blocks(model: nn.Module) -> int:
                 and any(isinstance(child, RepVGGBlock) for child in module.modules())):
             module.deploy = True
     return num_fused
+
+
+def image_channels(model: nn.Module) -> int:
+    """Channels of the images ``model`` takes: the input channels of its first
+    :class:`RepVGGBlock` (the stem of a RepVGG backbone)."""
+    return next(module.in_channels for module in model.modules()
+                if isinstance(module, RepVGGBlock))

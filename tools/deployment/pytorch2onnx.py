@@ -9,10 +9,10 @@ A train-form checkpoint is fused first (structural re-parameterization), with a 
 import argparse
 import sys
 
-from mmrepvgg.analysis.onnx_export import (DEFAULT_OPSET, OnnxExportError, export_onnx,
-                                           image_channels)
+from mmrepvgg.analysis.onnx_export import DEFAULT_OPSET, OnnxExportError, export_onnx
 from mmrepvgg.apis.convert import ConfigError, build_train_model, load_repvgg_weights
 from mmrepvgg.checkpoint import CheckpointError
+from mmrepvgg.models import image_channels
 
 
 def parse_args(argv=None) -> argparse.Namespace:
