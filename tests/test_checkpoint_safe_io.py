@@ -1,75 +1,177 @@
-"""Reading checkpoints never runs code from them; writing never leaves half a file."""
+"""Reading a checkpoint never runs code from it, whichever way the pickle spells the call.
+
+Each attack is checked to be live (``torch.load(weights_only=False)`` runs it and creates
+the marker file) after our reader refused it with one line and created nothing.
+"""
+import collections
+import contextlib
+import functools
 import os
 import pickle
+import subprocess
 import sys
 import types
 
 import pytest
 import torch
 
-import mmrepvgg  # noqa: F401  (applies the mmengine allow-list)
-from mmrepvgg.checkpoint import (CheckpointError, load_checkpoint_file,
-                                 save_checkpoint_atomic)
-from mmrepvgg.checkpoint.safe_io import UnknownObject
+import mmrepvgg  # noqa: F401  (routes mmengine's loading through the safe reader)
+from mmrepvgg.checkpoint import CheckpointError, load_checkpoint_file
 
 
-def make_payloads(marker):
-    """Objects whose unpickling would create ``marker`` if anything ran."""
-    command = f'touch {marker}'
+class Call:
+    """Pickles as ``function(*args)``: how a pickle spells a call."""
 
-    class OsSystem:
-        def __reduce__(self):
-            return os.system, (command, )
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
 
-    class BuiltinExec:
-        def __reduce__(self):
-            return exec, (f'open({str(marker)!r}, "w").close()', )
-
-    return {'os.system': OsSystem(), 'exec': BuiltinExec()}
+    def __reduce__(self):
+        return self.function, self.args
 
 
-def getattr_chain_pickle(marker):
-    """``getattr(os.system, '__call__')('touch marker')`` as raw opcodes:
-    getattr is allow-listed for mmengine checkpoints and must not open a way to call."""
-    return (b'\x80\x02cbuiltins\ngetattr\n(cposix\nsystem\nV__call__\ntR(V'
-            + f'touch {marker}'.encode() + b'\ntR.')
+def builtin_eval(root=getattr):
+    """``getattr(getattr(root, '__self__'), 'eval')``: from any builtin function to eval."""
+    return Call(getattr, Call(getattr, root, '__self__'), 'eval')
 
 
-@pytest.mark.parametrize('payload_name', ['os.system', 'exec'])
-@pytest.mark.parametrize('container', ['torch.save', 'raw pickle'])
-def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, payload_name, container):
-    marker = tmp_path / 'PWNED'
-    payload = make_payloads(marker)[payload_name]
-    checkpoint = {'state_dict': {'weight': torch.ones(2)}, 'meta': payload}
-    path = tmp_path / 'evil.pth'
-    if container == 'torch.save':
-        torch.save(checkpoint, path)
-    else:
-        path.write_bytes(pickle.dumps(checkpoint, protocol=2))
+def creates_file(marker):
+    return f'open({str(marker)!r}, "w").close()'
 
-    with pytest.raises(CheckpointError, match='evil.pth: refused, it calls ') as error:
-        load_checkpoint_file(str(path))
 
-    assert not marker.exists()
+def eval_through_rebuild_from_type(marker, root=getattr):
+    """torch's allow-listed ``_rebuild_from_type_v2(func, type, args, state)`` calls
+    ``func(*args)``."""
+    return Call(torch._tensor._rebuild_from_type_v2, builtin_eval(root), torch.Tensor,
+                (creates_file(marker), ), {})
+
+
+def eval_through_partial(marker):
+    return Call(torch._tensor._rebuild_from_type_v2,
+                Call(functools.partial, builtin_eval(), creates_file(marker)), torch.Tensor,
+                (), {})
+
+
+def eval_through_wrapper_subclass(marker):
+    return Call(torch._utils._rebuild_wrapper_subclass, builtin_eval(), torch.float32, (1, ),
+                (1, ), 0, torch.strided, 'cpu', False, creates_file(marker))
+
+
+def eval_through_parameter_state(marker):
+    return Call(torch._utils._rebuild_parameter_with_state, torch.ones(1), False,
+                collections.OrderedDict(), {'hook': eval_through_rebuild_from_type(marker)})
+
+
+def ordered_dict_shadowing_get(marker):
+    """An OrderedDict whose pickled ``__dict__`` sets ``get`` to eval."""
+    hijacked = collections.OrderedDict(state_dict={'weight': torch.ones(2)})
+    hijacked.__dict__['get'] = builtin_eval()
+    hijacked.__dict__['marker'] = eval_through_rebuild_from_type(marker)
+    return hijacked
+
+
+def os_system(marker):
+    return Call(os.system, f'touch {marker}')
+
+
+ATTACKS = {
+    'getattr.__self__ -> eval, via _rebuild_from_type_v2': eval_through_rebuild_from_type,
+    'print.__self__ -> eval': functools.partial(eval_through_rebuild_from_type, root=print),
+    'len.__self__ -> eval': functools.partial(eval_through_rebuild_from_type, root=len),
+    'functools.partial(eval, code)': eval_through_partial,
+    '_rebuild_wrapper_subclass(eval, ...)': eval_through_wrapper_subclass,
+    '_rebuild_parameter_with_state(state=eval call)': eval_through_parameter_state,
+    'OrderedDict state shadowing get': ordered_dict_shadowing_get,
+    '__reduce__ to os.system': os_system,
+}
+
+
+def save_attack(path, attack, marker, zip_format=True):
+    torch.save({'state_dict': {'weight': torch.ones(2)}, 'meta': attack(marker)}, path,
+               _use_new_zipfile_serialization=zip_format)
+    return str(path)
+
+
+def assert_refused_and_nothing_ran(load, marker):
+    with pytest.raises(CheckpointError, match=r'refused, it calls ') as error:
+        load()
     assert '\n' not in str(error.value)
-
-
-def test_getattr_allow_listed_for_mmengine_cannot_be_used_to_call_code(tmp_path):
-    marker = tmp_path / 'PWNED'
-    path = tmp_path / 'evil.pth'
-    path.write_bytes(getattr_chain_pickle(marker))
-    with pytest.raises(CheckpointError, match='refused, it calls builtins.getattr'):
-        load_checkpoint_file(str(path))
     assert not marker.exists()
 
 
-def test_os_system_payload_is_named_in_the_refusal(tmp_path):
+def assert_live(path, marker):
+    """The same file does run code when unpickled without restrictions."""
+    with contextlib.suppress(Exception):  # the payload runs, then its result fails to rebuild
+        torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize('attack_name', ATTACKS)
+@pytest.mark.parametrize('zip_format', [True, False], ids=['zip', 'legacy'])
+def test_attack_in_meta_is_refused_in_one_line_and_runs_nothing(tmp_path, attack_name,
+                                                                zip_format):
+    marker = tmp_path / 'PWNED'
+    path = save_attack(tmp_path / 'evil.pth', ATTACKS[attack_name], marker, zip_format)
+
+    assert_refused_and_nothing_ran(lambda: load_checkpoint_file(path), marker)
+
+    if attack_name not in ('_rebuild_wrapper_subclass(eval, ...)',
+                           '_rebuild_parameter_with_state(state=eval call)'):
+        assert_live(path, marker)
+
+
+def test_eval_payload_needing_the_restricted_fallback_is_refused(tmp_path, yacs_cfgnode_class):
+    """A yacs config sends the file to the fallback unpickler, which must refuse too."""
     marker = tmp_path / 'PWNED'
     path = tmp_path / 'evil.pth'
-    torch.save({'meta': make_payloads(marker)['os.system']}, path)
-    with pytest.raises(CheckpointError, match=r'refused, it calls posix\.system\(\.\.\.\)'):
-        load_checkpoint_file(str(path))
+    torch.save({'config': yacs_cfgnode_class({'A': 1}),
+                'meta': eval_through_rebuild_from_type(marker)}, path)
+    remove_yacs(sys.modules)
+    assert_refused_and_nothing_ran(lambda: load_checkpoint_file(str(path)), marker)
+
+
+PLAIN_TORCH_LOAD_AFTER_IMPORT = '''
+import sys, torch, mmengine.runner, mmpretrain.models  # what mmrepvgg imports
+before = torch.serialization.get_safe_globals()
+import mmrepvgg
+assert torch.serialization.get_safe_globals() == before, 'import mmrepvgg changed it'
+try:
+    torch.load(sys.argv[1], weights_only=True)
+except Exception as error:
+    print(type(error).__name__)
+'''
+
+
+def test_import_leaves_torchs_allow_list_alone_and_plain_torch_load_refuses(tmp_path):
+    marker = tmp_path / 'PWNED'
+    path = save_attack(tmp_path / 'evil.pth', eval_through_rebuild_from_type, marker)
+    result = subprocess.run([sys.executable, '-c', PLAIN_TORCH_LOAD_AFTER_IMPORT, path],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == 'UnpicklingError'
     assert not marker.exists()
+
+
+def test_our_load_leaves_torchs_allow_list_as_the_user_set_it(tmp_path):
+    import numpy as np
+    torch.save({'weight': torch.ones(1)}, tmp_path / 'model.pth')
+    torch.serialization.add_safe_globals([np.ndarray])
+    try:
+        before = torch.serialization.get_safe_globals()
+        load_checkpoint_file(str(tmp_path / 'model.pth'))
+        assert torch.serialization.get_safe_globals() == before
+    finally:
+        torch.serialization.clear_safe_globals()
+
+
+def test_ordered_dict_whose_state_shadows_get_reads_as_a_plain_dict(tmp_path):
+    checkpoint = collections.OrderedDict(state_dict={'weight': torch.ones(2)})
+    checkpoint.__dict__['get'] = torch.Tensor  # any allow-listed global will do
+    torch.save(checkpoint, tmp_path / 'model.pth')
+
+    loaded = load_checkpoint_file(str(tmp_path / 'model.pth'))
+
+    assert type(loaded) is dict
+    assert loaded.get('state_dict') is loaded['state_dict']
 
 
 @pytest.fixture
@@ -90,16 +192,20 @@ def yacs_cfgnode_class(monkeypatch):
     return CfgNode
 
 
-def test_official_training_checkpoint_with_yacs_config_loads_as_inert_data(
-        tmp_path, yacs_cfgnode_class, monkeypatch):
+def remove_yacs(modules):
+    """Forget yacs, as on a machine that reads the official checkpoint."""
+    del modules['yacs.config'], modules['yacs']
+
+
+def test_official_training_checkpoint_with_yacs_config_reads_as_plain_data(
+        tmp_path, yacs_cfgnode_class):
     config = yacs_cfgnode_class({'MODEL': yacs_cfgnode_class({'ARCH': 'RepVGG-A0'}),
                                  'TRAIN': yacs_cfgnode_class({'BASE_LR': 0.1})})
     weights = {'stage0.rbr_dense.conv.weight': torch.randn(48, 3, 3, 3)}
     path = tmp_path / 'ckpt_epoch_119.pth'
     torch.save({'model': weights, 'optimizer': {'state': {}}, 'epoch': 119,
                 'max_accuracy': 72.4, 'config': config}, path)
-    monkeypatch.delitem(sys.modules, 'yacs.config')
-    monkeypatch.delitem(sys.modules, 'yacs')
+    remove_yacs(sys.modules)
     with pytest.raises(pickle.UnpicklingError):  # what plain weights_only does with it
         torch.load(path, weights_only=True)
 
@@ -107,10 +213,8 @@ def test_official_training_checkpoint_with_yacs_config_loads_as_inert_data(
 
     torch.testing.assert_close(checkpoint['model']['stage0.rbr_dense.conv.weight'],
                                weights['stage0.rbr_dense.conv.weight'])
-    assert isinstance(checkpoint['config'], UnknownObject)
-    assert checkpoint['config'].pickled_class == 'yacs.config.CfgNode'
-    assert checkpoint['config']['MODEL']['ARCH'] == 'RepVGG-A0'
-    assert checkpoint['config'].pickled_state == {'__immutable__': True}
+    assert type(checkpoint['config']) is dict
+    assert checkpoint['config'] == {'MODEL': {'ARCH': 'RepVGG-A0'}, 'TRAIN': {'BASE_LR': 0.1}}
     assert 'yacs' not in sys.modules  # nothing was imported to read it
 
 
@@ -141,28 +245,3 @@ def test_unusable_files_raise_one_line_errors(tmp_path, case, expected):
     with pytest.raises(CheckpointError, match=expected) as error:
         load_checkpoint_file(str(paths[case]))
     assert '\n' not in str(error.value)
-
-
-def test_atomic_save_refuses_to_overwrite_without_permission(tmp_path):
-    path = tmp_path / 'model.pth'
-    path.write_bytes(b'keep me')
-    with pytest.raises(FileExistsError, match='pass --force'):
-        save_checkpoint_atomic({'weight': torch.ones(1)}, str(path))
-    assert path.read_bytes() == b'keep me'
-    save_checkpoint_atomic({'weight': torch.ones(1)}, str(path), overwrite=True)
-    torch.testing.assert_close(torch.load(path, weights_only=True)['weight'], torch.ones(1))
-
-
-class Unpicklable:
-    def __reduce__(self):
-        raise RuntimeError('cannot pickle this')
-
-
-def test_failed_atomic_save_keeps_old_file_and_removes_its_temporary_file(tmp_path):
-    path = tmp_path / 'model.pth'
-    path.write_bytes(b'keep me')
-    with pytest.raises(RuntimeError, match='cannot pickle this'):
-        save_checkpoint_atomic({'weight': torch.ones(1), 'bad': Unpicklable()}, str(path),
-                               overwrite=True)
-    assert path.read_bytes() == b'keep me'
-    assert os.listdir(tmp_path) == ['model.pth']

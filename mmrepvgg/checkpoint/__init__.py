@@ -1,21 +1,27 @@
 """Checkpoints: safe reading, atomic writing, source layouts and their key mapping.
 
-- :mod:`.safe_io`: read without executing anything from the pickle; write atomically.
+- :mod:`.reading`: read a path, URL or .safetensors file without executing anything, as
+  plain checked data; :mod:`.unpickling`, :mod:`.mmengine_globals`, :mod:`.plain_data`,
+  :mod:`.tensor_checks` and :mod:`.remote` are its parts.
+- :mod:`.writing`: write atomically, never over an input, never leaving partial files.
+- :mod:`.mmengine_loading`: mmengine's Runner loads through :mod:`.reading`.
 - :mod:`.layouts`: the mmrepvgg/mmpretrain, official and timm key layouts as data.
 - :mod:`.inspection`: the architecture and health a state dict reveals.
 """
+from .errors import CheckpointError
 from .inspection import ArchShape, arch_shape_of_state, describe_arch, first_non_finite
 from .layouts import (LAYOUTS, KeyLayout, LayoutError, ProjectState, detect_layout,
                       from_project_layout, to_project_layout, unwrap_state_dict)
-from .safe_io import (MMENGINE_CHECKPOINT_GLOBALS, CheckpointError,
-                      allow_mmengine_checkpoint_globals, atomic_output,
-                      load_checkpoint_file, save_checkpoint_atomic)
+from .mmengine_globals import MMENGINE_CHECKPOINT_GLOBALS
+from .mmengine_loading import route_mmengine_loading
+from .reading import load_checkpoint_file
+from .remote import checkpoint_local_path
+from .writing import atomic_output, save_checkpoint_atomic
 
 __all__ = [
     'ArchShape', 'arch_shape_of_state', 'describe_arch', 'first_non_finite', 'LAYOUTS',
     'KeyLayout', 'LayoutError', 'ProjectState', 'detect_layout', 'from_project_layout',
     'to_project_layout', 'unwrap_state_dict', 'MMENGINE_CHECKPOINT_GLOBALS',
-    'CheckpointError', 'allow_mmengine_checkpoint_globals', 'atomic_output',
-    'load_checkpoint_file',
-    'save_checkpoint_atomic'
+    'CheckpointError', 'atomic_output', 'checkpoint_local_path', 'load_checkpoint_file',
+    'route_mmengine_loading', 'save_checkpoint_atomic'
 ]

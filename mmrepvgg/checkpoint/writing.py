@@ -1,0 +1,162 @@
+"""Atomic writing of checkpoints, ONNX files and JSON reports.
+
+The output appears complete or not at all: the body writes a hidden
+``.NAME.PID.RANDOM.partial`` file in the output's folder, which is flushed and then linked
+(or, with ``overwrite``, renamed) onto the output. The partial file is removed when the
+body fails, on SIGTERM/SIGINT, and by the next write to the same output once its writer
+(the PID in its name) is dead (after a kill -9).
+"""
+import contextlib
+import errno
+import os
+import re
+import secrets
+import signal
+import threading
+from typing import Any, Iterable, Iterator
+
+import torch
+
+from .errors import CheckpointError
+
+_CLEANED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _partial_path(path: str) -> str:
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f'.{name}.{os.getpid()}.{secrets.token_hex(4)}.partial')
+
+
+def _process_is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def sweep_stale_partials(path: str) -> list:
+    """Remove the partial files of ``path`` left by writers that are dead (kill -9, power
+    loss); those of live writers stay. Returns the removed paths."""
+    folder, name = os.path.split(path)
+    pattern = re.compile(rf'\.{re.escape(name)}\.(\d+)\.[0-9a-f]+\.partial')
+    removed = []
+    for entry in os.listdir(folder):
+        match = pattern.fullmatch(entry)
+        if match and not _process_is_alive(int(match.group(1))):
+            with contextlib.suppress(FileNotFoundError):  # another sweeper was first
+                os.unlink(os.path.join(folder, entry))
+                removed.append(os.path.join(folder, entry))
+    return removed
+
+
+def _check_not_an_input(path: str, inputs: Iterable[str]) -> None:
+    if not os.path.exists(path):
+        return
+    for source in inputs:
+        if os.path.exists(source) and os.path.samefile(path, source):
+            raise CheckpointError(f'{path}: is the input {source} (or a link to it); write '
+                                  'to another path')
+
+
+@contextlib.contextmanager
+def _removed_on_signal(partial_path: str) -> Iterator[None]:
+    """While the body runs, SIGTERM/SIGINT first remove ``partial_path``, then act as
+    before (the previous handler gets the signal again). Only the main thread may set
+    handlers; elsewhere the body runs unguarded."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.getsignal(number) for number in _CLEANED_SIGNALS}
+
+    def remove_and_redeliver(number, frame):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial_path)
+        for restored_number, handler in previous.items():
+            signal.signal(restored_number, handler)
+        os.kill(os.getpid(), number)
+
+    for number, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(number, remove_and_redeliver)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _publish(partial_path: str, path: str, overwrite: bool) -> None:
+    with open(partial_path, 'rb+') as stream:
+        os.fsync(stream.fileno())
+    if overwrite:
+        os.replace(partial_path, path)
+        return
+    # link fails if path exists, even if it appeared after the check at the start (two
+    # runs at once); rename would silently replace it.
+    try:
+        os.link(partial_path, path)
+    except FileExistsError:
+        raise FileExistsError(f'{path} appeared while writing it (another run?); pass '
+                              '--force (overwrite=True) to replace it') from None
+    os.unlink(partial_path)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str, overwrite: bool = False, inputs: Iterable[str] = ()) -> Iterator[str]:
+    """Yield a partial file's path in ``path``'s folder to write to; on success, flush it
+    and publish it as ``path``.
+
+    Args:
+        path: the output file.
+        overwrite: replace an existing ``path``; without it, a ``path`` that exists at the
+            start or appears during the write is kept and the write fails.
+        inputs: files the output must never replace, whatever ``overwrite`` says (the
+            writer's own sources; compared as files, so links to them count).
+
+    The partial file is created with mode 0666 minus the umask, as ``open()`` creates
+    files. If the body raises, or SIGTERM/SIGINT arrive, ``path`` keeps its previous
+    content or stays absent and the partial file is removed.
+
+    Raises:
+        FileExistsError: ``path`` exists, or appeared, and ``overwrite`` is False.
+        CheckpointError: ``path`` is one of ``inputs``; the disk filled up while writing.
+    """
+    path = os.path.abspath(path)
+    inputs = list(inputs)
+    _check_not_an_input(path, inputs)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f'{path} exists; pass --force (overwrite=True) to replace it')
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    sweep_stale_partials(path)
+    partial_path = _partial_path(path)
+    os.close(os.open(partial_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        with _removed_on_signal(partial_path):
+            yield partial_path
+            _check_not_an_input(path, inputs)  # a link to an input may have appeared
+            _publish(partial_path, path, overwrite)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CheckpointError(f'{path}: the disk is full ({error.strerror}); nothing was '
+                                  'written, free some space and run again') from error
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial_path)
+
+
+def save_checkpoint_atomic(checkpoint: Any, path: str, overwrite: bool = False,
+                           inputs: Iterable[str] = ()) -> None:
+    """``torch.save(checkpoint, path)`` through :func:`atomic_output`: ``path`` is never
+    half-written, never one of ``inputs``.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        CheckpointError: ``path`` is one of ``inputs``; the disk is full.
+    """
+    with atomic_output(path, overwrite, inputs) as partial_path:
+        with open(partial_path, 'wb') as stream:
+            torch.save(checkpoint, stream)
