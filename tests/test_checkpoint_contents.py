@@ -30,8 +30,8 @@ def test_stride_0_view_claiming_a_huge_tensor_is_refused(tmp_path, shape):
     bomb = torch.zeros(1).expand(*shape)  # one float of storage
     path = saved(tmp_path, {'state_dict': {'weight': torch.ones(2), 'unused': bomb}})
     assert_one_line_refusal(path, r"tensor \['state_dict'\]\['unused'\] claims shape "
-                            rf'\({shape[0]}, {shape[1]}\) with strides \(0, 0\) over a '
-                            'storage of 1 elements')
+                            rf'\({shape[0]}, {shape[1]}\) with strides \(0, 0\) over 1 '
+                            'stored element, a damaged or malicious view')
 
 
 def test_overlapping_view_with_more_elements_than_its_storage_is_refused(tmp_path):

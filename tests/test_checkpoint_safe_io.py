@@ -14,6 +14,8 @@ import types
 
 import pytest
 import torch
+from checkpoint_fixtures import write_classifier_config
+from conftest import load_tool
 
 import mmrepvgg  # noqa: F401  (routes mmengine's loading through the safe reader)
 from mmrepvgg.checkpoint import CheckpointError, load_checkpoint_file
@@ -127,6 +129,21 @@ def test_eval_payload_needing_the_restricted_fallback_is_refused(tmp_path, yacs_
                 'meta': eval_through_rebuild_from_type(marker)}, path)
     remove_yacs(sys.modules)
     assert_refused_and_nothing_ran(lambda: load_checkpoint_file(str(path)), marker)
+
+
+def test_converter_tool_refuses_the_eval_payload_in_one_line(tmp_path, capsys):
+    marker = tmp_path / 'PWNED'
+    evil = save_attack(tmp_path / 'evil.pth', eval_through_rebuild_from_type, marker)
+    config = write_classifier_config(tmp_path)
+    tool = load_tool('tools/reparameterize_repvgg.py')
+
+    exit_code = tool.main([str(config), evil, str(tmp_path / 'deploy.pth')])
+
+    err = capsys.readouterr().err
+    assert exit_code == 1
+    assert err.startswith('error: ') and err.count('\n') == 1
+    assert 'evil.pth: refused, it calls builtins.getattr' in err
+    assert not marker.exists() and not (tmp_path / 'deploy.pth').exists()
 
 
 PLAIN_TORCH_LOAD_AFTER_IMPORT = '''

@@ -63,18 +63,21 @@ def _file_kind(path: str) -> str:
     if head.startswith(PICKLE_MAGIC):
         return 'pickle'
     raise CheckpointError(f'{path}: not a PyTorch checkpoint (it starts with {head[:8]!r}); '
-                          'pass the .pth or .safetensors file written for the model')
+                          'pass the .pth file written by torch.save')
 
 
 def _check_zip_records(path: str) -> None:
     """Refuse an archive whose records are compressed (torch.save stores them) or whose
-    bytes no longer match their CRC-32."""
+    bytes no longer match their CRC-32. An archive zipfile cannot open at all (truncated)
+    is left to torch.load, which reports it as before."""
     try:
         with zipfile.ZipFile(path) as archive:
             compressed = [record.filename for record in archive.infolist()
                           if record.compress_type != zipfile.ZIP_STORED]
             damaged = None if compressed else archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
+    except zipfile.BadZipFile:
+        return
+    except (OSError, EOFError) as error:
         raise _unreadable(path, error) from error
     if compressed:
         raise CheckpointError(f'{path}: record {compressed[0]} is compressed, which torch.save '

@@ -44,7 +44,8 @@ def tensor_problem(tensor: torch.Tensor) -> Optional[str]:
     storage_elements = storage.nbytes() // tensor.element_size()
     if view_exceeds_storage(tuple(tensor.shape), tensor.stride(), tensor.storage_offset(),
                             storage_elements):
-        return (f'claims shape {tuple(tensor.shape)} with strides {tensor.stride()} over a '
-                f'storage of {storage_elements} elements, a damaged or malicious view; '
+        plural = '' if storage_elements == 1 else 's'
+        return (f'claims shape {tuple(tensor.shape)} with strides {tensor.stride()} over '
+                f'{storage_elements} stored element{plural}, a damaged or malicious view; '
                 're-download or re-save the checkpoint')
     return None
