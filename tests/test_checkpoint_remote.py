@@ -2,6 +2,7 @@
 Served by a loopback server in a thread; no network."""
 import http.server
 import io
+import socket
 import threading
 
 import pytest
@@ -78,3 +79,23 @@ def test_downloaded_checkpoint_that_would_run_code_is_refused(server, tmp_path):
     with pytest.raises(CheckpointError, match=r'refused, it calls posix.system\(\.\.\.\)'):
         load_checkpoint_file(f'{base_url}/evil.pth')
     assert not marker.exists()
+
+
+def test_download_whose_sha256_differs_from_its_file_name_is_refused(server, tmp_path):
+    base_url, files, _ = server
+    files['/repvgg_a0-deadbeef.pth'] = checkpoint_bytes({'w': torch.ones(1)})
+    with pytest.raises(CheckpointError, match=r'repvgg_a0-deadbeef.pth: download is damaged '
+                       r'\(invalid hash value \(expected "deadbeef"'):
+        load_checkpoint_file(f'{base_url}/repvgg_a0-deadbeef.pth')
+    assert list((tmp_path / 'torch_home' / 'hub' / 'checkpoints').iterdir()) == []
+
+
+def test_unreachable_server_gives_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    with socket.socket() as closed:  # a port nothing listens on once closed
+        closed.bind(('127.0.0.1', 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(CheckpointError, match=r'a0.pth: cannot reach the server \(.*refused'
+                       r'\); check the URL and the network') as error:
+        load_checkpoint_file(f'http://127.0.0.1:{port}/a0.pth')
+    assert '\n' not in str(error.value)

@@ -13,6 +13,7 @@ admits the list for the duration of one load, with ``builtins.getattr`` replaced
 :func:`history_buffer_statistic`, which can return nothing but those four functions.
 """
 import contextlib
+import threading
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 from mmengine.logging import HistoryBuffer
 
 from .errors import UnsafePickleError
+from .unpickling import NUMPY_CALLABLES
 
 # The statistics HistoryBuffer registers itself; methods registered later by user code
 # are the process's own, never something a file may name.
@@ -61,32 +63,17 @@ def history_buffer_statistic(owner: Any, name: str) -> Callable:
     return getattr(owner, name)
 
 
-def _numpy_reconstruct_name(numpy_package: str) -> tuple:
-    return (np._core.multiarray._reconstruct, f'{numpy_package}.multiarray._reconstruct')
-
-
-def _numpy_scalar_name(numpy_package: str) -> tuple:
-    return (np._core.multiarray.scalar, f'{numpy_package}.multiarray.scalar')
-
-
-# (object) or (object, 'the module.name a pickle uses for it'). NumPy 1.x wrote
-# ``numpy.core.*`` (most mmcls-era and older mmengine files), NumPy 2 writes ``numpy._core.*``:
-# the same functions, which only build an empty array or a scalar from bytes.
+# (object, 'the module.name a pickle uses for it'): numpy's as the fallback unpickler
+# admits them (the same narrowed ``_reconstruct``), under both NumPy 1.x and 2 names.
 MMENGINE_CHECKPOINT_GLOBALS = [
     (PickledHistoryBuffer, 'mmengine.logging.history_buffer.HistoryBuffer'),
     (history_buffer_statistic, 'builtins.getattr'),
-    _numpy_reconstruct_name('numpy._core'),
-    _numpy_reconstruct_name('numpy.core'),
-    _numpy_scalar_name('numpy._core'),
-    _numpy_scalar_name('numpy.core'),
-    np.ndarray,
-    np.dtype,
-    np.dtypes.Float64DType,
-    np.dtypes.Float32DType,
-    np.dtypes.Int64DType,
-    np.dtypes.Int32DType,
-    np.dtypes.BoolDType,
+    (np.ndarray, 'numpy.ndarray'),
+    *[(value, name) for name, value in NUMPY_CALLABLES.items()],
 ]
+
+
+_ALLOW_LIST_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -95,13 +82,16 @@ def mmengine_safe_globals() -> Iterator[None]:
     the body only, then restore torch's allow-list exactly as it was.
 
     Not ``torch.serialization.safe_globals``: on exit it removes its entries even where the
-    user had added the same ones before. The allow-list is process-wide, so a load in
-    another thread during the body sees these globals too (all inert, see above).
+    user had added the same ones before. The allow-list is process-wide: our loads take
+    turns (two overlapping ones would restore each other's additions), and a plain
+    ``torch.load`` in another thread during the body sees these globals too (all inert,
+    see above).
     """
-    previous = torch.serialization.get_safe_globals()
-    torch.serialization.add_safe_globals(MMENGINE_CHECKPOINT_GLOBALS)
-    try:
-        yield
-    finally:
-        torch.serialization.clear_safe_globals()
-        torch.serialization.add_safe_globals(previous)
+    with _ALLOW_LIST_LOCK:
+        previous = torch.serialization.get_safe_globals()
+        torch.serialization.add_safe_globals(MMENGINE_CHECKPOINT_GLOBALS)
+        try:
+            yield
+        finally:
+            torch.serialization.clear_safe_globals()
+            torch.serialization.add_safe_globals(previous)

@@ -76,6 +76,19 @@ def _plain_items(factory: Callable) -> Callable:
     return build
 
 
+# NumPy's pickle globals, by both names: NumPy 2 writes ``numpy._core.*``, NumPy 1.x (most
+# mmcls-era and older mmengine files) ``numpy.core.*``; dtype instances are rebuilt through
+# their DType classes.
+NUMPY_CALLABLES: Dict[str, Callable] = {
+    **{f'{package}.multiarray._reconstruct': _reconstruct_ndarray
+       for package in ('numpy._core', 'numpy.core')},
+    **{f'{package}.multiarray.scalar': np._core.multiarray.scalar
+       for package in ('numpy._core', 'numpy.core')},
+    'numpy.dtype': np.dtype,
+    **{f'numpy.dtypes.{name}': value for name, value in vars(np.dtypes).items()
+       if isinstance(value, type) and issubclass(value, np.dtype)},
+}
+
 # The audit: every callable a fallback pickle may call, by the name pickles use, and why it
 # cannot run code. None calls an argument or looks up an attribute an argument names; the
 # narrowed ones check their arguments first.
@@ -85,7 +98,8 @@ def _plain_items(factory: Callable) -> Callable:
 # - torch.Size, builtins.set, builtins.frozenset: containers of plain numbers/strings.
 # - numpy _reconstruct: an empty ndarray as ndarray pickles make; its BUILD
 #   (ndarray.__setstate__) checks the data length against shape and dtype.
-# - numpy scalar / numpy.dtype: a scalar from bytes, a dtype from a type code.
+# - numpy scalar, numpy.dtype and the DType classes: a scalar from bytes, a dtype from a
+#   type code.
 # - _codecs.encode: str -> latin1 bytes (how protocol 2 pickles bytes), no other codec.
 AUDITED_CALLABLES: Dict[str, Callable] = {
     'torch._utils._rebuild_tensor_v2': _rebuild_tensor,
@@ -93,15 +107,11 @@ AUDITED_CALLABLES: Dict[str, Callable] = {
     'torch.Size': _plain_items(torch.Size),
     'builtins.set': _plain_items(set),
     'builtins.frozenset': _plain_items(frozenset),
-    'numpy._core.multiarray._reconstruct': _reconstruct_ndarray,
-    'numpy.core.multiarray._reconstruct': _reconstruct_ndarray,
-    'numpy._core.multiarray.scalar': np._core.multiarray.scalar,
-    'numpy.core.multiarray.scalar': np._core.multiarray.scalar,
-    'numpy.dtype': np.dtype,
     '_codecs.encode': _encode_latin1,
+    **NUMPY_CALLABLES,
 }
-# Globals a pickle names as values, never calls: the ndarray type its _reconstruct takes,
-# and torch dtypes.
+# Globals a pickle names as values, never calls: the ndarray type numpy's _reconstruct
+# takes, and torch dtypes.
 AUDITED_VALUES: Dict[str, Any] = {
     'numpy.ndarray': np.ndarray,
     **{f'torch.{name}': value for name, value in vars(torch).items()
