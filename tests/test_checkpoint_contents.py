@@ -59,6 +59,11 @@ def test_view_exceeds_storage_only_when_it_names_missing_or_shared_elements(
     ('quantized', lambda: torch.quantize_per_tensor(torch.ones(4), 0.1, 0, torch.qint8),
      'is a quantized tensor'),
     ('sparse', lambda: torch.eye(3).to_sparse(), r'is a sparse tensor \(torch.sparse_coo\)'),
+    ('nested', lambda: torch.nested.nested_tensor([torch.ones(2), torch.ones(3)]),
+     'is a nested tensor'),
+    ('jagged', lambda: torch.nested.nested_tensor([torch.ones(2), torch.ones(3)],
+                                                   layout=torch.jagged),
+     'is a nested tensor'),
     ('complex', lambda: torch.ones(3, dtype=torch.complex64),
      'has complex dtype torch.complex64, whose imaginary part would be dropped'),
 ])

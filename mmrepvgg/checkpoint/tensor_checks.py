@@ -28,6 +28,11 @@ def view_exceeds_storage(shape: tuple, stride: tuple, storage_offset: int,
 
 def tensor_problem(tensor: torch.Tensor) -> Optional[str]:
     """What makes ``tensor`` unusable as checkpoint data, with the fix; None if nothing."""
+    if tensor.is_nested:
+        return 'is a nested tensor; save its components as separate tensors'
+    if type(tensor) not in (torch.Tensor, torch.nn.Parameter):  # DTensor, ...
+        return (f'is a {type(tensor).__name__}, not a plain tensor; save plain tensors '
+                '(e.g. DTensor.full_tensor())')
     if tensor.layout != torch.strided:
         return (f'is a sparse tensor ({tensor.layout}); save it dense '
                 '(tensor.to_dense()) to use it here')
