@@ -148,9 +148,9 @@ def test_converter_tool_refuses_the_eval_payload_in_one_line(tmp_path, capsys):
 
 PLAIN_TORCH_LOAD_AFTER_IMPORT = '''
 import sys, torch, mmengine.runner, mmpretrain.models  # what mmrepvgg imports
-before = torch.serialization.get_safe_globals()
+before = set(torch.serialization.get_safe_globals())
 import mmrepvgg
-assert torch.serialization.get_safe_globals() == before, 'import mmrepvgg changed it'
+assert set(torch.serialization.get_safe_globals()) == before, 'import mmrepvgg changed it'
 try:
     torch.load(sys.argv[1], weights_only=True)
 except Exception as error:
@@ -171,13 +171,15 @@ def test_import_leaves_torchs_allow_list_alone_and_plain_torch_load_refuses(tmp_
 def test_our_load_leaves_torchs_allow_list_as_the_user_set_it(tmp_path):
     import numpy as np
     torch.save({'weight': torch.ones(1)}, tmp_path / 'model.pth')
-    torch.serialization.add_safe_globals([np.ndarray])
+    as_found = torch.serialization.get_safe_globals()
+    torch.serialization.add_safe_globals([np.ndarray])  # also on our list, during our load
     try:
-        before = torch.serialization.get_safe_globals()
+        before = set(torch.serialization.get_safe_globals())  # a set in torch
         load_checkpoint_file(str(tmp_path / 'model.pth'))
-        assert torch.serialization.get_safe_globals() == before
+        assert set(torch.serialization.get_safe_globals()) == before
     finally:
         torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(as_found)
 
 
 def test_ordered_dict_whose_state_shadows_get_reads_as_a_plain_dict(tmp_path):
