@@ -264,3 +264,18 @@ def test_unusable_files_raise_one_line_errors(tmp_path, case, expected):
     with pytest.raises(CheckpointError, match=expected) as error:
         load_checkpoint_file(str(paths[case]))
     assert '\n' not in str(error.value)
+
+
+def test_yacs_config_under_meta_reads_through_mmengines_loader_too(tmp_path,
+                                                                   yacs_cfgnode_class):
+    """tools/test.py loads through mmengine, which today raises on such a file."""
+    from mmengine.runner import CheckpointLoader
+    path = tmp_path / 'epoch_1.pth'
+    torch.save({'state_dict': {'weight': torch.ones(2)},
+                'meta': {'config': yacs_cfgnode_class({'ARCH': 'RepVGG-A0'})}}, path)
+    remove_yacs(sys.modules)
+
+    checkpoint = CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+
+    assert checkpoint['meta'] == {'config': {'ARCH': 'RepVGG-A0'}}
+    torch.testing.assert_close(checkpoint['state_dict']['weight'], torch.ones(2))
