@@ -104,6 +104,27 @@ def test_without_overwrite_a_file_that_appears_during_the_write_is_kept(tmp_path
     assert partial_files(tmp_path) == []
 
 
+def refuse_hard_links(source, destination):
+    raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+
+def test_on_a_filesystem_without_hard_links_the_write_still_never_clobbers(tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setattr(os, 'link', refuse_hard_links)  # as on FAT/exFAT
+    dst = tmp_path / 'deploy.pth'
+    with pytest.raises(FileExistsError, match='appeared while writing it'):
+        with atomic_output(str(dst)) as partial_path:
+            Path(partial_path).write_bytes(b'second')
+            dst.write_bytes(b'first')  # another run finished meanwhile
+    assert dst.read_bytes() == b'first'
+
+    save_checkpoint_atomic({'weight': torch.ones(1)}, str(tmp_path / 'other.pth'))
+
+    torch.testing.assert_close(torch.load(tmp_path / 'other.pth', weights_only=True)['weight'],
+                               torch.ones(1))
+    assert partial_files(tmp_path) == []
+
+
 @pytest.mark.parametrize('link', ['same path', 'symlink', 'hardlink'])
 def test_output_that_is_an_input_is_refused_even_with_overwrite(tmp_path, link):
     source = tmp_path / 'model.pth'

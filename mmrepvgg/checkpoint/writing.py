@@ -20,6 +20,8 @@ import torch
 from .errors import CheckpointError
 
 _CLEANED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# What os.link raises where the filesystem has no hard links.
+_NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS)
 
 
 def _partial_path(path: str) -> str:
@@ -96,11 +98,21 @@ def _publish(partial_path: str, path: str, overwrite: bool) -> None:
         return
     # link fails if path exists, even if it appeared after the check at the start (two
     # runs at once); rename would silently replace it.
+    appeared = FileExistsError(f'{path} appeared while writing it (another run?); pass '
+                               '--force (overwrite=True) to replace it')
     try:
         os.link(partial_path, path)
     except FileExistsError:
-        raise FileExistsError(f'{path} appeared while writing it (another run?); pass '
-                              '--force (overwrite=True) to replace it') from None
+        raise appeared from None
+    except OSError as error:
+        if error.errno not in _NO_HARD_LINKS:
+            raise
+        # FAT/exFAT and some network shares have no hard links: check, then rename,
+        # which leaves only the moment between the two for another run to slip in.
+        if os.path.exists(path):
+            raise appeared from None
+        os.rename(partial_path, path)
+        return
     os.unlink(partial_path)
 
 
