@@ -304,8 +304,3 @@ def test_a_custom_arch_dict_in_mmpretrain_layout_builds():
 def test_bad_arguments_are_refused_with_a_message(kwargs, error, message):
     with pytest.raises(error, match=message):
         RepVGG(**kwargs)
-
-
-def test_argument_errors_are_assertion_errors_as_mmpretrains_asserts_are():
-    with pytest.raises(AssertionError):
-        RepVGG('A3')
