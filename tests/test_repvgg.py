@@ -245,6 +245,29 @@ def test_activation_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(checkpointed, plain)
 
 
+@pytest.mark.parametrize('block_type', ['repvgg', 'qarepvgg'])
+@pytest.mark.parametrize('with_cp', [False, True], ids=['plain', 'with_cp'])
+def test_with_cp_runs_the_branches_again_during_backward(with_cp, block_type):
+    """Activation checkpointing keeps only the block input and recomputes the branches in
+    backward: every branch runs twice with ``with_cp``, once without."""
+    torch.manual_seed(0)
+    backbone = RepVGG('A0', with_cp=with_cp, block_type=block_type).train()
+    calls = []
+    for block in backbone.modules():
+        if isinstance(block, RepVGGBlock):
+            # pre-hooks: torch stops a recomputation as soon as it has every tensor
+            # backward needs, i.e. inside the last branch, before its forward hook
+            block.branch_3x3.register_forward_pre_hook(lambda *_: calls.append('3x3'))
+            block.branch_1x1.register_forward_pre_hook(lambda *_: calls.append('1x1'))
+    outputs = backbone(torch.randn(2, 3, 32, 32))[0]
+    num_blocks = 1 + sum(ARCH_SETTINGS['A0']['num_blocks'])
+    assert len(calls) == 2 * num_blocks
+    outputs.square().mean().backward()
+    # the stem's input, the images, needs no gradient: nothing of it is recomputed
+    recomputed = 2 * (num_blocks - 1) if with_cp else 0
+    assert len(calls) == 2 * num_blocks + recomputed
+
+
 def test_frozen_stages_get_no_gradient_and_keep_their_bn_statistics():
     torch.manual_seed(0)
     backbone = RepVGG('A0', frozen_stages=2).train()
