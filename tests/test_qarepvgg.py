@@ -10,6 +10,8 @@ from mmengine.config import Config
 from torch import nn
 
 import mmrepvgg
+from mmrepvgg.apis import convert_checkpoint
+from mmrepvgg.checkpoint import to_project_layout
 from mmrepvgg.models import (ARCH_SETTINGS, QARepVGGBlock, RepVGG, RepVGGArgumentError,
                              RepVGGBlock, build_model, reparameterize_blocks,
                              repvgg_classifier_cfg)
@@ -158,3 +160,22 @@ def test_qarepvgg_digits_config_builds_qarepvgg_blocks_only():
     blocks = [module for module in build_model(cfg.model).modules()
               if isinstance(module, RepVGGBlock)]
     assert len(blocks) == 22 and all(type(block) is QARepVGGBlock for block in blocks)
+
+
+def test_a_qarepvgg_checkpoint_converts_to_one_the_deploy_config_loads(tmp_path):
+    train_cfg = os.path.join(CONFIG_DIR, 'digits', 'qarepvgg-A0_digits.py')
+    deploy_cfg = os.path.join(CONFIG_DIR, 'digits', 'deploy', 'qarepvgg-A0_deploy_digits.py')
+    torch.manual_seed(0)
+    train_model = randomize_batch_norms_(build_model(Config.fromfile(train_cfg).model))
+    state = to_project_layout(train_model.state_dict())
+    assert 'stage_1.1.post_norm.running_var' in state.backbone and state.form == 'train'
+    torch.save({'state_dict': train_model.state_dict()}, tmp_path / 'train.pth')
+    report = convert_checkpoint(train_cfg, str(tmp_path / 'train.pth'),
+                                str(tmp_path / 'deploy.pth'))
+    assert (report.src_form, report.num_fused_blocks) == ('train', 22)
+    deploy_model = build_model(Config.fromfile(deploy_cfg).model)
+    deploy_model.load_state_dict(torch.load(tmp_path / 'deploy.pth')['state_dict'],
+                                 strict=True)
+    images = torch.randn(SMALL_IMAGES)
+    with torch.no_grad():
+        assert max_relative_error(train_model(images), deploy_model(images)) <= 1e-5
