@@ -1,5 +1,5 @@
-"""Property test of the fusion: for random block shapes and BN statistics, the deploy
-block computes the train block's eval-mode function.
+"""Property test of the fusion: for random block shapes, block types (RepVGG, QARepVGG)
+and BN statistics, the deploy block computes the train block's eval-mode function.
 
 Bound: ``max |train - deploy| <= TOLERANCE[dtype] * (1 + max |train|)``, with
 float64 1e-9 and float32 1e-4. Why these: the fused kernel is exact up to one rounding
@@ -12,7 +12,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mmrepvgg.models import RepVGGBlock
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmrepvgg.models import BLOCK_TYPES
 
 TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4}
 
@@ -24,7 +26,8 @@ def block_settings(draw):
     with_identity = draw(st.booleans())
     out_channels = in_channels if with_identity else groups * draw(st.integers(1, 4))
     stride = 1 if with_identity else draw(st.sampled_from([1, 2]))
-    return dict(in_channels=in_channels, out_channels=out_channels, stride=stride,
+    return dict(block_type=draw(st.sampled_from(sorted(BLOCK_TYPES))),
+                in_channels=in_channels, out_channels=out_channels, stride=stride,
                 dilation=draw(st.sampled_from([1, 2])), groups=groups)
 
 
@@ -36,8 +39,8 @@ epsilons = st.sampled_from([1e-10, 1e-5, 1e-3])
 
 @torch.no_grad()
 def randomise_norms(block, variance_scale, eps, generator, dtype):
-    for norm in [block.branch_3x3.norm, block.branch_1x1.norm, block.branch_norm]:
-        if norm is None:
+    for norm in block.modules():
+        if not isinstance(norm, _BatchNorm):
             continue
         channels = norm.num_features
         norm.eps = eps
@@ -50,9 +53,8 @@ def randomise_norms(block, variance_scale, eps, generator, dtype):
 
 def check_block_fusion(settings_, variance, eps, seed, dtype):
     generator = torch.Generator().manual_seed(seed)
-    block = RepVGGBlock(**settings_).to(dtype).eval()
-    assert (block.branch_norm is not None) == (
-        settings_['in_channels'] == settings_['out_channels'] and settings_['stride'] == 1)
+    settings_ = dict(settings_)
+    block = BLOCK_TYPES[settings_.pop('block_type')](**settings_).to(dtype).eval()
     randomise_norms(block, variance, eps, generator, dtype)
     images = torch.randn(2, settings_['in_channels'], 9, 9, generator=generator, dtype=dtype)
     with torch.no_grad():

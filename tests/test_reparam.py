@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmrepvgg.reparam import (BatchNormStats, fuse_conv_bn, fuse_repvgg_branches,
-                              identity_kernel_1x1)
+from mmrepvgg.reparam import (BatchNormStats, fuse_conv_bn, fuse_qarepvgg_branches,
+                              fuse_repvgg_branches, identity_kernel_1x1)
 
 DTYPE = torch.float64
 
@@ -53,6 +53,26 @@ def test_identity_kernel_rejects_uneven_groups():
         identity_kernel_1x1(6, 4)
 
 
+def random_images_and_kernels(channels, groups, generator):
+    """Images ``(2, channels, 9, 9)`` and 3x3 and 1x1 kernels of a grouped conv."""
+    images = torch.randn(2, channels, 9, 9, generator=generator, dtype=DTYPE)
+    kernels = [torch.randn(channels, channels // groups, size, size, generator=generator,
+                           dtype=DTYPE) for size in (3, 1)]
+    return images, *kernels
+
+
+def repvgg_branch_sum(images, kernel_3x3, bn_3x3, kernel_1x1, bn_1x1, bn_identity,
+                      groups=1, stride=1, dilation=1):
+    """The train-form block before SE and activation, branch by branch with torch's ops."""
+    branch_sum = (
+        apply_bn(F.conv2d(images, kernel_3x3, None, stride, dilation, dilation, groups),
+                 bn_3x3)
+        + apply_bn(F.conv2d(images, kernel_1x1, None, stride, 0, 1, groups), bn_1x1))
+    if bn_identity is not None:
+        branch_sum = branch_sum + apply_bn(images, bn_identity)
+    return branch_sum
+
+
 @pytest.mark.parametrize('with_identity', [True, False])
 @pytest.mark.parametrize('groups', [1, 2, 4])
 @pytest.mark.parametrize('stride,dilation', [(1, 1), (2, 1), (1, 2)])
@@ -60,23 +80,49 @@ def test_fused_branches_equal_the_sum_of_the_three_branches(with_identity, group
                                                             dilation):
     generator = torch.Generator().manual_seed(1)
     channels = 8
-    images = torch.randn(2, channels, 9, 9, generator=generator, dtype=DTYPE)
-    kernel_3x3 = torch.randn(channels, channels // groups, 3, 3, generator=generator,
-                             dtype=DTYPE)
-    kernel_1x1 = torch.randn(channels, channels // groups, 1, 1, generator=generator,
-                             dtype=DTYPE)
+    images, kernel_3x3, kernel_1x1 = random_images_and_kernels(channels, groups, generator)
     bn_3x3, bn_1x1, bn_identity = (random_bn(channels, generator) for _ in range(3))
-    branch_sum = (
-        apply_bn(F.conv2d(images, kernel_3x3, None, stride, dilation, dilation, groups),
-                 bn_3x3)
-        + apply_bn(F.conv2d(images, kernel_1x1, None, stride, 0, 1, groups), bn_1x1))
-    if with_identity and stride == 1:
-        branch_sum = branch_sum + apply_bn(images, bn_identity)
     use_identity = with_identity and stride == 1
+    branch_sum = repvgg_branch_sum(images, kernel_3x3, bn_3x3, kernel_1x1, bn_1x1,
+                                   bn_identity if use_identity else None, groups, stride,
+                                   dilation)
     kernel, bias = fuse_repvgg_branches(kernel_3x3, bn_3x3, kernel_1x1, bn_1x1,
                                         bn_identity if use_identity else None, groups)
     fused = F.conv2d(images, kernel, bias, stride, dilation, dilation, groups)
     torch.testing.assert_close(fused, branch_sum, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('with_identity', [True, False])
+@pytest.mark.parametrize('groups', [1, 2, 4])
+@pytest.mark.parametrize('stride,dilation', [(1, 1), (2, 1), (1, 2)])
+def test_qarepvgg_fusion_equals_post_norm_of_the_unnormalised_sum(with_identity, groups,
+                                                                   stride, dilation):
+    generator = torch.Generator().manual_seed(3)
+    channels = 8
+    images, kernel_3x3, kernel_1x1 = random_images_and_kernels(channels, groups, generator)
+    bn_3x3, bn_post = random_bn(channels, generator), random_bn(channels, generator)
+    use_identity = with_identity and stride == 1
+    branch_sum = (
+        apply_bn(F.conv2d(images, kernel_3x3, None, stride, dilation, dilation, groups),
+                 bn_3x3)
+        + F.conv2d(images, kernel_1x1, None, stride, 0, 1, groups))
+    if use_identity:
+        branch_sum = branch_sum + images
+    kernel, bias = fuse_qarepvgg_branches(kernel_3x3, bn_3x3, kernel_1x1, use_identity,
+                                          bn_post, groups)
+    fused = F.conv2d(images, kernel, bias, stride, dilation, dilation, groups)
+    torch.testing.assert_close(fused, apply_bn(branch_sum, bn_post), rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_qarepvgg_fusion_leaves_its_inputs_unchanged():
+    generator = torch.Generator().manual_seed(4)
+    kernel_3x3 = torch.randn(4, 4, 3, 3, generator=generator, dtype=DTYPE)
+    kernel_1x1 = torch.randn(4, 4, 1, 1, generator=generator, dtype=DTYPE)
+    copies = kernel_3x3.clone(), kernel_1x1.clone()
+    fuse_qarepvgg_branches(kernel_3x3, random_bn(4, generator), kernel_1x1, True,
+                           random_bn(4, generator))
+    assert torch.equal(kernel_3x3, copies[0]) and torch.equal(kernel_1x1, copies[1])
 
 
 def bn_as(bn, dtype):
@@ -84,16 +130,39 @@ def bn_as(bn, dtype):
                           for name in ('running_mean', 'running_var', 'weight', 'bias')})
 
 
+def impulse_response(block_function, channels, groups):
+    """The 3x3 kernel ``(C, C // groups, 3, 3)`` and bias ``(C,)`` of a function that is a
+    3x3 convolution (padding 1), read off its outputs for a zero image and for a unit
+    impulse at the centre of each input channel: an output pixel ``(i, j)`` sees the
+    impulse through tap ``(2 - i, 2 - j)``."""
+    bias = block_function(torch.zeros(1, channels, 3, 3, dtype=DTYPE))[0, :, 1, 1]
+    impulses = torch.zeros(channels, channels, 3, 3, dtype=DTYPE)
+    impulses[range(channels), range(channels), 1, 1] = 1
+    responses = block_function(impulses) - bias.reshape(1, -1, 1, 1)
+    full_kernel = responses.permute(1, 0, 2, 3).flip(2, 3)  # (C_out, C_in, 3, 3)
+    per_group = channels // groups
+    first_input = (torch.arange(channels) // per_group * per_group).reshape(-1, 1)
+    own_inputs = first_input + torch.arange(per_group)  # (C_out, C_in // groups)
+    return full_kernel[torch.arange(channels).reshape(-1, 1), own_inputs], bias
+
+
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
-def test_fusion_in_low_precision_is_within_two_roundings_of_the_float64_result(dtype):
+def test_fusion_in_low_precision_rounds_the_exact_kernel_at_most_twice(dtype):
+    """The reference is the float64 impulse response of the three branches run by torch,
+    with exactly the low-precision weights: only the fusion's own roundings remain."""
     generator = torch.Generator().manual_seed(2)
-    kernel_3x3 = torch.randn(8, 8, 3, 3, generator=generator, dtype=DTYPE).to(dtype)
-    kernel_1x1 = torch.randn(8, 8, 1, 1, generator=generator, dtype=DTYPE).to(dtype)
-    bns = [bn_as(random_bn(8, generator), dtype) for _ in range(3)]
-    kernel, bias = fuse_repvgg_branches(kernel_3x3, bns[0], kernel_1x1, bns[1], bns[2])
-    exact_kernel, exact_bias = fuse_repvgg_branches(
-        kernel_3x3.to(DTYPE), bn_as(bns[0], DTYPE), kernel_1x1.to(DTYPE),
-        bn_as(bns[1], DTYPE), bn_as(bns[2], DTYPE))
+    channels, groups = 8, 2
+    kernel_3x3, kernel_1x1 = (
+        torch.randn(channels, channels // groups, size, size, generator=generator,
+                    dtype=DTYPE).to(dtype) for size in (3, 1))
+    bns = [bn_as(random_bn(channels, generator), dtype) for _ in range(3)]
+    kernel, bias = fuse_repvgg_branches(kernel_3x3, bns[0], kernel_1x1, bns[1], bns[2],
+                                        groups)
+    exact_kernel, exact_bias = impulse_response(
+        lambda images: repvgg_branch_sum(
+            images, kernel_3x3.to(DTYPE), bn_as(bns[0], DTYPE), kernel_1x1.to(DTYPE),
+            bn_as(bns[1], DTYPE), bn_as(bns[2], DTYPE), groups),
+        channels, groups)
     assert kernel.dtype == bias.dtype == dtype
     # off-centre taps: the float32 scale and the product are each rounded once
     two_roundings = torch.finfo(dtype).eps

@@ -9,8 +9,8 @@ from torch import nn
 
 import mmrepvgg
 from mmrepvgg.checkpoint import load_checkpoint_file
-from mmrepvgg.models import (ARCH_SETTINGS, RepVGG, RepVGGBlock, reparameterize_blocks,
-                             repvgg_classifier_cfg)
+from mmrepvgg.models import (ARCH_SETTINGS, RepVGG, RepVGGArgumentError, RepVGGBlock,
+                             reparameterize_blocks, repvgg_classifier_cfg)
 from mmrepvgg.published import PUBLISHED
 from mmrepvgg.testing import max_relative_error, randomize_batch_norms_
 
@@ -245,6 +245,29 @@ def test_activation_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(checkpointed, plain)
 
 
+@pytest.mark.parametrize('block_type', ['repvgg', 'qarepvgg'])
+@pytest.mark.parametrize('with_cp', [False, True], ids=['plain', 'with_cp'])
+def test_with_cp_runs_the_branches_again_during_backward(with_cp, block_type):
+    """Activation checkpointing keeps only the block input and recomputes the branches in
+    backward: every branch runs twice with ``with_cp``, once without."""
+    torch.manual_seed(0)
+    backbone = RepVGG('A0', with_cp=with_cp, block_type=block_type).train()
+    calls = []
+    for block in backbone.modules():
+        if isinstance(block, RepVGGBlock):
+            # pre-hooks: torch stops a recomputation as soon as it has every tensor
+            # backward needs, i.e. inside the last branch, before its forward hook
+            block.branch_3x3.register_forward_pre_hook(lambda *_: calls.append('3x3'))
+            block.branch_1x1.register_forward_pre_hook(lambda *_: calls.append('1x1'))
+    outputs = backbone(torch.randn(2, 3, 32, 32))[0]
+    num_blocks = 1 + sum(ARCH_SETTINGS['A0']['num_blocks'])
+    assert len(calls) == 2 * num_blocks
+    outputs.square().mean().backward()
+    # the stem's input, the images, needs no gradient: nothing of it is recomputed
+    recomputed = 2 * (num_blocks - 1) if with_cp else 0
+    assert len(calls) == 2 * num_blocks + recomputed
+
+
 def test_frozen_stages_get_no_gradient_and_keep_their_bn_statistics():
     torch.manual_seed(0)
     backbone = RepVGG('A0', frozen_stages=2).train()
@@ -288,13 +311,18 @@ def test_a_custom_arch_dict_in_mmpretrain_layout_builds():
 
 
 @pytest.mark.parametrize('kwargs,error,message', [
-    (dict(arch='A9'), KeyError, 'unknown RepVGG arch'),
+    (dict(arch='A9'), RepVGGArgumentError, 'unknown RepVGG arch'),
     (dict(arch=dict(num_blocks=[1, 1, 1, 1], width_factor=[1, 1, 1, 1], depth=3)),
-     KeyError, 'unknown RepVGG arch keys'),
-    (dict(arch=dict(num_blocks=[1, 1, 1, 1])), ValueError, 'lacks'),
-    (dict(arch='A0', out_indices=(4, )), ValueError, 'out_indices'),
-    (dict(arch='A0', strides=(2, 2, 2)), ValueError, 'strides'),
-    (dict(arch='A0', frozen_stages=5), ValueError, 'frozen_stages'),
+     RepVGGArgumentError, 'unknown RepVGG arch keys'),
+    (dict(arch=dict(num_blocks=[1, 1, 1, 1])), KeyError, 'lacks'),
+    (dict(arch=dict(num_blocks=[1, 1, 1, 1], width_factor=[1, 1, 1])),
+     RepVGGArgumentError, 'one entry per stage'),
+    (dict(arch=dict(num_blocks=[1, 1, 1, 1], width_factor=[1, 1, 1, 1],
+                    group_layer_map={5: 2})), RepVGGArgumentError, 'names block 5'),
+    (dict(arch='A0', out_indices=(4, )), RepVGGArgumentError, 'out_indices'),
+    (dict(arch='A0', strides=(2, 2, 2)), RepVGGArgumentError, 'strides'),
+    (dict(arch='A0', frozen_stages=5), RepVGGArgumentError, 'frozen_stages'),
+    (dict(arch=[4, 6, 16, 1]), TypeError, 'variant name or a dict'),
 ])
 def test_bad_arguments_are_refused_with_a_message(kwargs, error, message):
     with pytest.raises(error, match=message):

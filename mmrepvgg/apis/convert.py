@@ -2,7 +2,7 @@
 import copy
 import inspect
 import os
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 from mmengine.config import Config
@@ -49,6 +49,7 @@ class ConversionReport(NamedTuple):
 
 
 def repvgg_convert(train_model: nn.Module,
+                   build_func: Optional[Callable[..., nn.Module]] = None,
                    save_path: Optional[str] = None,
                    inplace: bool = False,
                    overwrite: bool = False) -> nn.Module:
@@ -57,6 +58,10 @@ def repvgg_convert(train_model: nn.Module,
     Args:
         train_model: a train-form backbone, classifier or detector. Its BN running
             statistics define the fused weights (the eval-mode function is preserved).
+        build_func: the official repository's form, ``repvgg_convert(train_model,
+            create_RepVGG_A0, save_path=...)``: called as ``build_func(deploy=True)``, it
+            builds the model that receives the fused weights (strictly) and is returned.
+            ``None`` returns the fused model itself.
         save_path: if given, ``{'state_dict': deploy_state_dict}`` is written there
             atomically, as mmengine writes checkpoints.
         inplace: fuse ``train_model`` itself instead of a deep copy.
@@ -66,12 +71,24 @@ def repvgg_convert(train_model: nn.Module,
         The deploy model, in eval mode.
 
     Raises:
-        ValueError: ``train_model`` holds no train-form RepVGG block.
+        ValueError: ``train_model`` holds no train-form RepVGG block, or the model of
+            ``build_func`` does not take the fused weights.
     """
     deploy_model = train_model if inplace else copy.deepcopy(train_model)
     if reparameterize_blocks(deploy_model) == 0:
         raise ValueError('the model holds no train-form RepVGG block: it is already '
                          'deployed or is not a RepVGG model; nothing to convert')
+    if build_func is not None:
+        fused_state_dict = deploy_model.state_dict()
+        deploy_model = build_func(deploy=True)
+        try:
+            deploy_model.load_state_dict(fused_state_dict, strict=True)
+        except RuntimeError as error:  # torch lists every missing or misfit key
+            first_problem = str(error).splitlines()[1].strip()
+            raise ValueError(
+                f'{getattr(build_func, "__name__", build_func)}(deploy=True) builds another '
+                f'model than the one converted ({first_problem}); pass the builder of the '
+                'same variant') from error
     deploy_model.eval()
     if save_path is not None:
         save_checkpoint_atomic({'state_dict': deploy_model.state_dict()}, save_path,

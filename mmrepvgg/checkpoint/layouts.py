@@ -60,9 +60,11 @@ class KeyLayout:
                           rf'{stage_block})\.(?P<part>{parts})\.(?P<tensor>[^.]+)$')
 
 
+# 'post_norm' (last: the external layouts, zipped with these, have no QARepVGG name) is
+# the QARepVGG block's BN after the branch sum.
 _PROJECT_BLOCK_PARTS = ('branch_3x3.conv', 'branch_3x3.norm', 'branch_1x1.conv',
                         'branch_1x1.norm', 'branch_norm', 'branch_reparam',
-                        'se_layer.conv1.conv', 'se_layer.conv2.conv')
+                        'se_layer.conv1.conv', 'se_layer.conv2.conv', 'post_norm')
 
 PROJECT_LAYOUT = KeyLayout(
     name='mmrepvgg', stem='stem', stage_block='stage_{stage}.{index}', first_stage=1,
@@ -88,7 +90,7 @@ LAYOUTS: Dict[str, KeyLayout] = {
 
 # Module parts that exist only in one form of a block.
 TRAIN_ONLY_PARTS = frozenset({'branch_3x3.conv', 'branch_3x3.norm', 'branch_1x1.conv',
-                              'branch_1x1.norm', 'branch_norm'})
+                              'branch_1x1.norm', 'branch_norm', 'post_norm'})
 DEPLOY_ONLY_PARTS = frozenset({'branch_reparam'})
 
 # Wrappers of the state dict: mmengine/mmpretrain ('state_dict'), official script ('model').

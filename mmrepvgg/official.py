@@ -1,0 +1,100 @@
+"""The official RepVGG repository's Python API (DingXiaoH/RepVGG, ``repvgg.py``), served
+by this project's models, so that its snippets run as written::
+
+    from mmrepvgg.official import create_RepVGG_A0, repvgg_model_convert
+    train_model = create_RepVGG_A0(deploy=False)
+    train_model.load_state_dict(torch.load('RepVGG-A0-train.pth'))
+    deploy_model = repvgg_model_convert(train_model, save_path='RepVGG-A0-deploy.pth')
+
+- ``create_RepVGG_<variant>(deploy=False, use_checkpoint=False)`` for every published
+  variant (``create_RepVGG_A0`` .. ``create_RepVGG_D2se``), generated from
+  :data:`mmrepvgg.models.ARCH_SETTINGS`: the 1000-class ImageNet classifier, in train mode
+  as a new ``nn.Module`` is (eval mode for ``deploy=True``); ``model(images)`` returns
+  logits ``(N, 1000)``. Its
+  ``load_state_dict`` also takes the official and timm key layouts (renamed on the way in,
+  see :mod:`mmrepvgg.checkpoint.layouts`).
+- ``func_dict`` (``'RepVGG-A0'`` -> factory) and ``get_RepVGG_func_by_name(name)``.
+- ``repvgg_model_convert(model, save_path=None, do_copy=True)`` and
+  ``repvgg_convert(model, build_func, save_path=None)``: the deploy model; ``save_path``
+  receives a bare state dict as ``torch.save(model.state_dict(), save_path)`` writes it
+  in the official repository (atomically here, replacing an existing file as torch.save
+  does), so ``create_RepVGG_A0(deploy=True).load_state_dict(torch.load(save_path))``
+  reads it back.
+"""
+from typing import Callable, Dict, Optional
+
+from torch import nn
+
+from .apis.convert import repvgg_convert as _fuse
+from .checkpoint import save_checkpoint_atomic
+from .checkpoint.layouts import PROJECT_LAYOUT, LayoutError, detect_layout, to_project_layout
+from .models import ARCH_SETTINGS, build_model, repvgg_classifier_cfg
+
+
+def _rename_external_layouts(module: nn.Module, state_dict: dict, prefix: str,
+                             *unused_args) -> None:
+    """``load_state_dict`` pre-hook of the root: official or timm keys -> ours, in place."""
+    if prefix:
+        return
+    try:
+        layout = detect_layout(state_dict)
+    except LayoutError:
+        return  # no RepVGG keys at all: torch's own strict check says what is missing
+    if layout is PROJECT_LAYOUT:
+        return
+    renamed = to_project_layout(dict(state_dict), layout)
+    state_dict.clear()
+    state_dict.update({f'backbone.{key}': tensor for key, tensor in renamed.backbone.items()})
+    state_dict.update(renamed.rest)
+
+
+def _factory(arch: str) -> Callable[..., nn.Module]:
+    def create(deploy: bool = False, use_checkpoint: bool = False) -> nn.Module:
+        model = build_model(repvgg_classifier_cfg(arch, deploy=deploy,
+                                                  with_cp=use_checkpoint))
+        model.register_load_state_dict_pre_hook(_rename_external_layouts)
+        # Train mode as a new nn.Module is; a deploy model only infers (and training it
+        # would warn).
+        return model.train(not deploy)
+
+    create.__name__ = create.__qualname__ = f'create_RepVGG_{arch}'
+    create.__doc__ = (f'RepVGG-{arch}, 1000 ImageNet classes, as the official '
+                      f'``create_RepVGG_{arch}``: ``deploy`` builds the fused form, '
+                      '``use_checkpoint`` turns on activation checkpointing.')
+    return create
+
+
+func_dict: Dict[str, Callable[..., nn.Module]] = {
+    f'RepVGG-{arch}': _factory(arch) for arch in ARCH_SETTINGS}
+globals().update({factory.__name__: factory for factory in func_dict.values()})
+
+
+def get_RepVGG_func_by_name(name: str) -> Callable[..., nn.Module]:
+    """The factory of ``'RepVGG-A0'`` etc. (see :data:`func_dict`)."""
+    if name not in func_dict:
+        raise KeyError(f'unknown RepVGG name {name!r}; choose one of {", ".join(func_dict)}')
+    return func_dict[name]
+
+
+def _save_bare(model: nn.Module, save_path: Optional[str]) -> nn.Module:
+    if save_path is not None:
+        save_checkpoint_atomic(model.state_dict(), save_path, overwrite=True)
+    return model
+
+
+def repvgg_model_convert(model: nn.Module, save_path: Optional[str] = None,
+                         do_copy: bool = True) -> nn.Module:
+    """Fuse every RepVGG block of ``model`` (a copy unless ``do_copy=False``); save the
+    bare deploy state dict to ``save_path`` if given. Returns the deploy model."""
+    return _save_bare(_fuse(model, inplace=not do_copy), save_path)
+
+
+def repvgg_convert(model: nn.Module, build_func: Callable[..., nn.Module],
+                   save_path: Optional[str] = None) -> nn.Module:
+    """The official first API: the fused weights of ``model`` in ``build_func(deploy=True)``
+    (e.g. ``create_RepVGG_A0``); save its bare state dict to ``save_path`` if given."""
+    return _save_bare(_fuse(model, build_func), save_path)
+
+
+__all__ = ['func_dict', 'get_RepVGG_func_by_name', 'repvgg_model_convert',
+           'repvgg_convert', *(factory.__name__ for factory in func_dict.values())]
