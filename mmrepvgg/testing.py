@@ -1,14 +1,17 @@
-"""Helpers to check re-parameterization: realistic random BN state and error measures.
+"""Helpers for tests: realistic random BN state (and :func:`max_relative_error`, re-exported
+from :mod:`mmrepvgg.numerics`).
 
 Freshly initialised BNs are the identity (mean 0, var 1, gamma 1, beta 0) and would hide
 a fusion that ignores them; :func:`randomize_batch_norms_` gives every BN the kind of
 statistics a trained network has.
 """
-from typing import Sequence, Union
-
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from .numerics import max_relative_error
+
+__all__ = ['randomize_batch_norms_', 'max_relative_error']
 
 
 def _normal(shape, std: float, generator: torch.Generator) -> Tensor:
@@ -37,14 +40,3 @@ def randomize_batch_norms_(model: nn.Module, seed: int = 0) -> nn.Module:
             module.weight.copy_(_uniform(shape, 0.5, 1.5, generator))
             module.bias.copy_(_normal(shape, 0.2, generator))
     return model
-
-
-def max_relative_error(reference: Union[Tensor, Sequence[Tensor]],
-                       other: Union[Tensor, Sequence[Tensor]]) -> float:
-    """``max |reference - other| / max |reference|``, the worst over paired tensors."""
-    if isinstance(reference, Tensor):
-        reference, other = [reference], [other]
-    if len(reference) != len(other):
-        raise ValueError(f'{len(reference)} outputs against {len(other)}')
-    return max(((ref - out).abs().max() / ref.abs().max()).item()
-               for ref, out in zip(reference, other))
