@@ -13,7 +13,7 @@ from torch import nn
 from ..checkpoint import (LAYOUTS, CheckpointError, LayoutError, ProjectState, describe_arch,
                           arch_shape_of_state, fit_project_state, from_project_layout,
                           load_checkpoint_file, read_project_state, repvgg_prefix,
-                          save_checkpoint_atomic, unwrap_state_dict)
+                          save_checkpoint_atomic)
 from ..config_file import PROJECT_SCOPE, ConfigError, names_project_repvgg, read_config
 from ..models import RepVGGBlock, build_model, image_channels, reparameterize_blocks
 from ..numerics import max_relative_output_error
@@ -134,11 +134,7 @@ def build_train_model(config: Union[str, Config]) -> nn.Module:
 
 def _load_into(model: nn.Module, checkpoint: Any, src: str,
                src_format: Optional[str]) -> Tuple[ProjectState, List[str]]:
-    try:
-        state_dict = unwrap_state_dict(checkpoint)
-    except LayoutError as error:
-        raise CheckpointError(f'{src}: {error}') from error
-    state = read_project_state(state_dict, src, src_format)
+    state = read_project_state(checkpoint, src, src_format)
     if state.form == 'deploy':
         reparameterize_blocks(model)
     fitted = fit_project_state(model, state, src, mode='convert')

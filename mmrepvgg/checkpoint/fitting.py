@@ -14,14 +14,15 @@ one of three modes (:data:`FIT_MODES`):
 Keys may be in any known layout (see :mod:`.layouts`); BatchNorm ``num_batches_tracked``
 counters missing from a checkpoint are filled with zero, as ``torch`` does.
 """
-from typing import Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
 
 from ..models import RepVGG
 from .inspection import arch_shape_of_state, describe_arch, first_unusable_tensor
-from .layouts import LAYOUTS, LayoutError, ProjectState, StateDict, to_project_layout
+from .layouts import (LAYOUTS, LayoutError, ProjectState, StateDict, to_project_layout,
+                      unwrap_state_dict)
 from .safe_io import CheckpointError
 
 FIT_MODES = ('exact', 'convert', 'finetune')
@@ -54,32 +55,36 @@ def repvgg_prefix(model: nn.Module) -> Optional[str]:
     return paths[0] + '.' if paths[0] else ''
 
 
-def read_project_state(state_dict: StateDict, name: str,
+def read_project_state(checkpoint: Any, name: str,
                        layout_name: Optional[str] = None) -> ProjectState:
-    """Rename an unwrapped state dict into this project's layout and check its health.
+    """The state dict of a checkpoint in this project's layout, its health checked.
 
     Args:
-        state_dict: tensors as the checkpoint names them.
+        checkpoint: as read by :func:`~.safe_io.load_checkpoint_file`: a state dict, bare
+            or wrapped (see :func:`~.layouts.unwrap_state_dict`).
         name: the file, for messages.
         layout_name: a key of ``LAYOUTS``; detected when ``None``.
 
     Raises:
-        CheckpointError: unknown layout, or a tensor no model can use (see
+        CheckpointError: no state dict, unknown layout, or a tensor no model can use (see
             :func:`~.inspection.first_unusable_tensor`).
     """
     if layout_name is not None and layout_name not in LAYOUTS:
         raise CheckpointError(f'unknown source format {layout_name!r}; choose one of '
                               f'{", ".join(LAYOUTS)}')
     try:
-        state = to_project_layout(state_dict, LAYOUTS.get(layout_name))
+        state = to_project_layout(unwrap_state_dict(checkpoint), LAYOUTS.get(layout_name))
     except LayoutError as error:
         raise CheckpointError(f'{name}: {error}') from error
     unusable = first_unusable_tensor({**state.backbone, **state.rest})
     if unusable is not None:
         key, problem = unusable
-        raise CheckpointError(f'{name}: tensor {key!r} {problem}; the file is damaged or '
-                              'the training diverged, use an earlier checkpoint')
+        raise CheckpointError(f'{name}: tensor {key!r} {problem}')
     return state
+
+
+def _tensors(count: int) -> str:
+    return f'{count} tensor{"s" if count != 1 else ""}'
 
 
 def _dtype_fits(source: torch.dtype, target: torch.dtype) -> bool:
@@ -120,7 +125,10 @@ def _mismatch(key: str, tensor: Tensor, target: Tensor) -> Optional[str]:
     return None
 
 
-def _check_backbone(model_backbone: StateDict, source: ProjectState, name: str) -> None:
+def _check_backbone(model_backbone: StateDict, source: ProjectState, name: str,
+                    prefix: str) -> None:
+    """Raise unless ``source.backbone`` fits ``model_backbone`` exactly (both keyed
+    relative to the backbone; messages name the model's keys, under ``prefix``)."""
     source_arch = describe_arch(arch_shape_of_state(source.backbone))
     model_arch = describe_arch(arch_shape_of_state(model_backbone))
     if source_arch != model_arch:
@@ -130,15 +138,16 @@ def _check_backbone(model_backbone: StateDict, source: ProjectState, name: str) 
                               f'{model_arch}; {fix}')
     missing = sorted(set(model_backbone) - set(source.backbone))
     if missing:
-        raise CheckpointError(f'{name}: lacks {len(missing)} backbone tensors the model '
-                              f'needs, e.g. {missing[0]!r}; pass a complete checkpoint')
+        raise CheckpointError(f'{name}: lacks {_tensors(len(missing))} of the backbone the '
+                              f'model needs, e.g. {prefix + missing[0]!r}; pass a complete '
+                              'checkpoint')
     unexpected = sorted(set(source.backbone) - set(model_backbone))
     if unexpected:
-        raise CheckpointError(f'{name}: holds {len(unexpected)} backbone tensors the model '
-                              f'has no place for, e.g. {unexpected[0]!r}; use the config '
-                              'the checkpoint was trained with')
+        raise CheckpointError(f'{name}: holds {_tensors(len(unexpected))} of a backbone the '
+                              f'model has no place for, e.g. {prefix + unexpected[0]!r}; use '
+                              'the config the checkpoint was trained with')
     for key, tensor in source.backbone.items():
-        problem = _mismatch(key, tensor, model_backbone[key])
+        problem = _mismatch(prefix + key, tensor, model_backbone[key])
         if problem is not None:
             raise CheckpointError(f'{name}: {problem}')
 
@@ -178,7 +187,7 @@ def fit_project_state(model: nn.Module, source: ProjectState, name: str,
                 **source.backbone}
     model_backbone = {key[len(prefix):]: tensor for key, tensor in model_state.items()
                       if key.startswith(prefix)}
-    _check_backbone(model_backbone, source._replace(backbone=backbone), name)
+    _check_backbone(model_backbone, source._replace(backbone=backbone), name, prefix)
 
     wrapper = _outer_wrapper(source.source_prefix, prefix)
     rest = {key[len(wrapper):] if wrapper and key.startswith(wrapper) else key: tensor
@@ -217,26 +226,26 @@ def _refuse_rest_problems(problems: Dict[str, str], unexpected: set, name: str,
     missing = [key for key, problem in problems.items() if problem == 'not in the checkpoint']
     extra = [key for key in problems if key in unexpected]
     if missing:
-        raise CheckpointError(f'{name}: lacks {len(missing)} tensors the model needs, e.g. '
+        raise CheckpointError(f'{name}: lacks {_tensors(len(missing))} the model needs, e.g. '
                               f'{missing[0]!r}; pass a checkpoint of the whole model')
     if extra:
-        raise CheckpointError(f'{name}: holds {len(extra)} tensors the model has no place '
+        raise CheckpointError(f'{name}: holds {_tensors(len(extra))} the model has no place '
                               f'for, e.g. {extra[0]!r}; it was edited or saved from another '
                               'model, use the config it was trained with')
     key, problem = next(iter(problems.items()))
     raise CheckpointError(f'{name}: {problem}')
 
 
-def load_fitted_state(model: nn.Module, state_dict: StateDict, name: str,
+def load_fitted_state(model: nn.Module, checkpoint: Any, name: str,
                       mode: str = 'exact', layout_name: Optional[str] = None) -> FittedState:
-    """Read, fit and load ``state_dict`` (unwrapped, any layout) into ``model``.
+    """Fit ``checkpoint`` (see :func:`read_project_state`) to ``model`` and load it.
 
     In ``'finetune'`` mode the tensors listed in ``skipped`` keep the model's values.
 
     Raises:
         CheckpointError: see :func:`read_project_state` and :func:`fit_project_state`.
     """
-    fitted = fit_project_state(model, read_project_state(state_dict, name, layout_name),
+    fitted = fit_project_state(model, read_project_state(checkpoint, name, layout_name),
                                name, mode)
     model.load_state_dict(fitted.state_dict, strict=mode != 'finetune')
     return fitted

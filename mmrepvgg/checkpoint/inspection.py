@@ -88,19 +88,25 @@ def describe_arch(shape: ArchShape) -> str:
 
 
 def first_unusable_tensor(state_dict: StateDict) -> Optional[Tuple[str, str]]:
-    """``(key, what is wrong with it)`` for the first tensor no model can use: a meta
-    tensor (a shape without values), a sparse or quantized one, NaN or infinite values,
-    or a BatchNorm ``running_var`` below zero (a variance cannot be; fusing it would
-    take the square root of a negative number). ``None`` when every tensor is usable."""
+    """``(key, what is wrong with it and what to do)`` for the first tensor no model can
+    use: a meta tensor (a shape without values), a sparse or quantized one, NaN or infinite
+    values, or a BatchNorm ``running_var`` below zero (a variance cannot be; the fusion
+    would take the square root of a negative number). ``None`` when every tensor is
+    usable."""
     for key, tensor in state_dict.items():
         if tensor.is_meta:
-            return key, 'is a meta tensor (a shape without values)'
+            return key, ('is a meta tensor (a shape without values): it was saved from a '
+                         'model that was never materialised; save the real weights')
         if tensor.layout != torch.strided or tensor.is_quantized:
-            return key, f'is a {"quantized" if tensor.is_quantized else tensor.layout} tensor'
+            kind = 'quantized' if tensor.is_quantized else str(tensor.layout)
+            return key, (f'is a {kind} tensor; save the dense float model '
+                         '(tensor.to_dense() / tensor.dequantize())')
         if (tensor.is_floating_point() or tensor.is_complex()) and \
                 not bool(torch.isfinite(tensor).all()):
-            return key, 'holds NaN or infinite values'
+            return key, ('holds NaN or infinite values; the training diverged, use an '
+                         'earlier checkpoint')
         if key.endswith('running_var') and bool((tensor < 0).any()):
             return key, (f'is a BatchNorm running variance with {int((tensor < 0).sum())} '
-                         'negative values')
+                         'negative values, which no training produces; the file is '
+                         'damaged, use another copy')
     return None
