@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from mmrepvgg.apis import ConfigError
 from mmrepvgg.checkpoint import CheckpointError, load_fitted_state
