@@ -11,7 +11,7 @@ from checkpoint_fixtures import REPO_ROOT, trained_classifier, write_classifier_
 from mmengine.config import Config
 
 from mmrepvgg.apis import build_train_model, convert_checkpoint
-from mmrepvgg.checkpoint import CheckpointError, load_fitted_state
+from mmrepvgg.checkpoint import LAYOUTS, CheckpointError, from_project_layout, load_fitted_state
 from mmrepvgg.engine import load_repvgg_config
 from mmrepvgg.models import RepVGG, build_model, repvgg_classifier_cfg
 
@@ -89,6 +89,24 @@ def test_finetuning_skips_a_head_of_another_size_and_lists_it():
     torch.testing.assert_close(model.head.fc.weight, initial_head)
     torch.testing.assert_close(model.backbone.stem.branch_3x3.conv.weight,
                                source.backbone.stem.branch_3x3.conv.weight)
+
+
+def test_finetuning_reads_weights_published_in_the_official_layout():
+    source = tiny_classifier(num_classes=1000)
+    state_dict = source.state_dict()
+    official = from_project_layout(
+        {key[len('backbone.'):]: value for key, value in state_dict.items()
+         if key.startswith('backbone.')},
+        {key: value for key, value in state_dict.items() if key.startswith('head.')},
+        LAYOUTS['official'])
+    assert 'stage0.rbr_dense.conv.weight' in official and 'linear.weight' in official
+    model = tiny_classifier(num_classes=3)
+    fitted = load_fitted_state(model, official, 'RepVGG-tiny-train.pth', mode='finetune')
+    assert fitted.source.layout == 'official'
+    assert [entry.split(' ')[0] for entry in fitted.skipped] == ['head.fc.bias',
+                                                                  'head.fc.weight']
+    torch.testing.assert_close(model.backbone.stage_4[0].branch_3x3.norm.running_var,
+                               source.backbone.stage_4[0].branch_3x3.norm.running_var)
 
 
 def test_finetuning_refuses_a_backbone_that_does_not_fit():

@@ -4,6 +4,11 @@
         [--auto-scale-lr] [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm}]
 
 Multi-process: bash tools/dist_train.sh CONFIG NUM_PROCESSES [options].
+
+Fine-tuning: ``--cfg-options load_from=CKPT`` loads CKPT's RepVGG backbone, which must fit
+the config exactly; the other tensors that do not fit (an ImageNet head) keep their
+initialisation and are listed in one ``notice:`` line. ``--resume CKPT`` needs a checkpoint
+saved by a training run (``meta.epoch``, ``meta.iter``).
 """
 import argparse
 import sys

@@ -73,14 +73,17 @@ def read_project_state(checkpoint: Any, name: str,
         raise CheckpointError(f'unknown source format {layout_name!r}; choose one of '
                               f'{", ".join(LAYOUTS)}')
     try:
-        state = to_project_layout(unwrap_state_dict(checkpoint), LAYOUTS.get(layout_name))
+        state_dict = unwrap_state_dict(checkpoint)
     except LayoutError as error:
         raise CheckpointError(f'{name}: {error}') from error
-    unusable = first_unusable_tensor({**state.backbone, **state.rest})
+    unusable = first_unusable_tensor(state_dict)  # named as in the file
     if unusable is not None:
         key, problem = unusable
         raise CheckpointError(f'{name}: tensor {key!r} {problem}')
-    return state
+    try:
+        return to_project_layout(state_dict, LAYOUTS.get(layout_name))
+    except LayoutError as error:
+        raise CheckpointError(f'{name}: {error}') from error
 
 
 def _tensors(count: int) -> str:
@@ -198,42 +201,37 @@ def fit_project_state(model: nn.Module, source: ProjectState, name: str,
         if key.endswith(BATCH_COUNTER) and key not in rest:
             rest[key] = model_rest[key].clone()
             filled.append(key)
-    problems: Dict[str, str] = {}
-    for key in sorted(set(rest) - set(model_rest)):
-        problems[key] = 'the model has no such tensor'
-    for key in sorted(set(model_rest) - set(rest)):
-        problems[key] = 'not in the checkpoint'
-    for key in sorted(set(rest) & set(model_rest)):
-        problem = _mismatch(key, rest[key], model_rest[key])
-        if problem is not None:
-            problems[key] = problem
-    _refuse_rest_problems(problems, set(rest) - set(model_rest), name, mode)
+    unexpected = sorted(set(rest) - set(model_rest))
+    missing = sorted(set(model_rest) - set(rest))
+    mismatched = {key: _mismatch(key, rest[key], model_rest[key])
+                  for key in sorted(set(rest) & set(model_rest))}
+    mismatched = {key: problem for key, problem in mismatched.items() if problem is not None}
+    if mode != 'finetune':
+        _refuse_rest_problems(missing, unexpected if mode == 'exact' else [], mismatched,
+                              name)
+    problems: Dict[str, str] = {key: 'the model has no such tensor' for key in unexpected}
+    problems.update({key: 'not in the checkpoint' for key in missing})
+    problems.update(mismatched)
     loadable = {prefix + key: tensor for key, tensor in backbone.items()}
     loadable.update({key: tensor for key, tensor in rest.items() if key not in problems})
     skipped = [f'{key} ({problem})' for key, problem in problems.items()]
     return FittedState(source, loadable, skipped, filled)
 
 
-def _refuse_rest_problems(problems: Dict[str, str], unexpected: set, name: str,
-                          mode: str) -> None:
-    """Raise for the tensors outside the backbone that ``mode`` does not let go."""
-    if mode == 'finetune':
-        return
-    if mode == 'convert':
-        problems = {key: problem for key, problem in problems.items() if key not in unexpected}
-    if not problems:
-        return
-    missing = [key for key, problem in problems.items() if problem == 'not in the checkpoint']
-    extra = [key for key in problems if key in unexpected]
+def _refuse_rest_problems(missing: List[str], refused_unexpected: List[str],
+                          mismatched: Dict[str, str], name: str) -> None:
+    """Raise for the first problem outside the backbone: missing tensors first, then
+    unexpected ones, then tensors of another shape or dtype."""
     if missing:
         raise CheckpointError(f'{name}: lacks {_tensors(len(missing))} the model needs, e.g. '
                               f'{missing[0]!r}; pass a checkpoint of the whole model')
-    if extra:
-        raise CheckpointError(f'{name}: holds {_tensors(len(extra))} the model has no place '
-                              f'for, e.g. {extra[0]!r}; it was edited or saved from another '
-                              'model, use the config it was trained with')
-    key, problem = next(iter(problems.items()))
-    raise CheckpointError(f'{name}: {problem}')
+    if refused_unexpected:
+        raise CheckpointError(
+            f'{name}: holds {_tensors(len(refused_unexpected))} the model has no place for, '
+            f'e.g. {refused_unexpected[0]!r}; it was edited or saved from another model, '
+            'use the config it was trained with')
+    for problem in mismatched.values():
+        raise CheckpointError(f'{name}: {problem}')
 
 
 def load_fitted_state(model: nn.Module, checkpoint: Any, name: str,
