@@ -85,7 +85,7 @@ def test_finetuning_skips_a_head_of_another_size_and_lists_it():
     fitted = load_fitted_state(model, source.state_dict(), 'in1k.pth', mode='finetune')
     assert [entry.split(' ')[0] for entry in fitted.skipped] == ['head.fc.bias',
                                                                   'head.fc.weight']
-    assert 'its head has 1000 classes' in fitted.skipped[0]
+    assert fitted.skipped[0] == 'head.fc.bias ((1000,) in the checkpoint, (3,) in the model)'
     torch.testing.assert_close(model.head.fc.weight, initial_head)
     torch.testing.assert_close(model.backbone.stem.branch_3x3.conv.weight,
                                source.backbone.stem.branch_3x3.conv.weight)
@@ -200,5 +200,6 @@ def test_finetuning_from_a_1000_class_checkpoint_lists_the_skipped_head_once(
     notices = [line for line in output.splitlines() if 'notice: ' in line]
     assert len(notices) == 1, notices
     assert '2 tensors not loaded' in notices[0]
-    assert 'head.fc.weight (its head has 1000 classes' in notices[0]
+    assert 'head.fc.weight ((1000, 1280) in the checkpoint, (10, 1280) in the model)' \
+        in notices[0]
     assert os.path.isfile(tmp_path / 'work' / 'epoch_1.pth')

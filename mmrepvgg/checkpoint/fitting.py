@@ -37,7 +37,8 @@ class FittedState(NamedTuple):
         source: the checkpoint in this project's layout.
         state_dict: model keys -> tensors to load.
         skipped: ``'key (why)'`` for every tensor of the checkpoint or the model that is
-            not loaded (empty in ``'exact'`` mode).
+            not loaded, e.g. ``'head.fc.bias ((1000,) in the checkpoint, (10,) in the
+            model)'`` (empty in ``'exact'`` mode).
         filled: model keys filled from the model itself (``num_batches_tracked``).
     """
     source: ProjectState
@@ -117,6 +118,13 @@ def _shape_problem(key: str, tensor: Tensor, target: Tensor) -> str:
                 f'{target.shape[1]}; set model.head.in_channels={tensor.shape[1]}')
     return (f'tensor {key!r} has shape {tuple(tensor.shape)}, the model\'s '
             f'{tuple(target.shape)}; use the config the checkpoint was trained with')
+
+
+def _difference(tensor: Tensor, target: Tensor) -> str:
+    """``'(1000, 1280) in the checkpoint, (10, 1280) in the model'``, or the dtypes."""
+    if tensor.shape != target.shape:
+        return f'{tuple(tensor.shape)} in the checkpoint, {tuple(target.shape)} in the model'
+    return f'{tensor.dtype} in the checkpoint, {target.dtype} in the model'
 
 
 def _mismatch(key: str, tensor: Tensor, target: Tensor) -> Optional[str]:
@@ -209,9 +217,9 @@ def fit_project_state(model: nn.Module, source: ProjectState, name: str,
     if mode != 'finetune':
         _refuse_rest_problems(missing, unexpected if mode == 'exact' else [], mismatched,
                               name)
-    problems: Dict[str, str] = {key: 'the model has no such tensor' for key in unexpected}
+    problems: Dict[str, str] = {key: 'not in the model' for key in unexpected}
     problems.update({key: 'not in the checkpoint' for key in missing})
-    problems.update(mismatched)
+    problems.update({key: _difference(rest[key], model_rest[key]) for key in mismatched})
     loadable = {prefix + key: tensor for key, tensor in backbone.items()}
     loadable.update({key: tensor for key, tensor in rest.items() if key not in problems})
     skipped = [f'{key} ({problem})' for key, problem in problems.items()]

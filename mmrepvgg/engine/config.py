@@ -92,7 +92,7 @@ def load_repvgg_config(config_path: str,
 
 def check_dataloaders(cfg: Config, loader_names: Iterable[str], config_path: str) -> None:
     """Fail before the Runner starts if a dataloader cannot work: a ``batch_size`` that is
-    not a positive integer, or a ``dataset.data_root`` folder that does not exist.
+    not a positive integer, or a local ``dataset.data_root`` folder that does not exist.
 
     Args:
         loader_names: the dataloaders the run uses, e.g. ``('train_dataloader',
@@ -113,7 +113,9 @@ def check_dataloaders(cfg: Config, loader_names: Iterable[str], config_path: str
                               f'{loader_name}.batch_size=32')
         dataset = loader.get('dataset')
         data_root = dataset.get('data_root') if isinstance(dataset, dict) else None
-        if isinstance(data_root, str) and data_root and not os.path.isdir(data_root):
+        # Remote roots (s3://, http://) are read by mmengine's file backends.
+        if isinstance(data_root, str) and data_root and '://' not in data_root \
+                and not os.path.isdir(data_root):
             fix = (DIGITS_DATA_HINT if 'digits' in data_root else
                    f'put the data there or pass --cfg-options {loader_name}.dataset.'
                    'data_root=FOLDER')
