@@ -8,6 +8,7 @@ import io
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -264,7 +265,11 @@ def run_case(tool: str, name: str, folder: Path, workspace: Path) -> CaseResult:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
             contextlib.chdir(cwd):
-        exit_code = load_tool(f'tools/{tool}.py').main(argv)
+        try:
+            exit_code = load_tool(f'tools/{tool}.py').main(argv)
+        except Exception:  # recorded, so that only this case fails, as a traceback
+            exit_code = None
+            traceback.print_exc()
     for path, fingerprint in fingerprints.items():
         assert file_fingerprint(path) == fingerprint, f'{path} was modified'
     assert not (folder / 'PWNED').exists()
