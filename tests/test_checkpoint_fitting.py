@@ -1,30 +1,22 @@
-"""Fitting checkpoints to models (mmrepvgg.checkpoint.fitting) and the Runner that uses it:
-what is refused, what is accepted, and what the messages say."""
-import argparse
-import contextlib
-import io
-import os
-
+"""Fitting checkpoints to models (mmrepvgg.checkpoint.fitting): what is refused, what is
+accepted, and what the messages say. The tools that use it are run on bad and formerly
+refused inputs in tests/test_checkpoint_bad_inputs.py."""
 import pytest
 import torch
-from checkpoint_fixtures import REPO_ROOT, trained_classifier, write_classifier_config
+from checkpoint_fixtures import trained_classifier, write_classifier_config
 from mmengine.config import Config
 
 from mmrepvgg.apis import build_train_model, convert_checkpoint
-from mmrepvgg.checkpoint import LAYOUTS, CheckpointError, from_project_layout, load_fitted_state
+from mmrepvgg.checkpoint import (LAYOUTS, CheckpointError, from_project_layout,
+                                 load_fitted_state)
 from mmrepvgg.engine import load_repvgg_config
 from mmrepvgg.models import RepVGG, build_model, repvgg_classifier_cfg
 
-from conftest import load_tool
-
-DIGITS_CONFIG = str(REPO_ROOT / 'configs' / 'digits' / 'repvgg-A0_digits.py')
 TINY_ARCH = dict(num_blocks=(1, 1, 1, 1), width_factor=(0.25, 0.25, 0.25, 0.5))
 
 
-def tiny_classifier(num_classes=3, **head):
-    cfg = repvgg_classifier_cfg(TINY_ARCH, num_classes=num_classes)
-    cfg['head'].update(head)
-    return build_model(cfg)
+def tiny_classifier(num_classes=3):
+    return build_model(repvgg_classifier_cfg(TINY_ARCH, num_classes=num_classes))
 
 
 def test_head_of_other_input_width_is_not_reported_as_a_class_count():
@@ -141,65 +133,3 @@ def test_configs_naming_our_repvgg_either_way_are_accepted_and_build_it(
     load_repvgg_config(str(path))
     model = build_train_model(str(path))
     assert isinstance(model.backbone, RepVGG) and not model.backbone.deploy
-
-
-def run_tool_in_process(tool, argv, cwd):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
-            contextlib.chdir(cwd):
-        exit_code = load_tool(f'tools/{tool}.py').main(argv)
-    return exit_code, out.getvalue() + err.getvalue()
-
-
-def save_digits_checkpoint(path, arch='A0', num_classes=10, meta=None, drop=()):
-    model = trained_classifier(write_classifier_config(path.parent, arch, num_classes))
-    state_dict = {key: value for key, value in model.state_dict().items()
-                  if not (drop and key.endswith(drop))}
-    torch.save({'state_dict': state_dict, 'meta': meta or {'epoch': 1}}, path)
-    return str(path)
-
-
-NO_WORKERS = [f'{loader}.{option}' for loader in ('train_dataloader', 'val_dataloader',
-                                                    'test_dataloader')
-              for option in ('num_workers=0', 'persistent_workers=False')]
-
-
-class CfgNode(dict):
-    """Stands for yacs' config node, which the official training script stores in meta."""
-
-
-@pytest.mark.parametrize('case', ['argparse.Namespace in meta', 'a yacs CfgNode in meta',
-                                  'no num_batches_tracked'])
-def test_test_tool_accepts_benign_checkpoints_and_reports_metrics(case, digits_workspace,
-                                                                   tmp_path):
-    if case == 'argparse.Namespace in meta':
-        checkpoint = save_digits_checkpoint(
-            tmp_path / 'ck.pth', meta={'epoch': 1, 'args': argparse.Namespace(lr=0.1)})
-    elif case == 'a yacs CfgNode in meta':
-        checkpoint = save_digits_checkpoint(
-            tmp_path / 'ck.pth', meta={'epoch': 1, 'config': CfgNode(lr=0.1)})
-    else:
-        checkpoint = save_digits_checkpoint(tmp_path / 'ck.pth', drop='num_batches_tracked')
-    exit_code, output = run_tool_in_process(
-        'test', [DIGITS_CONFIG, checkpoint, '--work-dir', str(tmp_path / 'work'),
-                 '--cfg-options', 'test_dataloader.dataset.indices=16', *NO_WORKERS],
-        digits_workspace)
-    assert exit_code == 0, output[-2000:]
-    assert 'test metrics: {"accuracy/top1": ' in output
-
-
-def test_finetuning_from_a_1000_class_checkpoint_lists_the_skipped_head_once(
-        digits_workspace, tmp_path):
-    checkpoint = save_digits_checkpoint(tmp_path / 'in1k.pth', num_classes=1000)
-    exit_code, output = run_tool_in_process(
-        'train', [DIGITS_CONFIG, '--work-dir', str(tmp_path / 'work'), '--cfg-options',
-                  f'load_from={checkpoint}', 'train_cfg.max_epochs=1',
-                  'train_dataloader.dataset.indices=32', 'val_dataloader.dataset.indices=16',
-                  *NO_WORKERS], digits_workspace)
-    assert exit_code == 0, output[-2000:]
-    notices = [line for line in output.splitlines() if 'notice: ' in line]
-    assert len(notices) == 1, notices
-    assert '2 tensors not loaded' in notices[0]
-    assert 'head.fc.weight ((1000, 1280) in the checkpoint, (10, 1280) in the model)' \
-        in notices[0]
-    assert os.path.isfile(tmp_path / 'work' / 'epoch_1.pth')
