@@ -127,8 +127,8 @@ def build_train_model(config: Union[str, Config]) -> nn.Module:
         raise ConfigError(f'{name}: cannot build its model ({type(error).__name__}: '
                           f'{error}); fix the model settings') from error
     if not any(isinstance(module, RepVGGBlock) for module in model.modules()):
-        raise ConfigError(f'{name}: its model holds no mmrepvgg RepVGG block; set '
-                          "default_scope='mmrepvgg' and use type='RepVGG'")
+        raise ConfigError(f'{name}: its model holds no mmrepvgg RepVGG block; use '
+                          f"type='{PROJECT_SCOPE}.RepVGG'")
     return model
 
 
