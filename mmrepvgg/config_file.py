@@ -1,5 +1,6 @@
 """Reading an mmengine config file, with errors a user can act on."""
 import os
+from typing import Any, Optional
 
 from mmengine.config import Config
 
@@ -24,3 +25,17 @@ def read_config(path: str) -> Config:
         lines = str(error).strip().splitlines()
         raise ConfigError(f'{path}: cannot read the config ({type(error).__name__}: '
                           f'{lines[-1] if lines else ""}); fix the file') from error
+
+
+PROJECT_SCOPE = 'mmrepvgg'
+REPVGG_TYPE = 'RepVGG'
+
+
+def names_project_repvgg(type_value: Any, default_scope: Optional[str]) -> bool:
+    """Whether a config ``type`` builds this project's RepVGG: ``'mmrepvgg.RepVGG'`` under
+    any scope, ``'RepVGG'`` under ``default_scope='mmrepvgg'``, or the class itself."""
+    if isinstance(type_value, str):
+        scope, _, name = type_value.rpartition('.')
+        return name == REPVGG_TYPE and (scope or default_scope) == PROJECT_SCOPE
+    return getattr(type_value, '__name__', None) == REPVGG_TYPE and \
+        getattr(type_value, '__module__', '').startswith(PROJECT_SCOPE + '.')

@@ -13,8 +13,11 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from mmengine.runner import load_checkpoint
 
+from mmrepvgg.apis import convert_checkpoint
+from mmrepvgg.checkpoint import CheckpointError
+from mmrepvgg.models import RepVGGBlock
 from mmrepvgg.registry import MODELS
-from mmrepvgg.testing import max_relative_error
+from mmrepvgg.numerics import max_relative_error
 
 from conftest import load_tool
 
@@ -61,7 +64,55 @@ def test_deploy_checkpoint_loads_into_deploy_config_and_matches_train_model(
         error = max_relative_error(train_model(images, mode='tensor'),
                                    deploy_model(images, mode='tensor'))
     assert error < 1e-5
-    assert torch.load(dst, weights_only=True)['meta']['src_form'] == 'train'
+    meta = torch.load(dst, weights_only=True)['meta']
+    assert meta['reparameterized']['src_form'] == 'train'
+    assert meta['epoch'] == 1  # the source's meta is kept beside the conversion record
+
+
+def test_conversion_keeps_the_class_names_of_the_source_meta(tool, trained, tmp_path):
+    config, _, model = trained
+    classes = tuple(str(digit) for digit in range(10))
+    src = tmp_path / 'digits.pth'
+    torch.save({'state_dict': model.state_dict(),
+                'meta': {'epoch': 6, 'dataset_meta': {'classes': classes}}}, src)
+    dst = tmp_path / 'digits_deploy.pth'
+    assert tool.main([str(config), str(src), str(dst)]) == 0
+    meta = torch.load(dst, weights_only=True)['meta']
+    assert meta['dataset_meta']['classes'] == classes and meta['epoch'] == 6
+    assert meta['reparameterized']['converted_from'] == 'digits.pth'
+
+
+@pytest.fixture(scope='module')
+def d2se_checkpoint(tmp_path_factory):
+    """(config, checkpoint) of the real D2se (48 blocks) with synthetic BN statistics."""
+    folder = tmp_path_factory.mktemp('d2se')
+    config = write_classifier_config(folder, arch='D2se')
+    return config, save_train_checkpoint(trained_classifier(config, seed=3),
+                                         folder / 'd2se.pth')
+
+
+@pytest.mark.slow
+def test_deep_variant_with_synthetic_statistics_is_verified_in_float64(d2se_checkpoint,
+                                                                       tmp_path):
+    config, src = d2se_checkpoint
+    report = convert_checkpoint(str(config), str(src), str(tmp_path / 'deploy.pth'))
+    assert report.max_relative_error < 1e-12
+    assert report.max_relative_error_float32 < 1e-3  # float32 rounding, for information
+
+
+def test_wrong_fusion_is_refused_and_nothing_written(trained, tmp_path, monkeypatch):
+    config, src, _ = trained
+    exact = RepVGGBlock.fused_kernel_bias
+
+    def off_by_a_little(block):
+        kernel, bias = exact(block)
+        return kernel, bias + 1e-6 * bias.abs().max()
+
+    monkeypatch.setattr(RepVGGBlock, 'fused_kernel_bias', off_by_a_little)
+    dst = tmp_path / 'deploy.pth'
+    with pytest.raises(CheckpointError, match='differ by .* in float64.*the fusion is wrong'):
+        convert_checkpoint(str(config), str(src), str(dst))
+    assert not dst.exists()
 
 
 def test_existing_dst_is_kept_unless_force(tool, trained, tmp_path, capsys):

@@ -5,11 +5,10 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from mmrepvgg.apis import ConfigError
-from mmrepvgg.checkpoint import CheckpointError
-from mmrepvgg.engine import check_checkpoint_fits, load_repvgg_config, parse_test_metrics
+from mmrepvgg.checkpoint import CheckpointError, load_fitted_state
+from mmrepvgg.engine import load_repvgg_config, parse_test_metrics
 
 from conftest import REPO_ROOT
 
@@ -98,7 +97,6 @@ def test_checkpoint_of_the_other_form_is_rejected_before_testing(checkpoint_form
                                                                 hint, tmp_path):
     from mmrepvgg.models import RepVGG
     backbones = {'train': RepVGG('A0'), 'deploy': RepVGG('A0', deploy=True)}
-    path = str(tmp_path / 'checkpoint.pth')
-    torch.save({'state_dict': backbones[checkpoint_form].state_dict()}, path)
+    checkpoint = {'state_dict': backbones[checkpoint_form].state_dict()}
     with pytest.raises(CheckpointError, match=hint):
-        check_checkpoint_fits(backbones[model_form], path)
+        load_fitted_state(backbones[model_form], checkpoint, 'checkpoint.pth')

@@ -42,8 +42,11 @@ def main(argv=None) -> int:
         return 1
     for notice in report.notices:
         print(f'notice: {notice}')
-    error_text = ('n/a (already deploy form)' if report.max_relative_error is None else
-                  f'{report.max_relative_error:.2e}')
+    if report.max_relative_error is None:
+        error_text = 'n/a (already deploy form)'
+    else:
+        error_text = (f'{report.max_relative_error:.2e} in float64 (verified), '
+                      f'{report.max_relative_error_float32:.2e} in float32')
     print(f'{report.arch} ({report.src_layout} layout, {report.src_form} form): fused '
           f'{report.num_fused_blocks} blocks; max relative error train vs deploy: '
           f'{error_text}')

@@ -12,12 +12,11 @@ import sys
 from mmengine.config import DictAction
 
 from mmrepvgg.checkpoint import CheckpointError
-from mmrepvgg.engine import (LAUNCHERS, ConfigError, build_runner, check_checkpoint_fits,
-                             format_test_metrics, load_repvgg_config,
-                             prepare_test_config)
+from mmrepvgg.engine import (LAUNCHERS, ConfigError, build_runner, format_test_metrics,
+                             load_repvgg_config, prepare_test_config)
 
 
-def parse_args():
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test a RepVGG checkpoint')
     parser.add_argument('config', help='config of the checkpoint\'s form (train or deploy)')
     parser.add_argument('checkpoint', help='checkpoint file')
@@ -28,22 +27,24 @@ def parse_args():
                         help='override config entries, e.g. test_dataloader.batch_size=16')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none',
                         help='job launcher (set by dist_test.sh / slurm_test.sh)')
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
-def main():
-    args = parse_args()
+def main(argv=None) -> int:
+    args = parse_args(argv)
     try:
         cfg = load_repvgg_config(args.config, args.cfg_options)
         prepare_test_config(cfg, args.config, args.checkpoint, args.work_dir, args.out,
                             args.launcher)
-        runner = build_runner(cfg)
-        check_checkpoint_fits(runner.model, args.checkpoint)
+        # The Runner loads the checkpoint safely and refuses one that does not fit the
+        # model exactly (mmrepvgg.engine.RepVGGRunner), before any image is evaluated.
+        metrics = build_runner(cfg).test()
     except (ConfigError, CheckpointError) as error:
-        sys.exit(f'error: {error}')
-    metrics = runner.test()
+        print(f'error: {error}', file=sys.stderr)
+        return 1
     print(format_test_metrics(metrics))
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

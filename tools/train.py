@@ -4,6 +4,11 @@
         [--auto-scale-lr] [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm}]
 
 Multi-process: bash tools/dist_train.sh CONFIG NUM_PROCESSES [options].
+
+Fine-tuning: ``--cfg-options load_from=CKPT`` loads CKPT's RepVGG backbone, which must fit
+the config exactly; the other tensors that do not fit (an ImageNet head) keep their
+initialisation and are listed in one ``notice:`` line. ``--resume CKPT`` needs a checkpoint
+saved by a training run (``meta.epoch``, ``meta.iter``).
 """
 import argparse
 import sys
@@ -15,7 +20,7 @@ from mmrepvgg.engine import (LAUNCHERS, ConfigError, build_runner, load_repvgg_c
                              prepare_train_config)
 
 
-def parse_args():
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a RepVGG model')
     parser.add_argument('config', help='train config, e.g. configs/digits/repvgg-A0_digits.py')
     parser.add_argument('--work-dir', help='folder for logs and checkpoints '
@@ -30,20 +35,21 @@ def parse_args():
                         help='override config entries, e.g. train_cfg.max_epochs=1')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none',
                         help='job launcher (set by dist_train.sh / slurm_train.sh)')
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
-def main():
-    args = parse_args()
+def main(argv=None) -> int:
+    args = parse_args(argv)
     try:
         cfg = load_repvgg_config(args.config, args.cfg_options)
         prepare_train_config(cfg, args.config, args.work_dir, args.resume, args.amp,
                              args.auto_scale_lr, args.launcher)
-        runner = build_runner(cfg)
+        build_runner(cfg).train()
     except (ConfigError, CheckpointError) as error:
-        sys.exit(f'error: {error}')
-    runner.train()
+        print(f'error: {error}', file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -26,7 +26,8 @@ from ..checkpoint import atomic_output
 from ..models import (ARCH_SETTINGS, RepVGG, build_model, image_channels,
                       reparameterize_blocks, repvgg_classifier_cfg, resolve_arch)
 from ..published import PUBLISHED
-from ..testing import max_relative_error, randomize_batch_norms_
+from ..numerics import max_relative_error
+from ..synthetic import randomize_batch_norms_
 from .complexity import count_complexity
 from .onnx_export import export_onnx, onnxruntime_session
 from .timing import conv3x3_roof, time_interleaved

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..checkpoint import atomic_output
 from ..models import reparameterize_blocks
-from ..testing import max_relative_error
+from ..numerics import max_relative_error
 
 DEFAULT_OPSET = 17
 # float32 rounding differs between runtimes (summation order); 1e-4 relative is far below

@@ -1,7 +1,7 @@
 from .convert import (ConfigError, ConversionReport, build_train_model, convert_checkpoint,
-                      load_repvgg_weights, repvgg_convert)
+                      load_repvgg_weights, repvgg_convert, verify_fusion)
 from .inference import INFERENCE_BACKENDS, InferenceModel, prepare_for_inference
 
 __all__ = ['ConfigError', 'ConversionReport', 'build_train_model', 'convert_checkpoint',
-           'load_repvgg_weights', 'repvgg_convert', 'INFERENCE_BACKENDS', 'InferenceModel',
-           'prepare_for_inference']
+           'load_repvgg_weights', 'repvgg_convert', 'verify_fusion', 'INFERENCE_BACKENDS',
+           'InferenceModel', 'prepare_for_inference']

@@ -1,27 +1,29 @@
-"""One-call conversions of train-form RepVGG models and checkpoints to their deploy form."""
+"""One-call conversions of train-form RepVGG models and checkpoints to their deploy form.
+
+Reading and fitting checkpoints live in :mod:`mmrepvgg.checkpoint`; the fusion math in
+:mod:`mmrepvgg.reparam`; this module chains them and verifies the result.
+"""
 import copy
-import inspect
 import os
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, List, NamedTuple, Optional, Tuple, Union
 
-import torch
 from mmengine.config import Config
-from mmengine.registry import DefaultScope
-from torch import Tensor, nn
+from torch import nn
 
-from ..checkpoint import (LAYOUTS, CheckpointError, LayoutError, ProjectState,
-                          arch_shape_of_state, describe_arch, first_non_finite,
-                          from_project_layout, load_checkpoint_file, save_checkpoint_atomic,
-                          to_project_layout, unwrap_state_dict)
-from ..config_file import ConfigError, read_config
-from ..models import RepVGG, RepVGGBlock, image_channels, reparameterize_blocks
-from ..registry import MODELS
-from ..testing import max_relative_error
+from ..checkpoint import (LAYOUTS, CheckpointError, LayoutError, ProjectState, describe_arch,
+                          arch_shape_of_state, fit_project_state, from_project_layout,
+                          load_checkpoint_file, read_project_state, repvgg_prefix,
+                          save_checkpoint_atomic)
+from ..config_file import PROJECT_SCOPE, ConfigError, names_project_repvgg, read_config
+from ..models import RepVGGBlock, build_model, image_channels, reparameterize_blocks
+from ..numerics import max_relative_output_error
 from ..version import __version__
 
-# A fused model agrees with its train form up to float32 rounding accumulated over ~20
-# layers; a relative error above this means the weights or the fusion are wrong.
-VERIFY_TOLERANCE = 1e-4
+# The fusion is verified on a float64 copy of the model, where rounding (~1e-16 per
+# operation, amplified through the layers) stays far below this bound, while a wrong
+# kernel or bias changes the outputs by orders of magnitude more. In float32 the same
+# rounding reaches 1e-4 on deep variants (D2se), too close to tell from a real error.
+VERIFY_TOLERANCE = 1e-10
 VERIFY_INPUT_SIZE = (2, 64, 64)  # (batch, height, width): small, yet 2x2 after stride 32
 DST_FORMATS = ('mmrepvgg', 'official')
 
@@ -35,7 +37,9 @@ class ConversionReport(NamedTuple):
         arch: the variant the weights have, e.g. ``'RepVGG-A0'``.
         num_fused_blocks: RepVGG blocks fused.
         max_relative_error: ``max |train - deploy| / max |train|`` over the outputs for a
-            random batch, or ``None`` for a deploy-form source.
+            random batch, computed in float64 (the verified figure), or ``None`` for a
+            deploy-form source.
+        max_relative_error_float32: the same in the checkpoint's float32, for information.
         dst: absolute path written.
         notices: things the user should know that did not stop the conversion.
     """
@@ -44,6 +48,7 @@ class ConversionReport(NamedTuple):
     arch: str
     num_fused_blocks: int
     max_relative_error: Optional[float]
+    max_relative_error_float32: Optional[float]
     dst: str
     notices: List[str]
 
@@ -97,10 +102,10 @@ def repvgg_convert(train_model: nn.Module,
 
 
 def _force_train_form(node: Any) -> int:
-    """Set ``deploy=False`` in every ``type='RepVGG'`` dict of a config; count them."""
+    """Set ``deploy=False`` in every RepVGG dict of a model config; count them."""
     found = 0
     if isinstance(node, dict):
-        if node.get('type') in ('RepVGG', RepVGG):
+        if names_project_repvgg(node.get('type'), PROJECT_SCOPE):
             node['deploy'] = False
             found += 1
         for value in node.values():
@@ -114,8 +119,9 @@ def _force_train_form(node: Any) -> int:
 def build_train_model(config: Union[str, Config]) -> nn.Module:
     """Build the train form of the model of a train or deploy config, in eval mode.
 
-    Every ``type='RepVGG'`` dict gets ``deploy=False``; types resolve in the ``mmrepvgg``
-    scope whatever the config's ``default_scope``, so ``RepVGG`` is this project's.
+    Every RepVGG dict gets ``deploy=False``; the model is built by
+    :func:`mmrepvgg.models.build_model`, in the ``mmrepvgg`` scope whatever the config's
+    ``default_scope``, so ``RepVGG`` is this project's.
 
     Raises:
         ConfigError: the config cannot be read, has no ``model``, or builds no RepVGG
@@ -133,23 +139,24 @@ def build_train_model(config: Union[str, Config]) -> nn.Module:
                           f'{backbone_type!r}, none of type \'RepVGG\'); pass a RepVGG '
                           'config')
     try:
-        with DefaultScope.overwrite_default_scope('mmrepvgg'):
-            model = MODELS.build(model_cfg)
+        model = build_model(model_cfg)
     except Exception as error:  # whatever the registry or a constructor raises
         raise ConfigError(f'{name}: cannot build its model ({type(error).__name__}: '
                           f'{error}); fix the model settings') from error
     if not any(isinstance(module, RepVGGBlock) for module in model.modules()):
-        raise ConfigError(f'{name}: its model holds no mmrepvgg RepVGG block; set '
-                          "default_scope='mmrepvgg' and use type='RepVGG'")
-    return model.eval()
+        raise ConfigError(f'{name}: its model holds no mmrepvgg RepVGG block; use '
+                          f"type='{PROJECT_SCOPE}.RepVGG'")
+    return model
 
 
-def _backbone_prefix(model: nn.Module, source_prefix: str) -> str:
-    """Where the model keeps its RepVGG: ``'backbone.'``, ``''`` for a bare backbone."""
-    paths = [path for path, module in model.named_modules() if isinstance(module, RepVGG)]
-    if len(paths) != 1:  # blocks used without the RepVGG backbone: trust the source names
-        return source_prefix
-    return paths[0] + '.' if paths[0] else ''
+def _load_into(model: nn.Module, checkpoint: Any, src: str,
+               src_format: Optional[str]) -> Tuple[ProjectState, List[str]]:
+    state = read_project_state(checkpoint, src, src_format)
+    if state.form == 'deploy':
+        reparameterize_blocks(model)
+    fitted = fit_project_state(model, state, src, mode='convert')
+    model.load_state_dict(fitted.state_dict)
+    return state, fitted.skipped
 
 
 def load_repvgg_weights(model: nn.Module,
@@ -164,101 +171,52 @@ def load_repvgg_weights(model: nn.Module,
         src_format: a key of ``mmrepvgg.checkpoint.LAYOUTS``; detected when ``None``.
 
     Returns:
-        The renamed checkpoint as loaded, and the keys of ``src`` the model has no place
-        for (e.g. a classifier given to a bare backbone), which were not loaded.
+        The renamed checkpoint, and ``'key (why)'`` for the tensors of ``src`` the model
+        has no place for (e.g. a classifier given to a bare backbone), which were not
+        loaded.
 
     Raises:
-        CheckpointError: unreadable file, unknown layout, non-finite weights, another
-            arch, another head size, or keys missing from the checkpoint.
+        CheckpointError: see :func:`mmrepvgg.checkpoint.read_project_state` and
+            :func:`mmrepvgg.checkpoint.fit_project_state` (``'convert'`` mode).
     """
-    if src_format is not None and src_format not in LAYOUTS:
-        raise CheckpointError(f'unknown source format {src_format!r}; choose one of '
-                              f'{", ".join(LAYOUTS)}')
-    try:
-        state = to_project_layout(unwrap_state_dict(load_checkpoint_file(src)),
-                                  LAYOUTS.get(src_format))
-    except LayoutError as error:
-        raise CheckpointError(f'{src}: {error}') from error
-    bad_key = first_non_finite({**state.backbone, **state.rest})
-    if bad_key is not None:
-        raise CheckpointError(f'{src}: tensor {bad_key!r} holds NaN or infinite values; the '
-                              'training diverged, use an earlier checkpoint')
-    if state.form == 'deploy':
-        reparameterize_blocks(model)
-    prefix = _backbone_prefix(model, state.source_prefix)
-    model_state = model.state_dict()
-    backbone = {prefix + key: tensor for key, tensor in state.backbone.items()}
-    rest = {key: tensor for key, tensor in state.rest.items() if key in model_state}
-    _check_shapes(model_state, backbone, rest, state, src, prefix)
-    missing = sorted(set(model_state) - set(backbone) - set(rest))
-    if missing:
-        raise CheckpointError(f'{src}: lacks {len(missing)} tensors the model needs, e.g. '
-                              f'{missing[0]!r}; pass a checkpoint of the whole model')
-    model.load_state_dict({**backbone, **rest})
-    dropped = sorted(set(state.rest) - set(rest))
-    return state._replace(rest=rest), dropped
+    return _load_into(model, load_checkpoint_file(src), src, src_format)
 
 
-def _check_shapes(model_state: Dict[str, Tensor], backbone: Dict[str, Tensor],
-                  rest: Dict[str, Tensor], state: ProjectState, src: str,
-                  prefix: str) -> None:
-    model_backbone = {key[len(prefix):]: tensor for key, tensor in model_state.items()
-                      if key.startswith(prefix)}
-    for key, tensor in backbone.items():
-        if key not in model_state or model_state[key].shape != tensor.shape:
-            source_arch = describe_arch(arch_shape_of_state(state.backbone))
-            model_arch = describe_arch(arch_shape_of_state(model_backbone))
-            if source_arch != model_arch:
-                raise CheckpointError(f'{src}: holds {source_arch} weights but the config '
-                                      f'builds {model_arch}; use the {source_arch} config')
-            raise CheckpointError(f'{src}: tensor {key!r} does not fit the model '
-                                  f'(shape {tuple(tensor.shape)}); check model settings')
-    for key, tensor in rest.items():
-        if model_state[key].shape == tensor.shape:
-            continue
-        if key.endswith('fc.weight') or key.endswith('fc.bias'):
-            raise CheckpointError(
-                f'{src}: its head has {tensor.shape[0]} classes but the config\'s has '
-                f'{model_state[key].shape[0]}; set model.head.num_classes={tensor.shape[0]}')
-        raise CheckpointError(f'{src}: tensor {key!r} has shape {tuple(tensor.shape)}, the '
-                              f'model {tuple(model_state[key].shape)}; check the config')
+def verify_fusion(train_model: nn.Module,
+                  tolerance: float = VERIFY_TOLERANCE) -> Tuple[nn.Module, float, float]:
+    """Fuse ``train_model`` in float64, check both forms agree, return the deploy model.
 
+    The fused kernels are computed from float64 copies of the weights and rounded once to
+    the model's dtype, the most accurate deploy weights that dtype can hold.
 
-def _output_tensors(model: nn.Module, inputs: Tensor) -> List[Tensor]:
-    """The model's raw outputs (mmengine models in ``mode='tensor'``), flattened."""
-    if 'mode' in inspect.signature(model.forward).parameters:
-        outputs = model(inputs, mode='tensor')
-    else:
-        outputs = model(inputs)
-    pending, tensors = [outputs], []
-    while pending:
-        item = pending.pop()
-        if isinstance(item, Tensor):
-            tensors.append(item)
-        elif isinstance(item, (list, tuple)):
-            pending.extend(item)
-        elif isinstance(item, dict):
-            pending.extend(item.values())
-    return tensors
+    Returns:
+        ``(deploy model in train_model's dtype, relative error in float64, relative error
+        of the returned model against train_model in their dtype)``; see
+        :func:`mmrepvgg.numerics.max_relative_output_error`.
 
-
-@torch.no_grad()
-def max_relative_output_error(reference: nn.Module, candidate: nn.Module,
-                              in_channels: int, seed: int = 0) -> float:
-    """``max |reference(x) - candidate(x)| / max |reference(x)|`` for a random batch
-    ``x`` of shape ``(2, in_channels, 64, 64)`` (standard normal, fixed ``seed``)."""
-    generator = torch.Generator().manual_seed(seed)
-    batch, height, width = VERIFY_INPUT_SIZE
-    inputs = torch.randn(batch, in_channels, height, width, generator=generator)
-    return max_relative_error(_output_tensors(reference.eval(), inputs),
-                              _output_tensors(candidate.eval(), inputs))
+    Raises:
+        CheckpointError: the float64 forms differ by more than ``tolerance``: the fusion
+            (or the model's weights) is wrong.
+    """
+    dtype = next(train_model.parameters()).dtype
+    input_shape = (VERIFY_INPUT_SIZE[0], image_channels(train_model), *VERIFY_INPUT_SIZE[1:])
+    train_float64 = copy.deepcopy(train_model).double()
+    deploy_model = repvgg_convert(train_float64)
+    error_float64 = max_relative_output_error(train_float64, deploy_model, input_shape)
+    if not error_float64 <= tolerance:
+        raise CheckpointError(f'train and deploy outputs differ by {error_float64:.2e} in '
+                              f'float64 (relative, tolerance {tolerance:.0e}): the fusion '
+                              'is wrong; nothing written')
+    deploy_model.to(dtype)
+    return deploy_model, error_float64, max_relative_output_error(train_model, deploy_model,
+                                                                  input_shape)
 
 
 def _deploy_checkpoint(model: nn.Module, dst_format: str, meta: dict) -> dict:
     deploy_state_dict = model.state_dict()
     if dst_format == 'mmrepvgg':
         return {'state_dict': deploy_state_dict, 'meta': meta}
-    prefix = _backbone_prefix(model, '')
+    prefix = repvgg_prefix(model) or ''
     backbone = {key[len(prefix):]: tensor for key, tensor in deploy_state_dict.items()
                 if key.startswith(prefix)}
     rest = {key: tensor for key, tensor in deploy_state_dict.items()
@@ -268,6 +226,15 @@ def _deploy_checkpoint(model: nn.Module, dst_format: str, meta: dict) -> dict:
         return from_project_layout(backbone, rest, LAYOUTS[dst_format])
     except LayoutError as error:
         raise CheckpointError(f'cannot export to the {dst_format} layout: {error}') from error
+
+
+def _converted_meta(checkpoint: Any, record: dict) -> dict:
+    """The source's ``meta`` (dataset_meta with the class names, epoch, ...), with the
+    conversion ``record`` under ``'reparameterized'``."""
+    source_meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    meta = dict(source_meta) if isinstance(source_meta, dict) else {}
+    meta['reparameterized'] = record
+    return meta
 
 
 def convert_checkpoint(config: Union[str, Config],
@@ -280,21 +247,22 @@ def convert_checkpoint(config: Union[str, Config],
     """Convert a train checkpoint of any known layout into a verified deploy checkpoint.
 
     Builds the train form of ``config``'s model, loads ``src`` into it (see
-    :func:`load_repvgg_weights`), fuses every RepVGG block, checks on a random batch that
-    both forms agree, and writes ``dst`` atomically. ``src`` is only read.
+    :func:`load_repvgg_weights`), fuses every RepVGG block (see :func:`verify_fusion`), and
+    writes ``dst`` atomically. ``src`` is only read.
 
     Args:
         config: a train or deploy config path (or :class:`Config`) of a model holding
             RepVGG blocks.
         src: the checkpoint to convert.
         dst: where to write; for ``dst_format='mmrepvgg'`` it holds
-            ``{'state_dict': deploy_state_dict, 'meta': {...}}``, loadable by
+            ``{'state_dict': deploy_state_dict, 'meta': {...}}`` (the source's meta, with
+            the conversion record under ``meta['reparameterized']``), loadable by
             ``tools/test.py DEPLOY_CONFIG DST``; for ``'official'`` a bare state dict in
             the official repository's deploy layout (``stage0.rbr_reparam.weight``).
         src_format: force a source layout (``mmrepvgg``, ``official``, ``timm``).
         dst_format: one of :data:`DST_FORMATS`.
         overwrite: replace an existing ``dst``.
-        tolerance: largest accepted relative output error between the two forms.
+        tolerance: largest accepted relative output error of the float64 verification.
 
     Raises:
         ConfigError: for the config; CheckpointError: for ``src``, ``dst`` or a failed
@@ -304,35 +272,36 @@ def convert_checkpoint(config: Union[str, Config],
         raise CheckpointError(f'unknown destination format {dst_format!r}; choose one of '
                               f'{", ".join(DST_FORMATS)}')
     dst = os.path.abspath(dst)
-    if os.path.exists(dst) and not overwrite:
-        raise CheckpointError(f'{dst} exists; pass --force to replace it')
     if os.path.exists(src) and os.path.exists(dst) and os.path.samefile(src, dst):
         raise CheckpointError(f'{dst} is the source checkpoint; write to another path')
+    if os.path.exists(dst) and not overwrite:
+        raise CheckpointError(f'{dst} exists; pass --force to replace it')
     model = build_train_model(config)
-    state, dropped = load_repvgg_weights(model, src, src_format)
-    notices = [f'{src}: {len(dropped)} tensors the model has no place for were not used, '
-               f'e.g. {dropped[0]!r}'] if dropped else []
+    checkpoint = load_checkpoint_file(src)
+    state, skipped = _load_into(model, checkpoint, src, src_format)
+    notices = [f'{src}: {len(skipped)} tensors the model has no place for were not used, '
+               f'e.g. {skipped[0]}'] if skipped else []
     if state.form == 'deploy':
         notices.append(f'{src} is already in deploy form; written unchanged apart from the '
                        'key names')
-        deploy_model, num_fused, relative_error = model, 0, None
+        deploy_model, num_fused, error_float64, error_float32 = model, 0, None, None
     else:
-        deploy_model = repvgg_convert(model)
+        try:
+            deploy_model, error_float64, error_float32 = verify_fusion(model, tolerance)
+        except CheckpointError as error:
+            raise CheckpointError(f'{src}: {error}') from error
         num_fused = sum(1 for module in model.modules() if isinstance(module, RepVGGBlock))
-        relative_error = max_relative_output_error(model, deploy_model, image_channels(model))
-        if not relative_error <= tolerance:
-            raise CheckpointError(f'{src}: train and deploy outputs differ by '
-                                  f'{relative_error:.2e} '
-                                  f'(relative, tolerance {tolerance:.0e}); nothing written')
     arch = describe_arch(arch_shape_of_state(state.backbone))
-    meta = dict(mmrepvgg_version=__version__, converted_from=os.path.basename(src),
-                src_layout=state.layout, src_form=state.form, arch=arch,
-                max_relative_error=relative_error)
-    checkpoint = _deploy_checkpoint(deploy_model, dst_format, meta)
+    record = dict(mmrepvgg_version=__version__, converted_from=os.path.basename(src),
+                  src_layout=state.layout, src_form=state.form, arch=arch,
+                  max_relative_error=error_float64,
+                  max_relative_error_float32=error_float32)
+    checkpoint = _deploy_checkpoint(deploy_model, dst_format,
+                                    _converted_meta(checkpoint, record))
     try:
-        save_checkpoint_atomic(checkpoint, dst, overwrite=overwrite)
+        save_checkpoint_atomic(checkpoint, dst, overwrite=overwrite, inputs=(src, ))
     except OSError as error:
         raise CheckpointError(f'{dst}: cannot write ({error.strerror or error}); check the '
                               'folder exists and is writable') from error
-    return ConversionReport(state.layout, state.form, arch, num_fused, relative_error, dst,
-                            notices)
+    return ConversionReport(state.layout, state.form, arch, num_fused, error_float64,
+                            error_float32, dst, notices)

@@ -1,4 +1,4 @@
-"""Checkpoints: safe reading, atomic writing, source layouts and their key mapping.
+"""Checkpoints: safe reading, atomic writing, source layouts, fitting to a model.
 
 - :mod:`.reading`: read a path, URL or .safetensors file without executing anything, as
   plain checked data; :mod:`.unpickling`, :mod:`.mmengine_globals`, :mod:`.plain_data`,
@@ -7,9 +7,13 @@
 - :mod:`.mmengine_loading`: mmengine's Runner loads through :mod:`.reading`.
 - :mod:`.layouts`: the mmrepvgg/mmpretrain, official and timm key layouts as data.
 - :mod:`.inspection`: the architecture and health a state dict reveals.
+- :mod:`.fitting`: whether a checkpoint fits a model, what to load, what does not fit.
 """
 from .errors import CheckpointError
-from .inspection import ArchShape, arch_shape_of_state, describe_arch, first_non_finite
+from .fitting import (FIT_MODES, FittedState, fit_project_state, load_fitted_state,
+                      read_project_state, repvgg_prefix)
+from .inspection import (ArchShape, arch_shape_of_state, describe_arch,
+                         first_unusable_tensor)
 from .layouts import (LAYOUTS, KeyLayout, LayoutError, ProjectState, detect_layout,
                       from_project_layout, to_project_layout, unwrap_state_dict)
 from .mmengine_globals import MMENGINE_CHECKPOINT_GLOBALS
@@ -19,9 +23,11 @@ from .remote import checkpoint_local_path
 from .writing import atomic_output, save_checkpoint_atomic
 
 __all__ = [
-    'ArchShape', 'arch_shape_of_state', 'describe_arch', 'first_non_finite', 'LAYOUTS',
-    'KeyLayout', 'LayoutError', 'ProjectState', 'detect_layout', 'from_project_layout',
-    'to_project_layout', 'unwrap_state_dict', 'MMENGINE_CHECKPOINT_GLOBALS',
-    'CheckpointError', 'atomic_output', 'checkpoint_local_path', 'load_checkpoint_file',
+    'FIT_MODES', 'FittedState', 'fit_project_state', 'load_fitted_state',
+    'read_project_state', 'repvgg_prefix', 'ArchShape', 'arch_shape_of_state',
+    'describe_arch', 'first_unusable_tensor', 'LAYOUTS', 'KeyLayout', 'LayoutError',
+    'ProjectState', 'detect_layout', 'from_project_layout', 'to_project_layout',
+    'unwrap_state_dict', 'MMENGINE_CHECKPOINT_GLOBALS', 'CheckpointError',
+    'atomic_output', 'checkpoint_local_path', 'load_checkpoint_file',
     'route_mmengine_loading', 'save_checkpoint_atomic'
 ]

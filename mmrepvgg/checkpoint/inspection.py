@@ -8,7 +8,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
-from ..models.arch import ARCH_SETTINGS, resolve_arch
+from ..models.arch import ARCH_SETTINGS, resolve_arch, stage_widths
 from .layouts import StateDict
 
 _BLOCK_KERNEL = re.compile(
@@ -63,8 +63,7 @@ def arch_shape_of_state(backbone: StateDict) -> ArchShape:
 def arch_shape_of_setting(arch, base_channels: int = 64) -> ArchShape:
     """The :class:`ArchShape` a variant name or arch dict builds (see ``RepVGG``)."""
     arch = resolve_arch(arch)
-    widths = tuple(int(base_channels * 2**stage * factor)
-                   for stage, factor in enumerate(arch['width_factor']))
+    widths = stage_widths(arch, base_channels)
     stem_width = min(arch['stem_channels'], int(base_channels * arch['width_factor'][0]))
     groups = {index: count for index, count in (arch['group_layer_map'] or {}).items()
               if count > 1 and index <= sum(arch['num_blocks'])}
@@ -88,9 +87,26 @@ def describe_arch(shape: ArchShape) -> str:
             f'widths {shape.widths}{groups}{se})')
 
 
-def first_non_finite(state_dict: StateDict) -> Optional[str]:
-    """The first key whose floating-point tensor holds a NaN or an infinity."""
+def first_unusable_tensor(state_dict: StateDict) -> Optional[Tuple[str, str]]:
+    """``(key, what is wrong with it and what to do)`` for the first tensor no model can
+    use: a meta tensor (a shape without values), a sparse or quantized one, NaN or infinite
+    values, or a BatchNorm ``running_var`` below zero (a variance cannot be; the fusion
+    would take the square root of a negative number). ``None`` when every tensor is
+    usable."""
     for key, tensor in state_dict.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            return key
+        if tensor.is_meta:
+            return key, ('is a meta tensor (a shape without values): it was saved from a '
+                         'model that was never materialised; save the real weights')
+        if tensor.layout != torch.strided or tensor.is_quantized:
+            kind = 'quantized' if tensor.is_quantized else str(tensor.layout)
+            return key, (f'is a {kind} tensor; save the dense float model '
+                         '(tensor.to_dense() / tensor.dequantize())')
+        if (tensor.is_floating_point() or tensor.is_complex()) and \
+                not bool(torch.isfinite(tensor).all()):
+            return key, ('holds NaN or infinite values; the training diverged, use an '
+                         'earlier checkpoint')
+        if key.endswith('running_var') and bool((tensor < 0).any()):
+            return key, (f'is a BatchNorm running variance with {int((tensor < 0).sum())} '
+                         'negative values, which no training produces; the file is '
+                         'damaged, use another copy')
     return None

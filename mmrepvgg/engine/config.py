@@ -1,10 +1,15 @@
 """Loading a RepVGG config for the tools, with errors a user can act on."""
 import difflib
-from typing import Any, Dict, Optional
+import os
+from typing import Any, Dict, Iterable, Optional
 
 from mmengine.config import Config
 
-from ..config_file import ConfigError, read_config
+from ..config_file import (PROJECT_SCOPE, REPVGG_TYPE, ConfigError, names_project_repvgg,
+                           read_config)
+
+DIGITS_DATA_HINT = ('create it with: python tools/demo.py (or python -c "from '
+                    'mmrepvgg.datasets import prepare_digits; prepare_digits()")')
 
 
 def _backbone_type(cfg: Config) -> Optional[str]:
@@ -67,16 +72,53 @@ def load_repvgg_config(config_path: str,
             key is a typo (see :func:`check_cfg_options`).
     """
     cfg = read_config(config_path)
-    if _backbone_type(cfg) != 'RepVGG':
+    backbone_type = _backbone_type(cfg)
+    if not isinstance(backbone_type, str) or \
+            backbone_type.rpartition('.')[2] != REPVGG_TYPE:
         raise ConfigError(f'{config_path}: not a RepVGG config (model.backbone.type is '
-                          f'{_backbone_type(cfg)!r}, expected \'RepVGG\'); use a config from '
+                          f'{backbone_type!r}, expected \'RepVGG\'); use a config from '
                           'configs/')
-    if cfg.get('default_scope') != 'mmrepvgg':
+    if not names_project_repvgg(backbone_type, cfg.get('default_scope')):
         raise ConfigError(
-            f'{config_path}: default_scope is {cfg.get("default_scope")!r}, so RepVGG would '
-            "be built from another package; set default_scope = 'mmrepvgg' and "
-            "custom_imports = dict(imports=['mmrepvgg'])")
+            f'{config_path}: default_scope is {cfg.get("default_scope")!r}, so '
+            f'{backbone_type!r} would be built from another package; set default_scope = '
+            f"'{PROJECT_SCOPE}' or type='{PROJECT_SCOPE}.{REPVGG_TYPE}', and custom_imports = "
+            "dict(imports=['mmrepvgg'])")
     if cfg_options:
         check_cfg_options(cfg, cfg_options, config_path)
         cfg.merge_from_dict(cfg_options)
     return cfg
+
+
+def check_dataloaders(cfg: Config, loader_names: Iterable[str], config_path: str) -> None:
+    """Fail before the Runner starts if a dataloader cannot work: a ``batch_size`` that is
+    not a positive integer, or a local ``dataset.data_root`` folder that does not exist.
+
+    Args:
+        loader_names: the dataloaders the run uses, e.g. ``('train_dataloader',
+            'val_dataloader')``; absent ones are skipped.
+
+    Raises:
+        ConfigError: naming the key, the value and the fix (for the digits data: the
+            command that writes it).
+    """
+    for loader_name in loader_names:
+        loader = cfg.get(loader_name)
+        if not isinstance(loader, dict):
+            continue
+        batch_size = loader.get('batch_size')
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ConfigError(f'{loader_name}.batch_size is {batch_size!r} in {config_path}; '
+                              f'set a positive integer, e.g. --cfg-options '
+                              f'{loader_name}.batch_size=32')
+        dataset = loader.get('dataset')
+        data_root = dataset.get('data_root') if isinstance(dataset, dict) else None
+        # Remote roots (s3://, http://) are read by mmengine's file backends.
+        if isinstance(data_root, str) and data_root and '://' not in data_root \
+                and not os.path.isdir(data_root):
+            fix = (DIGITS_DATA_HINT if 'digits' in data_root else
+                   f'put the data there or pass --cfg-options {loader_name}.dataset.'
+                   'data_root=FOLDER')
+            where = '' if os.path.isabs(data_root) else f' (relative to {os.getcwd()})'
+            raise ConfigError(f'{loader_name}.dataset.data_root {data_root!r} of '
+                              f'{config_path} is not a folder{where}; {fix}')

@@ -14,8 +14,30 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
 
+from ..config_file import ConfigError
+
 LAUNCHERS = ('none', 'pytorch', 'slurm')
 DEFAULT_MASTER_PORT = '29500'
+# What each launcher reads from the environment, and who sets it.
+LAUNCHER_VARIABLES = {
+    'pytorch': (('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'),
+                'start the tool with torchrun or bash tools/dist_train.sh / dist_test.sh'),
+    'slurm': (('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_LOCALID', 'SLURM_NODELIST'),
+              'start the tool with srun or bash tools/slurm_train.sh / slurm_test.sh'),
+}
+
+
+def check_launcher_environment(launcher: str, environ: Mapping[str, str]) -> None:
+    """Fail with one line when ``launcher``'s environment variables are missing.
+
+    Raises:
+        ConfigError: naming the missing variables and how to start the tool.
+    """
+    names, fix = LAUNCHER_VARIABLES.get(launcher, ((), ''))
+    missing = [name for name in names if not environ.get(name)]
+    if missing:
+        raise ConfigError(f'--launcher {launcher}: {", ".join(missing)} not set in the '
+                          f'environment; {fix}, or drop --launcher for one process')
 
 
 def slurm_process_env(environ: Mapping[str, str]) -> Dict[str, str]:
@@ -46,9 +68,14 @@ def setup_distributed(cfg: Config, launcher: str) -> None:
     Args:
         cfg: the config the Runner will be built from; changed in place.
         launcher: one of :data:`LAUNCHERS`.
+
+    Raises:
+        ConfigError: the launcher's environment variables are missing (see
+            :func:`check_launcher_environment`).
     """
     if launcher not in LAUNCHERS:
         raise ValueError(f'launcher must be one of {LAUNCHERS}, got {launcher!r}')
+    check_launcher_environment(launcher, os.environ)
     cfg.launcher = launcher
     if launcher == 'none' or torch.cuda.is_available():
         return

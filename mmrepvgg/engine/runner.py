@@ -6,14 +6,15 @@ from typing import Dict, Optional
 
 from mmengine.config import Config
 from mmengine.device import get_device
-from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from torch import nn
 
-from ..checkpoint import CheckpointError, load_checkpoint_file, unwrap_state_dict
-from ..registry import MODELS
-from .config import ConfigError, load_repvgg_config
+from ..checkpoint import load_checkpoint_file, load_fitted_state
+from ..models import build_model
+from ..registry import RUNNERS
+from .config import ConfigError, check_dataloaders, load_repvgg_config
 from .dist import setup_distributed
+from .safe_runner import RepVGGRunner
 
 
 TEST_METRICS_PREFIX = 'test metrics: '
@@ -67,8 +68,9 @@ def prepare_train_config(cfg: Config,
         launcher: ``'none'``, ``'pytorch'`` (torchrun) or ``'slurm'``.
 
     Raises:
-        ConfigError: ``--amp`` without an accelerator, or a ``resume`` file that does not
-            exist.
+        ConfigError: ``--amp`` without an accelerator, a ``resume`` file that does not
+            exist, a dataloader that cannot work (see :func:`check_dataloaders`), or a
+            launcher without its environment.
     """
     _set_work_dir(cfg, config_path, work_dir)
     if amp:
@@ -86,6 +88,7 @@ def prepare_train_config(cfg: Config,
         cfg.resume, cfg.load_from = True, resume
     if auto_scale_lr:
         cfg.auto_scale_lr.enable = True
+    check_dataloaders(cfg, ('train_dataloader', 'val_dataloader'), config_path)
     setup_distributed(cfg, launcher)
     return cfg
 
@@ -104,7 +107,8 @@ def prepare_test_config(cfg: Config,
         out: a new ``.pkl`` file to dump every prediction into.
 
     Raises:
-        ConfigError: the checkpoint is missing, or ``out`` is not a new ``.pkl`` path.
+        ConfigError: the checkpoint is missing, ``out`` is not a new ``.pkl`` path, the
+            test dataloader cannot work, or the launcher lacks its environment.
     """
     if not os.path.isfile(checkpoint_path):
         raise ConfigError(f'{checkpoint_path}: no such checkpoint file; check the path')
@@ -120,12 +124,13 @@ def prepare_test_config(cfg: Config,
         if isinstance(evaluators, dict):
             evaluators = [evaluators]
         cfg.test_evaluator = [*evaluators, dict(type='DumpResults', out_file_path=out)]
+    check_dataloaders(cfg, ('test_dataloader', ), config_path)
     setup_distributed(cfg, launcher)
     return cfg
 
 
 def build_runner(cfg: Config) -> Runner:
-    """The Runner of ``cfg`` (``runner_type`` chooses a custom one).
+    """The Runner of ``cfg``: :class:`RepVGGRunner`, or the ``runner_type`` it names.
 
     Raises:
         ConfigError: an entry of the config does not build (unknown type, wrong
@@ -133,43 +138,11 @@ def build_runner(cfg: Config) -> Runner:
     """
     try:
         if 'runner_type' in cfg:
-            from mmengine.registry import RUNNERS
             return RUNNERS.build(cfg)
-        return Runner.from_cfg(cfg)
+        return RepVGGRunner.from_cfg(cfg)
     except (KeyError, TypeError, ValueError) as error:
         message = str(error).strip().strip('"')
         raise ConfigError(f'the config does not build: {message}') from error
-
-
-def check_checkpoint_fits(model: nn.Module, checkpoint_path: str) -> None:
-    """Fail early if ``checkpoint_path`` does not hold exactly ``model``'s tensors.
-
-    mmengine loads ``load_from`` non-strictly and would test a model with random layers;
-    the usual cause is a train-form checkpoint with a deploy config or the other way round.
-
-    Raises:
-        CheckpointError: naming the first missing and unexpected keys and the fix.
-    """
-    model = getattr(model, 'module', model)  # DDP wrapper
-    checkpoint_keys = set(unwrap_state_dict(load_checkpoint_file(checkpoint_path)))
-    model_keys = set(model.state_dict())
-    missing, unexpected = model_keys - checkpoint_keys, checkpoint_keys - model_keys
-    if not missing and not unexpected:
-        return
-    deploy_keys = any('branch_reparam' in key for key in checkpoint_keys)
-    model_deploy = any('branch_reparam' in key for key in model_keys)
-    if deploy_keys and not model_deploy:
-        hint = 'it is a deploy (re-parameterized) checkpoint: test it with a config from ' \
-               'configs/deploy/'
-    elif model_deploy and not deploy_keys:
-        hint = 'it is a train-form checkpoint: convert it with ' \
-               'tools/reparameterize_repvgg.py, or test it with the train config'
-    else:
-        hint = 'it was saved from another architecture; use the matching config'
-    raise CheckpointError(
-        f'{checkpoint_path} does not fit the model ({len(missing)} missing keys, e.g. '
-        f'{sorted(missing)[:1]}; {len(unexpected)} unexpected, e.g. '
-        f'{sorted(unexpected)[:1]}): {hint}')
 
 
 def load_model(config_path: str, checkpoint_path: str) -> nn.Module:
@@ -178,11 +151,9 @@ def load_model(config_path: str, checkpoint_path: str) -> nn.Module:
 
     Raises:
         ConfigError: see :func:`load_repvgg_config`.
-        CheckpointError: unreadable file, or tensors that do not fit the model.
+        CheckpointError: unreadable file, or tensors that do not fit the model exactly.
     """
-    cfg = load_repvgg_config(config_path)
-    with DefaultScope.overwrite_default_scope('mmrepvgg'):
-        model = MODELS.build(cfg.model)
-    check_checkpoint_fits(model, checkpoint_path)
-    model.load_state_dict(unwrap_state_dict(load_checkpoint_file(checkpoint_path)))
-    return model.eval()
+    model = build_model(load_repvgg_config(config_path).model)
+    load_fitted_state(model, load_checkpoint_file(checkpoint_path), checkpoint_path,
+                      mode='exact')
+    return model

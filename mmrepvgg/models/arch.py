@@ -13,7 +13,7 @@ for mmpretrain's RepVGG works here too:
 - ``stem_channels``: upper bound of the stem width, which is
   ``min(stem_channels, base_channels * width_factor[0])``.
 """
-from typing import Dict, Union
+from typing import Dict, Tuple, Union
 
 # The paper groups the odd-numbered 3x3 layers of the B models: global blocks 2, 4, ..., 26.
 _GROUPED_BLOCKS = range(2, 27, 2)
@@ -94,3 +94,9 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
                                   f' but the arch has {sum(resolved["num_blocks"])} blocks '
                                   'after the stem')
     return resolved
+
+
+def stage_widths(arch: Union[str, dict], base_channels: int = 64) -> Tuple[int, ...]:
+    """Output channels of each stage: ``int(base_channels * 2**i * width_factor[i])``."""
+    return tuple(int(base_channels * 2**stage * factor)
+                 for stage, factor in enumerate(resolve_arch(arch)['width_factor']))

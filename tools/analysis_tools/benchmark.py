@@ -24,7 +24,7 @@ from mmrepvgg.analysis.report import format_report
 from mmrepvgg.apis.convert import ConfigError, build_train_model, load_repvgg_weights
 from mmrepvgg.checkpoint import CheckpointError
 from mmrepvgg.models import ARCH_SETTINGS
-from mmrepvgg.testing import randomize_batch_norms_
+from mmrepvgg.synthetic import randomize_batch_norms_
 
 
 def parse_args(argv=None) -> argparse.Namespace:

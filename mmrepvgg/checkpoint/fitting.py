@@ -1,0 +1,257 @@
+"""Fitting a checkpoint's tensors to a model, with one message naming what does not fit.
+
+mmengine loads ``load_from`` non-strictly: a tensor of another shape is skipped with a log
+line and the model is evaluated with random layers. Here every tensor is checked first, in
+one of three modes (:data:`FIT_MODES`):
+
+- ``'exact'`` (testing, resuming): the checkpoint holds exactly the model's tensors;
+- ``'convert'``: as exact, but tensors the model has no place for (the classifier of a
+  checkpoint converted with a bare backbone) are skipped;
+- ``'finetune'`` (``load_from`` of a training run): the RepVGG backbone must fit exactly;
+  everything else that does not fit (a 1000-class head for a 10-class task) is skipped and
+  listed, keeping the model's own initialisation.
+
+Keys may be in any known layout (see :mod:`.layouts`); BatchNorm ``num_batches_tracked``
+counters missing from a checkpoint are filled with zero, as ``torch`` does.
+"""
+from typing import Any, Dict, List, NamedTuple, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..models import RepVGG
+from .inspection import arch_shape_of_state, describe_arch, first_unusable_tensor
+from .layouts import (LAYOUTS, LayoutError, ProjectState, StateDict, to_project_layout,
+                      unwrap_state_dict)
+from .errors import CheckpointError
+
+FIT_MODES = ('exact', 'convert', 'finetune')
+BATCH_COUNTER = 'num_batches_tracked'
+DEPLOY_PART = '.branch_reparam.'
+
+
+class FittedState(NamedTuple):
+    """A checkpoint fitted to a model.
+
+    Attributes:
+        source: the checkpoint in this project's layout.
+        state_dict: model keys -> tensors to load.
+        skipped: ``'key (why)'`` for every tensor of the checkpoint or the model that is
+            not loaded, e.g. ``'head.fc.bias ((1000,) in the checkpoint, (10,) in the
+            model)'`` (empty in ``'exact'`` mode).
+        filled: model keys filled from the model itself (``num_batches_tracked``).
+    """
+    source: ProjectState
+    state_dict: StateDict
+    skipped: List[str]
+    filled: List[str]
+
+
+def repvgg_prefix(model: nn.Module) -> Optional[str]:
+    """Where ``model`` keeps its RepVGG backbone: ``'backbone.'``, ``''`` for a bare
+    backbone, ``None`` when it holds none or several."""
+    paths = [path for path, module in model.named_modules() if isinstance(module, RepVGG)]
+    if len(paths) != 1:
+        return None
+    return paths[0] + '.' if paths[0] else ''
+
+
+def read_project_state(checkpoint: Any, name: str,
+                       layout_name: Optional[str] = None) -> ProjectState:
+    """The state dict of a checkpoint in this project's layout, its health checked.
+
+    Args:
+        checkpoint: as read by :func:`~.reading.load_checkpoint_file`: a state dict, bare
+            or wrapped (see :func:`~.layouts.unwrap_state_dict`).
+        name: the file, for messages.
+        layout_name: a key of ``LAYOUTS``; detected when ``None``.
+
+    Raises:
+        CheckpointError: no state dict, unknown layout, or a tensor no model can use (see
+            :func:`~.inspection.first_unusable_tensor`).
+    """
+    if layout_name is not None and layout_name not in LAYOUTS:
+        raise CheckpointError(f'unknown source format {layout_name!r}; choose one of '
+                              f'{", ".join(LAYOUTS)}')
+    try:
+        state_dict = unwrap_state_dict(checkpoint)
+    except LayoutError as error:
+        raise CheckpointError(f'{name}: {error}') from error
+    unusable = first_unusable_tensor(state_dict)  # named as in the file
+    if unusable is not None:
+        key, problem = unusable
+        raise CheckpointError(f'{name}: tensor {key!r} {problem}')
+    try:
+        return to_project_layout(state_dict, LAYOUTS.get(layout_name))
+    except LayoutError as error:
+        raise CheckpointError(f'{name}: {error}') from error
+
+
+def _tensors(count: int) -> str:
+    return f'{count} tensor{"s" if count != 1 else ""}'
+
+
+def _dtype_fits(source: torch.dtype, target: torch.dtype) -> bool:
+    # Floating tensors load into any floating dtype (torch casts, as for fp16 releases);
+    # integer counters, complex or bool tensors must match exactly.
+    return source == target or (source.is_floating_point and target.is_floating_point)
+
+
+def _form_hint(source_form: str, model_state: StateDict, name: str) -> Optional[str]:
+    model_form = 'deploy' if any(DEPLOY_PART in key for key in model_state) else 'train'
+    if source_form == model_form:
+        return None
+    if source_form == 'deploy':
+        return (f'{name} is a deploy (re-parameterized) checkpoint but the config builds the '
+                'train form: test it with a config from configs/deploy/')
+    return (f'{name} is a train-form checkpoint but the config builds the deploy form: '
+            'convert it with tools/reparameterize_repvgg.py, or test it with the train config')
+
+
+def _shape_problem(key: str, tensor: Tensor, target: Tensor) -> str:
+    """Why ``tensor`` (checkpoint) cannot load into ``target`` (model), for a message."""
+    if key.endswith(('fc.weight', 'fc.bias')) and tensor.shape[:1] != target.shape[:1]:
+        return (f'its head has {tensor.shape[0]} classes but the config\'s has '
+                f'{target.shape[0]}; set model.head.num_classes={tensor.shape[0]}')
+    if key.endswith('fc.weight') and tensor.dim() == 2 and target.dim() == 2:
+        return (f'its head takes {tensor.shape[1]} input channels but the config\'s takes '
+                f'{target.shape[1]}; set model.head.in_channels={tensor.shape[1]}')
+    return (f'tensor {key!r} has shape {tuple(tensor.shape)}, the model\'s '
+            f'{tuple(target.shape)}; use the config the checkpoint was trained with')
+
+
+def _difference(tensor: Tensor, target: Tensor) -> str:
+    """``'(1000, 1280) in the checkpoint, (10, 1280) in the model'``, or the dtypes."""
+    if tensor.shape != target.shape:
+        return f'{tuple(tensor.shape)} in the checkpoint, {tuple(target.shape)} in the model'
+    return f'{tensor.dtype} in the checkpoint, {target.dtype} in the model'
+
+
+def _mismatch(key: str, tensor: Tensor, target: Tensor) -> Optional[str]:
+    if tensor.shape != target.shape:
+        return _shape_problem(key, tensor, target)
+    if not _dtype_fits(tensor.dtype, target.dtype):
+        return (f'tensor {key!r} is {tensor.dtype}, the model\'s {target.dtype}; the file '
+                'was edited or saved from another model')
+    return None
+
+
+def _check_backbone(model_backbone: StateDict, source: ProjectState, name: str,
+                    prefix: str) -> None:
+    """Raise unless ``source.backbone`` fits ``model_backbone`` exactly (both keyed
+    relative to the backbone; messages name the model's keys, under ``prefix``)."""
+    source_arch = describe_arch(arch_shape_of_state(source.backbone))
+    model_arch = describe_arch(arch_shape_of_state(model_backbone))
+    if source_arch != model_arch:
+        fix = (f'use the {source_arch} config' if source_arch.startswith('RepVGG-') else
+               'use a config that builds it')
+        raise CheckpointError(f'{name}: holds {source_arch} weights but the config builds '
+                              f'{model_arch}; {fix}')
+    missing = sorted(set(model_backbone) - set(source.backbone))
+    if missing:
+        raise CheckpointError(f'{name}: lacks {_tensors(len(missing))} of the backbone the '
+                              f'model needs, e.g. {prefix + missing[0]!r}; pass a complete '
+                              'checkpoint')
+    unexpected = sorted(set(source.backbone) - set(model_backbone))
+    if unexpected:
+        raise CheckpointError(f'{name}: holds {_tensors(len(unexpected))} of a backbone the '
+                              f'model has no place for, e.g. {prefix + unexpected[0]!r}; use '
+                              'the config the checkpoint was trained with')
+    for key, tensor in source.backbone.items():
+        problem = _mismatch(prefix + key, tensor, model_backbone[key])
+        if problem is not None:
+            raise CheckpointError(f'{name}: {problem}')
+
+
+def _outer_wrapper(source_prefix: str, prefix: str) -> str:
+    """``'model.'`` for a backbone saved under ``model.backbone.`` into ``backbone.``: the
+    wrapper the other tensors sit under as well."""
+    return source_prefix[:len(source_prefix) - len(prefix)] \
+        if prefix and source_prefix.endswith(prefix) else ''
+
+
+def fit_project_state(model: nn.Module, source: ProjectState, name: str,
+                      mode: str = 'exact') -> FittedState:
+    """Check ``source`` against ``model`` and return what to load.
+
+    Args:
+        model: the model to load into (not changed here).
+        source: from :func:`read_project_state`.
+        name: the file, for messages.
+        mode: one of :data:`FIT_MODES`.
+
+    Raises:
+        CheckpointError: the first thing that does not fit, with the fix.
+    """
+    if mode not in FIT_MODES:
+        raise ValueError(f'mode must be one of {FIT_MODES}, got {mode!r}')
+    model_state = model.state_dict()
+    form_hint = _form_hint(source.form, model_state, name)
+    if form_hint is not None:
+        raise CheckpointError(form_hint)
+    prefix = repvgg_prefix(model)
+    prefix = source.source_prefix if prefix is None else prefix
+    filled = [key for key in model_state
+              if key.endswith(BATCH_COUNTER) and key.startswith(prefix)
+              and key[len(prefix):] not in source.backbone]
+    backbone = {**{key[len(prefix):]: model_state[key].clone() for key in filled},
+                **source.backbone}
+    model_backbone = {key[len(prefix):]: tensor for key, tensor in model_state.items()
+                      if key.startswith(prefix)}
+    _check_backbone(model_backbone, source._replace(backbone=backbone), name, prefix)
+
+    wrapper = _outer_wrapper(source.source_prefix, prefix)
+    rest = {key[len(wrapper):] if wrapper and key.startswith(wrapper) else key: tensor
+            for key, tensor in source.rest.items()}
+    model_rest = {key: tensor for key, tensor in model_state.items()
+                  if not key.startswith(prefix)}
+    for key in model_rest:
+        if key.endswith(BATCH_COUNTER) and key not in rest:
+            rest[key] = model_rest[key].clone()
+            filled.append(key)
+    unexpected = sorted(set(rest) - set(model_rest))
+    missing = sorted(set(model_rest) - set(rest))
+    mismatched = {key: _mismatch(key, rest[key], model_rest[key])
+                  for key in sorted(set(rest) & set(model_rest))}
+    mismatched = {key: problem for key, problem in mismatched.items() if problem is not None}
+    if mode != 'finetune':
+        _refuse_rest_problems(missing, unexpected if mode == 'exact' else [], mismatched,
+                              name)
+    problems: Dict[str, str] = {key: 'not in the model' for key in unexpected}
+    problems.update({key: 'not in the checkpoint' for key in missing})
+    problems.update({key: _difference(rest[key], model_rest[key]) for key in mismatched})
+    loadable = {prefix + key: tensor for key, tensor in backbone.items()}
+    loadable.update({key: tensor for key, tensor in rest.items() if key not in problems})
+    skipped = [f'{key} ({problem})' for key, problem in problems.items()]
+    return FittedState(source, loadable, skipped, filled)
+
+
+def _refuse_rest_problems(missing: List[str], refused_unexpected: List[str],
+                          mismatched: Dict[str, str], name: str) -> None:
+    """Raise for the first problem outside the backbone: missing tensors first, then
+    unexpected ones, then tensors of another shape or dtype."""
+    if missing:
+        raise CheckpointError(f'{name}: lacks {_tensors(len(missing))} the model needs, e.g. '
+                              f'{missing[0]!r}; pass a checkpoint of the whole model')
+    if refused_unexpected:
+        raise CheckpointError(
+            f'{name}: holds {_tensors(len(refused_unexpected))} the model has no place for, '
+            f'e.g. {refused_unexpected[0]!r}; it was edited or saved from another model, '
+            'use the config it was trained with')
+    for problem in mismatched.values():
+        raise CheckpointError(f'{name}: {problem}')
+
+
+def load_fitted_state(model: nn.Module, checkpoint: Any, name: str,
+                      mode: str = 'exact', layout_name: Optional[str] = None) -> FittedState:
+    """Fit ``checkpoint`` (see :func:`read_project_state`) to ``model`` and load it.
+
+    In ``'finetune'`` mode the tensors listed in ``skipped`` keep the model's values.
+
+    Raises:
+        CheckpointError: see :func:`read_project_state` and :func:`fit_project_state`.
+    """
+    fitted = fit_project_state(model, read_project_state(checkpoint, name, layout_name),
+                               name, mode)
+    model.load_state_dict(fitted.state_dict, strict=mode != 'finetune')
+    return fitted

@@ -1,0 +1,95 @@
+"""mmengine's Runner, loading checkpoints through mmrepvgg's safe reader and fitting.
+
+mmengine's ``Runner.load_checkpoint`` (behind ``load_from``, ``resume`` and
+``load_or_resume``) loads non-strictly: a tensor of another shape, a stray tensor or a
+missing layer only produce a log line, and the run goes on with random layers. This Runner
+reads the file with :func:`mmrepvgg.checkpoint.load_checkpoint_file` (no pickle code runs)
+and fits it with :func:`mmrepvgg.checkpoint.load_fitted_state`:
+
+- ``test()`` / ``val()``: the checkpoint must hold exactly the model's tensors;
+- ``train()`` with ``load_from`` (fine-tuning): the RepVGG backbone must fit exactly; the
+  other tensors that do not (a 1000-class ImageNet head) keep their initialisation and are
+  listed in one warning;
+- ``resume``: exact, and the file must be a training checkpoint (``meta.epoch``,
+  ``meta.iter``, ``message_hub``).
+
+Every refusal is a :class:`~mmrepvgg.checkpoint.CheckpointError` with one line to show.
+"""
+from typing import Any
+
+from mmengine.model import is_model_wrapper
+from mmengine.runner import Runner
+
+from ..checkpoint import CheckpointError, load_checkpoint_file, load_fitted_state
+from ..registry import RUNNERS
+
+RESUME_META_KEYS = ('epoch', 'iter')
+
+
+def check_resumable(checkpoint: Any, filename: str) -> None:
+    """Raise unless ``checkpoint`` was saved by a training run that can continue.
+
+    Raises:
+        CheckpointError: no ``meta.epoch``/``meta.iter`` integers or no ``message_hub``.
+    """
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    lacking = [f'meta.{key}' for key in RESUME_META_KEYS
+               if not isinstance(meta, dict) or not isinstance(meta.get(key), int)]
+    if not lacking and 'message_hub' not in checkpoint:
+        lacking = ['message_hub']
+    if lacking:
+        raise CheckpointError(
+            f'{filename}: cannot resume from it, it has no {lacking[0]} (it was not saved '
+            'by a training run: a converted, published or hand-made file); to start from '
+            f'its weights, train with --cfg-options load_from={filename}')
+
+
+@RUNNERS.register_module()
+class RepVGGRunner(Runner):
+    """:class:`mmengine.runner.Runner` whose ``load_checkpoint`` is safe and exact (see
+    the module docstring); built by :func:`mmrepvgg.engine.build_runner`."""
+
+    # 'exact' (test, val, resume) or 'finetune' (load_from of a training run).
+    _fit_mode = 'exact'
+    _resuming = False
+
+    def train(self):
+        self._fit_mode = 'finetune'
+        try:
+            return super().train()
+        finally:
+            self._fit_mode = 'exact'
+
+    def resume(self, filename: str, *args, **kwargs) -> None:
+        self._resuming = True
+        try:
+            super().resume(filename, *args, **kwargs)
+        finally:
+            self._resuming = False
+
+    def load_checkpoint(self, filename: str, map_location='cpu', strict: bool = False,
+                        revise_keys=None) -> dict:
+        """Read ``filename`` safely, check it fits the model, load it; return it.
+
+        ``map_location`` and ``revise_keys`` are mmengine's and not needed: tensors are
+        read on the CPU and copied to the model's device by ``load_state_dict``; wrapper
+        prefixes (``module.``) and other layouts are mapped by the fitting.
+
+        Raises:
+            CheckpointError: unreadable, not resumable, or not fitting the model.
+        """
+        checkpoint = load_checkpoint_file(filename)
+        exact = strict or self._resuming or self._fit_mode == 'exact'
+        if self._resuming:
+            check_resumable(checkpoint, filename)
+        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        fitted = load_fitted_state(model, checkpoint, filename,
+                                   mode='exact' if exact else 'finetune')
+        if fitted.skipped:
+            self.logger.warning(
+                f'notice: {filename}: {len(fitted.skipped)} tensors not loaded, kept as '
+                f'initialised (fine-tuning): {"; ".join(fitted.skipped)}')
+        self._has_loaded = True
+        self.logger.info(f'Load checkpoint from {filename}')
+        return checkpoint
