@@ -10,14 +10,16 @@ import warnings
 from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
-import onnx
-import onnxruntime
 import torch
 from torch import Tensor, nn
 
 from ..checkpoint import atomic_output
 from ..models import reparameterize_blocks
 from ..testing import max_relative_error
+from .extras import require
+
+onnx = require('onnx', 'onnx')
+onnxruntime = require('onnxruntime', 'onnx')
 
 DEFAULT_OPSET = 17
 # float32 rounding differs between runtimes (summation order); 1e-4 relative is far below
