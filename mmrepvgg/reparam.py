@@ -7,6 +7,8 @@ convolution's output equals scaling its kernel; a 1x1 kernel is a 3x3 kernel tha
 off-centre (the 1x1 branch, padding 0, reads the pixel the 3x3 branch, padding
 ``dilation``, reads at its centre tap); the identity is a 1x1 kernel with a single one per
 output channel. Hence the three branches sum to one 3x3 convolution with a bias (Eq. 4).
+The QARepVGG block (BN only on the 3x3 branch, one BN after the sum) fuses the same way,
+with the post-sum BN folded in last (:func:`fuse_qarepvgg_branches`).
 
 Every function here takes and returns tensors only: no module state, no in-place updates
 of its inputs. Kernels have shape ``(C_out, C_in // groups, k, k)``; biases and BN
@@ -32,6 +34,41 @@ class BatchNormStats(NamedTuple):
     eps: float
 
 
+def batch_norm_affine(bn: BatchNormStats) -> KernelBias:
+    """The eval-mode BatchNorm as the per-channel affine map ``y = x * scale + shift``.
+
+    Returns:
+        ``(scale, shift)``, each ``(C,)`` float64: ``scale = gamma / sqrt(running_var +
+        eps)``, ``shift = beta - running_mean * scale`` (gamma 1 and beta 0 for
+        ``affine=False``). Computed in float64 so that callers round once.
+    """
+    exact = torch.float64
+    scale = torch.rsqrt(bn.running_var.to(exact) + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight.to(exact)
+    shift = -bn.running_mean.to(exact) * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias.to(exact)
+    return scale, shift
+
+
+def scale_kernel(kernel: Tensor, scale: Tensor) -> Tensor:
+    """``kernel * scale`` per output channel, in the dtype of ``kernel``.
+
+    Args:
+        kernel: ``(C_out, C_in // groups, k, k)``.
+        scale: ``(C_out,)``, any floating dtype (float64 from :func:`batch_norm_affine`).
+
+    The product is taken in float32 or wider: exact to float64 precision for float64
+    kernels, otherwise within two float32 roundings (of ``scale`` and of the product) plus
+    the final one to a narrower dtype. float64 products would triple the memory traffic of
+    converting a large model for a gain far below the rounding of a float32 convolution.
+    """
+    product_dtype = torch.promote_types(kernel.dtype, torch.float32)
+    scaled = kernel.to(product_dtype) * scale.to(product_dtype).reshape(-1, 1, 1, 1)
+    return scaled.to(kernel.dtype)
+
+
 def fuse_conv_bn(kernel: Tensor, bn: BatchNormStats) -> KernelBias:
     """Fold an eval-mode BatchNorm into the bias-free convolution that precedes it.
 
@@ -40,26 +77,12 @@ def fuse_conv_bn(kernel: Tensor, bn: BatchNormStats) -> KernelBias:
         bn: the BN that follows the conv, over ``C_out`` channels.
 
     Returns:
-        ``(kernel * scale, beta - running_mean * scale)`` with
-        ``scale = gamma / sqrt(running_var + eps)``: a new kernel of the shape, dtype and
-        device of ``kernel``, and a ``(C_out,)`` bias of its dtype.
-
-    ``scale`` and the bias are computed in float64 and the bias is rounded once. The kernel
-    product is taken in float32 or wider: exact to float64 precision for float64 kernels,
-    otherwise within two float32 roundings (of ``scale`` and of the product) plus the final
-    one to a narrower dtype. float64 products would triple the memory traffic of converting
-    a large model for a gain far below the rounding of a float32 convolution.
+        ``(kernel * scale, shift)`` with ``(scale, shift)`` from :func:`batch_norm_affine`:
+        a new kernel of the shape, dtype and device of ``kernel`` (rounded as
+        :func:`scale_kernel` says), and a ``(C_out,)`` bias of its dtype, rounded once.
     """
-    exact = torch.float64
-    scale = torch.rsqrt(bn.running_var.to(exact) + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight.to(exact)
-    bias = -bn.running_mean.to(exact) * scale
-    if bn.bias is not None:
-        bias = bias + bn.bias.to(exact)
-    product_dtype = torch.promote_types(kernel.dtype, torch.float32)
-    fused_kernel = kernel.to(product_dtype) * scale.to(product_dtype).reshape(-1, 1, 1, 1)
-    return fused_kernel.to(kernel.dtype), bias.to(kernel.dtype)
+    scale, shift = batch_norm_affine(bn)
+    return scale_kernel(kernel, scale), shift.to(kernel.dtype)
 
 
 def identity_kernel_1x1(channels: int,
@@ -118,4 +141,47 @@ def fuse_repvgg_branches(kernel_3x3: Tensor,
         centre_taps_identity, bias_identity = fuse_conv_bn(identity, bn_identity)
         centre_taps, bias = centre_taps + centre_taps_identity, bias + bias_identity
     kernel[:, :, 1:2, 1:2] = centre_taps
+    return kernel, bias.to(kernel.dtype)
+
+
+def fuse_qarepvgg_branches(kernel_3x3: Tensor,
+                           bn_3x3: BatchNormStats,
+                           kernel_1x1: Tensor,
+                           with_identity: bool,
+                           bn_post: BatchNormStats,
+                           groups: int = 1) -> KernelBias:
+    """The single 3x3 conv (kernel, bias) equal to a QARepVGG block before its activation.
+
+    A QARepVGG block (Chu et al., "Make RepVGG Greater Again", AAAI 2024) computes
+    ``bn_post(bn_3x3(conv3x3(x)) + conv1x1(x) + x)``: the 1x1 and identity branches carry
+    no BN of their own, which keeps their weights out of the fused kernel's outliers. The
+    sum is one 3x3 conv whose centre taps gain the 1x1 kernel and the identity unscaled;
+    ``bn_post`` is then an affine map ``(scale, shift)`` per output channel that folds in
+    as ``(kernel * scale, bias * scale + shift)``.
+
+    Args:
+        kernel_3x3: ``(C_out, C_in // groups, 3, 3)``, followed by ``bn_3x3``.
+        kernel_1x1: ``(C_out, C_in // groups, 1, 1)``, no BN.
+        with_identity: whether the block adds its input (needs ``C_in == C_out``,
+            stride 1).
+        bn_post: the BN over the summed branches, ``C_out`` channels.
+        groups: the convolutions' group count.
+
+    Returns:
+        ``(kernel (C_out, C_in // groups, 3, 3), bias (C_out,))``: new tensors in the dtype
+        and on the device of ``kernel_3x3``. As in :func:`fuse_repvgg_branches`, each
+        off-centre tap is one product (with the two BN scales multiplied in float64
+        first) and the centre taps and the bias are summed in float64 and rounded once.
+    """
+    exact = torch.float64
+    scale_3x3, shift_3x3 = batch_norm_affine(bn_3x3)
+    scale_post, shift_post = batch_norm_affine(bn_post)
+    kernel = scale_kernel(kernel_3x3, scale_3x3 * scale_post)
+    centre_taps = (scale_kernel(kernel_3x3[:, :, 1:2, 1:2].to(exact), scale_3x3)
+                   + kernel_1x1.to(exact))
+    if with_identity:
+        centre_taps = centre_taps + identity_kernel_1x1(kernel.shape[0], groups, exact,
+                                                        kernel.device)
+    kernel[:, :, 1:2, 1:2] = scale_kernel(centre_taps, scale_post)
+    bias = shift_3x3 * scale_post + shift_post
     return kernel, bias.to(kernel.dtype)

@@ -41,7 +41,7 @@ def load(name: str) -> Config:
 
 
 def arch_of(name: str) -> str:
-    return re.match(r'repvgg-([A-Za-z0-9]+)_', os.path.basename(name)).group(1)
+    return re.match(r'(?:qa)?repvgg-([A-Za-z0-9]+)_', os.path.basename(name)).group(1)
 
 
 def small_input_pipeline(pipeline: list) -> list:
@@ -71,6 +71,8 @@ def test_config_inventory_is_the_published_table_plus_digits():
     expected_train = [f'repvgg-{arch}_4xb64-coslr-120e_in1k.py' for arch in EPOCHS_120] + \
         [f'repvgg-{arch}_4xb64-autoaug-lbs-mixup-coslr-200e_in1k.py' for arch in EPOCHS_200] + \
         ['digits/repvgg-A0_digits.py']
+    expected_train += [f'qarepvgg/qa{name}' for name in expected_train[:-1]] + \
+        ['digits/qarepvgg-A0_digits.py']
     assert sorted(TRAIN_CONFIGS) == sorted(expected_train)
     assert sorted(DEPLOY_CONFIGS) == sorted(deploy_twin(name) for name in expected_train)
     assert sorted(EPOCHS_120 + EPOCHS_200) == sorted(ARCH_SETTINGS)

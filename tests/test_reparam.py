@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmrepvgg.reparam import (BatchNormStats, fuse_conv_bn, fuse_repvgg_branches,
-                              identity_kernel_1x1)
+from mmrepvgg.reparam import (BatchNormStats, fuse_conv_bn, fuse_qarepvgg_branches,
+                              fuse_repvgg_branches, identity_kernel_1x1)
 
 DTYPE = torch.float64
 
@@ -53,6 +53,14 @@ def test_identity_kernel_rejects_uneven_groups():
         identity_kernel_1x1(6, 4)
 
 
+def random_images_and_kernels(channels, groups, generator):
+    """Images ``(2, channels, 9, 9)`` and 3x3 and 1x1 kernels of a grouped conv."""
+    images = torch.randn(2, channels, 9, 9, generator=generator, dtype=DTYPE)
+    kernels = [torch.randn(channels, channels // groups, size, size, generator=generator,
+                           dtype=DTYPE) for size in (3, 1)]
+    return images, *kernels
+
+
 @pytest.mark.parametrize('with_identity', [True, False])
 @pytest.mark.parametrize('groups', [1, 2, 4])
 @pytest.mark.parametrize('stride,dilation', [(1, 1), (2, 1), (1, 2)])
@@ -60,11 +68,7 @@ def test_fused_branches_equal_the_sum_of_the_three_branches(with_identity, group
                                                             dilation):
     generator = torch.Generator().manual_seed(1)
     channels = 8
-    images = torch.randn(2, channels, 9, 9, generator=generator, dtype=DTYPE)
-    kernel_3x3 = torch.randn(channels, channels // groups, 3, 3, generator=generator,
-                             dtype=DTYPE)
-    kernel_1x1 = torch.randn(channels, channels // groups, 1, 1, generator=generator,
-                             dtype=DTYPE)
+    images, kernel_3x3, kernel_1x1 = random_images_and_kernels(channels, groups, generator)
     bn_3x3, bn_1x1, bn_identity = (random_bn(channels, generator) for _ in range(3))
     branch_sum = (
         apply_bn(F.conv2d(images, kernel_3x3, None, stride, dilation, dilation, groups),
@@ -77,6 +81,39 @@ def test_fused_branches_equal_the_sum_of_the_three_branches(with_identity, group
                                         bn_identity if use_identity else None, groups)
     fused = F.conv2d(images, kernel, bias, stride, dilation, dilation, groups)
     torch.testing.assert_close(fused, branch_sum, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('with_identity', [True, False])
+@pytest.mark.parametrize('groups', [1, 2, 4])
+@pytest.mark.parametrize('stride,dilation', [(1, 1), (2, 1), (1, 2)])
+def test_qarepvgg_fusion_equals_post_norm_of_the_unnormalised_sum(with_identity, groups,
+                                                                   stride, dilation):
+    generator = torch.Generator().manual_seed(3)
+    channels = 8
+    images, kernel_3x3, kernel_1x1 = random_images_and_kernels(channels, groups, generator)
+    bn_3x3, bn_post = random_bn(channels, generator), random_bn(channels, generator)
+    use_identity = with_identity and stride == 1
+    branch_sum = (
+        apply_bn(F.conv2d(images, kernel_3x3, None, stride, dilation, dilation, groups),
+                 bn_3x3)
+        + F.conv2d(images, kernel_1x1, None, stride, 0, 1, groups))
+    if use_identity:
+        branch_sum = branch_sum + images
+    kernel, bias = fuse_qarepvgg_branches(kernel_3x3, bn_3x3, kernel_1x1, use_identity,
+                                          bn_post, groups)
+    fused = F.conv2d(images, kernel, bias, stride, dilation, dilation, groups)
+    torch.testing.assert_close(fused, apply_bn(branch_sum, bn_post), rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_qarepvgg_fusion_leaves_its_inputs_unchanged():
+    generator = torch.Generator().manual_seed(4)
+    kernel_3x3 = torch.randn(4, 4, 3, 3, generator=generator, dtype=DTYPE)
+    kernel_1x1 = torch.randn(4, 4, 1, 1, generator=generator, dtype=DTYPE)
+    copies = kernel_3x3.clone(), kernel_1x1.clone()
+    fuse_qarepvgg_branches(kernel_3x3, random_bn(4, generator), kernel_1x1, True,
+                           random_bn(4, generator))
+    assert torch.equal(kernel_3x3, copies[0]) and torch.equal(kernel_1x1, copies[1])
 
 
 def bn_as(bn, dtype):

@@ -9,8 +9,8 @@ from torch import nn
 
 import mmrepvgg
 from mmrepvgg.checkpoint import load_checkpoint_file
-from mmrepvgg.models import (ARCH_SETTINGS, RepVGG, RepVGGBlock, reparameterize_blocks,
-                             repvgg_classifier_cfg)
+from mmrepvgg.models import (ARCH_SETTINGS, RepVGG, RepVGGArgumentError, RepVGGBlock,
+                             reparameterize_blocks, repvgg_classifier_cfg)
 from mmrepvgg.published import PUBLISHED
 from mmrepvgg.testing import max_relative_error, randomize_batch_norms_
 
@@ -288,14 +288,24 @@ def test_a_custom_arch_dict_in_mmpretrain_layout_builds():
 
 
 @pytest.mark.parametrize('kwargs,error,message', [
-    (dict(arch='A9'), KeyError, 'unknown RepVGG arch'),
+    (dict(arch='A9'), RepVGGArgumentError, 'unknown RepVGG arch'),
     (dict(arch=dict(num_blocks=[1, 1, 1, 1], width_factor=[1, 1, 1, 1], depth=3)),
-     KeyError, 'unknown RepVGG arch keys'),
-    (dict(arch=dict(num_blocks=[1, 1, 1, 1])), ValueError, 'lacks'),
-    (dict(arch='A0', out_indices=(4, )), ValueError, 'out_indices'),
-    (dict(arch='A0', strides=(2, 2, 2)), ValueError, 'strides'),
-    (dict(arch='A0', frozen_stages=5), ValueError, 'frozen_stages'),
+     RepVGGArgumentError, 'unknown RepVGG arch keys'),
+    (dict(arch=dict(num_blocks=[1, 1, 1, 1])), KeyError, 'lacks'),
+    (dict(arch=dict(num_blocks=[1, 1, 1, 1], width_factor=[1, 1, 1])),
+     RepVGGArgumentError, 'one entry per stage'),
+    (dict(arch=dict(num_blocks=[1, 1, 1, 1], width_factor=[1, 1, 1, 1],
+                    group_layer_map={5: 2})), RepVGGArgumentError, 'names block 5'),
+    (dict(arch='A0', out_indices=(4, )), RepVGGArgumentError, 'out_indices'),
+    (dict(arch='A0', strides=(2, 2, 2)), RepVGGArgumentError, 'strides'),
+    (dict(arch='A0', frozen_stages=5), RepVGGArgumentError, 'frozen_stages'),
+    (dict(arch=[4, 6, 16, 1]), TypeError, 'variant name or a dict'),
 ])
 def test_bad_arguments_are_refused_with_a_message(kwargs, error, message):
     with pytest.raises(error, match=message):
         RepVGG(**kwargs)
+
+
+def test_argument_errors_are_assertion_errors_as_mmpretrains_asserts_are():
+    with pytest.raises(AssertionError):
+        RepVGG('A3')

@@ -41,6 +41,21 @@ ARCH_SETTINGS: Dict[str, dict] = {
     'D2se': dict(num_blocks=D_DEPTHS, width_factor=(2.5, 2.5, 2.5, 5), se_cfg=SE_1_16),
 }
 
+# Also accepted, as mmpretrain's RepVGG accepts them, though no weights were published:
+# the remaining grouped B models and the backbone of YOLOX-PAI (Zou et al., 2022).
+EXTRA_ARCH_SETTINGS: Dict[str, dict] = {
+    'B2g2': dict(num_blocks=B_DEPTHS, width_factor=(2.5, 2.5, 2.5, 5), group_layer_map=G2),
+    'B3g2': dict(num_blocks=B_DEPTHS, width_factor=(3, 3, 3, 5), group_layer_map=G2),
+    'yolox-pai-small': dict(num_blocks=(3, 5, 7, 3), width_factor=(1, 1, 1, 1),
+                            stem_channels=32),
+}
+
+
+class RepVGGArgumentError(ValueError, AssertionError):
+    """An argument that cannot build a RepVGG. Also an ``AssertionError`` because
+    mmpretrain's RepVGG asserts on the same arguments: code catching that keeps working."""
+
+
 _DEFAULTS = dict(group_layer_map=None, se_cfg=None, stem_channels=64)
 _REQUIRED = ('num_blocks', 'width_factor')
 
@@ -49,24 +64,33 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
     """Return the complete architecture dict for a variant name or a custom dict.
 
     Raises:
-        KeyError: for an unknown variant name or an unknown key in a custom dict.
-        ValueError: for a custom dict that is incomplete or inconsistent.
+        TypeError: ``arch`` is neither a name nor a dict.
+        KeyError: a custom dict lacks ``num_blocks`` or ``width_factor``.
+        RepVGGArgumentError: an unknown variant name, an unknown key, stages of unequal
+            count, or grouped blocks beyond the last block.
     """
+    known = {**ARCH_SETTINGS, **EXTRA_ARCH_SETTINGS}
     if isinstance(arch, str):
-        if arch not in ARCH_SETTINGS:
-            raise KeyError(f'unknown RepVGG arch {arch!r}; choose one of '
-                           f'{", ".join(ARCH_SETTINGS)} or pass a dict')
-        arch = ARCH_SETTINGS[arch]
+        if arch not in known:
+            raise RepVGGArgumentError(f'unknown RepVGG arch {arch!r}; choose one of '
+                                      f'{", ".join(known)} or pass a dict')
+        arch = known[arch]
     if not isinstance(arch, dict):
         raise TypeError(f'arch must be a variant name or a dict, got {type(arch).__name__}')
-    unknown = set(arch) - set(_REQUIRED) - set(_DEFAULTS)
-    if unknown:
-        raise KeyError(f'unknown RepVGG arch keys {sorted(unknown)}; allowed: '
-                       f'{", ".join(_REQUIRED + tuple(_DEFAULTS))}')
     missing = [key for key in _REQUIRED if key not in arch]
     if missing:
-        raise ValueError(f'custom RepVGG arch lacks {missing}')
+        raise KeyError(f'custom RepVGG arch lacks {missing}')
+    unknown = set(arch) - set(_REQUIRED) - set(_DEFAULTS)
+    if unknown:
+        raise RepVGGArgumentError(f'unknown RepVGG arch keys {sorted(unknown)}; allowed: '
+                                  f'{", ".join(_REQUIRED + tuple(_DEFAULTS))}')
     resolved = {**_DEFAULTS, **arch}
     if len(resolved['num_blocks']) != len(resolved['width_factor']):
-        raise ValueError('arch num_blocks and width_factor must have one entry per stage')
+        raise RepVGGArgumentError('arch num_blocks and width_factor must have one entry '
+                                  'per stage')
+    group_layer_map = resolved['group_layer_map'] or {}
+    if group_layer_map and max(group_layer_map) > sum(resolved['num_blocks']):
+        raise RepVGGArgumentError(f'arch group_layer_map names block {max(group_layer_map)}'
+                                  f' but the arch has {sum(resolved["num_blocks"])} blocks '
+                                  'after the stem')
     return resolved

@@ -8,13 +8,17 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..registry import MODELS
-from .arch import resolve_arch
-from .repvgg_block import RepVGGBlock, reparameterize_blocks
+from .arch import RepVGGArgumentError, resolve_arch
+from .repvgg_block import QARepVGGBlock, RepVGGBlock, reparameterize_blocks
+from .sppf import MTSPPF
 
 DEFAULT_INIT_CFG = [
     dict(type='Kaiming', layer=['Conv2d']),
     dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm']),
 ]
+
+# ``block_type`` -> block class; both deploy to the same plain 3x3 conv.
+BLOCK_TYPES = {'repvgg': RepVGGBlock, 'qarepvgg': QARepVGGBlock}
 
 
 @MODELS.register_module()
@@ -25,12 +29,14 @@ class RepVGG(BaseBackbone):
     A stem block (stride 2) then four stages of :class:`RepVGGBlock`; the first block of
     stage ``i`` has ``strides[i]`` and widens to ``int(base_channels * 2**i *
     width_factor[i])`` channels. The state-dict layout (``stem``, ``stage_1`` ..
-    ``stage_4``) is that of mmpretrain's RepVGG, so its checkpoints load unchanged.
+    ``stage_4``, ``ppf``) and the arguments are those of mmpretrain's RepVGG, so its
+    checkpoints and configs work unchanged.
 
     Args:
         arch (str | dict): a variant name from
             :data:`mmrepvgg.models.arch.ARCH_SETTINGS` (A0, A1, A2, B0, B1, B1g2, B1g4,
-            B2, B2g4, B3, B3g4, D2se) or a custom dict, see :mod:`mmrepvgg.models.arch`.
+            B2, B2g4, B3, B3g4, D2se), one of mmpretrain's unpublished extras (B2g2, B3g2,
+            yolox-pai-small) or a custom dict, see :mod:`mmrepvgg.models.arch`.
         in_channels (int): image channels. Defaults to 3.
         base_channels (int): width of stage 1 before ``width_factor``. Defaults to 64.
         out_indices (Sequence[int]): stages (0-3, negative counts from the end) whose
@@ -40,6 +46,8 @@ class RepVGG(BaseBackbone):
         dilations (Sequence[int]): dilation of each stage. Defaults to ``(1, 1, 1, 1)``.
         frozen_stages (int): -1 freezes nothing, 0 the stem, ``k`` the stem and stages
             1..k (eval mode, no gradient). Defaults to -1.
+        conv_cfg (dict, optional): conv layers, for ``build_conv_layer``; ``None`` is
+            ``nn.Conv2d``. Defaults to None.
         norm_cfg (dict): norm layers, e.g. ``dict(type='SyncBN')``.
             Defaults to ``dict(type='BN')``.
         act_cfg (dict): activation. Defaults to ``dict(type='ReLU')``.
@@ -47,6 +55,11 @@ class RepVGG(BaseBackbone):
         deploy (bool): build the fused plain form. Defaults to False.
         norm_eval (bool): keep BN layers in eval mode while training (frozen running
             statistics). Defaults to False.
+        add_ppf (bool): append YOLOX-PAI's pyramid pooling (:class:`MTSPPF`) to the last
+            stage; it is not re-parameterized. Defaults to False.
+        block_type (str): ``'repvgg'`` (:class:`RepVGGBlock`) or ``'qarepvgg'``
+            (:class:`QARepVGGBlock`, the quantization-friendly block of Chu et al.,
+            2024). The deploy forms are identical. Defaults to ``'repvgg'``.
         init_cfg (list[dict], optional): initialisation; defaults to Kaiming for convs
             and constant 1 for norms.
 
@@ -63,38 +76,46 @@ class RepVGG(BaseBackbone):
                  strides: Sequence[int] = (2, 2, 2, 2),
                  dilations: Sequence[int] = (1, 1, 1, 1),
                  frozen_stages: int = -1,
+                 conv_cfg: Optional[dict] = None,
                  norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='ReLU'),
                  with_cp: bool = False,
                  deploy: bool = False,
                  norm_eval: bool = False,
+                 add_ppf: bool = False,
+                 block_type: str = 'repvgg',
                  init_cfg: Optional[list] = DEFAULT_INIT_CFG):
         super().__init__(init_cfg)
         self.arch = resolve_arch(arch)
         num_stages = len(self.arch['num_blocks'])
+        if block_type not in BLOCK_TYPES:
+            raise RepVGGArgumentError(f'unknown block_type {block_type!r}; choose one of '
+                                      f'{", ".join(BLOCK_TYPES)}')
         if not len(strides) == len(dilations) == num_stages:
-            raise ValueError(f'strides and dilations need {num_stages} entries, '
+            raise RepVGGArgumentError(f'strides and dilations need {num_stages} entries, '
                              f'got {len(strides)} and {len(dilations)}')
         for index in out_indices:
             if not -num_stages <= index < num_stages:
-                raise ValueError(f'out_indices entry {index} is outside the '
+                raise RepVGGArgumentError(f'out_indices entry {index} is outside the '
                                  f'{num_stages} stages')
         if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f'frozen_stages must lie in [-1, {num_stages}], '
+            raise RepVGGArgumentError(f'frozen_stages must lie in [-1, {num_stages}], '
                              f'got {frozen_stages}')
         self.out_indices = tuple(index % num_stages for index in out_indices)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.deploy = deploy
+        self.block_type = block_type
 
-        make_block = partial(RepVGGBlock, se_cfg=self.arch['se_cfg'], with_cp=with_cp,
-                             norm_cfg=norm_cfg, act_cfg=act_cfg, deploy=deploy)
+        make_block = partial(BLOCK_TYPES[block_type], se_cfg=self.arch['se_cfg'],
+                             with_cp=with_cp, conv_cfg=conv_cfg, norm_cfg=norm_cfg,
+                             act_cfg=act_cfg, deploy=deploy)
         group_layer_map = self.arch['group_layer_map'] or {}
         channels = min(self.arch['stem_channels'],
                        int(base_channels * self.arch['width_factor'][0]))
         self.stem = make_block(in_channels, channels, stride=2)
         block_index = 1  # the stem is block 0 of group_layer_map
-        self.stage_names = []
+        self.stages = []  # stage module names, as mmpretrain's RepVGG has them
         for stage_index, (depth, width_factor) in enumerate(
                 zip(self.arch['num_blocks'], self.arch['width_factor'])):
             out_channels = int(base_channels * 2**stage_index * width_factor)
@@ -109,15 +130,19 @@ class RepVGG(BaseBackbone):
                 block_index += 1
             stage_name = f'stage_{stage_index + 1}'
             self.add_module(stage_name, nn.Sequential(*blocks))
-            self.stage_names.append(stage_name)
+            self.stages.append(stage_name)
         self.out_channels = channels
+        self.ppf = (MTSPPF(channels, channels, norm_cfg, act_cfg) if add_ppf
+                    else nn.Identity())
         self._freeze_stages()
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         x = self.stem(x)
         outs = []
-        for stage_index, stage_name in enumerate(self.stage_names):
+        for stage_index, stage_name in enumerate(self.stages):
             x = getattr(self, stage_name)(x)
+            if stage_index == len(self.stages) - 1:
+                x = self.ppf(x)
             if stage_index in self.out_indices:
                 outs.append(x)
         return tuple(outs)
@@ -126,7 +151,7 @@ class RepVGG(BaseBackbone):
         if self.frozen_stages < 0:
             return
         yield self.stem
-        for stage_name in self.stage_names[:self.frozen_stages]:
+        for stage_name in self.stages[:self.frozen_stages]:
             yield getattr(self, stage_name)
 
     def _freeze_stages(self):

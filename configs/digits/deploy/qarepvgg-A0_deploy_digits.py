@@ -1,0 +1,3 @@
+_base_ = '../qarepvgg-A0_digits.py'
+
+model = dict(backbone=dict(deploy=True))

@@ -1,0 +1,46 @@
+"""The spatial pyramid pooling block YOLOX-PAI appends to its RepVGG backbone
+(``add_ppf=True`` in :class:`~mmrepvgg.models.RepVGG`, as in mmpretrain)."""
+import torch
+from mmcv.cnn import ConvModule
+from mmengine.model import BaseModule
+from torch import Tensor, nn
+
+
+class MTSPPF(BaseModule):
+    """Halve the channels (1x1 conv), max-pool three times in a row, concatenate the four
+    maps and project them (1x1 conv): receptive fields of 1, k, 2k-1 and 3k-2 pixels at
+    the cost of one pooling size.
+
+    Module names (``conv1``, ``conv2``, each ``ConvModule`` with ``conv`` and ``bn``) are
+    mmpretrain's, so its checkpoints load unchanged.
+
+    Args:
+        in_channels (int): input channels ``C_in``.
+        out_channels (int): output channels ``C_out``.
+        norm_cfg (dict): the norm layers. Defaults to ``dict(type='BN')``.
+        act_cfg (dict): the activation. Defaults to ``dict(type='ReLU')``.
+        kernel_size (int): pooling size ``k`` (stride 1, same padding). Defaults to 5.
+
+    Shape:
+        ``(N, C_in, H, W) -> (N, C_out, H, W)``.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 norm_cfg: dict = dict(type='BN'),
+                 act_cfg: dict = dict(type='ReLU'),
+                 kernel_size: int = 5):
+        super().__init__()
+        hidden_channels = in_channels // 2
+        self.conv1 = ConvModule(in_channels, hidden_channels, 1, norm_cfg=norm_cfg,
+                                act_cfg=act_cfg)
+        self.conv2 = ConvModule(4 * hidden_channels, out_channels, 1, norm_cfg=norm_cfg,
+                                act_cfg=act_cfg)
+        self.maxpool = nn.MaxPool2d(kernel_size, stride=1, padding=kernel_size // 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        pyramid = [self.conv1(x)]
+        for _ in range(3):
+            pyramid.append(self.maxpool(pyramid[-1]))
+        return self.conv2(torch.cat(pyramid, dim=1))
