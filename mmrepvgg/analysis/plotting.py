@@ -107,7 +107,7 @@ def plot_int8_accuracy(rows: List[dict], path: str) -> None:
     axes.set_ylim(max(0, lowest - 5), 100)
     axes.set_ylabel('top-1 on the test set (%)')
     axes.set_title('FP32 vs static INT8 (per-channel, ONNX Runtime)', fontsize=10)
-    axes.legend(fontsize=8, loc='lower right')
+    axes.legend(fontsize=8, loc='upper right')
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
