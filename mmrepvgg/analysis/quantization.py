@@ -146,26 +146,26 @@ class Int8Report(NamedTuple):
         calibration_images: images the activation ranges come from.
         fp32_max_relative_error: the FP32 export's error against PyTorch (see
             :func:`.onnx_export.export_onnx`).
-        agreement: INT8 against FP32 on the held-out images.
+        agreement: INT8 against FP32 on the held-out images (None without any).
     """
     path: str
     calibration_images: int
     fp32_max_relative_error: float
-    agreement: Agreement
+    agreement: Optional[Agreement]
 
 
 def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
-                held_out: Iterable[tuple], overwrite: bool = False,
+                held_out: Optional[Iterable[tuple]] = None, overwrite: bool = False,
                 progress: Optional[ProgressCallback] = None,
                 opset: int = DEFAULT_OPSET) -> Int8Report:
     """Export the deploy form of ``model`` to a temporary FP32 ONNX file (dynamic batch,
-    the calibration images' size), quantize it to ``int8_path``, then compare the two on
-    ``held_out`` ``(images, labels)`` batches.
+    the calibration images' size), quantize it to ``int8_path``, then (given
+    ``held_out`` ``(images, labels)`` batches) compare the two on them.
 
     Args:
         model: a model holding RepVGG blocks, train or deploy form (not changed).
         int8_path, calibration, overwrite, progress: see :func:`quantize_int8`.
-        held_out: batches not used for calibration.
+        held_out: batches not used for calibration; None skips the comparison.
         opset: ONNX opset version; per-channel QDQ needs 13 or later.
 
     Raises:
@@ -180,6 +180,7 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
                            (1, *calibration[0].shape[1:]), dynamic_batch=True,
                            opset=opset)
         quantize_int8(fp32.path, int8_path, calibration, overwrite, progress)
-        agreement = top1_agreement(fp32.path, int8_path, held_out)
+        agreement = (None if held_out is None else
+                     top1_agreement(fp32.path, int8_path, held_out))
     return Int8Report(os.path.abspath(int8_path), sum(len(batch) for batch in calibration),
                       fp32.max_relative_error, agreement)

@@ -62,18 +62,16 @@ def _onnxruntime_int8(deploy_model: nn.Module,
                       calibration_images: Optional[Sequence[Tensor]],
                       num_threads: Optional[int]) -> OnnxRuntimeInferenceModel:
     # Imported here: onnx and onnxruntime are the optional [onnx] extra.
-    from ..analysis.onnx_export import export_onnx, onnxruntime_session
-    from ..analysis.quantization import quantize_int8
+    from ..analysis.onnx_export import onnxruntime_session
+    from ..analysis.quantization import export_int8
     if not calibration_images:
         raise ValueError("backend='onnxruntime-int8' needs calibration_images: a few "
                          'batches (N, C, H, W) of real, preprocessed training images '
                          '(the activation ranges come from them)')
     batches = [images.detach().float().cpu().numpy() for images in calibration_images]
     with tempfile.TemporaryDirectory() as workdir:
-        fp32_path = os.path.join(workdir, 'fp32.onnx')
         int8_path = os.path.join(workdir, 'int8.onnx')
-        export_onnx(deploy_model, fp32_path, (1, *batches[0].shape[1:]), dynamic_batch=True)
-        quantize_int8(fp32_path, int8_path, batches)
+        export_int8(deploy_model, int8_path, batches)
         session = onnxruntime_session(int8_path, num_threads)  # holds the model in memory
     return OnnxRuntimeInferenceModel(session)
 
