@@ -55,3 +55,20 @@ def tool_env():
     """Environment for tool subprocesses: one thread each (2 shared cores; idle OpenMP
     threads spinning for a busy core slowed training ~10x) and this interpreter."""
     return {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHON': sys.executable}
+
+
+@pytest.fixture(scope='session')
+def digits_train_checkpoint(digits_workspace):
+    """A train-form RepVGG-A0 checkpoint trained briefly on digits (1 epoch, 640 images:
+    a model whose predictions vary with the image), by tools/train.py; ~20 s."""
+    import subprocess
+    work_dir = digits_workspace / 'short_train'
+    trained = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, 'tools/train.py'),
+         os.path.join(REPO_ROOT, 'configs/digits/repvgg-A0_digits.py'), '--work-dir',
+         str(work_dir), '--cfg-options', 'train_cfg.max_epochs=1',
+         'train_dataloader.dataset.indices=640', 'val_dataloader.dataset.indices=64'],
+        cwd=digits_workspace, env={**os.environ, 'OMP_NUM_THREADS': '1'},
+        capture_output=True, text=True)
+    assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-2000:]
+    return str(work_dir / 'epoch_1.pth')

@@ -9,23 +9,83 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmrepvgg.analysis.benchmark import (COMPILED, DEPLOY, MMPRETRAIN_DEPLOY, ONNXRUNTIME,
-                                         RECOMMENDED, RESNET18, RESNET50, TRAIN,
+from mmrepvgg.analysis.benchmark import (COMPILED, DEPLOY, INT8_ONNXRUNTIME,
+                                         MMPRETRAIN_DEPLOY, ONNXRUNTIME, RECOMMENDED,
+                                         RESNET18, RESNET50, TRAIN, add_ratios,
                                          mmpretrain_copy, random_train_classifier)
+from mmrepvgg.analysis.report import check_targets, format_inference
+from mmrepvgg.analysis.timing import Timing
 from mmrepvgg.testing import max_relative_error
 
 from conftest import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 A0_CONFIG = str(REPO / 'configs/repvgg-A0_4xb64-coslr-120e_in1k.py')
-ALL_PATHS = {TRAIN, DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME, MMPRETRAIN_DEPLOY, RESNET18,
-             RESNET50}
+ALL_PATHS = {TRAIN, DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME, INT8_ONNXRUNTIME,
+             MMPRETRAIN_DEPLOY, RESNET18, RESNET50}
 SCALED_PATHS = {DEPLOY, RECOMMENDED, MMPRETRAIN_DEPLOY}
-VARIANT_PATHS = {TRAIN, DEPLOY, RECOMMENDED, MMPRETRAIN_DEPLOY}
+VARIANT_PATHS = {TRAIN, DEPLOY, RECOMMENDED, MMPRETRAIN_DEPLOY, ONNXRUNTIME, INT8_ONNXRUNTIME}
 
 
 benchmark = load_tool('tools/analysis_tools/benchmark.py')
 plot_benchmarks = load_tool('tools/analysis_tools/plot_benchmarks.py')
+
+
+def assert_consistent_timing(row):
+    """images/s, latency and spread of one row are the same measurement."""
+    assert row['images_per_s'] == pytest.approx(1e3 * row['batch_size'] /
+                                                row['latency_ms_median'])
+    assert row['latency_ms_min'] <= row['latency_ms_median'] <= row['latency_ms_max']
+    assert row['spread'] == pytest.approx(
+        (row['latency_ms_max'] - row['latency_ms_min']) / row['latency_ms_median'])
+
+
+def test_timing_rows_are_computed_from_the_measured_seconds():
+    row = Timing(batch_size=16, median_s=0.5, min_s=0.4, max_s=0.6, rounds=5).as_dict()
+    assert row == dict(batch_size=16, images_per_s=32.0, latency_ms_median=500.0,
+                       latency_ms_min=400.0, latency_ms_max=600.0,
+                       spread=pytest.approx(0.4), rounds=5)
+
+
+def _known_rows():
+    rows = {MMPRETRAIN_DEPLOY: Timing(16, 0.8, 0.8, 0.8, 1).as_dict(),
+            INT8_ONNXRUNTIME: Timing(16, 0.2, 0.2, 0.2, 1).as_dict(),
+            ONNXRUNTIME: Timing(16, 0.5, 0.5, 0.5, 1).as_dict()}
+    add_ratios(rows)
+    return rows
+
+
+def test_ratios_divide_each_row_by_the_mmpretrain_row_of_the_same_run():
+    rows = _known_rows()
+    assert rows[INT8_ONNXRUNTIME]['ratio_to_mmpretrain_deploy'] == pytest.approx(4.0)
+    assert rows[ONNXRUNTIME]['ratio_to_mmpretrain_deploy'] == pytest.approx(1.6)
+
+
+@pytest.mark.parametrize('int8_seconds, met', [(0.2, True), (0.3, False)])
+def test_int8_target_row_compares_to_three_times_mmpretrain_deploy(int8_seconds, met):
+    rows = _known_rows()
+    rows[INT8_ONNXRUNTIME] = Timing(16, int8_seconds, int8_seconds, int8_seconds,
+                                    1).as_dict()
+    add_ratios(rows)
+    results = dict(inference=[dict(path=path, **row) for path, row in rows.items()])
+    (target, ) = [target for target in check_targets(results, 'A0')
+                  if target['target'].startswith(INT8_ONNXRUNTIME)]
+    assert target['met'] is met
+    assert target['measured'] == f'{0.8 / int8_seconds:.2f}x'
+    assert check_targets(results, 'B0') == []  # the target is A0's
+
+
+def test_inference_table_prints_the_ratio_of_the_rows_it_prints():
+    rows = _known_rows()
+    results = dict(
+        machine=dict(cpu='cpu', logical_cpus=2, torch_threads=2, torch='t', mmpretrain='m',
+                     onnxruntime='o', load_average_1min=1.0),
+        settings=dict(input_size=[224, 224], warmup=1, rounds=1),
+        roof=dict(gmacs_per_s=30.0, shape=[8, 256, 56, 56]), deploy_gmacs_per_image=1.36,
+        conversion=[], inference=[dict(path=path, **row) for path, row in rows.items()])
+    table = format_inference(results)
+    assert f'| {INT8_ONNXRUNTIME} | 16 | 80.0 | 200.0 | 0.00 | 4.00 | - |' in table
+    assert f'| {MMPRETRAIN_DEPLOY} | 16 | 20.0 | 800.0 | 0.00 | 1.00 | - |' in table
 
 
 @pytest.fixture
@@ -44,19 +104,27 @@ def test_quick_benchmark_writes_every_promised_row(tmp_path, capsys, restore_tor
     results = json.loads(output.read_text())
     assert results['arch'] == 'A0'
     assert results['machine']['torch_threads'] == 1
-    assert results['roof']['gmacs_per_s'] > 0
+    roof = results['roof']
+    assert roof['shape'] == [1, 32, 16, 16]
+    assert roof['gmacs'] == pytest.approx(32 * 32 * 9 * 16 * 16 / 1e9)  # one (1, 32, 16, 16)
     for batch_size in (1, 2):
         rows = {row['path']: row for row in results['inference']
                 if row['batch_size'] == batch_size}
         assert set(rows) == ALL_PATHS
-        assert all(row['images_per_s'] > 0 for row in rows.values())
-        assert rows[MMPRETRAIN_DEPLOY]['ratio_to_mmpretrain_deploy'] == 1.0
-        assert all(rows[path]['fraction_of_conv_roof'] > 0
-                   for path in (DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME))
+        for row in rows.values():
+            assert_consistent_timing(row)
+            assert row['ratio_to_mmpretrain_deploy'] == pytest.approx(
+                row['images_per_s'] / rows[MMPRETRAIN_DEPLOY]['images_per_s'])
+        for path in (DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME):
+            assert rows[path]['fraction_of_conv_roof'] == pytest.approx(
+                rows[path]['images_per_s'] * results['deploy_gmacs_per_image']
+                / roof['gmacs_per_s'])
+        assert 'fraction_of_conv_roof' not in rows[INT8_ONNXRUNTIME]  # FP32 roof only
     assert results['onnx_max_relative_error'] < 1e-4
     (conversion, ) = results['conversion']
-    assert conversion['arch'] == 'A0' and conversion['ours_s'] > 0
-    assert conversion['mmpretrain_s'] > 0
+    assert conversion['arch'] == 'A0' and conversion['rounds'] == 1
+    assert conversion['speedup'] == pytest.approx(conversion['mmpretrain_s'] /
+                                                  conversion['ours_s'])
     scaling = results['scaling']
     assert {(row['path'], row['batch_size']) for row in scaling['batch_size']} == {
         (path, size) for path in SCALED_PATHS for size in (1, 2)}
@@ -84,7 +152,12 @@ def test_quick_training_benchmark_reports_speed_and_memory_side_by_side(
     assert {(row['implementation'], row['with_cp']) for row in rows} == {
         (implementation, with_cp) for implementation in ('mmrepvgg', 'mmpretrain')
         for with_cp in (False, True)}
-    assert all(row['images_per_s'] > 0 and row['peak_memory_mib'] > 0 for row in rows)
+    # A step holds at least the gradients and SGD momentum of A0's ~8.3 M parameters.
+    parameter_mib = sum(param.numel() for param in random_train_classifier('A0')
+                        .parameters()) * 4 / 2**20
+    for row in rows:
+        assert_consistent_timing(row)
+        assert row['peak_memory_mib'] >= 2 * parameter_mib
 
 
 @pytest.mark.parametrize('arch', ['A0', 'D2se'])

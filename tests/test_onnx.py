@@ -7,7 +7,7 @@ import torch
 
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
 from mmrepvgg.analysis.onnx_export import (ONNX_TOLERANCE, check_against_onnxruntime,
-                                           export_onnx, to_deploy_copy)
+                                           export_onnx, onnxruntime_session, to_deploy_copy)
 from mmrepvgg.testing import randomize_batch_norms_
 
 from conftest import load_tool
@@ -83,3 +83,19 @@ def test_cli_keeps_an_existing_output(a0_train_checkpoint, tmp_path, capsys):
                               '--shape', '32', '32']) == 1
     assert '--force' in capsys.readouterr().err
     assert output.read_bytes() == b'precious'
+
+
+def test_cli_exports_a_dynamic_batch_by_default(a0_train_checkpoint, tmp_path):
+    output = tmp_path / 'a0.onnx'
+    assert pytorch2onnx.main([A0_CONFIG, a0_train_checkpoint, str(output),
+                              '--shape', '32', '32']) == 0
+    session = onnxruntime_session(str(output))
+    (logits, ) = session.run(None, {'input': torch.randn(2, 3, 32, 32).numpy()})
+    assert logits.shape == (2, 1000)
+
+
+def test_cli_fixes_the_batch_on_request(a0_train_checkpoint, tmp_path):
+    output = tmp_path / 'a0.onnx'
+    assert pytorch2onnx.main([A0_CONFIG, a0_train_checkpoint, str(output), '--shape', '32',
+                              '32', '--batch-size', '3', '--no-dynamic-batch']) == 0
+    assert onnxruntime_session(str(output)).get_inputs()[0].shape == [3, 3, 32, 32]

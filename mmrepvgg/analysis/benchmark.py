@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import mmpretrain
-import onnxruntime
 import torch
 import torchvision
 from mmpretrain.models.backbones import RepVGG as MMPretrainRepVGG
@@ -29,7 +28,8 @@ from ..published import PUBLISHED
 from ..numerics import max_relative_error
 from ..synthetic import randomize_batch_norms_
 from .complexity import count_complexity
-from .onnx_export import export_onnx, onnxruntime_session
+from .onnx_export import export_onnx, onnxruntime, onnxruntime_session
+from .quantization import quantize_int8
 from .timing import conv3x3_roof, time_interleaved
 
 TRAIN = 'ours train form (eager)'
@@ -37,6 +37,7 @@ DEPLOY = 'ours deploy form (eager)'
 RECOMMENDED = 'ours recommended (channels-last)'
 COMPILED = 'ours recommended + compile'
 ONNXRUNTIME = 'ours deploy, ONNX Runtime'
+INT8_ONNXRUNTIME = 'ours deploy INT8, ONNX Runtime'
 MMPRETRAIN_DEPLOY = 'mmpretrain deploy (eager)'
 RESNET18 = 'torchvision ResNet-18 (eager)'
 RESNET50 = 'torchvision ResNet-50 (eager)'
@@ -149,6 +150,29 @@ def _batch_runner(model: Callable, images: torch.Tensor) -> Callable[[], object]
     return run_batch
 
 
+def onnxruntime_runners(deploy_model: nn.Module, workdir: str, input_shape: Sequence[int],
+                        num_threads: Optional[int]) -> Tuple[Dict[str, Callable], float]:
+    """FP32 and static INT8 ONNX Runtime sessions of ``deploy_model`` as
+    ``{row name: f(images) -> outputs}``, and the FP32 file's max relative error.
+
+    The INT8 file is calibrated on two random batches of ``input_shape`` ``(N, C, H,
+    W)``: enough for timing, which does not depend on the values (for accuracy,
+    ``tools/deployment/pytorch2onnx.py --quantize int8`` calibrates on real images).
+    """
+    fp32_path = os.path.join(workdir, 'deploy.onnx')
+    int8_path = os.path.join(workdir, 'deploy_int8.onnx')
+    report = export_onnx(deploy_model, fp32_path, input_shape, dynamic_batch=True)
+    generator = torch.Generator().manual_seed(0)
+    quantize_int8(fp32_path, int8_path, [torch.randn(*input_shape, generator=generator)
+                                         .numpy() for _ in range(2)])
+    runners = {}
+    for name, path in ((ONNXRUNTIME, fp32_path), (INT8_ONNXRUNTIME, int8_path)):
+        session = onnxruntime_session(path, num_threads)
+        runners[name] = (lambda session: lambda images: session.run(
+            None, {'input': images.numpy()}))(session)
+    return runners, report.max_relative_error
+
+
 def inference_candidates(train_model: nn.Module, batch_sizes: Sequence[int],
                          input_size: Tuple[int, int], device: str, compile_model: bool,
                          workdir: str) -> Tuple[Dict[str, Callable], dict]:
@@ -166,12 +190,10 @@ def inference_candidates(train_model: nn.Module, batch_sizes: Sequence[int],
     if compile_model:
         models[COMPILED] = prepare_for_inference(deploy_model, backend='compile')
     if device == 'cpu':  # ONNX Runtime runs here on the CPU execution provider only
-        onnx_path = os.path.join(workdir, 'deploy.onnx')
-        report = export_onnx(deploy_model, onnx_path, (min(batch_sizes), in_channels,
-                                                        height, width), dynamic_batch=True)
-        info['onnx_max_relative_error'] = report.max_relative_error
-        session = onnxruntime_session(onnx_path, torch.get_num_threads())
-        models[ONNXRUNTIME] = lambda images: session.run(None, {'input': images.numpy()})
+        runners, info['onnx_max_relative_error'] = onnxruntime_runners(
+            deploy_model, workdir, (min(batch_sizes), in_channels, height, width),
+            torch.get_num_threads())
+        models.update(runners)
     models[MMPRETRAIN_DEPLOY] = mmpretrain_copy(train_model).to(device)
     models[RESNET18] = torchvision.models.resnet18().to(device).eval()
     models[RESNET50] = torchvision.models.resnet50().to(device).eval()
@@ -188,7 +210,9 @@ def measure_inference(models: Dict[str, Callable], batch_size: int,
     return {name: timing.as_dict() for name, timing in timings.items()}
 
 
-def _ratios(rows: Dict[str, dict], baseline: str = MMPRETRAIN_DEPLOY) -> None:
+def add_ratios(rows: Dict[str, dict], baseline: str = MMPRETRAIN_DEPLOY) -> None:
+    """Set each row's ``ratio_to_mmpretrain_deploy``: its images/s over the
+    ``baseline`` row's, measured in the same round-robin."""
     for row in rows.values():
         row['ratio_to_mmpretrain_deploy'] = (row['images_per_s'] /
                                              rows[baseline]['images_per_s'])
@@ -239,9 +263,10 @@ def measure_scaling(models: Dict[str, Callable], settings: BenchmarkSettings,
 
 def measure_variants(archs: Sequence[str], settings: BenchmarkSettings) -> List[dict]:
     """Per published variant (random weights, trained-looking BNs): train, deploy eager,
-    recommended (channels-last) and mmpretrain deploy images/s at ``variant_batch_size``;
-    how far our and mmpretrain's deploy outputs are from the train model's, and (with
-    ``variant_onnx``) ONNX Runtime's from PyTorch's, on a ``(2, 3, 64, 64)`` batch."""
+    recommended (channels-last), mmpretrain deploy and (with ``variant_onnx``, on the
+    CPU) ONNX Runtime FP32 and INT8 images/s at ``variant_batch_size``; how far our and
+    mmpretrain's deploy outputs are from the train model's on a ``(2, 3, 64, 64)``
+    batch, and ONNX Runtime FP32's from PyTorch's at ``input_size``."""
     rows = []
     for arch in archs:
         train_model = random_train_classifier(arch).to(settings.device)
@@ -255,15 +280,15 @@ def measure_variants(archs: Sequence[str], settings: BenchmarkSettings) -> List[
             errors = {DEPLOY: max_relative_error(reference, deploy_model(images)),
                       MMPRETRAIN_DEPLOY: max_relative_error(
                           reference, models[MMPRETRAIN_DEPLOY](images))}
-        if settings.variant_onnx:
+        if settings.variant_onnx and settings.device == 'cpu':
             with tempfile.TemporaryDirectory() as workdir:
-                errors[ONNXRUNTIME] = export_onnx(
-                    deploy_model, os.path.join(workdir, f'{arch}.onnx'), (2, 3, 64, 64),
-                    dynamic_batch=True).max_relative_error
+                runners, errors[ONNXRUNTIME] = onnxruntime_runners(
+                    deploy_model, workdir, (2, 3, *settings.input_size), settings.threads)
+            models.update(runners)
         timings = measure_inference(models, settings.variant_batch_size,
                                     settings.input_size,
                                     replace(settings, rounds=settings.variant_rounds))
-        _ratios(timings)
+        add_ratios(timings)
         published = PUBLISHED.get(arch)
         for name, timing in timings.items():
             rows.append(dict(arch=arch, path=name, top1=published and published.top1,
@@ -296,7 +321,7 @@ def run_inference_benchmark(train_model: nn.Module, settings: BenchmarkSettings)
         for batch_size in settings.batch_sizes:
             rows = measure_inference(models, batch_size, settings.input_size, settings,
                                      in_channels)
-            _ratios(rows)
+            add_ratios(rows)
             for name, row in rows.items():
                 if name in (DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME, MMPRETRAIN_DEPLOY):
                     row['fraction_of_conv_roof'] = (row['images_per_s'] * deploy_gmacs /

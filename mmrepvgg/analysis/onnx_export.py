@@ -10,14 +10,16 @@ import warnings
 from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
-import onnx
-import onnxruntime
 import torch
 from torch import Tensor, nn
 
 from ..checkpoint import atomic_output
 from ..models import reparameterize_blocks
 from ..numerics import max_relative_error
+from .extras import require
+
+onnx = require('onnx', 'onnx')
+onnxruntime = require('onnxruntime', 'onnx')
 
 DEFAULT_OPSET = 17
 # float32 rounding differs between runtimes (summation order); 1e-4 relative is far below
@@ -110,7 +112,7 @@ def check_against_onnxruntime(model: nn.Module, path: str,
 def export_onnx(model: nn.Module,
                 path: str,
                 input_shape: Sequence[int] = (1, 3, 224, 224),
-                dynamic_batch: bool = False,
+                dynamic_batch: bool = True,
                 opset: int = DEFAULT_OPSET,
                 overwrite: bool = False,
                 tolerance: float = ONNX_TOLERANCE) -> OnnxExportReport:
@@ -126,7 +128,8 @@ def export_onnx(model: nn.Module,
             or a tuple of tensors (mmpretrain classifiers return logits).
         path: the ``.onnx`` file to write.
         input_shape: ``(N, C, H, W)`` to trace with.
-        dynamic_batch: make the batch dimension of input and outputs symbolic.
+        dynamic_batch: make the batch dimension of input and outputs symbolic (the
+            default, as timm exports).
         opset: ONNX opset version.
         overwrite: replace an existing ``path``.
         tolerance: largest accepted relative difference between PyTorch and ONNX Runtime.

@@ -6,10 +6,13 @@ import matplotlib
 matplotlib.use('Agg')  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .benchmark import DEPLOY, MMPRETRAIN_DEPLOY, RECOMMENDED, TRAIN  # noqa: E402
+from .benchmark import (DEPLOY, INT8_ONNXRUNTIME, MMPRETRAIN_DEPLOY,  # noqa: E402
+                        ONNXRUNTIME, RECOMMENDED, TRAIN)
 
 _STYLES = {DEPLOY: dict(marker='o', color='tab:blue'),
            RECOMMENDED: dict(marker='s', color='tab:green'),
+           ONNXRUNTIME: dict(marker='^', color='tab:orange'),
+           INT8_ONNXRUNTIME: dict(marker='*', color='tab:red'),
            MMPRETRAIN_DEPLOY: dict(marker='x', color='tab:gray')}
 
 
@@ -39,6 +42,8 @@ def plot_accuracy_vs_speed(results: dict, path: str) -> None:
     figure, axes = plt.subplots(figsize=(7, 5))
     for name, style in _STYLES.items():
         rows = by_path.get(name, {})
+        if not rows:
+            continue
         archs = [arch for arch, row in rows.items() if row['top1'] is not None]
         axes.plot([rows[arch]['images_per_s'] for arch in archs],
                   [rows[arch]['top1'] for arch in archs], linestyle='none', label=name,
@@ -49,7 +54,7 @@ def plot_accuracy_vs_speed(results: dict, path: str) -> None:
                               textcoords='offset points', xytext=(4, 3), fontsize=8)
     axes.set_xscale('log')
     axes.set_xlabel('measured images/s (log scale)')
-    axes.set_ylabel('published ImageNet top-1 (%)')
+    axes.set_ylabel('published ImageNet top-1 (%) (FP32; INT8 at the same value)')
     axes.set_title(f'RepVGG deploy: accuracy vs speed\n{_caption(results)}', fontsize=10)
     axes.grid(True, which='both', alpha=0.3)
     axes.legend(fontsize=8)
@@ -59,10 +64,11 @@ def plot_accuracy_vs_speed(results: dict, path: str) -> None:
 
 
 def plot_train_vs_deploy(results: dict, path: str) -> None:
-    """Bars of images/s per variant: train form, deploy eager, recommended path and
-    mmpretrain's deploy form."""
+    """Bars of images/s per variant: train form, deploy eager, recommended path, ONNX
+    Runtime FP32 and INT8 (when measured) and mmpretrain's deploy form."""
     by_path = _variant_rows(results)
-    names: List[str] = [name for name in (TRAIN, DEPLOY, RECOMMENDED, MMPRETRAIN_DEPLOY)
+    names: List[str] = [name for name in (TRAIN, DEPLOY, RECOMMENDED, ONNXRUNTIME,
+                                          INT8_ONNXRUNTIME, MMPRETRAIN_DEPLOY)
                         if name in by_path]
     archs = list(by_path[names[0]])
     width = 0.8 / len(names)
@@ -78,6 +84,30 @@ def plot_train_vs_deploy(results: dict, path: str) -> None:
                    fontsize=10)
     axes.grid(True, axis='y', which='both', alpha=0.3)
     axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_int8_accuracy(rows: List[dict], path: str) -> None:
+    """Bars of top-1 per model: PyTorch, ONNX Runtime FP32 and INT8 (rows written by
+    tools/analysis_tools/int8_accuracy.py)."""
+    labels = {'pytorch': 'PyTorch FP32', 'onnxruntime_fp32': 'ONNX Runtime FP32',
+              'onnxruntime_int8': 'ONNX Runtime INT8'}
+    width = 0.8 / len(labels)
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for index, (key, label) in enumerate(labels.items()):
+        positions = [position + (index - (len(labels) - 1) / 2) * width
+                     for position in range(len(rows))]
+        values = [row['top1'][key] for row in rows]
+        bars = axes.bar(positions, values, width, label=label)
+        axes.bar_label(bars, [f'{value:.1f}' for value in values], fontsize=7)
+    axes.set_xticks(range(len(rows)), [row['model'] for row in rows])
+    lowest = min(min(row['top1'].values()) for row in rows)
+    axes.set_ylim(max(0, lowest - 5), 100)
+    axes.set_ylabel('top-1 on the test set (%)')
+    axes.set_title('FP32 vs static INT8 (per-channel, ONNX Runtime)', fontsize=10)
+    axes.legend(fontsize=8, loc='upper right')
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -1,7 +1,8 @@
 from .convert import (ConfigError, ConversionReport, build_train_model, convert_checkpoint,
                       load_repvgg_weights, repvgg_convert, verify_fusion)
-from .inference import INFERENCE_BACKENDS, InferenceModel, prepare_for_inference
+from .inference import (INFERENCE_BACKENDS, InferenceModel, OnnxRuntimeInferenceModel,
+                        prepare_for_inference)
 
 __all__ = ['ConfigError', 'ConversionReport', 'build_train_model', 'convert_checkpoint',
            'load_repvgg_weights', 'repvgg_convert', 'verify_fusion', 'INFERENCE_BACKENDS',
-           'InferenceModel', 'prepare_for_inference']
+           'InferenceModel', 'OnnxRuntimeInferenceModel', 'prepare_for_inference']

@@ -1,57 +1,129 @@
-"""Export a RepVGG checkpoint to ONNX (deploy form), verified against ONNX Runtime.
+"""Export a RepVGG checkpoint to ONNX (deploy form), verified against ONNX Runtime; with
+``--quantize int8``, a static INT8 file for ONNX Runtime calibrated on the config's data.
 
     python tools/deployment/pytorch2onnx.py \
-        configs/deploy/repvgg-A0_deploy_4xb64-coslr-120e_in1k.py A0.pth repvgg-A0.onnx \
-        --shape 224 224 --dynamic-batch
+        configs/deploy/repvgg-A0_deploy_4xb64-coslr-120e_in1k.py A0.pth repvgg-A0.onnx
+    python tools/deployment/pytorch2onnx.py configs/digits/repvgg-A0_digits.py \
+        epoch_6.pth a0_int8.onnx --quantize int8 --calib-images 256
 
-A train-form checkpoint is fused first (structural re-parameterization), with a notice.
+The batch dimension is dynamic unless ``--no-dynamic-batch``. A train-form checkpoint is
+fused first (structural re-parameterization), with a notice.
 """
 import argparse
+import os
 import sys
 
-from mmrepvgg.analysis.onnx_export import DEFAULT_OPSET, OnnxExportError, export_onnx
+from mmengine.config import DictAction
+
+from mmrepvgg.analysis.extras import MissingExtraError
 from mmrepvgg.apis.convert import ConfigError, build_train_model, load_repvgg_weights
 from mmrepvgg.checkpoint import CheckpointError
+from mmrepvgg.engine import load_repvgg_config
 from mmrepvgg.models import image_channels
+
+try:
+    from mmrepvgg.analysis.onnx_eval import preprocessed_batches
+    from mmrepvgg.analysis.onnx_export import DEFAULT_OPSET, OnnxExportError, export_onnx
+    from mmrepvgg.analysis.quantization import export_int8
+except MissingExtraError as missing:
+    sys.exit(f'error: {missing}')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Export the deploy form of a RepVGG model to ONNX and check it with '
-        'onnx.checker and ONNX Runtime.')
+        'onnx.checker and ONNX Runtime; optionally quantize it to static INT8.')
     parser.add_argument('config', help='train or deploy config of the model')
     parser.add_argument('checkpoint', help='train- or deploy-form checkpoint (only read)')
     parser.add_argument('output', help='ONNX file to write')
-    parser.add_argument('--shape', type=int, nargs=2, default=[224, 224],
-                        metavar=('H', 'W'), help='input image size (default: 224 224)')
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                        help='input image size (default: 224 224; with --quantize, the '
+                        "size the config's test pipeline makes)")
     parser.add_argument('--batch-size', type=int, default=1,
-                        help='batch size traced (default: 1)')
-    parser.add_argument('--dynamic-batch', action='store_true',
-                        help='make the batch dimension symbolic')
+                        help='batch size traced (default: 1); fixed in the file with '
+                        '--no-dynamic-batch')
+    parser.add_argument('--dynamic-batch', action=argparse.BooleanOptionalAction,
+                        default=True, help='make the batch dimension symbolic (default: '
+                        'yes; --no-dynamic-batch fixes it to --batch-size)')
     parser.add_argument('--opset', type=int, default=DEFAULT_OPSET,
                         help=f'ONNX opset version (default: {DEFAULT_OPSET})')
+    parser.add_argument('--quantize', choices=('int8', ),
+                        help='int8: static per-channel INT8 (QDQ) for ONNX Runtime, '
+                        "calibrated on the config's training images")
+    parser.add_argument('--calib-images', type=int, default=256,
+                        help='training images to calibrate on (default: 256)')
+    parser.add_argument('--check-images', type=int, default=512,
+                        help='held-out test images on which INT8 and FP32 top-1 are '
+                        'compared (default: 512)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+                        help='override config entries, e.g. '
+                        'train_dataloader.dataset.data_root=DIR')
     parser.add_argument('--force', action='store_true', help='overwrite an existing OUTPUT')
     args = parser.parse_args(argv)
-    if min(args.shape) < 32:
+    if args.shape and min(args.shape) < 32:
         parser.error(f'--shape {args.shape[0]} {args.shape[1]}: RepVGG downsamples 32x; '
                      'pass a height and width of at least 32')
-    if args.batch_size < 1:
-        parser.error(f'--batch-size {args.batch_size}: pass a positive batch size')
+    if min(args.batch_size, args.calib_images, args.check_images) < 1:
+        parser.error('--batch-size, --calib-images and --check-images must be positive')
     if not 7 <= args.opset <= 20:
         parser.error(f'--opset {args.opset}: the exporter supports opsets 7 to 20; '
                      f'{DEFAULT_OPSET} is the default')
+    if args.quantize and not args.dynamic_batch:
+        parser.error('--quantize int8 writes a dynamic-batch file; drop --no-dynamic-batch')
+    if args.quantize and args.opset < 13:
+        parser.error(f'--opset {args.opset}: per-channel INT8 needs opset 13 or later')
+    for role in ('checkpoint', 'config'):
+        source = getattr(args, role)
+        if os.path.realpath(args.output) == os.path.realpath(source):
+            parser.error(f'OUTPUT {args.output} is the {role} it is made from; name a new '
+                         '.onnx file (nothing was written)')
     return args
+
+
+def print_progress(batch: int, batches: int, images: int) -> None:
+    print(f'calibrating: batch {batch}/{batches} ({images} images)', flush=True)
+
+
+def export_quantized(args: argparse.Namespace, cfg, model) -> int:
+    calibration = [batch.images for batch in preprocessed_batches(
+        cfg, 'train_dataloader', args.calib_images, shuffle=True,
+        pipeline_from='test_dataloader')]
+    size = calibration[0].shape[2:]
+    if args.shape and tuple(args.shape) != size:
+        raise ConfigError(f'--shape {args.shape[0]} {args.shape[1]}: the config\'s test '
+                          f'pipeline makes {size[0]}x{size[1]} images; drop --shape or '
+                          'change the pipeline')
+    held_out = preprocessed_batches(cfg, 'test_dataloader', args.check_images,
+                                    shuffle=False)
+    report = export_int8(model, args.output, calibration, held_out, args.force,
+                         print_progress, args.opset)
+    agreement = report.agreement
+    print(f'exported {report.path} (INT8 QDQ, per-channel weights, opset '
+          f'{args.opset}, input (N, {calibration[0].shape[1]}, {size[0]}, {size[1]}); '
+          f'calibrated on {report.calibration_images} training images)')
+    print(f'FP32 export: max relative error ONNX Runtime vs PyTorch '
+          f'{report.fp32_max_relative_error:.2e}')
+    print(f'INT8 vs FP32 top-1 agreement on {agreement.num_images} held-out test images: '
+          f'{100 * agreement.rate:.2f} % ({agreement.num_agree}/{agreement.num_images}); '
+          f'top-1 FP32 {100 * agreement.reference_correct / agreement.num_images:.2f} %, '
+          f'INT8 {100 * agreement.candidate_correct / agreement.num_images:.2f} %')
+    return 0
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        model = build_train_model(args.config)
+        cfg = load_repvgg_config(args.config, args.cfg_options)
+        model = build_train_model(cfg)
         state, _ = load_repvgg_weights(model, args.checkpoint)
+        if os.path.exists(args.output) and not args.force:
+            raise FileExistsError(f'{args.output} exists; pass --force to replace it')
         if state.form == 'train':
             print(f'notice: {args.checkpoint} is in train form; fusing its blocks into the '
                   'deploy form before the export')
-        input_shape = (args.batch_size, image_channels(model), *args.shape)
+        if args.quantize:
+            return export_quantized(args, cfg, model)
+        input_shape = (args.batch_size, image_channels(model), *(args.shape or (224, 224)))
         report = export_onnx(model, args.output, input_shape,
                              dynamic_batch=args.dynamic_batch, opset=args.opset,
                              overwrite=args.force)

@@ -1,0 +1,72 @@
+"""tools/deployment/test.py evaluates an ONNX file exactly as tools/test.py evaluates the
+checkpoint it was exported from."""
+import os
+import subprocess
+import sys
+
+import torch
+
+from mmrepvgg.analysis.onnx_eval import logits_to_predictions
+from mmrepvgg.engine import parse_test_metrics
+
+from conftest import REPO_ROOT, load_tool
+
+DIGITS_CONFIG = os.path.join(REPO_ROOT, 'configs/digits/repvgg-A0_digits.py')
+
+pytorch2onnx = load_tool('tools/deployment/pytorch2onnx.py')
+deployment_test = load_tool('tools/deployment/test.py')
+
+
+def test_fp32_onnx_top1_equals_tools_test_top1_on_the_same_checkpoint(
+        digits_workspace, digits_train_checkpoint, tool_env, monkeypatch, capsys):
+    monkeypatch.chdir(digits_workspace)  # the config's data_root is relative
+    onnx_file = str(digits_workspace / 'fp32_for_test_tool.onnx')
+    assert pytorch2onnx.main([DIGITS_CONFIG, digits_train_checkpoint, onnx_file,
+                              '--shape', '32', '32', '--force']) == 0
+    work_dir = str(digits_workspace / 'test_tool')
+    assert deployment_test.main([DIGITS_CONFIG, onnx_file, '--work-dir', work_dir]) == 0
+    onnx_metrics = parse_test_metrics(capsys.readouterr().out)
+    checkpoint_test = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, 'tools/test.py'), DIGITS_CONFIG,
+         digits_train_checkpoint, '--work-dir', work_dir], cwd=digits_workspace,
+        env=tool_env, capture_output=True, text=True)
+    assert checkpoint_test.returncode == 0, checkpoint_test.stderr[-2000:]
+    checkpoint_metrics = parse_test_metrics(checkpoint_test.stdout)
+    assert set(onnx_metrics) == set(checkpoint_metrics) == {'accuracy/top1'}
+    assert onnx_metrics['accuracy/top1'] == checkpoint_metrics['accuracy/top1']
+
+
+def test_predictions_are_softmax_scores_with_the_arg_max_label():
+    logits = torch.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 0.0]])
+    first, second = logits_to_predictions(logits, None)
+    assert first.pred_label.tolist() == [1] and second.pred_label.tolist() == [0]
+    assert torch.allclose(first.pred_score, torch.softmax(logits[0], dim=0))
+
+
+def test_tool_refuses_a_file_that_is_not_onnx_in_one_line(digits_workspace, tmp_path,
+                                                         capsys):
+    not_onnx = tmp_path / 'model.onnx'
+    not_onnx.write_bytes(b'not a protobuf')
+    assert deployment_test.main([DIGITS_CONFIG, str(not_onnx), '--work-dir',
+                                 str(tmp_path)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith('error: ') and 'ONNX Runtime cannot load it' in error
+    assert '\n' not in error
+
+
+def test_tool_names_a_missing_model_file(tmp_path, capsys):
+    assert deployment_test.main([DIGITS_CONFIG, str(tmp_path / 'missing.onnx')]) == 1
+    assert 'missing.onnx: no such' in capsys.readouterr().err
+
+
+def test_tool_explains_missing_test_data(digits_train_checkpoint, digits_workspace, tmp_path,
+                                         monkeypatch, capsys):
+    onnx_file = str(tmp_path / 'model.onnx')
+    monkeypatch.chdir(digits_workspace)
+    assert pytorch2onnx.main([DIGITS_CONFIG, digits_train_checkpoint, onnx_file,
+                              '--shape', '32', '32']) == 0
+    monkeypatch.chdir(tmp_path)  # no data/digits here
+    assert deployment_test.main([DIGITS_CONFIG, onnx_file, '--work-dir',
+                                 str(tmp_path)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith('error: ') and 'prepare the data' in error

@@ -1,0 +1,175 @@
+"""INT8 export: calibrated on the config's preprocessed images, static per-channel QDQ,
+checked against FP32 on held-out images; inputs are never overwritten."""
+import contextlib
+import os
+import re
+import sys
+from io import StringIO
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+from PIL import Image
+
+from mmrepvgg.analysis.onnx_eval import preprocessed_batches
+from mmrepvgg.analysis.onnx_export import onnxruntime_session
+from mmrepvgg.analysis.quantization import CalibrationBatches, output_nodes, top1_agreement
+from mmrepvgg.engine import load_repvgg_config
+
+from conftest import REPO_ROOT, load_tool
+
+DIGITS_CONFIG = os.path.join(REPO_ROOT, 'configs/digits/repvgg-A0_digits.py')
+DIGITS_MEAN, DIGITS_STD = 77.84, 95.89  # configs/digits/repvgg-A0_digits.py
+
+pytorch2onnx = load_tool('tools/deployment/pytorch2onnx.py')
+
+
+@pytest.fixture(scope='module')
+def int8_export(digits_workspace, digits_train_checkpoint):
+    """The INT8 file of the short-trained digits model and what the tool printed."""
+    output = digits_workspace / 'a0_int8.onnx'
+    printed = StringIO()
+    # chdir: the config's data_root is relative.
+    with contextlib.chdir(digits_workspace), contextlib.redirect_stdout(printed):
+        code = pytorch2onnx.main([DIGITS_CONFIG, digits_train_checkpoint, str(output),
+                                  '--quantize', 'int8', '--calib-images', '64',
+                                  '--check-images', '96', '--force'])
+    assert code == 0, printed.getvalue()
+    return str(output), printed.getvalue()
+
+
+def test_int8_export_reports_calibration_progress_and_agreement(int8_export):
+    _, printed = int8_export
+    # 64 calibration images in the digits training batches of 32.
+    assert re.findall(r'calibrating: batch (\d)/(\d) \((\d+) images\)', printed) == [
+        ('1', '2', '32'), ('2', '2', '64')]
+    agreement = re.search(r'agreement on (\d+) held-out test images: ([\d.]+) % '
+                          r'\((\d+)/(\d+)\)', printed)
+    assert agreement, printed
+    images, rate, agree, total = agreement.groups()
+    assert images == total == '96'
+    assert float(rate) == pytest.approx(100 * int(agree) / int(total), abs=0.005)
+
+
+def test_int8_file_holds_per_channel_int8_convs_and_fp32_logits(int8_export):
+    path, _ = int8_export
+    graph = onnx.load(path).graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    conv_weight_scales = []
+    for node in graph.node:
+        if node.op_type == 'DequantizeLinear' and initializers.get(node.input[0]) is not None:
+            weight = initializers[node.input[0]]
+            if len(weight.dims) == 4:  # a conv kernel (C_out, C_in, 3, 3)
+                assert weight.data_type == TensorProto.INT8
+                assert list(initializers[node.input[1]].dims) == [weight.dims[0]]
+                conv_weight_scales.append(node.input[1])
+    assert len(conv_weight_scales) == 22  # every fused conv of A0 (1 + 2 + 4 + 14 + 1)
+    (head, ) = [node for node in graph.node if 'output' in node.output]
+    assert head.op_type == 'Gemm'  # the logits come out of an unquantized op
+
+
+def test_int8_logits_stay_close_to_fp32_on_digits(int8_export, digits_workspace,
+                                                  digits_train_checkpoint, tmp_path,
+                                                  monkeypatch):
+    monkeypatch.chdir(digits_workspace)
+    fp32_path = str(tmp_path / 'fp32.onnx')
+    assert pytorch2onnx.main([DIGITS_CONFIG, digits_train_checkpoint, fp32_path,
+                              '--shape', '32', '32']) == 0
+    images = next(preprocessed_batches(load_repvgg_config(DIGITS_CONFIG),
+                                       'test_dataloader', 64, shuffle=False)).images
+    fp32, int8 = (onnxruntime_session(path).run(None, {'input': images})[0]
+                  for path in (fp32_path, int8_export[0]))
+    # A real quantization of the same function: close, but not bit-equal (measured 0.16
+    # on the 6-epoch digits model; a different or broken graph is off by order 1).
+    relative = np.abs(int8 - fp32).max() / np.abs(fp32).max()
+    assert 1e-5 < relative < 0.3
+
+
+def test_calibration_images_pass_through_the_config_preprocessing(digits_workspace,
+                                                                  monkeypatch):
+    monkeypatch.chdir(digits_workspace)
+    cfg = load_repvgg_config(DIGITS_CONFIG)
+    batch = next(preprocessed_batches(cfg, 'test_dataloader', 3, shuffle=False))
+    assert batch.images.shape == (3, 3, 32, 32) and batch.images.dtype == np.float32
+    with open('data/digits/meta/val.txt') as annotations:
+        first_file, first_label = annotations.readline().split()
+    pixels = np.asarray(Image.open(os.path.join('data/digits/val', first_file)).convert('RGB')
+                        .resize((32, 32), Image.BICUBIC), dtype=np.float32)
+    expected = (pixels.transpose(2, 0, 1) - DIGITS_MEAN) / DIGITS_STD
+    np.testing.assert_allclose(batch.images[0], expected, atol=1e-4)
+    assert batch.labels[0] == int(first_label)
+
+
+def test_calibration_reader_feeds_every_batch_once_then_rewinds():
+    batches = [np.zeros((2, 3, 4, 4), np.float32), np.ones((1, 3, 4, 4), np.float32)]
+    seen = []
+    reader = CalibrationBatches(batches, 'input', lambda *counts: seen.append(counts))
+    fed = [reader.get_next(), reader.get_next(), reader.get_next()]
+    assert [feed['input'].shape[0] for feed in fed[:2]] == [2, 1] and fed[2] is None
+    assert seen == [(1, 2, 2), (2, 2, 3)]
+    reader.rewind()
+    assert reader.get_next()['input'] is batches[0]
+
+
+def _linear_model(path, weight):
+    """An ONNX model ``logits = input @ weight`` for input ``(N, 2)``."""
+    graph = helper.make_graph(
+        [helper.make_node('MatMul', ['input', 'weight'], ['output'], name='head')], 'g',
+        [helper.make_tensor_value_info('input', TensorProto.FLOAT, ['N', 2])],
+        [helper.make_tensor_value_info('output', TensorProto.FLOAT, ['N', 2])],
+        [helper.make_tensor('weight', TensorProto.FLOAT, [2, 2], weight)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)]), path)
+    return str(path)
+
+
+def test_top1_agreement_counts_agreeing_and_correct_images(tmp_path):
+    identity = _linear_model(tmp_path / 'identity.onnx', [1, 0, 0, 1])
+    swapped = _linear_model(tmp_path / 'swapped.onnx', [0, 1, 1, 0])
+    images = np.array([[2, 1], [1, 2], [3, 0]], np.float32)  # identity says 0, 1, 0
+    labels = np.array([0, 0, 1])
+    agreement = top1_agreement(identity, identity, [(images, labels)])
+    assert agreement == (3, 3, 1, 1)
+    agreement = top1_agreement(identity, swapped, [(images[:2], labels[:2]),
+                                                   (images[2:], labels[2:])])
+    assert agreement == (3, 0, 1, 2) and agreement.rate == 0
+    assert output_nodes(identity) == ['head']
+
+
+@pytest.mark.parametrize('output_role', ['checkpoint', 'config'])
+def test_export_refuses_to_write_over_its_own_input_even_with_force(
+        output_role, digits_train_checkpoint, tmp_path, capsys):
+    source = tmp_path / ('ck.pth' if output_role == 'checkpoint' else 'config.py')
+    source.write_bytes(open(digits_train_checkpoint if output_role == 'checkpoint'
+                            else DIGITS_CONFIG, 'rb').read())
+    before = source.read_bytes()
+    argv = ([DIGITS_CONFIG, str(source)] if output_role == 'checkpoint' else
+            [str(source), digits_train_checkpoint])
+    with pytest.raises(SystemExit) as exit_info:
+        pytorch2onnx.main([*argv, str(source), '--force', '--quantize', 'int8'])
+    assert exit_info.value.code == 2
+    assert f'is the {output_role} it is made from' in capsys.readouterr().err
+    assert source.read_bytes() == before
+
+
+def test_missing_onnxruntime_is_one_line_naming_the_extra(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, 'onnxruntime', None)  # import fails as if absent
+    for name in [name for name in sys.modules if name.startswith('mmrepvgg.analysis.')]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(SystemExit) as exit_info:
+        load_tool('tools/deployment/pytorch2onnx.py')
+    message = str(exit_info.value.code)
+    assert message.startswith('error: onnxruntime is not installed')
+    assert "pip install 'mmrepvgg[onnx]'" in message and '\n' not in message
+
+
+def test_int8_file_takes_the_data_image_size_and_any_batch(int8_export):
+    """The file's input is the size the config's test pipeline makes (32x32 digits),
+    with a symbolic batch: the INT8 file runs batches of 1 and 5."""
+    session = onnxruntime_session(int8_export[0])
+    (model_input, ) = session.get_inputs()
+    assert model_input.shape[1:] == [3, 32, 32] and isinstance(model_input.shape[0], str)
+    for batch in (1, 5):
+        (logits, ) = session.run(None, {'input': torch.randn(batch, 3, 32, 32).numpy()})
+        assert logits.shape == (batch, 10)
