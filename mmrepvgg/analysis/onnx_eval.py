@@ -7,6 +7,7 @@ PyTorch model: same dataloader, same ``data_preprocessor`` (normalisation), same
   (INT8 calibration and agreement checks).
 """
 import copy
+import os
 from typing import Iterator, List, NamedTuple, Optional
 
 import numpy as np
@@ -81,12 +82,13 @@ def onnx_test_config(cfg: Config, onnx_file: str, num_threads: Optional[int] = N
     Raises:
         ConfigError: ``onnx_file`` is not a model ONNX Runtime can load.
     """
+    if not os.path.isfile(onnx_file):
+        raise ConfigError(f'{onnx_file}: no such ONNX file; check the path')
     try:
         onnxruntime_session(onnx_file, num_threads)  # fail here, in one line, not in Runner
     except (onnxruntime.capi.onnxruntime_pybind11_state.Fail,
             onnxruntime.capi.onnxruntime_pybind11_state.InvalidGraph,
-            onnxruntime.capi.onnxruntime_pybind11_state.InvalidProtobuf,
-            onnxruntime.capi.onnxruntime_pybind11_state.NoSuchFile) as error:
+            onnxruntime.capi.onnxruntime_pybind11_state.InvalidProtobuf) as error:
         first_line = str(error).strip().splitlines()[0]
         raise ConfigError(f'{onnx_file}: ONNX Runtime cannot load it ({first_line}); pass '
                           'a file written by tools/deployment/pytorch2onnx.py') from error

@@ -43,9 +43,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_repvgg_config(args.config, args.cfg_options)
-        # The ONNX file takes the checkpoint's place: checked to exist, then not loaded.
+        # The model file is checked first (ONNX Runtime opens it), then the test data.
+        onnx_test_config(cfg, args.model, args.threads)
         prepare_test_config(cfg, args.config, args.model, args.work_dir, args.out)
-        runner = build_runner(onnx_test_config(cfg, args.model, args.threads))
+        cfg.load_from = None  # the ONNX file is the model, not weights to load into it
+        runner = build_runner(cfg)
         metrics = runner.test()
     except ConfigError as error:
         print(f'error: {error}', file=sys.stderr)
