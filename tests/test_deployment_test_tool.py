@@ -69,4 +69,4 @@ def test_tool_explains_missing_test_data(digits_train_checkpoint, digits_workspa
     assert deployment_test.main([DIGITS_CONFIG, onnx_file, '--work-dir',
                                  str(tmp_path)]) == 1
     error = capsys.readouterr().err
-    assert error.startswith('error: ') and 'prepare the data' in error
+    assert error.startswith('error: ') and 'data_root' in error and 'tools/demo.py' in error
