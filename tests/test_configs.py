@@ -272,3 +272,19 @@ def test_deploy_config_loads_converted_train_checkpoint(train_name):
         expected = train_model(images, mode='tensor')
         actual = deploy_model(images, mode='tensor')
     torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4 * expected.abs().max())
+
+
+def test_finetune_doc_example_config_sets_classes_and_data_everywhere(tmp_path):
+    with open(os.path.join(REPO_ROOT, 'docs', 'finetune.md')) as stream:
+        example = re.search(r'```python\n(# configs/my_project/(\S+)\n.*?)```', stream.read(),
+                            re.S)
+    config_dir = tmp_path / 'configs'
+    (config_dir / 'my_project').mkdir(parents=True)
+    for entry in os.listdir(CONFIG_DIR):
+        (config_dir / entry).symlink_to(os.path.join(CONFIG_DIR, entry))
+    (config_dir / 'my_project' / example.group(2)).write_text(example.group(1))
+    cfg = Config.fromfile(str(config_dir / 'my_project' / example.group(2)))
+    assert cfg.model.head.num_classes == cfg.data_preprocessor.num_classes == 2
+    for loader_name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        assert cfg[loader_name].dataset.data_root == 'data/pets'
+    assert cfg.model.backbone.init_cfg.type == 'Pretrained'

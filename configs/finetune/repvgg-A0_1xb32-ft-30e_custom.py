@@ -63,8 +63,8 @@ val_evaluator = dict(type='Accuracy', topk=(1, ))
 test_dataloader = val_dataloader
 test_evaluator = val_evaluator
 
-# Fine-tuning: a tenth of the published lr (0.1 for 256 images), one warm-up epoch for the
-# new head, cosine to 0 over 30 epochs.
+# The published lr (0.1 at batch 256) scaled linearly to batch 32; one warm-up epoch so the
+# new head's first large gradients do not wreck the pretrained backbone; cosine to 0.
 max_epochs = 30
 optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.0125, momentum=0.9, weight_decay=1e-4))
 param_scheduler = [
