@@ -15,6 +15,7 @@ from mmengine.runner import Runner
 import mmrepvgg
 from mmrepvgg.model_zoo import find_model
 from mmrepvgg.models import ARCH_SETTINGS, RepVGG, build_model, repvgg_classifier_cfg
+from mmrepvgg.models.repvgg import DEFAULT_INIT_CFG
 from mmrepvgg.registry import DATASETS
 from mmrepvgg.testing import randomize_batch_norms_
 
@@ -140,7 +141,8 @@ def test_finetuning_template_loads_the_published_backbone_and_trains_a_new_head(
 def test_digits_config_is_the_finetuning_template_from_scratch_on_digits():
     template = load('finetune/repvgg-A0_1xb32-ft-30e_custom.py')
     digits = load('digits/repvgg-A0_digits.py')
-    assert digits.model.backbone.init_cfg is None
+    # From scratch, initialised as a RepVGG built without init_cfg.
+    assert digits.model.backbone.init_cfg == DEFAULT_INIT_CFG
     assert digits.model.head.num_classes == digits.data_preprocessor.num_classes == 10
     for loader_name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         template_data, digits_data = template[loader_name], digits[loader_name]

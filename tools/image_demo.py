@@ -13,6 +13,7 @@ import os
 import sys
 
 import numpy as np
+from mmpretrain.utils import progress
 
 from mmrepvgg.apis import ConfigError, get_model, inference_model, list_images
 from mmrepvgg.checkpoint import CheckpointError, atomic_output
@@ -58,6 +59,9 @@ def check_args(args: argparse.Namespace) -> list:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # The per-image lines below say what the inferencer's progress bar would, and the bar
+    # leaves no line break in a log.
+    progress.disable_progress_bar = True
     try:
         images = check_args(args)
         model = get_model(args.model, pretrained=args.checkpoint, device=args.device)

@@ -7,7 +7,15 @@ _base_ = '../finetune/repvgg-A0_1xb32-ft-30e_custom.py'
 
 num_classes = 10
 data_root = 'data/digits'
-model = dict(backbone=dict(init_cfg=None), head=dict(num_classes=num_classes))
+model = dict(
+    # From scratch: RepVGG's own initialisation (its DEFAULT_INIT_CFG) instead of the
+    # template's Pretrained weights.
+    backbone=dict(init_cfg=[
+        dict(type='Kaiming', layer=['Conv2d']),
+        dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm']),
+    ]),
+    head=dict(num_classes=num_classes),
+)
 
 data_preprocessor = dict(
     num_classes=num_classes,

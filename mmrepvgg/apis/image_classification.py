@@ -10,6 +10,8 @@ import os
 from typing import List, Optional, Sequence, Union
 
 from mmengine.config import Config
+from mmpretrain.apis import ImageClassificationInferencer, ModelHub
+from mmpretrain.apis import get_model as mmpretrain_get_model
 from torch import nn
 
 from ..checkpoint import load_checkpoint_file
@@ -76,7 +78,6 @@ def get_model(model: Union[str, Config],
             config (only zoo names have published weights).
         CheckpointError: the checkpoint cannot be read or does not fit the model.
     """
-    from mmpretrain.apis import ModelHub, get_model as mmpretrain_get_model
     config = _read_config(model)
     if pretrained is True:
         zoo_model = find_model(model) if isinstance(model, str) else None
@@ -100,7 +101,8 @@ def get_model(model: Union[str, Config],
         classifier._dataset_meta = _dataset_meta(source, config) or classifier._dataset_meta
     else:
         classifier._dataset_meta = _config_dataset_meta(config) or classifier._dataset_meta
-    classifier._config.model.backbone.deploy = deploy
+    # A deploy-form checkpoint fuses even a train config's model.
+    classifier._config.model.backbone.deploy = count_train_form_blocks(classifier) == 0
     if isinstance(model, str) and find_model(model) is not None:
         # What mmpretrain's inference_model reads to pick the inferencer.
         classifier._metainfo = ModelHub.get(model)
@@ -147,7 +149,6 @@ def inference_model(model: Union[nn.Module, str, Config],
         ``pred_score`` (float), ``pred_scores`` (``(num_classes,)`` array of softmax
         scores) and ``pred_class`` (the class name, when the model knows them).
     """
-    from mmpretrain.apis import ImageClassificationInferencer
     if not isinstance(model, nn.Module):
         model = get_model(model, pretrained=pretrained, device=device)
     elif count_train_form_blocks(model):
