@@ -13,7 +13,11 @@ from .checkpoint import route_mmengine_loading  # noqa: E402
 from .version import __version__  # noqa: E402
 from . import models  # noqa: E402,F401  (registers RepVGG)
 from .apis import repvgg_convert  # noqa: E402
+from .model_zoo import register_model_zoo  # noqa: E402
 
 route_mmengine_loading()
 
 __all__ = ['__version__', 'repvgg_convert']
+
+# So that mmpretrain's list_models('repvgg*') and get_model(name) find the published zoo.
+register_model_zoo()

@@ -7,12 +7,15 @@ import re
 import pytest
 import torch
 from mmengine.config import Config
+from PIL import Image
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
 import mmrepvgg
-from mmrepvgg.models import ARCH_SETTINGS, RepVGG, build_model
+from mmrepvgg.model_zoo import find_model
+from mmrepvgg.models import ARCH_SETTINGS, RepVGG, build_model, repvgg_classifier_cfg
+from mmrepvgg.models.repvgg import DEFAULT_INIT_CFG
 from mmrepvgg.registry import DATASETS
 from mmrepvgg.testing import randomize_batch_norms_
 
@@ -28,6 +31,7 @@ TRAIN_CONFIGS = [name for name in ALL_CONFIGS if name not in DEPLOY_CONFIGS]
 EPOCHS_120 = ('A0', 'A1', 'A2', 'B0', 'B1', 'B1g2', 'B1g4', 'B2')
 EPOCHS_200 = ('B2g4', 'B3', 'B3g4', 'D2se')
 TEST_SIZE = 32  # crops the tests train and test on (the configs' 224 is too slow on CPU)
+A0_ZOO_NAME = 'repvgg-A0_3rdparty_4xb64-coslr-120e_in1k'
 
 
 def deploy_twin(train_name: str) -> str:
@@ -62,16 +66,18 @@ def on_fake_data(cfg: Config, data_root: str, work_dir: str) -> Config:
                               pipeline=small_input_pipeline(loader.dataset.pipeline))
     cfg.train_cfg.update(max_epochs=1, val_interval=1)
     cfg.default_hooks.update(checkpoint=None, logger=dict(type='LoggerHook', interval=1))
+    # No network in tests: test_finetuning_template_* loads the pretrained backbone.
+    cfg.model.backbone.init_cfg = None
     cfg.work_dir = work_dir
     cfg.log_level = 'WARNING'
     return cfg
 
 
-def test_config_inventory_is_the_published_table_plus_digits():
+def test_config_inventory_is_the_published_table_plus_finetuning_and_digits():
     expected_train = [f'repvgg-{arch}_4xb64-coslr-120e_in1k.py' for arch in EPOCHS_120] + \
         [f'repvgg-{arch}_4xb64-autoaug-lbs-mixup-coslr-200e_in1k.py' for arch in EPOCHS_200] + \
-        ['digits/repvgg-A0_digits.py']
-    expected_train += [f'qarepvgg/qa{name}' for name in expected_train[:-1]] + \
+        ['finetune/repvgg-A0_1xb32-ft-30e_custom.py', 'digits/repvgg-A0_digits.py']
+    expected_train += [f'qarepvgg/qa{name}' for name in expected_train[:-2]] + \
         ['digits/qarepvgg-A0_digits.py']
     assert sorted(TRAIN_CONFIGS) == sorted(expected_train)
     assert sorted(DEPLOY_CONFIGS) == sorted(deploy_twin(name) for name in expected_train)
@@ -91,15 +97,79 @@ def test_config_selects_this_projects_repvgg_of_its_variant(train_name):
     cfg = load(train_name)
     assert cfg.default_scope == 'mmrepvgg'
     assert cfg.custom_imports.imports == ['mmrepvgg']
-    assert cfg.model.backbone.type == 'RepVGG'
+    # Scoped, so that mmpretrain's get_model (default scope 'mmpretrain') builds ours too.
+    assert cfg.model.backbone.type == 'mmrepvgg.RepVGG'
     assert cfg.model.backbone.arch == arch_of(train_name)
+
+
+@pytest.mark.parametrize('name', ALL_CONFIGS)
+def test_mmpretrain_get_model_builds_this_projects_repvgg(name):
+    from mmpretrain.apis import get_model as mmpretrain_get_model
+    backbone = mmpretrain_get_model(os.path.join(CONFIG_DIR, name)).backbone
+    assert isinstance(backbone, RepVGG)
+    assert backbone.deploy == ('/deploy/' in f'/{name}')
+
+
+def test_finetuning_template_starts_from_the_published_a0_backbone():
+    cfg = load('finetune/repvgg-A0_1xb32-ft-30e_custom.py')
+    assert cfg.model.backbone.init_cfg == dict(
+        type='Pretrained', checkpoint=find_model(A0_ZOO_NAME).weights, prefix='backbone')
+    assert cfg.model.head.num_classes == cfg.data_preprocessor.num_classes
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        assert (loader.dataset.type, loader.dataset.get('ann_file', '')) == \
+            ('CustomDataset', '')
+    assert cfg.train_dataloader.drop_last is True
+
+
+def test_finetuning_template_loads_the_published_backbone_and_trains_a_new_head(
+        fake_data_roots, tmp_path):
+    cfg = load('finetune/repvgg-A0_1xb32-ft-30e_custom.py')
+    published = randomize_batch_norms_(build_model(repvgg_classifier_cfg('A0')))
+    weights_path = tmp_path / os.path.basename(cfg.model.backbone.init_cfg.checkpoint)
+    torch.save({'state_dict': published.state_dict()}, weights_path)
+    init_cfg = cfg.model.backbone.init_cfg
+    cfg = on_fake_data(cfg, fake_data_roots['CustomDataset'], str(tmp_path / 'work'))
+    cfg.model.backbone.init_cfg = {**init_cfg, 'checkpoint': str(weights_path)}
+    cfg.optim_wrapper.optimizer.lr = 0.0  # keep the loaded weights to compare them
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    # Parameters only: training updates the BN running statistics.
+    trained = dict(runner.model.backbone.named_parameters())
+    for key, value in published.backbone.named_parameters():
+        torch.testing.assert_close(trained[key], value)
+    assert runner.model.head.fc.out_features == 2 != published.head.fc.out_features
+
+
+def test_digits_config_is_the_finetuning_template_from_scratch_on_digits():
+    template = load('finetune/repvgg-A0_1xb32-ft-30e_custom.py')
+    digits = load('digits/repvgg-A0_digits.py')
+    # From scratch, initialised as a RepVGG built without init_cfg.
+    assert digits.model.backbone.init_cfg == DEFAULT_INIT_CFG
+    assert digits.model.head.num_classes == digits.data_preprocessor.num_classes == 10
+    for loader_name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        template_data, digits_data = template[loader_name], digits[loader_name]
+        assert digits_data.dataset.type == template_data.dataset.type
+        assert digits_data.dataset.data_prefix == template_data.dataset.data_prefix
+        assert digits_data.dataset.data_root == 'data/digits'
+    assert digits.train_dataloader.drop_last is True
+
+
+def test_digits_training_survives_a_last_batch_of_one_image(digits_workspace, tmp_path):
+    cfg = on_fake_data(load('digits/repvgg-A0_digits.py'),
+                       str(digits_workspace / 'data' / 'digits'), str(tmp_path))
+    # 3 images in batches of 2: the last batch would hold one image.
+    cfg.train_dataloader.dataset.indices = 3
+    cfg.val_dataloader.dataset.indices = cfg.test_dataloader.dataset.indices = 2
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert runner.iter == 1
 
 
 @pytest.mark.parametrize('arch', EPOCHS_120 + EPOCHS_200)
 def test_imagenet_config_follows_the_published_recipe(arch):
     long_recipe = arch in EPOCHS_200
     cfg = load(next(name for name in TRAIN_CONFIGS if arch_of(name) == arch
-                    and not name.startswith('digits')))
+                    and '/' not in name))
     assert cfg.optim_wrapper.optimizer == dict(type='SGD', lr=0.1, momentum=0.9,
                                                weight_decay=1e-4)
     assert cfg.auto_scale_lr.base_batch_size == 256
@@ -144,8 +214,25 @@ def test_paper_no_decay_option_exempts_bn_and_biases_only():
         assert decay_of.get(id(param)) == (0.0 if exempt else 1e-4), name
 
 
+@pytest.fixture(scope='module')
+def fake_data_roots(fake_imagenet_root, tmp_path_factory):
+    """Fake data per dataset type: ImageNet's folders + annotations, and CustomDataset's
+    one folder per class (2 classes, one 40x48 image each) for train and val."""
+    custom_root = tmp_path_factory.mktemp('fake_custom')
+    for split in ('train', 'val'):
+        for label in (0, 1):
+            (custom_root / split / f'class_{label}').mkdir(parents=True)
+            Image.new('RGB', (48, 40), (label * 200, 50, 100)).save(
+                custom_root / split / f'class_{label}' / 'image.png')
+    return dict(ImageNet=fake_imagenet_root, CustomDataset=str(custom_root))
+
+
+def fake_data_root(cfg: Config, fake_data_roots: dict) -> str:
+    return fake_data_roots[cfg.train_dataloader.dataset.type]
+
+
 @pytest.mark.parametrize('name', ALL_CONFIGS)
-def test_config_builds_model_and_pipelines(name, fake_imagenet_root):
+def test_config_builds_model_and_pipelines(name, fake_data_roots):
     cfg = load(name)
     model = build_model(cfg.model)
     backbone = model.backbone
@@ -155,15 +242,17 @@ def test_config_builds_model_and_pipelines(name, fake_imagenet_root):
     with DefaultScope.overwrite_default_scope('mmrepvgg'):
         for loader_name in ('train_dataloader', 'test_dataloader'):
             dataset_cfg = cfg[loader_name].dataset
-            dataset = DATASETS.build({**dataset_cfg, 'data_root': fake_imagenet_root})
+            dataset = DATASETS.build({**dataset_cfg,
+                                      'data_root': fake_data_root(cfg, fake_data_roots)})
             sample = dataset[0]
             crop = TEST_SIZE if name.startswith('digits') else 224
             assert sample['inputs'].shape == (3, crop, crop)
 
 
 @pytest.mark.parametrize('name', TRAIN_CONFIGS)
-def test_train_config_runs_one_training_iteration(name, fake_imagenet_root, tmp_path):
-    cfg = on_fake_data(load(name), fake_imagenet_root, str(tmp_path))
+def test_train_config_runs_one_training_iteration(name, fake_data_roots, tmp_path):
+    cfg = load(name)
+    cfg = on_fake_data(cfg, fake_data_root(cfg, fake_data_roots), str(tmp_path))
     runner = Runner.from_cfg(cfg)
     before = {key: value.clone() for key, value in runner.model.state_dict().items()}
     runner.train()
@@ -187,3 +276,19 @@ def test_deploy_config_loads_converted_train_checkpoint(train_name):
         expected = train_model(images, mode='tensor')
         actual = deploy_model(images, mode='tensor')
     torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4 * expected.abs().max())
+
+
+def test_finetune_doc_example_config_sets_classes_and_data_everywhere(tmp_path):
+    with open(os.path.join(REPO_ROOT, 'docs', 'finetune.md')) as stream:
+        example = re.search(r'```python\n(# configs/my_project/(\S+)\n.*?)```', stream.read(),
+                            re.S)
+    config_dir = tmp_path / 'configs'
+    (config_dir / 'my_project').mkdir(parents=True)
+    for entry in os.listdir(CONFIG_DIR):
+        (config_dir / entry).symlink_to(os.path.join(CONFIG_DIR, entry))
+    (config_dir / 'my_project' / example.group(2)).write_text(example.group(1))
+    cfg = Config.fromfile(str(config_dir / 'my_project' / example.group(2)))
+    assert cfg.model.head.num_classes == cfg.data_preprocessor.num_classes == 2
+    for loader_name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        assert cfg[loader_name].dataset.data_root == 'data/pets'
+    assert cfg.model.backbone.init_cfg.type == 'Pretrained'

@@ -1,6 +1,6 @@
 """The embedded default, end to end on scikit-learn's digits (no download, no GPU):
 
-    prepare data/digits -> tools/train.py -> tools/test.py (train checkpoint)
+    prepare data/digits (one folder per class) -> tools/train.py -> tools/test.py (train checkpoint)
     -> tools/reparameterize_repvgg.py -> tools/test.py (deploy checkpoint, deploy config)
 
 then prints both top-1 accuracies (they must agree), the deploy-vs-train inference speed-up
@@ -21,6 +21,7 @@ import torch  # noqa: E402
 from mmrepvgg.datasets import prepare_digits  # noqa: E402
 from mmrepvgg.analysis.timing import time_interleaved  # noqa: E402
 from mmrepvgg.engine import load_model, parse_test_metrics  # noqa: E402
+from mmrepvgg.utils import MissingExtraError  # noqa: E402
 
 TRAIN_CONFIG = 'configs/digits/repvgg-A0_digits.py'
 DEPLOY_CONFIG = 'configs/digits/deploy/repvgg-A0_deploy_digits.py'
@@ -63,7 +64,10 @@ def main():
         return result
 
     print(f'=== prepare data: scikit-learn digits -> {DATA_ROOT}', flush=True)
-    split = timed('prepare data', prepare_digits, DATA_ROOT)
+    try:
+        split = timed('prepare data', prepare_digits, DATA_ROOT)
+    except (MissingExtraError, FileExistsError) as error:
+        sys.exit(f'error: {error}')
     print(f'{"wrote" if split.created else "found"} {split.num_train} train and '
           f'{split.num_val} val images in {split.data_root}')
 

@@ -1,13 +1,13 @@
 """scikit-learn's handwritten digits, written once as a small ImageNet-layout data set.
 
 The 1,797 real 8x8 grey images (10 classes) ship inside scikit-learn, so the embedded demo
-needs no download. :func:`prepare_digits` writes them in the folder + annotation layout
-that mmpretrain's ``ImageNet`` dataset reads::
+needs no download. :func:`prepare_digits` writes them in the one-folder-per-class layout
+that mmpretrain's ``CustomDataset`` reads, the layout of the fine-tuning template
+(configs/finetune/, docs/finetune.md)::
 
     data_root/
-    ├── train/<digit>/digit_0000.png ...   # meta/train.txt: "<digit>/digit_0000.png <digit>"
-    ├── val/digit_0005.png ...             # meta/val.txt:   "digit_0005.png <digit>"
-    └── meta/train.txt, meta/val.txt
+    ├── train/<digit>/digit_0000.png ...
+    └── val/<digit>/digit_0005.png ...
 """
 import os
 import shutil
@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
+
+from ..utils import require
 
 DIGITS_CLASSES = tuple(str(digit) for digit in range(10))
 # Pixel values in scikit-learn's digits are ink counts 0..16 (a 4x4 block of a 32x32
@@ -35,33 +37,28 @@ class DigitsSplit(NamedTuple):
 
 def _split_indices(labels: np.ndarray, val_fraction: float, seed: int):
     """A fixed stratified split: the same indices on every machine for a given seed."""
-    from sklearn.model_selection import train_test_split
+    train_test_split = require('sklearn.model_selection', 'demo').train_test_split
     indices = np.arange(len(labels))
     train_indices, val_indices = train_test_split(
         indices, test_size=val_fraction, random_state=seed, stratify=labels)
     return np.sort(train_indices), np.sort(val_indices)
 
 
-def _count_lines(path: str) -> int:
-    with open(path) as stream:
-        return sum(1 for line in stream if line.strip())
+def _count_images(split_root: str) -> int:
+    """PNG files in the class folders of ``split_root`` (0 if it does not exist)."""
+    return sum(file_name.endswith('.png') for digit in DIGITS_CLASSES
+               for file_name in os.listdir(os.path.join(split_root, digit))
+               if os.path.isdir(os.path.join(split_root, digit)))
 
 
 def _write_split(root: str, split: str, images: np.ndarray, labels: np.ndarray,
                  indices: np.ndarray) -> None:
-    annotation_lines = []
     for index in indices:
-        label = int(labels[index])
-        # Class folders for train and a flat folder for val, as ImageNet ships them.
-        relative_path = (f'{label}/digit_{index:04d}.png' if split == 'train'
-                         else f'digit_{index:04d}.png')
-        image_path = os.path.join(root, split, relative_path)
+        image_path = os.path.join(root, split, str(int(labels[index])),
+                                  f'digit_{index:04d}.png')
         os.makedirs(os.path.dirname(image_path), exist_ok=True)
         pixels = np.rint(images[index] * (255 / DIGITS_MAX_VALUE)).astype(np.uint8)
         Image.fromarray(pixels, mode='L').save(image_path)
-        annotation_lines.append(f'{relative_path} {label}\n')
-    with open(os.path.join(root, 'meta', f'{split}.txt'), 'w') as stream:
-        stream.writelines(annotation_lines)
 
 
 def prepare_digits(data_root: str = 'data/digits',
@@ -82,30 +79,26 @@ def prepare_digits(data_root: str = 'data/digits',
         The split sizes and whether this call wrote the files.
 
     Raises:
+        MissingExtraError: scikit-learn is not installed (the ``demo`` extra).
         FileExistsError: ``data_root`` exists but is not a digits data set of this split
             (the message says to remove it or choose another folder).
     """
-    from sklearn.datasets import load_digits
-    digits = load_digits()
+    digits = require('sklearn.datasets', 'demo').load_digits()
     train_indices, val_indices = _split_indices(digits.target, val_fraction, seed)
     if os.path.exists(data_root):
-        try:
-            counts = (_count_lines(os.path.join(data_root, 'meta', 'train.txt')),
-                      _count_lines(os.path.join(data_root, 'meta', 'val.txt')))
-        except OSError:
-            counts = None
+        counts = tuple(_count_images(os.path.join(data_root, split))
+                       for split in ('train', 'val'))
         if counts != (len(train_indices), len(val_indices)):
             raise FileExistsError(
                 f'{data_root} exists but is not the digits data set of this split '
-                f'(expected meta/train.txt and meta/val.txt with {len(train_indices)} and '
-                f'{len(val_indices)} lines); remove it or pick another data_root')
+                f'(expected {len(train_indices)} and {len(val_indices)} PNG files in '
+                'train/<digit>/ and val/<digit>/); remove it or pick another data_root')
         return DigitsSplit(data_root, *counts, created=False)
 
     parent = os.path.dirname(os.path.abspath(data_root))
     os.makedirs(parent, exist_ok=True)
     staging_root = tempfile.mkdtemp(dir=parent, prefix=f'.{os.path.basename(data_root)}.')
     try:
-        os.makedirs(os.path.join(staging_root, 'meta'))
         _write_split(staging_root, 'train', digits.images, digits.target, train_indices)
         _write_split(staging_root, 'val', digits.images, digits.target, val_indices)
         os.rename(staging_root, data_root)

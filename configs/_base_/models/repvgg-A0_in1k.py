@@ -1,6 +1,6 @@
 model = dict(
     type='ImageClassifier',
-    backbone=dict(type='RepVGG', arch='A0', out_indices=(3, )),
+    backbone=dict(type='mmrepvgg.RepVGG', arch='A0', out_indices=(3, )),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(
         type='LinearClsHead',

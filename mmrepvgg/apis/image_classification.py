@@ -1,0 +1,160 @@
+"""Build a classifier by zoo name or config and classify images, with mmpretrain's names.
+
+``get_model`` and ``inference_model`` mirror ``mmpretrain.apis.get_model`` and
+``mmpretrain.apis.inference_model``, but read checkpoints with this project's safe reader in
+any known key layout (mmrepvgg/mmpretrain, official, timm), turn a train-form checkpoint into
+a deploy model when the config asks for one, and run inference on the deploy form.
+"""
+import copy
+import os
+from typing import List, Optional, Sequence, Union
+
+from mmengine.config import Config
+from mmpretrain.apis import ImageClassificationInferencer, ModelHub
+from mmpretrain.apis import get_model as mmpretrain_get_model
+from torch import nn
+
+from ..checkpoint import load_checkpoint_file
+from ..model_zoo import checkpoint_source, find_model
+from ..models import RepVGGBlock, reparameterize_blocks
+from .convert import load_repvgg_weights
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
+
+
+def _read_config(model: Union[str, Config]) -> Config:
+    if isinstance(model, Config):
+        return copy.deepcopy(model)
+    zoo_model = find_model(model)
+    if zoo_model is not None:
+        return Config.fromfile(zoo_model.config)
+    if not os.path.isfile(model):
+        raise ValueError(f'{model}: neither a model zoo name nor a config file; see '
+                         "mmpretrain.list_models('repvgg*') for the names")
+    return Config.fromfile(model)
+
+
+def _config_dataset_meta(config: Config) -> dict:
+    """The ``metainfo`` (class names) the config gives its test set, or ``{}``."""
+    dataset = config.get('test_dataloader', {}).get('dataset', {})
+    return dict(dataset.get('metainfo') or {})
+
+
+def _dataset_meta(checkpoint_path: str, config: Config) -> dict:
+    """Class names for the predictions: the checkpoint's (the Runner saves the training
+    set's), else the config's; empty when neither names them."""
+    checkpoint = load_checkpoint_file(checkpoint_path)
+    meta = (checkpoint.get('meta') or {}) if isinstance(checkpoint, dict) else {}
+    if meta.get('dataset_meta'):
+        return dict(meta['dataset_meta'])
+    if meta.get('CLASSES'):  # mmcls 0.x checkpoints
+        return dict(classes=tuple(meta['CLASSES']))
+    return _config_dataset_meta(config)
+
+
+def get_model(model: Union[str, Config],
+              pretrained: Union[bool, str] = False,
+              device: Optional[str] = None,
+              **kwargs) -> nn.Module:
+    """A RepVGG classifier by zoo name, config file or :class:`Config`, in eval mode.
+
+    Args:
+        model: a zoo name (``mmpretrain.list_models('repvgg*')``, any letter case), a
+            config path or a :class:`Config`.
+        pretrained: ``False`` (random weights), ``True`` (the published weights of a zoo
+            name) or the checkpoint to load: a path, a URL or a zoo name. A train-form
+            checkpoint given to a deploy config is loaded into the train form and fused.
+        device: where to put the model, e.g. ``'cpu'``; unchanged when None.
+        **kwargs: overrides of the config's ``model`` dict, as in mmpretrain (e.g.
+            ``head=dict(num_classes=10)``).
+
+    Returns:
+        The model, as mmpretrain's ``get_model`` returns it (``_config``,
+        ``_dataset_meta`` with the class names of the checkpoint, ``_metainfo``), in the
+        form its config describes.
+
+    Raises:
+        ValueError: an unknown name or missing config file, or ``pretrained=True`` for a
+            config (only zoo names have published weights).
+        CheckpointError: the checkpoint cannot be read or does not fit the model.
+    """
+    config = _read_config(model)
+    if pretrained is True:
+        zoo_model = find_model(model) if isinstance(model, str) else None
+        if zoo_model is None:
+            raise ValueError(f'pretrained=True needs a model zoo name, not {model}; pass the '
+                             'checkpoint path or URL as pretrained')
+        pretrained = zoo_model.weights
+    if kwargs:
+        config.merge_from_dict(dict(model=kwargs))
+    deploy = config.model.backbone.get('deploy', False)
+    if pretrained:
+        # Load into the train form: published checkpoints hold it; a deploy-form
+        # checkpoint fuses the model before loading (load_repvgg_weights).
+        config.model.backbone.deploy = False
+    classifier = mmpretrain_get_model(config, device=device)
+    if pretrained:
+        source = checkpoint_source(pretrained)
+        load_repvgg_weights(classifier, source)
+        if deploy:
+            reparameterize_blocks(classifier)
+        classifier._dataset_meta = _dataset_meta(source, config) or classifier._dataset_meta
+    else:
+        classifier._dataset_meta = _config_dataset_meta(config) or classifier._dataset_meta
+    # A deploy-form checkpoint fuses even a train config's model.
+    classifier._config.model.backbone.deploy = count_train_form_blocks(classifier) == 0
+    if isinstance(model, str) and find_model(model) is not None:
+        # What mmpretrain's inference_model reads to pick the inferencer.
+        classifier._metainfo = ModelHub.get(model)
+    return classifier.eval()
+
+
+def count_train_form_blocks(model: nn.Module) -> int:
+    """How many RepVGG blocks of ``model`` are still in train (multi-branch) form."""
+    return sum(1 for module in model.modules()
+               if isinstance(module, RepVGGBlock) and not module.deploy)
+
+
+def list_images(image_or_folder: str) -> List[str]:
+    """``[image_or_folder]`` for a file; for a folder, its images (by extension, any
+    letter case), searched recursively, sorted by path."""
+    if not os.path.isdir(image_or_folder):
+        return [image_or_folder]
+    return sorted(os.path.join(folder, file_name)
+                  for folder, _, file_names in os.walk(image_or_folder)
+                  for file_name in file_names
+                  if file_name.lower().endswith(IMAGE_EXTENSIONS))
+
+
+def inference_model(model: Union[nn.Module, str, Config],
+                    images: Union[str, Sequence[str]],
+                    pretrained: Union[bool, str] = True,
+                    device: Optional[str] = None,
+                    batch_size: int = 1) -> Union[dict, List[dict]]:
+    """Classify images with the deploy form of a RepVGG classifier.
+
+    Args:
+        model: a model from :func:`get_model` (or mmpretrain's), a zoo name, a config path
+            or a :class:`Config`. Train-form blocks are fused on a copy; ``model`` is
+            left as it is.
+        images: an image path, a folder (its images, see :func:`list_images`) or a list
+            of paths.
+        pretrained: for a name or config, as in :func:`get_model`.
+        device: for a name or config, as in :func:`get_model`.
+        batch_size: images per forward pass.
+
+    Returns:
+        For one image path a dict, else a list of dicts in input order, as mmpretrain's
+        ``ImageClassificationInferencer`` returns them: ``pred_label`` (int),
+        ``pred_score`` (float), ``pred_scores`` (``(num_classes,)`` array of softmax
+        scores) and ``pred_class`` (the class name, when the model knows them).
+    """
+    if not isinstance(model, nn.Module):
+        model = get_model(model, pretrained=pretrained, device=device)
+    elif count_train_form_blocks(model):
+        model = copy.deepcopy(model)
+        reparameterize_blocks(model)
+    paths = list_images(images) if isinstance(images, str) else list(images)
+    inferencer = ImageClassificationInferencer(model)
+    results = inferencer(paths, batch_size=batch_size)
+    return results[0] if isinstance(images, str) and not os.path.isdir(images) else results

@@ -1,0 +1,108 @@
+"""tools/image_demo.py on digits PNG files with a digits model trained for one epoch: it
+labels images with the digit classes, and its top-1 over the val images is tools/test.py's.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from mmrepvgg.apis import list_images
+from mmrepvgg.datasets import DIGITS_CLASSES
+from mmrepvgg.engine import parse_test_metrics
+
+from conftest import REPO_ROOT, load_tool
+
+DIGITS_CONFIG = os.path.join(REPO_ROOT, 'configs', 'digits', 'repvgg-A0_digits.py')
+image_demo = load_tool('tools/image_demo.py')
+
+
+@pytest.fixture(scope='session')
+def digits_checkpoint(digits_workspace):
+    """A train-form checkpoint of the digits config after one epoch (50.6 % top-1 on val
+    measured; chance is 10 %)."""
+    cfg = Config.fromfile(DIGITS_CONFIG)
+    data_root = str(digits_workspace / 'data' / 'digits')
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        loader.update(num_workers=0, persistent_workers=False)
+        loader.dataset.data_root = data_root
+    cfg.train_cfg.update(max_epochs=1, val_interval=2)
+    cfg.param_scheduler.update(T_max=1, end=1)
+    cfg.work_dir = str(digits_workspace / 'work_dir')
+    cfg.log_level = 'WARNING'
+    Runner.from_cfg(cfg).train()
+    return os.path.join(cfg.work_dir, 'epoch_1.pth')
+
+
+def run_image_demo(*args: str, capsys) -> tuple:
+    return_code = image_demo.main(list(args))
+    output = capsys.readouterr()
+    return return_code, output.out, output.err
+
+
+def test_image_demo_labels_digits_and_its_top1_is_tools_test_top1(
+        digits_workspace, digits_checkpoint, tool_env, tmp_path, capsys):
+    val_root = str(digits_workspace / 'data' / 'digits' / 'val')
+    out = str(tmp_path / 'results.json')
+    return_code, output, errors = run_image_demo(
+        val_root, DIGITS_CONFIG, digits_checkpoint, '--topk', '3', '--out', out,
+        capsys=capsys)
+    assert (return_code, errors) == (0, '')
+    assert output.startswith(f'notice: {digits_checkpoint} holds the train form; fused its 22 ')
+    with open(out) as stream:
+        records = json.load(stream)
+    assert [record['image'] for record in records] == list_images(val_root)
+    assert all(len(record['topk']) == 3 for record in records)
+    assert {entry['class'] for record in records for entry in record['topk']} <= \
+        set(DIGITS_CLASSES)
+    correct = sum(record['topk'][0]['class'] == os.path.basename(os.path.dirname(
+        record['image'])) for record in records)
+    demo_top1 = 100 * correct / len(records)
+
+    test_run = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, 'tools', 'test.py'), DIGITS_CONFIG,
+         digits_checkpoint, '--work-dir', str(tmp_path / 'test'), '--cfg-options',
+         f'test_dataloader.dataset.data_root={digits_workspace / "data" / "digits"}'],
+        cwd=tmp_path, env=tool_env, capture_output=True, text=True)
+    assert test_run.returncode == 0, test_run.stderr[-2000:]
+    test_top1 = parse_test_metrics(test_run.stdout)['accuracy/top1']
+    assert demo_top1 == pytest.approx(test_top1, abs=1e-3)
+    assert demo_top1 > 30  # chance is 10 %: the classes are the right way round
+
+
+def test_image_demo_classifies_one_image_and_names_its_class(digits_workspace,
+                                                             digits_checkpoint, capsys):
+    image = list_images(str(digits_workspace / 'data' / 'digits' / 'val' / '7'))[0]
+    return_code, output, _ = run_image_demo(image, DIGITS_CONFIG, digits_checkpoint,
+                                            '--topk', '1', capsys=capsys)
+    assert return_code == 0
+    result_line = output.splitlines()[-1]
+    assert result_line.startswith(f'{image}: ')
+    assert result_line.split(': ')[1].split(' ')[0] in DIGITS_CLASSES
+
+
+@pytest.mark.parametrize('case', ['missing image', 'empty folder', 'existing out',
+                                  'unknown model'])
+def test_image_demo_bad_input_gives_one_error_line_and_keeps_files(
+        case, digits_checkpoint, tmp_path, capsys):
+    image_path = tmp_path / 'empty'
+    image_path.mkdir()
+    out = tmp_path / 'results.json'
+    out.write_text('keep me')
+    args = {
+        'missing image': [str(tmp_path / 'no.png'), DIGITS_CONFIG, digits_checkpoint],
+        'empty folder': [str(image_path), DIGITS_CONFIG, digits_checkpoint],
+        'existing out': [str(image_path), DIGITS_CONFIG, digits_checkpoint, '--out',
+                         str(out)],
+        'unknown model': [str(image_path), 'repvgg-Z9', digits_checkpoint],
+    }[case]
+    if case == 'unknown model':
+        (image_path / 'x.png').write_bytes(b'not read')
+    return_code, output, errors = run_image_demo(*args, capsys=capsys)
+    assert return_code == 1
+    assert output == ''
+    assert errors.startswith('error: ') and errors.count('\n') == 1
+    assert out.read_text() == 'keep me'
