@@ -18,6 +18,8 @@ from typing import Dict, NamedTuple, Optional
 
 import yaml
 
+from .checkpoint import checkpoint_local_path
+
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 MODEL_INDEX = 'model-index.yml'
 METAFILE = os.path.join('configs', 'metafile.yml')
@@ -94,6 +96,16 @@ def checkpoint_source(name_or_path_or_url: str) -> str:
     published (train-form) checkpoint; a path or URL is returned unchanged."""
     model = find_model(name_or_path_or_url)
     return model.weights if model is not None else name_or_path_or_url
+
+
+def checkpoint_file(name_or_path_or_url: str) -> str:
+    """The local file a tool reads for its checkpoint argument: a path as it is; a zoo name
+    or an ``http(s)://`` URL downloaded once into torch.hub's cache (with a progress bar).
+
+    Raises:
+        CheckpointError: the download failed.
+    """
+    return checkpoint_local_path(checkpoint_source(name_or_path_or_url))
 
 
 @functools.lru_cache(maxsize=None)

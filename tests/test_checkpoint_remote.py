@@ -2,6 +2,7 @@
 Served by a loopback server in a thread; no network."""
 import http.server
 import io
+import os
 import socket
 import threading
 
@@ -99,3 +100,46 @@ def test_unreachable_server_gives_one_line(tmp_path, monkeypatch):
                        r'\); check the URL and the network') as error:
         load_checkpoint_file(f'http://127.0.0.1:{port}/a0.pth')
     assert '\n' not in str(error.value)
+
+
+A0_CONFIG = 'configs/repvgg-A0_4xb64-coslr-120e_in1k.py'
+A0_ZOO_NAME = 'repvgg-A0_3rdparty_4xb64-coslr-120e_in1k'
+
+
+@pytest.fixture(scope='module')
+def a0_train_checkpoint_bytes():
+    from mmrepvgg.models import build_model, repvgg_classifier_cfg
+    model = build_model(repvgg_classifier_cfg('A0'))
+    return checkpoint_bytes({'state_dict': model.state_dict()})
+
+
+def test_converter_reads_its_source_from_a_url(server, tmp_path, a0_train_checkpoint_bytes,
+                                               capsys):
+    from conftest import REPO_ROOT, load_tool
+    base_url, files, requests = server
+    files['/zoo/a0_train.pth'] = a0_train_checkpoint_bytes
+    dst = tmp_path / 'a0_deploy.pth'
+
+    tool = load_tool('tools/reparameterize_repvgg.py')
+    assert tool.main([f'{REPO_ROOT}/{A0_CONFIG}', f'{base_url}/zoo/a0_train.pth',
+                      str(dst)]) == 0
+
+    assert requests == ['/zoo/a0_train.pth']
+    assert 'fused 22 blocks' in capsys.readouterr().out
+    assert 'backbone.stage_4.0.branch_reparam.weight' in \
+        load_checkpoint_file(str(dst))['state_dict']
+
+
+def test_zoo_name_reads_the_cached_download_of_its_published_url(server, tmp_path,
+                                                                 a0_train_checkpoint_bytes):
+    from mmrepvgg.checkpoint.remote import cached_checkpoint_path
+    from mmrepvgg.model_zoo import checkpoint_file, checkpoint_source
+    url = checkpoint_source(A0_ZOO_NAME)
+    assert url.startswith('https://') and url.endswith('-883ab98c.pth')
+    cached = cached_checkpoint_path(url)  # under the fixture's TORCH_HOME
+    os.makedirs(os.path.dirname(cached))
+    with open(cached, 'wb') as stream:
+        stream.write(a0_train_checkpoint_bytes)
+
+    assert checkpoint_file(A0_ZOO_NAME) == cached
+    assert checkpoint_file(str(tmp_path / 'local.pth')) == str(tmp_path / 'local.pth')

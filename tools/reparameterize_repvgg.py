@@ -12,6 +12,7 @@ import sys
 
 from mmrepvgg.apis import ConfigError, convert_checkpoint
 from mmrepvgg.checkpoint import LAYOUTS, CheckpointError
+from mmrepvgg.model_zoo import checkpoint_file
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -19,7 +20,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         description='Fuse every RepVGG block of a checkpoint into one 3x3 conv '
         '(structural re-parameterization) and save the deploy checkpoint.')
     parser.add_argument('config', help='train or deploy config of the model')
-    parser.add_argument('src', help='train-form checkpoint to convert (only read)')
+    parser.add_argument('src', help='train-form checkpoint to convert: file, URL or model zoo name (only read)')
     parser.add_argument('dst', help='deploy checkpoint to write')
     parser.add_argument('--src-format', choices=sorted(LAYOUTS),
                         help='key layout of SRC (default: detected from its keys)')
@@ -34,7 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        report = convert_checkpoint(args.config, args.src, args.dst,
+        report = convert_checkpoint(args.config, checkpoint_file(args.src), args.dst,
                                     src_format=args.src_format, dst_format=args.dst_format,
                                     overwrite=args.force)
     except (CheckpointError, ConfigError) as error:

@@ -12,6 +12,7 @@ import sys
 from mmengine.config import DictAction
 
 from mmrepvgg.checkpoint import CheckpointError
+from mmrepvgg.model_zoo import checkpoint_file
 from mmrepvgg.engine import (LAUNCHERS, ConfigError, build_runner, format_test_metrics,
                              load_repvgg_config, prepare_test_config)
 
@@ -19,7 +20,7 @@ from mmrepvgg.engine import (LAUNCHERS, ConfigError, build_runner, format_test_m
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test a RepVGG checkpoint')
     parser.add_argument('config', help='config of the checkpoint\'s form (train or deploy)')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file, URL or model zoo name')
     parser.add_argument('--work-dir', help='folder for the test log '
                         '(default: work_dirs/<config name>)')
     parser.add_argument('--out', help='also dump every prediction into this new .pkl file')
@@ -34,7 +35,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_repvgg_config(args.config, args.cfg_options)
-        prepare_test_config(cfg, args.config, args.checkpoint, args.work_dir, args.out,
+        checkpoint = checkpoint_file(args.checkpoint)
+        prepare_test_config(cfg, args.config, checkpoint, args.work_dir, args.out,
                             args.launcher)
         # The Runner loads the checkpoint safely and refuses one that does not fit the
         # model exactly (mmrepvgg.engine.RepVGGRunner), before any image is evaluated.

@@ -19,6 +19,7 @@ from mmrepvgg.analysis.extras import MissingExtraError
 from mmrepvgg.apis.convert import ConfigError, build_train_model, load_repvgg_weights
 from mmrepvgg.checkpoint import CheckpointError
 from mmrepvgg.engine import load_repvgg_config
+from mmrepvgg.model_zoo import checkpoint_file
 from mmrepvgg.models import image_channels
 
 try:
@@ -34,7 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         description='Export the deploy form of a RepVGG model to ONNX and check it with '
         'onnx.checker and ONNX Runtime; optionally quantize it to static INT8.')
     parser.add_argument('config', help='train or deploy config of the model')
-    parser.add_argument('checkpoint', help='train- or deploy-form checkpoint (only read)')
+    parser.add_argument('checkpoint', help='train- or deploy-form checkpoint: file, URL or model zoo name (only read)')
     parser.add_argument('output', help='ONNX file to write')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='input image size (default: 224 224; with --quantize, the '
@@ -115,7 +116,7 @@ def main(argv=None) -> int:
     try:
         cfg = load_repvgg_config(args.config, args.cfg_options)
         model = build_train_model(cfg)
-        state, _ = load_repvgg_weights(model, args.checkpoint)
+        state, _ = load_repvgg_weights(model, checkpoint_file(args.checkpoint))
         if os.path.exists(args.output) and not args.force:
             raise FileExistsError(f'{args.output} exists; pass --force to replace it')
         if state.form == 'train':
