@@ -15,7 +15,7 @@ from mmrepvgg.analysis.benchmark import (COMPILED, DEPLOY, INT8_ONNXRUNTIME,
                                          mmpretrain_copy, random_train_classifier)
 from mmrepvgg.analysis.report import check_targets, format_inference
 from mmrepvgg.analysis.timing import Timing
-from mmrepvgg.testing import max_relative_error
+from mmrepvgg.numerics import max_relative_error
 
 from conftest import load_tool
 

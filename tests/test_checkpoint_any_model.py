@@ -9,7 +9,8 @@ from torch import nn
 from mmrepvgg.apis import build_train_model, convert_checkpoint
 from mmrepvgg.models import RepVGGBlock
 from mmrepvgg.registry import MODELS
-from mmrepvgg.testing import max_relative_error, randomize_batch_norms_
+from mmrepvgg.numerics import max_relative_error
+from mmrepvgg.synthetic import randomize_batch_norms_
 
 SMALL_ARCH = dict(num_blocks=(1, 2, 1, 1), width_factor=(0.25, 0.25, 0.25, 0.5))
 

@@ -27,7 +27,8 @@ from mmrepvgg.checkpoint import (LAYOUTS, CheckpointError, LayoutError, detect_l
 from mmrepvgg.checkpoint.layouts import OFFICIAL_LAYOUT
 from mmrepvgg.models import RepVGG, reparameterize_blocks, repvgg_classifier_cfg
 from mmrepvgg.models.arch import ARCH_SETTINGS, resolve_arch
-from mmrepvgg.testing import max_relative_error, randomize_batch_norms_
+from mmrepvgg.numerics import max_relative_error
+from mmrepvgg.synthetic import randomize_batch_norms_
 
 # The published official RepVGG-A0 key list has 351 train-form and 46 deploy-form keys.
 OFFICIAL_A0_TRAIN_KEYS, OFFICIAL_A0_DEPLOY_KEYS = 351, 46

@@ -7,7 +7,7 @@ import sys
 import torch
 
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
-from mmrepvgg.testing import randomize_batch_norms_
+from mmrepvgg.synthetic import randomize_batch_norms_
 
 from conftest import REPO_ROOT
 

@@ -5,7 +5,8 @@ import torch
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
 from mmrepvgg.apis import repvgg_convert
 from mmrepvgg.apis.inference import prepare_for_inference
-from mmrepvgg.testing import max_relative_error, randomize_batch_norms_
+from mmrepvgg.numerics import max_relative_error
+from mmrepvgg.synthetic import randomize_batch_norms_
 
 TOLERANCE = 1e-5
 

@@ -162,7 +162,7 @@ def test_missing_onnxruntime_is_one_line_naming_the_extra(monkeypatch, capsys):
         load_tool('tools/deployment/pytorch2onnx.py')
     message = str(exit_info.value.code)
     assert message.startswith('error: onnxruntime is not installed')
-    assert "pip install 'mmrepvgg[onnx]'" in message and '\n' not in message
+    assert 'pip install "mmrepvgg[onnx]"' in message and '\n' not in message
 
 
 def test_int8_file_takes_the_data_image_size_and_any_batch(int8_export):

@@ -9,7 +9,8 @@ from mmpretrain.models.backbones.repvgg import RepVGGBlock as MMPretrainRepVGGBl
 from torch import nn
 
 from mmrepvgg.models import RepVGG, RepVGGBlock, resolve_arch
-from mmrepvgg.testing import max_relative_error, randomize_batch_norms_
+from mmrepvgg.numerics import max_relative_error
+from mmrepvgg.synthetic import randomize_batch_norms_
 
 
 def parameter_names(cls) -> set:

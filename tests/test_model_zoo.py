@@ -14,7 +14,7 @@ from mmrepvgg.apis import get_model, inference_model
 from mmrepvgg.model_zoo import checkpoint_source, find_model, zoo_models
 from mmrepvgg.models import ARCH_SETTINGS, RepVGG, build_model, repvgg_classifier_cfg
 from mmrepvgg.published import PUBLISHED
-from mmrepvgg.testing import randomize_batch_norms_
+from mmrepvgg.synthetic import randomize_batch_norms_
 
 from conftest import REPO_ROOT, load_tool
 

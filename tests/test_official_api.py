@@ -10,7 +10,8 @@ from mmrepvgg.official import (create_RepVGG_A0, create_RepVGG_B1g2, func_dict,
                                get_RepVGG_func_by_name, repvgg_convert,
                                repvgg_model_convert)
 from mmrepvgg.published import PUBLISHED
-from mmrepvgg.testing import max_relative_error, randomize_batch_norms_
+from mmrepvgg.numerics import max_relative_error
+from mmrepvgg.synthetic import randomize_batch_norms_
 
 SMALL_IMAGES = (2, 3, 32, 32)
 

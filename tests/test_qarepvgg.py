@@ -16,7 +16,8 @@ from mmrepvgg.models import (ARCH_SETTINGS, QARepVGGBlock, RepVGG, RepVGGArgumen
                              RepVGGBlock, build_model, reparameterize_blocks,
                              repvgg_classifier_cfg)
 from mmrepvgg.published import PUBLISHED
-from mmrepvgg.testing import max_relative_error, randomize_batch_norms_
+from mmrepvgg.numerics import max_relative_error
+from mmrepvgg.synthetic import randomize_batch_norms_
 
 from conftest import REPO_ROOT
 

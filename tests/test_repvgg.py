@@ -12,7 +12,8 @@ from mmrepvgg.checkpoint import load_checkpoint_file
 from mmrepvgg.models import (ARCH_SETTINGS, RepVGG, RepVGGArgumentError, RepVGGBlock,
                              reparameterize_blocks, repvgg_classifier_cfg)
 from mmrepvgg.published import PUBLISHED
-from mmrepvgg.testing import max_relative_error, randomize_batch_norms_
+from mmrepvgg.numerics import max_relative_error
+from mmrepvgg.synthetic import randomize_batch_norms_
 
 VARIANTS = list(ARCH_SETTINGS)
 SMALL_IMAGES = (2, 3, 32, 32)

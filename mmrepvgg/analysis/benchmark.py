@@ -21,7 +21,7 @@ from torch import nn
 
 from ..apis.convert import repvgg_convert
 from ..apis.inference import InferenceModel, prepare_for_inference
-from ..checkpoint import atomic_output
+from ..checkpoint import atomic_output, repvgg_prefix
 from ..models import (ARCH_SETTINGS, RepVGG, build_model, image_channels,
                       reparameterize_blocks, repvgg_classifier_cfg, resolve_arch)
 from ..published import PUBLISHED
@@ -101,17 +101,17 @@ def random_train_classifier(arch: str, seed: int = 0, **backbone_kwargs) -> nn.M
                                   seed)
 
 
-def repvgg_backbone_path(model: nn.Module) -> str:
-    """The attribute path of the (one) RepVGG backbone inside ``model``."""
-    paths = [name for name, module in model.named_modules() if isinstance(module, RepVGG)]
-    if len(paths) != 1:
-        raise ValueError(f'expected one mmrepvgg RepVGG in the model, found {len(paths)}')
-    return paths[0]
+def repvgg_backbone(model: nn.Module) -> RepVGG:
+    """The (one) RepVGG backbone inside ``model``."""
+    prefix = repvgg_prefix(model)
+    if prefix is None:
+        raise ValueError('expected one mmrepvgg RepVGG in the model')
+    return model.get_submodule(prefix.rstrip('.'))
 
 
 def arch_name(model: nn.Module) -> str:
     """The published variant name of the model's RepVGG backbone, or ``'custom'``."""
-    arch = model.get_submodule(repvgg_backbone_path(model)).arch
+    arch = repvgg_backbone(model).arch
     return next((name for name in ARCH_SETTINGS if resolve_arch(name) == arch), 'custom')
 
 
@@ -126,7 +126,7 @@ def mmpretrain_copy(model: nn.Module, deploy: bool = True, **backbone_kwargs) ->
     """A copy of ``model`` whose RepVGG backbone is mmpretrain's ``RepVGG`` class holding
     the same weights, optionally switched to deploy with mmpretrain's own
     ``switch_to_deploy()``; in eval mode."""
-    ours = model.get_submodule(repvgg_backbone_path(model))
+    ours = repvgg_backbone(model)
     theirs = MMPretrainRepVGG(copy.deepcopy(ours.arch), out_indices=ours.out_indices,
                               **backbone_kwargs)
     theirs.load_state_dict(ours.state_dict())

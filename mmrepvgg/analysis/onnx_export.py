@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ..checkpoint import atomic_output
 from ..models import reparameterize_blocks
 from ..numerics import max_relative_error
-from .extras import require
+from ..utils import require
 
 onnx = require('onnx', 'onnx')
 onnxruntime = require('onnxruntime', 'onnx')

@@ -23,7 +23,7 @@ import numpy as np
 from torch import nn
 
 from ..checkpoint import atomic_output
-from .extras import require
+from ..utils import require
 from .onnx_export import DEFAULT_OPSET, export_onnx, onnxruntime_session
 
 onnx = require('onnx', 'onnx')

@@ -8,7 +8,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
-from ..models.arch import ARCH_SETTINGS, resolve_arch, stage_widths
+from ..models.arch import ARCH_SETTINGS, resolve_arch, stage_widths, stem_width
 from .layouts import StateDict
 
 _BLOCK_KERNEL = re.compile(
@@ -64,10 +64,10 @@ def arch_shape_of_setting(arch, base_channels: int = 64) -> ArchShape:
     """The :class:`ArchShape` a variant name or arch dict builds (see ``RepVGG``)."""
     arch = resolve_arch(arch)
     widths = stage_widths(arch, base_channels)
-    stem_width = min(arch['stem_channels'], int(base_channels * arch['width_factor'][0]))
+    stem_channels = stem_width(arch, base_channels)
     groups = {index: count for index, count in (arch['group_layer_map'] or {}).items()
               if count > 1 and index <= sum(arch['num_blocks'])}
-    return ArchShape(stem_width, tuple(arch['num_blocks']), widths, groups,
+    return ArchShape(stem_channels, tuple(arch['num_blocks']), widths, groups,
                      arch['se_cfg'] is not None)
 
 

@@ -96,6 +96,13 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
     return resolved
 
 
+def stem_width(arch: Union[str, dict], base_channels: int = 64) -> int:
+    """Output channels of the stem: ``min(stem_channels, int(base_channels *
+    width_factor[0]))``."""
+    arch = resolve_arch(arch)
+    return min(arch['stem_channels'], int(base_channels * arch['width_factor'][0]))
+
+
 def stage_widths(arch: Union[str, dict], base_channels: int = 64) -> Tuple[int, ...]:
     """Output channels of each stage: ``int(base_channels * 2**i * width_factor[i])``."""
     return tuple(int(base_channels * 2**stage * factor)

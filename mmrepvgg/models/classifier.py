@@ -6,7 +6,7 @@ from mmengine.registry import DefaultScope
 from torch import nn
 
 from ..registry import MODELS
-from .arch import resolve_arch
+from .arch import stage_widths
 
 
 def repvgg_classifier_cfg(arch, deploy: bool = False, num_classes: int = 1000,
@@ -21,8 +21,7 @@ def repvgg_classifier_cfg(arch, deploy: bool = False, num_classes: int = 1000,
         base_channels: the backbone's ``base_channels``.
         **backbone_kwargs: further backbone arguments (e.g. ``with_cp=True``).
     """
-    width_factors = resolve_arch(arch)['width_factor']
-    stage_4_channels = int(base_channels * 2**(len(width_factors) - 1) * width_factors[-1])
+    stage_4_channels = stage_widths(arch, base_channels)[-1]
     return dict(
         type='ImageClassifier',
         backbone=dict(type='RepVGG', arch=arch, deploy=deploy, base_channels=base_channels,

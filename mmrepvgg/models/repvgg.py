@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..registry import MODELS
-from .arch import RepVGGArgumentError, resolve_arch
+from .arch import RepVGGArgumentError, resolve_arch, stage_widths, stem_width
 from .repvgg_block import QARepVGGBlock, RepVGGBlock, reparameterize_blocks
 from .sppf import MTSPPF
 
@@ -111,14 +111,12 @@ class RepVGG(BaseBackbone):
                              with_cp=with_cp, conv_cfg=conv_cfg, norm_cfg=norm_cfg,
                              act_cfg=act_cfg, deploy=deploy)
         group_layer_map = self.arch['group_layer_map'] or {}
-        channels = min(self.arch['stem_channels'],
-                       int(base_channels * self.arch['width_factor'][0]))
+        channels = stem_width(self.arch, base_channels)
         self.stem = make_block(in_channels, channels, stride=2)
         block_index = 1  # the stem is block 0 of group_layer_map
         self.stages = []  # stage module names, as mmpretrain's RepVGG has them
-        for stage_index, (depth, width_factor) in enumerate(
-                zip(self.arch['num_blocks'], self.arch['width_factor'])):
-            out_channels = int(base_channels * 2**stage_index * width_factor)
+        for stage_index, (depth, out_channels) in enumerate(
+                zip(self.arch['num_blocks'], stage_widths(self.arch, base_channels))):
             blocks = []
             for index_in_stage in range(depth):
                 blocks.append(make_block(

@@ -15,7 +15,7 @@ import sys
 
 from mmengine.config import DictAction
 
-from mmrepvgg.analysis.extras import MissingExtraError
+from mmrepvgg.utils import MissingExtraError
 from mmrepvgg.apis.convert import ConfigError, build_train_model, load_repvgg_weights
 from mmrepvgg.checkpoint import CheckpointError
 from mmrepvgg.engine import load_repvgg_config

@@ -10,7 +10,7 @@ import sys
 
 from mmengine.config import DictAction
 
-from mmrepvgg.analysis.extras import MissingExtraError
+from mmrepvgg.utils import MissingExtraError
 from mmrepvgg.engine import (ConfigError, build_runner, format_test_metrics,
                              load_repvgg_config, prepare_test_config)
 
