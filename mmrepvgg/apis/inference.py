@@ -87,10 +87,10 @@ def prepare_for_inference(model: nn.Module, backend: str = 'eager',
     on the project's CPU machine (docs/benchmarks.md, "INT8"): static per-channel INT8 in
     ONNX Runtime ran A0 (224x224, batch 16) at 3.54x mmpretrain's eager deploy model at
     1 thread (7.88x at the default 2 threads on the busy machine, where PyTorch's threads
-    suffered most), and at 3.2x FP32 ONNX Runtime, rows timed round-robin. It costs little
-    accuracy where measured: on digits (360 test images, 1 image = 0.28 points) INT8 top-1
-    was +0.56 points for RepVGG-A0 (96.11 % vs 95.56 %) and +0.28 for QARepVGG-A0 (75.28 %
-    vs 75.00 %) against FP32, with 98.6 % and 95.0 % of the top-1 classes unchanged; on
+    suffered most), and at 3.2x FP32 ONNX Runtime, rows timed round-robin. Its accuracy
+    cost, measured on digits (360 test images, 1 image = 0.28 points): INT8 top-1 -1.11
+    points for RepVGG-A0 (93.89 % vs 95.00 %) and -0.28 for QARepVGG-A0 (98.06 % vs
+    98.33 %) against FP32, with 97.5 % and 99.7 % of the top-1 classes unchanged; on
     ImageNet, Chu et al. (AAAI 2024) report a large drop for plain RepVGG-A0 under standard
     post-training INT8 (72.4 % -> 52.2 %), not measured here.
 
