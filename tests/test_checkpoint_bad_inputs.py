@@ -4,6 +4,7 @@ docs/bad_inputs.md is this table, rendered by running the cases (in process, so 
 whole table takes about a minute):  .venv/bin/python tests/test_checkpoint_bad_inputs.py
 """
 import argparse
+import collections
 import contextlib
 import re
 import io
@@ -13,10 +14,13 @@ import sys
 import traceback
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from checkpoint_fixtures import (REPO_ROOT, file_fingerprint, save_train_checkpoint,
                                  trained_classifier, write_classifier_config)
+
+from test_checkpoint_safe_io import eval_through_rebuild_from_type, save_attack
 
 from mmrepvgg.datasets import prepare_digits
 from mmrepvgg.models import reparameterize_blocks
@@ -75,6 +79,40 @@ def build_case(name, folder: Path):
         src = written(b'epoch: 120\nacc: 72.4\n', 'notes.pth')
     elif name == 'SRC pickle would run code (os.system)':
         src = saved({'state_dict': {}, 'meta': Evil(folder / 'PWNED')}, 'evil.pth')
+    elif name == 'SRC pickle reaches eval through getattr and torch\'s own rebuild':
+        src = Path(save_attack(folder / 'getattr_eval.pth', eval_through_rebuild_from_type,
+                               folder / 'PWNED'))
+    elif name == 'SRC claims a 20000x20000 tensor over 1 stored element':
+        src = saved(_tensors(model, unused=torch.zeros(1).expand(20000, 20000)), 'bomb.pth')
+    elif name == 'SRC has a bit flip inside a tensor record':
+        content = bytearray(train.read_bytes())
+        head_weight = model.state_dict()['head.fc.weight'].numpy().tobytes()
+        content[content.index(head_weight) + 100] ^= 0x01
+        src = written(bytes(content), 'bit_flip.pth')
+    elif name == 'SRC holds a complex tensor':
+        src = saved(_tensors(model, **{'head.fc.bias': torch.zeros(10, dtype=torch.complex64)}),
+                    'complex.pth')
+    elif name == 'SRC holds a sparse tensor':
+        src = saved(_tensors(model, **{'head.fc.bias': torch.zeros(10).to_sparse()}),
+                    'sparse.pth')
+    elif name == 'SRC is a .safetensors file (how the hub serves timm weights)':
+        from safetensors.torch import save_file
+        save_file(dict(model.state_dict()), folder / 'train.safetensors')
+        src = folder / 'train.safetensors'
+    elif name == 'SRC pickled under NumPy 1.x (numpy.core names, mmcls-era files)':
+        # The legacy (non-zip) format, as mmcls-era files are: one pickle to rename in.
+        src = folder / 'numpy1.pth'
+        torch.save({**_tensors(model), 'meta': {'best': np.float64(72.4),
+                                                'history': np.arange(3.0)}}, src,
+                   _use_new_zipfile_serialization=False)
+        numpy_2_pickle = src.read_bytes()
+        assert b'numpy._core.multiarray' in numpy_2_pickle
+        src.write_bytes(numpy_2_pickle.replace(b'numpy._core.multiarray',
+                                               b'numpy.core.multiarray'))
+    elif name == 'SRC is an OrderedDict whose pickled state shadows get':
+        shadowing = collections.OrderedDict(_tensors(model))
+        shadowing.__dict__['get'] = torch.Tensor  # any allow-listed global will do
+        src = saved(shadowing, 'shadow.pth')
     elif name == 'SRC holds no state dict':
         src = saved([1, 2, 3], 'list.pth')
     elif name == 'SRC is not a RepVGG (ResNet keys)':
@@ -222,6 +260,13 @@ BAD_INPUTS = [(REPARAMETERIZE, name, expected) for name, expected in [
     ('SRC is truncated (half a download)', 'truncated or corrupt checkpoint'),
     ('SRC is not a checkpoint (a text file)', 'not a PyTorch checkpoint'),
     ('SRC pickle would run code (os.system)', 'refused, it calls posix.system'),
+    ('SRC pickle reaches eval through getattr and torch\'s own rebuild',
+     'refused, it calls builtins.getattr'),
+    ('SRC claims a 20000x20000 tensor over 1 stored element',
+     'a damaged or malicious view'),
+    ('SRC has a bit flip inside a tensor record', 'its CRC-32 does not match'),
+    ('SRC holds a complex tensor', 'complex'),
+    ('SRC holds a sparse tensor', 'sparse'),
     ('SRC holds no state dict', 'not a state dict'),
     ('SRC is not a RepVGG (ResNet keys)', 'holds no RepVGG block weights'),
     ('SRC is another arch (B0 weights, A0 config)',
@@ -268,6 +313,12 @@ BAD_INPUTS = [(REPARAMETERIZE, name, expected) for name, expected in [
 # traceback, before; accepted now.
 ACCEPTED_INPUTS = [
     (REPARAMETERIZE, 'SRC keys under a model. wrapper (head.fc.bias is model.head.fc.bias)',
+     'saved mmrepvgg deploy checkpoint'),
+    (REPARAMETERIZE, 'SRC is a .safetensors file (how the hub serves timm weights)',
+     'saved mmrepvgg deploy checkpoint'),
+    (REPARAMETERIZE, 'SRC pickled under NumPy 1.x (numpy.core names, mmcls-era files)',
+     'saved mmrepvgg deploy checkpoint'),
+    (REPARAMETERIZE, 'SRC is an OrderedDict whose pickled state shadows get',
      'saved mmrepvgg deploy checkpoint'),
     ('test', 'argparse.Namespace in meta', 'test metrics: '),
     ('test', 'a yacs CfgNode in meta (official training script)', 'test metrics: '),
