@@ -17,3 +17,11 @@ def test_readme_python_snippet_runs_twice_in_a_checkout(tool_env, tmp_path):
         assert run.returncode == 0, run.stderr[-2000:]
         assert run.stdout.startswith('RepVGG-A0 22 blocks fused, max relative error ')
     assert (tmp_path / 'repvgg-A0-deploy-classifier.pth').is_file()
+
+
+def test_readme_shows_the_snippet_that_is_run():
+    with open(os.path.join(REPO_ROOT, 'docs', 'python_api_example.py')) as stream:
+        snippet = stream.read()
+    with open(os.path.join(REPO_ROOT, 'README.md')) as stream:
+        readme = stream.read()
+    assert f'```python\n{snippet.rstrip()}\n```' in readme
