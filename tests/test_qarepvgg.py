@@ -11,7 +11,7 @@ from torch import nn
 
 import mmrepvgg
 from mmrepvgg.apis import convert_checkpoint
-from mmrepvgg.checkpoint import to_project_layout
+from mmrepvgg.checkpoint import CheckpointError, to_project_layout
 from mmrepvgg.models import (ARCH_SETTINGS, QARepVGGBlock, RepVGG, RepVGGArgumentError,
                              RepVGGBlock, build_model, reparameterize_blocks,
                              repvgg_classifier_cfg)
@@ -176,10 +176,22 @@ def test_a_qarepvgg_checkpoint_converts_to_one_the_deploy_config_loads(tmp_path)
     torch.save({'state_dict': train_model.state_dict()}, tmp_path / 'train.pth')
     report = convert_checkpoint(train_cfg, str(tmp_path / 'train.pth'),
                                 str(tmp_path / 'deploy.pth'))
-    assert (report.src_form, report.num_fused_blocks) == ('train', 22)
+    assert (report.src_form, report.num_fused_blocks, report.arch) == \
+        ('train', 22, 'QARepVGG-A0')
     deploy_model = build_model(Config.fromfile(deploy_cfg).model)
     deploy_model.load_state_dict(torch.load(tmp_path / 'deploy.pth')['state_dict'],
                                  strict=True)
     images = torch.randn(SMALL_IMAGES)
     with torch.no_grad():
         assert max_relative_error(train_model(images), deploy_model(images)) <= 1e-5
+
+
+def test_qarepvgg_weights_in_a_repvgg_config_are_named_as_such(tmp_path):
+    qa_cfg = os.path.join(CONFIG_DIR, 'digits', 'qarepvgg-A0_digits.py')
+    repvgg_cfg = os.path.join(CONFIG_DIR, 'digits', 'repvgg-A0_digits.py')
+    torch.save({'state_dict': build_model(Config.fromfile(qa_cfg).model).state_dict()},
+               tmp_path / 'qa.pth')
+    with pytest.raises(CheckpointError, match='holds QARepVGG-A0 weights but the config '
+                       'builds RepVGG-A0; use the QARepVGG-A0 config'):
+        convert_checkpoint(repvgg_cfg, str(tmp_path / 'qa.pth'), str(tmp_path / 'out.pth'))
+    assert not (tmp_path / 'out.pth').exists()

@@ -10,8 +10,8 @@ from typing import Any, Callable, List, NamedTuple, Optional, Tuple, Union
 from mmengine.config import Config
 from torch import nn
 
-from ..checkpoint import (LAYOUTS, CheckpointError, LayoutError, ProjectState, describe_arch,
-                          arch_shape_of_state, fit_project_state, from_project_layout,
+from ..checkpoint import (LAYOUTS, CheckpointError, LayoutError, ProjectState,
+                          describe_state_arch, fit_project_state, from_project_layout,
                           load_checkpoint_file, read_project_state, repvgg_prefix,
                           save_checkpoint_atomic)
 from ..config_file import PROJECT_SCOPE, ConfigError, names_project_repvgg, read_config
@@ -291,7 +291,7 @@ def convert_checkpoint(config: Union[str, Config],
         except CheckpointError as error:
             raise CheckpointError(f'{src}: {error}') from error
         num_fused = sum(1 for module in model.modules() if isinstance(module, RepVGGBlock))
-    arch = describe_arch(arch_shape_of_state(state.backbone))
+    arch = describe_state_arch(state.backbone)
     record = dict(mmrepvgg_version=__version__, converted_from=os.path.basename(src),
                   src_layout=state.layout, src_form=state.form, arch=arch,
                   max_relative_error=error_float64,

@@ -13,7 +13,7 @@ from .errors import CheckpointError
 from .fitting import (FIT_MODES, FittedState, fit_project_state, load_fitted_state,
                       read_project_state, repvgg_prefix)
 from .inspection import (ArchShape, arch_shape_of_state, describe_arch,
-                         first_unusable_tensor)
+                         describe_state_arch, first_unusable_tensor)
 from .layouts import (LAYOUTS, KeyLayout, LayoutError, ProjectState, detect_layout,
                       from_project_layout, to_project_layout, unwrap_state_dict)
 from .mmengine_globals import MMENGINE_CHECKPOINT_GLOBALS
@@ -25,9 +25,9 @@ from .writing import atomic_output, save_checkpoint_atomic
 __all__ = [
     'FIT_MODES', 'FittedState', 'fit_project_state', 'load_fitted_state',
     'read_project_state', 'repvgg_prefix', 'ArchShape', 'arch_shape_of_state',
-    'describe_arch', 'first_unusable_tensor', 'LAYOUTS', 'KeyLayout', 'LayoutError',
-    'ProjectState', 'detect_layout', 'from_project_layout', 'to_project_layout',
-    'unwrap_state_dict', 'MMENGINE_CHECKPOINT_GLOBALS', 'CheckpointError',
-    'atomic_output', 'checkpoint_local_path', 'load_checkpoint_file',
+    'describe_arch', 'describe_state_arch', 'first_unusable_tensor', 'LAYOUTS', 'KeyLayout',
+    'LayoutError', 'ProjectState', 'detect_layout', 'from_project_layout',
+    'to_project_layout', 'unwrap_state_dict', 'MMENGINE_CHECKPOINT_GLOBALS',
+    'CheckpointError', 'atomic_output', 'checkpoint_local_path', 'load_checkpoint_file',
     'route_mmengine_loading', 'save_checkpoint_atomic'
 ]

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models import RepVGG
-from .inspection import arch_shape_of_state, describe_arch, first_unusable_tensor
+from .inspection import describe_state_arch, first_unusable_tensor
 from .layouts import (LAYOUTS, LayoutError, ProjectState, StateDict, to_project_layout,
                       unwrap_state_dict)
 from .errors import CheckpointError
@@ -140,11 +140,11 @@ def _check_backbone(model_backbone: StateDict, source: ProjectState, name: str,
                     prefix: str) -> None:
     """Raise unless ``source.backbone`` fits ``model_backbone`` exactly (both keyed
     relative to the backbone; messages name the model's keys, under ``prefix``)."""
-    source_arch = describe_arch(arch_shape_of_state(source.backbone))
-    model_arch = describe_arch(arch_shape_of_state(model_backbone))
+    source_arch = describe_state_arch(source.backbone)
+    model_arch = describe_state_arch(model_backbone)
     if source_arch != model_arch:
-        fix = (f'use the {source_arch} config' if source_arch.startswith('RepVGG-') else
-               'use a config that builds it')
+        fix = ('use a config that builds it' if source_arch.startswith('an unpublished')
+               else f'use the {source_arch} config')
         raise CheckpointError(f'{name}: holds {source_arch} weights but the config builds '
                               f'{model_arch}; {fix}')
     missing = sorted(set(model_backbone) - set(source.backbone))

@@ -76,15 +76,24 @@ def matching_arch_names(shape: ArchShape) -> List[str]:
     return [name for name in ARCH_SETTINGS if arch_shape_of_setting(name) == shape]
 
 
-def describe_arch(shape: ArchShape) -> str:
-    """``'RepVGG-B1g4'``, or the shape facts when no published variant matches."""
+def describe_arch(shape: ArchShape, family: str = 'RepVGG') -> str:
+    """``'RepVGG-B1g4'`` (``family`` the block family), or the shape facts when no
+    published variant matches."""
     names = matching_arch_names(shape)
     if names:
-        return ' / '.join(f'RepVGG-{name}' for name in names)
+        return ' / '.join(f'{family}-{name}' for name in names)
     groups = f', groups {shape.groups}' if shape.groups else ''
     se = ', with SE' if shape.has_se else ''
-    return (f'an unpublished RepVGG (stem {shape.stem_width}, depths {shape.depths}, '
+    return (f'an unpublished {family} (stem {shape.stem_width}, depths {shape.depths}, '
             f'widths {shape.widths}{groups}{se})')
+
+
+def describe_state_arch(backbone: StateDict) -> str:
+    """:func:`describe_arch` of a backbone state dict: ``'QARepVGG-A0'`` for train-form
+    QARepVGG blocks (a ``post_norm`` after the branch sum), ``'RepVGG-A0'`` otherwise (the
+    deploy forms of both are the same network)."""
+    family = 'QARepVGG' if any('.post_norm.' in key for key in backbone) else 'RepVGG'
+    return describe_arch(arch_shape_of_state(backbone), family)
 
 
 def first_unusable_tensor(state_dict: StateDict) -> Optional[Tuple[str, str]]:
