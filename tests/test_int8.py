@@ -174,3 +174,17 @@ def test_int8_file_takes_the_data_image_size_and_any_batch(int8_export):
     for batch in (1, 5):
         (logits, ) = session.run(None, {'input': torch.randn(batch, 3, 32, 32).numpy()})
         assert logits.shape == (batch, 10)
+
+
+def test_export_refuses_an_output_that_is_a_hard_link_to_its_checkpoint(
+        digits_train_checkpoint, tmp_path, capsys):
+    checkpoint = tmp_path / 'ck.pth'
+    checkpoint.write_bytes(open(digits_train_checkpoint, 'rb').read())
+    os.link(checkpoint, tmp_path / 'ck.onnx')
+    before = checkpoint.read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        pytorch2onnx.main([DIGITS_CONFIG, str(checkpoint), str(tmp_path / 'ck.onnx'),
+                           '--force'])
+    assert exit_info.value.code == 2
+    assert 'is the checkpoint it is made from' in capsys.readouterr().err
+    assert checkpoint.read_bytes() == before

@@ -75,7 +75,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f'--opset {args.opset}: per-channel INT8 needs opset 13 or later')
     for role in ('checkpoint', 'config'):
         source = getattr(args, role)
-        if os.path.realpath(args.output) == os.path.realpath(source):
+        same_file = (os.path.samefile(args.output, source) if os.path.exists(args.output)
+                     and os.path.exists(source) else False)  # links to it count too
+        if same_file or os.path.realpath(args.output) == os.path.realpath(source):
             parser.error(f'OUTPUT {args.output} is the {role} it is made from; name a new '
                          '.onnx file (nothing was written)')
     return args
@@ -114,11 +116,11 @@ def export_quantized(args: argparse.Namespace, cfg, model) -> int:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        if os.path.exists(args.output) and not args.force:  # before any work
+            raise FileExistsError(f'{args.output} exists; pass --force to replace it')
         cfg = load_repvgg_config(args.config, args.cfg_options)
         model = build_train_model(cfg)
         state, _ = load_repvgg_weights(model, checkpoint_file(args.checkpoint))
-        if os.path.exists(args.output) and not args.force:
-            raise FileExistsError(f'{args.output} exists; pass --force to replace it')
         if state.form == 'train':
             print(f'notice: {args.checkpoint} is in train form; fusing its blocks into the '
                   'deploy form before the export')
