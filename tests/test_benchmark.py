@@ -199,3 +199,19 @@ def test_benchmark_refuses_a_deploy_checkpoint(tmp_path, capsys):
     torch.save({'state_dict': deploy_model.state_dict()}, checkpoint)
     assert benchmark.main([A0_CONFIG, '--quick', '--checkpoint', str(checkpoint)]) == 1
     assert 'pass a train-form checkpoint' in capsys.readouterr().err
+
+
+def test_benchmark_json_never_replaces_a_file_that_appears_during_the_run(
+        tmp_path, capsys, monkeypatch):
+    output = tmp_path / 'results.json'
+    measure = benchmark.run_inference_benchmark
+
+    def another_run_writes_it_meanwhile(*args, **kwargs):
+        output.write_text('the other run')
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(benchmark, 'run_inference_benchmark',
+                        another_run_writes_it_meanwhile)
+    assert benchmark.main([A0_CONFIG, '--quick', '--json', str(output)]) == 1
+    assert 'exists' in capsys.readouterr().err
+    assert output.read_text() == 'the other run'

@@ -11,7 +11,7 @@ import platform
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import mmpretrain
 import torch
@@ -115,9 +115,15 @@ def arch_name(model: nn.Module) -> str:
     return next((name for name in ARCH_SETTINGS if resolve_arch(name) == arch), 'custom')
 
 
-def write_json_atomic(results: dict, path: str) -> None:
-    """Write ``results`` as JSON to a temporary file next to ``path``, then rename it."""
-    with atomic_output(path, overwrite=True) as temporary_path:
+def write_json_atomic(results: Any, path: str, overwrite: bool = False) -> None:
+    """Write ``results`` as JSON through :func:`~mmrepvgg.checkpoint.atomic_output`: never
+    half-written and, without ``overwrite``, never over a file that exists or appears
+    while the results are measured (another run writing the same path).
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+    """
+    with atomic_output(path, overwrite=overwrite) as temporary_path:
         with open(temporary_path, 'w') as stream:
             json.dump(results, stream, indent=1)
 

@@ -115,7 +115,11 @@ def main(argv=None) -> int:
     results.update(config=args.config, arch=arch)
     print(format_report(results, arch))
     if args.json:
-        write_json_atomic(results, args.json)
+        try:
+            write_json_atomic(results, args.json, overwrite=args.force)
+        except FileExistsError as error:  # another run wrote it meanwhile; kept
+            print(f'error: {error} (the figures are printed above)', file=sys.stderr)
+            return 1
         print(f'wrote {args.json}')
     return 0
 

@@ -12,11 +12,11 @@ measured by the project's own tools as a user runs them:
         --work-dir work_dirs/int8_accuracy --json int8.json --plot int8.png
 """
 import argparse
-import json
 import os
 import subprocess
 import sys
 
+from mmrepvgg.analysis.benchmark import write_json_atomic
 from mmrepvgg.engine import parse_test_metrics
 
 TOOLS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,8 +80,11 @@ def main(argv=None) -> int:
               f"{row['top1']['onnxruntime_int8']:.2f} % ({row['int8_minus_fp32']:+.2f} "
               'points)')
     if args.json:
-        with open(args.json, 'x') as stream:
-            json.dump(rows, stream, indent=1)
+        try:
+            write_json_atomic(rows, args.json)
+        except FileExistsError as error:  # another run wrote it meanwhile; kept
+            print(f'error: {error} (the figures are printed above)', file=sys.stderr)
+            return 1
         print(f'wrote {args.json}')
     if args.plot:
         from mmrepvgg.analysis.plotting import plot_int8_accuracy
