@@ -149,8 +149,11 @@ def build_train_model(config: Union[str, Config]) -> nn.Module:
     return model
 
 
-def _load_into(model: nn.Module, checkpoint: Any, src: str,
-               src_format: Optional[str]) -> Tuple[ProjectState, List[str]]:
+def load_repvgg_checkpoint(model: nn.Module, checkpoint: Any, src: str,
+                           src_format: Optional[str] = None) -> Tuple[ProjectState, List[str]]:
+    """:func:`load_repvgg_weights` for a checkpoint already read by
+    :func:`load_checkpoint_file` (``src`` names it in messages), so that a caller that
+    also needs its ``meta`` reads the file once."""
     state = read_project_state(checkpoint, src, src_format)
     if state.form == 'deploy':
         reparameterize_blocks(model)
@@ -179,7 +182,7 @@ def load_repvgg_weights(model: nn.Module,
         CheckpointError: see :func:`mmrepvgg.checkpoint.read_project_state` and
             :func:`mmrepvgg.checkpoint.fit_project_state` (``'convert'`` mode).
     """
-    return _load_into(model, load_checkpoint_file(src), src, src_format)
+    return load_repvgg_checkpoint(model, load_checkpoint_file(src), src, src_format)
 
 
 def verify_fusion(train_model: nn.Module,
@@ -278,7 +281,7 @@ def convert_checkpoint(config: Union[str, Config],
         raise CheckpointError(f'{dst} exists; pass --force to replace it')
     model = build_train_model(config)
     checkpoint = load_checkpoint_file(src)
-    state, skipped = _load_into(model, checkpoint, src, src_format)
+    state, skipped = load_repvgg_checkpoint(model, checkpoint, src, src_format)
     notices = [f'{src}: {len(skipped)} tensors the model has no place for were not used, '
                f'e.g. {skipped[0]}'] if skipped else []
     if state.form == 'deploy':

@@ -7,7 +7,7 @@ a deploy model when the config asks for one, and run inference on the deploy for
 """
 import copy
 import os
-from typing import List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Union
 
 from mmengine.config import Config
 from mmpretrain.apis import ImageClassificationInferencer, ModelHub
@@ -17,7 +17,7 @@ from torch import nn
 from ..checkpoint import load_checkpoint_file
 from ..model_zoo import checkpoint_source, find_model
 from ..models import RepVGGBlock, reparameterize_blocks
-from .convert import load_repvgg_weights
+from .convert import load_repvgg_checkpoint
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 
@@ -40,10 +40,9 @@ def _config_dataset_meta(config: Config) -> dict:
     return dict(dataset.get('metainfo') or {})
 
 
-def _dataset_meta(checkpoint_path: str, config: Config) -> dict:
+def _dataset_meta(checkpoint: Any, config: Config) -> dict:
     """Class names for the predictions: the checkpoint's (the Runner saves the training
     set's), else the config's; empty when neither names them."""
-    checkpoint = load_checkpoint_file(checkpoint_path)
     meta = (checkpoint.get('meta') or {}) if isinstance(checkpoint, dict) else {}
     if meta.get('dataset_meta'):
         return dict(meta['dataset_meta'])
@@ -90,15 +89,17 @@ def get_model(model: Union[str, Config],
     deploy = config.model.backbone.get('deploy', False)
     if pretrained:
         # Load into the train form: published checkpoints hold it; a deploy-form
-        # checkpoint fuses the model before loading (load_repvgg_weights).
+        # checkpoint fuses the model before loading (load_repvgg_checkpoint).
         config.model.backbone.deploy = False
     classifier = mmpretrain_get_model(config, device=device)
     if pretrained:
         source = checkpoint_source(pretrained)
-        load_repvgg_weights(classifier, source)
+        checkpoint = load_checkpoint_file(source)
+        load_repvgg_checkpoint(classifier, checkpoint, source)
         if deploy:
             reparameterize_blocks(classifier)
-        classifier._dataset_meta = _dataset_meta(source, config) or classifier._dataset_meta
+        classifier._dataset_meta = (_dataset_meta(checkpoint, config)
+                                    or classifier._dataset_meta)
     else:
         classifier._dataset_meta = _config_dataset_meta(config) or classifier._dataset_meta
     # A deploy-form checkpoint fuses even a train config's model.
