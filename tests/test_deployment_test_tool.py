@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-from mmrepvgg.analysis.onnx_eval import logits_to_predictions
+from mmrepvgg.deploy.onnx_eval import logits_to_predictions
 from mmrepvgg.engine import parse_test_metrics
 
 from conftest import REPO_ROOT, load_tool

@@ -13,9 +13,9 @@ import torch
 from onnx import TensorProto, helper
 from PIL import Image
 
-from mmrepvgg.analysis.onnx_eval import preprocessed_batches
-from mmrepvgg.analysis.onnx_export import onnxruntime_session
-from mmrepvgg.analysis.quantization import CalibrationBatches, output_nodes, top1_agreement
+from mmrepvgg.deploy.onnx_eval import preprocessed_batches
+from mmrepvgg.deploy.onnx_export import onnxruntime_session
+from mmrepvgg.deploy.quantization import CalibrationBatches, output_nodes, top1_agreement
 from mmrepvgg.engine import load_repvgg_config
 
 from conftest import REPO_ROOT, load_tool

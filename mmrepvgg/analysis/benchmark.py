@@ -28,8 +28,8 @@ from ..published import PUBLISHED
 from ..numerics import max_relative_error
 from ..synthetic import randomize_batch_norms_
 from .complexity import count_complexity
-from .onnx_export import export_onnx, onnxruntime, onnxruntime_session
-from .quantization import quantize_int8
+from ..deploy.onnx_export import export_onnx, onnxruntime, onnxruntime_session
+from ..deploy.quantization import quantize_int8
 from .timing import conv3x3_roof, time_interleaved
 
 TRAIN = 'ours train form (eager)'

@@ -62,8 +62,8 @@ def _onnxruntime_int8(deploy_model: nn.Module,
                       calibration_images: Optional[Sequence[Tensor]],
                       num_threads: Optional[int]) -> OnnxRuntimeInferenceModel:
     # Imported here: onnx and onnxruntime are the optional [onnx] extra.
-    from ..analysis.onnx_export import onnxruntime_session
-    from ..analysis.quantization import export_int8
+    from ..deploy.onnx_export import onnxruntime_session
+    from ..deploy.quantization import export_int8
     if not calibration_images:
         raise ValueError("backend='onnxruntime-int8' needs calibration_images: a few "
                          'batches (N, C, H, W) of real, preprocessed training images '
@@ -102,7 +102,7 @@ def prepare_for_inference(model: nn.Module, backend: str = 'eager',
             ``torch.compile`` with frozen weights (needs a C++ compiler; the first call
             with each new input shape compiles, ~20-30 s on 2 CPU cores).
             ``'onnxruntime-int8'``: the deploy form exported to ONNX and quantized to
-            static per-channel INT8 (:mod:`mmrepvgg.analysis.quantization`), run by
+            static per-channel INT8 (:mod:`mmrepvgg.deploy.quantization`), run by
             ONNX Runtime on the CPU; needs the ``[onnx]`` extra and
             ``calibration_images``. Takes the calibration images' (C, H, W), any batch.
         inplace: convert ``model`` itself instead of a deep copy.

@@ -23,9 +23,9 @@ from mmrepvgg.model_zoo import checkpoint_file
 from mmrepvgg.models import image_channels
 
 try:
-    from mmrepvgg.analysis.onnx_eval import preprocessed_batches
-    from mmrepvgg.analysis.onnx_export import DEFAULT_OPSET, OnnxExportError, export_onnx
-    from mmrepvgg.analysis.quantization import export_int8
+    from mmrepvgg.deploy.onnx_eval import preprocessed_batches
+    from mmrepvgg.deploy.onnx_export import DEFAULT_OPSET, OnnxExportError, export_onnx
+    from mmrepvgg.deploy.quantization import export_int8
 except MissingExtraError as missing:
     sys.exit(f'error: {missing}')
 

@@ -15,7 +15,7 @@ from mmrepvgg.engine import (ConfigError, build_runner, format_test_metrics,
                              load_repvgg_config, prepare_test_config)
 
 try:
-    from mmrepvgg.analysis.onnx_eval import onnx_test_config
+    from mmrepvgg.deploy.onnx_eval import onnx_test_config
 except MissingExtraError as missing:
     sys.exit(f'error: {missing}')
 
