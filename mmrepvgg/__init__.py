@@ -1,21 +1,14 @@
 """mmrepvgg: RepVGG for mmpretrain / mmengine, with exact structural re-parameterization.
 
-Importing the package registers the ``mmrepvgg`` scope (see :mod:`mmrepvgg.registry`) and
-routes mmengine's local and http(s) checkpoint loading through the safe reader
-(:mod:`mmrepvgg.checkpoint.mmengine_loading`); torch's own allow-list is left untouched.
+Importing the package only registers: the ``mmrepvgg`` scope and its modules (see
+:mod:`mmrepvgg.registry`) and the published model zoo with mmpretrain's ``ModelHub``.
+torch's allow-list, mmengine's checkpoint loaders, warnings filters and loggers stay as
+they were; the project's own loads go through :mod:`mmrepvgg.checkpoint.reader`.
 """
-import warnings
-
-# mmcv-lite has no compiled ops; mmpretrain's imports warn about one we never use.
-warnings.filterwarnings('ignore', message='Fail to import ``MultiScaleDeformableAttention``')
-
-from .checkpoint import route_mmengine_loading  # noqa: E402
-from .version import __version__  # noqa: E402
-from . import models  # noqa: E402,F401  (registers RepVGG)
-from .apis import repvgg_convert  # noqa: E402
-from .model_zoo import register_model_zoo  # noqa: E402
-
-route_mmengine_loading()
+from .version import __version__
+from . import models  # noqa: F401  (registers RepVGG)
+from .apis import repvgg_convert
+from .model_zoo import register_model_zoo
 
 __all__ = ['__version__', 'repvgg_convert']
 

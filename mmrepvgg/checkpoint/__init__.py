@@ -1,10 +1,8 @@
-"""Checkpoints: safe reading, atomic writing, source layouts, fitting to a model.
+"""Checkpoints: one reader, one fitting, atomic writing, source layouts.
 
-- :mod:`.reading`: read a path, URL or .safetensors file without executing anything, as
-  plain checked data; :mod:`.unpickling`, :mod:`.mmengine_globals`, :mod:`.plain_data`,
-  :mod:`.tensor_checks` and :mod:`.remote` are its parts.
+- :mod:`.reader`: every load of the project; reads a path, URL or .safetensors file as
+  inert data, executing nothing stored in it (:mod:`.remote` downloads URLs).
 - :mod:`.writing`: write atomically, never over an input, never leaving partial files.
-- :mod:`.mmengine_loading`: mmengine's Runner loads through :mod:`.reading`.
 - :mod:`.layouts`: the mmrepvgg/mmpretrain, official and timm key layouts as data.
 - :mod:`.inspection`: the architecture and health a state dict reveals.
 - :mod:`.fitting`: whether a checkpoint fits a model, what to load, what does not fit.
@@ -16,9 +14,7 @@ from .inspection import (ArchShape, arch_shape_of_state, describe_arch,
                          describe_state_arch, first_unusable_tensor)
 from .layouts import (LAYOUTS, KeyLayout, LayoutError, ProjectState, detect_layout,
                       from_project_layout, to_project_layout, unwrap_state_dict)
-from .mmengine_globals import MMENGINE_CHECKPOINT_GLOBALS
-from .mmengine_loading import route_mmengine_loading
-from .reading import load_checkpoint_file
+from .reader import load_checkpoint_file, read_checkpoint
 from .remote import checkpoint_local_path
 from .writing import atomic_output, save_checkpoint_atomic
 
@@ -27,7 +23,7 @@ __all__ = [
     'read_project_state', 'repvgg_prefix', 'ArchShape', 'arch_shape_of_state',
     'describe_arch', 'describe_state_arch', 'first_unusable_tensor', 'LAYOUTS', 'KeyLayout',
     'LayoutError', 'ProjectState', 'detect_layout', 'from_project_layout',
-    'to_project_layout', 'unwrap_state_dict', 'MMENGINE_CHECKPOINT_GLOBALS',
-    'CheckpointError', 'atomic_output', 'checkpoint_local_path', 'load_checkpoint_file',
-    'route_mmengine_loading', 'save_checkpoint_atomic'
+    'to_project_layout', 'unwrap_state_dict', 'CheckpointError', 'atomic_output',
+    'checkpoint_local_path', 'load_checkpoint_file', 'read_checkpoint',
+    'save_checkpoint_atomic'
 ]

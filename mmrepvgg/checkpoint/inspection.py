@@ -13,7 +13,7 @@ from .layouts import StateDict
 
 _BLOCK_KERNEL = re.compile(
     r'^(?:stem|stage_(?P<stage>\d+)\.(?P<index>\d+))\.(?:branch_3x3\.conv|branch_reparam)'
-    r'\.weight$')
+    r'\.weight$', re.ASCII)
 
 
 class ArchShape(NamedTuple):

@@ -28,6 +28,7 @@ from typing import Dict, Iterable, Mapping, NamedTuple, Optional, Tuple
 from torch import Tensor
 
 StateDict = Dict[str, Tensor]
+_NUMBER = '(?:0|[1-9][0-9]*)'
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,14 @@ class KeyLayout:
 
     def block_pattern(self) -> 're.Pattern':
         """Matches ``<prefix><stem or stage block>.<part>.<tensor name>``."""
+        # Canonical ASCII numbers only: a regex \d and int() also take Unicode digits and
+        # leading zeros, which would fold 'stage_04' (or an Arabic-Indic 4) onto 'stage_4'.
         stage_block = re.escape(self.stage_block).replace(
-            r'\{stage\}', r'(?P<stage>\d+)').replace(r'\{index\}', r'(?P<index>\d+)')
+            r'\{stage\}', rf'(?P<stage>{_NUMBER})').replace(
+            r'\{index\}', rf'(?P<index>{_NUMBER})')
         parts = '|'.join(re.escape(part) for part, _ in self.block_parts)
         return re.compile(rf'^(?P<prefix>(?:.+\.)?)(?:(?P<stem>{re.escape(self.stem)})|'
-                          rf'{stage_block})\.(?P<part>{parts})\.(?P<tensor>[^.]+)$')
+                          rf'{stage_block})\.(?P<part>{parts})\.(?P<tensor>[^.]+)$', re.ASCII)
 
 
 # 'post_norm' (last: the external layouts, zipped with these, have no QARepVGG name) is
@@ -193,8 +197,12 @@ def to_project_layout(state_dict: StateDict, layout: Optional[KeyLayout] = None)
             rest[key] = tensor
             continue
         prefixes.add(match['prefix'])
-        backbone[f'{_project_block_name(match, layout)}.{block_parts[match["part"]]}.'
-                 f'{match["tensor"]}'] = tensor
+        project_key = (f'{_project_block_name(match, layout)}.{block_parts[match["part"]]}.'
+                       f'{match["tensor"]}')
+        if project_key in backbone:
+            raise LayoutError(f'two keys name the tensor {project_key!r} (the second is '
+                              f'{key!r}); the file was edited, use the original')
+        backbone[project_key] = tensor
     if not backbone:
         raise LayoutError(f'holds no RepVGG block weights in the {layout.name} layout'
                           f'{_detected_hint(state_dict)}')

@@ -1,55 +1,162 @@
-"""``http(s)://`` checkpoints: downloaded once into torch.hub's cache, then read locally."""
+"""``http(s)://`` checkpoints: downloaded once into the project's own cache, then read.
+
+The cache is ``$MMREPVGG_CACHE`` or ``$XDG_CACHE_HOME/mmrepvgg`` (``~/.cache/mmrepvgg``),
+never torch hub's folder, which mmengine's ``open-mmlab://`` and similar loaders read with
+a full unpickler. A download is named by the URL's and the content's SHA-256
+(``checkpoints/<url hash>-<content hash>.pth``), not by a name the URL chooses; it has a
+connect/read timeout, a total time limit and a size limit, is written atomically (an
+interrupted download leaves nothing), and a file the reader refuses is removed. Under
+distributed training rank 0 downloads while the other ranks wait.
+"""
+import glob
+import hashlib
+import http.client
 import os
+import socket
+import time
 import urllib.error
 import urllib.parse
+import urllib.request
 
-import torch
+from mmengine.dist import barrier, get_dist_info
 
 from .errors import CheckpointError
 from .writing import atomic_output
 
 URL_PREFIXES = ('http://', 'https://')
+READ_TIMEOUT_S = 60.0
+TOTAL_TIMEOUT_S = 3600.0
+MAX_DOWNLOAD_BYTES = 4 * 2**30
+_CHUNK_BYTES = 2**20
+_EXTENSIONS = ('.pth', '.pt', '.safetensors')
+# torch hub's convention: 'name-<first hex digits of the SHA-256>.pth'.
+_HASH_PREFIX_MIN_DIGITS = 8
 
 
-def cached_checkpoint_path(url: str) -> str:
-    """Where torch.hub keeps ``url``: ``<torch.hub.get_dir()>/checkpoints/<file name>``."""
-    file_name = os.path.basename(urllib.parse.urlparse(url).path)
-    if not file_name:
-        raise CheckpointError(f'{url}: names no file; pass the URL of the checkpoint file')
-    return os.path.join(torch.hub.get_dir(), 'checkpoints', file_name)
+def cache_dir() -> str:
+    """Where downloaded checkpoints are kept (see the module docstring)."""
+    root = os.environ.get('MMREPVGG_CACHE') or os.path.join(
+        os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'), 'mmrepvgg')
+    return os.path.join(root, 'checkpoints')
 
 
-def checkpoint_local_path(source: str, progress: bool = True) -> str:
-    """The local file holding checkpoint ``source``.
+def _url_hash(url: str) -> str:
+    return hashlib.sha256(url.encode('utf-8')).hexdigest()[:16]
 
-    Args:
-        source: a path (``~`` expanded) or an ``http(s)://`` URL. A URL is downloaded on
-            first use, with a progress bar on stderr if ``progress``, into
-            :func:`cached_checkpoint_path` (atomically: an interrupted download leaves
-            nothing), and read from there afterwards. As in torch.hub, a file name like
-            ``name-<sha256 prefix>.pth`` is checked against that hash prefix.
+
+def _extension(url: str) -> str:
+    name = os.path.basename(urllib.parse.urlparse(url).path)
+    return next((extension for extension in _EXTENSIONS if name.endswith(extension)), '.pth')
+
+
+def _hash_prefix(url: str) -> str:
+    """The SHA-256 prefix a torch hub file name like ``repvgg-1a2b3c4d.pth`` promises."""
+    stem = os.path.splitext(os.path.basename(urllib.parse.urlparse(url).path))[0]
+    digits = stem.rpartition('-')[2]
+    is_hex = len(digits) >= _HASH_PREFIX_MIN_DIGITS and all(
+        character in '0123456789abcdef' for character in digits)
+    return digits if is_hex else ''
+
+
+def cached_download(url: str) -> str:
+    """The cached file of ``url``, or ``''`` if it was never downloaded."""
+    found = glob.glob(os.path.join(glob.escape(cache_dir()), f'{_url_hash(url)}-*'))
+    return sorted(path for path in found if not os.path.basename(path).startswith('.'))[0] \
+        if found else ''
+
+
+def _download(url: str, partial_path: str) -> str:
+    """Write ``url``'s bytes to ``partial_path``; return their SHA-256."""
+    deadline = time.monotonic() + TOTAL_TIMEOUT_S
+    digest, received = hashlib.sha256(), 0
+    with urllib.request.urlopen(url, timeout=READ_TIMEOUT_S) as response, \
+            open(partial_path, 'wb') as stream:
+        declared = response.headers.get('Content-Length')
+        if declared is not None and int(declared) > MAX_DOWNLOAD_BYTES:
+            raise CheckpointError(f'{url}: is {int(declared)} bytes, more than the '
+                                  f'{MAX_DOWNLOAD_BYTES} bytes a checkpoint may have')
+        while True:
+            chunk = response.read(_CHUNK_BYTES)
+            if not chunk:
+                break
+            received += len(chunk)
+            if received > MAX_DOWNLOAD_BYTES:
+                raise CheckpointError(f'{url}: sends more than the {MAX_DOWNLOAD_BYTES} '
+                                      'bytes a checkpoint may have; check the URL')
+            if time.monotonic() > deadline:
+                raise CheckpointError(f'{url}: download took longer than {TOTAL_TIMEOUT_S:g} '
+                                      's; run again on a faster connection')
+            digest.update(chunk)
+            stream.write(chunk)
+        if declared is not None and received != int(declared):
+            raise http.client.IncompleteRead(b'', int(declared) - received)
+    return digest.hexdigest()
+
+
+def _fetch(url: str) -> str:
+    folder = cache_dir()
+    # Unique per writer: the next step renames it to the name its content gives.
+    incoming = os.path.join(folder, f'.{_url_hash(url)}.{socket.gethostname()}.'
+                                    f'{os.getpid()}.incoming')
+    try:
+        with atomic_output(incoming, overwrite=True) as partial_path:
+            content_hash = _download(url, partial_path)
+            expected = _hash_prefix(url)
+            if expected and not content_hash.startswith(expected):
+                raise CheckpointError(f'{url}: download is damaged (its SHA-256 starts with '
+                                      f'{content_hash[:len(expected)]}, the file name says '
+                                      f'{expected}); run again')
+        final = os.path.join(folder, f'{_url_hash(url)}-{content_hash}{_extension(url)}')
+        os.replace(incoming, final)
+        return final
+    except urllib.error.HTTPError as error:
+        raise CheckpointError(f'{url}: download failed (HTTP {error.code} {error.reason}); '
+                              'check the URL') from error
+    except urllib.error.URLError as error:
+        raise CheckpointError(f'{url}: cannot reach the server ({error.reason}); check the '
+                              'URL and the network') from error
+    except (socket.timeout, TimeoutError) as error:
+        raise CheckpointError(f'{url}: the server sent nothing for {READ_TIMEOUT_S:g} s; '
+                              'run again later') from error
+    except (http.client.HTTPException, ConnectionError) as error:
+        raise CheckpointError(f'{url}: download was interrupted ({type(error).__name__}); '
+                              'run again') from error
+    finally:
+        if os.path.exists(incoming):
+            os.unlink(incoming)
+
+
+def checkpoint_local_path(source: str) -> str:
+    """The local file holding checkpoint ``source``: a path (``~`` expanded) as it is; an
+    ``http(s)://`` URL downloaded on first use (see the module docstring).
 
     Raises:
-        CheckpointError: the download failed (HTTP error, unreachable host, hash mismatch).
+        CheckpointError: the download failed (HTTP error, unreachable host, timeout, too
+            large, interrupted, hash mismatch).
     """
     if not source.startswith(URL_PREFIXES):
         return os.path.expanduser(source)
-    cached = cached_checkpoint_path(source)
-    if os.path.isfile(cached):
-        return cached
-    hash_match = torch.hub.HASH_REGEX.search(os.path.basename(cached))
-    try:
-        # overwrite: a concurrent download of the same URL wrote the same bytes.
-        with atomic_output(cached, overwrite=True) as partial_path:
-            torch.hub.download_url_to_file(source, partial_path,
-                                           hash_prefix=hash_match and hash_match.group(1),
-                                           progress=progress)
-    except urllib.error.HTTPError as error:
-        raise CheckpointError(f'{source}: download failed (HTTP {error.code} '
-                              f'{error.reason}); check the URL') from error
-    except urllib.error.URLError as error:
-        raise CheckpointError(f'{source}: cannot reach the server ({error.reason}); check the '
-                              'URL and the network') from error
-    except RuntimeError as error:  # torch.hub's hash mismatch
-        raise CheckpointError(f'{source}: download is damaged ({error}); run again') from error
+    rank, world_size = get_dist_info()
+    if rank == 0 and not cached_download(source):
+        try:
+            _fetch(source)
+        finally:
+            if world_size > 1:
+                barrier()
+    elif world_size > 1:
+        barrier()
+    cached = cached_download(source)
+    if not cached:
+        raise CheckpointError(f'{source}: rank 0 could not download it; see its error')
     return cached
+
+
+def forget_download(source: str, path: str) -> None:
+    """Remove ``path`` if it is the cached download of URL ``source`` (the reader refused
+    it: it must not stay where another load could find it)."""
+    if source.startswith(URL_PREFIXES) and os.path.dirname(os.path.abspath(path)) == \
+            os.path.abspath(cache_dir()):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
