@@ -12,12 +12,12 @@ data_root = 'data/custom'
 
 model = dict(
     backbone=dict(init_cfg=dict(
-        type='Pretrained',
+        # The project's reader and exact fitting (mmengine's 'Pretrained' loads non-strictly).
+        type='mmrepvgg.Pretrained',
         # The published train-form A0 (model zoo: repvgg-A0_3rdparty_4xb64-coslr-120e_in1k);
         # only its backbone is used, the head starts afresh for the new classes.
         checkpoint='https://download.openmmlab.com/mmclassification/v0/repvgg/'
-        'repvgg-A0_3rdparty_4xb64-coslr-120e_in1k_20210909-883ab98c.pth',
-        prefix='backbone')),
+        'repvgg-A0_3rdparty_4xb64-coslr-120e_in1k_20210909-883ab98c.pth')),
     head=dict(num_classes=num_classes, topk=(1, )),
 )
 

@@ -6,6 +6,7 @@
 - :mod:`.layouts`: the mmrepvgg/mmpretrain, official and timm key layouts as data.
 - :mod:`.inspection`: the architecture and health a state dict reveals.
 - :mod:`.fitting`: whether a checkpoint fits a model, what to load, what does not fit.
+- :mod:`.pretrained`: the ``mmrepvgg.Pretrained`` initializer configs start from weights with.
 """
 from .errors import CheckpointError
 from .fitting import (FIT_MODES, FittedState, fit_project_state, load_fitted_state,
@@ -14,6 +15,7 @@ from .inspection import (ArchShape, arch_shape_of_state, describe_arch,
                          describe_state_arch, first_unusable_tensor)
 from .layouts import (LAYOUTS, KeyLayout, LayoutError, ProjectState, detect_layout,
                       from_project_layout, to_project_layout, unwrap_state_dict)
+from .pretrained import PretrainedInit
 from .reader import load_checkpoint_file, read_checkpoint
 from .remote import checkpoint_local_path
 from .writing import atomic_output, save_checkpoint_atomic
@@ -25,5 +27,5 @@ __all__ = [
     'LayoutError', 'ProjectState', 'detect_layout', 'from_project_layout',
     'to_project_layout', 'unwrap_state_dict', 'CheckpointError', 'atomic_output',
     'checkpoint_local_path', 'load_checkpoint_file', 'read_checkpoint',
-    'save_checkpoint_atomic'
+    'save_checkpoint_atomic', 'PretrainedInit'
 ]

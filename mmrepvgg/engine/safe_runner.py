@@ -4,7 +4,9 @@ mmengine's ``Runner.load_checkpoint`` (behind ``load_from``, ``resume`` and
 ``load_or_resume``) loads non-strictly: a tensor of another shape, a stray tensor or a
 missing layer only produce a log line, and the run goes on with random layers. This Runner
 reads the file with :func:`mmrepvgg.checkpoint.load_checkpoint_file` (no pickle code runs)
-and fits it with :func:`mmrepvgg.checkpoint.load_fitted_state`:
+and fits it with :func:`mmrepvgg.checkpoint.load_fitted_state`; the checkpoint it hands
+back to mmengine has no config text in its meta (mmengine's ``resume`` would run
+``Config.fromstring`` on it: a config is code, a checkpoint only data):
 
 - ``test()`` / ``val()``: the checkpoint must hold exactly the model's tensors;
 - ``train()`` with ``load_from`` (fine-tuning): the RepVGG backbone must fit exactly; the
@@ -24,6 +26,17 @@ from ..checkpoint import CheckpointError, load_checkpoint_file, load_fitted_stat
 from ..registry import RUNNERS
 
 RESUME_META_KEYS = ('epoch', 'iter')
+# Where mmengine's checkpoints keep the config's Python text.
+CONFIG_TEXT_META_KEYS = ('config', 'cfg')
+
+
+def without_config_text(checkpoint: Any) -> Any:
+    """``checkpoint`` with ``meta`` lacking :data:`CONFIG_TEXT_META_KEYS` (a shallow copy)."""
+    if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get('meta'), dict)):
+        return checkpoint
+    meta = {key: value for key, value in checkpoint['meta'].items()
+            if key not in CONFIG_TEXT_META_KEYS}
+    return {**checkpoint, 'meta': meta}
 
 
 def check_resumable(checkpoint: Any, filename: str) -> None:
@@ -61,9 +74,25 @@ class RepVGGRunner(Runner):
             self._fit_mode = 'exact'
 
     def resume(self, filename: str, *args, **kwargs) -> None:
+        """mmengine's resume, reading through :meth:`load_checkpoint`.
+
+        Raises:
+            CheckpointError: also when the training state (message hub, optimizer,
+                schedulers) does not fit this run.
+        """
         self._resuming = True
         try:
             super().resume(filename, *args, **kwargs)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError,
+                RuntimeError) as error:
+            if isinstance(error, CheckpointError):
+                raise
+            message = str(error).strip().splitlines()[0] if str(error).strip() else ''
+            raise CheckpointError(
+                f'{filename}: its training state does not fit this run '
+                f'({type(error).__name__}: {message[:200]}); resume with the config it was '
+                'saved by, or start from its weights with --cfg-options load_from=...'
+            ) from error
         finally:
             self._resuming = False
 
@@ -78,7 +107,7 @@ class RepVGGRunner(Runner):
         Raises:
             CheckpointError: unreadable, not resumable, or not fitting the model.
         """
-        checkpoint = load_checkpoint_file(filename)
+        checkpoint = without_config_text(load_checkpoint_file(filename))
         exact = strict or self._resuming or self._fit_mode == 'exact'
         if self._resuming:
             check_resumable(checkpoint, filename)
