@@ -1,81 +1,129 @@
-"""mmengine's Runner (load_from, resume) and init_cfg Pretrained read checkpoints through
-mmrepvgg's safe reader once mmrepvgg is imported."""
+"""Importing mmrepvgg changes nothing in the process; the project's own paths (Runner
+resume, ``mmrepvgg.Pretrained``) read through its reader and never run stored config text."""
+import logging
+import subprocess
+import sys
+import threading
+import types
+
+import numpy as np
 import pytest
 import torch
-from mmengine.model import BaseModel
-from mmengine.runner import CheckpointLoader, Runner
-from torch import nn
+from checkpoint_fixtures import trained_classifier, write_classifier_config
+from mmengine.logging import HistoryBuffer
+from mmengine.registry import DefaultScope
 
-import mmrepvgg.checkpoint.mmengine_loading as mmengine_loading
 from mmrepvgg.checkpoint import CheckpointError, load_checkpoint_file
+from mmrepvgg.engine.safe_runner import RepVGGRunner
 from test_checkpoint_safe_io import eval_through_rebuild_from_type, save_attack
 
+PROCESS_STATE_AROUND_IMPORT = '''
+import logging, warnings, torch, mmengine.runner, mmpretrain.models
+from mmengine.runner import CheckpointLoader
 
-class ToyRegressor(BaseModel):
-    def __init__(self, init_cfg=None):
-        super().__init__(init_cfg=init_cfg)
-        self.linear = nn.Linear(2, 1)
+def state():
+    return (dict(CheckpointLoader._schemes), set(torch.serialization.get_safe_globals()),
+            list(warnings.filters), logging.getLogger().level,
+            list(logging.getLogger().handlers))
 
-    def forward(self, inputs, targets=None, mode='loss'):
-        return {'loss': (self.linear(inputs) - targets).pow(2).mean()}
-
-
-def toy_runner(work_dir, max_iters, **options):
-    """A Runner training ToyRegressor for ``max_iters`` iterations, checkpointing every 2."""
-    samples = [dict(inputs=torch.tensor([float(index), 1.0]), targets=torch.tensor([0.5]))
-               for index in range(4)]
-    return Runner(
-        model=ToyRegressor(), work_dir=str(work_dir),
-        train_dataloader=dict(dataset=samples, batch_size=2,
-                              sampler=dict(type='DefaultSampler', shuffle=False),
-                              collate_fn=dict(type='default_collate')),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
-        train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
-                           logger=dict(type='LoggerHook', interval=1)),
-        default_scope='mmengine', **options)
+before = state()
+import mmrepvgg
+after = state()
+for name, old, new in zip(('loaders', 'allow-list', 'warnings', 'level', 'handlers'),
+                          before, after):
+    assert old == new, f'import mmrepvgg changed the {name}: {old!r} -> {new!r}'
+print('unchanged')
+'''
 
 
-@pytest.mark.parametrize('source', ['work_dirs/epoch_1.pth', 'http://host/a.pth',
-                                    'https://host/a.pth'])
-def test_local_and_http_sources_are_routed_to_the_safe_reader(source):
-    loader = CheckpointLoader._get_checkpoint_loader(source)
-    assert loader is mmengine_loading.load_from_mmrepvgg_safe
+def test_import_changes_no_loader_allow_list_warnings_filter_or_logger():
+    result = subprocess.run([sys.executable, '-c', PROCESS_STATE_AROUND_IMPORT],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == 'unchanged'
 
 
-def test_runner_resumes_from_its_own_checkpoint_through_the_safe_reader(tmp_path, monkeypatch):
-    toy_runner(tmp_path / 'first', max_iters=2).train()
-    checkpoint = str(tmp_path / 'first' / 'iter_2.pth')
-    read = []
-
-    def spying_reader(path, map_location):
-        read.append(path)
-        return load_checkpoint_file(path, map_location=map_location)
-
-    monkeypatch.setattr(mmengine_loading, 'load_checkpoint_file', spying_reader)
-
-    resumed = toy_runner(tmp_path / 'second', max_iters=3, load_from=checkpoint, resume=True)
-    resumed.train()
-
-    assert read == [checkpoint]
-    assert resumed.iter == 3
-    losses = resumed.message_hub.get_scalar('train/loss').data[0]
-    assert len(losses) == 3  # two resumed from the checkpoint, one new
+def message_hub_checkpoint():
+    loss = HistoryBuffer()
+    loss.update(np.float64(1.5))
+    return {'state_dict': {'weight': torch.ones(2)},
+            'message_hub': {'log_scalars': {'train/loss': loss}}}
 
 
-def test_runner_load_from_an_eval_payload_is_refused(tmp_path):
+def test_a_plain_weights_only_load_in_another_thread_never_sees_an_allowance(tmp_path):
+    """torch refuses HistoryBuffer unless allow-listed; our loads must not allow it, even
+    for a moment."""
+    path = tmp_path / 'epoch_1.pth'
+    torch.save(message_hub_checkpoint(), path)
+    outcomes, stop = [], threading.Event()
+
+    def plain_loads():
+        while not stop.is_set():
+            try:
+                torch.load(path, weights_only=True)
+                outcomes.append('loaded')
+            except Exception as error:  # what torch raises without an allowance
+                outcomes.append(type(error).__name__)
+
+    thread = threading.Thread(target=plain_loads)
+    thread.start()
+    try:
+        for _ in range(20):
+            assert load_checkpoint_file(str(path))['message_hub']['log_scalars']
+    finally:
+        stop.set()
+        thread.join()
+    assert outcomes and set(outcomes) == {'UnpicklingError'}
+
+
+def test_resume_hands_mmengine_a_checkpoint_without_config_text(tmp_path):
+    """mmengine's Runner.resume runs Config.fromstring(meta['config'])."""
+    config = write_classifier_config(tmp_path)
+    model = trained_classifier(config)
     marker = tmp_path / 'PWNED'
-    evil = save_attack(tmp_path / 'evil.pth', eval_through_rebuild_from_type, marker)
-    runner = toy_runner(tmp_path / 'work', max_iters=1, load_from=evil)
-    with pytest.raises(CheckpointError, match='evil.pth: refused, it calls builtins.getattr'):
-        runner.train()
+    path = tmp_path / 'epoch_1.pth'
+    code = f'open({str(marker)!r}, "w").close()'
+    torch.save({'state_dict': model.state_dict(), 'message_hub': {},
+                'meta': {'epoch': 1, 'iter': 10, 'config': code, 'cfg': code}}, path)
+    runner = types.SimpleNamespace(_resuming=True, _fit_mode='exact', model=model,
+                                   call_hook=lambda *args, **kwargs: None,
+                                   logger=logging.getLogger('test'))
+
+    checkpoint = RepVGGRunner.load_checkpoint(runner, str(path))
+
+    assert checkpoint['meta'] == {'epoch': 1, 'iter': 10}
     assert not marker.exists()
 
 
-def test_init_cfg_pretrained_with_an_eval_payload_is_refused(tmp_path):
+def test_pretrained_initializer_refuses_an_eval_payload(tmp_path):
+    from mmrepvgg.models import build_model, repvgg_classifier_cfg
     marker = tmp_path / 'PWNED'
     evil = save_attack(tmp_path / 'evil.pth', eval_through_rebuild_from_type, marker)
-    model = ToyRegressor(init_cfg=dict(type='Pretrained', checkpoint=evil))
-    with pytest.raises(CheckpointError, match='evil.pth: refused'):
+    cfg = repvgg_classifier_cfg('A0', num_classes=10)
+    cfg['backbone']['init_cfg'] = dict(type='mmrepvgg.Pretrained', checkpoint=evil)
+    model = build_model(cfg)
+    with DefaultScope.overwrite_default_scope('mmrepvgg'), \
+            pytest.raises(CheckpointError, match='evil.pth: refused, it calls'):
         model.init_weights()
     assert not marker.exists()
+
+
+@pytest.mark.parametrize('source_arch, refused', [('A0', False), ('A1', True)])
+def test_pretrained_initializer_fits_the_backbone_exactly_and_skips_the_head(
+        tmp_path, source_arch, refused):
+    from mmrepvgg.models import build_model, repvgg_classifier_cfg
+    source = build_model(repvgg_classifier_cfg(source_arch, num_classes=1000))
+    path = tmp_path / f'{source_arch}.pth'
+    torch.save({'state_dict': source.state_dict()}, path)
+    cfg = repvgg_classifier_cfg('A0', num_classes=10)
+    cfg['backbone']['init_cfg'] = dict(type='mmrepvgg.Pretrained', checkpoint=str(path))
+    model = build_model(cfg)
+    with DefaultScope.overwrite_default_scope('mmrepvgg'):
+        if refused:
+            with pytest.raises(CheckpointError, match='holds RepVGG-A1 weights but the '
+                               'config builds RepVGG-A0'):
+                model.init_weights()
+            return
+        model.init_weights()
+    for key, tensor in source.backbone.state_dict().items():
+        torch.testing.assert_close(model.backbone.state_dict()[key], tensor, rtol=0, atol=0)

@@ -1,5 +1,7 @@
-"""http(s):// checkpoints: downloaded once into torch.hub's cache, then read safely.
-Served by a loopback server in a thread; no network."""
+"""http(s):// checkpoints: downloaded once into the project's own cache (never torch
+hub's), bounded in time and size, named by content hash, removed when refused. Served by a
+loopback server in a thread; no network."""
+import hashlib
 import http.server
 import io
 import os
@@ -10,6 +12,7 @@ import pytest
 import torch
 
 from mmrepvgg.checkpoint import CheckpointError, checkpoint_local_path, load_checkpoint_file
+from mmrepvgg.checkpoint import remote
 from test_checkpoint_safe_io import os_system
 
 
@@ -21,36 +24,50 @@ def checkpoint_bytes(content):
 
 @pytest.fixture
 def server(tmp_path, monkeypatch):
-    """(base URL, {path: bytes} it serves, list of the paths it was asked for)."""
+    """(base URL, {path: bytes or handler} it serves, list of the paths it was asked for);
+    the project's cache and torch hub's both under tmp_path."""
+    monkeypatch.setenv('MMREPVGG_CACHE', str(tmp_path / 'cache'))
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
     files, requests = {}, []
+    release = threading.Event()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             requests.append(self.path)
-            if self.path not in files:
+            served = files.get(self.path)
+            if served is None:
                 self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header('Content-Length', str(len(files[self.path])))
-            self.end_headers()
-            self.wfile.write(files[self.path])
+            elif callable(served):
+                served(self, release)
+            else:
+                self.send_response(200)
+                self.send_header('Content-Length', str(len(served)))
+                self.end_headers()
+                self.wfile.write(served)
 
         def log_message(self, *args):
             pass
 
     httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+    httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f'http://127.0.0.1:{httpd.server_port}', files, requests
+    release.set()
     httpd.shutdown()
     httpd.server_close()
     thread.join(timeout=10)
 
 
-def test_url_is_downloaded_once_into_the_torch_hub_cache(server, tmp_path):
+def cache_entries(tmp_path):
+    folder = tmp_path / 'cache' / 'checkpoints'
+    return sorted(path.name for path in folder.iterdir()) if folder.exists() else []
+
+
+def test_url_is_downloaded_once_into_the_projects_cache_named_by_content(server, tmp_path):
     base_url, files, requests = server
-    files['/models/repvgg_a0.pth'] = checkpoint_bytes({'state_dict': {'w': torch.ones(3)}})
+    content = checkpoint_bytes({'state_dict': {'w': torch.ones(3)}})
+    files['/models/repvgg_a0.pth'] = content
     url = f'{base_url}/models/repvgg_a0.pth'
 
     first = load_checkpoint_file(url)
@@ -59,9 +76,19 @@ def test_url_is_downloaded_once_into_the_torch_hub_cache(server, tmp_path):
     assert requests == ['/models/repvgg_a0.pth']
     for checkpoint in (first, second):
         torch.testing.assert_close(checkpoint['state_dict']['w'], torch.ones(3))
-    cached = tmp_path / 'torch_home' / 'hub' / 'checkpoints' / 'repvgg_a0.pth'
-    assert checkpoint_local_path(url) == str(cached)
-    assert cached.read_bytes() == files['/models/repvgg_a0.pth']
+    cached = checkpoint_local_path(url)
+    assert os.path.dirname(cached) == str(tmp_path / 'cache' / 'checkpoints')
+    assert os.path.basename(cached).endswith(f'-{hashlib.sha256(content).hexdigest()}.pth')
+    assert not (tmp_path / 'torch_home').exists()  # torch hub's folder is never used
+
+
+@pytest.mark.parametrize('file_name', ['..', '.', '', 'a%2F..%2F..%2Fb.pth'])
+def test_url_file_names_choose_no_path(server, tmp_path, file_name):
+    base_url, files, _ = server
+    files[f'/{file_name}'] = checkpoint_bytes({'w': torch.ones(1)})
+    checkpoint = load_checkpoint_file(f'{base_url}/{file_name}')
+    torch.testing.assert_close(checkpoint['w'], torch.ones(1))
+    assert len(cache_entries(tmp_path)) == 1
 
 
 def test_missing_url_gives_one_line_and_caches_nothing(server, tmp_path):
@@ -70,29 +97,90 @@ def test_missing_url_gives_one_line_and_caches_nothing(server, tmp_path):
                        r'Not Found\); check the URL') as error:
         load_checkpoint_file(f'{base_url}/repvgg_b0.pth')
     assert '\n' not in str(error.value)
-    assert list((tmp_path / 'torch_home' / 'hub' / 'checkpoints').iterdir()) == []
+    assert cache_entries(tmp_path) == []
 
 
-def test_downloaded_checkpoint_that_would_run_code_is_refused(server, tmp_path):
+def test_downloaded_checkpoint_that_would_run_code_is_refused_and_removed(server, tmp_path):
     base_url, files, _ = server
     marker = tmp_path / 'PWNED'
     files['/evil.pth'] = checkpoint_bytes({'meta': os_system(marker)})
-    with pytest.raises(CheckpointError, match=r'refused, it calls posix.system\(\.\.\.\)'):
+    with pytest.raises(CheckpointError, match=r'refused, it calls posix.system'):
         load_checkpoint_file(f'{base_url}/evil.pth')
     assert not marker.exists()
+    assert cache_entries(tmp_path) == []
 
 
 def test_download_whose_sha256_differs_from_its_file_name_is_refused(server, tmp_path):
     base_url, files, _ = server
     files['/repvgg_a0-deadbeef.pth'] = checkpoint_bytes({'w': torch.ones(1)})
     with pytest.raises(CheckpointError, match=r'repvgg_a0-deadbeef.pth: download is damaged '
-                       r'\(invalid hash value \(expected "deadbeef"'):
+                       r'\(its SHA-256 starts with [0-9a-f]{8}, the file name says deadbeef'):
         load_checkpoint_file(f'{base_url}/repvgg_a0-deadbeef.pth')
-    assert list((tmp_path / 'torch_home' / 'hub' / 'checkpoints').iterdir()) == []
+    assert cache_entries(tmp_path) == []
+
+
+def hangs_after_headers(handler, release):
+    handler.send_response(200)
+    handler.send_header('Content-Length', '1000')
+    handler.end_headers()
+    handler.wfile.flush()
+    release.wait()
+
+
+def trickles(handler, release):
+    """One byte every 50 ms: never silent for the read timeout, never done."""
+    handler.send_response(200)
+    handler.send_header('Content-Length', '4000')
+    handler.end_headers()
+    while not release.wait(0.05):
+        handler.wfile.write(b'x')
+        handler.wfile.flush()
+
+
+def cut_short(handler, release):
+    handler.send_response(200)
+    handler.send_header('Content-Length', '1000')
+    handler.end_headers()
+    handler.wfile.write(b'PK\x03\x04' + b'\0' * 96)
+    handler.close_connection = True
+
+
+def too_large_without_length(handler, release):
+    handler.send_response(200)
+    handler.end_headers()
+    handler.wfile.write(b'\0' * 5000)
+    handler.close_connection = True
+
+
+def declares_too_much(handler, release):
+    handler.send_response(200)
+    handler.send_header('Content-Length', str(10**12))
+    handler.end_headers()
+
+
+@pytest.mark.parametrize('behaviour, expected', [
+    (hangs_after_headers, r'the server sent nothing for 0.2 s; run again later'),
+    (trickles, r'download took longer than 0.2 s'),
+    (cut_short, r'download was interrupted \(IncompleteRead\)'),
+    (too_large_without_length, r'sends more than the 4096 bytes a checkpoint may have'),
+    (declares_too_much, r'is 1000000000000 bytes, more than the 4096 bytes'),
+])
+def test_hostile_servers_give_one_line_and_leave_nothing(server, tmp_path, monkeypatch,
+                                                         behaviour, expected):
+    monkeypatch.setattr(remote, 'READ_TIMEOUT_S', 0.2)
+    monkeypatch.setattr(remote, 'TOTAL_TIMEOUT_S', 0.2)
+    monkeypatch.setattr(remote, 'MAX_DOWNLOAD_BYTES', 4096)
+    monkeypatch.setattr(remote, '_CHUNK_BYTES', 1000)
+    base_url, files, _ = server
+    files['/a0.pth'] = behaviour
+    with pytest.raises(CheckpointError, match=expected) as error:
+        load_checkpoint_file(f'{base_url}/a0.pth')
+    assert '\n' not in str(error.value)
+    assert cache_entries(tmp_path) == []
 
 
 def test_unreachable_server_gives_one_line(tmp_path, monkeypatch):
-    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    monkeypatch.setenv('MMREPVGG_CACHE', str(tmp_path / 'cache'))
     with socket.socket() as closed:  # a port nothing listens on once closed
         closed.bind(('127.0.0.1', 0))
         port = closed.getsockname()[1]
@@ -132,12 +220,12 @@ def test_converter_reads_its_source_from_a_url(server, tmp_path, a0_train_checkp
 
 def test_zoo_name_reads_the_cached_download_of_its_published_url(server, tmp_path,
                                                                  a0_train_checkpoint_bytes):
-    from mmrepvgg.checkpoint.remote import cached_checkpoint_path
     from mmrepvgg.model_zoo import checkpoint_file, checkpoint_source
     url = checkpoint_source(A0_ZOO_NAME)
     assert url.startswith('https://') and url.endswith('-883ab98c.pth')
-    cached = cached_checkpoint_path(url)  # under the fixture's TORCH_HOME
-    os.makedirs(os.path.dirname(cached))
+    content_hash = hashlib.sha256(a0_train_checkpoint_bytes).hexdigest()
+    cached = os.path.join(remote.cache_dir(), f'{remote._url_hash(url)}-{content_hash}.pth')
+    os.makedirs(os.path.dirname(cached))  # under the fixture's MMREPVGG_CACHE
     with open(cached, 'wb') as stream:
         stream.write(a0_train_checkpoint_bytes)
 

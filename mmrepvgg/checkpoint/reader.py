@@ -148,8 +148,9 @@ def _strided_view(storage: Any, offset: Any, size: Any, stride: Any) -> torch.Te
             and len(size) == len(stride) <= 16 and all(map(_is_int, size + stride))):
         raise _Refused('refused, a tensor has an invalid offset, shape or stride')
     if view_exceeds_storage(size, stride, offset, storage.numel):
-        raise _Refused(f'tensor claims shape {size} with strides {stride} over '
-                       f'{storage.numel} stored elements, a damaged or malicious view; '
+        plural = '' if storage.numel == 1 else 's'
+        raise _Refused(f'a tensor claims shape {size} with strides {stride} over '
+                       f'{storage.numel} stored element{plural}, a damaged or malicious view; '
                        're-download or re-save the checkpoint')
     return torch.as_strided(storage.flat, size, stride, offset)
 
@@ -778,7 +779,8 @@ def _read_safetensors(data: bytes) -> Dict[str, torch.Tensor]:
                 raise unreadable(f'tensor {name!r} has dtype {entry["dtype"]}; save float32, '
                                  'float16 or bfloat16 tensors')
             if not (type(shape) is list and all(map(_is_int, shape)) and begin
-                    == end_of_previous and _is_int(end) and end - begin == math.prod(shape)
+                    == end_of_previous and _is_int(end) and end <= len(body)
+                    and end - begin == math.prod(shape)
                     * torch.empty(0, dtype=dtype).element_size()):
                 raise unreadable(f'the offsets of tensor {name!r} do not tile the data')
             tensors[name] = _flat_tensor(body[begin:end], dtype).reshape(shape)

@@ -76,7 +76,7 @@ def _download(url: str, partial_path: str) -> str:
             raise CheckpointError(f'{url}: is {int(declared)} bytes, more than the '
                                   f'{MAX_DOWNLOAD_BYTES} bytes a checkpoint may have')
         while True:
-            chunk = response.read(_CHUNK_BYTES)
+            chunk = response.read1(_CHUNK_BYTES)  # what has arrived: the deadline holds
             if not chunk:
                 break
             received += len(chunk)
