@@ -5,10 +5,15 @@ Importing the package only registers: the ``mmrepvgg`` scope and its modules (se
 torch's allow-list, mmengine's checkpoint loaders, warnings filters and loggers stay as
 they were; the project's own loads go through :mod:`mmrepvgg.checkpoint.reader`.
 """
-from .version import __version__
-from . import models  # noqa: F401  (registers RepVGG)
-from .apis import repvgg_convert
-from .model_zoo import register_model_zoo
+import warnings
+
+with warnings.catch_warnings():  # restores the process's filters on exit
+    # mmcv-lite has no compiled ops; mmpretrain's import warns about one never used here.
+    warnings.filterwarnings('ignore', message='Fail to import ``MultiScaleDeformableAttention``')
+    from .version import __version__
+    from . import models  # noqa: F401  (registers RepVGG)
+    from .apis import repvgg_convert
+    from .model_zoo import register_model_zoo
 
 __all__ = ['__version__', 'repvgg_convert']
 

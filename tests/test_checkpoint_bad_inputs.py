@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import traceback
+import types
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +48,48 @@ def _tensors(model, **changes):
     return {'state_dict': state_dict}
 
 
+def _pickle_end(content, count):
+    """Where the first ``count`` pickles of ``content`` end."""
+    import pickletools
+    position = 0
+    for _ in range(count):
+        position += next(offset for opcode, _, offset in pickletools.genops(content[position:])
+                         if opcode.name == 'STOP') + 1
+    return position
+
+
+def _without_first_storage_key(content, keys_start):
+    import pickle
+    start = len(content) + keys_start
+    end = _pickle_end(content[start:], 1) + start
+    keys = pickle.loads(content[start:end])
+    return content[:start] + pickle.dumps(keys[1:], protocol=2) + content[end:]
+
+
 class CfgNode(dict):
-    """Stands for yacs' config node, which the official training script stores in meta."""
+    """Stands for yacs' config node, which the official training script stores in meta;
+    pickled under yacs' name while :func:`yacs_importable` holds."""
+
+
+CfgNode.__module__, CfgNode.__qualname__ = 'yacs.config', 'CfgNode'
+
+
+@contextlib.contextmanager
+def yacs_importable():
+    """``yacs.config.CfgNode`` importable (for pickle) only while the file is saved, as on
+    the official training machine."""
+    config_module = types.ModuleType('yacs.config')
+    config_module.CfgNode = CfgNode
+    saved_modules = {name: sys.modules.get(name) for name in ('yacs', 'yacs.config')}
+    sys.modules.update({'yacs': types.ModuleType('yacs'), 'yacs.config': config_module})
+    try:
+        yield
+    finally:
+        for name, module in saved_modules.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
 
 
 def build_case(name, folder: Path):
@@ -111,8 +152,25 @@ def build_case(name, folder: Path):
                                                b'numpy.core.multiarray'))
     elif name == 'SRC is an OrderedDict whose pickled state shadows get':
         shadowing = collections.OrderedDict(_tensors(model))
-        shadowing.__dict__['get'] = torch.Tensor  # any allow-listed global will do
+        shadowing.__dict__['get'] = 'not a method'
         src = saved(shadowing, 'shadow.pth')
+    elif name == 'SRC holds float8 tensors':
+        src = saved({key: tensor.to(torch.float8_e4m3fn) if tensor.is_floating_point()
+                     else tensor for key, tensor in model.state_dict().items()}, 'float8.pth')
+    elif name == 'SRC has a numpy object array in meta (a pointer the file chose)':
+        src = saved({**_tensors(model), 'meta': {'hub': np.array([None], dtype=object)}},
+                    'object_array.pth')
+    elif name == 'SRC is a legacy file whose storage list leaves one out':
+        src = folder / 'legacy.pth'
+        torch.save(_tensors(model), src, _use_new_zipfile_serialization=False)
+        content = src.read_bytes()
+        keys_start = _pickle_end(content, 4) - len(content)  # 5th pickle: the storage list
+        src.write_bytes(_without_first_storage_key(content, keys_start))
+    elif name == 'SRC names stage_04 beside stage_4 (one model tensor, two keys)':
+        state = dict(model.state_dict())
+        folded = next(key for key in state if '.stage_4.' in key)
+        src = saved({'state_dict': {**state, folded.replace('.stage_4.', '.stage_04.'):
+                                    torch.zeros_like(state[folded])}}, 'folded.pth')
     elif name == 'SRC holds no state dict':
         src = saved([1, 2, 3], 'list.pth')
     elif name == 'SRC is not a RepVGG (ResNet keys)':
@@ -155,6 +213,8 @@ def build_case(name, folder: Path):
         dst.write_bytes(b'earlier deploy checkpoint')
     elif name == 'DST is SRC (with --force)':
         dst, extra = train, ['--force']
+    elif name == 'DST is CONFIG (with --force)':
+        dst, extra = config, ['--force']
     elif name == 'DST folder cannot be created (a file is in the way)':
         dst = written(b'', 'a_file') / 'deploy.pth'
     elif name == 'SRC keys under a model. wrapper (head.fc.bias is model.head.fc.bias)':
@@ -245,7 +305,9 @@ def build_runner_case(tool: str, name: str, folder: Path, workspace: Path):
         changes = {key: None for key in state if key.endswith('num_batches_tracked')}
     else:
         raise KeyError(name)
-    checkpoint = digits_checkpoint(folder, 'digits.pth', tensors=changes, **checkpoint_kwargs)
+    with yacs_importable():
+        checkpoint = digits_checkpoint(folder, 'digits.pth', tensors=changes,
+                                       **checkpoint_kwargs)
     return [str(config), str(checkpoint), *work_dir, '--cfg-options',
             *_loader_options('test_dataloader'), 'test_dataloader.dataset.indices=16',
             *extra], workspace
@@ -261,7 +323,7 @@ BAD_INPUTS = [(REPARAMETERIZE, name, expected) for name, expected in [
     ('SRC is not a checkpoint (a text file)', 'not a PyTorch checkpoint'),
     ('SRC pickle would run code (os.system)', 'refused, it calls posix.system'),
     ('SRC pickle reaches eval through getattr and torch\'s own rebuild',
-     'refused, it calls builtins.getattr'),
+     'refused, it calls torch._tensor._rebuild_from_type_v2'),
     ('SRC claims a 20000x20000 tensor over 1 stored element',
      'a damaged or malicious view'),
     ('SRC has a bit flip inside a tensor record', 'its CRC-32 does not match'),
@@ -276,12 +338,18 @@ BAD_INPUTS = [(REPARAMETERIZE, name, expected) for name, expected in [
     ('SRC has a negative BatchNorm running variance', 'running variance with 48 negative'),
     ('SRC lacks the head (backbone only)', 'lacks 2 tensors the model needs'),
     ('SRC mixes train and deploy blocks', 'mixes train-form'),
+    ('SRC holds float8 tensors', 'a tensor of a dtype no RepVGG checkpoint holds'),
+    ('SRC has a numpy object array in meta (a pointer the file chose)',
+     "refused, it holds a numpy dtype 'O8'"),
+    ('SRC is a legacy file whose storage list leaves one out',
+     'does not name each storage the pickle uses exactly once'),
     ('--src-format does not match SRC', 'holds no RepVGG block weights in the official'),
     ('CONFIG does not exist', 'no such config file'),
     ('CONFIG is not a RepVGG config (ResNet)', 'not a RepVGG config'),
     ('CONFIG has a syntax error', 'cannot read the config'),
     ('DST exists (no --force)', 'exists; pass --force'),
-    ('DST is SRC (with --force)', 'is the source checkpoint'),
+    ('DST is SRC (with --force)', 'is the input'),
+    ('DST is CONFIG (with --force)', 'is the input'),
     ('DST folder cannot be created (a file is in the way)', 'cannot write'),
 ]] + [('test', name, expected) for name, expected in [
     ('a tensor has another shape',
@@ -294,7 +362,7 @@ BAD_INPUTS = [(REPARAMETERIZE, name, expected) for name, expected in [
      'builds RepVGG-A1'),
     ('NaN in the head', "'head.fc.weight' holds NaN or infinite values"),
     ('a negative BatchNorm running variance', 'running variance with 48 negative values'),
-    ('a meta tensor (a shape without values)', 'is a meta tensor'),
+    ('a meta tensor (a shape without values)', 'holds a meta tensor'),
     ('a train-form checkpoint with the deploy config',
      'convert it with tools/reparameterize_repvgg.py'),
     ('the data root does not exist', 'is not a folder'),
@@ -320,6 +388,9 @@ ACCEPTED_INPUTS = [
      'saved mmrepvgg deploy checkpoint'),
     (REPARAMETERIZE, 'SRC is an OrderedDict whose pickled state shadows get',
      'saved mmrepvgg deploy checkpoint'),
+    # stage_04 no longer folds onto stage_4 (int() would): the real weights are converted.
+    (REPARAMETERIZE, 'SRC names stage_04 beside stage_4 (one model tensor, two keys)',
+     'were not used, e.g. backbone.stage_04'),
     ('test', 'argparse.Namespace in meta', 'test metrics: '),
     ('test', 'a yacs CfgNode in meta (official training script)', 'test metrics: '),
     ('test', 'no num_batches_tracked (saved by an old torch)', 'test metrics: '),

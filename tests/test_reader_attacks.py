@@ -280,8 +280,8 @@ PICKLE_PAYLOADS = [
 
 
 @pytest.mark.parametrize('payload, expected', PICKLE_PAYLOADS)
-def test_pickle_opcodes_and_globals_outside_the_table_are_refused(tmp_path, payload,
-                                                                 expected):
+def test_pickle_opcodes_and_globals_outside_the_table_are_refused(
+        tmp_path, payload, expected):
     refused(torch_zip(tmp_path / 'evil.pth', payload), expected)
 
 

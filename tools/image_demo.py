@@ -16,7 +16,7 @@ import numpy as np
 from mmpretrain.utils import progress
 
 from mmrepvgg.apis import ConfigError, get_model, inference_model, list_images
-from mmrepvgg.checkpoint import CheckpointError, atomic_output
+from mmrepvgg.checkpoint import CheckpointError, atomic_output, check_output
 from mmrepvgg.models import reparameterize_blocks
 
 
@@ -46,8 +46,11 @@ def check_args(args: argparse.Namespace) -> list:
     """The images to classify; raises ValueError naming the argument at fault."""
     if args.topk < 1 or args.batch_size < 1:
         raise ValueError('--topk and --batch-size must be at least 1')
-    if args.out is not None and os.path.exists(args.out):
-        raise ValueError(f'--out {args.out}: exists; choose a new file name')
+    if args.out is not None:
+        try:
+            check_output(args.out, inputs=(args.config, args.checkpoint, args.images))
+        except (FileExistsError, CheckpointError) as error:
+            raise ValueError(f'--out {error}') from None
     if not os.path.exists(args.images):
         raise ValueError(f'{args.images}: no such image or folder; check the path')
     images = list_images(args.images)

@@ -12,8 +12,8 @@ from torch import nn
 
 from ..checkpoint import (LAYOUTS, CheckpointError, LayoutError, ProjectState,
                           describe_state_arch, fit_project_state, from_project_layout,
-                          load_checkpoint_file, read_project_state, repvgg_prefix,
-                          save_checkpoint_atomic)
+                          check_output, load_checkpoint_file, read_project_state,
+                          repvgg_prefix, save_checkpoint_atomic)
 from ..config_file import PROJECT_SCOPE, ConfigError, names_project_repvgg, read_config
 from ..models import RepVGGBlock, build_model, image_channels, reparameterize_blocks
 from ..numerics import max_relative_output_error
@@ -275,10 +275,10 @@ def convert_checkpoint(config: Union[str, Config],
         raise CheckpointError(f'unknown destination format {dst_format!r}; choose one of '
                               f'{", ".join(DST_FORMATS)}')
     dst = os.path.abspath(dst)
-    if os.path.exists(src) and os.path.exists(dst) and os.path.samefile(src, dst):
-        raise CheckpointError(f'{dst} is the source checkpoint; write to another path')
-    if os.path.exists(dst) and not overwrite:
-        raise CheckpointError(f'{dst} exists; pass --force to replace it')
+    try:
+        check_output(dst, inputs=(src, config), overwrite=overwrite)
+    except FileExistsError as error:
+        raise CheckpointError(str(error)) from None
     model = build_train_model(config)
     checkpoint = load_checkpoint_file(src)
     state, skipped = load_repvgg_checkpoint(model, checkpoint, src, src_format)
@@ -302,7 +302,7 @@ def convert_checkpoint(config: Union[str, Config],
     checkpoint = _deploy_checkpoint(deploy_model, dst_format,
                                     _converted_meta(checkpoint, record))
     try:
-        save_checkpoint_atomic(checkpoint, dst, overwrite=overwrite, inputs=(src, ))
+        save_checkpoint_atomic(checkpoint, dst, overwrite=overwrite, inputs=(src, config))
     except OSError as error:
         raise CheckpointError(f'{dst}: cannot write ({error.strerror or error}); check the '
                               'folder exists and is writable') from error

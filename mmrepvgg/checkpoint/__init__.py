@@ -18,7 +18,7 @@ from .layouts import (LAYOUTS, KeyLayout, LayoutError, ProjectState, detect_layo
 from .pretrained import PretrainedInit
 from .reader import load_checkpoint_file, read_checkpoint
 from .remote import checkpoint_local_path
-from .writing import atomic_output, save_checkpoint_atomic
+from .writing import atomic_output, check_output, save_checkpoint_atomic
 
 __all__ = [
     'FIT_MODES', 'FittedState', 'fit_project_state', 'load_fitted_state',
@@ -26,6 +26,6 @@ __all__ = [
     'describe_arch', 'describe_state_arch', 'first_unusable_tensor', 'LAYOUTS', 'KeyLayout',
     'LayoutError', 'ProjectState', 'detect_layout', 'from_project_layout',
     'to_project_layout', 'unwrap_state_dict', 'CheckpointError', 'atomic_output',
-    'checkpoint_local_path', 'load_checkpoint_file', 'read_checkpoint',
+    'check_output', 'checkpoint_local_path', 'load_checkpoint_file', 'read_checkpoint',
     'save_checkpoint_atomic', 'PretrainedInit'
 ]

@@ -208,7 +208,8 @@ def _numpy_reconstruct(subtype, shape, type_code):
 
 def _numpy_dtype(code, align, copy):
     if code not in NUMPY_DTYPES or (align, copy) != (False, True):
-        raise _Refused(f'refused, it holds a numpy dtype {code!r}, not a plain number type')
+        raise _Refused(f'refused, it holds a numpy dtype {code!r}, not a plain number type '
+                       '(object arrays hold pointers); save plain numeric arrays')
     return _Unfinished('dtype', code)
 
 

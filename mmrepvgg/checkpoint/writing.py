@@ -1,10 +1,14 @@
 """Atomic writing of checkpoints, ONNX files and JSON reports.
 
 The output appears complete or not at all: the body writes a hidden
-``.NAME.PID.RANDOM.partial`` file in the output's folder, which is flushed and then linked
-(or, with ``overwrite``, renamed) onto the output. The partial file is removed when the
-body fails, on SIGTERM/SIGINT, and by the next write to the same output once its writer
-(the PID in its name) is dead (after a kill -9).
+``.NAME.HOST.PID.RANDOM.partial`` file in the output's folder, which is flushed and then
+linked (or, with ``overwrite``, renamed) onto the output. The partial file is removed when
+the body fails, on SIGTERM/SIGINT, and by the next write to the same output from the same
+host once its writer (the PID in its name) is dead (after a kill -9); a folder shared
+between nodes keeps the other hosts' partial files, whose PIDs mean nothing here.
+
+:func:`check_output` is the one output guard of the tools: never over an input (links
+count), never over an existing file without ``--force``.
 """
 import contextlib
 import errno
@@ -12,6 +16,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import threading
 from typing import Any, Iterable, Iterator
 
@@ -24,9 +29,14 @@ _CLEANED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS)
 
 
-def _partial_path(path: str) -> str:
+def _host() -> str:
+    return re.sub(r'[^A-Za-z0-9-]', '-', socket.gethostname())[:64] or 'host'
+
+
+def _partial_path(path: str, suffix: str = '') -> str:
     folder, name = os.path.split(path)
-    return os.path.join(folder, f'.{name}.{os.getpid()}.{secrets.token_hex(4)}.partial')
+    return os.path.join(folder, f'.{name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}'
+                                f'.partial{suffix}')
 
 
 def _process_is_alive(pid: int) -> bool:
@@ -40,10 +50,12 @@ def _process_is_alive(pid: int) -> bool:
 
 
 def sweep_stale_partials(path: str) -> list:
-    """Remove the partial files of ``path`` left by writers that are dead (kill -9, power
-    loss); those of live writers stay. Returns the removed paths."""
+    """Remove the partial files of ``path`` left by writers of this host that are dead
+    (kill -9, power loss); those of live writers and of other hosts stay. Returns the
+    removed paths."""
     folder, name = os.path.split(path)
-    pattern = re.compile(rf'\.{re.escape(name)}\.(\d+)\.[0-9a-f]+\.partial')
+    pattern = re.compile(rf'\.{re.escape(name)}\.{re.escape(_host())}\.([0-9]+)\.[0-9a-f]+'
+                         r'\.partial[.A-Za-z0-9]*', re.ASCII)
     removed = []
     for entry in os.listdir(folder):
         match = pattern.fullmatch(entry)
@@ -58,9 +70,22 @@ def _check_not_an_input(path: str, inputs: Iterable[str]) -> None:
     if not os.path.exists(path):
         return
     for source in inputs:
-        if os.path.exists(source) and os.path.samefile(path, source):
+        if source and os.path.exists(source) and os.path.samefile(path, source):
             raise CheckpointError(f'{path}: is the input {source} (or a link to it); write '
                                   'to another path')
+
+
+def check_output(path: str, inputs: Iterable[str] = (), overwrite: bool = False) -> None:
+    """The tools' output guard, before any work: ``path`` is none of ``inputs`` (compared
+    as files: links count) and, unless ``overwrite`` (``--force``), does not exist.
+
+    Raises:
+        CheckpointError: ``path`` is one of ``inputs``.
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+    """
+    _check_not_an_input(path, inputs)
+    if os.path.lexists(path) and not overwrite:
+        raise FileExistsError(f'{path} exists; pass --force to replace it')
 
 
 @contextlib.contextmanager
@@ -117,7 +142,8 @@ def _publish(partial_path: str, path: str, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str, overwrite: bool = False, inputs: Iterable[str] = ()) -> Iterator[str]:
+def atomic_output(path: str, overwrite: bool = False, inputs: Iterable[str] = (),
+                  suffix: str = '') -> Iterator[str]:
     """Yield a partial file's path in ``path``'s folder to write to; on success, flush it
     and publish it as ``path``.
 
@@ -127,6 +153,7 @@ def atomic_output(path: str, overwrite: bool = False, inputs: Iterable[str] = ()
             start or appears during the write is kept and the write fails.
         inputs: files the output must never replace, whatever ``overwrite`` says (the
             writer's own sources; compared as files, so links to them count).
+        suffix: how the partial file's name ends (a writer that insists on ``.pkl``).
 
     The partial file is created with mode 0666 minus the umask, as ``open()`` creates
     files. If the body raises, or SIGTERM/SIGINT arrive, ``path`` keeps its previous
@@ -138,12 +165,10 @@ def atomic_output(path: str, overwrite: bool = False, inputs: Iterable[str] = ()
     """
     path = os.path.abspath(path)
     inputs = list(inputs)
-    _check_not_an_input(path, inputs)
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f'{path} exists; pass --force (overwrite=True) to replace it')
+    check_output(path, inputs, overwrite)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     sweep_stale_partials(path)
-    partial_path = _partial_path(path)
+    partial_path = _partial_path(path, suffix)
     os.close(os.open(partial_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         with _removed_on_signal(partial_path):

@@ -12,7 +12,6 @@ Without --checkpoint the weights are random with trained-looking BN statistics (
 does not depend on the values; the fusion is then not trivial).
 """
 import argparse
-import os
 import sys
 
 import torch
@@ -22,7 +21,7 @@ from mmrepvgg.analysis.benchmark import (BenchmarkSettings, arch_name,
                                          write_json_atomic)
 from mmrepvgg.analysis.report import format_report
 from mmrepvgg.apis.convert import ConfigError, build_train_model, load_repvgg_weights
-from mmrepvgg.checkpoint import CheckpointError
+from mmrepvgg.checkpoint import CheckpointError, check_output
 from mmrepvgg.models import ARCH_SETTINGS
 from mmrepvgg.synthetic import randomize_batch_norms_
 
@@ -69,8 +68,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error('--batch-sizes, --rounds and --threads must be positive')
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device is visible; use --device cpu')
-    if args.json and os.path.exists(args.json) and not args.force:
-        parser.error(f'--json {args.json} exists; pass --force to replace it')
+    if args.json:
+        try:
+            check_output(args.json, inputs=(args.config, args.checkpoint), overwrite=args.force)
+        except (FileExistsError, CheckpointError) as error:
+            parser.error(f'--json {error}')
     return args
 
 

@@ -17,6 +17,7 @@ import subprocess
 import sys
 
 from mmrepvgg.analysis.benchmark import write_json_atomic
+from mmrepvgg.checkpoint import CheckpointError, check_output
 from mmrepvgg.engine import parse_test_metrics
 
 TOOLS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,9 +69,13 @@ def main(argv=None) -> int:
     parser.add_argument('--json', help='write the figures to this new JSON file')
     parser.add_argument('--plot', help='write a bar chart to this new PNG file')
     args = parser.parse_args(argv)
+    inputs = [path for model in args.model for path in model[1:]]
     for path in (args.json, args.plot):
-        if path and os.path.exists(path):
-            parser.error(f'{path} exists; choose a new file name')
+        try:
+            if path:
+                check_output(path, inputs=inputs)
+        except (FileExistsError, CheckpointError) as error:
+            parser.error(str(error))
     os.makedirs(args.work_dir, exist_ok=True)
     rows = [measure(name, config, checkpoint, args.shape, args.work_dir, args.calib_images)
             for name, config, checkpoint in args.model]

@@ -10,14 +10,13 @@ The batch dimension is dynamic unless ``--no-dynamic-batch``. A train-form check
 fused first (structural re-parameterization), with a notice.
 """
 import argparse
-import os
 import sys
 
 from mmengine.config import DictAction
 
 from mmrepvgg.utils import MissingExtraError
 from mmrepvgg.apis.convert import ConfigError, build_train_model, load_repvgg_weights
-from mmrepvgg.checkpoint import CheckpointError
+from mmrepvgg.checkpoint import CheckpointError, check_output
 from mmrepvgg.engine import load_repvgg_config
 from mmrepvgg.model_zoo import checkpoint_file
 from mmrepvgg.models import image_channels
@@ -73,13 +72,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error('--quantize int8 writes a dynamic-batch file; drop --no-dynamic-batch')
     if args.quantize and args.opset < 13:
         parser.error(f'--opset {args.opset}: per-channel INT8 needs opset 13 or later')
-    for role in ('checkpoint', 'config'):
-        source = getattr(args, role)
-        same_file = (os.path.samefile(args.output, source) if os.path.exists(args.output)
-                     and os.path.exists(source) else False)  # links to it count too
-        if same_file or os.path.realpath(args.output) == os.path.realpath(source):
-            parser.error(f'OUTPUT {args.output} is the {role} it is made from; name a new '
-                         '.onnx file (nothing was written)')
+    try:
+        check_output(args.output, inputs=(args.checkpoint, args.config), overwrite=True)
+    except CheckpointError as error:
+        parser.error(f'OUTPUT {error} (nothing was written)')
     return args
 
 
@@ -116,8 +112,7 @@ def export_quantized(args: argparse.Namespace, cfg, model) -> int:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        if os.path.exists(args.output) and not args.force:  # before any work
-            raise FileExistsError(f'{args.output} exists; pass --force to replace it')
+        check_output(args.output, overwrite=args.force)  # before any work
         cfg = load_repvgg_config(args.config, args.cfg_options)
         model = build_train_model(cfg)
         state, _ = load_repvgg_weights(model, checkpoint_file(args.checkpoint))
