@@ -55,20 +55,20 @@ def test_view_exceeds_storage_only_when_it_names_missing_or_shared_elements(
 
 
 @pytest.mark.parametrize('kind, tensor, expected', [
-    ('meta', lambda: torch.empty(3, 3, device='meta'), 'holds a meta tensor'),
+    ('meta', lambda: torch.empty(3, 3, device='meta'), 'makes a meta tensor'),
     ('quantized', lambda: torch.quantize_per_tensor(torch.ones(4), 0.1, 0, torch.qint8),
-     'holds a quantized tensor'),
-    ('sparse', lambda: torch.eye(3).to_sparse(), 'holds a sparse tensor'),
+     'makes a quantized tensor'),
+    ('sparse', lambda: torch.eye(3).to_sparse(), 'makes a sparse tensor'),
     ('nested', lambda: torch.nested.nested_tensor([torch.ones(2), torch.ones(3)]),
-     'holds a nested tensor'),
+     'makes a nested tensor'),
     ('jagged', lambda: torch.nested.nested_tensor([torch.ones(2), torch.ones(3)],
                                                    layout=torch.jagged),
-     'holds a tensor subclass'),
+     'makes a tensor subclass'),
     ('complex', lambda: torch.ones(3, dtype=torch.complex64),
-     'holds a complex tensor, whose imaginary part would be dropped'),
+     'makes a complex tensor, whose imaginary part would be dropped'),
     ('float8', lambda: torch.ones(3).to(torch.float8_e4m3fn),
-     r'holds a tensor of a dtype no RepVGG checkpoint holds \(float8'),
-    ('attribute', lambda: attributed_tensor(), 'holds a tensor subclass or a tensor with '
+     r'makes a tensor of a dtype no RepVGG checkpoint holds \(float8'),
+    ('attribute', lambda: attributed_tensor(), 'makes a tensor subclass or a tensor with '
      'attributes set on it'),
 ])
 def test_unusable_tensor_kinds_are_refused_in_one_line(tmp_path, kind, tensor, expected):

@@ -368,3 +368,56 @@ def test_plain_torch_load_of_every_hostile_file_is_unchanged_by_the_import(tmp_p
         assert result.returncode == 0, result.stderr[-2000:]
         outcomes[mode] = json.loads(result.stdout)
     assert outcomes['import'] == outcomes['plain']
+
+
+BOMB_LOADS = '''
+import json, resource, sys, time
+from mmrepvgg.checkpoint import CheckpointError, load_checkpoint_file
+figures = {'import_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
+for path in sys.argv[1:]:
+    start = time.perf_counter()
+    try:
+        load_checkpoint_file(path)
+        outcome = 'read'
+    except CheckpointError as error:
+        outcome = str(error).split(': ', 1)[1][:60]
+    figures[path.rsplit('/', 1)[-1]] = [round(time.perf_counter() - start, 3), outcome]
+figures['peak_rss_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+print(json.dumps(figures))
+'''
+
+
+def test_bomb_files_are_read_in_bounded_time_and_memory(tmp_path):
+    """One subprocess reads every bomb; its peak RSS (imports included) stays under 2 GiB
+    and each file under 60 s. The figures are printed (pytest -s) for docs/."""
+    bombs = []
+    deflated = tmp_path / 'deflated.pth'  # 512 MiB of zeros in about 0.5 MiB
+    with zipfile.ZipFile(deflated, 'w', zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr('archive/data.pkl', tensor_pickle(numel=2**27, shape=(2**27, )),
+                         zipfile.ZIP_STORED)
+        with archive.open('archive/data/0', 'w') as record:
+            for _ in range(512):
+                record.write(bytes(2**20))
+    bombs.append(deflated)
+    bombs.append(saved(tmp_path / 'expand.pth', {'w': torch.zeros(1).expand(10**6, 10**6)}))
+    bombs.append(legacy_file(tmp_path, lambda content: content.replace(
+        b'K\x04N', b'J\x00\x00\x00\x7fN', 1)))
+    bombs.append(torch_zip(tmp_path / 'laughs.pth', b'\x80\x02]q\x000' + b''.join(
+        b']h\x00ah\x00aq\x000' for _ in range(90)) + b'h\x00.'))
+    bombs.append(torch_zip(tmp_path / 'deep.pth', b'\x80\x02' + b']' * 10**6
+                           + b'a' * (10**6 - 1) + b'.'))
+    bombs.append(torch_zip(tmp_path / 'long.pth', b'\x80\x02\x8b' + struct.pack('<I', 10**7)
+                           + bytes(10**7) + b'.'))
+    bombs.append(safetensors_file(tmp_path / 'huge.safetensors', {'w': {
+        'dtype': 'F32', 'shape': [10**6, 10**6], 'data_offsets': [0, 4 * 10**12]}}, b''))
+    result = subprocess.run([sys.executable, '-c', BOMB_LOADS, *map(str, bombs)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(result.stdout)
+    print(figures)
+    assert figures.pop('peak_rss_mib') < 2048
+    figures.pop('import_rss_mib')
+    assert all(seconds < 60 for seconds, _ in figures.values())
+    assert figures['laughs.pth'][1] == 'read'
+    assert all(outcome != 'read' for name, (_, outcome) in figures.items()
+               if name != 'laughs.pth')

@@ -357,10 +357,10 @@ class _Unpickler:
     def global_named(self, name: str) -> _Global:
         if name not in _CALLS and name not in _NAMES:
             hint = _REFUSAL_HINTS.get(name)
-            reason = f'holds {hint}' if hint else ('no checkpoint needs it; it may be '
-                                                   'malicious, do not load it elsewhere '
-                                                   'with weights_only=False')
-            raise _Refused(f'refused, it calls {name}: {reason}')
+            reason = f'which makes {hint}' if hint else (
+                'which no checkpoint needs; it may be malicious, do not load it elsewhere '
+                'with weights_only=False')
+            raise _Refused(f'refused, it calls {name}, {reason}')
         return _Global(name)
 
     def reduce(self) -> None:
@@ -622,7 +622,8 @@ def _storage_pid(pid: Any, legacy: bool) -> Tuple[torch.dtype, str, int]:
     if name not in STORAGE_DTYPES:
         raise _Refused(f'refused, a storage is of class {name}, not a plain number storage')
     if location == 'meta':
-        raise _Refused(f'holds {_REFUSAL_HINTS["torch._utils._rebuild_meta_tensor_no_storage"]}')
+        raise _Refused('refused, a storage is on the meta device, which makes '
+                       f'{_REFUSAL_HINTS["torch._utils._rebuild_meta_tensor_no_storage"]}')
     if not (type(key) is str and _STORAGE_KEY.fullmatch(key) and type(location) is str
             and _LOCATION.fullmatch(location) and _is_int(numel)
             and (not legacy or pid[5] is None)):
