@@ -201,3 +201,48 @@ def test_failed_atomic_save_keeps_old_file_and_removes_its_partial_file(tmp_path
                                overwrite=True)
     assert path.read_bytes() == b'keep me'
     assert os.listdir(tmp_path) == ['model.pth']
+
+
+def test_test_tool_dumps_predictions_atomically_and_never_over_an_existing_file(
+        tmp_path, digits_workspace, monkeypatch):
+    import contextlib
+    import io
+    import pickle
+
+    from checkpoint_fixtures import REPO_ROOT
+    from conftest import load_tool
+
+    from mmrepvgg.apis import build_train_model
+    config = str(REPO_ROOT / 'configs' / 'digits' / 'repvgg-A0_digits.py')
+    checkpoint = tmp_path / 'digits.pth'
+    torch.save({'state_dict': build_train_model(config).state_dict()}, checkpoint)
+    out = tmp_path / 'predictions.pkl'
+    argv = [config, str(checkpoint), '--work-dir', str(tmp_path / 'work'), '--out', str(out),
+            '--cfg-options', 'test_dataloader.dataset.indices=8',
+            'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False']
+    monkeypatch.chdir(digits_workspace)
+    tool = load_tool('tools/test.py')
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert tool.main(argv) == 0
+    with open(out, 'rb') as stream:
+        assert len(pickle.load(stream)) == 8
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        'digits.pth', 'predictions.pkl', 'work']
+    errors = io.StringIO()
+    with contextlib.redirect_stderr(errors):
+        assert tool.main(argv) == 1
+    assert errors.getvalue().startswith('error: --out ') and 'exists' in errors.getvalue()
+
+
+def test_stale_sweep_leaves_the_partial_files_of_other_hosts(tmp_path):
+    """A folder shared between nodes: a PID of another host says nothing here."""
+    from mmrepvgg.checkpoint.writing import _host, sweep_stale_partials
+    dead_pid = 2**22 + 1  # above Linux's pid_max: no such process
+    own = tmp_path / f'.deploy.pth.{_host()}.{dead_pid}.0a1b2c3d.partial'
+    other = tmp_path / f'.deploy.pth.other-node-7.{dead_pid}.0a1b2c3d.partial'
+    own.write_bytes(b'half')
+    other.write_bytes(b'half')
+
+    assert sweep_stale_partials(str(tmp_path / 'deploy.pth')) == [str(own)]
+    assert not own.exists() and other.exists()

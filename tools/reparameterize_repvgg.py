@@ -41,6 +41,9 @@ def main(argv=None) -> int:
     except (CheckpointError, ConfigError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f'error: interrupted; {args.dst} was not written', file=sys.stderr)
+        return 130
     for notice in report.notices:
         print(f'notice: {notice}')
     if report.max_relative_error is None:

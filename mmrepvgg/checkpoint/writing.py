@@ -25,6 +25,9 @@ import torch
 from .errors import CheckpointError
 
 _CLEANED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Signals that arrived during a write (main thread only): torch.save's C++ writer turns the
+# KeyboardInterrupt they raise into a RuntimeError, which is put back.
+_SIGNALS_RECEIVED: list = []
 # What os.link raises where the filesystem has no hard links.
 _NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS)
 
@@ -99,6 +102,7 @@ def _removed_on_signal(partial_path: str) -> Iterator[None]:
     previous = {number: signal.getsignal(number) for number in _CLEANED_SIGNALS}
 
     def remove_and_redeliver(number, frame):
+        _SIGNALS_RECEIVED.append(number)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial_path)
         for restored_number, handler in previous.items():
@@ -194,6 +198,12 @@ def save_checkpoint_atomic(checkpoint: Any, path: str, overwrite: bool = False,
         FileExistsError: ``path`` exists and ``overwrite`` is False.
         CheckpointError: ``path`` is one of ``inputs``; the disk is full.
     """
+    received_before = len(_SIGNALS_RECEIVED)
     with atomic_output(path, overwrite, inputs) as partial_path:
         with open(partial_path, 'wb') as stream:
-            torch.save(checkpoint, stream)
+            try:
+                torch.save(checkpoint, stream)
+            except RuntimeError:
+                if len(_SIGNALS_RECEIVED) > received_before:  # Ctrl-C inside torch.save
+                    raise KeyboardInterrupt from None
+                raise
