@@ -141,6 +141,7 @@ def test_archives_zipfile_cannot_follow_are_refused(tmp_path, damage):
     ('torchscript', r'is a TorchScript archive'),
     ('view past storage', r'claims shape \(4,\) with strides \(1,\) over 4 stored elements'),
     ('other storage class', r'calls torch.QInt8Storage'),
+    ('bool byte 2', r'a bool tensor holds bytes other than 0 and 1'),
 ])
 def test_archive_records_must_hold_what_the_pickle_declares(tmp_path, case, expected):
     raw = struct.pack('<4f', 1, 2, 3, 4)
@@ -163,6 +164,9 @@ def test_archive_records_must_hold_what_the_pickle_declares(tmp_path, case, expe
         extra = [('archive/constants.pkl', b'')]
     elif case == 'view past storage':
         data_pkl = tensor_pickle(offset=1)
+    elif case == 'bool byte 2':
+        data_pkl = tensor_pickle(storage_class='BoolStorage')
+        storages = [('0', b'\x00\x01\x02\x00')]
     else:
         data_pkl = tensor_pickle(storage_class='QInt8Storage', numel=16)
     with pytest.warns(UserWarning) if case == 'repeated record' else _no_warning():

@@ -137,7 +137,14 @@ def _flat_tensor(raw: bytes, dtype: torch.dtype) -> torch.Tensor:
     """A 1-D tensor over a writable copy of ``raw``."""
     if not raw:
         return torch.empty(0, dtype=dtype)
-    return torch.frombuffer(bytearray(raw), dtype=dtype)
+    return _checked_bools(torch.frombuffer(bytearray(raw), dtype=dtype))
+
+
+def _checked_bools(flat: torch.Tensor) -> torch.Tensor:
+    # A bool byte other than 0 or 1 is undefined behaviour in torch's kernels.
+    if flat.dtype == torch.bool and flat.numel() and int(flat.view(torch.uint8).max()) > 1:
+        raise _Refused('refused, a bool tensor holds bytes other than 0 and 1')
+    return flat
 
 
 def _strided_view(storage: Any, offset: Any, size: Any, stride: Any) -> torch.Tensor:
@@ -743,6 +750,7 @@ def _read_legacy(data: bytes) -> Any:
                            're-download or re-save it')
         if storage.numel:
             storage.flat.view(torch.uint8).copy_(_flat_tensor(data[position:end], torch.uint8))
+            _checked_bools(storage.flat)
         position = end
     if position != len(data):
         raise _Refused('holds bytes after its last storage; re-download or re-save it')
@@ -831,7 +839,8 @@ def read_checkpoint(path: str) -> Any:
         CheckpointError: one line naming the file, what is wrong and what to do.
     """
     try:
-        with open(path, 'rb') as stream:
+        # O_NONBLOCK: a FIFO put in the file's place does not hold the open forever.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), 'rb') as stream:
             status = os.fstat(stream.fileno())
             if stat.S_ISDIR(status.st_mode):
                 raise _Refused('is a folder, not a checkpoint file; pass the .pth file '
@@ -855,6 +864,9 @@ def read_checkpoint(path: str) -> Any:
     except MemoryError:
         raise CheckpointError(f'{path}: does not fit in memory; free memory or use a '
                               'smaller checkpoint') from None
+    except (ValueError, OverflowError, RuntimeError) as error:  # torch or numpy refusing
+        raise CheckpointError(f'{path}: truncated or corrupt checkpoint '
+                              f'({type(error).__name__}); re-download or re-save it') from None
 
 
 def load_checkpoint_file(source: str) -> Any:
