@@ -182,3 +182,26 @@ def test_truncated_safetensors_file_is_refused_in_one_line(tmp_path):
     safetensors.torch.save_file({'weight': torch.randn(64, 64)}, path)
     path.write_bytes(path.read_bytes()[:1000])
     assert_one_line_refusal(str(path), 'cut.safetensors: not a readable safetensors file')
+
+
+@pytest.mark.parametrize('meta, classes', [
+    ('not a dict', None), ({'dataset_meta': [1, 2]}, 'refused'),
+    ({'dataset_meta': {'classes': 5}}, 'refused'),
+    ({'dataset_meta': {'classes': ['cat', 'dog']}}, ('cat', 'dog')),
+])
+def test_class_names_in_meta_are_a_list_of_strings_or_refused_in_one_line(tmp_path, meta,
+                                                                           classes):
+    from checkpoint_fixtures import trained_classifier, write_classifier_config
+
+    from mmrepvgg.apis import get_model
+    config = write_classifier_config(tmp_path)
+    path = saved(tmp_path, {'state_dict': trained_classifier(config).state_dict(),
+                            'meta': meta})
+    if classes == 'refused':
+        with pytest.raises(CheckpointError, match='meta.dataset_meta holds no list of class '
+                           'names') as error:
+            get_model(str(config), pretrained=path)
+        assert '\n' not in str(error.value)
+        return
+    model = get_model(str(config), pretrained=path)
+    assert (model._dataset_meta or {}).get('classes') == classes

@@ -14,7 +14,7 @@ from mmpretrain.apis import ImageClassificationInferencer, ModelHub
 from mmpretrain.apis import get_model as mmpretrain_get_model
 from torch import nn
 
-from ..checkpoint import load_checkpoint_file
+from ..checkpoint import CheckpointError, load_checkpoint_file
 from ..model_zoo import checkpoint_source, find_model
 from ..models import RepVGGBlock, reparameterize_blocks
 from .convert import load_repvgg_checkpoint
@@ -40,15 +40,27 @@ def _config_dataset_meta(config: Config) -> dict:
     return dict(dataset.get('metainfo') or {})
 
 
-def _dataset_meta(checkpoint: Any, config: Config) -> dict:
+def _dataset_meta(checkpoint: Any, config: Config, source: str) -> dict:
     """Class names for the predictions: the checkpoint's (the Runner saves the training
-    set's), else the config's; empty when neither names them."""
-    meta = (checkpoint.get('meta') or {}) if isinstance(checkpoint, dict) else {}
-    if meta.get('dataset_meta'):
-        return dict(meta['dataset_meta'])
-    if meta.get('CLASSES'):  # mmcls 0.x checkpoints
-        return dict(classes=tuple(meta['CLASSES']))
-    return _config_dataset_meta(config)
+    set's), else the config's; empty when neither names them.
+
+    Raises:
+        CheckpointError: the checkpoint's class names are not a list of strings.
+    """
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
+    dataset_meta = meta.get('dataset_meta') or (  # mmcls 0.x checkpoints: meta.CLASSES
+        {'classes': meta['CLASSES']} if meta.get('CLASSES') else None)
+    if not dataset_meta:
+        return _config_dataset_meta(config)
+    if isinstance(dataset_meta, dict) and 'classes' not in dataset_meta:
+        return dict(dataset_meta)
+    classes = dataset_meta.get('classes') if isinstance(dataset_meta, dict) else None
+    if not (isinstance(classes, (list, tuple)) and all(isinstance(name, str)
+                                                       for name in classes)):
+        raise CheckpointError(f'{source}: meta.dataset_meta holds no list of class names; '
+                              're-save the checkpoint, or drop its meta')
+    return {**dataset_meta, 'classes': tuple(classes)}
 
 
 def get_model(model: Union[str, Config],
@@ -98,7 +110,7 @@ def get_model(model: Union[str, Config],
         load_repvgg_checkpoint(classifier, checkpoint, source)
         if deploy:
             reparameterize_blocks(classifier)
-        classifier._dataset_meta = (_dataset_meta(checkpoint, config)
+        classifier._dataset_meta = (_dataset_meta(checkpoint, config, source)
                                     or classifier._dataset_meta)
     else:
         classifier._dataset_meta = _config_dataset_meta(config) or classifier._dataset_meta
