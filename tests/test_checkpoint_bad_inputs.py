@@ -227,7 +227,7 @@ def build_case(name, folder: Path):
 
 
 def digits_checkpoint(folder: Path, file_name: str, arch: str = 'A0', num_classes: int = 10,
-                      meta: dict = None, tensors: dict = None) -> Path:
+                      meta: dict = None, tensors: dict = None, **extra) -> Path:
     """A checkpoint of the digits model (random BN statistics) as mmengine saves it, with
     ``tensors`` replaced, added or (``None``) removed."""
     model = trained_classifier(write_classifier_config(folder, arch, num_classes))
@@ -236,7 +236,7 @@ def digits_checkpoint(folder: Path, file_name: str, arch: str = 'A0', num_classe
     if meta is None:
         meta = {'epoch': 6, 'iter': 270,
                 'dataset_meta': {'classes': tuple(str(digit) for digit in range(10))}}
-    torch.save({'state_dict': state_dict, 'meta': meta}, folder / file_name)
+    torch.save({'state_dict': state_dict, 'meta': meta, **extra}, folder / file_name)
     return folder / file_name
 
 
@@ -258,6 +258,9 @@ def build_runner_case(tool: str, name: str, folder: Path, workspace: Path):
         if name == '--resume from a file without meta.iter':
             argv[3:3] = ['--resume', str(digits_checkpoint(folder, 'converted.pth',
                                                            meta={'epoch': 6}))]
+        elif name == '--resume from a checkpoint whose message hub is empty':
+            argv[3:3] = ['--resume', str(digits_checkpoint(folder, 'empty_hub.pth',
+                                                           message_hub={}))]
         elif name == 'the digits data does not exist yet':
             cwd = folder
         elif name == 'load_from with a backbone that does not fit (A1 weights, A0 config)':
@@ -371,6 +374,8 @@ BAD_INPUTS = [(REPARAMETERIZE, name, expected) for name, expected in [
     ('--launcher slurm outside Slurm', 'SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_NODELIST not set'),
 ]] + [('train', name, expected) for name, expected in [
     ('--resume from a file without meta.iter', 'cannot resume from it, it has no meta.iter'),
+    ('--resume from a checkpoint whose message hub is empty',
+     'its training state does not fit this run'),
     ('the digits data does not exist yet', 'create it with: python tools/demo.py'),
     ('load_from with a backbone that does not fit (A1 weights, A0 config)',
      'holds RepVGG-A1 weights but the config builds RepVGG-A0'),

@@ -83,8 +83,8 @@ class RepVGGRunner(Runner):
         self._resuming = True
         try:
             super().resume(filename, *args, **kwargs)
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError,
-                RuntimeError) as error:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, AssertionError,
+                RuntimeError) as error:  # what mmengine and torch raise for such state
             if isinstance(error, CheckpointError):
                 raise
             message = str(error).strip().splitlines()[0] if str(error).strip() else ''
