@@ -1,11 +1,6 @@
-"""The errors the checkpoint reader and writer raise."""
-import pickle
+"""The error the checkpoint reader and writer raise."""
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or written; the one-line message names the file,
     what was wrong and what to do."""
-
-
-class UnsafePickleError(pickle.UnpicklingError):
-    """The pickle would call a function (or reach an object) that no checkpoint needs."""
