@@ -100,7 +100,8 @@ def checkpoint_source(name_or_path_or_url: str) -> str:
 
 def checkpoint_file(name_or_path_or_url: str) -> str:
     """The local file a tool reads for its checkpoint argument: a path as it is; a zoo name
-    or an ``http(s)://`` URL downloaded once into torch.hub's cache (with a progress bar).
+    or an ``http(s)://`` URL downloaded once into the project's cache
+    (:mod:`mmrepvgg.checkpoint.remote`).
 
     Raises:
         CheckpointError: the download failed.
