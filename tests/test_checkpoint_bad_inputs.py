@@ -265,6 +265,15 @@ def build_runner_case(tool: str, name: str, folder: Path, workspace: Path):
             cwd = folder
         elif name == 'load_from with a backbone that does not fit (A1 weights, A0 config)':
             argv.append(f'load_from={digits_checkpoint(folder, "a1.pth", arch="A1")}')
+        elif name.startswith('init_cfg mmrepvgg.Pretrained'):
+            arch = 'A1' if 'A1' in name else 'A0'
+            weights = digits_checkpoint(folder, f'{arch}_in1k.pth', arch=arch, num_classes=1000)
+            argv[0] = str(folder / 'pretrained_digits.py')  # the fine-tuning template's way
+            Path(argv[0]).write_text(
+                f'_base_ = [{str(DIGITS_CONFIG)!r}]\nmodel = dict(backbone=dict(init_cfg=dict(_delete_=True, '
+                f"type='mmrepvgg.Pretrained', checkpoint={str(weights)!r})))\n")
+            argv += ['train_cfg.max_epochs=1', 'train_dataloader.dataset.indices=32',
+                     'val_dataloader.dataset.indices=16']
         elif name == 'load_from a 1000-class ImageNet-style checkpoint (fine-tuning)':
             argv += [f'load_from={digits_checkpoint(folder, "in1k.pth", num_classes=1000)}',
                      'train_cfg.max_epochs=1', 'train_dataloader.dataset.indices=32',
@@ -379,6 +388,8 @@ BAD_INPUTS = [(REPARAMETERIZE, name, expected) for name, expected in [
     ('the digits data does not exist yet', 'create it with: python tools/demo.py'),
     ('load_from with a backbone that does not fit (A1 weights, A0 config)',
      'holds RepVGG-A1 weights but the config builds RepVGG-A0'),
+    ('init_cfg mmrepvgg.Pretrained with A1 weights (A0 config)',
+     'holds RepVGG-A1 weights but the config builds RepVGG-A0'),
 ]]
 
 
@@ -401,6 +412,8 @@ ACCEPTED_INPUTS = [
     ('test', 'no num_batches_tracked (saved by an old torch)', 'test metrics: '),
     ('train', 'load_from a 1000-class ImageNet-style checkpoint (fine-tuning)',
      'notice: <dir>/in1k.pth: 2 tensors not loaded'),
+    ('train', 'init_cfg mmrepvgg.Pretrained with 1000-class A0 weights',
+     'into RepVGG; not loaded, kept as initialised: head.fc.bias'),
 ]
 ALL_CASES = BAD_INPUTS + ACCEPTED_INPUTS
 

@@ -40,8 +40,8 @@ class PretrainedInit:
                                    self.checkpoint, mode='finetune')
         skipped = f'; not loaded, kept as initialised: {"; ".join(fitted.skipped)}' \
             if fitted.skipped else ''
-        print_log(f'loaded {len(fitted.state_dict)} tensors from {self.checkpoint}{skipped}',
-                  logger='current')
+        print_log(f'loaded {len(fitted.state_dict)} tensors from {self.checkpoint} into '
+                  f'{type(module).__name__}{skipped}', logger='current')
 
     def _get_init_info(self) -> str:
         return f'mmrepvgg.Pretrained: load from {self.checkpoint}'
