@@ -48,8 +48,10 @@ def check_args(args: argparse.Namespace) -> list:
         raise ValueError('--topk and --batch-size must be at least 1')
     if args.out is not None:
         try:
-            check_output(args.out, inputs=(args.config, args.checkpoint, args.images))
-        except (FileExistsError, CheckpointError) as error:
+            check_output(args.out, inputs=(args.model, args.checkpoint, args.images))
+        except FileExistsError:
+            raise ValueError(f'--out {args.out}: exists; choose a new file name') from None
+        except CheckpointError as error:
             raise ValueError(f'--out {error}') from None
     if not os.path.exists(args.images):
         raise ValueError(f'{args.images}: no such image or folder; check the path')

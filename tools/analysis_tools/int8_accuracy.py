@@ -74,7 +74,9 @@ def main(argv=None) -> int:
         try:
             if path:
                 check_output(path, inputs=inputs)
-        except (FileExistsError, CheckpointError) as error:
+        except FileExistsError:
+            parser.error(f'{path} exists; choose a new file name')
+        except CheckpointError as error:
             parser.error(str(error))
     os.makedirs(args.work_dir, exist_ok=True)
     rows = [measure(name, config, checkpoint, args.shape, args.work_dir, args.calib_images)

@@ -72,10 +72,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error('--quantize int8 writes a dynamic-batch file; drop --no-dynamic-batch')
     if args.quantize and args.opset < 13:
         parser.error(f'--opset {args.opset}: per-channel INT8 needs opset 13 or later')
-    try:
-        check_output(args.output, inputs=(args.checkpoint, args.config), overwrite=True)
-    except CheckpointError as error:
-        parser.error(f'OUTPUT {error} (nothing was written)')
+    for role in ('checkpoint', 'config'):
+        try:
+            check_output(args.output, inputs=(getattr(args, role), ), overwrite=True)
+        except CheckpointError:
+            parser.error(f'OUTPUT {args.output} is the {role} it is made from; name a new '
+                         '.onnx file (nothing was written)')
     return args
 
 
