@@ -12,6 +12,7 @@ Users with a full mmcv (``mmcv._ext`` importable) need none of this; the functio
 does nothing.
 """
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 import types
@@ -76,7 +77,10 @@ def install_mmcv_ops_stand_in() -> bool:
     """
     if has_compiled_mmcv_ops():
         return False
-    sys.modules[EXT_MODULE] = _OpsStandIn(EXT_MODULE)
+    stand_in = _OpsStandIn(EXT_MODULE)
+    # No loader: mmengine's mmcv_full_available() asks pkgutil for one, and must say no.
+    stand_in.__spec__ = importlib.machinery.ModuleSpec(EXT_MODULE, loader=None)
+    sys.modules[EXT_MODULE] = stand_in
     # mmpretrain (so mmrepvgg) imports mmcv's transformer bricks, which try to re-export
     # MultiScaleDeformableAttention from mmcv.ops and go without it when that fails;
     # mmdet imports the name from there. Give the module the name it would have had.
