@@ -181,3 +181,15 @@ def test_stand_in_ops_raise_and_nms_is_torchvisions():
     expected = torchvision.ops.batched_nms(boxes, scores, labels, 0.5)
     assert 0 < len(kept) < 200
     assert set(kept.tolist()) == set(expected.tolist())
+
+
+def test_a_pspnet_size_the_exporter_cannot_trace_is_refused_in_one_line(tmp_path, capsys):
+    psp_config = f'{REPO_ROOT}/configs/mmseg/pspnet_repvgg-A0-d8_4xb4-80k_ade20k-512x512.py'
+    _train_checkpoint(psp_config, tmp_path / 'train.pth')
+    tool = load_tool('tools/deployment/pytorch2onnx.py')
+    # 40 / 8 = 5: not a multiple of the pool scales 2, 3 and 6.
+    assert tool.main([psp_config, str(tmp_path / 'train.pth'), str(tmp_path / 'psp.onnx'),
+                      '--shape', '40', '40']) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith('error: the segmentor does not export at 40x40') and '\n' not in error
+    assert sorted(path.name for path in tmp_path.iterdir()) == ['train.pth']

@@ -1,10 +1,11 @@
 """ONNX export of an mmseg segmentor with a RepVGG backbone: logits at input resolution."""
 from typing import Sequence
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..deploy.onnx_export import DEFAULT_OPSET, OnnxExportReport, export_onnx
+from ..deploy.onnx_export import DEFAULT_OPSET, OnnxExportError, OnnxExportReport, export_onnx
 
 SEGMENTOR_SCOPE = 'mmseg'
 
@@ -45,6 +46,17 @@ def export_segmentor_onnx(segmentor: nn.Module,
             (PSPNet's and UPerNet's pyramid pooling export only for sizes whose feature
             map, ``H / 8`` here, divides by each pool scale).
         dynamic_batch, opset, overwrite: as for ``export_onnx``.
+
+    Raises:
+        OnnxExportError: a failed check, or a size the exporter cannot trace; ``path`` is
+            untouched.
     """
-    return export_onnx(SegmentationLogits(segmentor), path, input_shape,
-                       dynamic_batch=dynamic_batch, opset=opset, overwrite=overwrite)
+    try:
+        return export_onnx(SegmentationLogits(segmentor), path, input_shape,
+                           dynamic_batch=dynamic_batch, opset=opset, overwrite=overwrite)
+    except torch.onnx.OnnxExporterError as error:  # nothing was written (atomic output)
+        first_line = str(error).strip().splitlines()[0].split(' Please ')[0]
+        raise OnnxExportError(
+            f'the segmentor does not export at {input_shape[2]}x{input_shape[3]} '
+            f'({first_line}); pass an input size whose feature map divides by every '
+            'pool scale, e.g. 384x384 for output stride 8 and scales 1, 2, 3, 6') from error
