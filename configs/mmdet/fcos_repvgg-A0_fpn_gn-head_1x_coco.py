@@ -3,12 +3,8 @@
 # output after a ReLU; GroupNorm head; focal, IoU and centre-ness losses; lr 0.01 with
 # doubled bias lr and no bias decay; warm-up from 1/3) with RepVGG in place of the
 # ResNet-50 and ImageNet RGB statistics instead of caffe's.
-_base_ = [
-    './_base_/models/repvgg-A0.py',
-    './_base_/datasets/coco_detection.py',
-    './_base_/schedules/sgd_1x.py',
-    './_base_/runtime.py',
-]
+_base_ = './_base_/repvgg-A0_coco_1x.py'
+
 model = dict(
     type='FCOS',
     neck=dict(type='FPN', in_channels=[48, 96, 192, 1280], out_channels=256, start_level=1,

@@ -1,12 +1,8 @@
 # RetinaNet (Lin et al., ICCV 2017) on RepVGG-A0 + FPN, COCO, 1x schedule: the recipe of
 # mmdet's retinanet_r50_fpn_1x_coco (FPN from stage 2 with 5 levels, extra levels from the
 # input; 9 anchors per place; focal loss; lr 0.01) with RepVGG in place of the ResNet-50.
-_base_ = [
-    './_base_/models/repvgg-A0.py',
-    './_base_/datasets/coco_detection.py',
-    './_base_/schedules/sgd_1x.py',
-    './_base_/runtime.py',
-]
+_base_ = './_base_/repvgg-A0_coco_1x.py'
+
 model = dict(
     type='RetinaNet',
     neck=dict(type='FPN', in_channels=[48, 96, 192, 1280], out_channels=256, start_level=1,

@@ -2,14 +2,9 @@
 # 80k iterations: the recipe of mmseg's pspnet_r50-d8_4xb4-80k_ade20k-512x512 (pyramid
 # pooling over 1, 2, 3, 6 bins, 512 channels) with RepVGG in place of the ResNet-50; the
 # official RepVGG repository's segmentation example is this head on dilated stages 3-4.
-_base_ = [
-    './_base_/models/repvgg-A0-d8.py',
-    './_base_/datasets/ade20k_512x512.py',
-    './_base_/schedules/sgd-poly_80k.py',
-    './_base_/runtime.py',
-]
+_base_ = './_base_/repvgg-A0-d8_ade20k-512x512_80k.py'
+
 model = dict(
-    data_preprocessor=dict(size={{_base_.crop_size}}),
     decode_head=dict(
         type='PSPHead', in_channels=1280, in_index=3, channels=512,
         pool_scales=(1, 2, 3, 6), dropout_ratio=0.1, num_classes=150,

@@ -3,14 +3,9 @@
 # an FPN over all four stages, 512 channels) with RepVGG in place of the ResNet-50. mmseg's
 # UPerNet backbone is undilated (1/4 to 1/32); here, as in the other configs of this
 # folder, the stages give 1/4, 1/8, 1/8, 1/8 (output stride 8).
-_base_ = [
-    './_base_/models/repvgg-A0-d8.py',
-    './_base_/datasets/ade20k_512x512.py',
-    './_base_/schedules/sgd-poly_80k.py',
-    './_base_/runtime.py',
-]
+_base_ = './_base_/repvgg-A0-d8_ade20k-512x512_80k.py'
+
 model = dict(
-    data_preprocessor=dict(size={{_base_.crop_size}}),
     decode_head=dict(
         type='UPerHead', in_channels=[48, 96, 192, 1280], in_index=[0, 1, 2, 3],
         pool_scales=(1, 2, 3, 6), channels=512, dropout_ratio=0.1, num_classes=150,
