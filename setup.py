@@ -9,16 +9,20 @@ from setuptools.command.build_py import build_py
 
 # Copied into mmrepvgg/.mim of a built package (an editable install reads the checkout).
 MIM_RESOURCES = ('configs', 'tools', 'model-index.yml')
-EXTRAS = {
-    'onnx': ['onnx', 'onnxruntime'],
-    'demo': ['scikit-learn'],
-}
 
 
 def read_requirements(path):
     with open(path) as stream:
         return [line.strip() for line in stream
                 if line.strip() and not line.startswith('#')]
+
+
+EXTRAS = {
+    'onnx': ['onnx', 'onnxruntime'],
+    'demo': ['scikit-learn'],
+    'seg': read_requirements('requirements/seg.txt'),
+    'det': read_requirements('requirements/det.txt'),
+}
 
 
 class BuildPyWithMim(build_py):

@@ -4,16 +4,29 @@ A config with ``default_scope = 'mmrepvgg'`` looks every ``type`` up here first 
 mmpretrain and mmengine, so ``type='RepVGG'`` builds this project's backbone while
 ``ImageClassifier``, ``ImageNet`` or ``Mixup`` still come from mmpretrain. mmengine imports
 this module by name when it switches to the scope.
+
+Every registry is also listed among the children of mmengine's root registry, under the
+scope name: mmengine resolves a scoped name (``'mmrepvgg.RepVGG'``) met in another
+project's registry (mmseg's, mmdet's, mmpretrain's) by looking the scope up among the
+root's children only, and would not find a grandchild. The lookup of unscoped names is
+unchanged: it still climbs from here to mmpretrain and then mmengine.
 """
 from mmengine.registry import Registry
 from mmpretrain import registry as mmpretrain_registry
+
+SCOPE = 'mmrepvgg'
 
 
 def _child_of(parent: Registry, *locations: str) -> Registry:
     # mmengine imports only the queried registry's own locations before a lookup, not its
     # parents'; inheriting them makes mmpretrain register e.g. UniversalVisualizer in time.
-    return Registry(parent.name, parent=parent, scope='mmrepvgg',
-                    locations=[*parent._locations, *locations])
+    registry = Registry(parent.name, parent=parent, scope=SCOPE,
+                        locations=[*parent._locations, *locations])
+    # A second link, from the root, so that ``'mmrepvgg.<name>'`` resolves from any
+    # registry of the tree (see the module docstring); the parent link stays the only one
+    # that unscoped lookups follow.
+    parent._get_root_registry().children[SCOPE] = registry
+    return registry
 
 
 RUNNERS = _child_of(mmpretrain_registry.RUNNERS)

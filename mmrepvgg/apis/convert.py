@@ -26,6 +26,8 @@ from ..version import __version__
 VERIFY_TOLERANCE = 1e-10
 VERIFY_INPUT_SIZE = (2, 64, 64)  # (batch, height, width): small, yet 2x2 after stride 32
 DST_FORMATS = ('mmrepvgg', 'official')
+# Config scopes whose models build in the mmrepvgg scope (classifiers; no scope at all).
+CLASSIFIER_SCOPES = (None, PROJECT_SCOPE, 'mmpretrain')
 
 
 class ConversionReport(NamedTuple):
@@ -121,7 +123,9 @@ def build_train_model(config: Union[str, Config]) -> nn.Module:
 
     Every RepVGG dict gets ``deploy=False``; the model is built by
     :func:`mmrepvgg.models.build_model`, in the ``mmrepvgg`` scope whatever the config's
-    ``default_scope``, so ``RepVGG`` is this project's.
+    ``default_scope``, so ``RepVGG`` is this project's; the model of a config of another
+    project (``default_scope`` ``'mmseg'``, ``'mmdet'``: a segmentor, a detector) is built
+    in that scope.
 
     Raises:
         ConfigError: the config cannot be read, has no ``model``, or builds no RepVGG
@@ -138,8 +142,9 @@ def build_train_model(config: Union[str, Config]) -> nn.Module:
         raise ConfigError(f'{name}: not a RepVGG config (its model has backbone type '
                           f'{backbone_type!r}, none of type \'RepVGG\'); pass a RepVGG '
                           'config')
+    scope = config.get('default_scope')
     try:
-        model = build_model(model_cfg)
+        model = build_model(model_cfg, PROJECT_SCOPE if scope in CLASSIFIER_SCOPES else scope)
     except Exception as error:  # whatever the registry or a constructor raises
         raise ConfigError(f'{name}: cannot build its model ({type(error).__name__}: '
                           f'{error}); fix the model settings') from error

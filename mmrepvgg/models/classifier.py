@@ -32,9 +32,11 @@ def repvgg_classifier_cfg(arch, deploy: bool = False, num_classes: int = 1000,
                   loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
 
 
-def build_model(model_cfg: dict) -> nn.Module:
+def build_model(model_cfg: dict, scope: str = 'mmrepvgg') -> nn.Module:
     """Build a model dict in the ``mmrepvgg`` scope (``RepVGG`` is this project's, whatever
-    the current default scope), as described (train or deploy form), in eval mode."""
-    with DefaultScope.overwrite_default_scope('mmrepvgg'):
+    the current default scope), as described (train or deploy form), in eval mode.
+    ``scope`` names another one for models of other projects (``'mmseg'``, ``'mmdet'``),
+    whose configs name the backbone ``'mmrepvgg.RepVGG'``."""
+    with DefaultScope.overwrite_default_scope(scope):
         model = MODELS.build(copy.deepcopy(model_cfg))
     return model.eval()

@@ -25,6 +25,7 @@ try:
     from mmrepvgg.deploy.onnx_eval import preprocessed_batches
     from mmrepvgg.deploy.onnx_export import DEFAULT_OPSET, OnnxExportError, export_onnx
     from mmrepvgg.deploy.quantization import export_int8
+    from mmrepvgg.dense.segmentation import export_segmentor_onnx
 except MissingExtraError as missing:
     sys.exit(f'error: {missing}')
 
@@ -116,6 +117,11 @@ def main(argv=None) -> int:
     try:
         check_output(args.output, overwrite=args.force)  # before any work
         cfg = load_repvgg_config(args.config, args.cfg_options)
+        if cfg.get('default_scope') == 'mmdet':
+            raise ConfigError(f'{args.config}: a detector config; ONNX export covers '
+                              'classifiers and mmseg segmentors (detection post-processing '
+                              'does not export); convert it with '
+                              'tools/reparameterize_repvgg.py instead')
         model = build_train_model(cfg)
         state, _ = load_repvgg_weights(model, checkpoint_file(args.checkpoint))
         if state.form == 'train':
@@ -124,9 +130,12 @@ def main(argv=None) -> int:
         if args.quantize:
             return export_quantized(args, cfg, model)
         input_shape = (args.batch_size, image_channels(model), *(args.shape or (224, 224)))
-        report = export_onnx(model, args.output, input_shape,
-                             dynamic_batch=args.dynamic_batch, opset=args.opset,
-                             overwrite=args.force)
+        if cfg.get('default_scope') == 'mmseg':  # a segmentor: logits at input size
+            export = export_segmentor_onnx
+        else:
+            export = export_onnx
+        report = export(model, args.output, input_shape, dynamic_batch=args.dynamic_batch,
+                        opset=args.opset, overwrite=args.force)
     except (ConfigError, CheckpointError, OnnxExportError, FileExistsError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 1

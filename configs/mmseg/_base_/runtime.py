@@ -1,0 +1,14 @@
+# mmseg's runtime defaults (its _base_/default_runtime.py settings), with this project
+# imported: mmrepvgg registers RepVGG; mmrepvgg.dense.mmcv_lite lets mmseg's models import
+# under mmcv-lite (a no-op with a full mmcv, see docs/dense_prediction.md).
+default_scope = 'mmseg'
+custom_imports = dict(imports=['mmrepvgg', 'mmrepvgg.dense.mmcv_lite'],
+                      allow_failed_imports=False)
+env_cfg = dict(cudnn_benchmark=True, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+               dist_cfg=dict(backend='nccl'))
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+log_processor = dict(by_epoch=False)
+log_level = 'INFO'
+load_from = None
+resume = False

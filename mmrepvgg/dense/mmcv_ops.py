@@ -1,0 +1,91 @@
+"""Importing mmseg and mmdet models with mmcv-lite, which lacks mmcv's compiled ops.
+
+``import mmseg.models`` and ``import mmdet.models`` import ``mmcv.ops``, which loads the
+compiled extension ``mmcv._ext``; mmcv-lite does not ship it. :func:`install_mmcv_ops_stand_in`
+puts a stand-in module there whose every op raises :class:`MissingMmcvOpError` when called,
+so the models import, and a path that would need a compiled op (deformable convs, RoI
+align, ...) stops with a message instead of computing something else. The one exception is
+``nms`` with ``offset=0``, which detection post-processing needs: it is computed by
+torchvision's ``nms``, the same greedy suppression on the same ``(x1, y1, x2, y2)`` areas.
+
+Users with a full mmcv (``mmcv._ext`` importable) need none of this; the function then
+does nothing.
+"""
+import importlib
+import importlib.machinery
+import importlib.util
+import sys
+import types
+
+import torch
+
+EXT_MODULE = 'mmcv._ext'
+TRANSFORMER_BRICKS = 'mmcv.cnn.bricks.transformer'
+DEFORMABLE_ATTENTION = 'MultiScaleDeformableAttention'
+
+
+class MissingMmcvOpError(RuntimeError):
+    """A compiled mmcv op was called where only the stand-in is installed."""
+
+
+def _missing_op(name: str):
+    def op(*args, **kwargs):
+        raise MissingMmcvOpError(
+            f'mmcv op {name!r} needs mmcv\'s compiled extension, which mmcv-lite lacks; '
+            'install the full mmcv (pip install mmcv==2.1.0) to use this model')
+    op.__name__ = name
+    return op
+
+
+def _nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
+         offset: int = 0) -> torch.Tensor:
+    """mmcv's ``nms`` op: indices of the kept ``(x1, y1, x2, y2)`` boxes ``(K, 4)``, by
+    decreasing score."""
+    if offset != 0:  # mmcv's legacy "+1" box areas; torchvision has no such mode
+        return _missing_op('nms with offset=1')()
+    torchvision_ops = importlib.import_module('torchvision.ops')
+    return torchvision_ops.nms(boxes.float(), scores.float(), float(iou_threshold))
+
+
+class _OpsStandIn(types.ModuleType):
+    """``mmcv._ext``: ``nms`` from torchvision, every other op raising when called (the
+    loader only checks that each name it imports exists)."""
+
+    nms = staticmethod(_nms)
+
+    def __getattr__(self, name: str):
+        if name.startswith('__'):  # module protocol lookups (__path__, __file__, ...)
+            raise AttributeError(name)
+        return _missing_op(name)
+
+
+def has_compiled_mmcv_ops() -> bool:
+    """Whether mmcv's compiled extension is installed (a full mmcv, not mmcv-lite)."""
+    if isinstance(sys.modules.get(EXT_MODULE), _OpsStandIn):
+        return False
+    return importlib.util.find_spec(EXT_MODULE) is not None
+
+
+def install_mmcv_ops_stand_in() -> bool:
+    """Make ``import mmcv.ops`` work under mmcv-lite (see the module docstring).
+
+    For processes (tools, tests) that build mmseg or mmdet models: it changes
+    ``sys.modules`` for the rest of the process.
+
+    Returns:
+        Whether the stand-in is in place (False: the real extension is there).
+    """
+    if has_compiled_mmcv_ops():
+        return False
+    stand_in = _OpsStandIn(EXT_MODULE)
+    # No loader: mmengine's mmcv_full_available() asks pkgutil for one, and must say no.
+    stand_in.__spec__ = importlib.machinery.ModuleSpec(EXT_MODULE, loader=None)
+    sys.modules[EXT_MODULE] = stand_in
+    # mmpretrain (so mmrepvgg) imports mmcv's transformer bricks, which try to re-export
+    # MultiScaleDeformableAttention from mmcv.ops and go without it when that fails;
+    # mmdet imports the name from there. Give the module the name it would have had.
+    transformer = sys.modules.get(TRANSFORMER_BRICKS)
+    if transformer is not None and not hasattr(transformer, DEFORMABLE_ATTENTION):
+        deformable = importlib.import_module('mmcv.ops.multi_scale_deform_attn')
+        setattr(transformer, DEFORMABLE_ATTENTION, getattr(deformable, DEFORMABLE_ATTENTION))
+    return True

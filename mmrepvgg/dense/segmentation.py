@@ -1,0 +1,62 @@
+"""ONNX export of an mmseg segmentor with a RepVGG backbone: logits at input resolution."""
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..deploy.onnx_export import DEFAULT_OPSET, OnnxExportError, OnnxExportReport, export_onnx
+
+SEGMENTOR_SCOPE = 'mmseg'
+
+
+class SegmentationLogits(nn.Module):
+    """An mmseg ``EncoderDecoder`` as a plain image-to-logits module.
+
+    ``(N, C, H, W)`` normalised images (what the segmentor's data preprocessor makes) ->
+    ``(N, num_classes, H, W)`` logits: the decode head's output, resized bilinearly to the
+    input size as mmseg's own post-processing does (with the head's ``align_corners``).
+    The argmax over dimension 1 is the predicted class map.
+    """
+
+    def __init__(self, segmentor: nn.Module):
+        super().__init__()
+        self.segmentor = segmentor
+
+    def forward(self, images: Tensor) -> Tensor:
+        logits = self.segmentor(images, mode='tensor')
+        return F.interpolate(logits, size=images.shape[2:], mode='bilinear',
+                             align_corners=self.segmentor.align_corners)
+
+
+def export_segmentor_onnx(segmentor: nn.Module,
+                          path: str,
+                          input_shape: Sequence[int] = (1, 3, 512, 512),
+                          dynamic_batch: bool = True,
+                          opset: int = DEFAULT_OPSET,
+                          overwrite: bool = False) -> OnnxExportReport:
+    """Export the deploy form of ``segmentor`` (train-form blocks are fused in a copy) with
+    :class:`SegmentationLogits` around it, through :func:`mmrepvgg.deploy.onnx_export.
+    export_onnx`: checked by ``onnx.checker`` and against ONNX Runtime, written atomically.
+
+    Args:
+        segmentor: an mmseg ``EncoderDecoder`` holding RepVGG blocks.
+        path: the ``.onnx`` file to write.
+        input_shape: ``(N, C, H, W)`` to trace; the height and width are fixed in the file
+            (PSPNet's and UPerNet's pyramid pooling export only for sizes whose feature
+            map, ``H / 8`` here, divides by each pool scale).
+        dynamic_batch, opset, overwrite: as for ``export_onnx``.
+
+    Raises:
+        OnnxExportError: a failed check, or a size the exporter cannot trace; ``path`` is
+            untouched.
+    """
+    try:
+        return export_onnx(SegmentationLogits(segmentor), path, input_shape,
+                           dynamic_batch=dynamic_batch, opset=opset, overwrite=overwrite)
+    except torch.onnx.OnnxExporterError as error:  # nothing was written (atomic output)
+        first_line = str(error).strip().splitlines()[0].split(' Please ')[0]
+        raise OnnxExportError(
+            f'the segmentor does not export at {input_shape[2]}x{input_shape[3]} '
+            f'({first_line}); pass an input size whose feature map divides by every '
+            'pool scale, e.g. 384x384 for output stride 8 and scales 1, 2, 3, 6') from error
