@@ -25,9 +25,7 @@ import torch
 from .errors import CheckpointError
 
 _CLEANED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-# Signals that arrived during a write (main thread only): torch.save's C++ writer turns the
-# KeyboardInterrupt they raise into a RuntimeError, which is put back.
-_SIGNALS_RECEIVED: list = []
+_WRITE_LIMITS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 # What os.link raises where the filesystem has no hard links.
 _NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS)
 
@@ -102,7 +100,6 @@ def _removed_on_signal(partial_path: str) -> Iterator[None]:
     previous = {number: signal.getsignal(number) for number in _CLEANED_SIGNALS}
 
     def remove_and_redeliver(number, frame):
-        _SIGNALS_RECEIVED.append(number)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial_path)
         for restored_number, handler in previous.items():
@@ -180,9 +177,10 @@ def atomic_output(path: str, overwrite: bool = False, inputs: Iterable[str] = ()
             _check_not_an_input(path, inputs)  # a link to an input may have appeared
             _publish(partial_path, path, overwrite)
     except OSError as error:
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise CheckpointError(f'{path}: the disk is full ({error.strerror}); nothing was '
-                                  'written, free some space and run again') from error
+        if error.errno in _WRITE_LIMITS:
+            raise CheckpointError(f'{path}: the disk is full or the file-size limit reached '
+                                  f'({error.strerror}); nothing was written, free some space '
+                                  'and run again') from error
         raise
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -198,12 +196,19 @@ def save_checkpoint_atomic(checkpoint: Any, path: str, overwrite: bool = False,
         FileExistsError: ``path`` exists and ``overwrite`` is False.
         CheckpointError: ``path`` is one of ``inputs``; the disk is full.
     """
-    received_before = len(_SIGNALS_RECEIVED)
     with atomic_output(path, overwrite, inputs) as partial_path:
         with open(partial_path, 'wb') as stream:
             try:
                 torch.save(checkpoint, stream)
-            except RuntimeError:
-                if len(_SIGNALS_RECEIVED) > received_before:  # Ctrl-C inside torch.save
+            except RuntimeError as error:
+                # torch's zip writer, closing after a failed write, raises 'unexpected pos'
+                # over the real cause: Ctrl-C, or a full disk or file-size limit.
+                cause = error.__context__
+                if isinstance(cause, KeyboardInterrupt):
                     raise KeyboardInterrupt from None
+                if isinstance(cause, OSError) and cause.errno in _WRITE_LIMITS:
+                    raise CheckpointError(
+                        f'{os.path.abspath(path)}: could not be written ({cause.strerror}: the '
+                        'disk is full or the file-size limit reached); nothing was written, '
+                        'free some space and run again') from None
                 raise
