@@ -360,8 +360,8 @@ BAD_INPUTS = [(REPARAMETERIZE, name, expected) for name, expected in [
     ('CONFIG is not a RepVGG config (ResNet)', 'not a RepVGG config'),
     ('CONFIG has a syntax error', 'cannot read the config'),
     ('DST exists (no --force)', 'exists; pass --force'),
-    ('DST is SRC (with --force)', 'is the input'),
-    ('DST is CONFIG (with --force)', 'is the input'),
+    ('DST is SRC (with --force)', 'is the source checkpoint'),
+    ('DST is CONFIG (with --force)', 'is the config'),
     ('DST folder cannot be created (a file is in the way)', 'cannot write'),
 ]] + [('test', name, expected) for name, expected in [
     ('a tensor has another shape',

@@ -18,7 +18,7 @@ import secrets
 import signal
 import socket
 import threading
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping, Union
 
 import torch
 
@@ -67,18 +67,24 @@ def sweep_stale_partials(path: str) -> list:
     return removed
 
 
-def _check_not_an_input(path: str, inputs: Iterable[str]) -> None:
+Inputs = Union[Iterable[str], Mapping[str, str]]
+
+
+def _check_not_an_input(path: str, inputs: Inputs) -> None:
     if not os.path.exists(path):
         return
-    for source in inputs:
+    named = inputs.items() if isinstance(inputs, Mapping) else [
+        ('input', source) for source in inputs]
+    for role, source in named:
         if source and os.path.exists(source) and os.path.samefile(path, source):
-            raise CheckpointError(f'{path}: is the input {source} (or a link to it); write '
+            raise CheckpointError(f'{path}: is the {role} {source} (or a link to it); write '
                                   'to another path')
 
 
-def check_output(path: str, inputs: Iterable[str] = (), overwrite: bool = False) -> None:
-    """The tools' output guard, before any work: ``path`` is none of ``inputs`` (compared
-    as files: links count) and, unless ``overwrite`` (``--force``), does not exist.
+def check_output(path: str, inputs: Inputs = (), overwrite: bool = False) -> None:
+    """The tools' output guard, before any work: ``path`` is none of ``inputs`` (paths, or
+    ``{role: path}`` to name them in the message; compared as files: links count) and,
+    unless ``overwrite`` (``--force``), does not exist.
 
     Raises:
         CheckpointError: ``path`` is one of ``inputs``.
@@ -143,7 +149,7 @@ def _publish(partial_path: str, path: str, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str, overwrite: bool = False, inputs: Iterable[str] = (),
+def atomic_output(path: str, overwrite: bool = False, inputs: Inputs = (),
                   suffix: str = '') -> Iterator[str]:
     """Yield a partial file's path in ``path``'s folder to write to; on success, flush it
     and publish it as ``path``.
@@ -165,7 +171,7 @@ def atomic_output(path: str, overwrite: bool = False, inputs: Iterable[str] = ()
         CheckpointError: ``path`` is one of ``inputs``; the disk filled up while writing.
     """
     path = os.path.abspath(path)
-    inputs = list(inputs)
+    inputs = dict(inputs) if isinstance(inputs, Mapping) else list(inputs)
     check_output(path, inputs, overwrite)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     sweep_stale_partials(path)
@@ -188,7 +194,7 @@ def atomic_output(path: str, overwrite: bool = False, inputs: Iterable[str] = ()
 
 
 def save_checkpoint_atomic(checkpoint: Any, path: str, overwrite: bool = False,
-                           inputs: Iterable[str] = ()) -> None:
+                           inputs: Inputs = ()) -> None:
     """``torch.save(checkpoint, path)`` through :func:`atomic_output`: ``path`` is never
     half-written, never one of ``inputs``.
 
