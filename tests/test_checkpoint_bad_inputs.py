@@ -270,8 +270,8 @@ def build_runner_case(tool: str, name: str, folder: Path, workspace: Path):
             weights = digits_checkpoint(folder, f'{arch}_in1k.pth', arch=arch, num_classes=1000)
             argv[0] = str(folder / 'pretrained_digits.py')  # the fine-tuning template's way
             Path(argv[0]).write_text(
-                f'_base_ = [{str(DIGITS_CONFIG)!r}]\nmodel = dict(backbone=dict(init_cfg=dict(_delete_=True, '
-                f"type='mmrepvgg.Pretrained', checkpoint={str(weights)!r})))\n")
+                f'_base_ = [{str(DIGITS_CONFIG)!r}]\nmodel = dict(backbone=dict(init_cfg=dict('
+                f"_delete_=True, type='mmrepvgg.Pretrained', checkpoint={str(weights)!r})))\n")
             argv += ['train_cfg.max_epochs=1', 'train_dataloader.dataset.indices=32',
                      'val_dataloader.dataset.indices=16']
         elif name == 'load_from a 1000-class ImageNet-style checkpoint (fine-tuning)':
@@ -360,8 +360,8 @@ BAD_INPUTS = [(REPARAMETERIZE, name, expected) for name, expected in [
     ('CONFIG is not a RepVGG config (ResNet)', 'not a RepVGG config'),
     ('CONFIG has a syntax error', 'cannot read the config'),
     ('DST exists (no --force)', 'exists; pass --force'),
-    ('DST is SRC (with --force)', 'is the input'),
-    ('DST is CONFIG (with --force)', 'is the input'),
+    ('DST is SRC (with --force)', 'is the source checkpoint'),
+    ('DST is CONFIG (with --force)', 'is the config'),
     ('DST folder cannot be created (a file is in the way)', 'cannot write'),
 ]] + [('test', name, expected) for name, expected in [
     ('a tensor has another shape',
@@ -380,7 +380,8 @@ BAD_INPUTS = [(REPARAMETERIZE, name, expected) for name, expected in [
     ('the data root does not exist', 'is not a folder'),
     ('test_dataloader.batch_size=-1', 'set a positive integer'),
     ('--launcher pytorch without torchrun', 'RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT not set'),
-    ('--launcher slurm outside Slurm', 'SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_NODELIST not set'),
+    ('--launcher slurm outside Slurm',
+     'SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_NODELIST not set'),
 ]] + [('train', name, expected) for name, expected in [
     ('--resume from a file without meta.iter', 'cannot resume from it, it has no meta.iter'),
     ('--resume from a checkpoint whose message hub is empty',

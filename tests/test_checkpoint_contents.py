@@ -61,8 +61,8 @@ def test_view_exceeds_storage_only_when_it_names_missing_or_shared_elements(
     ('sparse', lambda: torch.eye(3).to_sparse(), 'makes a sparse tensor'),
     ('nested', lambda: torch.nested.nested_tensor([torch.ones(2), torch.ones(3)]),
      'makes a nested tensor'),
-    ('jagged', lambda: torch.nested.nested_tensor([torch.ones(2), torch.ones(3)],
-                                                   layout=torch.jagged),
+    ('jagged', lambda: torch.nested.nested_tensor(
+        [torch.ones(2), torch.ones(3)], layout=torch.jagged),
      'makes a tensor subclass'),
     ('complex', lambda: torch.ones(3, dtype=torch.complex64),
      'makes a complex tensor, whose imaginary part would be dropped'),
@@ -98,8 +98,8 @@ def test_bit_flip_inside_a_tensor_record_is_refused_by_its_crc(tmp_path):
 def test_compressed_zip_records_are_refused(tmp_path):
     path = saved(tmp_path, {'weight': torch.zeros(1000)})
     recompressed = tmp_path / 'recompressed.pth'
-    with zipfile.ZipFile(path) as source, zipfile.ZipFile(recompressed, 'w',
-                                                         zipfile.ZIP_DEFLATED) as target:
+    with zipfile.ZipFile(path) as source, \
+            zipfile.ZipFile(recompressed, 'w', zipfile.ZIP_DEFLATED) as target:
         for record in source.infolist():
             target.writestr(record.filename, source.read(record))
     assert_one_line_refusal(str(recompressed), 'is compressed, which torch.save never does')
@@ -140,8 +140,8 @@ def test_mmengine_checkpoint_pickled_under_numpy_1_reads(tmp_path):
     assert buffer.mean() == pytest.approx(1.375)
 
 
-def test_pickled_statistics_methods_do_not_reach_the_history_buffer_class(tmp_path,
-                                                                           monkeypatch):
+def test_pickled_statistics_methods_do_not_reach_the_history_buffer_class(
+        tmp_path, monkeypatch):
     """HistoryBuffer.__setstate__ would register the file's ``statistics_methods`` for
     every buffer of the process."""
     hub = runner_message_hub()
@@ -189,8 +189,8 @@ def test_truncated_safetensors_file_is_refused_in_one_line(tmp_path):
     ({'dataset_meta': {'classes': 5}}, 'refused'),
     ({'dataset_meta': {'classes': ['cat', 'dog']}}, ('cat', 'dog')),
 ])
-def test_class_names_in_meta_are_a_list_of_strings_or_refused_in_one_line(tmp_path, meta,
-                                                                           classes):
+def test_class_names_in_meta_are_a_list_of_strings_or_refused_in_one_line(
+        tmp_path, meta, classes):
     from checkpoint_fixtures import trained_classifier, write_classifier_config
 
     from mmrepvgg.apis import get_model

@@ -246,3 +246,53 @@ def test_stale_sweep_leaves_the_partial_files_of_other_hosts(tmp_path):
 
     assert sweep_stale_partials(str(tmp_path / 'deploy.pth')) == [str(own)]
     assert not own.exists() and other.exists()
+
+
+FILE_SIZE_LIMITED_SAVE = BLOCKED_WRITER.split('from mmrepvgg')[0] + '''
+import resource, torch
+from mmrepvgg.checkpoint.errors import CheckpointError
+from mmrepvgg.checkpoint.writing import save_checkpoint_atomic
+resource.setrlimit(resource.RLIMIT_FSIZE, (100000, 100000))
+try:
+    save_checkpoint_atomic({'weight': torch.zeros(10**6)}, sys.argv[1])
+except CheckpointError as error:
+    print(error)
+'''
+
+
+def test_a_file_size_limit_mid_write_is_one_line_and_leaves_nothing(tmp_path):
+    result = subprocess.run([sys.executable, '-c', FILE_SIZE_LIMITED_SAVE,
+                             str(tmp_path / 'big.pth')], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count('\n') == 1
+    assert 'big.pth: could not be written (File too large: the disk is full' in \
+        result.stdout
+    assert os.listdir(tmp_path) == []
+
+
+CTRL_C_INSIDE_TORCH_SAVE = BLOCKED_WRITER.split('from mmrepvgg')[0] + '''
+import os, signal, torch
+from mmrepvgg.checkpoint.writing import save_checkpoint_atomic
+
+
+class PressesCtrlC:
+    """Pickled in the middle of torch.save: the user's Ctrl-C arrives right then."""
+
+    def __reduce__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        return (int, ())
+
+
+try:
+    save_checkpoint_atomic({'weight': torch.zeros(1000), 'meta': PressesCtrlC()}, sys.argv[1])
+except KeyboardInterrupt:
+    print('KeyboardInterrupt')
+'''
+
+
+def test_ctrl_c_inside_torch_save_is_a_keyboard_interrupt_and_leaves_nothing(tmp_path):
+    result = subprocess.run([sys.executable, '-c', CTRL_C_INSIDE_TORCH_SAVE,
+                             str(tmp_path / 'model.pth')], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == 'KeyboardInterrupt\n'
+    assert os.listdir(tmp_path) == []

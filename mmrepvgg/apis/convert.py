@@ -280,8 +280,9 @@ def convert_checkpoint(config: Union[str, Config],
         raise CheckpointError(f'unknown destination format {dst_format!r}; choose one of '
                               f'{", ".join(DST_FORMATS)}')
     dst = os.path.abspath(dst)
+    sources = {'source checkpoint': src, 'config': config if isinstance(config, str) else ''}
     try:
-        check_output(dst, inputs=(src, config), overwrite=overwrite)
+        check_output(dst, inputs=sources, overwrite=overwrite)
     except FileExistsError as error:
         raise CheckpointError(str(error)) from None
     model = build_train_model(config)
@@ -307,7 +308,7 @@ def convert_checkpoint(config: Union[str, Config],
     checkpoint = _deploy_checkpoint(deploy_model, dst_format,
                                     _converted_meta(checkpoint, record))
     try:
-        save_checkpoint_atomic(checkpoint, dst, overwrite=overwrite, inputs=(src, config))
+        save_checkpoint_atomic(checkpoint, dst, overwrite=overwrite, inputs=sources)
     except OSError as error:
         raise CheckpointError(f'{dst}: cannot write ({error.strerror or error}); check the '
                               'folder exists and is writable') from error

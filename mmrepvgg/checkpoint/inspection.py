@@ -39,8 +39,8 @@ def arch_shape_of_state(backbone: StateDict) -> ArchShape:
     for key, tensor in backbone.items():
         match = _BLOCK_KERNEL.match(key)
         if match is not None:
-            position = (0, 0) if match['stage'] is None else (int(match['stage']),
-                                                               int(match['index']))
+            position = (0, 0) if match['stage'] is None else (
+                int(match['stage']), int(match['index']))
             kernels[position] = tensor.shape
     stem_width = kernels[(0, 0)][0] if (0, 0) in kernels else 0
     num_stages = max((stage for stage, _ in kernels), default=0)

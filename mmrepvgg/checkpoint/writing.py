@@ -18,16 +18,14 @@ import secrets
 import signal
 import socket
 import threading
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping, Union
 
 import torch
 
 from .errors import CheckpointError
 
 _CLEANED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-# Signals that arrived during a write (main thread only): torch.save's C++ writer turns the
-# KeyboardInterrupt they raise into a RuntimeError, which is put back.
-_SIGNALS_RECEIVED: list = []
+_WRITE_LIMITS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 # What os.link raises where the filesystem has no hard links.
 _NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS)
 
@@ -69,18 +67,24 @@ def sweep_stale_partials(path: str) -> list:
     return removed
 
 
-def _check_not_an_input(path: str, inputs: Iterable[str]) -> None:
+Inputs = Union[Iterable[str], Mapping[str, str]]
+
+
+def _check_not_an_input(path: str, inputs: Inputs) -> None:
     if not os.path.exists(path):
         return
-    for source in inputs:
+    named = inputs.items() if isinstance(inputs, Mapping) else [
+        ('input', source) for source in inputs]
+    for role, source in named:
         if source and os.path.exists(source) and os.path.samefile(path, source):
-            raise CheckpointError(f'{path}: is the input {source} (or a link to it); write '
+            raise CheckpointError(f'{path}: is the {role} {source} (or a link to it); write '
                                   'to another path')
 
 
-def check_output(path: str, inputs: Iterable[str] = (), overwrite: bool = False) -> None:
-    """The tools' output guard, before any work: ``path`` is none of ``inputs`` (compared
-    as files: links count) and, unless ``overwrite`` (``--force``), does not exist.
+def check_output(path: str, inputs: Inputs = (), overwrite: bool = False) -> None:
+    """The tools' output guard, before any work: ``path`` is none of ``inputs`` (paths, or
+    ``{role: path}`` to name them in the message; compared as files: links count) and,
+    unless ``overwrite`` (``--force``), does not exist.
 
     Raises:
         CheckpointError: ``path`` is one of ``inputs``.
@@ -102,7 +106,6 @@ def _removed_on_signal(partial_path: str) -> Iterator[None]:
     previous = {number: signal.getsignal(number) for number in _CLEANED_SIGNALS}
 
     def remove_and_redeliver(number, frame):
-        _SIGNALS_RECEIVED.append(number)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial_path)
         for restored_number, handler in previous.items():
@@ -146,7 +149,7 @@ def _publish(partial_path: str, path: str, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str, overwrite: bool = False, inputs: Iterable[str] = (),
+def atomic_output(path: str, overwrite: bool = False, inputs: Inputs = (),
                   suffix: str = '') -> Iterator[str]:
     """Yield a partial file's path in ``path``'s folder to write to; on success, flush it
     and publish it as ``path``.
@@ -168,7 +171,7 @@ def atomic_output(path: str, overwrite: bool = False, inputs: Iterable[str] = ()
         CheckpointError: ``path`` is one of ``inputs``; the disk filled up while writing.
     """
     path = os.path.abspath(path)
-    inputs = list(inputs)
+    inputs = dict(inputs) if isinstance(inputs, Mapping) else list(inputs)
     check_output(path, inputs, overwrite)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     sweep_stale_partials(path)
@@ -180,9 +183,10 @@ def atomic_output(path: str, overwrite: bool = False, inputs: Iterable[str] = ()
             _check_not_an_input(path, inputs)  # a link to an input may have appeared
             _publish(partial_path, path, overwrite)
     except OSError as error:
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise CheckpointError(f'{path}: the disk is full ({error.strerror}); nothing was '
-                                  'written, free some space and run again') from error
+        if error.errno in _WRITE_LIMITS:
+            raise CheckpointError(f'{path}: the disk is full or the file-size limit reached '
+                                  f'({error.strerror}); nothing was written, free some space '
+                                  'and run again') from error
         raise
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -190,7 +194,7 @@ def atomic_output(path: str, overwrite: bool = False, inputs: Iterable[str] = ()
 
 
 def save_checkpoint_atomic(checkpoint: Any, path: str, overwrite: bool = False,
-                           inputs: Iterable[str] = ()) -> None:
+                           inputs: Inputs = ()) -> None:
     """``torch.save(checkpoint, path)`` through :func:`atomic_output`: ``path`` is never
     half-written, never one of ``inputs``.
 
@@ -198,12 +202,19 @@ def save_checkpoint_atomic(checkpoint: Any, path: str, overwrite: bool = False,
         FileExistsError: ``path`` exists and ``overwrite`` is False.
         CheckpointError: ``path`` is one of ``inputs``; the disk is full.
     """
-    received_before = len(_SIGNALS_RECEIVED)
     with atomic_output(path, overwrite, inputs) as partial_path:
         with open(partial_path, 'wb') as stream:
             try:
                 torch.save(checkpoint, stream)
-            except RuntimeError:
-                if len(_SIGNALS_RECEIVED) > received_before:  # Ctrl-C inside torch.save
+            except RuntimeError as error:
+                # torch's zip writer, closing after a failed write, raises 'unexpected pos'
+                # over the real cause: Ctrl-C, or a full disk or file-size limit.
+                cause = error.__context__
+                if isinstance(cause, KeyboardInterrupt):
                     raise KeyboardInterrupt from None
+                if isinstance(cause, OSError) and cause.errno in _WRITE_LIMITS:
+                    raise CheckpointError(
+                        f'{os.path.abspath(path)}: could not be written ({cause.strerror}: the '
+                        'disk is full or the file-size limit reached); nothing was written, '
+                        'free some space and run again') from None
                 raise
