@@ -176,3 +176,22 @@ class RepVGG(BaseBackbone):
         """Fuse every block in place (see :func:`reparameterize_blocks`)."""
         reparameterize_blocks(self)
         return self
+
+
+def image_channels(model: nn.Module) -> int:
+    """Channels of the images ``model`` takes: the ``in_channels`` of its RepVGG
+    backbone's stem (wherever the backbone sits in module order: a neck or head made of
+    RepVGG blocks may be registered before it).
+
+    Raises:
+        ValueError: ``model`` holds no RepVGG backbone, or several that disagree.
+    """
+    channels = {module.stem.in_channels for module in model.modules()
+                if isinstance(module, RepVGG)}
+    if not channels:
+        raise ValueError('cannot tell the image channels: the model holds no RepVGG '
+                         'backbone')
+    if len(channels) > 1:
+        raise ValueError(f'cannot tell the image channels: its RepVGG backbones take '
+                         f'{sorted(channels)}')
+    return channels.pop()
