@@ -16,8 +16,7 @@ import sys
 from mmengine.config import DictAction
 
 from mmrepvgg.checkpoint import CheckpointError
-from mmrepvgg.engine import (LAUNCHERS, ConfigError, build_runner, load_repvgg_config,
-                             prepare_train_config)
+from mmrepvgg.engine import LAUNCHERS, ConfigError, run_train
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -41,10 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        cfg = load_repvgg_config(args.config, args.cfg_options)
-        prepare_train_config(cfg, args.config, args.work_dir, args.resume, args.amp,
-                             args.auto_scale_lr, args.launcher)
-        build_runner(cfg).train()
+        run_train(args.config, args.work_dir, args.cfg_options, args.resume, args.amp,
+                  args.auto_scale_lr, args.launcher)
     except (ConfigError, CheckpointError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 1
