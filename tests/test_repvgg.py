@@ -25,6 +25,7 @@ SMALL_IMAGES = (2, 3, 32, 32)
 TINY_SE_ARCH = dict(num_blocks=(1, 2, 1, 1), width_factor=(0.25, 0.25, 0.25, 0.5),
                     se_cfg=SE_1_16)
 
+
 def build_classifier(arch, deploy=False, num_classes=1000, **backbone_kwargs):
     """The published classifier, built through mmpretrain's registry in the mmrepvgg scope,
     as a config's ``type='ImageClassifier'`` would be."""

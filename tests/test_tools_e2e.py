@@ -92,7 +92,7 @@ def test_new_option_keys_are_accepted_but_near_misses_are_not():
     ('deploy', 'train', 'test it with a config from configs/deploy/'),
 ])
 def test_checkpoint_of_the_other_form_is_rejected_before_testing(checkpoint_form, model_form,
-                                                                hint, tmp_path):
+                                                                 hint, tmp_path):
     from mmrepvgg.models import RepVGG
     backbones = {'train': RepVGG('A0'), 'deploy': RepVGG('A0', deploy=True)}
     checkpoint = {'state_dict': backbones[checkpoint_form].state_dict()}

@@ -7,5 +7,6 @@ from .inference import (INFERENCE_BACKENDS, InferenceModel, OnnxRuntimeInference
 
 __all__ = ['ConfigError', 'ConversionReport', 'build_train_model', 'convert_checkpoint',
            'load_repvgg_checkpoint', 'load_repvgg_weights', 'repvgg_convert', 'verify_fusion',
-           'INFERENCE_BACKENDS', 'InferenceModel', 'OnnxRuntimeInferenceModel', 'prepare_for_inference',
+           'INFERENCE_BACKENDS', 'InferenceModel', 'OnnxRuntimeInferenceModel',
+           'prepare_for_inference',
            'get_model', 'inference_model', 'list_images']

@@ -93,14 +93,14 @@ class RepVGG(BaseBackbone):
                                       f'{", ".join(BLOCK_TYPES)}')
         if not len(strides) == len(dilations) == num_stages:
             raise RepVGGArgumentError(f'strides and dilations need {num_stages} entries, '
-                             f'got {len(strides)} and {len(dilations)}')
+                                      f'got {len(strides)} and {len(dilations)}')
         for index in out_indices:
             if not -num_stages <= index < num_stages:
                 raise RepVGGArgumentError(f'out_indices entry {index} is outside the '
-                                 f'{num_stages} stages')
+                                          f'{num_stages} stages')
         if not -1 <= frozen_stages <= num_stages:
             raise RepVGGArgumentError(f'frozen_stages must lie in [-1, {num_stages}], '
-                             f'got {frozen_stages}')
+                                      f'got {frozen_stages}')
         self.out_indices = tuple(index % num_stages for index in out_indices)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval

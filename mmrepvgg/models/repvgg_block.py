@@ -269,4 +269,3 @@ def reparameterize_blocks(model: nn.Module) -> int:
                 and any(isinstance(child, RepVGGBlock) for child in module.modules())):
             module.deploy = True
     return num_fused
-
