@@ -1,7 +1,7 @@
 """Specification of the RepVGG backbone: published sizes, exact deploy form, training.
 
-Each full-size variant is built for real at most twice in this file (once for the exact
-deploy form, once beside mmpretrain's class); sizes are counted on the meta device."""
+Each full-size variant is built at most twice in this file (once for the exact deploy
+form, once beside mmpretrain's class); the published sizes are tests/test_flops.py's."""
 import contextlib
 import copy
 
@@ -34,10 +34,6 @@ def build_classifier(arch, deploy=False, num_classes=1000, **backbone_kwargs):
         repvgg_classifier_cfg(arch, deploy, num_classes, **backbone_kwargs))
 
 
-def millions_of_parameters(model: nn.Module) -> float:
-    return sum(param.numel() for param in model.parameters()) / 1e6
-
-
 def test_all_published_variants_are_available():
     assert set(ARCH_SETTINGS) == set(PUBLISHED)
 
@@ -45,16 +41,6 @@ def test_all_published_variants_are_available():
 def test_config_type_repvgg_builds_this_projects_class_in_the_mmrepvgg_scope():
     model = build_classifier('A0')
     assert type(model.backbone) is RepVGG
-
-
-@pytest.mark.parametrize('arch', VARIANTS)
-@pytest.mark.parametrize('deploy', [False, True], ids=['train', 'deploy'])
-def test_parameter_count_matches_the_published_table(arch, deploy):
-    with torch.device('meta'):
-        model = build_classifier(arch, deploy=deploy)
-    published = PUBLISHED[arch]
-    expected = published.params_deploy if deploy else published.params_train
-    assert millions_of_parameters(model) == pytest.approx(expected, abs=0.005 + 1e-9)
 
 
 @contextlib.contextmanager

@@ -12,4 +12,4 @@ matplotlib and are imported where used.
 """
 from .complexity import Complexity, count_complexity, flop_analyzer
 
-__all__ = ['Complexity', 'count_complexity', 'flop_analyzer']
+__all__ = ['Complexity', 'count_complexity']

@@ -313,7 +313,7 @@ def run_inference_benchmark(train_model: nn.Module, settings: BenchmarkSettings)
             results['roof'] = conv3x3_roof(batch, channels, size, settings.warmup,
                                            settings.rounds, settings.device)
             deploy_gmacs = count_complexity(models[DEPLOY], settings.input_size
-                                            ).flops_mmengine / 1e9
+                                            ).macs_mmengine / 1e9
             results['deploy_gmacs_per_image'] = deploy_gmacs
             results['inference'] = []
             for batch_size in settings.batch_sizes:

@@ -1,3 +1,3 @@
 from .digits import DIGITS_CLASSES, DigitsSplit, prepare_digits
 
-__all__ = ['DIGITS_CLASSES', 'DigitsSplit', 'prepare_digits']
+__all__ = ['prepare_digits', 'DIGITS_CLASSES']
