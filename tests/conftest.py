@@ -7,8 +7,9 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
+
+from mmrepvgg.utils import torch_threads
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,17 +58,6 @@ def tool_env():
     """Environment for tool subprocesses: one thread each (2 shared cores; idle OpenMP
     threads spinning for a busy core slowed training ~10x) and this interpreter."""
     return {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHON': sys.executable}
-
-
-@contextlib.contextmanager
-def torch_threads(count: int):
-    """Run the block with ``count`` torch threads, then restore the previous count."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope='session')

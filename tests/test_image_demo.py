@@ -8,8 +8,9 @@ import pytest
 from mmrepvgg.apis import list_images
 from mmrepvgg.datasets import DIGITS_CLASSES
 from mmrepvgg.engine import run_test
+from mmrepvgg.utils import torch_threads
 
-from conftest import REPO_ROOT, load_tool, torch_threads
+from conftest import REPO_ROOT, load_tool
 
 DIGITS_CONFIG = os.path.join(REPO_ROOT, 'configs', 'digits', 'repvgg-A0_digits.py')
 image_demo = load_tool('tools/image_demo.py')

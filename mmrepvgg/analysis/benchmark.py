@@ -4,7 +4,6 @@ Every comparison runs in one process, with the same weights, timed round-robin (
 :mod:`.timing`); ratios are to mmpretrain 1.2.0's deploy RepVGG (its class built directly,
 the same train-form weights loaded, its ``switch_to_deploy()``).
 """
-import contextlib
 import copy
 import os
 import platform
@@ -27,25 +26,13 @@ from ..models import (ARCH_SETTINGS, RepVGG, build_model, image_channels,
 from ..published import PUBLISHED
 from ..numerics import max_relative_error
 from ..synthetic import randomize_batch_norms_
+from ..utils import torch_threads
 from ..deploy.onnx_export import export_onnx, onnxruntime, onnxruntime_session
 from ..deploy.quantization import quantize_int8
 from .complexity import count_complexity
 from .rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, MMPRETRAIN_DEPLOY, ONNXRUNTIME,
                    RECOMMENDED, RESNET18, RESNET50, TRAIN)
 from .timing import conv3x3_roof, time_interleaved
-
-
-@contextlib.contextmanager
-def torch_threads(count: Optional[int]):
-    """Run the block with ``count`` torch intra-op threads (unchanged for None), then give
-    the process back the count it had."""
-    previous = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @dataclass

@@ -6,10 +6,11 @@ forward pass) in two conventions, from the same trace:
 - ``macs``: the convention of the published table, where they are called FLOPs
   (OpenMMLab's RepVGG model page, made with mmcv's former hook-based counter): conv
   multiply-adds **plus one add per output element of a conv with bias**, BatchNorm (2
-  per element), **ReLU (1 per element)** and average pooling (1 per input element). This reproduces the published train and deploy
-  FLOPs of every variant to 0.01 G, D2se deploy excepted: the published 32.85 G was
-  counted on mmcls's deploy forward, which skips the SE layers (mmpretrain 1.2.0 still
-  does); with them, as this project runs them, it is 32.86 G.
+  per element), **ReLU (1 per element)** and average pooling (1 per input element).
+  This reproduces the published train and deploy FLOPs of every variant to 0.01 G, D2se
+  deploy excepted: the published 32.85 G was counted on mmcls's deploy forward, which
+  skips the SE layers (mmpretrain 1.2.0 still does); with them, as this project runs
+  them, it is 32.86 G.
 - ``macs_mmengine``: mmengine's defaults (what ``get_model_complexity_info`` and
   mmpretrain 1.x's ``get_flops.py`` print, the figures of mmpretrain's metafiles): the
   same without the bias adds and ReLUs.
