@@ -63,6 +63,20 @@ def test_train_tool_rejects_bad_input_with_one_error_line(args, message, tmp_pat
     assert not os.path.exists(tmp_path / 'work_dirs')
 
 
+@pytest.mark.parametrize('omp_num_threads', [None, '1'])
+def test_train_tool_says_to_set_omp_num_threads_on_a_cpu(omp_num_threads, tmp_path,
+                                                         monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    if omp_num_threads is None:
+        monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+    else:
+        monkeypatch.setenv('OMP_NUM_THREADS', omp_num_threads)
+    monkeypatch.setattr('torch.cuda.is_available', lambda: False)
+    assert train_tool.main(['configs/nope.py']) == 1
+    notice = 'notice: OMP_NUM_THREADS is not set'
+    assert (notice in capsys.readouterr().out) == (omp_num_threads is None)
+
+
 def test_config_that_builds_another_backbone_is_rejected(tmp_path):
     not_repvgg = tmp_path / 'resnet.py'
     not_repvgg.write_text("default_scope = 'mmrepvgg'\n"

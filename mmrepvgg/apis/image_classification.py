@@ -17,9 +17,9 @@ from torch import nn
 from ..checkpoint import load_checkpoint_file
 from ..config_file import read_config
 from ..model_zoo import checkpoint_source, find_model
-from ..models import RepVGGBlock, build_model, reparameterize_blocks
+from ..models import build_model, reparameterize_blocks
 from ..registry import DATASETS
-from .convert import load_repvgg_checkpoint
+from .convert import count_train_form_blocks, deploy_form, load_repvgg_checkpoint
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 
@@ -112,12 +112,6 @@ def get_model(model: Union[str, Config],
     return classifier.eval()
 
 
-def count_train_form_blocks(model: nn.Module) -> int:
-    """How many RepVGG blocks of ``model`` are still in train (multi-branch) form."""
-    return sum(1 for module in model.modules()
-               if isinstance(module, RepVGGBlock) and not module.deploy)
-
-
 def list_images(image_or_folder: str) -> List[str]:
     """``[image_or_folder]`` for a file; for a folder, its images (by extension, any
     letter case), searched recursively, sorted by path."""
@@ -155,8 +149,7 @@ def inference_model(model: Union[nn.Module, str, Config],
     if not isinstance(model, nn.Module):
         model = get_model(model, pretrained=pretrained, device=device)
     elif count_train_form_blocks(model):
-        model = copy.deepcopy(model)
-        reparameterize_blocks(model)
+        model = deploy_form(model)
     paths = list_images(images) if isinstance(images, str) else list(images)
     inferencer = ImageClassificationInferencer(model)
     results = inferencer(paths, batch_size=batch_size)

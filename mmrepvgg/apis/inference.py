@@ -8,7 +8,6 @@ costs seconds per new input shape, so it is opt-in. Faster still, at a small cos
 accuracy, is static INT8 in ONNX Runtime (``backend='onnxruntime-int8'``). What each
 path gained on which machine: docs/benchmarks.md.
 """
-import copy
 import os
 import tempfile
 from typing import Any, Optional, Sequence
@@ -16,7 +15,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..models import reparameterize_blocks
+from .convert import deploy_form
 
 INFERENCE_BACKENDS = ('eager', 'compile', 'onnxruntime-int8')
 
@@ -114,9 +113,7 @@ def prepare_for_inference(model: nn.Module, backend: str = 'eager',
     if backend not in INFERENCE_BACKENDS:
         raise ValueError(f'unknown inference backend {backend!r}; choose one of '
                          f'{", ".join(INFERENCE_BACKENDS)}')
-    deploy_model = model if inplace else copy.deepcopy(model)
-    reparameterize_blocks(deploy_model)  # a no-op for a deployed model
-    deploy_model.eval()
+    deploy_model = deploy_form(model, inplace)
     if backend == 'onnxruntime-int8':
         return _onnxruntime_int8(deploy_model, calibration_images, num_threads)
     for param in deploy_model.parameters():
