@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmrepvgg.analysis import count_complexity, flop_analyzer
+from mmrepvgg.analysis import count_complexity
+from mmrepvgg.analysis.complexity import FeatureExtractor, flop_analyzer
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
-from mmrepvgg.analysis.complexity import FeatureExtractor
 from mmrepvgg.published import PUBLISHED
 
 from conftest import load_tool
