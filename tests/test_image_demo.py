@@ -22,7 +22,8 @@ def digits_checkpoint(digits_train_checkpoint):
 
 
 def run_image_demo(*args: str, capsys) -> tuple:
-    return_code = image_demo.main(list(args))
+    with torch_threads(1):  # as run_test below: the same kernels, the same predictions
+        return_code = image_demo.main(list(args))
     output = capsys.readouterr()
     return return_code, output.out, output.err
 
