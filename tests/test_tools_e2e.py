@@ -77,20 +77,16 @@ def test_train_tool_says_to_set_omp_num_threads_on_a_cpu(omp_num_threads, tmp_pa
     assert (notice in capsys.readouterr().out) == (omp_num_threads is None)
 
 
-def test_config_that_builds_another_backbone_is_rejected(tmp_path):
-    not_repvgg = tmp_path / 'resnet.py'
-    not_repvgg.write_text("default_scope = 'mmrepvgg'\n"
-                          "model = dict(type='ImageClassifier', backbone=dict(type='ResNet'))\n")
-    with pytest.raises(ConfigError, match="not a RepVGG config.*'ResNet'"):
-        load_repvgg_config(str(not_repvgg))
-
-
-def test_config_of_another_scope_is_rejected(tmp_path):
-    other_scope = tmp_path / 'mmpretrain_repvgg.py'
-    other_scope.write_text("default_scope = 'mmpretrain'\n"
-                           "model = dict(type='ImageClassifier', backbone=dict(type='RepVGG'))\n")
-    with pytest.raises(ConfigError, match="default_scope = 'mmrepvgg'"):
-        load_repvgg_config(str(other_scope))
+@pytest.mark.parametrize('scope, backbone, message', [
+    ('mmrepvgg', 'ResNet', "not a RepVGG config.*'ResNet'"),  # another backbone
+    ('mmpretrain', 'RepVGG', "default_scope = 'mmrepvgg'"),  # mmpretrain's RepVGG
+])
+def test_config_of_another_backbone_or_scope_is_rejected(scope, backbone, message, tmp_path):
+    config = tmp_path / 'other.py'
+    config.write_text(f"default_scope = '{scope}'\n"
+                      f"model = dict(type='ImageClassifier', backbone=dict(type='{backbone}'))\n")
+    with pytest.raises(ConfigError, match=message):
+        load_repvgg_config(str(config))
 
 
 def test_new_option_keys_are_accepted_but_near_misses_are_not():
