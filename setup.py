@@ -1,12 +1,18 @@
 """pip install . (or -e . for development). Wheels also carry configs/, tools/ and
 model-index.yml in the package's .mim folder, as OpenMMLab packages do, so that
-`mim train mmrepvgg CONFIG` and the model zoo work outside the checkout."""
+`mim train mmrepvgg CONFIG` and the model zoo work outside the checkout.
+
+Built from a git checkout, the sdist and the wheel hold only the files git tracks there:
+a user's own configs/my_project/ or a __pycache__ folder stays out of the package."""
 import os
 import shutil
+import subprocess
 
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
+from setuptools.command.sdist import sdist
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 # Copied into mmrepvgg/.mim of a built package (an editable install reads the checkout).
 MIM_RESOURCES = ('configs', 'tools', 'model-index.yml')
 
@@ -20,27 +26,70 @@ def read_requirements(path):
 EXTRAS = {
     'onnx': ['onnx', 'onnxruntime'],
     'demo': ['scikit-learn'],
+    'plot': ['matplotlib'],
     'seg': read_requirements('requirements/seg.txt'),
     'det': read_requirements('requirements/det.txt'),
 }
 
 
+def git_tracked_files():
+    """The paths git tracks, relative to this folder, when it is the top of a git checkout;
+    None otherwise (an unpacked sdist holds only what the sdist filter let in)."""
+    try:
+        top = subprocess.run(['git', 'rev-parse', '--show-toplevel'], cwd=HERE, check=True,
+                             capture_output=True, text=True).stdout.strip()
+        if os.path.realpath(top) != os.path.realpath(HERE):
+            return None  # an sdist unpacked inside some other repository
+        listed = subprocess.run(['git', 'ls-files', '-z'], cwd=HERE, check=True,
+                                capture_output=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return set(os.fsdecode(listed).split('\0')) - {''}
+
+
+def is_shipped(path, tracked):
+    """Whether a file of MIM_RESOURCES (relative path) belongs in the sdist and wheel."""
+    parts = path.replace(os.sep, '/').split('/')
+    if '__pycache__' in parts or path.endswith(('.pyc', '.pyo')):
+        return False
+    return tracked is None or path.replace(os.sep, '/') in tracked
+
+
+def mim_resource_files():
+    """The files of :data:`MIM_RESOURCES` to ship, sorted."""
+    tracked = git_tracked_files()
+    files = []
+    for resource in MIM_RESOURCES:
+        if os.path.isfile(resource):
+            files.append(resource)
+        for folder, _, file_names in os.walk(resource):
+            files += [os.path.join(folder, name) for name in file_names]
+    return sorted(path for path in files if is_shipped(path, tracked))
+
+
 class BuildPyWithMim(build_py):
-    """build_py that also copies :data:`MIM_RESOURCES` into ``mmrepvgg/.mim``."""
+    """build_py that also copies :func:`mim_resource_files` into ``mmrepvgg/.mim``."""
 
     def run(self):
         super().run()
         if getattr(self, 'editable_mode', False):
             return
         mim_root = os.path.join(self.build_lib, 'mmrepvgg', '.mim')
-        for resource in MIM_RESOURCES:
-            target = os.path.join(mim_root, resource)
-            if os.path.isdir(resource):
-                shutil.copytree(resource, target, dirs_exist_ok=True,
-                                ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
-            else:
-                os.makedirs(mim_root, exist_ok=True)
-                shutil.copy2(resource, target)
+        for path in mim_resource_files():
+            target = os.path.join(mim_root, path)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copy2(path, target)
+
+
+class SdistTrackedOnly(sdist):
+    """sdist whose MIM_RESOURCES files are only the shipped ones (MANIFEST.in's patterns
+    would also take a user's untracked configs)."""
+
+    def make_release_tree(self, base_dir, files):
+        tracked = git_tracked_files()
+        files = [path for path in files
+                 if not path.startswith(tuple(MIM_RESOURCES)) or is_shipped(path, tracked)]
+        super().make_release_tree(base_dir, files)
 
 
 version = {}
@@ -54,8 +103,8 @@ setup(
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['mmrepvgg', 'mmrepvgg.*']),
-    cmdclass={'build_py': BuildPyWithMim},
-    python_requires='>=3.10',
+    cmdclass={'build_py': BuildPyWithMim, 'sdist': SdistTrackedOnly},
+    python_requires='>=3.11',
     install_requires=read_requirements('requirements/install.txt'),
     extras_require={
         **EXTRAS,

@@ -37,8 +37,8 @@ class ZooModel(NamedTuple):
         config: absolute path of its config file.
         weights: URL of the published train-form checkpoint.
         epochs: training epochs of the published recipe.
-        params: parameters in millions, 1000-class head included.
-        flops: multiply-adds in G at 224x224.
+        params_m: parameters in millions, 1000-class head included.
+        gmacs: the published "FLOPs": multiply-adds in G (1e9) at 224x224.
         top1, top5: published ImageNet-1k val accuracy in %.
     """
     name: str
@@ -47,8 +47,8 @@ class ZooModel(NamedTuple):
     config: str
     weights: str
     epochs: int
-    params: float
-    flops: float
+    params_m: float
+    gmacs: float
     top1: float
     top5: float
 
@@ -70,8 +70,8 @@ def _zoo_model(entry: dict, root: str) -> ZooModel:
                     config=os.path.join(root, entry['Config']),
                     weights=weights,
                     epochs=int(metadata['Epochs']),
-                    params=metadata['Parameters'] / MILLION,
-                    flops=metadata['FLOPs'] / GIGA,
+                    params_m=metadata['Parameters'] / MILLION,
+                    gmacs=metadata['FLOPs'] / GIGA,
                     top1=float(metrics['Top 1 Accuracy']),
                     top5=float(metrics['Top 5 Accuracy']))
 

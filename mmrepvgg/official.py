@@ -6,9 +6,9 @@ by this project's models, so that its snippets run as written::
     train_model.load_state_dict(torch.load('RepVGG-A0-train.pth'))
     deploy_model = repvgg_model_convert(train_model, save_path='RepVGG-A0-deploy.pth')
 
-- ``create_RepVGG_<variant>(deploy=False, use_checkpoint=False)`` for every published
-  variant (``create_RepVGG_A0`` .. ``create_RepVGG_D2se``), generated from
-  :data:`mmrepvgg.models.ARCH_SETTINGS`: the 1000-class ImageNet classifier, in train mode
+- ``create_RepVGG_<variant>(deploy=False, use_checkpoint=False)`` for every variant the
+  official ``func_dict`` names (:data:`OFFICIAL_VARIANTS`: the published ones and the
+  unpublished B2g2 and B3g2): the 1000-class ImageNet classifier, in train mode
   as a new ``nn.Module`` is (eval mode for ``deploy=True``); ``model(images)`` returns
   logits ``(N, 1000)``. Its
   ``load_state_dict`` also takes the official and timm key layouts (renamed on the way in,
@@ -28,7 +28,7 @@ from torch import nn
 from .apis.convert import repvgg_convert as _fuse
 from .checkpoint import save_checkpoint_atomic
 from .checkpoint.layouts import PROJECT_LAYOUT, LayoutError, detect_layout, to_project_layout
-from .models import ARCH_SETTINGS, build_model, repvgg_classifier_cfg
+from .models import build_model, repvgg_classifier_cfg
 
 
 def _rename_external_layouts(module: nn.Module, state_dict: dict, prefix: str,
@@ -64,8 +64,12 @@ def _factory(arch: str) -> Callable[..., nn.Module]:
     return create
 
 
+# The variants of the official func_dict, in its order.
+OFFICIAL_VARIANTS = ('A0', 'A1', 'A2', 'B0', 'B1', 'B1g2', 'B1g4', 'B2', 'B2g2', 'B2g4', 'B3',
+                     'B3g2', 'B3g4', 'D2se')
+
 func_dict: Dict[str, Callable[..., nn.Module]] = {
-    f'RepVGG-{arch}': _factory(arch) for arch in ARCH_SETTINGS}
+    f'RepVGG-{arch}': _factory(arch) for arch in OFFICIAL_VARIANTS}
 globals().update({factory.__name__: factory for factory in func_dict.values()})
 
 

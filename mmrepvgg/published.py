@@ -11,19 +11,19 @@ from .model_zoo import zoo_models
 
 class PublishedFigures(NamedTuple):
     epochs: int
-    params_train: float
-    params_deploy: float
-    flops_train: float
-    flops_deploy: float
-    top1: float
+    params_m_train: float  # parameters in millions
+    params_m_deploy: float
+    gmacs_train: float  # the published "FLOPs": G (1e9) multiply-adds at 224x224
+    gmacs_deploy: float
+    top1: float  # %
     top5: float
 
 
 def _published_figures() -> Dict[str, PublishedFigures]:
     forms = {(model.arch, model.deploy): model for model in zoo_models().values()}
     return {
-        arch: PublishedFigures(train.epochs, train.params, forms[arch, True].params,
-                               train.flops, forms[arch, True].flops, train.top1, train.top5)
+        arch: PublishedFigures(train.epochs, train.params_m, forms[arch, True].params_m,
+                               train.gmacs, forms[arch, True].gmacs, train.top1, train.top5)
         for (arch, deploy), train in forms.items() if not deploy
     }
 

@@ -1,6 +1,11 @@
-"""Optional dependencies, imported when a feature first needs them."""
+"""Optional dependencies, imported when a feature first needs them; the torch thread
+count held for a block of work."""
+import contextlib
 import importlib
 from types import ModuleType
+from typing import Iterator, Optional
+
+import torch
 
 
 class MissingExtraError(ImportError):
@@ -20,3 +25,16 @@ def require(module: str, extra: str) -> ModuleType:
         raise MissingExtraError(
             f'{module} is not installed ({error}); install the optional dependencies with '
             f'pip install "mmrepvgg[{extra}]"') from error
+
+
+@contextlib.contextmanager
+def torch_threads(count: Optional[int]) -> Iterator[None]:
+    """Run the block with ``count`` torch intra-op threads (unchanged for None), then give
+    the process back the count it had."""
+    previous = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

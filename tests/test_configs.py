@@ -1,5 +1,9 @@
-"""Every config builds its model and pipelines, trains one iteration, and every deploy
-config loads the converted checkpoint of its train twin."""
+"""Every config builds its model and pipelines, every recipe trains one iteration, and
+every deploy config takes the converted checkpoint of its train twin.
+
+Models of every config are built on the meta device (shapes without weights: building the
+full-size variants for real is what made this file slow); what needs weights runs once per
+distinct recipe, on the smallest variant that has it."""
 import glob
 import os
 import re
@@ -22,12 +26,6 @@ from mmrepvgg.synthetic import randomize_batch_norms_
 from conftest import REPO_ROOT
 
 CONFIG_DIR = os.path.join(REPO_ROOT, 'configs')
-ALL_CONFIGS = sorted(
-    os.path.relpath(path, CONFIG_DIR)
-    for path in glob.glob(os.path.join(CONFIG_DIR, '**', '*.py'), recursive=True)
-    if '_base_' not in path)
-DEPLOY_CONFIGS = [name for name in ALL_CONFIGS if '/deploy/' in f'/{name}']
-TRAIN_CONFIGS = [name for name in ALL_CONFIGS if name not in DEPLOY_CONFIGS]
 EPOCHS_120 = ('A0', 'A1', 'A2', 'B0', 'B1', 'B1g2', 'B1g4', 'B2')
 EPOCHS_200 = ('B2g4', 'B3', 'B3g4', 'D2se')
 TEST_SIZE = 32  # crops the tests train and test on (the configs' 224 is too slow on CPU)
@@ -38,6 +36,29 @@ def deploy_twin(train_name: str) -> str:
     """``x/repvgg-A0_rest.py`` -> ``x/deploy/repvgg-A0_deploy_rest.py``."""
     folder, file_name = os.path.split(train_name)
     return os.path.join(folder, 'deploy', file_name.replace('_', '_deploy_', 1))
+
+
+# The project's configs, by specification (not by listing configs/, where a user keeps
+# configs of their own, e.g. configs/my_project/ as docs/finetune.md suggests).
+IMAGENET_CONFIGS = [f'repvgg-{arch}_4xb64-coslr-120e_in1k.py' for arch in EPOCHS_120] + \
+    [f'repvgg-{arch}_4xb64-autoaug-lbs-mixup-coslr-200e_in1k.py' for arch in EPOCHS_200]
+TRAIN_CONFIGS = IMAGENET_CONFIGS + \
+    ['finetune/repvgg-A0_1xb32-ft-30e_custom.py', 'digits/repvgg-A0_digits.py'] + \
+    [f'qarepvgg/qa{name}' for name in IMAGENET_CONFIGS] + ['digits/qarepvgg-A0_digits.py']
+DEPLOY_CONFIGS = [deploy_twin(name) for name in TRAIN_CONFIGS]
+ALL_CONFIGS = TRAIN_CONFIGS + DEPLOY_CONFIGS
+# The project's config folders: each holds exactly the configs above.
+PROJECT_FOLDERS = ('', 'deploy', 'finetune', 'finetune/deploy', 'digits', 'digits/deploy',
+                   'qarepvgg', 'qarepvgg/deploy')
+# One config per distinct training recipe (the smallest variant of each): the others
+# differ from one of these only in the architecture (see
+# test_every_train_config_is_a_trained_recipe_with_another_arch).
+RECIPE_CONFIGS = ['repvgg-A0_4xb64-coslr-120e_in1k.py',
+                  'repvgg-B2g4_4xb64-autoaug-lbs-mixup-coslr-200e_in1k.py',
+                  'qarepvgg/qarepvgg-A0_4xb64-coslr-120e_in1k.py',
+                  'qarepvgg/qarepvgg-B2g4_4xb64-autoaug-lbs-mixup-coslr-200e_in1k.py',
+                  'finetune/repvgg-A0_1xb32-ft-30e_custom.py', 'digits/repvgg-A0_digits.py',
+                  'digits/qarepvgg-A0_digits.py']
 
 
 def load(name: str) -> Config:
@@ -74,13 +95,9 @@ def on_fake_data(cfg: Config, data_root: str, work_dir: str) -> Config:
 
 
 def test_config_inventory_is_the_published_table_plus_finetuning_and_digits():
-    expected_train = [f'repvgg-{arch}_4xb64-coslr-120e_in1k.py' for arch in EPOCHS_120] + \
-        [f'repvgg-{arch}_4xb64-autoaug-lbs-mixup-coslr-200e_in1k.py' for arch in EPOCHS_200] + \
-        ['finetune/repvgg-A0_1xb32-ft-30e_custom.py', 'digits/repvgg-A0_digits.py']
-    expected_train += [f'qarepvgg/qa{name}' for name in expected_train[:-2]] + \
-        ['digits/qarepvgg-A0_digits.py']
-    assert sorted(TRAIN_CONFIGS) == sorted(expected_train)
-    assert sorted(DEPLOY_CONFIGS) == sorted(deploy_twin(name) for name in expected_train)
+    present = sorted(os.path.relpath(path, CONFIG_DIR) for folder in PROJECT_FOLDERS
+                     for path in glob.glob(os.path.join(CONFIG_DIR, folder, '*.py')))
+    assert present == sorted(ALL_CONFIGS)
     assert sorted(EPOCHS_120 + EPOCHS_200) == sorted(ARCH_SETTINGS)
 
 
@@ -102,10 +119,38 @@ def test_config_selects_this_projects_repvgg_of_its_variant(train_name):
     assert cfg.model.backbone.arch == arch_of(train_name)
 
 
+def recipe_config(train_name: str) -> str:
+    """The config of RECIPE_CONFIGS whose recipe ``train_name`` shares: the same path but
+    for the variant."""
+    def without_variant(name):
+        return name.replace(f'-{arch_of(name)}_', '-_', 1)
+    return next(name for name in RECIPE_CONFIGS
+                if without_variant(name) == without_variant(train_name))
+
+
+def without_arch(cfg: Config) -> dict:
+    """The config as a dict, less what follows from the architecture."""
+    settings = cfg.to_dict()
+    del settings['model']['backbone']['arch'], settings['model']['head']['in_channels']
+    return settings
+
+
+@pytest.mark.parametrize('train_name', TRAIN_CONFIGS)
+def test_every_train_config_is_a_trained_recipe_with_another_arch(train_name):
+    assert without_arch(load(train_name)) == without_arch(load(recipe_config(train_name)))
+
+
+def build_on_meta(cfg_model: dict) -> torch.nn.Module:
+    """The model of a config, its tensors on the meta device: every shape, no weights."""
+    with torch.device('meta'):
+        return build_model(cfg_model)
+
+
 @pytest.mark.parametrize('name', ALL_CONFIGS)
 def test_mmpretrain_get_model_builds_this_projects_repvgg(name):
     from mmpretrain.apis import get_model as mmpretrain_get_model
-    backbone = mmpretrain_get_model(os.path.join(CONFIG_DIR, name)).backbone
+    with torch.device('meta'):
+        backbone = mmpretrain_get_model(os.path.join(CONFIG_DIR, name)).backbone
     assert isinstance(backbone, RepVGG)
     assert backbone.deploy == ('/deploy/' in f'/{name}')
 
@@ -234,7 +279,7 @@ def fake_data_root(cfg: Config, fake_data_roots: dict) -> str:
 @pytest.mark.parametrize('name', ALL_CONFIGS)
 def test_config_builds_model_and_pipelines(name, fake_data_roots):
     cfg = load(name)
-    model = build_model(cfg.model)
+    model = build_on_meta(cfg.model)
     backbone = model.backbone
     assert isinstance(backbone, RepVGG)
     assert backbone.deploy == ('/deploy/' in f'/{name}')
@@ -249,8 +294,8 @@ def test_config_builds_model_and_pipelines(name, fake_data_roots):
             assert sample['inputs'].shape == (3, crop, crop)
 
 
-@pytest.mark.parametrize('name', TRAIN_CONFIGS)
-def test_train_config_runs_one_training_iteration(name, fake_data_roots, tmp_path):
+@pytest.mark.parametrize('name', RECIPE_CONFIGS)
+def test_each_recipe_runs_one_training_iteration(name, fake_data_roots, tmp_path):
     cfg = load(name)
     cfg = on_fake_data(cfg, fake_data_root(cfg, fake_data_roots), str(tmp_path))
     runner = Runner.from_cfg(cfg)
@@ -265,6 +310,14 @@ def test_train_config_runs_one_training_iteration(name, fake_data_roots, tmp_pat
 
 
 @pytest.mark.parametrize('train_name', TRAIN_CONFIGS)
+def test_deploy_config_has_the_tensors_of_its_converted_train_twin(train_name):
+    deploy_state = mmrepvgg.repvgg_convert(build_on_meta(load(train_name).model)).state_dict()
+    expected_state = build_on_meta(load(deploy_twin(train_name)).model).state_dict()
+    assert {key: (value.shape, value.dtype) for key, value in deploy_state.items()} == \
+        {key: (value.shape, value.dtype) for key, value in expected_state.items()}
+
+
+@pytest.mark.parametrize('train_name', RECIPE_CONFIGS)
 def test_deploy_config_loads_converted_train_checkpoint(train_name):
     train_model = randomize_batch_norms_(build_model(load(train_name).model))
     deploy_state = mmrepvgg.repvgg_convert(train_model).state_dict()
@@ -282,10 +335,12 @@ def test_finetune_doc_example_config_sets_classes_and_data_everywhere(tmp_path):
     with open(os.path.join(REPO_ROOT, 'docs', 'finetune.md')) as stream:
         example = re.search(r'```python\n(# configs/my_project/(\S+)\n.*?)```', stream.read(),
                             re.S)
+    # The project's own config folders beside a new configs/my_project/ (not every entry
+    # of configs/: a user's own my_project/ there would collide).
     config_dir = tmp_path / 'configs'
     (config_dir / 'my_project').mkdir(parents=True)
-    for entry in os.listdir(CONFIG_DIR):
-        (config_dir / entry).symlink_to(os.path.join(CONFIG_DIR, entry))
+    for folder in ('_base_', 'finetune'):
+        (config_dir / folder).symlink_to(os.path.join(CONFIG_DIR, folder))
     (config_dir / 'my_project' / example.group(2)).write_text(example.group(1))
     cfg = Config.fromfile(str(config_dir / 'my_project' / example.group(2)))
     assert cfg.model.head.num_classes == cfg.data_preprocessor.num_classes == 2

@@ -24,7 +24,7 @@ def free_port() -> int:
 
 @pytest.mark.slow
 def test_dist_train_splits_the_data_over_two_gloo_processes(digits_workspace, tool_env,
-                                                             tmp_path):
+                                                            tmp_path):
     # 128 images at batch 32: 4 iterations per epoch alone, 2 per process with 2 processes.
     result = subprocess.run(
         ['bash', os.path.join(REPO_ROOT, 'tools/dist_train.sh'), DIGITS_CONFIG, '2',
@@ -80,7 +80,7 @@ def test_no_launcher_leaves_the_config_single_process():
      ['test.py', 'CFG.py', 'CKPT.pth', '--amp', '--launcher=slurm']),
 ])
 def test_slurm_scripts_hand_the_tool_and_its_arguments_to_srun(script, args, expected_tail,
-                                                              tmp_path):
+                                                               tmp_path):
     fake_srun = tmp_path / 'srun'
     fake_srun.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
     fake_srun.chmod(0o755)

@@ -71,3 +71,10 @@ def test_int8_path_stays_close_to_the_deploy_model_but_is_quantized():
 def test_int8_path_asks_for_calibration_images():
     with pytest.raises(ValueError, match='needs calibration_images'):
         prepare_for_inference(_train_classifier('A0'), backend='onnxruntime-int8')
+
+
+def test_the_inference_model_holds_each_weight_once_under_the_deploy_models_name():
+    deploy_model = repvgg_convert(_train_classifier('A0'))
+    fast_model = prepare_for_inference(deploy_model)
+    assert list(fast_model.state_dict()) == [
+        f'deploy_model.{key}' for key in deploy_model.state_dict()]

@@ -10,9 +10,11 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
-from mmrepvgg.apis import get_model, inference_model
+from mmrepvgg.apis import ConfigError, build_train_model, get_model, inference_model
+from mmrepvgg.engine import load_repvgg_config
 from mmrepvgg.model_zoo import checkpoint_source, find_model, zoo_models
-from mmrepvgg.models import ARCH_SETTINGS, RepVGG, build_model, repvgg_classifier_cfg
+from mmrepvgg.models import (ARCH_SETTINGS, RepVGG, build_model, repvgg_classifier_cfg,
+                             resolve_arch)
 from mmrepvgg.published import PUBLISHED
 from mmrepvgg.synthetic import randomize_batch_norms_
 
@@ -78,7 +80,8 @@ def test_mmpretrain_get_model_of_d2se_config_keeps_se_in_deploy_form():
     from mmpretrain import get_model as mmpretrain_get_model
     config = os.path.join(REPO_ROOT, 'configs', 'deploy',
                           'repvgg-D2se_deploy_4xb64-autoaug-lbs-mixup-coslr-200e_in1k.py')
-    backbone = mmpretrain_get_model(config).backbone
+    with torch.device('meta'):  # the modules only
+        backbone = mmpretrain_get_model(config).backbone
     assert isinstance(backbone, RepVGG) and backbone.deploy
     se_layers = [name for name, module in backbone.named_modules()
                  if type(module).__name__ == 'SELayer']
@@ -147,5 +150,22 @@ def test_model_zoo_table_has_one_row_per_variant_with_metafile_figures():
     assert len(rows) == len(ARCH_SETTINGS)
     d2se = PUBLISHED['D2se']
     d2se_row = next(row for row in rows if 'D2se' in row)
-    assert f'| {d2se.params_train:g} / {d2se.params_deploy:g} |' in d2se_row
+    assert f'| {d2se.params_m_train:g} / {d2se.params_m_deploy:g} |' in d2se_row
     assert f'| {d2se.top1:.2f} |' in d2se_row
+
+
+@pytest.mark.parametrize('config', ['configs/repvgg-A0_4xb64-coslr-120e_in1k.py', A0_TRAIN,
+                                    A0_TRAIN.upper()])
+def test_apis_and_tools_take_a_zoo_name_or_a_packaged_config_path_from_any_folder(
+        config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    assert load_repvgg_config(config).model.backbone.arch == 'A0'
+    assert get_model(config).backbone.arch == resolve_arch('A0')
+    assert build_train_model(config).backbone.stem.in_channels == 3
+
+
+def test_a_config_that_is_neither_a_file_nor_a_name_is_one_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match='configs/nope.py: no such config file or model zoo '
+                       'name'):
+        load_repvgg_config('configs/nope.py')

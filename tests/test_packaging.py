@@ -1,7 +1,8 @@
 """pip and mim: the sdist holds what setup.py needs, the wheel built from it carries the
-metafile, configs and tools under mmrepvgg/.mim (as mmpretrain ships them), and the
-installed package finds its model zoo and runs its tools outside the checkout. Optional
-dependencies fail with one line naming the pip extra."""
+metafile, configs and tools under mmrepvgg/.mim (as mmpretrain ships them) and nothing
+git does not track, and the wheel installed into a clean venv with the dependencies it
+declares (resolved by pip) finds its model zoo and runs its tools outside the checkout.
+Optional dependencies fail with one line naming the pip extra."""
 import glob
 import os
 import shutil
@@ -14,6 +15,7 @@ from email.parser import Parser
 import pytest
 from packaging.requirements import Requirement
 
+from mmrepvgg.datasets import prepare_digits
 from mmrepvgg.utils import MissingExtraError, require
 
 from conftest import REPO_ROOT
@@ -28,10 +30,21 @@ def read_requirements(name: str) -> list:
         return [line.strip() for line in stream if line.strip() and not line.startswith('#')]
 
 
+# What a user may keep in a checkout without git tracking it: none of it is shipped.
+UNTRACKED = ('configs/my_project/repvgg-A0_mine.py', 'configs/__pycache__/x.cpython-311.pyc',
+             'tools/__pycache__/train.cpython-311.pyc')
+
+
+def git(*args, cwd):
+    return subprocess.run(['git', *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout
+
+
 @pytest.fixture(scope='module')
 def built(tmp_path_factory):
-    """(sdist path, wheel path, folder the wheel is installed in) from a copy of the
-    checkout: sdist first, then the wheel from the sdist, as pip installs a release."""
+    """(sdist path, wheel path, files git tracks in the source) from a copy of the
+    checkout made a git repository, with :data:`UNTRACKED` files added: sdist first, then
+    the wheel from the sdist, as pip installs a release."""
     root = tmp_path_factory.mktemp('packaging')
     source = root / 'source'
     source.mkdir()
@@ -42,6 +55,14 @@ def built(tmp_path_factory):
             shutil.copytree(path, source / item, ignore=ignore)
         else:
             shutil.copy2(path, source / item)
+    git('init', '-q', cwd=source)
+    git('add', '-A', cwd=source)
+    git('-c', 'user.name=test', '-c', 'user.email=test@example.invalid', 'commit', '-q',
+        '-m', 'source', cwd=source)
+    tracked = set(git('ls-files', cwd=source).splitlines())
+    for path in UNTRACKED:
+        (source / path).parent.mkdir(parents=True, exist_ok=True)
+        (source / path).write_text('# not tracked\n')
     subprocess.run([sys.executable, 'setup.py', '-q', 'sdist', '-d', str(root / 'dist')],
                    cwd=source, check=True, capture_output=True)
     sdist, = glob.glob(str(root / 'dist' / '*.tar.gz'))
@@ -49,10 +70,7 @@ def built(tmp_path_factory):
                     '--no-build-isolation', sdist, '-w', str(root / 'wheels')],
                    cwd=root, check=True, capture_output=True)
     wheel, = glob.glob(str(root / 'wheels' / '*.whl'))
-    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps',
-                    '--no-compile', '--target', str(root / 'site'), wheel],
-                   cwd=root, check=True, capture_output=True)
-    return sdist, wheel, str(root / 'site')
+    return sdist, wheel, tracked
 
 
 def test_sdist_holds_what_setup_py_and_the_wheel_need(built):
@@ -64,44 +82,59 @@ def test_sdist_holds_what_setup_py_and_the_wheel_need(built):
             'configs/repvgg-A0_4xb64-coslr-120e_in1k.py', 'tools/train.py'} <= names
 
 
-def test_wheel_ships_metafile_configs_and_tools_under_mim(built):
-    _, wheel, _ = built
+def test_wheel_ships_the_tracked_metafile_configs_and_tools_under_mim_and_nothing_else(
+        built):
+    sdist, wheel, tracked = built
     names = set(zipfile.ZipFile(wheel).namelist())
-    config_files = {os.path.relpath(path, REPO_ROOT) for path in
-                    glob.glob(os.path.join(REPO_ROOT, 'configs', '**', '*.*'), recursive=True)}
-    tool_files = {os.path.relpath(path, REPO_ROOT) for path in
-                  glob.glob(os.path.join(REPO_ROOT, 'tools', '**', '*.py'), recursive=True)}
-    assert {MIM + path for path in config_files | tool_files} <= names
-    assert MIM + 'model-index.yml' in names
+    shipped = {name[len(MIM):] for name in names if name.startswith(MIM)}
+    assert shipped == {path for path in tracked
+                       if path.startswith(('configs/', 'tools/')) or path == 'model-index.yml'}
+    assert 'configs/metafile.yml' in shipped and 'tools/train.py' in shipped
     assert 'mmrepvgg/model_zoo.py' in names
+    with tarfile.open(sdist) as archive:
+        in_sdist = {name.split('/', 1)[1] for name in archive.getnames() if '/' in name}
+    assert not in_sdist & set(UNTRACKED)
 
 
-def test_wheel_metadata_has_ranges_python_3_10_and_the_extras(built):
+def test_wheel_metadata_has_ranges_python_3_11_and_the_extras(built):
     _, wheel, _ = built
     archive = zipfile.ZipFile(wheel)
     metadata_name, = [name for name in archive.namelist() if name.endswith('/METADATA')]
     metadata = Parser().parsestr(archive.read(metadata_name).decode())
-    assert metadata['Requires-Python'] == '>=3.10'
+    assert metadata['Requires-Python'] == '>=3.11'  # the tests use contextlib.chdir
     requires = metadata.get_all('Requires-Dist')
     base = {Requirement(req) for req in requires if 'extra ==' not in req}
     assert base == {Requirement(req) for req in read_requirements('install.txt')}
     assert not any(spec.operator == '==' for req in base for spec in req.specifier)
-    assert {'onnx', 'demo', 'all'} <= set(metadata.get_all('Provides-Extra'))
+    assert {'onnx', 'demo', 'plot', 'all'} <= set(metadata.get_all('Provides-Extra'))
     extra_all = {req.split(';')[0].strip() for req in requires if "extra == 'all'" in
                  req.replace('"', "'")}
-    assert extra_all == {'onnx', 'onnxruntime', 'scikit-learn'}
+    assert extra_all == {'onnx', 'onnxruntime', 'scikit-learn', 'matplotlib'}
     assert any(name.endswith('LICENSE') for name in archive.namelist())
 
 
-def test_installed_package_reads_its_zoo_and_runs_tools_outside_the_checkout(
+@pytest.mark.slow  # a clean venv with torch: a few minutes, mostly copying wheels
+def test_wheel_installed_with_its_declared_dependencies_runs_outside_the_checkout(
         built, tmp_path, tool_env):
-    _, _, site = built
-    env = {**tool_env, 'PYTHONPATH': site}
-    mim_root = os.path.join(site, 'mmrepvgg', '.mim')
+    """pip resolves what the wheel declares (nothing is installed by hand but the pinned
+    torch pair, which pip would otherwise pick itself): an undeclared module-level import
+    fails here."""
+    _, wheel, _ = built
+    venv = tmp_path / 'venv'
+    subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True)
+    python = str(venv / 'bin' / 'python')
+    pinned = [line for line in read_requirements('runtime.txt')
+              if line.startswith(('torch==', 'torchvision=='))]
+    for requirements in (pinned, [wheel]):
+        installed = subprocess.run([python, '-m', 'pip', 'install', '-q', '--no-compile',
+                                    *requirements],
+                                   cwd=tmp_path, capture_output=True, text=True)
+        assert installed.returncode == 0, installed.stderr[-3000:]
+    env = {key: value for key, value in tool_env.items() if key != 'PYTHONPATH'}
     check = subprocess.run(
-        [sys.executable, '-c',
+        [python, '-c',
          'import mmrepvgg, mmpretrain\n'
-         'from mmrepvgg.model_zoo import resource_root, zoo_models\n'
+         'from mmrepvgg.model_zoo import resource_root\n'
          'print(mmrepvgg.__file__)\nprint(resource_root())\n'
          'print(len(mmpretrain.list_models("repvgg*_3rdparty_4xb64*")))\n'
          'print(mmpretrain.get_model("repvgg-a0_3rdparty_4xb64-coslr-120e_in1k")'
@@ -109,20 +142,21 @@ def test_installed_package_reads_its_zoo_and_runs_tools_outside_the_checkout(
         cwd=tmp_path, env=env, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr[-2000:]
     package_file, root, count, backbone_module = check.stdout.split()[-4:]
-    assert package_file.startswith(site)
-    assert root == mim_root
+    assert package_file.startswith(str(venv))
+    assert root == os.path.join(os.path.dirname(package_file), '.mim')
     assert int(count) == 24
     assert backbone_module == 'mmrepvgg.models.repvgg'
-    # What `mim train mmrepvgg CONFIG` runs: the shipped tools/train.py with a shipped config.
-    table = subprocess.run([sys.executable, os.path.join(mim_root, 'tools',
-                                                         'model_zoo_table.py')],
+    # What `mim train mmrepvgg CONFIG` runs: the shipped tools with a shipped config.
+    table = subprocess.run([python, os.path.join(root, 'tools', 'model_zoo_table.py')],
                            cwd=tmp_path, env=env, capture_output=True, text=True)
     assert table.returncode == 0, table.stderr[-2000:]
     assert table.stdout.count('| `repvgg-') == 12
-    train_help = subprocess.run([sys.executable, os.path.join(mim_root, 'tools', 'train.py'),
-                                 '--help'], cwd=tmp_path, env=env, capture_output=True,
-                                text=True)
-    assert train_help.returncode == 0 and 'config' in train_help.stdout
+    flops = subprocess.run([python, os.path.join(root, 'tools', 'analysis_tools',
+                                                 'get_flops.py'),
+                            os.path.join(root, 'configs', 'repvgg-A0_4xb64-coslr-120e_in1k.py')],
+                           cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert flops.returncode == 0, flops.stderr[-2000:]
+    assert 'Params: 9.11 M' in flops.stdout
 
 
 def test_missing_optional_dependency_names_the_extra():
@@ -132,12 +166,11 @@ def test_missing_optional_dependency_names_the_extra():
         require('no_such_module', 'demo')
 
 
-def test_digits_without_scikit_learn_says_to_install_the_demo_extra(tmp_path):
-    script = ('import sys\nsys.modules["sklearn"] = None\n'
-              'from mmrepvgg.datasets import prepare_digits\n'
-              'prepare_digits("digits")\n')
-    run = subprocess.run([sys.executable, '-c', script], cwd=tmp_path,
-                         capture_output=True, text=True)
-    assert run.returncode != 0
-    assert 'pip install "mmrepvgg[demo]"' in run.stderr.splitlines()[-1]
+def test_digits_without_scikit_learn_says_to_install_the_demo_extra(tmp_path, monkeypatch):
+    # None in sys.modules makes an import fail, as if scikit-learn were not installed.
+    for name in [name for name in sys.modules if name.split('.')[0] == 'sklearn'] + \
+            ['sklearn']:
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(MissingExtraError, match=r'pip install "mmrepvgg\[demo\]"$'):
+        prepare_digits(str(tmp_path / 'digits'))
     assert not (tmp_path / 'digits').exists()

@@ -96,7 +96,7 @@ def test_fused_branches_equal_the_sum_of_the_three_branches(with_identity, group
 @pytest.mark.parametrize('groups', [1, 2, 4])
 @pytest.mark.parametrize('stride,dilation', [(1, 1), (2, 1), (1, 2)])
 def test_qarepvgg_fusion_equals_post_norm_of_the_unnormalised_sum(with_identity, groups,
-                                                                   stride, dilation):
+                                                                  stride, dilation):
     generator = torch.Generator().manual_seed(3)
     channels = 8
     images, kernel_3x3, kernel_1x1 = random_images_and_kernels(channels, groups, generator)

@@ -102,13 +102,13 @@ def test_deep_variant_with_synthetic_statistics_is_verified_in_float64(d2se_chec
 
 def test_wrong_fusion_is_refused_and_nothing_written(trained, tmp_path, monkeypatch):
     config, src, _ = trained
-    exact = RepVGGBlock.fused_kernel_bias
+    exact = RepVGGBlock.get_equivalent_kernel_bias
 
     def off_by_a_little(block):
         kernel, bias = exact(block)
         return kernel, bias + 1e-6 * bias.abs().max()
 
-    monkeypatch.setattr(RepVGGBlock, 'fused_kernel_bias', off_by_a_little)
+    monkeypatch.setattr(RepVGGBlock, 'get_equivalent_kernel_bias', off_by_a_little)
     dst = tmp_path / 'deploy.pth'
     with pytest.raises(CheckpointError, match='differ by .* in float64.*the fusion is wrong'):
         convert_checkpoint(str(config), str(src), str(dst))

@@ -1,5 +1,9 @@
-"""Specification of the RepVGG backbone: published sizes, exact deploy form, training."""
+"""Specification of the RepVGG backbone: published sizes, exact deploy form, training.
+
+Each full-size variant is built at most twice in this file (once for the exact deploy
+form, once beside mmpretrain's class); the published sizes are tests/test_flops.py's."""
 import contextlib
+import copy
 
 import pytest
 import torch
@@ -8,16 +12,18 @@ from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 from torch import nn
 
 import mmrepvgg
-from mmrepvgg.checkpoint import load_checkpoint_file
 from mmrepvgg.models import (ARCH_SETTINGS, RepVGG, RepVGGArgumentError, RepVGGBlock,
                              reparameterize_blocks, repvgg_classifier_cfg)
+from mmrepvgg.models.arch import SE_1_16
 from mmrepvgg.published import PUBLISHED
 from mmrepvgg.numerics import max_relative_error
 from mmrepvgg.synthetic import randomize_batch_norms_
 
 VARIANTS = list(ARCH_SETTINGS)
 SMALL_IMAGES = (2, 3, 32, 32)
-
+# D2se's blocks (SE before the activation) at a width that builds in milliseconds.
+TINY_SE_ARCH = dict(num_blocks=(1, 2, 1, 1), width_factor=(0.25, 0.25, 0.25, 0.5),
+                    se_cfg=SE_1_16)
 
 
 def build_classifier(arch, deploy=False, num_classes=1000, **backbone_kwargs):
@@ -28,10 +34,6 @@ def build_classifier(arch, deploy=False, num_classes=1000, **backbone_kwargs):
         repvgg_classifier_cfg(arch, deploy, num_classes, **backbone_kwargs))
 
 
-def millions_of_parameters(model: nn.Module) -> float:
-    return sum(param.numel() for param in model.parameters()) / 1e6
-
-
 def test_all_published_variants_are_available():
     assert set(ARCH_SETTINGS) == set(PUBLISHED)
 
@@ -39,15 +41,6 @@ def test_all_published_variants_are_available():
 def test_config_type_repvgg_builds_this_projects_class_in_the_mmrepvgg_scope():
     model = build_classifier('A0')
     assert type(model.backbone) is RepVGG
-
-
-@pytest.mark.parametrize('arch', VARIANTS)
-@pytest.mark.parametrize('deploy', [False, True], ids=['train', 'deploy'])
-def test_parameter_count_matches_the_published_table(arch, deploy):
-    model = build_classifier(arch, deploy=deploy)
-    published = PUBLISHED[arch]
-    expected = published.params_deploy if deploy else published.params_train
-    assert millions_of_parameters(model) == pytest.approx(expected, abs=0.005 + 1e-9)
 
 
 @contextlib.contextmanager
@@ -70,24 +63,28 @@ def train_and_deploy_backbones(arch, dtype, seed=0):
 
 
 @pytest.mark.parametrize('arch', VARIANTS)
-@pytest.mark.parametrize('dtype,bound', [(torch.float64, 1e-10), (torch.float32, 1e-5)],
-                         ids=['float64', 'float32'])
-def test_deploy_form_matches_train_form_at_every_stage(arch, dtype, bound):
-    with default_dtype(dtype):
+def test_deploy_form_matches_train_form_at_every_stage(arch):
+    """Exact in float64 (rounding only); in float32 within float32 rounding."""
+    with default_dtype(torch.float64):
         torch.manual_seed(0)
         backbone = RepVGG(arch, out_indices=(0, 1, 2, 3))
     randomize_batch_norms_(backbone)
     backbone.eval()
-    images = torch.randn(SMALL_IMAGES, dtype=dtype, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        train_outputs = backbone(images)
-        mmrepvgg.repvgg_convert(backbone, inplace=True)
-        deploy_outputs = backbone(images)
-    assert backbone.deploy and len(deploy_outputs) == 4
-    assert max_relative_error(train_outputs, deploy_outputs) <= bound
+    for dtype, bound in ((torch.float32, 1e-5), (torch.float64, 1e-10)):
+        # float32 first, from a copy; float64 last, in place (no second copy in memory).
+        train_form = copy.deepcopy(backbone).to(dtype) if dtype == torch.float32 else backbone
+        images = torch.randn(SMALL_IMAGES, dtype=dtype,
+                             generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            train_outputs = train_form(images)
+            mmrepvgg.repvgg_convert(train_form, inplace=True)
+            deploy_outputs = train_form(images)
+        assert train_form.deploy and len(deploy_outputs) == 4
+        assert max_relative_error(train_outputs, deploy_outputs) <= bound, dtype
+        del train_form
 
 
-@pytest.mark.parametrize('arch', ['A0', 'B1g2', 'D2se'])
+@pytest.mark.parametrize('arch', ['A0', 'B1g2', TINY_SE_ARCH], ids=['A0', 'B1g2', 'se'])
 def test_deploy_state_dict_loads_into_a_model_built_with_deploy_true(arch):
     train_backbone, deploy_backbone = train_and_deploy_backbones(arch, torch.float32)
     rebuilt = RepVGG(arch, out_indices=(0, 1, 2, 3), deploy=True)
@@ -112,7 +109,7 @@ def test_deploy_form_is_a_plain_stack_of_3x3_convs():
 
 
 def test_d2se_deploy_form_keeps_the_se_layer_after_the_fused_conv():
-    _, deploy_backbone = train_and_deploy_backbones('D2se', torch.float64)
+    _, deploy_backbone = train_and_deploy_backbones(TINY_SE_ARCH, torch.float64)
     for block in [deploy_backbone.stem, deploy_backbone.stage_4[0]]:
         assert block.se_layer is not None
         features = torch.randn(1, block.in_channels, 8, 8, dtype=torch.float64)
@@ -158,45 +155,28 @@ def test_a_classifier_converts_as_a_whole():
 
 
 @pytest.mark.parametrize('arch', VARIANTS)
-@pytest.mark.parametrize('form', ['train', 'deploy'])
-def test_mmpretrain_checkpoints_load_without_renaming_and_compute_the_same(arch, form,
-                                                                          tmp_path):
+def test_mmpretrain_weights_load_without_renaming_and_compute_the_same(arch):
+    """mmpretrain 1.2.0's RepVGG is the oracle: its train-form and deploy-form state dicts
+    load into ours strictly and compute its function (its deploy D2se drops the SE layers,
+    so there ours is compared with its train form only)."""
     torch.manual_seed(0)
     reference = build_reference_classifier(arch, num_classes=10)
     randomize_batch_norms_(reference)
     reference.eval()
-    if form == 'deploy':
-        reference.backbone.switch_to_deploy()
-    checkpoint_path = tmp_path / 'mmpretrain.pth'
-    torch.save({'meta': {'mmpretrain_version': '1.2.0'},
-                'state_dict': reference.state_dict()}, checkpoint_path)
-
-    ours = build_classifier(arch, deploy=form == 'deploy', num_classes=10).eval()
-    state_dict = load_checkpoint_file(str(checkpoint_path))['state_dict']
-    incompatible = ours.load_state_dict(state_dict, strict=False)
-    assert not incompatible.missing_keys and not incompatible.unexpected_keys
-    if arch == 'D2se' and form == 'deploy':
-        return  # mmpretrain's D2se deploy form drops SE: see the test below
-    images = torch.randn(SMALL_IMAGES)
-    with torch.no_grad():
-        assert max_relative_error(reference(images), ours(images)) <= 1e-5
-
-
-def test_d2se_deploy_is_exact_here_where_mmpretrains_diverges():
-    torch.manual_seed(0)
-    reference = build_reference_classifier('D2se', num_classes=10)
-    randomize_batch_norms_(reference)
-    reference.eval()
-    ours = build_classifier('D2se', num_classes=10).eval()
+    with torch.device('meta'):  # every tensor is loaded next: no initialisation needed
+        ours = build_classifier(arch, num_classes=10)
+    ours = ours.to_empty(device='cpu').eval()
     ours.load_state_dict(reference.state_dict())
     images = torch.randn(SMALL_IMAGES)
     with torch.no_grad():
-        train_logits = reference(images)
+        reference_logits = reference(images)
+        assert max_relative_error(reference_logits, ours(images)) <= 1e-5
+        mmrepvgg.repvgg_convert(ours, inplace=True)
+        assert max_relative_error(reference_logits, ours(images)) <= 1e-5
         reference.backbone.switch_to_deploy()
-        mmpretrain_error = max_relative_error(train_logits, reference(images))
-        our_error = max_relative_error(train_logits, mmrepvgg.repvgg_convert(ours)(images))
-    assert our_error <= 1e-5
-    assert mmpretrain_error > 1e-2
+        ours.load_state_dict(reference.state_dict())
+        if arch != 'D2se':
+            assert max_relative_error(reference(images), ours(images)) <= 1e-5
 
 
 def build_reference_classifier(arch, num_classes):

@@ -4,11 +4,12 @@
     -> tools/reparameterize_repvgg.py -> tools/test.py (deploy checkpoint, deploy config)
 
 then prints both top-1 accuracies (they must agree), the deploy-vs-train inference speed-up
-measured on the same weights and batch, and each step's wall time.
+measured on the same weights and batch, and each step's wall time. Each step runs in this
+process through the function its tool calls (the metrics are what ``Runner.test()``
+returns); the equivalent command is printed before it.
 """
 import argparse
 import os
-import subprocess
 import sys
 import time
 
@@ -18,9 +19,11 @@ os.environ.setdefault('OMP_NUM_THREADS', '1')
 
 import torch  # noqa: E402
 
-from mmrepvgg.datasets import prepare_digits  # noqa: E402
 from mmrepvgg.analysis.timing import time_interleaved  # noqa: E402
-from mmrepvgg.engine import load_model, parse_test_metrics  # noqa: E402
+from mmrepvgg.apis import ConfigError, convert_checkpoint  # noqa: E402
+from mmrepvgg.checkpoint import CheckpointError  # noqa: E402
+from mmrepvgg.datasets import prepare_digits  # noqa: E402
+from mmrepvgg.engine import load_model, run_test, run_train  # noqa: E402
 from mmrepvgg.utils import MissingExtraError  # noqa: E402
 
 TRAIN_CONFIG = 'configs/digits/repvgg-A0_digits.py'
@@ -37,19 +40,14 @@ def parse_args():
     return parser.parse_args()
 
 
-def run_tool(title: str, *tool_args: str) -> str:
-    """Run a tool with this interpreter, echoing its output live; return the output."""
-    print(f'\n=== {title}\n$ python {" ".join(tool_args)}', flush=True)
-    process = subprocess.Popen([sys.executable, *tool_args], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    output_lines = []
-    for line in process.stdout:
-        print(line, end='', flush=True)
-        output_lines.append(line)
-    if process.wait() != 0:
-        sys.exit(f'error: step "{title}" failed (exit code {process.returncode}); '
-                 'see its output above')
-    return ''.join(output_lines)
+def run_step(title: str, command: str, function, *function_args):
+    """Run one step in this process, after printing the tool command that does the same;
+    a bad input ends the demo with its one ``error:`` line."""
+    print(f'\n=== {title}\n$ python {command}', flush=True)
+    try:
+        return function(*function_args)
+    except (ConfigError, CheckpointError) as error:
+        sys.exit(f'error: step "{title}" failed: {error}')
 
 
 def main():
@@ -71,22 +69,29 @@ def main():
     print(f'{"wrote" if split.created else "found"} {split.num_train} train and '
           f'{split.num_val} val images in {split.data_root}')
 
-    timed('train', run_tool, 'train RepVGG-A0 (train form)', 'tools/train.py', TRAIN_CONFIG,
-          '--work-dir', args.work_dir)
+    timed('train', run_step, 'train RepVGG-A0 (train form)',
+          f'tools/train.py {TRAIN_CONFIG} --work-dir {args.work_dir}',
+          run_train, TRAIN_CONFIG, args.work_dir)
     with open(os.path.join(args.work_dir, 'last_checkpoint')) as stream:
         train_checkpoint = stream.read().strip()
     deploy_checkpoint = os.path.splitext(train_checkpoint)[0] + '_deploy.pth'
 
-    train_output = timed('test train form', run_tool, 'test the train-form checkpoint',
-                         'tools/test.py', TRAIN_CONFIG, train_checkpoint,
-                         '--work-dir', args.work_dir)
+    train_metrics = timed('test train form', run_step, 'test the train-form checkpoint',
+                          f'tools/test.py {TRAIN_CONFIG} {train_checkpoint} '
+                          f'--work-dir {args.work_dir}',
+                          run_test, TRAIN_CONFIG, train_checkpoint, args.work_dir)
     # --force: the deploy file is this demo's own output, re-derived on every run.
-    timed('re-parameterize', run_tool, 're-parameterize to the deploy form',
-          'tools/reparameterize_repvgg.py', TRAIN_CONFIG, train_checkpoint, deploy_checkpoint,
-          '--force')
-    deploy_output = timed('test deploy form', run_tool, 'test the deploy checkpoint',
-                          'tools/test.py', DEPLOY_CONFIG, deploy_checkpoint,
-                          '--work-dir', args.work_dir)
+    report = timed('re-parameterize', run_step, 're-parameterize to the deploy form',
+                   f'tools/reparameterize_repvgg.py {TRAIN_CONFIG} {train_checkpoint} '
+                   f'{deploy_checkpoint} --force',
+                   convert_checkpoint, TRAIN_CONFIG, train_checkpoint, deploy_checkpoint,
+                   None, 'mmrepvgg', True)
+    print(f'fused {report.num_fused_blocks} blocks; max relative error train vs deploy: '
+          f'{report.max_relative_error:.2e} in float64 (verified)')
+    deploy_metrics = timed('test deploy form', run_step, 'test the deploy checkpoint',
+                           f'tools/test.py {DEPLOY_CONFIG} {deploy_checkpoint} '
+                           f'--work-dir {args.work_dir}',
+                           run_test, DEPLOY_CONFIG, deploy_checkpoint, args.work_dir)
 
     print('\n=== inference speed, same weights and batch', flush=True)
     train_model = load_model(TRAIN_CONFIG, train_checkpoint)
@@ -101,8 +106,8 @@ def main():
                       args.benchmark_batch, 2, 10)
     train_speed, deploy_speed = speed['train'].images_per_s, speed['deploy'].images_per_s
 
-    train_top1 = parse_test_metrics(train_output)['accuracy/top1']
-    deploy_top1 = parse_test_metrics(deploy_output)['accuracy/top1']
+    train_top1 = train_metrics['accuracy/top1']
+    deploy_top1 = deploy_metrics['accuracy/top1']
     print('\n=== summary (RepVGG-A0, digits val, 360 images)')
     print(f'top-1 train form:  {train_top1:.2f} %')
     print(f'top-1 deploy form: {deploy_top1:.2f} %  '

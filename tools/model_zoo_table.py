@@ -18,8 +18,8 @@ def model_zoo_table() -> str:
     lines = ['| ' + ' | '.join(COLUMNS) + ' |', '|' + '---|' * len(COLUMNS)]
     for arch, forms in by_arch.items():
         train, deploy = forms['train'], forms['deploy']
-        cells = (f'`{train.name}`', str(train.epochs), f'{train.params:g} / {deploy.params:g}',
-                 f'{train.flops:g} / {deploy.flops:g}', f'{train.top1:.2f}',
+        cells = (f'`{train.name}`', str(train.epochs), f'{train.params_m:g} / {deploy.params_m:g}',
+                 f'{train.gmacs:g} / {deploy.gmacs:g}', f'{train.top1:.2f}',
                  f'{train.top5:.2f}',
                  f'[train]({train.config.removeprefix(prefix)}) / '
                  f'[deploy]({deploy.config.removeprefix(prefix)})',

@@ -20,7 +20,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         description='Fuse every RepVGG block of a checkpoint into one 3x3 conv '
         '(structural re-parameterization) and save the deploy checkpoint.')
     parser.add_argument('config', help='train or deploy config of the model')
-    parser.add_argument('src', help='train-form checkpoint to convert: file, URL or model zoo name (only read)')
+    parser.add_argument('src', help='train-form checkpoint to convert: file, URL or model zoo '
+                        'name (only read)')
     parser.add_argument('dst', help='deploy checkpoint to write')
     parser.add_argument('--src-format', choices=sorted(LAYOUTS),
                         help='key layout of SRC (default: detected from its keys)')

@@ -7,15 +7,12 @@ A re-parameterized checkpoint (tools/reparameterize_repvgg.py) goes with the dep
 (configs/deploy/...). The last line printed is ``test metrics: {json}``.
 """
 import argparse
-import contextlib
 import sys
 
 from mmengine.config import DictAction
 
-from mmrepvgg.checkpoint import CheckpointError, atomic_output
-from mmrepvgg.model_zoo import checkpoint_file
-from mmrepvgg.engine import (LAUNCHERS, ConfigError, build_runner, format_test_metrics,
-                             load_repvgg_config, prepare_test_config)
+from mmrepvgg.checkpoint import CheckpointError
+from mmrepvgg.engine import LAUNCHERS, ConfigError, format_test_metrics, run_test
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,17 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        cfg = load_repvgg_config(args.config, args.cfg_options)
-        checkpoint = checkpoint_file(args.checkpoint)
-        prepare_test_config(cfg, args.config, checkpoint, args.work_dir, args.out,
-                            args.launcher)
-        with contextlib.ExitStack() as outputs:
-            if args.out:  # the dump lands in a partial file, published when complete
-                cfg.test_evaluator[-1]['out_file_path'] = outputs.enter_context(atomic_output(
-                    args.out, inputs=(args.config, checkpoint), suffix='.pkl'))
-            # The Runner loads the checkpoint safely and refuses one that does not fit the
-            # model exactly (mmrepvgg.engine.RepVGGRunner), before any image is evaluated.
-            metrics = build_runner(cfg).test()
+        metrics = run_test(args.config, args.checkpoint, args.work_dir, args.cfg_options,
+                           args.out, args.launcher)
     except (ConfigError, CheckpointError, FileExistsError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 1

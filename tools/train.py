@@ -9,15 +9,21 @@ Fine-tuning: ``--cfg-options load_from=CKPT`` loads CKPT's RepVGG backbone, whic
 the config exactly; the other tensors that do not fit (an ImageNet head) keep their
 initialisation and are listed in one ``notice:`` line. ``--resume CKPT`` needs a checkpoint
 saved by a training run (``meta.epoch``, ``meta.iter``).
+
+On a CPU, set ``OMP_NUM_THREADS`` (1 on a small or busy machine): the tool says so when
+it is unset, since torch then starts one thread per core, and threads waiting for a core
+that other work holds can slow training many times over (measured: docs/training_threads.md).
 """
 import argparse
+import os
 import sys
+from typing import Optional
 
+import torch
 from mmengine.config import DictAction
 
 from mmrepvgg.checkpoint import CheckpointError
-from mmrepvgg.engine import (LAUNCHERS, ConfigError, build_runner, load_repvgg_config,
-                             prepare_train_config)
+from mmrepvgg.engine import LAUNCHERS, ConfigError, run_train
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,13 +44,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def thread_notice() -> Optional[str]:
+    """The line to print when a CPU training would run with torch's default threads."""
+    if 'OMP_NUM_THREADS' in os.environ or torch.cuda.is_available():
+        return None
+    return (f'notice: OMP_NUM_THREADS is not set, so torch trains with '
+            f'{torch.get_num_threads()} threads on the CPU; on a small or busy machine set '
+            'OMP_NUM_THREADS=1 (as tools/demo.py does), e.g. OMP_NUM_THREADS=1 python '
+            'tools/train.py ...')
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    notice = thread_notice()
+    if notice:
+        print(notice, flush=True)
     try:
-        cfg = load_repvgg_config(args.config, args.cfg_options)
-        prepare_train_config(cfg, args.config, args.work_dir, args.resume, args.amp,
-                             args.auto_scale_lr, args.launcher)
-        build_runner(cfg).train()
+        run_train(args.config, args.work_dir, args.cfg_options, args.resume, args.amp,
+                  args.auto_scale_lr, args.launcher)
     except (ConfigError, CheckpointError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 1

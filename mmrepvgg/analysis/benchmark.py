@@ -5,13 +5,12 @@ Every comparison runs in one process, with the same weights, timed round-robin (
 the same train-form weights loaded, its ``switch_to_deploy()``).
 """
 import copy
-import json
 import os
 import platform
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import mmpretrain
 import torch
@@ -21,26 +20,19 @@ from torch import nn
 
 from ..apis.convert import repvgg_convert
 from ..apis.inference import InferenceModel, prepare_for_inference
-from ..checkpoint import atomic_output, repvgg_prefix
+from ..checkpoint import repvgg_prefix
 from ..models import (ARCH_SETTINGS, RepVGG, build_model, image_channels,
                       reparameterize_blocks, repvgg_classifier_cfg, resolve_arch)
 from ..published import PUBLISHED
 from ..numerics import max_relative_error
 from ..synthetic import randomize_batch_norms_
-from .complexity import count_complexity
+from ..utils import torch_threads
 from ..deploy.onnx_export import export_onnx, onnxruntime, onnxruntime_session
 from ..deploy.quantization import quantize_int8
+from .complexity import count_complexity
+from .rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, MMPRETRAIN_DEPLOY, ONNXRUNTIME,
+                   RECOMMENDED, RESNET18, RESNET50, TRAIN)
 from .timing import conv3x3_roof, time_interleaved
-
-TRAIN = 'ours train form (eager)'
-DEPLOY = 'ours deploy form (eager)'
-RECOMMENDED = 'ours recommended (channels-last)'
-COMPILED = 'ours recommended + compile'
-ONNXRUNTIME = 'ours deploy, ONNX Runtime'
-INT8_ONNXRUNTIME = 'ours deploy INT8, ONNX Runtime'
-MMPRETRAIN_DEPLOY = 'mmpretrain deploy (eager)'
-RESNET18 = 'torchvision ResNet-18 (eager)'
-RESNET50 = 'torchvision ResNet-50 (eager)'
 
 
 @dataclass
@@ -113,19 +105,6 @@ def arch_name(model: nn.Module) -> str:
     """The published variant name of the model's RepVGG backbone, or ``'custom'``."""
     arch = repvgg_backbone(model).arch
     return next((name for name in ARCH_SETTINGS if resolve_arch(name) == arch), 'custom')
-
-
-def write_json_atomic(results: Any, path: str, overwrite: bool = False) -> None:
-    """Write ``results`` as JSON through :func:`~mmrepvgg.checkpoint.atomic_output`: never
-    half-written and, without ``overwrite``, never over a file that exists or appears
-    while the results are measured (another run writing the same path).
-
-    Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
-    """
-    with atomic_output(path, overwrite=overwrite) as temporary_path:
-        with open(temporary_path, 'w') as stream:
-            json.dump(results, stream, indent=1)
 
 
 def mmpretrain_copy(model: nn.Module, deploy: bool = True, **backbone_kwargs) -> nn.Module:
@@ -212,7 +191,8 @@ def measure_inference(models: Dict[str, Callable], batch_size: int,
     """Time each model on one random batch; rows with images/s and latency."""
     images = torch.randn(batch_size, in_channels, *input_size, device=settings.device)
     runners = {name: _batch_runner(model, images) for name, model in models.items()}
-    timings = time_interleaved(runners, batch_size, settings.warmup, settings.rounds, settings.device)
+    timings = time_interleaved(runners, batch_size, settings.warmup, settings.rounds,
+                               settings.device)
     return {name: timing.as_dict() for name, timing in timings.items()}
 
 
@@ -308,38 +288,37 @@ def run_inference_benchmark(train_model: nn.Module, settings: BenchmarkSettings)
     """Everything but training: the comparison table at each batch size, the 3x3-conv roof
     and the fraction of it the deploy model reaches, conversion times, scaling and the
     variant sweep. Returns a JSON-ready dict (see docs/benchmarks.md)."""
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    results = dict(machine=machine_description(), settings=asdict(settings))
-    in_channels = image_channels(train_model)
-    with tempfile.TemporaryDirectory() as workdir:
-        models, info = inference_candidates(train_model, settings.batch_sizes,
-                                            settings.input_size, settings.device,
-                                            settings.compile, workdir)
-        results.update(info)
-        batch, channels, size = settings.roof_conv
-        results['roof'] = conv3x3_roof(batch, channels, size, settings.warmup,
-                                       settings.rounds, settings.device)
-        deploy_gmacs = count_complexity(models[DEPLOY], settings.input_size
-                                        ).flops_mmengine / 1e9
-        results['deploy_gmacs_per_image'] = deploy_gmacs
-        results['inference'] = []
-        for batch_size in settings.batch_sizes:
-            rows = measure_inference(models, batch_size, settings.input_size, settings,
-                                     in_channels)
-            add_ratios(rows)
-            for name, row in rows.items():
-                if name in (DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME, MMPRETRAIN_DEPLOY):
-                    row['fraction_of_conv_roof'] = (row['images_per_s'] * deploy_gmacs /
-                                                    results['roof']['gmacs_per_s'])
-                results['inference'].append(dict(path=name, **row))
-        results['scaling'] = measure_scaling(models, settings, in_channels)
-        del models
-    results['conversion'] = [time_conversion(settings.conversion_arch,
-                                             settings.conversion_rounds)]
-    results['variants'] = measure_variants(settings.variants, settings)
-    results['load_average_1min_end'] = os.getloadavg()[0]
-    return results
+    with torch_threads(settings.threads):  # given back afterwards
+        results = dict(machine=machine_description(), settings=asdict(settings))
+        in_channels = image_channels(train_model)
+        with tempfile.TemporaryDirectory() as workdir:
+            models, info = inference_candidates(train_model, settings.batch_sizes,
+                                                settings.input_size, settings.device,
+                                                settings.compile, workdir)
+            results.update(info)
+            batch, channels, size = settings.roof_conv
+            results['roof'] = conv3x3_roof(batch, channels, size, settings.warmup,
+                                           settings.rounds, settings.device)
+            deploy_gmacs = count_complexity(models[DEPLOY], settings.input_size
+                                            ).macs_mmengine / 1e9
+            results['deploy_gmacs_per_image'] = deploy_gmacs
+            results['inference'] = []
+            for batch_size in settings.batch_sizes:
+                rows = measure_inference(models, batch_size, settings.input_size, settings,
+                                         in_channels)
+                add_ratios(rows)
+                for name, row in rows.items():
+                    if name in (DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME, MMPRETRAIN_DEPLOY):
+                        row['fraction_of_conv_roof'] = (row['images_per_s'] * deploy_gmacs /
+                                                        results['roof']['gmacs_per_s'])
+                    results['inference'].append(dict(path=name, **row))
+            results['scaling'] = measure_scaling(models, settings, in_channels)
+            del models
+        results['conversion'] = [time_conversion(settings.conversion_arch,
+                                                 settings.conversion_rounds)]
+        results['variants'] = measure_variants(settings.variants, settings)
+        results['load_average_1min_end'] = os.getloadavg()[0]
+        return results
 
 
 @dataclass
@@ -396,11 +375,10 @@ def run_training_probe(probe: TrainingProbe) -> TrainingProbe:
 
 def run_training_benchmark(settings: BenchmarkSettings, arch: str = 'A0') -> dict:
     """Training rows (see :func:`measure_training`) with the machine and settings."""
-    if settings.threads:
-        torch.set_num_threads(settings.threads)  # also what machine_description reports
-    return dict(machine=machine_description(), settings=asdict(settings),
-                training=measure_training(settings, arch),
-                load_average_1min_end=os.getloadavg()[0])
+    with torch_threads(settings.threads):  # given back afterwards
+        return dict(machine=machine_description(), settings=asdict(settings),
+                    training=measure_training(settings, arch),
+                    load_average_1min_end=os.getloadavg()[0])
 
 
 def measure_training(settings: BenchmarkSettings, arch: str = 'A0') -> List[dict]:

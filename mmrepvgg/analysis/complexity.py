@@ -3,14 +3,15 @@
 FLOPs are counted by mmengine's ``FlopAnalyzer`` (a port of fvcore's, which traces one
 forward pass) in two conventions, from the same trace:
 
-- ``flops``: the convention of the published table (OpenMMLab's RepVGG model page, made
-  with mmcv's former hook-based counter): conv multiply-adds **plus one add per output
-  element of a conv with bias**, BatchNorm (2 per element), **ReLU (1 per element)** and
-  average pooling (1 per input element). This reproduces the published train and deploy
-  FLOPs of every variant to 0.01 G, D2se deploy excepted: the published 32.85 G was
-  counted on mmcls's deploy forward, which skips the SE layers (mmpretrain 1.2.0 still
-  does); with them, as this project runs them, it is 32.86 G.
-- ``flops_mmengine``: mmengine's defaults (what ``get_model_complexity_info`` and
+- ``macs``: the convention of the published table, where they are called FLOPs
+  (OpenMMLab's RepVGG model page, made with mmcv's former hook-based counter): conv
+  multiply-adds **plus one add per output element of a conv with bias**, BatchNorm (2
+  per element), **ReLU (1 per element)** and average pooling (1 per input element).
+  This reproduces the published train and deploy FLOPs of every variant to 0.01 G, D2se
+  deploy excepted: the published 32.85 G was counted on mmcls's deploy forward, which
+  skips the SE layers (mmpretrain 1.2.0 still does); with them, as this project runs
+  them, it is 32.86 G.
+- ``macs_mmengine``: mmengine's defaults (what ``get_model_complexity_info`` and
   mmpretrain 1.x's ``get_flops.py`` print, the figures of mmpretrain's metafiles): the
   same without the bias adds and ReLUs.
 
@@ -41,13 +42,14 @@ class Complexity(NamedTuple):
 
     Attributes:
         params: number of parameters (all of the model's tensors that are parameters).
-        flops: multiply-adds in the published table's convention (see module docstring).
-        flops_mmengine: multiply-adds in mmengine's default convention.
+        macs: number of multiply-adds in the published table's convention (see module
+            docstring), what OpenMMLab's tables call FLOPs.
+        macs_mmengine: number of multiply-adds in mmengine's default convention.
         input_size: ``(H, W)`` that was counted.
     """
     params: int
-    flops: int
-    flops_mmengine: int
+    macs: int
+    macs_mmengine: int
     input_size: Sequence[int]
 
     @property
@@ -56,9 +58,9 @@ class Complexity(NamedTuple):
         return self.params / 1e6
 
     @property
-    def gflops(self) -> float:
+    def gmacs(self) -> float:
         """Multiply-adds in G (1e9), published convention."""
-        return self.flops / 1e9
+        return self.macs / 1e9
 
 
 def _conv_with_bias_flop_jit(inputs: List, outputs: List) -> Counter:
@@ -100,9 +102,9 @@ def count_complexity(model: Union[nn.Module, dict, Config],
     with torch.no_grad():
         by_operator = flop_analyzer(traced.eval(), torch.zeros(1, 3, height, width)
                                     ).by_operator()
-    flops = sum(by_operator.values())
-    flops_mmengine = flops - sum(by_operator[name] for name in _PUBLISHED_ONLY_OPERATORS)
-    return Complexity(parameter_count(model)[''], flops, flops_mmengine, (height, width))
+    macs = sum(by_operator.values())
+    macs_mmengine = macs - sum(by_operator[name] for name in _PUBLISHED_ONLY_OPERATORS)
+    return Complexity(parameter_count(model)[''], macs, macs_mmengine, (height, width))
 
 
 class FeatureExtractor(nn.Module):

@@ -1,13 +1,15 @@
-"""PNG figures from a benchmark's JSON (see tools/analysis_tools/plot_benchmarks.py)."""
+"""PNG figures from a benchmark's JSON (see tools/analysis_tools/plot_benchmarks.py).
+
+Needs only matplotlib (the ``plot`` extra). The figures are ``matplotlib.figure.Figure``
+objects drawn without pyplot: no backend is chosen and no global figure state is left,
+so plotting works without a display and changes nothing in the caller's matplotlib.
+"""
 from typing import Dict, List
 
-import matplotlib
+from ..utils import require
+from .rows import DEPLOY, INT8_ONNXRUNTIME, MMPRETRAIN_DEPLOY, ONNXRUNTIME, RECOMMENDED, TRAIN
 
-matplotlib.use('Agg')  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-
-from .benchmark import (DEPLOY, INT8_ONNXRUNTIME, MMPRETRAIN_DEPLOY,  # noqa: E402
-                        ONNXRUNTIME, RECOMMENDED, TRAIN)
+Figure = require('matplotlib.figure', 'plot').Figure
 
 _STYLES = {DEPLOY: dict(marker='o', color='tab:blue'),
            RECOMMENDED: dict(marker='s', color='tab:green'),
@@ -39,7 +41,8 @@ def plot_accuracy_vs_speed(results: dict, path: str) -> None:
     """Published top-1 against measured images/s per variant: the paper's speed/accuracy
     figure on this machine."""
     by_path = _variant_rows(results)
-    figure, axes = plt.subplots(figsize=(7, 5))
+    figure = Figure(figsize=(7, 5))
+    axes = figure.subplots()
     for name, style in _STYLES.items():
         rows = by_path.get(name, {})
         if not rows:
@@ -60,7 +63,6 @@ def plot_accuracy_vs_speed(results: dict, path: str) -> None:
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def plot_train_vs_deploy(results: dict, path: str) -> None:
@@ -72,7 +74,8 @@ def plot_train_vs_deploy(results: dict, path: str) -> None:
                         if name in by_path]
     archs = list(by_path[names[0]])
     width = 0.8 / len(names)
-    figure, axes = plt.subplots(figsize=(10, 4.5))
+    figure = Figure(figsize=(10, 4.5))
+    axes = figure.subplots()
     for index, name in enumerate(names):
         axes.bar([position + (index - (len(names) - 1) / 2) * width
                   for position in range(len(archs))],
@@ -86,7 +89,6 @@ def plot_train_vs_deploy(results: dict, path: str) -> None:
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def plot_int8_accuracy(rows: List[dict], path: str) -> None:
@@ -95,7 +97,8 @@ def plot_int8_accuracy(rows: List[dict], path: str) -> None:
     labels = {'pytorch': 'PyTorch FP32', 'onnxruntime_fp32': 'ONNX Runtime FP32',
               'onnxruntime_int8': 'ONNX Runtime INT8'}
     width = 0.8 / len(labels)
-    figure, axes = plt.subplots(figsize=(6, 4))
+    figure = Figure(figsize=(6, 4))
+    axes = figure.subplots()
     for index, (key, label) in enumerate(labels.items()):
         positions = [position + (index - (len(labels) - 1) / 2) * width
                      for position in range(len(rows))]
@@ -110,4 +113,3 @@ def plot_int8_accuracy(rows: List[dict], path: str) -> None:
     axes.legend(fontsize=8, loc='upper right')
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)

@@ -1,9 +1,7 @@
-"""Markdown tables and target checks from a benchmark's JSON-ready results."""
+"""Markdown tables from a benchmark's JSON-ready results (plain data in, text out)."""
 from typing import Dict, Iterable, List, Sequence
 
-from .benchmark import COMPILED, DEPLOY, INT8_ONNXRUNTIME, RECOMMENDED
-
-ONNX_TARGET = 1e-4
+from .rows import DEPLOY
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
@@ -96,58 +94,7 @@ def format_training(rows: List[dict]) -> str:
           _number(row['peak_memory_mib'], 0)) for row in rows])
 
 
-def _rows(results: dict, path: str, **match) -> List[dict]:
-    return [row for row in results.get('inference', []) if row['path'] == path and all(
-        row.get(key) == value for key, value in match.items())]
-
-
-def check_targets(results: dict, arch: str) -> List[dict]:
-    """Each target of the performance issue with the measured figure and whether it is
-    met; targets the run has no data for are left out."""
-    targets = []
-    deploy_ratios = [row['ratio_to_mmpretrain_deploy'] for row in results.get('variants', [])
-                     if row['path'] == DEPLOY] + [
-                         row['ratio_to_mmpretrain_deploy'] for row in _rows(results, DEPLOY)]
-    if deploy_ratios:
-        targets.append(dict(target='deploy eager >= 1.0x mmpretrain deploy, every variant '
-                            'and batch measured', measured=f'min {min(deploy_ratios):.2f}x',
-                            met=min(deploy_ratios) >= 1.0))
-    for path in (RECOMMENDED, COMPILED):
-        for row in (_rows(results, path, batch_size=16) if arch == 'A0' else []):
-            ratio = row['ratio_to_mmpretrain_deploy']
-            targets.append(dict(target=f'{path} >= 1.5x mmpretrain deploy eager, A0 batch 16',
-                                measured=f'{ratio:.2f}x', met=ratio >= 1.5))
-    for row in (_rows(results, INT8_ONNXRUNTIME, batch_size=16) if arch == 'A0' else []):
-        ratio = row['ratio_to_mmpretrain_deploy']
-        targets.append(dict(target=f'{INT8_ONNXRUNTIME} >= 3.0x mmpretrain deploy eager, A0 '
-                            'batch 16', measured=f'{ratio:.2f}x', met=ratio >= 3.0))
-    if arch == 'A0':
-        for path in (RECOMMENDED, COMPILED):
-            fractions = [row['fraction_of_conv_roof'] for row in _rows(results, path)]
-            if fractions:
-                targets.append(dict(target=f'A0 {path} >= 0.8 of the 3x3-conv roof',
-                                    measured=f'best {max(fractions):.2f}',
-                                    met=max(fractions) >= 0.8))
-    for row in results.get('conversion', []):
-        if row['arch'] == 'B3':
-            targets.append(dict(target='B3 conversion >= 2x faster than mmpretrain',
-                                measured=f"{row['speedup']:.1f}x ({row['ours_s']:.3f} s vs "
-                                f"{row['mmpretrain_s']:.3f} s)", met=row['speedup'] >= 2))
-    onnx_errors = {row['arch']: row['onnx_max_relative_error']
-                   for row in results.get('variants', []) if row['path'] == DEPLOY
-                   and row['onnx_max_relative_error'] is not None}
-    if 'onnx_max_relative_error' in results:
-        onnx_errors.setdefault(arch, results['onnx_max_relative_error'])
-    for onnx_arch in ('A0', 'B1g2', 'D2se'):
-        if onnx_arch in onnx_errors:
-            error = onnx_errors[onnx_arch]
-            targets.append(dict(target=f'ONNX Runtime within 1e-4 relative of PyTorch, '
-                                f'{onnx_arch}', measured=f'{error:.1e}',
-                                met=error <= ONNX_TARGET))
-    return targets
-
-
-def format_report(results: dict, arch: str) -> str:
+def format_report(results: dict) -> str:
     """All tables of a run, in the order of docs/benchmarks.md."""
     parts = []
     if results.get('inference'):
@@ -157,10 +104,4 @@ def format_report(results: dict, arch: str) -> str:
         parts += ['## Variants', format_variants(results)]
     if results.get('training'):
         parts += ['## Training', format_training(results['training'])]
-    targets = check_targets(results, arch)
-    if targets:
-        parts += ['## Targets', markdown_table(
-            ('target', 'measured', 'met'),
-            [(t['target'], t['measured'], 'yes' if t['met'] else 'no') for t in targets])]
     return '\n\n'.join(parts)
-

@@ -55,6 +55,21 @@ class ConversionReport(NamedTuple):
     notices: List[str]
 
 
+def deploy_form(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """The deploy form of ``model``, in eval mode: a deep copy (``model`` itself with
+    ``inplace``) whose train-form RepVGG blocks are fused; a deployed model stays as it is.
+    The one copy-and-fuse of the package."""
+    deploy_model = model if inplace else copy.deepcopy(model)
+    reparameterize_blocks(deploy_model)
+    return deploy_model.eval()
+
+
+def count_train_form_blocks(model: nn.Module) -> int:
+    """How many RepVGG blocks of ``model`` are still in train (multi-branch) form."""
+    return sum(1 for module in model.modules()
+               if isinstance(module, RepVGGBlock) and not module.deploy)
+
+
 def repvgg_convert(train_model: nn.Module,
                    build_func: Optional[Callable[..., nn.Module]] = None,
                    save_path: Optional[str] = None,
@@ -81,10 +96,10 @@ def repvgg_convert(train_model: nn.Module,
         ValueError: ``train_model`` holds no train-form RepVGG block, or the model of
             ``build_func`` does not take the fused weights.
     """
-    deploy_model = train_model if inplace else copy.deepcopy(train_model)
-    if reparameterize_blocks(deploy_model) == 0:
+    if count_train_form_blocks(train_model) == 0:
         raise ValueError('the model holds no train-form RepVGG block: it is already '
                          'deployed or is not a RepVGG model; nothing to convert')
+    deploy_model = deploy_form(train_model, inplace)
     if build_func is not None:
         fused_state_dict = deploy_model.state_dict()
         deploy_model = build_func(deploy=True)

@@ -10,34 +10,29 @@ import os
 from typing import Any, List, Optional, Sequence, Union
 
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 from mmpretrain.apis import ImageClassificationInferencer, ModelHub
-from mmpretrain.apis import get_model as mmpretrain_get_model
 from torch import nn
 
 from ..checkpoint import CheckpointError, load_checkpoint_file
+from ..config_file import read_config
 from ..model_zoo import checkpoint_source, find_model
-from ..models import RepVGGBlock, reparameterize_blocks
-from .convert import load_repvgg_checkpoint
+from ..models import build_model, reparameterize_blocks
+from ..registry import DATASETS
+from .convert import count_train_form_blocks, deploy_form, load_repvgg_checkpoint
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 
 
-def _read_config(model: Union[str, Config]) -> Config:
-    if isinstance(model, Config):
-        return copy.deepcopy(model)
-    zoo_model = find_model(model)
-    if zoo_model is not None:
-        return Config.fromfile(zoo_model.config)
-    if not os.path.isfile(model):
-        raise ValueError(f'{model}: neither a model zoo name nor a config file; see '
-                         "mmpretrain.list_models('repvgg*') for the names")
-    return Config.fromfile(model)
-
-
 def _config_dataset_meta(config: Config) -> dict:
-    """The ``metainfo`` (class names) the config gives its test set, or ``{}``."""
+    """The class names of the config's test set: its ``metainfo``, else its dataset
+    class's ``METAINFO`` (ImageNet's 1000 names), as mmpretrain's ``get_model`` gives."""
     dataset = config.get('test_dataloader', {}).get('dataset', {})
-    return dict(dataset.get('metainfo') or {})
+    if dataset.get('metainfo'):
+        return dict(dataset['metainfo'])
+    with DefaultScope.overwrite_default_scope('mmrepvgg'):
+        dataset_class = DATASETS.get(dataset['type']) if 'type' in dataset else None
+    return dict(getattr(dataset_class, 'METAINFO', {}))
 
 
 def _dataset_meta(checkpoint: Any, config: Config, source: str) -> dict:
@@ -85,11 +80,13 @@ def get_model(model: Union[str, Config],
         form its config describes.
 
     Raises:
-        ValueError: an unknown name or missing config file, or ``pretrained=True`` for a
-            config (only zoo names have published weights).
+        ConfigError: an unknown name or missing config file (see
+            :func:`mmrepvgg.config_file.read_config`).
+        ValueError: ``pretrained=True`` for a config (only zoo names have published
+            weights).
         CheckpointError: the checkpoint cannot be read or does not fit the model.
     """
-    config = _read_config(model)
+    config = copy.deepcopy(model) if isinstance(model, Config) else read_config(model)
     if pretrained is True:
         zoo_model = find_model(model) if isinstance(model, str) else None
         if zoo_model is None:
@@ -103,29 +100,28 @@ def get_model(model: Union[str, Config],
         # Load into the train form: published checkpoints hold it; a deploy-form
         # checkpoint fuses the model before loading (load_repvgg_checkpoint).
         config.model.backbone.deploy = False
-    classifier = mmpretrain_get_model(config, device=device)
+    # The one builder of the project (mmrepvgg scope), with what mmpretrain's get_model
+    # sets on the model it returns.
+    config.model.setdefault('data_preprocessor', config.get('data_preprocessor'))
+    classifier = build_model(config.model)
+    if device is not None:
+        classifier.to(device)
+    classifier._config = config
     if pretrained:
         source = checkpoint_source(pretrained)
         checkpoint = load_checkpoint_file(source)
         load_repvgg_checkpoint(classifier, checkpoint, source)
         if deploy:
             reparameterize_blocks(classifier)
-        classifier._dataset_meta = (_dataset_meta(checkpoint, config, source)
-                                    or classifier._dataset_meta)
+        classifier._dataset_meta = _dataset_meta(checkpoint, config, source)
     else:
-        classifier._dataset_meta = _config_dataset_meta(config) or classifier._dataset_meta
+        classifier._dataset_meta = _config_dataset_meta(config)
     # A deploy-form checkpoint fuses even a train config's model.
     classifier._config.model.backbone.deploy = count_train_form_blocks(classifier) == 0
     if isinstance(model, str) and find_model(model) is not None:
         # What mmpretrain's inference_model reads to pick the inferencer.
         classifier._metainfo = ModelHub.get(model)
     return classifier.eval()
-
-
-def count_train_form_blocks(model: nn.Module) -> int:
-    """How many RepVGG blocks of ``model`` are still in train (multi-branch) form."""
-    return sum(1 for module in model.modules()
-               if isinstance(module, RepVGGBlock) and not module.deploy)
 
 
 def list_images(image_or_folder: str) -> List[str]:
@@ -165,8 +161,7 @@ def inference_model(model: Union[nn.Module, str, Config],
     if not isinstance(model, nn.Module):
         model = get_model(model, pretrained=pretrained, device=device)
     elif count_train_form_blocks(model):
-        model = copy.deepcopy(model)
-        reparameterize_blocks(model)
+        model = deploy_form(model)
     paths = list_images(images) if isinstance(images, str) else list(images)
     inferencer = ImageClassificationInferencer(model)
     results = inferencer(paths, batch_size=batch_size)

@@ -3,14 +3,11 @@
 A deployed RepVGG is a stack of 3x3 convs + ReLU, so what pays on a CPU is what helps
 oneDNN's direct convolution: NHWC (channels-last) activations, no autograd bookkeeping
 (``torch.inference_mode``) and, optionally, a compiled graph with frozen weights, in
-which inductor pre-packs every kernel and fuses bias and ReLU into the conv. Measured
-on the project's shared 2-core CPU at 1 thread, A0 deploy at batch 16 (docs/benchmarks.md):
-channels-last x1.30 over the eager NCHW deploy model (1.12x mmpretrain's deploy form);
-compiling gained nothing more there and costs ~20-35 s per new input shape, so it is
-opt-in. Faster still, at a small cost in accuracy, is static INT8 in ONNX Runtime
-(``backend='onnxruntime-int8'``; see :func:`prepare_for_inference`).
+which inductor pre-packs every kernel and fuses bias and ReLU into the conv. Compiling
+costs seconds per new input shape, so it is opt-in. Faster still, at a small cost in
+accuracy, is static INT8 in ONNX Runtime (``backend='onnxruntime-int8'``). What each
+path gained on which machine: docs/benchmarks.md.
 """
-import copy
 import os
 import tempfile
 from typing import Any, Optional, Sequence
@@ -18,7 +15,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..models import reparameterize_blocks
+from .convert import deploy_form
 
 INFERENCE_BACKENDS = ('eager', 'compile', 'onnxruntime-int8')
 
@@ -34,12 +31,14 @@ class InferenceModel(nn.Module):
     def __init__(self, deploy_model: nn.Module, runner: Any):
         super().__init__()
         self.deploy_model = deploy_model
-        self._runner = runner  # deploy_model itself or its compiled form
+        # deploy_model itself or its compiled form: held in a tuple so that nn.Module does
+        # not register it a second time (its weights would appear twice in state_dict).
+        self._runner = (runner, )
 
     def forward(self, images: Tensor) -> Any:
         """``images``: ``(N, C, H, W)`` in any memory format."""
         with torch.inference_mode():
-            return self._runner(images.contiguous(memory_format=torch.channels_last))
+            return self._runner[0](images.contiguous(memory_format=torch.channels_last))
 
 
 class OnnxRuntimeInferenceModel(nn.Module):
@@ -83,16 +82,10 @@ def prepare_for_inference(model: nn.Module, backend: str = 'eager',
     """Return a fast form of ``model`` for inference.
 
     ``'eager'`` and ``'compile'`` compute the same function as the eager deploy model
-    (relative difference below 1e-5). ``'onnxruntime-int8'`` is the fastest path verified
-    on the project's CPU machine (docs/benchmarks.md, "INT8"): static per-channel INT8 in
-    ONNX Runtime ran A0 (224x224, batch 16) at 3.54x mmpretrain's eager deploy model at
-    1 thread (7.88x at the default 2 threads on the busy machine, where PyTorch's threads
-    suffered most), and at 3.2x FP32 ONNX Runtime, rows timed round-robin. Its accuracy
-    cost, measured on digits (360 test images, 1 image = 0.28 points): INT8 top-1 -1.11
-    points for RepVGG-A0 (93.89 % vs 95.00 %) and -0.28 for QARepVGG-A0 (98.06 % vs
-    98.33 %) against FP32, with 97.5 % and 99.7 % of the top-1 classes unchanged; on
-    ImageNet, Chu et al. (AAAI 2024) report a large drop for plain RepVGG-A0 under standard
-    post-training INT8 (72.4 % -> 52.2 %), not measured here.
+    (relative difference below 1e-5). ``'onnxruntime-int8'`` trades a little accuracy for
+    speed; its speed-up and accuracy cost, measured per machine and data set, are in
+    docs/benchmarks.md ("INT8"). Plain RepVGG loses much more under post-training INT8
+    than QARepVGG (``block_type='qarepvgg'``; Chu et al., AAAI 2024).
 
     Args:
         model: any model holding RepVGG blocks, in train or deploy form; train-form
@@ -100,7 +93,7 @@ def prepare_for_inference(model: nn.Module, backend: str = 'eager',
         backend: ``'eager'``: deploy form, eval mode, channels-last weights and inputs,
             ``torch.inference_mode``. ``'compile'``: the same, compiled by
             ``torch.compile`` with frozen weights (needs a C++ compiler; the first call
-            with each new input shape compiles, ~20-30 s on 2 CPU cores).
+            with each new input shape compiles, which takes seconds).
             ``'onnxruntime-int8'``: the deploy form exported to ONNX and quantized to
             static per-channel INT8 (:mod:`mmrepvgg.deploy.quantization`), run by
             ONNX Runtime on the CPU; needs the ``[onnx]`` extra and
@@ -120,9 +113,7 @@ def prepare_for_inference(model: nn.Module, backend: str = 'eager',
     if backend not in INFERENCE_BACKENDS:
         raise ValueError(f'unknown inference backend {backend!r}; choose one of '
                          f'{", ".join(INFERENCE_BACKENDS)}')
-    deploy_model = model if inplace else copy.deepcopy(model)
-    reparameterize_blocks(deploy_model)  # a no-op for a deployed model
-    deploy_model.eval()
+    deploy_model = deploy_form(model, inplace)
     if backend == 'onnxruntime-int8':
         return _onnxruntime_int8(deploy_model, calibration_images, num_threads)
     for param in deploy_model.parameters():

@@ -46,9 +46,9 @@ def _split_indices(labels: np.ndarray, val_fraction: float, seed: int):
 
 def _count_images(split_root: str) -> int:
     """PNG files in the class folders of ``split_root`` (0 if it does not exist)."""
-    return sum(file_name.endswith('.png') for digit in DIGITS_CLASSES
-               for file_name in os.listdir(os.path.join(split_root, digit))
-               if os.path.isdir(os.path.join(split_root, digit)))
+    class_folders = [os.path.join(split_root, digit) for digit in DIGITS_CLASSES]
+    return sum(file_name.endswith('.png') for folder in class_folders
+               if os.path.isdir(folder) for file_name in os.listdir(folder))
 
 
 def _write_split(root: str, split: str, images: np.ndarray, labels: np.ndarray,

@@ -1,15 +1,19 @@
-"""What tools/train.py and tools/test.py do between parsing arguments and running."""
+"""What tools/train.py and tools/test.py do: :func:`run_train` and :func:`run_test`, which
+other tools and scripts call in process (``run_test`` returns the metrics that mmengine's
+``Runner.test()`` returns)."""
+import contextlib
 import json
 import os
 import re
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 from mmengine.config import Config
 from mmengine.device import get_device
 from mmengine.runner import Runner
 from torch import nn
 
-from ..checkpoint import load_checkpoint_file, load_fitted_state
+from ..checkpoint import atomic_output, load_checkpoint_file, load_fitted_state
+from ..model_zoo import checkpoint_file
 from ..models import build_model
 from ..registry import RUNNERS
 from .config import ConfigError, check_dataloaders, load_repvgg_config
@@ -157,3 +161,55 @@ def load_model(config_path: str, checkpoint_path: str) -> nn.Module:
     load_fitted_state(model, load_checkpoint_file(checkpoint_path), checkpoint_path,
                       mode='exact')
     return model
+
+
+def run_train(config_path: str,
+              work_dir: Optional[str] = None,
+              cfg_options: Optional[Dict[str, Any]] = None,
+              resume: Optional[str] = None,
+              amp: bool = False,
+              auto_scale_lr: bool = False,
+              launcher: str = 'none') -> Runner:
+    """Train as tools/train.py does (see :func:`prepare_train_config` for the options).
+
+    Returns:
+        The Runner after training (its ``work_dir`` holds the checkpoints).
+
+    Raises:
+        ConfigError, CheckpointError: bad input, before training starts.
+    """
+    cfg = load_repvgg_config(config_path, cfg_options)
+    prepare_train_config(cfg, config_path, work_dir, resume, amp, auto_scale_lr, launcher)
+    runner = build_runner(cfg)
+    runner.train()
+    return runner
+
+
+def run_test(config_path: str,
+             checkpoint_path: str,
+             work_dir: Optional[str] = None,
+             cfg_options: Optional[Dict[str, Any]] = None,
+             out: Optional[str] = None,
+             launcher: str = 'none') -> Dict[str, float]:
+    """Evaluate a checkpoint as tools/test.py does (see :func:`prepare_test_config`);
+    ``checkpoint_path`` may also be an ``http(s)://`` URL or a model zoo name, fetched
+    once the config has been read.
+
+    The Runner loads the checkpoint safely and refuses one that does not fit the model
+    exactly (:class:`~mmrepvgg.engine.RepVGGRunner`), before any image is evaluated.
+
+    Returns:
+        The metrics of ``Runner.test()``, e.g. ``{'accuracy/top1': 95.0}``.
+
+    Raises:
+        ConfigError, CheckpointError: bad input, before any image is evaluated.
+        FileExistsError: ``out`` appeared while the test ran (it is kept).
+    """
+    cfg = load_repvgg_config(config_path, cfg_options)
+    checkpoint = checkpoint_file(checkpoint_path)
+    prepare_test_config(cfg, config_path, checkpoint, work_dir, out, launcher)
+    with contextlib.ExitStack() as outputs:
+        if out:  # the dump lands in a partial file, published when complete
+            cfg.test_evaluator[-1]['out_file_path'] = outputs.enter_context(atomic_output(
+                out, inputs=(config_path, checkpoint), suffix='.pkl'))
+        return build_runner(cfg).test()

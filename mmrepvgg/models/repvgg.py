@@ -93,14 +93,14 @@ class RepVGG(BaseBackbone):
                                       f'{", ".join(BLOCK_TYPES)}')
         if not len(strides) == len(dilations) == num_stages:
             raise RepVGGArgumentError(f'strides and dilations need {num_stages} entries, '
-                             f'got {len(strides)} and {len(dilations)}')
+                                      f'got {len(strides)} and {len(dilations)}')
         for index in out_indices:
             if not -num_stages <= index < num_stages:
                 raise RepVGGArgumentError(f'out_indices entry {index} is outside the '
-                                 f'{num_stages} stages')
+                                          f'{num_stages} stages')
         if not -1 <= frozen_stages <= num_stages:
             raise RepVGGArgumentError(f'frozen_stages must lie in [-1, {num_stages}], '
-                             f'got {frozen_stages}')
+                                      f'got {frozen_stages}')
         self.out_indices = tuple(index % num_stages for index in out_indices)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
@@ -176,3 +176,22 @@ class RepVGG(BaseBackbone):
         """Fuse every block in place (see :func:`reparameterize_blocks`)."""
         reparameterize_blocks(self)
         return self
+
+
+def image_channels(model: nn.Module) -> int:
+    """Channels of the images ``model`` takes: the ``in_channels`` of its RepVGG
+    backbone's stem (wherever the backbone sits in module order: a neck or head made of
+    RepVGG blocks may be registered before it).
+
+    Raises:
+        ValueError: ``model`` holds no RepVGG backbone, or several that disagree.
+    """
+    channels = {module.stem.in_channels for module in model.modules()
+                if isinstance(module, RepVGG)}
+    if not channels:
+        raise ValueError('cannot tell the image channels: the model holds no RepVGG '
+                         'backbone')
+    if len(channels) > 1:
+        raise ValueError(f'cannot tell the image channels: its RepVGG backbones take '
+                         f'{sorted(channels)}')
+    return channels.pop()

@@ -16,13 +16,29 @@ from ..reparam import (BatchNormStats, KernelBias, fuse_qarepvgg_branches,
 
 
 def batch_norm_stats(norm: _BatchNorm) -> BatchNormStats:
-    """The eval-mode tensors of a (Sync)BatchNorm module, detached."""
+    """The eval-mode tensors of a (Sync)BatchNorm module, not detached: a fusion computed
+    from them is differentiable in ``weight`` and ``bias``."""
     if norm.running_mean is None:
         raise ValueError(f'{type(norm).__name__} has no running statistics '
                          '(track_running_stats=False) and cannot be fused')
-    weight = None if norm.weight is None else norm.weight.detach()
-    bias = None if norm.bias is None else norm.bias.detach()
-    return BatchNormStats(norm.running_mean, norm.running_var, weight, bias, norm.eps)
+    return BatchNormStats(norm.running_mean, norm.running_var, norm.weight, norm.bias,
+                          norm.eps)
+
+
+def build_batch_norm(norm_cfg: dict, channels: int) -> _BatchNorm:
+    """The norm layer of ``norm_cfg``, refused unless it is a BatchNorm (BN, SyncBN, ...).
+
+    Only a BatchNorm is an affine map per channel in eval mode, which is what folds into
+    the fused conv; GroupNorm or LayerNorm normalise over a whole sample, so a block with
+    them has no equivalent plain conv. Refusing here, as mmpretrain's RepVGG does, stops
+    the model at build rather than at conversion after training.
+    """
+    norm = build_norm_layer(norm_cfg, channels)[1]
+    if not isinstance(norm, _BatchNorm):
+        raise TypeError(f'RepVGG blocks need a BatchNorm norm_cfg (BN, SyncBN), got '
+                        f'{norm_cfg.get("type")!r} ({type(norm).__name__}), which cannot '
+                        'be fused into a conv; use norm_cfg=dict(type=\'BN\')')
+    return norm
 
 
 class RepVGGBlock(BaseModule):
@@ -114,7 +130,7 @@ class RepVGGBlock(BaseModule):
     def _build_train_branches(self) -> None:
         self.branch_3x3 = self._conv_norm(3)
         self.branch_1x1 = self._conv_norm(1)
-        self.branch_norm = (build_norm_layer(self.norm_cfg, self.in_channels)[1]
+        self.branch_norm = (build_batch_norm(self.norm_cfg, self.in_channels)
                             if self.has_identity else None)
 
     def _conv(self, kernel_size: int, bias: bool, **factory_kwargs) -> nn.Conv2d:
@@ -130,7 +146,7 @@ class RepVGGBlock(BaseModule):
     def _conv_norm(self, kernel_size: int, with_norm: bool = True) -> nn.Sequential:
         layers = OrderedDict(conv=self._conv(kernel_size, bias=False))
         if with_norm:
-            layers['norm'] = build_norm_layer(self.norm_cfg, self.out_channels)[1]
+            layers['norm'] = build_batch_norm(self.norm_cfg, self.out_channels)
         return nn.Sequential(layers)
 
     def _branch_sum(self, x: Tensor) -> Tensor:
@@ -155,31 +171,40 @@ class RepVGGBlock(BaseModule):
 
     def _fuse_train_branches(self) -> KernelBias:
         return fuse_repvgg_branches(
-            self.branch_3x3.conv.weight.detach(), batch_norm_stats(self.branch_3x3.norm),
-            self.branch_1x1.conv.weight.detach(), batch_norm_stats(self.branch_1x1.norm),
+            self.branch_3x3.conv.weight, batch_norm_stats(self.branch_3x3.norm),
+            self.branch_1x1.conv.weight, batch_norm_stats(self.branch_1x1.norm),
             None if self.branch_norm is None else batch_norm_stats(self.branch_norm),
             self.groups)
 
-    def fused_kernel_bias(self) -> KernelBias:
+    def get_equivalent_kernel_bias(self) -> KernelBias:
         """The deploy conv's ``(kernel (C_out, C_in // groups, 3, 3), bias (C_out,))``.
 
-        Uses the BN running statistics, i.e. the block's eval-mode function.
+        The official repository's name and meaning: the block's eval-mode function (BN
+        running statistics) as one conv, differentiable in the branch weights and the BN
+        affine parameters, so that a loss on it (the official custom L2 penalty, or
+        quantization-aware training) trains the branches. For a deployed block, its conv's
+        own parameters.
         """
         if self.deploy:
-            return self.branch_reparam.weight.detach(), self.branch_reparam.bias.detach()
+            return self.branch_reparam.weight, self.branch_reparam.bias
         return self._fuse_train_branches()
 
     @torch.no_grad()
     def switch_to_deploy(self) -> 'RepVGGBlock':
-        """Replace the branches by their fused 3x3 conv, in place; a no-op if deployed."""
+        """Replace the branches by their fused 3x3 conv, in place; a no-op if deployed.
+
+        The fused parameters need a gradient exactly when the 3x3 branch's weight did, so
+        a frozen stage stays frozen.
+        """
         if self.deploy:
             return self
-        kernel, bias = self.fused_kernel_bias()
+        kernel, bias = self.get_equivalent_kernel_bias()
+        requires_grad = self.branch_3x3.conv.weight.requires_grad
         # Built on the meta device: random initialisation would only cost time, the
         # fused tensors become its parameters as they are.
         fused_conv = self._conv(3, bias=True, device='meta')
-        fused_conv.weight = nn.Parameter(kernel)
-        fused_conv.bias = nn.Parameter(bias)
+        fused_conv.weight = nn.Parameter(kernel, requires_grad=requires_grad)
+        fused_conv.bias = nn.Parameter(bias, requires_grad=requires_grad)
         for name in self.train_modules:
             delattr(self, name)
         self.branch_reparam = fused_conv
@@ -209,7 +234,7 @@ class QARepVGGBlock(RepVGGBlock):
     def _build_train_branches(self) -> None:
         self.branch_3x3 = self._conv_norm(3)
         self.branch_1x1 = self._conv_norm(1, with_norm=False)
-        self.post_norm = build_norm_layer(self.norm_cfg, self.out_channels)[1]
+        self.post_norm = build_batch_norm(self.norm_cfg, self.out_channels)
 
     def _branch_sum(self, x: Tensor) -> Tensor:
         out = self.branch_3x3(x) + self.branch_1x1(x)
@@ -219,8 +244,8 @@ class QARepVGGBlock(RepVGGBlock):
 
     def _fuse_train_branches(self) -> KernelBias:
         return fuse_qarepvgg_branches(
-            self.branch_3x3.conv.weight.detach(), batch_norm_stats(self.branch_3x3.norm),
-            self.branch_1x1.conv.weight.detach(), self.has_identity,
+            self.branch_3x3.conv.weight, batch_norm_stats(self.branch_3x3.norm),
+            self.branch_1x1.conv.weight, self.has_identity,
             batch_norm_stats(self.post_norm), self.groups)
 
 
@@ -244,10 +269,3 @@ def reparameterize_blocks(model: nn.Module) -> int:
                 and any(isinstance(child, RepVGGBlock) for child in module.modules())):
             module.deploy = True
     return num_fused
-
-
-def image_channels(model: nn.Module) -> int:
-    """Channels of the images ``model`` takes: the input channels of its first
-    :class:`RepVGGBlock` (the stem of a RepVGG backbone)."""
-    return next(module.in_channels for module in model.modules()
-                if isinstance(module, RepVGGBlock))

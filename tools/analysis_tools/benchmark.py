@@ -12,18 +12,86 @@ Without --checkpoint the weights are random with trained-looking BN statistics (
 does not depend on the values; the fusion is then not trivial).
 """
 import argparse
+import json
 import sys
+from typing import List
 
 import torch
 
 from mmrepvgg.analysis.benchmark import (BenchmarkSettings, arch_name,
-                                         run_inference_benchmark, run_training_benchmark,
-                                         write_json_atomic)
-from mmrepvgg.analysis.report import format_report
+                                         run_inference_benchmark, run_training_benchmark)
+from mmrepvgg.analysis.report import format_report, markdown_table
+from mmrepvgg.analysis.rows import COMPILED, DEPLOY, INT8_ONNXRUNTIME, RECOMMENDED
 from mmrepvgg.apis.convert import ConfigError, build_train_model, load_repvgg_weights
-from mmrepvgg.checkpoint import CheckpointError, check_output
+from mmrepvgg.checkpoint import CheckpointError, atomic_output, check_output
 from mmrepvgg.models import ARCH_SETTINGS
 from mmrepvgg.synthetic import randomize_batch_norms_
+
+
+# The acceptance targets of the performance issue, checked on every run's figures (the
+# library only measures; what counts as good enough is this tool's business).
+ONNX_TARGET = 1e-4
+
+
+def _rows(results: dict, path: str, **match) -> List[dict]:
+    return [row for row in results.get('inference', []) if row['path'] == path and all(
+        row.get(key) == value for key, value in match.items())]
+
+
+def check_targets(results: dict, arch: str) -> List[dict]:
+    """Each target of the performance issue with the measured figure and whether it is
+    met; targets the run has no data for are left out."""
+    targets = []
+    deploy_ratios = [row['ratio_to_mmpretrain_deploy'] for row in results.get('variants', [])
+                     if row['path'] == DEPLOY] + [
+                         row['ratio_to_mmpretrain_deploy'] for row in _rows(results, DEPLOY)]
+    if deploy_ratios:
+        targets.append(dict(target='deploy eager >= 1.0x mmpretrain deploy, every variant '
+                            'and batch measured', measured=f'min {min(deploy_ratios):.2f}x',
+                            met=min(deploy_ratios) >= 1.0))
+    for path in (RECOMMENDED, COMPILED):
+        for row in (_rows(results, path, batch_size=16) if arch == 'A0' else []):
+            ratio = row['ratio_to_mmpretrain_deploy']
+            targets.append(dict(target=f'{path} >= 1.5x mmpretrain deploy eager, A0 batch 16',
+                                measured=f'{ratio:.2f}x', met=ratio >= 1.5))
+    for row in (_rows(results, INT8_ONNXRUNTIME, batch_size=16) if arch == 'A0' else []):
+        ratio = row['ratio_to_mmpretrain_deploy']
+        targets.append(dict(target=f'{INT8_ONNXRUNTIME} >= 3.0x mmpretrain deploy eager, A0 '
+                            'batch 16', measured=f'{ratio:.2f}x', met=ratio >= 3.0))
+    if arch == 'A0':
+        for path in (RECOMMENDED, COMPILED):
+            fractions = [row['fraction_of_conv_roof'] for row in _rows(results, path)]
+            if fractions:
+                targets.append(dict(target=f'A0 {path} >= 0.8 of the 3x3-conv roof',
+                                    measured=f'best {max(fractions):.2f}',
+                                    met=max(fractions) >= 0.8))
+    for row in results.get('conversion', []):
+        if row['arch'] == 'B3':
+            targets.append(dict(target='B3 conversion >= 2x faster than mmpretrain',
+                                measured=f"{row['speedup']:.1f}x ({row['ours_s']:.3f} s vs "
+                                f"{row['mmpretrain_s']:.3f} s)", met=row['speedup'] >= 2))
+    onnx_errors = {row['arch']: row['onnx_max_relative_error']
+                   for row in results.get('variants', []) if row['path'] == DEPLOY
+                   and row['onnx_max_relative_error'] is not None}
+    if 'onnx_max_relative_error' in results:
+        onnx_errors.setdefault(arch, results['onnx_max_relative_error'])
+    for onnx_arch in ('A0', 'B1g2', 'D2se'):
+        if onnx_arch in onnx_errors:
+            error = onnx_errors[onnx_arch]
+            targets.append(dict(target=f'ONNX Runtime within 1e-4 relative of PyTorch, '
+                                f'{onnx_arch}', measured=f'{error:.1e}',
+                                met=error <= ONNX_TARGET))
+    return targets
+
+
+def format_targets(results: dict, arch: str) -> str:
+    targets = check_targets(results, arch)
+    if not targets:
+        return ''
+    return '## Targets\n\n' + markdown_table(
+        ('target', 'measured', 'met'),
+        [(target['target'], target['measured'], 'yes' if target['met'] else 'no')
+         for target in targets])
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -115,10 +183,15 @@ def main(argv=None) -> int:
     results = (run_training_benchmark(settings, arch) if settings.train else
                run_inference_benchmark(model, settings))
     results.update(config=args.config, arch=arch)
-    print(format_report(results, arch))
+    print(format_report(results))
+    print(format_targets(results, arch))
     if args.json:
         try:
-            write_json_atomic(results, args.json, overwrite=args.force)
+            # Never half-written; without --force never over a file that appeared while
+            # the figures were measured (another run writing the same path).
+            with atomic_output(args.json, overwrite=args.force) as temporary_path:
+                with open(temporary_path, 'w') as stream:
+                    json.dump(results, stream, indent=1)
         except FileExistsError as error:  # another run wrote it meanwhile; kept
             print(f'error: {error} (the figures are printed above)', file=sys.stderr)
             return 1

@@ -40,10 +40,10 @@ def main(argv=None) -> int:
     print(f'Model: {args.config} (RepVGG {cfg.model.backbone.arch}, {form} form)')
     print(f'Input shape: (1, 3, {height}, {width})')
     print(f'Params: {complexity.params / 1e6:.2f} M ({complexity.params})')
-    print(f'FLOPs: {complexity.flops / 1e9:.2f} G ({complexity.flops}; multiply-adds, '
+    print(f'FLOPs: {complexity.gmacs:.2f} G ({complexity.macs}; multiply-adds, '
           'convention of the published table: conv + bias adds + BN + ReLU + pooling)')
     print(f'FLOPs (mmengine default, as mmpretrain 1.x get_flops.py): '
-          f'{complexity.flops_mmengine / 1e9:.2f} G ({complexity.flops_mmengine})')
+          f'{complexity.macs_mmengine / 1e9:.2f} G ({complexity.macs_mmengine})')
     return 0
 
 
