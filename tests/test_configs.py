@@ -22,10 +22,14 @@ from mmrepvgg.synthetic import randomize_batch_norms_
 from conftest import REPO_ROOT
 
 CONFIG_DIR = os.path.join(REPO_ROOT, 'configs')
+# Segmentor and detector configs (configs/mmseg, configs/mmdet) need the seg and det
+# extras; tests/test_dense_prediction.py covers them.
+DENSE_CONFIG_FOLDERS = ('mmseg', 'mmdet')
 ALL_CONFIGS = sorted(
     os.path.relpath(path, CONFIG_DIR)
     for path in glob.glob(os.path.join(CONFIG_DIR, '**', '*.py'), recursive=True)
-    if '_base_' not in path)
+    if '_base_' not in path
+    and os.path.relpath(path, CONFIG_DIR).split(os.sep)[0] not in DENSE_CONFIG_FOLDERS)
 DEPLOY_CONFIGS = [name for name in ALL_CONFIGS if '/deploy/' in f'/{name}']
 TRAIN_CONFIGS = [name for name in ALL_CONFIGS if name not in DEPLOY_CONFIGS]
 EPOCHS_120 = ('A0', 'A1', 'A2', 'B0', 'B1', 'B1g2', 'B1g4', 'B2')
