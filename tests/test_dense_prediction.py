@@ -10,6 +10,7 @@ import glob
 import os
 import re
 
+import onnxruntime
 import pytest
 import torch
 import torchvision
@@ -162,7 +163,6 @@ def test_a_segmentor_and_a_detector_convert_and_load_strictly_into_their_deploy_
 
 
 def test_segmentor_exports_logits_at_input_resolution_checked_by_onnxruntime(tmp_path):
-    onnxruntime = pytest.importorskip('onnxruntime')  # the onnx extra, in the test venv
     _train_checkpoint(SEG_CONFIG, tmp_path / 'train.pth')
     tool = load_tool('tools/deployment/pytorch2onnx.py')
     onnx_path = tmp_path / 'fcn.onnx'
