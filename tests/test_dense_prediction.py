@@ -6,7 +6,11 @@ mmseg and mmdet import, and raises if a test path calls a compiled op (none does
 would fail the test). NMS runs on torchvision's.
 """
 import copy
+import glob
+import os
+import re
 
+import onnxruntime
 import pytest
 import torch
 import torchvision
@@ -41,6 +45,18 @@ TINY_ARCH = dict(num_blocks=(2, 2, 2, 1), width_factor=(0.25, 0.25, 0.25, 0.125)
                  group_layer_map=None, se_cfg=None, stem_channels=64)
 DILATED = dict(strides=(2, 2, 1, 1), dilations=(1, 1, 2, 4), out_indices=(0, 1, 2, 3))
 NON_SQUARE = (2, 3, 40, 56)
+DENSE_TRAIN_CONFIGS = sorted(
+    os.path.relpath(path, REPO_ROOT) for folder in ('mmseg', 'mmdet')
+    for path in glob.glob(f'{REPO_ROOT}/configs/{folder}/**/*.py', recursive=True)
+    if '/_base_/' not in path and '/deploy/' not in path)
+
+
+def deploy_twin(train_config: str) -> str:
+    """``x/fcn_repvgg-A0-d8_4xb4-....py`` -> ``x/deploy/fcn_repvgg-A0-d8_deploy_4xb4-....py``:
+    the deploy tag goes after the backbone name."""
+    folder, name = os.path.split(train_config)
+    return os.path.join(folder, 'deploy', re.sub(r'(repvgg-[A-Z0-9]+(?:-d8)?)_', r'\1_deploy_',
+                                                 name, count=1))
 
 
 @pytest.mark.parametrize('registry', [MMSEG_MODELS, MMDET_MODELS, MMPRETRAIN_MODELS],
@@ -147,7 +163,6 @@ def test_a_segmentor_and_a_detector_convert_and_load_strictly_into_their_deploy_
 
 
 def test_segmentor_exports_logits_at_input_resolution_checked_by_onnxruntime(tmp_path):
-    onnxruntime = pytest.importorskip('onnxruntime')  # the onnx extra, in the test venv
     _train_checkpoint(SEG_CONFIG, tmp_path / 'train.pth')
     tool = load_tool('tools/deployment/pytorch2onnx.py')
     onnx_path = tmp_path / 'fcn.onnx'
@@ -193,3 +208,15 @@ def test_a_pspnet_size_the_exporter_cannot_trace_is_refused_in_one_line(tmp_path
     error = capsys.readouterr().err.strip()
     assert error.startswith('error: the segmentor does not export at 40x40') and '\n' not in error
     assert sorted(path.name for path in tmp_path.iterdir()) == ['train.pth']
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('train_config', DENSE_TRAIN_CONFIGS)
+def test_every_shipped_dense_config_fuses_into_its_deploy_twin(train_config):
+    """Each segmentor and detector config builds, and its fused weights load strictly into
+    the model of its deploy twin (same keys and shapes)."""
+    model = build_train_model(os.path.join(REPO_ROOT, train_config))
+    assert reparameterize_blocks(model) > 0
+    deploy_cfg = Config.fromfile(os.path.join(REPO_ROOT, deploy_twin(train_config)))
+    deploy_model = build_model(deploy_cfg.model, deploy_cfg.default_scope)
+    deploy_model.load_state_dict(model.state_dict(), strict=True)

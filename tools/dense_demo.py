@@ -26,13 +26,13 @@ from mmrepvgg.apis import convert_checkpoint  # noqa: E402
 from mmrepvgg.datasets import prepare_digit_canvases  # noqa: E402
 from mmrepvgg.utils import MissingExtraError  # noqa: E402
 
-TASKS = {  # name: (train config, deploy config, metric key, metric shown as)
+TASKS = {  # name: (train config, deploy config, metric key, shown as, in % per unit)
     'segmentation': ('configs/mmseg/digits/fcn_repvgg-A0-d8_digits.py',
                      'configs/mmseg/digits/deploy/fcn_repvgg-A0-d8_deploy_digits.py',
-                     'mIoU', 'mIoU (%)'),
+                     'mIoU', 'mIoU (%)', 1),  # mmseg reports percent
     'detection': ('configs/mmdet/digits/fcos_repvgg-A0_fpn_digits.py',
                   'configs/mmdet/digits/deploy/fcos_repvgg-A0_deploy_fpn_digits.py',
-                  'coco/bbox_mAP', 'bbox mAP'),
+                  'coco/bbox_mAP', 'mAP (%)', 100),  # COCO mAP over IoU 0.5:0.95, in 0-1
 }
 DATA_ROOT = 'data/digit_canvases'
 
@@ -94,7 +94,7 @@ def speed_ratio(train_model, deploy_model, batch_size: int) -> float:
 
 
 def run_task(task: str, args) -> dict:
-    train_config, deploy_config, metric_key, _ = TASKS[task]
+    train_config, deploy_config, metric_key, _, percent = TASKS[task]
     work_dir = os.path.join(args.work_dir, task)
     schedule = schedule_options(task, args)
     start = time.perf_counter()
@@ -112,7 +112,8 @@ def run_task(task: str, args) -> dict:
     deploy_cfg.load_from = deploy_checkpoint
     deploy_runner = Runner.from_cfg(deploy_cfg)
     deploy_metrics = deploy_runner.test()
-    return dict(train=train_metrics[metric_key], deploy=deploy_metrics[metric_key],
+    return dict(train=percent * train_metrics[metric_key],
+                deploy=percent * deploy_metrics[metric_key],
                 speed_ratio=speed_ratio(runner.model, deploy_runner.model,
                                         args.benchmark_batch),
                 seconds=time.perf_counter() - start)

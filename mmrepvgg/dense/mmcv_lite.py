@@ -1,6 +1,22 @@
 """Imported by the mmseg and mmdet configs (``custom_imports``): under mmcv-lite, installs
 the ``mmcv._ext`` stand-in of :mod:`mmrepvgg.dense.mmcv_ops` so that mmseg's and mmdet's
-own tools can build their models; with a full mmcv it does nothing."""
+own tools can build their models; with a full mmcv it does nothing.
+
+Tools that import ``mmcv.ops`` before they read the config (mmdet's ``tools/test.py``)
+run through it::
+
+    python -m mmrepvgg.dense.mmcv_lite TOOL.py ARGS...
+"""
+import runpy
+import sys
+
 from .mmcv_ops import install_mmcv_ops_stand_in
 
 install_mmcv_ops_stand_in()
+
+if __name__ == '__main__':
+    if len(sys.argv) < 2:
+        sys.exit('error: name the tool to run, e.g. python -m mmrepvgg.dense.mmcv_lite '
+                 'tools/test.py CONFIG CHECKPOINT')
+    sys.argv = sys.argv[1:]
+    runpy.run_path(sys.argv[0], run_name='__main__')

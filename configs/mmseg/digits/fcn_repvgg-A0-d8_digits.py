@@ -16,8 +16,11 @@ model = dict(
         dict(type='Kaiming', layer=['Conv2d']),
         dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm']),
     ]),
+    # Background is 91 % of the train pixels; at weight 1 the head learnt to predict only
+    # background in 600 iterations (mIoU 8.3 %, measured), at 0.1 it learns the digits.
     decode_head=dict(channels=64, num_classes=num_classes, norm_cfg=norm_cfg,
-                     dropout_ratio=0.0),
+                     dropout_ratio=0.0,
+                     loss_decode=dict(class_weight=[0.1] + [1.0] * 10)),
     auxiliary_head=None)
 
 dataset = dict(type='BaseSegDataset', data_root=data_root, img_suffix='.png',
@@ -40,7 +43,7 @@ val_dataloader = dict(
                  data_prefix=dict(img_path='images/val', seg_map_path='masks/val')))
 test_dataloader = val_dataloader
 
-max_iters = 600
+max_iters = 400
 optim_wrapper = dict(optimizer=dict(lr=0.05))
 param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=max_iters,
                         by_epoch=False)]
