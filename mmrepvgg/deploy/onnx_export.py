@@ -73,6 +73,17 @@ def to_deploy_copy(model: nn.Module) -> 'tuple[nn.Module, bool]':
     return deploy_model, reparameterize_blocks(deploy_model) > 0
 
 
+def torch_logits(model: nn.Module):
+    """The first output of ``model`` (eval mode) as a function of images ``(N, C, H, W)``
+    float32 NumPy arrays: the PyTorch FP32 reference of a top-1 agreement check."""
+    wrapped = _OutputTensors(model)
+
+    def logits(images: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return wrapped(torch.from_numpy(images))[0].numpy()
+    return logits
+
+
 def onnxruntime_session(path: str, num_threads: Optional[int] = None,
                         int8_kernels: str = 'auto') -> onnxruntime.InferenceSession:
     """A CPU ONNX Runtime session; ``num_threads`` intra-op threads (default: ORT's).

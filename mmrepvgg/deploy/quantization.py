@@ -160,20 +160,28 @@ class Agreement(NamedTuple):
         return self.num_agree / self.num_images
 
 
-def top1_agreement(reference_path: str, candidate_path: str,
-                   batches: Iterable[tuple], int8_kernels: str = 'auto') -> Agreement:
-    """Compare the top-1 classes of two ONNX classifiers on ``(images, labels)`` batches
-    (images ``(N, C, H, W)`` float32 as the model receives them, labels ``(N, )``);
-    ``int8_kernels`` as for :func:`.onnx_export.onnxruntime_session`."""
-    sessions = [onnxruntime_session(path, int8_kernels=int8_kernels)
-                for path in (reference_path, candidate_path)]
+Logits = Callable[[np.ndarray], np.ndarray]  # images (N, C, H, W) -> logits (N, classes)
+
+
+def onnx_logits(path: str, int8_kernels: str = 'auto') -> Logits:
+    """The logits function of an ONNX classifier run by ONNX Runtime; ``int8_kernels``
+    as for :func:`.onnx_export.onnxruntime_session`."""
+    session = onnxruntime_session(path, int8_kernels=int8_kernels)
+    name = session.get_inputs()[0].name
+    return lambda images: np.asarray(session.run(None, {name: images})[0])
+
+
+def top1_agreement(reference: Logits, candidate: Logits,
+                   batches: Iterable[tuple]) -> Agreement:
+    """Compare the top-1 classes of two classifiers (e.g. :func:`onnx_logits`) on
+    ``(images, labels)`` batches (images ``(N, C, H, W)`` float32 as the model receives
+    them, labels ``(N, )``)."""
     counts = np.zeros(4, dtype=np.int64)
     for images, labels in batches:
-        reference, candidate = (
-            np.asarray(session.run(None, {session.get_inputs()[0].name: images})[0]
-                       ).argmax(axis=1) for session in sessions)
-        counts += [len(labels), (reference == candidate).sum(),
-                   (reference == labels).sum(), (candidate == labels).sum()]
+        expected, actual = (np.asarray(model(images)).argmax(axis=1)
+                            for model in (reference, candidate))
+        counts += [len(labels), (expected == actual).sum(),
+                   (expected == labels).sum(), (actual == labels).sum()]
     if counts[0] == 0:
         raise ValueError('no images to compare the two models on')
     return Agreement(*(int(count) for count in counts))
@@ -204,9 +212,8 @@ class LayerSensitivity(NamedTuple):
 
 
 def _logits(path: str, images: Sequence[np.ndarray]) -> np.ndarray:
-    session = onnxruntime_session(path)
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: batch})[0] for batch in images])
+    model = onnx_logits(path)
+    return np.concatenate([model(batch) for batch in images])
 
 
 def layer_sensitivity(fp32_path: str, calibration: Sequence[np.ndarray],
@@ -259,7 +266,8 @@ def mixed_precision_nodes(fp32_path: str, calibration: Sequence[np.ndarray],
             fp32_nodes = [row.node for row in sensitivity[:keep]]
             quantize_int8(fp32_path, candidate_path, calibration, overwrite=True,
                           method=method, fp32_nodes=fp32_nodes)
-            agreement = top1_agreement(fp32_path, candidate_path, held_out)
+            agreement = top1_agreement(onnx_logits(fp32_path), onnx_logits(candidate_path),
+                                       held_out)
             drop = 100 * (agreement.reference_correct - agreement.candidate_correct
                           ) / agreement.num_images
             if drop <= max_drop_points:
@@ -291,8 +299,8 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
                 held_out: Optional[Iterable[tuple]] = None, overwrite: bool = False,
                 progress: Optional[ProgressCallback] = None,
                 opset: int = DEFAULT_OPSET, method: str = 'minmax',
-                keep_fp32: int = 0, max_drop_points: Optional[float] = None
-                ) -> Int8Report:
+                keep_fp32: int = 0, max_drop_points: Optional[float] = None,
+                int8_kernels: str = 'auto') -> Int8Report:
     """Export the deploy form of ``model`` to a temporary FP32 ONNX file (dynamic batch,
     the calibration images' size), quantize it to ``int8_path``, then (given
     ``held_out`` ``(images, labels)`` batches) compare the two on them.
@@ -306,6 +314,8 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
             (:func:`layer_sensitivity` on ``held_out``).
         max_drop_points: instead, keep as few as needed for INT8 top-1 to stay within
             this many points of FP32 on ``held_out`` (:func:`mixed_precision_nodes`).
+        int8_kernels: the ONNX Runtime INT8 kernels of the held-out comparison (see
+            :func:`.onnx_export.onnxruntime_session`).
 
     Raises:
         FileExistsError: ``int8_path`` exists and ``overwrite`` is False (checked before
@@ -338,7 +348,7 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
                 fp32_nodes = [row.node for row in sensitivity[:keep_fp32]]
         quantize_int8(fp32.path, int8_path, calibration, overwrite, progress, method,
                       fp32_nodes)
-        agreement = (None if held_out is None else
-                     top1_agreement(fp32.path, int8_path, held_out))
+        agreement = (None if held_out is None else top1_agreement(
+            onnx_logits(fp32.path), onnx_logits(int8_path, int8_kernels), held_out))
     return Int8Report(os.path.abspath(int8_path), sum(len(batch) for batch in calibration),
                       method, fp32_nodes, fp32.max_relative_error, agreement)
