@@ -15,7 +15,8 @@ from PIL import Image
 
 from mmrepvgg.deploy.onnx_eval import preprocessed_batches
 from mmrepvgg.deploy.onnx_export import onnxruntime_session
-from mmrepvgg.deploy.quantization import CalibrationBatches, output_nodes, top1_agreement
+from mmrepvgg.deploy.quantization import (CalibrationBatches, onnx_logits, output_nodes,
+                                          top1_agreement)
 from mmrepvgg.engine import load_repvgg_config
 
 from conftest import REPO_ROOT, load_tool
@@ -126,8 +127,9 @@ def _linear_model(path, weight):
 
 
 def test_top1_agreement_counts_agreeing_and_correct_images(tmp_path):
-    identity = _linear_model(tmp_path / 'identity.onnx', [1, 0, 0, 1])
-    swapped = _linear_model(tmp_path / 'swapped.onnx', [0, 1, 1, 0])
+    identity_path = _linear_model(tmp_path / 'identity.onnx', [1, 0, 0, 1])
+    identity = onnx_logits(identity_path)
+    swapped = onnx_logits(_linear_model(tmp_path / 'swapped.onnx', [0, 1, 1, 0]))
     images = np.array([[2, 1], [1, 2], [3, 0]], np.float32)  # identity says 0, 1, 0
     labels = np.array([0, 0, 1])
     agreement = top1_agreement(identity, identity, [(images, labels)])
@@ -135,7 +137,7 @@ def test_top1_agreement_counts_agreeing_and_correct_images(tmp_path):
     agreement = top1_agreement(identity, swapped, [(images[:2], labels[:2]),
                                                    (images[2:], labels[2:])])
     assert agreement == (3, 0, 1, 2) and agreement.rate == 0
-    assert output_nodes(identity) == ['head']
+    assert output_nodes(identity_path) == ['head']
 
 
 @pytest.mark.parametrize('output_role', ['checkpoint', 'config'])
