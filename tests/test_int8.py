@@ -158,7 +158,7 @@ def test_export_refuses_to_write_over_its_own_input_even_with_force(
 
 def test_missing_onnxruntime_is_one_line_naming_the_extra(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, 'onnxruntime', None)  # import fails as if absent
-    for name in [name for name in sys.modules if name.startswith('mmrepvgg.analysis.')]:
+    for name in [name for name in sys.modules if name.startswith('mmrepvgg.deploy.')]:
         monkeypatch.delitem(sys.modules, name)
     with pytest.raises(SystemExit) as exit_info:
         load_tool('tools/deployment/pytorch2onnx.py')

@@ -120,9 +120,9 @@ class OpenVINOClassifier(ExportedClassifier):
         self.logits = openvino_logits(xml_file, num_threads)
 
 
-def _load_error(model_file: str, error: Exception) -> ConfigError:
+def _load_error(model_file: str, runtime: str, error: Exception) -> ConfigError:
     lines = str(error).strip().splitlines() or [type(error).__name__]
-    return ConfigError(f'{model_file}: the runtime cannot load it ({lines[0]}); pass a '
+    return ConfigError(f'{model_file}: {runtime} cannot load it ({lines[0]}); pass a '
                        'file written by tools/deployment/pytorch2onnx.py')
 
 
@@ -149,7 +149,7 @@ def exported_model_test_config(cfg: Config, model_file: str,
         try:
             compiled_model(model_file, num_threads)  # fail here, in one line
         except RuntimeError as error:
-            raise _load_error(model_file, error) from error
+            raise _load_error(model_file, 'OpenVINO', error) from error
         cfg.model = dict(type='OpenVINOClassifier', xml_file=model_file,
                          data_preprocessor=preprocessor, num_threads=num_threads)
     else:
@@ -158,7 +158,7 @@ def exported_model_test_config(cfg: Config, model_file: str,
         except (onnxruntime.capi.onnxruntime_pybind11_state.Fail,
                 onnxruntime.capi.onnxruntime_pybind11_state.InvalidGraph,
                 onnxruntime.capi.onnxruntime_pybind11_state.InvalidProtobuf) as error:
-            raise _load_error(model_file, error) from error
+            raise _load_error(model_file, 'ONNX Runtime', error) from error
         cfg.model = dict(type='OnnxRuntimeClassifier', onnx_file=model_file,
                          data_preprocessor=preprocessor, num_threads=num_threads,
                          int8_kernels=int8_kernels)
