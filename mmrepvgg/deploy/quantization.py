@@ -163,10 +163,11 @@ class Agreement(NamedTuple):
 Logits = Callable[[np.ndarray], np.ndarray]  # images (N, C, H, W) -> logits (N, classes)
 
 
-def onnx_logits(path: str, int8_kernels: str = 'auto') -> Logits:
+def onnx_logits(path: str, int8_kernels: str = 'auto',
+                num_threads: Optional[int] = None) -> Logits:
     """The logits function of an ONNX classifier run by ONNX Runtime; ``int8_kernels``
-    as for :func:`.onnx_export.onnxruntime_session`."""
-    session = onnxruntime_session(path, int8_kernels=int8_kernels)
+    and ``num_threads`` as for :func:`.onnx_export.onnxruntime_session`."""
+    session = onnxruntime_session(path, num_threads, int8_kernels)
     name = session.get_inputs()[0].name
     return lambda images: np.asarray(session.run(None, {name: images})[0])
 
