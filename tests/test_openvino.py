@@ -107,3 +107,19 @@ def test_missing_openvino_is_one_line_naming_the_extra(digits_workspace,
     assert error.startswith('error: openvino is not installed') and '\n' not in error
     assert 'pip install "mmrepvgg[openvino]"' in error
     assert not os.listdir(tmp_path)
+
+
+def test_prepare_for_inference_openvino_int8_is_close_to_pytorch_but_quantized():
+    from mmrepvgg.apis.inference import prepare_for_inference
+    from mmrepvgg.numerics import max_relative_error
+    torch.manual_seed(0)
+    model = randomize_batch_norms_(build_model(repvgg_classifier_cfg('A0', num_classes=10)))
+    generator = torch.Generator().manual_seed(1)
+    calibration = [torch.randn(8, 3, 32, 32, generator=generator) for _ in range(2)]
+    images = torch.randn(3, 3, 32, 32, generator=generator)  # held out, another batch
+    expected = torch.from_numpy(torch_logits(to_deploy_copy(model)[0])(images.numpy()))
+    int8_model = prepare_for_inference(model, backend='openvino-int8',
+                                       calibration_images=calibration, num_threads=1)
+    assert 1e-5 < max_relative_error(expected, int8_model(images)) < 0.3
+    with pytest.raises(ValueError, match="backend='openvino-int8' needs calibration_images"):
+        prepare_for_inference(model, backend='openvino-int8')

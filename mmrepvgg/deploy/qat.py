@@ -93,7 +93,7 @@ def finetune_qat(model: nn.Module, batches: Iterable[tuple], epochs: int,
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss)
+            total += float(loss.detach())
         losses.append(total / len(batches))
     return losses
 
