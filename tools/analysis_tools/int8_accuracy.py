@@ -20,6 +20,7 @@ test set). Speeds are images/s of each file at the data's size, batch 16, one th
 """
 import argparse
 import datetime
+import multiprocessing
 import os
 import sys
 import time
@@ -177,6 +178,12 @@ class Measurement:
                      runner_top1(self.config, xml_path, self.args.work_dir))
 
 
+def measure(name: str, config: str, checkpoint: str, args) -> tuple:
+    """The rows and the sensitivity table of one checkpoint."""
+    measurement = Measurement(name, config, checkpoint, args)
+    return measurement.run(), measurement.sensitivity
+
+
 def print_table(rows: list) -> None:
     """The rows as a Markdown table, top-1 minus the same model's PyTorch FP32."""
     pytorch = {row['model']: row['top1'] for row in rows if row['runtime'] == 'pytorch'}
@@ -274,15 +281,18 @@ def main(argv=None) -> int:
     print(f"CPU: {host_cpu(1).describe()}; load average {started['load_average']}",
           flush=True)
     try:
-        measurements = [Measurement(name, config, checkpoint, args)
+        # One process per checkpoint: a second model in the process that had run the
+        # first one's OpenVINO rows crashed once (SIGSEGV) on this host.
+        with multiprocessing.get_context('spawn').Pool(1, maxtasksperchild=1) as pool:
+            measured = [pool.apply(measure, (name, config, checkpoint, args))
                         for name, config, checkpoint in args.model]
-        rows = [row for measurement in measurements for row in measurement.run()]
+        rows = [row for model_rows, _ in measured for row in model_rows]
     except (ConfigError, CheckpointError, ValueError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 1
     results = dict(machine=started, finished=machine(), threads=1, rows=rows,
-                   sensitivity={measurement.name: measurement.sensitivity
-                                for measurement in measurements})
+                   sensitivity={name: sensitivity for (name, _, _), (_, sensitivity)
+                                in zip(args.model, measured)})
     print_table(rows)
     if args.json:
         from mmrepvgg.analysis.benchmark import write_json_atomic
