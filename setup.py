@@ -12,6 +12,8 @@ MIM_RESOURCES = ('configs', 'tools', 'model-index.yml')
 EXTRAS = {
     'onnx': ['onnx', 'onnxruntime'],
     'demo': ['scikit-learn'],
+    'openvino': ['openvino', 'nncf'],  # second INT8 runtime (mmrepvgg.deploy.openvino_runtime)
+    'photos': ['scikit-image', 'scikit-learn', 'matplotlib'],  # the photos data set
 }
 
 

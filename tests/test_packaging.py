@@ -86,10 +86,12 @@ def test_wheel_metadata_has_ranges_python_3_10_and_the_extras(built):
     base = {Requirement(req) for req in requires if 'extra ==' not in req}
     assert base == {Requirement(req) for req in read_requirements('install.txt')}
     assert not any(spec.operator == '==' for req in base for spec in req.specifier)
-    assert {'onnx', 'demo', 'all'} <= set(metadata.get_all('Provides-Extra'))
+    assert {'onnx', 'demo', 'openvino', 'photos', 'all'} <= set(
+        metadata.get_all('Provides-Extra'))
     extra_all = {req.split(';')[0].strip() for req in requires if "extra == 'all'" in
                  req.replace('"', "'")}
-    assert extra_all == {'onnx', 'onnxruntime', 'scikit-learn'}
+    assert extra_all == {'onnx', 'onnxruntime', 'scikit-learn', 'openvino', 'nncf',
+                         'scikit-image', 'matplotlib'}
     assert any(name.endswith('LICENSE') for name in archive.namelist())
 
 

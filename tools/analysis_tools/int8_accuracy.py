@@ -96,7 +96,8 @@ class Measurement:
         self.rows = []
 
     def path(self, recipe: str, suffix: str = '.onnx') -> str:
-        return os.path.join(self.args.work_dir, f'{self.name}_{recipe}{suffix}')
+        file_stem = f'{self.name}_{recipe}'.replace(os.sep, '_')
+        return os.path.join(self.args.work_dir, file_stem + suffix)
 
     def add(self, runtime: str, recipe: str, model_file: str, logits, top1: float,
             **extra) -> None:
