@@ -20,6 +20,7 @@ test set). Speeds are images/s of each file at the data's size, batch 16, one th
 """
 import argparse
 import datetime
+from concurrent.futures import ProcessPoolExecutor
 import multiprocessing
 import os
 import sys
@@ -284,9 +285,12 @@ def main(argv=None) -> int:
     try:
         # One process per checkpoint: a second model in the process that had run the
         # first one's OpenVINO rows crashed once (SIGSEGV) on this host.
-        with multiprocessing.get_context('spawn').Pool(1, maxtasksperchild=1) as pool:
-            measured = [pool.apply(measure, (name, config, checkpoint, args))
-                        for name, config, checkpoint in args.model]
+        # (A pool's daemonic workers could not start the dataloader's workers.)
+        measured = []
+        for name, config, checkpoint in args.model:
+            with ProcessPoolExecutor(1, multiprocessing.get_context('spawn')) as pool:
+                measured.append(pool.submit(measure, name, config, checkpoint,
+                                            args).result())
         rows = [row for model_rows, _ in measured for row in model_rows]
     except (ConfigError, CheckpointError, ValueError) as error:
         print(f'error: {error}', file=sys.stderr)
