@@ -45,7 +45,7 @@ def test_predictions_are_softmax_scores_with_the_arg_max_label():
 
 
 def test_tool_refuses_a_file_that_is_not_onnx_in_one_line(digits_workspace, tmp_path,
-                                                         capsys):
+                                                          capsys):
     not_onnx = tmp_path / 'model.onnx'
     not_onnx.write_bytes(b'not a protobuf')
     assert deployment_test.main([DIGITS_CONFIG, str(not_onnx), '--work-dir',

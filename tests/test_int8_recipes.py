@@ -40,8 +40,8 @@ def _activation_scales(path: str) -> dict:
             for node in model.graph.node if node.op_type == 'QuantizeLinear'}
 
 
-def test_minmax_scale_is_the_calibration_range_and_the_others_stay_inside(small_fp32,
-                                                                      tmp_path):
+def test_minmax_scale_is_the_calibration_range_and_the_others_stay_inside(
+        small_fp32, tmp_path):
     path, calibration, _ = small_fp32
     images = np.concatenate(calibration)
     # uint8 asymmetric: the range always holds 0, 255 steps.

@@ -19,8 +19,8 @@ def two_colour_photos(monkeypatch):
         pixels = np.zeros((90, 150, 3), np.uint8)
         pixels[:, :100], pixels[:, 100:] = left, right
         return lambda: pixels
-    monkeypatch.setattr(photos, 'PHOTO_SOURCES', {'a': photo((255, 0, 0), (0, 0, 255)),
-                                                   'b': photo((0, 255, 0), (255, 255, 255))})
+    monkeypatch.setattr(photos, 'PHOTO_SOURCES', {
+        'a': photo((255, 0, 0), (0, 0, 255)), 'b': photo((0, 255, 0), (255, 255, 255))})
     monkeypatch.setattr(photos, 'PHOTO_CLASSES', ('a', 'b'))
     monkeypatch.setattr(photos, 'TRAIN_PER_CLASS', 3)
     monkeypatch.setattr(photos, 'VAL_PER_CLASS', 2)
@@ -30,8 +30,8 @@ def _pixels(path):
     return np.asarray(Image.open(path))
 
 
-def test_train_crops_come_from_the_left_and_val_crops_from_the_right(two_colour_photos,
-                                                                    tmp_path):
+def test_train_crops_come_from_the_left_and_val_crops_from_the_right(
+        two_colour_photos, tmp_path):
     split = photos.prepare_photos(str(tmp_path / 'photos'))
     assert split == (str(tmp_path / 'photos'), 6, 2 * 2, True)
     for name, train_colour, val_colour in (('a', 0, 2), ('b', 1, None)):
@@ -46,8 +46,8 @@ def test_train_crops_come_from_the_left_and_val_crops_from_the_right(two_colour_
             assert val_crop.min() > 100
 
 
-def test_the_crops_are_the_same_on_every_run_and_the_folder_is_kept(two_colour_photos,
-                                                                   tmp_path):
+def test_the_crops_are_the_same_on_every_run_and_the_folder_is_kept(
+        two_colour_photos, tmp_path):
     first, second = (photos.prepare_photos(str(tmp_path / name)) for name in ('1', '2'))
     assert first.created and second.created
     for split, name, index in (('train', 'a', 2), ('val', 'b', 1)):

@@ -49,7 +49,7 @@ SPEED_BATCH = 16
 
 
 def runner_top1(config: str, model_file: str, work_dir: str, int8_kernels: str = 'auto',
-              checkpoint: bool = False) -> float:
+                checkpoint: bool = False) -> float:
     """Top-1 (%) of ``model_file`` by the config's test loop: a checkpoint in PyTorch, or
     an exported .onnx / .xml file."""
     cfg = load_repvgg_config(config)

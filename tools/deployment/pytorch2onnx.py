@@ -45,7 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         description='Export the deploy form of a RepVGG model to ONNX and check it with '
         'onnx.checker and ONNX Runtime; optionally quantize it to static INT8.')
     parser.add_argument('config', help='train or deploy config of the model')
-    parser.add_argument('checkpoint', help='train- or deploy-form checkpoint: file, URL or model zoo name (only read)')
+    parser.add_argument('checkpoint', help='train- or deploy-form checkpoint: file, URL or '
+                        'model zoo name (only read)')
     parser.add_argument('output', help='ONNX file to write')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help="input image size (default: the size the config's test "
