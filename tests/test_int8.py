@@ -27,18 +27,24 @@ DIGITS_MEAN, DIGITS_STD = 77.84, 95.89  # configs/digits/repvgg-A0_digits.py
 pytorch2onnx = load_tool('tools/deployment/pytorch2onnx.py')
 
 
+def export_in_workspace(workspace, checkpoint: str, output, *options: str) -> str:
+    """Run pytorch2onnx on the digits config in ``workspace`` (its data_root is
+    relative): what it printed; it must succeed."""
+    printed = StringIO()
+    with contextlib.chdir(workspace), contextlib.redirect_stdout(printed):
+        code = pytorch2onnx.main([DIGITS_CONFIG, checkpoint, str(output), *options])
+    assert code == 0, printed.getvalue()
+    return printed.getvalue()
+
+
 @pytest.fixture(scope='module')
 def int8_export(digits_workspace, digits_train_checkpoint):
     """The INT8 file of the short-trained digits model and what the tool printed."""
     output = digits_workspace / 'a0_int8.onnx'
-    printed = StringIO()
-    # chdir: the config's data_root is relative.
-    with contextlib.chdir(digits_workspace), contextlib.redirect_stdout(printed):
-        code = pytorch2onnx.main([DIGITS_CONFIG, digits_train_checkpoint, str(output),
+    printed = export_in_workspace(digits_workspace, digits_train_checkpoint, output,
                                   '--quantize', 'int8', '--calib-images', '64',
-                                  '--check-images', '96', '--force'])
-    assert code == 0, printed.getvalue()
-    return str(output), printed.getvalue()
+                                  '--check-images', '96', '--force')
+    return str(output), printed
 
 
 def test_int8_export_reports_calibration_progress_and_agreement(int8_export):

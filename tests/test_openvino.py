@@ -1,9 +1,7 @@
 """OpenVINO as a second runtime: FP32 IR equal to PyTorch, NNCF INT8 IR agreeing with
 PyTorch FP32 on held-out digits, through the same tools; bad input gets one line."""
-import contextlib
 import os
 import sys
-from io import StringIO
 
 import numpy as np
 import pytest
@@ -20,6 +18,7 @@ from mmrepvgg.models import build_model, repvgg_classifier_cfg  # noqa: E402
 from mmrepvgg.synthetic import randomize_batch_norms_  # noqa: E402
 
 from conftest import REPO_ROOT, load_tool  # noqa: E402
+from test_int8 import export_in_workspace  # noqa: E402
 
 DIGITS_CONFIG = os.path.join(REPO_ROOT, 'configs/digits/repvgg-A0_digits.py')
 pytorch2onnx = load_tool('tools/deployment/pytorch2onnx.py')
@@ -40,14 +39,10 @@ def test_fp32_ir_computes_the_pytorch_deploy_model(tmp_path):
 @pytest.fixture(scope='module')
 def int8_ir(digits_workspace, digits_train_checkpoint):
     output = digits_workspace / 'a0_int8.xml'
-    printed = StringIO()
-    with contextlib.chdir(digits_workspace), contextlib.redirect_stdout(printed):
-        code = pytorch2onnx.main([DIGITS_CONFIG, digits_train_checkpoint, str(output),
+    printed = export_in_workspace(digits_workspace, digits_train_checkpoint, output,
                                   '--backend', 'openvino', '--quantize', 'int8',
-                                  '--calib-images', '64', '--check-images', '96',
-                                  '--force'])
-    assert code == 0, printed.getvalue()
-    return str(output), printed.getvalue()
+                                  '--calib-images', '64', '--check-images', '96', '--force')
+    return str(output), printed
 
 
 def test_int8_ir_is_quantized_and_agrees_with_pytorch(int8_ir, digits_workspace,

@@ -19,6 +19,7 @@ from torch import nn
 from ..checkpoint import atomic_output
 from ..utils import require
 from .onnx_export import DEFAULT_OPSET, export_onnx
+from .quantization import check_calibration
 
 openvino = require('openvino', 'openvino')
 
@@ -71,12 +72,7 @@ def quantize_ir(fp32_onnx_path: str, calibration: Sequence[np.ndarray],
         ValueError: an unknown ``method`` or no calibration images.
         MissingExtraError: NNCF is not installed.
     """
-    if method not in OPENVINO_CALIBRATION_METHODS:
-        raise ValueError(f'calibration method {method!r} is not offered for OpenVINO; '
-                         f'choose {" or ".join(OPENVINO_CALIBRATION_METHODS)}')
-    if not calibration or not sum(len(batch) for batch in calibration):
-        raise ValueError('no calibration images: INT8 activation ranges come from real, '
-                         'preprocessed training images; pass at least one batch')
+    check_calibration(method, OPENVINO_CALIBRATION_METHODS, calibration, 'OpenVINO')
     nncf = require('nncf', 'openvino')
     advanced = require('nncf.quantization.advanced_parameters', 'openvino')
     model = openvino.convert_model(fp32_onnx_path)

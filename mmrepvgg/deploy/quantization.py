@@ -78,6 +78,22 @@ def output_nodes(path: str) -> List[str]:
     return [node.name for node in graph.node if outputs & set(node.output)]
 
 
+def check_calibration(method: str, offered: Sequence[str],
+                      calibration: Sequence[np.ndarray], runtime: str) -> None:
+    """Refuse, in one line, a calibration ``method`` the runtime does not offer or a
+    calibration without images.
+
+    Raises:
+        ValueError: naming what to pass instead.
+    """
+    if method not in offered:
+        raise ValueError(f'calibration method {method!r} is not offered for {runtime}; '
+                         f'choose one of {", ".join(offered)}')
+    if not calibration or not sum(len(batch) for batch in calibration):
+        raise ValueError('no calibration images: INT8 activation ranges come from real, '
+                         'preprocessed training images; pass at least one batch')
+
+
 def conv_nodes(path: str) -> List[str]:
     """Names of the Conv nodes of an ONNX file, in graph order (the layers INT8 changes)."""
     graph = onnx.load(path, load_external_data=False).graph
@@ -110,12 +126,7 @@ def quantize_int8(fp32_path: str, int8_path: str, calibration: Sequence[np.ndarr
         ValueError: an unknown ``method``, no calibration images, or a model without a
             conv to quantize.
     """
-    if method not in CALIBRATION_METHODS:
-        raise ValueError(f'unknown calibration method {method!r}; choose one of '
-                         f'{", ".join(CALIBRATION_METHODS)}')
-    if not calibration or not sum(len(batch) for batch in calibration):
-        raise ValueError('no calibration images: INT8 activation ranges come from real, '
-                         'preprocessed training images; pass at least one batch')
+    check_calibration(method, CALIBRATION_METHODS, calibration, 'ONNX Runtime')
     if not conv_nodes(fp32_path):
         raise ValueError(f'{fp32_path}: the model has no Conv to quantize; INT8 here is '
                          'for conv networks such as RepVGG')
@@ -330,9 +341,7 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
     mixed = keep_fp32 > 0 or max_drop_points is not None
     if mixed and held_out is None:
         raise ValueError('mixed precision ranks the convs on held-out images; pass some')
-    if not calibration:
-        raise ValueError('no calibration images: INT8 activation ranges come from real, '
-                         'preprocessed training images; pass at least one batch')
+    check_calibration(method, CALIBRATION_METHODS, calibration, 'ONNX Runtime')
     held_out = None if held_out is None else list(held_out)
     fp32_nodes: List[str] = []
     with tempfile.TemporaryDirectory() as workdir:
