@@ -7,8 +7,9 @@ which inductor pre-packs every kernel and fuses bias and ReLU into the conv. Mea
 on the project's shared 2-core CPU at 1 thread, A0 deploy at batch 16 (docs/benchmarks.md):
 channels-last x1.30 over the eager NCHW deploy model (1.12x mmpretrain's deploy form);
 compiling gained nothing more there and costs ~20-35 s per new input shape, so it is
-opt-in. Faster still, at a small cost in accuracy, is static INT8 in ONNX Runtime
-(``backend='onnxruntime-int8'``; see :func:`prepare_for_inference`).
+opt-in. Faster still, at a small cost in accuracy, is static INT8 in ONNX Runtime or
+OpenVINO (``backend='onnxruntime-int8'`` or ``'openvino-int8'``; see
+:func:`prepare_for_inference`).
 """
 import copy
 import os
@@ -114,16 +115,12 @@ def prepare_for_inference(model: nn.Module, backend: str = 'eager',
     """Return a fast form of ``model`` for inference.
 
     ``'eager'`` and ``'compile'`` compute the same function as the eager deploy model
-    (relative difference below 1e-5). ``'onnxruntime-int8'`` is the fastest path verified
-    on the project's CPU machine (docs/benchmarks.md, "INT8"): static per-channel INT8 in
-    ONNX Runtime ran A0 (224x224, batch 16) at 3.54x mmpretrain's eager deploy model at
-    1 thread (7.88x at the default 2 threads on the busy machine, where PyTorch's threads
-    suffered most), and at 3.2x FP32 ONNX Runtime, rows timed round-robin. Its accuracy
-    cost, measured on digits (360 test images, 1 image = 0.28 points): INT8 top-1 -1.11
-    points for RepVGG-A0 (93.89 % vs 95.00 %) and -0.28 for QARepVGG-A0 (98.06 % vs
-    98.33 %) against FP32, with 97.5 % and 99.7 % of the top-1 classes unchanged; on
-    ImageNet, Chu et al. (AAAI 2024) report a large drop for plain RepVGG-A0 under standard
-    post-training INT8 (72.4 % -> 52.2 %), not measured here.
+    (relative difference below 1e-5). The two INT8 backends are faster at a small cost
+    in accuracy; how much faster and how accurate depends on the CPU (VNNI or not) and
+    the model: docs/int8.md says how to measure both on your host, and
+    docs/benchmarks.md ("INT8") gives the figures measured on the project's machine.
+    On ImageNet, Chu et al. (AAAI 2024) report a large drop for plain RepVGG-A0 under
+    standard post-training INT8 (72.4 % -> 52.2 %), not measured here.
 
     Args:
         model: any model holding RepVGG blocks, in train or deploy form; train-form
