@@ -40,8 +40,9 @@ try:
     from mmrepvgg.deploy.onnx_eval import exported_model_test_config, preprocessed_batches
     from mmrepvgg.deploy.onnx_export import export_onnx, to_deploy_copy, torch_logits
     from mmrepvgg.deploy.qat import finetune_qat, prepare_qat, strip_qat
-    from mmrepvgg.deploy.quantization import (CALIBRATION_METHODS, export_int8, onnx_logits,
-                                              layer_sensitivity, top1_agreement)
+    from mmrepvgg.deploy.quantization import (CALIBRATION_METHODS, export_int8,
+                                              layer_sensitivity, mixed_precision_nodes,
+                                              onnx_logits, quantize_int8, top1_agreement)
 except MissingExtraError as missing:
     sys.exit(f'error: {missing}')
 
@@ -132,16 +133,18 @@ class Measurement:
                          onnx_logits(int8_path, kernels, 1),
                          runner_top1(self.config, int8_path, work_dir, kernels),
                          int8_kernels=kernels)
+        check = self.calibration_check()
+        sensitivity = layer_sensitivity(fp32_path, self.calibration,
+                                        [images for images, _ in check])
+        fp32_nodes, _ = mixed_precision_nodes(fp32_path, self.calibration, check,
+                                              sensitivity, args.max_drop)
         mixed_path = self.path('int8_mixed')
-        report = export_int8(self.model, mixed_path, self.calibration,
-                             self.calibration_check(), overwrite=True,
-                             max_drop_points=args.max_drop)
+        quantize_int8(fp32_path, mixed_path, self.calibration, overwrite=True,
+                      fp32_nodes=fp32_nodes)
         self.add('onnxruntime', f'ptq minmax + mixed (max drop {args.max_drop})',
                  mixed_path, onnx_logits(mixed_path, num_threads=1),
-                 runner_top1(self.config, mixed_path, work_dir),
-                 fp32_convs=len(report.fp32_nodes))
-        self.sensitivity = [row._asdict() for row in layer_sensitivity(
-            fp32_path, self.calibration, [images for images, _ in self.calibration_check()])]
+                 runner_top1(self.config, mixed_path, work_dir), fp32_convs=len(fp32_nodes))
+        self.sensitivity = [row._asdict() for row in sensitivity]
         print(f'{self.name}: most INT8-sensitive convs (logit SQNR, dB): ' + ', '.join(
             f"{row['node']} {row['sqnr_db']:.1f}" for row in self.sensitivity[:3]))
         if args.qat_epochs:
@@ -153,7 +156,7 @@ class Measurement:
     def calibration_check(self) -> list:
         """Labelled training images (not the test set) on which mixed precision picks its
         FP32 convs, so the test-set figure is not chosen on the test set."""
-        return self.train_batches[:max(1, self.args.calib_images // 32)]
+        return self.train_batches[:4]
 
     def run_qat(self) -> None:
         import copy
