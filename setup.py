@@ -27,6 +27,8 @@ EXTRAS = {
     'onnx': ['onnx', 'onnxruntime'],
     'demo': ['scikit-learn'],
     'plot': ['matplotlib'],
+    'openvino': ['openvino', 'nncf'],  # second INT8 runtime (mmrepvgg.deploy.openvino_runtime)
+    'photos': ['scikit-image', 'scikit-learn', 'matplotlib'],  # the photos data set
     'seg': read_requirements('requirements/seg.txt'),
     'det': read_requirements('requirements/det.txt'),
 }

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from mmrepvgg.deploy.onnx_eval import logits_to_predictions
@@ -44,7 +45,7 @@ def test_predictions_are_softmax_scores_with_the_arg_max_label():
 
 
 def test_tool_refuses_a_file_that_is_not_onnx_in_one_line(digits_workspace, tmp_path,
-                                                         capsys):
+                                                          capsys):
     not_onnx = tmp_path / 'model.onnx'
     not_onnx.write_bytes(b'not a protobuf')
     assert deployment_test.main([DIGITS_CONFIG, str(not_onnx), '--work-dir',
@@ -70,3 +71,54 @@ def test_tool_explains_missing_test_data(digits_train_checkpoint, digits_workspa
                                  str(tmp_path)]) == 1
     error = capsys.readouterr().err
     assert error.startswith('error: ') and 'data_root' in error and 'tools/demo.py' in error
+
+
+def test_exports_take_the_test_pipeline_size_and_a_mismatch_is_one_line(
+        digits_workspace, digits_train_checkpoint, tmp_path, monkeypatch, capsys):
+    """Issue 16: FP32 exported at 224x224 while the data is 32x32 crashed test.py with a
+    28-line ONNX Runtime traceback."""
+    monkeypatch.chdir(digits_workspace)
+    default, resized = str(tmp_path / 'default.onnx'), str(tmp_path / 'at64.onnx')
+    assert pytorch2onnx.main([DIGITS_CONFIG, digits_train_checkpoint, default]) == 0
+    assert pytorch2onnx.main([DIGITS_CONFIG, digits_train_checkpoint, resized,
+                              '--shape', '64', '48']) == 0
+    from mmrepvgg.deploy.onnx_export import onnxruntime_session
+    assert onnxruntime_session(default).get_inputs()[0].shape[1:] == [3, 32, 32]
+    assert onnxruntime_session(resized).get_inputs()[0].shape[1:] == [3, 64, 48]
+    capsys.readouterr()
+    assert deployment_test.main([DIGITS_CONFIG, resized, '--work-dir', str(tmp_path)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith('error: ') and '\n' not in error
+    assert 'takes 64x48 images' in error and 'makes 32x32' in error
+
+
+def test_the_imagenet_test_pipeline_size_is_its_center_crop():
+    from mmengine.config import Config
+    from mmrepvgg.deploy.onnx_eval import pipeline_image_size
+    config = Config.fromfile(os.path.join(REPO_ROOT,
+                                          'configs/repvgg-A0_4xb64-coslr-120e_in1k.py'))
+    assert pipeline_image_size(config) == (224, 224)  # ResizeEdge 256, CenterCrop 224
+    config.test_dataloader.dataset.pipeline = [dict(type='ResizeEdge', scale=256)]
+    assert pipeline_image_size(config) is None  # depends on the image: --shape needed
+    config.test_dataloader.dataset.pipeline = [dict(type='Resize', scale=(48, 32))]
+    assert pipeline_image_size(config) == (32, 48)  # mmcv scales are (w, h)
+
+
+def test_an_empty_model_file_is_one_line(tmp_path, capsys):
+    empty = tmp_path / 'empty.onnx'
+    empty.write_bytes(b'')
+    assert deployment_test.main([DIGITS_CONFIG, str(empty), '--work-dir',
+                                 str(tmp_path)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error == f'error: {empty}: the file is empty (0 bytes); export it again with ' \
+        'tools/deployment/pytorch2onnx.py'
+
+
+@pytest.mark.parametrize('shape', [['16', '32'], ['100000', '64'], ['32', '-5']])
+def test_absurd_shapes_are_refused_before_any_work(shape, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        pytorch2onnx.main([DIGITS_CONFIG, 'CKPT', str(tmp_path / 'out.onnx'), '--shape',
+                           *shape])
+    assert exit_info.value.code == 2
+    assert 'pass a height and width from 32 to 4096' in capsys.readouterr().err
+    assert not os.listdir(tmp_path)

@@ -15,7 +15,8 @@ from PIL import Image
 
 from mmrepvgg.deploy.onnx_eval import preprocessed_batches
 from mmrepvgg.deploy.onnx_export import onnxruntime_session
-from mmrepvgg.deploy.quantization import CalibrationBatches, output_nodes, top1_agreement
+from mmrepvgg.deploy.quantization import (CalibrationBatches, onnx_logits, output_nodes,
+                                          top1_agreement)
 from mmrepvgg.engine import load_repvgg_config
 
 from conftest import REPO_ROOT, load_tool
@@ -26,18 +27,24 @@ DIGITS_MEAN, DIGITS_STD = 77.84, 95.89  # configs/digits/repvgg-A0_digits.py
 pytorch2onnx = load_tool('tools/deployment/pytorch2onnx.py')
 
 
+def export_in_workspace(workspace, checkpoint: str, output, *options: str) -> str:
+    """Run pytorch2onnx on the digits config in ``workspace`` (its data_root is
+    relative): what it printed; it must succeed."""
+    printed = StringIO()
+    with contextlib.chdir(workspace), contextlib.redirect_stdout(printed):
+        code = pytorch2onnx.main([DIGITS_CONFIG, checkpoint, str(output), *options])
+    assert code == 0, printed.getvalue()
+    return printed.getvalue()
+
+
 @pytest.fixture(scope='module')
 def int8_export(digits_workspace, digits_train_checkpoint):
     """The INT8 file of the short-trained digits model and what the tool printed."""
     output = digits_workspace / 'a0_int8.onnx'
-    printed = StringIO()
-    # chdir: the config's data_root is relative.
-    with contextlib.chdir(digits_workspace), contextlib.redirect_stdout(printed):
-        code = pytorch2onnx.main([DIGITS_CONFIG, digits_train_checkpoint, str(output),
+    printed = export_in_workspace(digits_workspace, digits_train_checkpoint, output,
                                   '--quantize', 'int8', '--calib-images', '64',
-                                  '--check-images', '96', '--force'])
-    assert code == 0, printed.getvalue()
-    return str(output), printed.getvalue()
+                                  '--check-images', '96', '--force')
+    return str(output), printed
 
 
 def test_int8_export_reports_calibration_progress_and_agreement(int8_export):
@@ -126,8 +133,9 @@ def _linear_model(path, weight):
 
 
 def test_top1_agreement_counts_agreeing_and_correct_images(tmp_path):
-    identity = _linear_model(tmp_path / 'identity.onnx', [1, 0, 0, 1])
-    swapped = _linear_model(tmp_path / 'swapped.onnx', [0, 1, 1, 0])
+    identity_path = _linear_model(tmp_path / 'identity.onnx', [1, 0, 0, 1])
+    identity = onnx_logits(identity_path)
+    swapped = onnx_logits(_linear_model(tmp_path / 'swapped.onnx', [0, 1, 1, 0]))
     images = np.array([[2, 1], [1, 2], [3, 0]], np.float32)  # identity says 0, 1, 0
     labels = np.array([0, 0, 1])
     agreement = top1_agreement(identity, identity, [(images, labels)])
@@ -135,7 +143,7 @@ def test_top1_agreement_counts_agreeing_and_correct_images(tmp_path):
     agreement = top1_agreement(identity, swapped, [(images[:2], labels[:2]),
                                                    (images[2:], labels[2:])])
     assert agreement == (3, 0, 1, 2) and agreement.rate == 0
-    assert output_nodes(identity) == ['head']
+    assert output_nodes(identity_path) == ['head']
 
 
 @pytest.mark.parametrize('output_role', ['checkpoint', 'config'])
@@ -156,7 +164,7 @@ def test_export_refuses_to_write_over_its_own_input_even_with_force(
 
 def test_missing_onnxruntime_is_one_line_naming_the_extra(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, 'onnxruntime', None)  # import fails as if absent
-    for name in [name for name in sys.modules if name.startswith('mmrepvgg.analysis.')]:
+    for name in [name for name in sys.modules if name.startswith('mmrepvgg.deploy.')]:
         monkeypatch.delitem(sys.modules, name)
     with pytest.raises(SystemExit) as exit_info:
         load_tool('tools/deployment/pytorch2onnx.py')

@@ -7,7 +7,7 @@ import torch
 
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
 from mmrepvgg.deploy.onnx_export import (ONNX_TOLERANCE, check_against_onnxruntime,
-                                           export_onnx, onnxruntime_session, to_deploy_copy)
+                                         export_onnx, onnxruntime_session, to_deploy_copy)
 from mmrepvgg.synthetic import randomize_batch_norms_
 
 from conftest import load_tool

@@ -106,10 +106,12 @@ def test_wheel_metadata_has_ranges_python_3_11_and_the_extras(built):
     base = {Requirement(req) for req in requires if 'extra ==' not in req}
     assert base == {Requirement(req) for req in read_requirements('install.txt')}
     assert not any(spec.operator == '==' for req in base for spec in req.specifier)
-    assert {'onnx', 'demo', 'plot', 'all'} <= set(metadata.get_all('Provides-Extra'))
+    assert {'onnx', 'demo', 'plot', 'openvino', 'photos', 'seg', 'det', 'all'} <= set(
+        metadata.get_all('Provides-Extra'))
     extra_all = {req.split(';')[0].strip() for req in requires if "extra == 'all'" in
                  req.replace('"', "'")}
-    assert extra_all == {'onnx', 'onnxruntime', 'scikit-learn', 'matplotlib'}
+    assert extra_all == {'onnx', 'onnxruntime', 'scikit-learn', 'matplotlib', 'openvino', 'nncf',
+                         'scikit-image', 'mmsegmentation', 'ftfy', 'regex', 'mmdet'}
     assert any(name.endswith('LICENSE') for name in archive.namelist())
 
 

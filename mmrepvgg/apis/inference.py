@@ -5,8 +5,9 @@ oneDNN's direct convolution: NHWC (channels-last) activations, no autograd bookk
 (``torch.inference_mode``) and, optionally, a compiled graph with frozen weights, in
 which inductor pre-packs every kernel and fuses bias and ReLU into the conv. Compiling
 costs seconds per new input shape, so it is opt-in. Faster still, at a small cost in
-accuracy, is static INT8 in ONNX Runtime (``backend='onnxruntime-int8'``). What each
-path gained on which machine: docs/benchmarks.md.
+accuracy, is static INT8 in ONNX Runtime or OpenVINO (``backend='onnxruntime-int8'`` or
+``'openvino-int8'``; see :func:`prepare_for_inference`). What each path gained on which
+machine: docs/benchmarks.md.
 """
 import os
 import tempfile
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 
 from .convert import deploy_form
 
-INFERENCE_BACKENDS = ('eager', 'compile', 'onnxruntime-int8')
+INFERENCE_BACKENDS = ('eager', 'compile', 'onnxruntime-int8', 'openvino-int8')
 
 
 class InferenceModel(nn.Module):
@@ -57,17 +58,48 @@ class OnnxRuntimeInferenceModel(nn.Module):
         return torch.from_numpy(outputs[0])
 
 
+class OpenVINOInferenceModel(nn.Module):
+    """A model compiled by OpenVINO for the CPU: NCHW float images in, the first output
+    (logits ``(N, num_classes)``) out as a tensor."""
+
+    def __init__(self, logits: Any):
+        super().__init__()
+        self.logits = logits  # images (N, C, H, W) float32 NumPy -> logits NumPy
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``images``: ``(N, C, H, W)`` float32, preprocessed as for the PyTorch model."""
+        return torch.from_numpy(self.logits(images.detach().float().cpu().contiguous()
+                                            .numpy()))
+
+
+def _calibration_batches(backend: str, calibration_images: Optional[Sequence[Tensor]]):
+    if not calibration_images:
+        raise ValueError(f"backend={backend!r} needs calibration_images: a few "
+                         'batches (N, C, H, W) of real, preprocessed training images '
+                         '(the activation ranges come from them)')
+    return [images.detach().float().cpu().numpy() for images in calibration_images]
+
+
+def _openvino_int8(deploy_model: nn.Module,
+                   calibration_images: Optional[Sequence[Tensor]],
+                   num_threads: Optional[int]) -> OpenVINOInferenceModel:
+    # Imported here: openvino and nncf are the optional [openvino] extra.
+    from ..deploy.openvino_runtime import export_openvino, openvino_logits
+    batches = _calibration_batches('openvino-int8', calibration_images)
+    with tempfile.TemporaryDirectory() as workdir:
+        xml_path = export_openvino(deploy_model, os.path.join(workdir, 'int8.xml'),
+                                   (1, *batches[0].shape[1:]), batches)
+        logits = openvino_logits(xml_path, num_threads)  # holds the model in memory
+    return OpenVINOInferenceModel(logits)
+
+
 def _onnxruntime_int8(deploy_model: nn.Module,
                       calibration_images: Optional[Sequence[Tensor]],
                       num_threads: Optional[int]) -> OnnxRuntimeInferenceModel:
     # Imported here: onnx and onnxruntime are the optional [onnx] extra.
     from ..deploy.onnx_export import onnxruntime_session
     from ..deploy.quantization import export_int8
-    if not calibration_images:
-        raise ValueError("backend='onnxruntime-int8' needs calibration_images: a few "
-                         'batches (N, C, H, W) of real, preprocessed training images '
-                         '(the activation ranges come from them)')
-    batches = [images.detach().float().cpu().numpy() for images in calibration_images]
+    batches = _calibration_batches('onnxruntime-int8', calibration_images)
     with tempfile.TemporaryDirectory() as workdir:
         int8_path = os.path.join(workdir, 'int8.onnx')
         export_int8(deploy_model, int8_path, batches)
@@ -82,10 +114,12 @@ def prepare_for_inference(model: nn.Module, backend: str = 'eager',
     """Return a fast form of ``model`` for inference.
 
     ``'eager'`` and ``'compile'`` compute the same function as the eager deploy model
-    (relative difference below 1e-5). ``'onnxruntime-int8'`` trades a little accuracy for
-    speed; its speed-up and accuracy cost, measured per machine and data set, are in
-    docs/benchmarks.md ("INT8"). Plain RepVGG loses much more under post-training INT8
-    than QARepVGG (``block_type='qarepvgg'``; Chu et al., AAAI 2024).
+    (relative difference below 1e-5). The two INT8 backends are faster at a small cost
+    in accuracy; how much faster and how accurate depends on the CPU (VNNI or not) and
+    the model: docs/int8.md says how to measure both on your host, and
+    docs/benchmarks.md ("INT8") gives the figures measured on the project's machine.
+    On ImageNet, Chu et al. (AAAI 2024) report a large drop for plain RepVGG-A0 under
+    standard post-training INT8 (72.4 % -> 52.2 %), not measured here.
 
     Args:
         model: any model holding RepVGG blocks, in train or deploy form; train-form
@@ -98,17 +132,20 @@ def prepare_for_inference(model: nn.Module, backend: str = 'eager',
             static per-channel INT8 (:mod:`mmrepvgg.deploy.quantization`), run by
             ONNX Runtime on the CPU; needs the ``[onnx]`` extra and
             ``calibration_images``. Takes the calibration images' (C, H, W), any batch.
+            ``'openvino-int8'``: the same deploy form quantized by NNCF and compiled by
+            OpenVINO for the CPU (:mod:`mmrepvgg.deploy.openvino_runtime`); needs the
+            ``[openvino]`` extra and ``calibration_images``.
         inplace: convert ``model`` itself instead of a deep copy.
-        calibration_images: for ``'onnxruntime-int8'``: batches ``(N, C, H, W)`` of
+        calibration_images: for the INT8 backends: batches ``(N, C, H, W)`` of
             real training images, preprocessed as the model receives them (a few hundred
             images in all; ``tools/deployment/pytorch2onnx.py --quantize int8`` takes them
             from a config's dataloader).
-        num_threads: for ``'onnxruntime-int8'``: ONNX Runtime intra-op threads
-            (default: ONNX Runtime's).
+        num_threads: for the INT8 backends: the runtime's threads (default: its own).
 
     Returns:
         An :class:`InferenceModel` (its ``deploy_model`` holds the converted weights), or
-        for ``'onnxruntime-int8'`` an :class:`OnnxRuntimeInferenceModel`.
+        for ``'onnxruntime-int8'`` an :class:`OnnxRuntimeInferenceModel`, for
+        ``'openvino-int8'`` an :class:`OpenVINOInferenceModel`.
     """
     if backend not in INFERENCE_BACKENDS:
         raise ValueError(f'unknown inference backend {backend!r}; choose one of '
@@ -116,6 +153,8 @@ def prepare_for_inference(model: nn.Module, backend: str = 'eager',
     deploy_model = deploy_form(model, inplace)
     if backend == 'onnxruntime-int8':
         return _onnxruntime_int8(deploy_model, calibration_images, num_threads)
+    if backend == 'openvino-int8':
+        return _openvino_int8(deploy_model, calibration_images, num_threads)
     for param in deploy_model.parameters():
         param.requires_grad_(False)
     deploy_model.to(memory_format=torch.channels_last)

@@ -17,6 +17,7 @@ from ..checkpoint import atomic_output
 from ..models import reparameterize_blocks
 from ..numerics import max_relative_error
 from ..utils import require
+from .host_cpu import host_cpu, int8_kernel_choice
 
 onnx = require('onnx', 'onnx')
 onnxruntime = require('onnxruntime', 'onnx')
@@ -72,17 +73,34 @@ def to_deploy_copy(model: nn.Module) -> 'tuple[nn.Module, bool]':
     return deploy_model, reparameterize_blocks(deploy_model) > 0
 
 
-def onnxruntime_session(path: str, num_threads: Optional[int] = None
-                        ) -> onnxruntime.InferenceSession:
+def torch_logits(model: nn.Module):
+    """The first output of ``model`` (eval mode) as a function of images ``(N, C, H, W)``
+    float32 NumPy arrays: the PyTorch FP32 reference of a top-1 agreement check."""
+    wrapped = _OutputTensors(model)
+
+    def logits(images: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return wrapped(torch.from_numpy(images))[0].numpy()
+    return logits
+
+
+def onnxruntime_session(path: str, num_threads: Optional[int] = None,
+                        int8_kernels: str = 'auto') -> onnxruntime.InferenceSession:
     """A CPU ONNX Runtime session; ``num_threads`` intra-op threads (default: ORT's).
 
     Its worker threads block instead of spinning between runs: spinning threads would
     take the cores from whatever runs next (PyTorch, in the benchmark's round-robin).
+    Quantized ops use the INT8 kernels accurate on this CPU
+    (:func:`.host_cpu.int8_kernel_choice`; ``int8_kernels`` ``'u8s8'`` or ``'u8u8'``
+    forces them); an FP32 model is not affected.
     """
     options = onnxruntime.SessionOptions()
     if num_threads is not None:
         options.intra_op_num_threads = num_threads
     options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+    choice = int8_kernel_choice(host_cpu(num_threads), int8_kernels)
+    for key, value in choice.session_entries().items():
+        options.add_session_config_entry(key, value)
     return onnxruntime.InferenceSession(path, options, providers=['CPUExecutionProvider'])
 
 

@@ -13,8 +13,15 @@ RepVGG quantizes badly; QARepVGG is the block designed to quantize well). The no
 writes the logits (the classifier's linear head, a tiny fraction of the work) stays FP32:
 quantized logits take few distinct values, and ties between classes made top-1 depend on
 how an evaluator breaks them (arg-max and top-k disagreed on 2 of 360 digits images).
+
+Recipes beyond that default: the activation ranges from another calibration method
+(:data:`CALIBRATION_METHODS`: percentile clips the rare largest values, entropy picks the
+range whose histogram keeps the KL divergence to FP32 smallest), and mixed precision:
+:func:`layer_sensitivity` quantizes one conv at a time and measures how far the logits
+move (SQNR against FP32), :func:`mixed_precision_nodes` keeps the worst ones FP32.
 """
 import logging
+import math
 import os
 import tempfile
 from typing import Callable, Iterable, List, NamedTuple, Optional, Sequence
@@ -30,6 +37,13 @@ onnx = require('onnx', 'onnx')
 quantization = require('onnxruntime.quantization', 'onnx')
 
 ProgressCallback = Callable[[int, int, int], None]  # (batch done, batches, images so far)
+CALIBRATION_METHODS = {
+    'minmax': quantization.CalibrationMethod.MinMax,
+    'percentile': quantization.CalibrationMethod.Percentile,
+    'entropy': quantization.CalibrationMethod.Entropy,
+}
+# The share of each activation's values the percentile method keeps inside its range.
+CALIBRATION_PERCENTILE = 99.999
 
 
 class CalibrationBatches(quantization.CalibrationDataReader):
@@ -64,9 +78,33 @@ def output_nodes(path: str) -> List[str]:
     return [node.name for node in graph.node if outputs & set(node.output)]
 
 
+def check_calibration(method: str, offered: Sequence[str],
+                      calibration: Sequence[np.ndarray], runtime: str) -> None:
+    """Refuse, in one line, a calibration ``method`` the runtime does not offer or a
+    calibration without images.
+
+    Raises:
+        ValueError: naming what to pass instead.
+    """
+    if method not in offered:
+        raise ValueError(f'calibration method {method!r} is not offered for {runtime}; '
+                         f'choose one of {", ".join(offered)}')
+    if not calibration or not sum(len(batch) for batch in calibration):
+        raise ValueError('no calibration images: INT8 activation ranges come from real, '
+                         'preprocessed training images; pass at least one batch')
+
+
+def conv_nodes(path: str) -> List[str]:
+    """Names of the Conv nodes of an ONNX file, in graph order (the layers INT8 changes)."""
+    graph = onnx.load(path, load_external_data=False).graph
+    return [node.name for node in graph.node if node.op_type == 'Conv']
+
+
 def quantize_int8(fp32_path: str, int8_path: str, calibration: Sequence[np.ndarray],
                   overwrite: bool = False,
-                  progress: Optional[ProgressCallback] = None) -> None:
+                  progress: Optional[ProgressCallback] = None,
+                  method: str = 'minmax', fp32_nodes: Sequence[str] = (),
+                  only_nodes: Optional[Sequence[str]] = None) -> None:
     """Write the static INT8 (QDQ, per-channel) form of ``fp32_path`` to ``int8_path``,
     atomically: an interrupted or failed run leaves ``int8_path`` as it was. The nodes
     writing the graph outputs stay FP32 (see the module docstring).
@@ -75,13 +113,23 @@ def quantize_int8(fp32_path: str, int8_path: str, calibration: Sequence[np.ndarr
         fp32_path: an FP32 ONNX file with one image input.
         int8_path: the file to write.
         calibration: preprocessed image batches ``(N, C, H, W)`` float32, as the model
-            receives them; the activation ranges are their min and max.
+            receives them; the activation ranges come from them.
         overwrite: replace an existing ``int8_path``.
         progress: called after each calibration batch.
+        method: how a range is drawn from the calibration activations, a key of
+            :data:`CALIBRATION_METHODS`.
+        fp32_nodes: more nodes to keep FP32 (mixed precision).
+        only_nodes: quantize these nodes only (None: every node it can).
 
     Raises:
         FileExistsError: ``int8_path`` exists and ``overwrite`` is False.
+        ValueError: an unknown ``method``, no calibration images, or a model without a
+            conv to quantize.
     """
+    check_calibration(method, CALIBRATION_METHODS, calibration, 'ONNX Runtime')
+    if not conv_nodes(fp32_path):
+        raise ValueError(f'{fp32_path}: the model has no Conv to quantize; INT8 here is '
+                         'for conv networks such as RepVGG')
     input_name = onnxruntime_session(fp32_path).get_inputs()[0].name
     reader = CalibrationBatches(calibration, input_name, progress)
     root_logger = logging.getLogger()
@@ -97,8 +145,10 @@ def quantize_int8(fp32_path: str, int8_path: str, calibration: Sequence[np.ndarr
                 quant_format=quantization.QuantFormat.QDQ, per_channel=True,
                 activation_type=quantization.QuantType.QUInt8,
                 weight_type=quantization.QuantType.QInt8,
-                calibrate_method=quantization.CalibrationMethod.MinMax,
-                nodes_to_exclude=output_nodes(fp32_path))
+                calibrate_method=CALIBRATION_METHODS[method],
+                nodes_to_quantize=list(only_nodes) if only_nodes is not None else None,
+                nodes_to_exclude=[*output_nodes(fp32_path), *fp32_nodes],
+                extra_options=dict(CalibPercentile=CALIBRATION_PERCENTILE))
     finally:
         root_logger.setLevel(level)
 
@@ -121,21 +171,120 @@ class Agreement(NamedTuple):
         return self.num_agree / self.num_images
 
 
-def top1_agreement(reference_path: str, candidate_path: str,
+Logits = Callable[[np.ndarray], np.ndarray]  # images (N, C, H, W) -> logits (N, classes)
+
+
+def onnx_logits(path: str, int8_kernels: str = 'auto',
+                num_threads: Optional[int] = None) -> Logits:
+    """The logits function of an ONNX classifier run by ONNX Runtime; ``int8_kernels``
+    and ``num_threads`` as for :func:`.onnx_export.onnxruntime_session`."""
+    session = onnxruntime_session(path, num_threads, int8_kernels)
+    name = session.get_inputs()[0].name
+    return lambda images: np.asarray(session.run(None, {name: images})[0])
+
+
+def top1_agreement(reference: Logits, candidate: Logits,
                    batches: Iterable[tuple]) -> Agreement:
-    """Compare the top-1 classes of two ONNX classifiers on ``(images, labels)`` batches
-    (images ``(N, C, H, W)`` float32 as the model receives them, labels ``(N, )``)."""
-    sessions = [onnxruntime_session(path) for path in (reference_path, candidate_path)]
+    """Compare the top-1 classes of two classifiers (e.g. :func:`onnx_logits`) on
+    ``(images, labels)`` batches (images ``(N, C, H, W)`` float32 as the model receives
+    them, labels ``(N, )``)."""
     counts = np.zeros(4, dtype=np.int64)
     for images, labels in batches:
-        reference, candidate = (
-            np.asarray(session.run(None, {session.get_inputs()[0].name: images})[0]
-                       ).argmax(axis=1) for session in sessions)
-        counts += [len(labels), (reference == candidate).sum(),
-                   (reference == labels).sum(), (candidate == labels).sum()]
+        expected, actual = (np.asarray(model(images)).argmax(axis=1)
+                            for model in (reference, candidate))
+        counts += [len(labels), (expected == actual).sum(),
+                   (expected == labels).sum(), (actual == labels).sum()]
     if counts[0] == 0:
         raise ValueError('no images to compare the two models on')
     return Agreement(*(int(count) for count in counts))
+
+
+def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio ``10 log10(sum reference^2 / sum (reference -
+    candidate)^2)`` in dB (inf when they are equal)."""
+    noise = float(np.sum((reference.astype(np.float64) - candidate) ** 2))
+    signal = float(np.sum(reference.astype(np.float64) ** 2))
+    return math.inf if noise == 0 else 10 * math.log10(signal / noise)
+
+
+class LayerSensitivity(NamedTuple):
+    """How much quantizing one conv alone changes the model.
+
+    Attributes:
+        node: the Conv node's name.
+        position: its index among the model's convs (0: the stem).
+        sqnr_db: SQNR of the logits against FP32 on the held-out images, in dB (lower:
+            more sensitive).
+        agreement: top-1 agreement with FP32 on them, 0..1.
+    """
+    node: str
+    position: int
+    sqnr_db: float
+    agreement: float
+
+
+def _logits(path: str, images: Sequence[np.ndarray]) -> np.ndarray:
+    model = onnx_logits(path)
+    return np.concatenate([model(batch) for batch in images])
+
+
+def layer_sensitivity(fp32_path: str, calibration: Sequence[np.ndarray],
+                      held_out_images: Sequence[np.ndarray], method: str = 'minmax',
+                      progress: Optional[Callable[[int, int], None]] = None
+                      ) -> List[LayerSensitivity]:
+    """Quantize each conv of ``fp32_path`` alone and measure the logits against FP32 on
+    ``held_out_images``, worst (lowest SQNR) first.
+
+    Args:
+        fp32_path: an FP32 ONNX classifier.
+        calibration, method: see :func:`quantize_int8`.
+        held_out_images: image batches ``(N, C, H, W)`` not used for calibration.
+        progress: called with (convs done, convs) after each one.
+    """
+    reference = _logits(fp32_path, held_out_images)
+    convs = conv_nodes(fp32_path)
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for position, node in enumerate(convs):
+            one_layer_path = os.path.join(workdir, f'{position}.onnx')
+            quantize_int8(fp32_path, one_layer_path, calibration, method=method,
+                          only_nodes=[node])
+            logits = _logits(one_layer_path, held_out_images)
+            rows.append(LayerSensitivity(
+                node, position, sqnr_db(reference, logits),
+                float(np.mean(reference.argmax(1) == logits.argmax(1)))))
+            if progress is not None:
+                progress(position + 1, len(convs))
+    return sorted(rows, key=lambda row: (row.sqnr_db, row.position))
+
+
+def mixed_precision_nodes(fp32_path: str, calibration: Sequence[np.ndarray],
+                          held_out: Sequence[tuple], sensitivity: Sequence[LayerSensitivity],
+                          max_drop_points: float, method: str = 'minmax'
+                          ) -> 'tuple[List[str], Agreement]':
+    """The fewest most-sensitive convs to keep FP32 for INT8 top-1 to stay within
+    ``max_drop_points`` of FP32 on ``held_out`` ``(images, labels)`` batches, adding them
+    worst first; with the agreement reached (every conv FP32 if need be).
+
+    Args:
+        fp32_path, calibration, method: see :func:`quantize_int8`.
+        held_out: labelled batches not used for calibration.
+        sensitivity: from :func:`layer_sensitivity`, worst first.
+        max_drop_points: largest accepted top-1 loss, in percentage points.
+    """
+    with tempfile.TemporaryDirectory() as workdir:
+        candidate_path = os.path.join(workdir, 'mixed.onnx')
+        for keep in range(len(sensitivity) + 1):
+            fp32_nodes = [row.node for row in sensitivity[:keep]]
+            quantize_int8(fp32_path, candidate_path, calibration, overwrite=True,
+                          method=method, fp32_nodes=fp32_nodes)
+            agreement = top1_agreement(onnx_logits(fp32_path), onnx_logits(candidate_path),
+                                       held_out)
+            drop = 100 * (agreement.reference_correct - agreement.candidate_correct
+                          ) / agreement.num_images
+            if drop <= max_drop_points:
+                break
+    return fp32_nodes, agreement
 
 
 class Int8Report(NamedTuple):
@@ -144,12 +293,16 @@ class Int8Report(NamedTuple):
     Attributes:
         path: absolute path of the INT8 ONNX file.
         calibration_images: images the activation ranges come from.
+        method: the calibration method.
+        fp32_nodes: convs kept FP32 (mixed precision), most sensitive first.
         fp32_max_relative_error: the FP32 export's error against PyTorch (see
             :func:`.onnx_export.export_onnx`).
         agreement: INT8 against FP32 on the held-out images (None without any).
     """
     path: str
     calibration_images: int
+    method: str
+    fp32_nodes: List[str]
     fp32_max_relative_error: float
     agreement: Optional[Agreement]
 
@@ -157,30 +310,55 @@ class Int8Report(NamedTuple):
 def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
                 held_out: Optional[Iterable[tuple]] = None, overwrite: bool = False,
                 progress: Optional[ProgressCallback] = None,
-                opset: int = DEFAULT_OPSET) -> Int8Report:
+                opset: int = DEFAULT_OPSET, method: str = 'minmax',
+                keep_fp32: int = 0, max_drop_points: Optional[float] = None,
+                int8_kernels: str = 'auto') -> Int8Report:
     """Export the deploy form of ``model`` to a temporary FP32 ONNX file (dynamic batch,
     the calibration images' size), quantize it to ``int8_path``, then (given
     ``held_out`` ``(images, labels)`` batches) compare the two on them.
 
     Args:
         model: a model holding RepVGG blocks, train or deploy form (not changed).
-        int8_path, calibration, overwrite, progress: see :func:`quantize_int8`.
+        int8_path, calibration, overwrite, progress, method: see :func:`quantize_int8`.
         held_out: batches not used for calibration; None skips the comparison.
         opset: ONNX opset version; per-channel QDQ needs 13 or later.
+        keep_fp32: keep this many of the most sensitive convs FP32
+            (:func:`layer_sensitivity` on ``held_out``).
+        max_drop_points: instead, keep as few as needed for INT8 top-1 to stay within
+            this many points of FP32 on ``held_out`` (:func:`mixed_precision_nodes`).
+        int8_kernels: the ONNX Runtime INT8 kernels of the held-out comparison (see
+            :func:`.onnx_export.onnxruntime_session`).
 
     Raises:
         FileExistsError: ``int8_path`` exists and ``overwrite`` is False (checked before
             any work).
+        ValueError: mixed precision without ``held_out`` images; see also
+            :func:`quantize_int8`.
     """
     if os.path.exists(int8_path) and not overwrite:
         raise FileExistsError(f'{os.path.abspath(int8_path)} exists; pass --force '
                               '(overwrite=True) to replace it')
+    mixed = keep_fp32 > 0 or max_drop_points is not None
+    if mixed and held_out is None:
+        raise ValueError('mixed precision ranks the convs on held-out images; pass some')
+    check_calibration(method, CALIBRATION_METHODS, calibration, 'ONNX Runtime')
+    held_out = None if held_out is None else list(held_out)
+    fp32_nodes: List[str] = []
     with tempfile.TemporaryDirectory() as workdir:
         fp32 = export_onnx(model, os.path.join(workdir, 'fp32.onnx'),
                            (1, *calibration[0].shape[1:]), dynamic_batch=True,
                            opset=opset)
-        quantize_int8(fp32.path, int8_path, calibration, overwrite, progress)
-        agreement = (None if held_out is None else
-                     top1_agreement(fp32.path, int8_path, held_out))
+        if mixed:
+            sensitivity = layer_sensitivity(fp32.path, calibration,
+                                            [images for images, _ in held_out], method)
+            if max_drop_points is not None:
+                fp32_nodes, _ = mixed_precision_nodes(fp32.path, calibration, held_out,
+                                                      sensitivity, max_drop_points, method)
+            else:
+                fp32_nodes = [row.node for row in sensitivity[:keep_fp32]]
+        quantize_int8(fp32.path, int8_path, calibration, overwrite, progress, method,
+                      fp32_nodes)
+        agreement = (None if held_out is None else top1_agreement(
+            onnx_logits(fp32.path), onnx_logits(int8_path, int8_kernels), held_out))
     return Int8Report(os.path.abspath(int8_path), sum(len(batch) for batch in calibration),
-                      fp32.max_relative_error, agreement)
+                      method, fp32_nodes, fp32.max_relative_error, agreement)

@@ -1,76 +1,284 @@
-"""Top-1 of trained checkpoints in PyTorch, ONNX Runtime FP32 and ONNX Runtime INT8, each
-measured by the project's own tools as a user runs them:
+"""Top-1 of trained checkpoints under every INT8 recipe, on ONNX Runtime and OpenVINO, each
+file evaluated by the config's own test loop (``Runner.test()``, in this process, as
+``tools/test.py`` and ``tools/deployment/test.py`` run it), beside the CPU it ran on:
 
-    tools/test.py CFG CKPT                                  (PyTorch)
-    tools/deployment/pytorch2onnx.py CFG CKPT fp32.onnx --shape H W
-    tools/deployment/pytorch2onnx.py CFG CKPT int8.onnx --quantize int8
-    tools/deployment/test.py CFG fp32.onnx / int8.onnx     (ONNX Runtime)
+- PyTorch FP32 (the checkpoint), ONNX Runtime FP32, OpenVINO FP32;
+- ONNX Runtime INT8 PTQ per calibration method (minmax, percentile, entropy), on the
+  kernels this CPU gets (``auto``) and, forced, on the other x64 path (u8u8 / u8s8);
+- ONNX Runtime INT8 + mixed precision (as few sensitive convs FP32 as keep
+  ``--max-drop`` on the calibration check images);
+- ONNX Runtime INT8 after quantization-aware fine-tuning (``--qat-epochs``);
+- OpenVINO INT8 (NNCF) per calibration method it offers.
 
-    python tools/analysis_tools/int8_accuracy.py --shape 32 32 \
+    python tools/analysis_tools/int8_accuracy.py \
         --model RepVGG-A0 configs/digits/repvgg-A0_digits.py A0/epoch_6.pth \
         --model QARepVGG-A0 configs/digits/qarepvgg-A0_digits.py QA/epoch_6.pth \
         --work-dir work_dirs/int8_accuracy --json int8.json --plot int8.png
+
+Every figure is also compared with PyTorch FP32 image by image (top-1 agreement on the
+test set). Speeds are images/s of each file at the data's size, batch 16, one thread.
 """
 import argparse
+import datetime
+import json
+from concurrent.futures import ProcessPoolExecutor
+import multiprocessing
 import os
-import subprocess
 import sys
+import time
 
-from mmrepvgg.analysis.benchmark import write_json_atomic
-from mmrepvgg.checkpoint import CheckpointError, check_output
-from mmrepvgg.engine import parse_test_metrics
+import numpy as np
 
-TOOLS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from mmrepvgg.apis.convert import build_train_model, load_repvgg_weights
+from mmrepvgg.checkpoint import CheckpointError, atomic_output, check_output
+from mmrepvgg.engine import (ConfigError, build_runner, load_repvgg_config,
+                             prepare_test_config)
+from mmrepvgg.model_zoo import checkpoint_file
+from mmrepvgg.utils import MissingExtraError
+
+try:
+    from mmrepvgg.deploy.host_cpu import host_cpu, int8_kernel_choice
+    from mmrepvgg.deploy.onnx_eval import exported_model_test_config, preprocessed_batches
+    from mmrepvgg.deploy.onnx_export import export_onnx, to_deploy_copy, torch_logits
+    from mmrepvgg.deploy.qat import finetune_qat, prepare_qat, strip_qat
+    from mmrepvgg.deploy.quantization import (CALIBRATION_METHODS, export_int8,
+                                              layer_sensitivity, mixed_precision_nodes,
+                                              onnx_logits, quantize_int8, top1_agreement)
+except MissingExtraError as missing:
+    sys.exit(f'error: {missing}')
+
+SPEED_BATCH = 16
 
 
-def run_tool(tool: str, *args: str) -> str:
-    """Run ``tools/<tool>`` with this interpreter; its stdout, or exit with its error."""
-    command = [sys.executable, os.path.join(TOOLS, tool), *args]
-    print('$ python', ' '.join([os.path.join('tools', tool), *args]), flush=True)
-    finished = subprocess.run(command, capture_output=True, text=True)
-    if finished.returncode != 0:
-        sys.exit(f'error: tools/{tool} failed (exit code {finished.returncode}): '
-                 f'{finished.stderr.strip().splitlines()[-1:]}')
-    return finished.stdout
+def runner_top1(config: str, model_file: str, work_dir: str, int8_kernels: str = 'auto',
+                checkpoint: bool = False) -> float:
+    """Top-1 (%) of ``model_file`` by the config's test loop: a checkpoint in PyTorch, or
+    an exported .onnx / .xml file."""
+    cfg = load_repvgg_config(config)
+    if checkpoint:
+        prepare_test_config(cfg, config, model_file, work_dir)
+    else:
+        exported_model_test_config(cfg, model_file, 1, int8_kernels)
+        prepare_test_config(cfg, config, model_file, work_dir)
+        cfg.load_from = None
+    return float(build_runner(cfg).test()['accuracy/top1'])
 
 
-def measure(name: str, config: str, checkpoint: str, shape, work_dir: str,
-            calib_images: int) -> dict:
-    """PyTorch, ONNX Runtime FP32 and INT8 top-1 of one checkpoint, and the INT8 export's
-    agreement line."""
-    fp32_path = os.path.join(work_dir, f'{name}_fp32.onnx')
-    int8_path = os.path.join(work_dir, f'{name}_int8.onnx')
-    run_tool('deployment/pytorch2onnx.py', config, checkpoint, fp32_path, '--shape',
-             *map(str, shape), '--force')
-    exported = run_tool('deployment/pytorch2onnx.py', config, checkpoint, int8_path,
-                        '--quantize', 'int8', '--calib-images', str(calib_images),
-                        '--force')
-    agreement = [line for line in exported.splitlines() if 'agreement' in line]
-    top1 = {}
-    for label, tool, model_file in (('pytorch', 'test.py', checkpoint),
-                                    ('onnxruntime_fp32', 'deployment/test.py', fp32_path),
-                                    ('onnxruntime_int8', 'deployment/test.py', int8_path)):
-        output = run_tool(tool, config, model_file, '--work-dir', work_dir)
-        top1[label] = parse_test_metrics(output)['accuracy/top1']
-        print(f'{name} {label}: top-1 {top1[label]:.2f} %', flush=True)
-    return dict(model=name, config=config, checkpoint=checkpoint, top1=top1,
-                int8_minus_fp32=top1['onnxruntime_int8'] - top1['onnxruntime_fp32'],
-                calib_images=calib_images, agreement=agreement[-1] if agreement else None)
+def images_per_s(logits, images: np.ndarray, repeats: int = 5) -> float:
+    """Best of ``repeats`` timed calls on one batch, after one warm-up call."""
+    logits(images)
+    best = min(_timed(logits, images) for _ in range(repeats))
+    return len(images) / best
+
+
+def _timed(logits, images) -> float:
+    start = time.perf_counter()
+    logits(images)
+    return time.perf_counter() - start
+
+
+class Measurement:
+    """The rows of one checkpoint: each recipe's top-1, agreement and speed."""
+
+    def __init__(self, name: str, config: str, checkpoint: str, args):
+        self.name, self.config, self.args = name, config, args
+        self.checkpoint = checkpoint_file(checkpoint)
+        cfg = load_repvgg_config(config)
+        self.model = build_train_model(cfg)
+        load_repvgg_weights(self.model, self.checkpoint)
+        self.deploy_model = to_deploy_copy(self.model)[0]
+        self.calibration = [batch.images for batch in preprocessed_batches(
+            cfg, 'train_dataloader', args.calib_images, shuffle=True,
+            pipeline_from='test_dataloader')]
+        self.held_out = [tuple(batch) for batch in preprocessed_batches(
+            cfg, 'test_dataloader', 10 ** 9, shuffle=False)]
+        self.train_batches = [tuple(batch) for batch in preprocessed_batches(
+            cfg, 'train_dataloader', 10 ** 9, shuffle=True)]
+        self.reference = torch_logits(self.deploy_model)
+        self.speed_images = np.concatenate(self.calibration)[:SPEED_BATCH]
+        self.rows = []
+
+    def path(self, recipe: str, suffix: str = '.onnx') -> str:
+        file_stem = f'{self.name}_{recipe}'.replace(os.sep, '_')
+        return os.path.join(self.args.work_dir, file_stem + suffix)
+
+    def add(self, runtime: str, recipe: str, model_file: str, logits, top1: float,
+            **extra) -> None:
+        agreement = top1_agreement(self.reference, logits, self.held_out)
+        row = dict(model=self.name, runtime=runtime, recipe=recipe, top1=top1,
+                   agreement_with_pytorch=agreement.rate, test_images=agreement.num_images,
+                   images_per_s=images_per_s(logits, self.speed_images),
+                   file=os.path.basename(model_file) if model_file else None, **extra)
+        self.rows.append(row)
+        print(f"{self.name} {runtime} {recipe}: top-1 {top1:.2f} %, agreement with "
+              f"PyTorch {100 * agreement.rate:.2f} %, {row['images_per_s']:.0f} images/s",
+              flush=True)
+
+    def run(self) -> list:
+        args, work_dir = self.args, self.args.work_dir
+        self.add('pytorch', 'fp32', None, self.reference,
+                 runner_top1(self.config, self.checkpoint, work_dir, checkpoint=True))
+        size = self.calibration[0].shape[1:]
+        fp32_path = self.path('fp32')
+        export_onnx(self.model, fp32_path, (1, *size), overwrite=True)
+        self.add('onnxruntime', 'fp32', fp32_path, onnx_logits(fp32_path, num_threads=1),
+                 runner_top1(self.config, fp32_path, work_dir))
+        cpu_kernels = int8_kernel_choice(host_cpu()).kernels
+        other_kernels = 'u8u8' if cpu_kernels == 'u8s8' else 'u8s8'
+        for method in CALIBRATION_METHODS:
+            int8_path = self.path(f'int8_{method}')
+            export_int8(self.model, int8_path, self.calibration, overwrite=True,
+                        method=method)
+            for kernels in (cpu_kernels, other_kernels):
+                self.add('onnxruntime', f'ptq {method}', int8_path,
+                         onnx_logits(int8_path, kernels, 1),
+                         runner_top1(self.config, int8_path, work_dir, kernels),
+                         int8_kernels=kernels)
+        check = self.calibration_check()
+        sensitivity = layer_sensitivity(fp32_path, self.calibration,
+                                        [images for images, _ in check])
+        fp32_nodes, _ = mixed_precision_nodes(fp32_path, self.calibration, check,
+                                              sensitivity, args.max_drop)
+        mixed_path = self.path('int8_mixed')
+        quantize_int8(fp32_path, mixed_path, self.calibration, overwrite=True,
+                      fp32_nodes=fp32_nodes)
+        self.add('onnxruntime', f'ptq minmax + mixed (max drop {args.max_drop})',
+                 mixed_path, onnx_logits(mixed_path, num_threads=1),
+                 runner_top1(self.config, mixed_path, work_dir), fp32_convs=len(fp32_nodes))
+        self.sensitivity = [row._asdict() for row in sensitivity]
+        print(f'{self.name}: most INT8-sensitive convs (logit SQNR, dB): ' + ', '.join(
+            f"{row['node']} {row['sqnr_db']:.1f}" for row in self.sensitivity[:3]))
+        if args.qat_epochs:
+            self.run_qat()
+        if not args.no_openvino:
+            self.run_openvino(size)
+        return self.rows
+
+    def calibration_check(self) -> list:
+        """Labelled training images (not the test set) on which mixed precision picks its
+        FP32 convs, so the test-set figure is not chosen on the test set."""
+        return self.train_batches[:4]
+
+    def run_qat(self) -> None:
+        import copy
+        model = prepare_qat(copy.deepcopy(self.deploy_model), self.calibration)
+        losses = finetune_qat(model, self.train_batches, self.args.qat_epochs,
+                              self.args.qat_lr)
+        qat_path = self.path('int8_qat')
+        export_int8(strip_qat(model), qat_path, self.calibration, overwrite=True)
+        self.add('onnxruntime', f'qat {self.args.qat_epochs} epochs + ptq minmax',
+                 qat_path, onnx_logits(qat_path, num_threads=1),
+                 runner_top1(self.config, qat_path, self.args.work_dir),
+                 qat_losses=losses)
+
+    def run_openvino(self, size) -> None:
+        from mmrepvgg.deploy.openvino_runtime import (OPENVINO_CALIBRATION_METHODS,
+                                                      export_openvino, openvino_logits)
+        for method, calibration in ((None, None), *(
+                (method, self.calibration) for method in OPENVINO_CALIBRATION_METHODS)):
+            recipe = 'fp32' if method is None else f'ptq {method}'
+            xml_path = export_openvino(self.model, self.path(
+                'openvino_' + recipe.replace(' ', '_'), '.xml'), (1, *size), calibration,
+                overwrite=True, method=method or 'minmax')
+            self.add('openvino', recipe, xml_path, openvino_logits(xml_path, 1),
+                     runner_top1(self.config, xml_path, self.args.work_dir))
+
+
+def measure(name: str, config: str, checkpoint: str, args) -> tuple:
+    """The rows and the sensitivity table of one checkpoint."""
+    measurement = Measurement(name, config, checkpoint, args)
+    return measurement.run(), measurement.sensitivity
+
+
+def print_table(rows: list) -> None:
+    """The rows as a Markdown table, top-1 minus the same model's PyTorch FP32."""
+    pytorch = {row['model']: row['top1'] for row in rows if row['runtime'] == 'pytorch'}
+    print('| model | runtime | recipe | kernels | top-1 % | vs FP32 | agreement % | '
+          'images/s |')
+    print('|---|---|---|---|---|---|---|---|')
+    for row in rows:
+        print(f"| {row['model']} | {row['runtime']} | {row['recipe']} | "
+              f"{row.get('int8_kernels', '-')} | {row['top1']:.2f} | "
+              f"{row['top1'] - pytorch[row['model']]:+.2f} | "
+              f"{100 * row['agreement_with_pytorch']:.2f} | {row['images_per_s']:.0f} |")
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_recipes(results: dict, path: str) -> None:
+    """Horizontal bars: top-1 minus PyTorch FP32 per recipe, one panel per model."""
+    plt = _pyplot()
+    models = list(dict.fromkeys(row['model'] for row in results['rows']))
+    figure, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 6), squeeze=False)
+    for axis, model in zip(axes[0], models):
+        rows = [row for row in results['rows'] if row['model'] == model]
+        reference = rows[0]['top1']
+        labels = [f"{row['runtime']} {row['recipe']}" + (
+            f" ({row['int8_kernels']})" if 'int8_kernels' in row else '') for row in rows]
+        drops = [row['top1'] - reference for row in rows]
+        axis.barh(range(len(rows)), drops, color=[
+            'tab:blue' if row['runtime'] == 'openvino' else 'tab:orange' for row in rows])
+        axis.set_yticks(range(len(rows)), labels, fontsize=7)
+        axis.invert_yaxis()
+        axis.axvline(-0.3, color='grey', linestyle=':')
+        axis.set_xlabel('top-1 minus PyTorch FP32 (points)')
+        axis.set_title(f'{model} (PyTorch FP32 {reference:.2f} %)', fontsize=9)
+    cpu = results['machine']['cpu']
+    figure.suptitle(f"{cpu['model_name']} ({', '.join(cpu['isa'])}), 1 thread, "
+                    f"{results['machine']['date'][:10]}", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_sensitivity(results: dict, path: str) -> None:
+    """Bars of each conv's logit SQNR when quantized alone, worst first, per model."""
+    plt = _pyplot()
+    models = list(results['sensitivity'])
+    figure, axes = plt.subplots(len(models), 1, figsize=(9, 3 * len(models)), squeeze=False)
+    for axis, model in zip(axes[:, 0], models):
+        rows = results['sensitivity'][model]
+        axis.bar(range(len(rows)), [row['sqnr_db'] for row in rows])
+        axis.set_xticks(range(len(rows)), [f"conv {row['position']}" for row in rows],
+                        rotation=90, fontsize=7)
+        axis.set_ylabel('logit SQNR (dB)')
+        axis.set_title(f'{model}: one conv quantized at a time, worst first', fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def machine() -> dict:
+    return dict(cpu=host_cpu(1).as_dict(), load_average=list(os.getloadavg()),
+                date=datetime.datetime.now(datetime.timezone.utc).isoformat(
+                    timespec='seconds'))
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description='FP32 vs INT8 top-1 of checkpoints')
+    parser = argparse.ArgumentParser(description='Top-1 of checkpoints under every INT8 '
+                                     'recipe, ONNX Runtime and OpenVINO')
     parser.add_argument('--model', nargs=3, action='append', required=True,
                         metavar=('NAME', 'CONFIG', 'CHECKPOINT'))
-    parser.add_argument('--shape', type=int, nargs=2, default=[224, 224],
-                        metavar=('H', 'W'), help='FP32 export size (default: 224 224)')
     parser.add_argument('--calib-images', type=int, default=256)
+    parser.add_argument('--max-drop', type=float, default=0.3,
+                        help='mixed precision bound, points (default: 0.3)')
+    parser.add_argument('--qat-epochs', type=int, default=2,
+                        help='QAT fine-tuning epochs (default: 2; 0 skips QAT)')
+    parser.add_argument('--qat-lr', type=float, default=1e-3)
+    parser.add_argument('--no-openvino', action='store_true', help='skip the OpenVINO rows')
     parser.add_argument('--work-dir', default='work_dirs/int8_accuracy')
     parser.add_argument('--json', help='write the figures to this new JSON file')
     parser.add_argument('--plot', help='write a bar chart to this new PNG file')
+    parser.add_argument('--sensitivity-plot',
+                        help='write the per-conv sensitivity to this new PNG file')
     args = parser.parse_args(argv)
     inputs = [path for model in args.model for path in model[1:]]
-    for path in (args.json, args.plot):
+    for path in (args.json, args.plot, args.sensitivity_plot):
         try:
             if path:
                 check_output(path, inputs=inputs)
@@ -78,25 +286,43 @@ def main(argv=None) -> int:
             parser.error(f'{path} exists; choose a new file name')
         except CheckpointError as error:
             parser.error(str(error))
+    if args.calib_images < 1 or args.qat_epochs < 0:
+        parser.error('--calib-images must be positive and --qat-epochs not negative')
     os.makedirs(args.work_dir, exist_ok=True)
-    rows = [measure(name, config, checkpoint, args.shape, args.work_dir, args.calib_images)
-            for name, config, checkpoint in args.model]
-    for row in rows:
-        print(f"{row['model']}: PyTorch {row['top1']['pytorch']:.2f} %, ONNX Runtime FP32 "
-              f"{row['top1']['onnxruntime_fp32']:.2f} %, INT8 "
-              f"{row['top1']['onnxruntime_int8']:.2f} % ({row['int8_minus_fp32']:+.2f} "
-              'points)')
+    started = machine()
+    print(f"CPU: {host_cpu(1).describe()}; load average {started['load_average']}",
+          flush=True)
+    try:
+        # One process per checkpoint: a second model in the process that had run the
+        # first one's OpenVINO rows crashed once (SIGSEGV) on this host.
+        # (A pool's daemonic workers could not start the dataloader's workers.)
+        measured = []
+        for name, config, checkpoint in args.model:
+            with ProcessPoolExecutor(1, multiprocessing.get_context('spawn')) as pool:
+                measured.append(pool.submit(measure, name, config, checkpoint,
+                                            args).result())
+        rows = [row for model_rows, _ in measured for row in model_rows]
+    except (ConfigError, CheckpointError, ValueError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 1
+    results = dict(machine=started, finished=machine(), threads=1, rows=rows,
+                   sensitivity={name: sensitivity for (name, _, _), (_, sensitivity)
+                                in zip(args.model, measured)})
+    print_table(rows)
     if args.json:
         try:
-            write_json_atomic(rows, args.json)
+            with atomic_output(args.json) as partial_path, open(partial_path, 'w') as stream:
+                json.dump(results, stream, indent=1)
         except FileExistsError as error:  # another run wrote it meanwhile; kept
             print(f'error: {error} (the figures are printed above)', file=sys.stderr)
             return 1
         print(f'wrote {args.json}')
     if args.plot:
-        from mmrepvgg.analysis.plotting import plot_int8_accuracy
-        plot_int8_accuracy(rows, args.plot)
+        plot_recipes(results, args.plot)
         print(f'wrote {args.plot}')
+    if args.sensitivity_plot:
+        plot_sensitivity(results, args.sensitivity_plot)
+        print(f'wrote {args.sensitivity_plot}')
     return 0
 
 

@@ -1,17 +1,23 @@
 """Export a RepVGG checkpoint to ONNX (deploy form), verified against ONNX Runtime; with
-``--quantize int8``, a static INT8 file for ONNX Runtime calibrated on the config's data.
+``--quantize int8``, a static INT8 file for ONNX Runtime calibrated on the config's data;
+with ``--backend openvino``, an OpenVINO IR (``.xml`` + ``.bin``; INT8 by NNCF).
 
     python tools/deployment/pytorch2onnx.py \
         configs/deploy/repvgg-A0_deploy_4xb64-coslr-120e_in1k.py A0.pth repvgg-A0.onnx
     python tools/deployment/pytorch2onnx.py configs/digits/repvgg-A0_digits.py \
         epoch_6.pth a0_int8.onnx --quantize int8 --calib-images 256
+    python tools/deployment/pytorch2onnx.py configs/digits/repvgg-A0_digits.py \
+        epoch_6.pth a0_int8.xml --backend openvino --quantize int8
 
-The batch dimension is dynamic unless ``--no-dynamic-batch``. A train-form checkpoint is
-fused first (structural re-parameterization), with a notice.
+The input size is the one the config's test pipeline makes unless ``--shape``; the batch
+dimension is dynamic unless ``--no-dynamic-batch``. A train-form checkpoint is fused
+first (structural re-parameterization), with a notice. INT8 figures name the CPU.
 """
 import argparse
 import sys
 
+import numpy as np
+import torch
 from mmengine.config import DictAction
 
 from mmrepvgg.utils import MissingExtraError
@@ -22,12 +28,16 @@ from mmrepvgg.model_zoo import checkpoint_file
 from mmrepvgg.models import image_channels
 
 try:
-    from mmrepvgg.deploy.onnx_eval import preprocessed_batches
-    from mmrepvgg.deploy.onnx_export import DEFAULT_OPSET, OnnxExportError, export_onnx
-    from mmrepvgg.deploy.quantization import export_int8
+    from mmrepvgg.deploy.host_cpu import INT8_KERNELS, host_cpu, int8_kernel_choice
+    from mmrepvgg.deploy.onnx_eval import pipeline_image_size, preprocessed_batches
+    from mmrepvgg.deploy.onnx_export import (DEFAULT_OPSET, OnnxExportError, export_onnx,
+                                             to_deploy_copy, torch_logits)
+    from mmrepvgg.deploy.quantization import CALIBRATION_METHODS, export_int8, top1_agreement
     from mmrepvgg.dense.segmentation import export_segmentor_onnx
 except MissingExtraError as missing:
     sys.exit(f'error: {missing}')
+
+MAX_SIDE = 4096  # larger inputs only exhaust memory: refused up front
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,11 +45,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         description='Export the deploy form of a RepVGG model to ONNX and check it with '
         'onnx.checker and ONNX Runtime; optionally quantize it to static INT8.')
     parser.add_argument('config', help='train or deploy config of the model')
-    parser.add_argument('checkpoint', help='train- or deploy-form checkpoint: file, URL or model zoo name (only read)')
+    parser.add_argument('checkpoint', help='train- or deploy-form checkpoint: file, URL or '
+                        'model zoo name (only read)')
     parser.add_argument('output', help='ONNX file to write')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
-                        help='input image size (default: 224 224; with --quantize, the '
-                        "size the config's test pipeline makes)")
+                        help="input image size (default: the size the config's test "
+                        'pipeline makes); calibration and check images are resized to it')
     parser.add_argument('--batch-size', type=int, default=1,
                         help='batch size traced (default: 1); fixed in the file with '
                         '--no-dynamic-batch')
@@ -48,22 +59,37 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'yes; --no-dynamic-batch fixes it to --batch-size)')
     parser.add_argument('--opset', type=int, default=DEFAULT_OPSET,
                         help=f'ONNX opset version (default: {DEFAULT_OPSET})')
+    parser.add_argument('--backend', choices=('onnxruntime', 'openvino'),
+                        default='onnxruntime', help='onnxruntime: an .onnx file (default); '
+                        'openvino: an OpenVINO IR, OUTPUT.xml + OUTPUT.bin ([openvino] extra)')
     parser.add_argument('--quantize', choices=('int8', ),
-                        help='int8: static per-channel INT8 (QDQ) for ONNX Runtime, '
-                        "calibrated on the config's training images")
+                        help='int8: static per-channel INT8 (QDQ for ONNX Runtime, NNCF for '
+                        "OpenVINO), calibrated on the config's training images")
+    parser.add_argument('--calib-method', choices=tuple(CALIBRATION_METHODS),
+                        default='minmax', help='how activation ranges are drawn from the '
+                        'calibration images (default: minmax; entropy: ONNX Runtime only)')
     parser.add_argument('--calib-images', type=int, default=256,
                         help='training images to calibrate on (default: 256)')
     parser.add_argument('--check-images', type=int, default=512,
                         help='held-out test images on which INT8 and FP32 top-1 are '
                         'compared (default: 512)')
+    parser.add_argument('--keep-fp32', type=int, default=0, metavar='N',
+                        help='mixed precision: keep the N convs most sensitive to INT8 '
+                        '(ranked on the check images) in FP32 (ONNX Runtime)')
+    parser.add_argument('--max-drop', type=float, metavar='POINTS',
+                        help='mixed precision: keep as few sensitive convs FP32 as needed '
+                        'for INT8 top-1 on the check images to stay within POINTS of FP32')
+    parser.add_argument('--int8-kernels', choices=('auto', *INT8_KERNELS), default='auto',
+                        help='ONNX Runtime x64 INT8 kernels of the check (default: auto, '
+                        'u8u8 on x86 CPUs without VNNI, else u8s8)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config entries, e.g. '
                         'train_dataloader.dataset.data_root=DIR')
     parser.add_argument('--force', action='store_true', help='overwrite an existing OUTPUT')
     args = parser.parse_args(argv)
-    if args.shape and min(args.shape) < 32:
+    if args.shape and not all(32 <= side <= MAX_SIDE for side in args.shape):
         parser.error(f'--shape {args.shape[0]} {args.shape[1]}: RepVGG downsamples 32x; '
-                     'pass a height and width of at least 32')
+                     f'pass a height and width from 32 to {MAX_SIDE}')
     if min(args.batch_size, args.calib_images, args.check_images) < 1:
         parser.error('--batch-size, --calib-images and --check-images must be positive')
     if not 7 <= args.opset <= 20:
@@ -73,6 +99,25 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error('--quantize int8 writes a dynamic-batch file; drop --no-dynamic-batch')
     if args.quantize and args.opset < 13:
         parser.error(f'--opset {args.opset}: per-channel INT8 needs opset 13 or later')
+    mixed = args.keep_fp32 or args.max_drop is not None
+    if (mixed or args.calib_method != 'minmax') and not args.quantize:
+        parser.error('--calib-method, --keep-fp32 and --max-drop choose an INT8 recipe; '
+                     'add --quantize int8')
+    if args.keep_fp32 < 0 or (args.max_drop is not None and args.max_drop < 0):
+        parser.error('--keep-fp32 and --max-drop must not be negative')
+    if args.keep_fp32 and args.max_drop is not None:
+        parser.error('--keep-fp32 N and --max-drop POINTS both choose the FP32 convs; '
+                     'pass one')
+    if args.backend == 'openvino':
+        if mixed or args.calib_method == 'entropy':
+            parser.error('--backend openvino: mixed precision and the entropy method are '
+                         'ONNX Runtime recipes; drop them or use --backend onnxruntime')
+        if not args.output.endswith('.xml'):
+            parser.error(f'OUTPUT {args.output}: an OpenVINO IR is NAME.xml (its weights go '
+                         'to NAME.bin); name an .xml file')
+        if not args.dynamic_batch:
+            parser.error('--backend openvino writes a dynamic-batch IR; drop '
+                         '--no-dynamic-batch')
     for role in ('checkpoint', 'config'):
         try:
             check_output(args.output, inputs=(getattr(args, role), ), overwrite=True)
@@ -86,29 +131,64 @@ def print_progress(batch: int, batches: int, images: int) -> None:
     print(f'calibrating: batch {batch}/{batches} ({images} images)', flush=True)
 
 
-def export_quantized(args: argparse.Namespace, cfg, model) -> int:
-    calibration = [batch.images for batch in preprocessed_batches(
+def resized(images: np.ndarray, size) -> np.ndarray:
+    """``images`` ``(N, C, H, W)`` resized to ``size`` (bilinear), unchanged if equal."""
+    if tuple(images.shape[2:]) == tuple(size):
+        return images
+    return torch.nn.functional.interpolate(torch.from_numpy(images), size=tuple(size),
+                                           mode='bilinear', align_corners=False).numpy()
+
+
+def print_agreement(agreement, reference: str, candidate: str) -> None:
+    print(f'{candidate} vs {reference} top-1 agreement on {agreement.num_images} held-out '
+          f'test images: {100 * agreement.rate:.2f} % ({agreement.num_agree}/'
+          f'{agreement.num_images}); top-1 {reference} '
+          f'{100 * agreement.reference_correct / agreement.num_images:.2f} %, {candidate} '
+          f'{100 * agreement.candidate_correct / agreement.num_images:.2f} %')
+
+
+def export_quantized(args: argparse.Namespace, cfg, model, size) -> int:
+    calibration = [resized(batch.images, size) for batch in preprocessed_batches(
         cfg, 'train_dataloader', args.calib_images, shuffle=True,
         pipeline_from='test_dataloader')]
-    size = calibration[0].shape[2:]
-    if args.shape and tuple(args.shape) != size:
-        raise ConfigError(f'--shape {args.shape[0]} {args.shape[1]}: the config\'s test '
-                          f'pipeline makes {size[0]}x{size[1]} images; drop --shape or '
-                          'change the pipeline')
-    held_out = preprocessed_batches(cfg, 'test_dataloader', args.check_images,
-                                    shuffle=False)
+    held_out = [(resized(images, size), labels) for images, labels in preprocessed_batches(
+        cfg, 'test_dataloader', args.check_images, shuffle=False)]
+    cpu = host_cpu()
+    if args.backend == 'openvino':
+        return export_openvino_ir(args, model, size, calibration, held_out, cpu)
+    kernels = int8_kernel_choice(cpu, args.int8_kernels)
     report = export_int8(model, args.output, calibration, held_out, args.force,
-                         print_progress, args.opset)
-    agreement = report.agreement
-    print(f'exported {report.path} (INT8 QDQ, per-channel weights, opset '
-          f'{args.opset}, input (N, {calibration[0].shape[1]}, {size[0]}, {size[1]}); '
-          f'calibrated on {report.calibration_images} training images)')
+                         print_progress, args.opset, args.calib_method, args.keep_fp32,
+                         args.max_drop, args.int8_kernels)
+    print(f'exported {report.path} (INT8 QDQ, per-channel weights, {report.method} '
+          f'calibration on {report.calibration_images} training images, opset '
+          f'{args.opset}, input (N, {calibration[0].shape[1]}, {size[0]}, {size[1]}))')
+    if report.fp32_nodes:
+        print(f'mixed precision: {len(report.fp32_nodes)} conv(s) kept FP32, most '
+              f'sensitive first: {", ".join(report.fp32_nodes)}')
     print(f'FP32 export: max relative error ONNX Runtime vs PyTorch '
           f'{report.fp32_max_relative_error:.2e}')
-    print(f'INT8 vs FP32 top-1 agreement on {agreement.num_images} held-out test images: '
-          f'{100 * agreement.rate:.2f} % ({agreement.num_agree}/{agreement.num_images}); '
-          f'top-1 FP32 {100 * agreement.reference_correct / agreement.num_images:.2f} %, '
-          f'INT8 {100 * agreement.candidate_correct / agreement.num_images:.2f} %')
+    print(f'CPU: {cpu.describe()}; ONNX Runtime INT8 kernels: {kernels.kernels} '
+          f'({kernels.reason})')
+    print_agreement(report.agreement, 'FP32', 'INT8')
+    return 0
+
+
+def export_openvino_ir(args: argparse.Namespace, model, size, calibration, held_out,
+                       cpu) -> int:
+    from mmrepvgg.deploy.openvino_runtime import export_openvino, openvino_logits
+    xml_path = export_openvino(model, args.output, (1, image_channels(model), *size),
+                               calibration, args.force, args.calib_method, args.opset)
+    precision = ('FP32' if calibration is None else
+                 f'INT8 (NNCF, {args.calib_method} calibration on '
+                 f'{sum(len(batch) for batch in calibration)} training images)')
+    print(f'exported {xml_path} and its .bin (OpenVINO IR, {precision}, input (N, '
+          f'{image_channels(model)}, {size[0]}, {size[1]}))')
+    print(f'CPU: {cpu.describe()}')
+    if held_out:
+        agreement = top1_agreement(torch_logits(to_deploy_copy(model)[0]),
+                                   openvino_logits(xml_path), held_out)
+        print_agreement(agreement, 'PyTorch FP32', 'OpenVINO ' + precision.split()[0])
     return 0
 
 
@@ -122,21 +202,30 @@ def main(argv=None) -> int:
                               'classifiers and mmseg segmentors (detection post-processing '
                               'does not export); convert it with '
                               'tools/reparameterize_repvgg.py instead')
+        if cfg.get('default_scope') == 'mmseg' and (args.quantize or args.backend != 'onnxruntime'):
+            raise ConfigError(f'{args.config}: a segmentor config; INT8 and OpenVINO export '
+                              'cover classifiers; drop --quantize and --backend for an FP32 '
+                              'ONNX segmentor')
         model = build_train_model(cfg)
         state, _ = load_repvgg_weights(model, checkpoint_file(args.checkpoint))
         if state.form == 'train':
             print(f'notice: {args.checkpoint} is in train form; fusing its blocks into the '
                   'deploy form before the export')
+        size = tuple(args.shape or ()) or pipeline_image_size(cfg)
+        if size is None:
+            raise ConfigError(f"{args.config}: its test pipeline's image size depends on "
+                              'the image (no fixed Resize or CenterCrop); pass --shape H W')
         if args.quantize:
-            return export_quantized(args, cfg, model)
-        input_shape = (args.batch_size, image_channels(model), *(args.shape or (224, 224)))
-        if cfg.get('default_scope') == 'mmseg':  # a segmentor: logits at input size
-            export = export_segmentor_onnx
-        else:
-            export = export_onnx
+            return export_quantized(args, cfg, model, size)
+        if args.backend == 'openvino':
+            return export_openvino_ir(args, model, size, None, None, host_cpu())
+        input_shape = (args.batch_size, image_channels(model), *size)
+        # A segmentor exports its logits at the input size; a classifier its class scores.
+        export = export_segmentor_onnx if cfg.get('default_scope') == 'mmseg' else export_onnx
         report = export(model, args.output, input_shape, dynamic_batch=args.dynamic_batch,
                         opset=args.opset, overwrite=args.force)
-    except (ConfigError, CheckpointError, OnnxExportError, FileExistsError) as error:
+    except (ConfigError, CheckpointError, OnnxExportError, FileExistsError, ValueError,
+            MissingExtraError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 1
     batch = 'N' if report.dynamic_batch else report.input_shape[0]

@@ -1,0 +1,134 @@
+"""The CPU an INT8 figure was measured on: model name, the instruction sets that decide
+which integer kernels run, and the threads.
+
+INT8 speed and even INT8 accuracy depend on the CPU. With VNNI (AVX-512 VNNI or AVX-VNNI)
+a u8 x s8 dot product accumulates straight into int32. Without it, x86 kernels multiply
+pairs of u8 x s8 into a *saturating* int16 (``vpmaddubsw``) before widening, and
+255 * 127 * 2 overflows int16: ONNX Runtime's u8s8 kernels can then return wrong sums
+(onnxruntime issue 12088), which is why :func:`int8_kernel_choice` picks its slower u8u8
+path (``session.x64quantprecision``) on such CPUs. AMX adds int8 tile multiplies.
+"""
+import os
+import platform
+from typing import Dict, FrozenSet, NamedTuple, Optional
+
+CPUINFO_PATH = '/proc/cpuinfo'
+# /proc/cpuinfo flag -> the name figures are labelled with.
+ISA_FLAGS = {'avx2': 'AVX2', 'avx512f': 'AVX-512', 'avx512_vnni': 'AVX512-VNNI',
+             'avx_vnni': 'AVX-VNNI', 'amx_int8': 'AMX-INT8'}
+VNNI_FLAGS = frozenset({'avx512_vnni', 'avx_vnni'})
+X86_ARCHITECTURES = ('x86_64', 'amd64', 'i386', 'i686')
+
+# The ONNX Runtime session entry that makes x64 INT8 kernels multiply u8 x u8 (exact in
+# int16 pairs after the weights are shifted to uint8) instead of u8 x s8.
+X64_QUANT_PRECISION_KEY = 'session.x64quantprecision'
+INT8_KERNELS = ('u8s8', 'u8u8')
+
+
+class HostCpu(NamedTuple):
+    """What an INT8 figure needs to say about the machine.
+
+    Attributes:
+        model_name: ``model name`` of /proc/cpuinfo (``platform.processor()`` elsewhere).
+        isa: the instruction sets of :data:`ISA_FLAGS` this CPU has, e.g.
+            ``('AVX2', 'AVX-512', 'AVX512-VNNI')``.
+        logical_cpus: logical CPUs the OS reports.
+        architecture: ``platform.machine()``, e.g. ``'x86_64'``.
+        threads: the threads the figure was measured with (None: the runtime's default).
+    """
+    model_name: str
+    isa: tuple
+    logical_cpus: int
+    architecture: str
+    threads: Optional[int] = None
+
+    @property
+    def is_x86(self) -> bool:
+        return self.architecture.lower() in X86_ARCHITECTURES
+
+    @property
+    def has_vnni(self) -> bool:
+        return bool({ISA_FLAGS[flag] for flag in VNNI_FLAGS} & set(self.isa))
+
+    def describe(self) -> str:
+        """One line, e.g. ``Intel(R) Xeon(R) Processor (AVX2, AVX-512, AVX512-VNNI;
+        2 logical CPUs; 1 thread)``."""
+        threads = ('default threads' if self.threads is None else
+                   f'{self.threads} thread{"s" if self.threads != 1 else ""}')
+        isa = ', '.join(self.isa) or 'no AVX2 or VNNI'
+        return (f'{self.model_name} ({self.architecture}; {isa}; {self.logical_cpus} '
+                f'logical CPUs; {threads})')
+
+    def as_dict(self) -> Dict[str, object]:
+        return dict(model_name=self.model_name, isa=list(self.isa),
+                    logical_cpus=self.logical_cpus, architecture=self.architecture,
+                    threads=self.threads,
+                    vnni=self.has_vnni)
+
+
+def parse_cpuinfo(text: str) -> 'tuple[str, FrozenSet[str]]':
+    """The first ``model name`` and the first ``flags`` set of a /proc/cpuinfo text
+    (``('', frozenset())`` for what is missing)."""
+    model_name, flags = '', frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(':')
+        key = key.strip()
+        if key == 'model name' and not model_name:
+            model_name = value.strip()
+        elif key == 'flags' and not flags:
+            flags = frozenset(value.split())
+    return model_name, flags
+
+
+def host_cpu(threads: Optional[int] = None, cpuinfo_text: Optional[str] = None,
+             architecture: Optional[str] = None) -> HostCpu:
+    """Describe this machine's CPU (or the one ``cpuinfo_text`` and ``architecture``
+    describe).
+
+    Args:
+        threads: the thread count the caller measures with (None: runtime default).
+        cpuinfo_text: a /proc/cpuinfo text to read instead of this machine's.
+        architecture: ``platform.machine()`` of that machine (default: this one's).
+    """
+    if cpuinfo_text is None:
+        try:
+            with open(CPUINFO_PATH) as stream:
+                cpuinfo_text = stream.read()
+        except OSError:  # not Linux: the name only, no flags to read
+            cpuinfo_text = ''
+    model_name, flags = parse_cpuinfo(cpuinfo_text)
+    isa = tuple(label for flag, label in ISA_FLAGS.items() if flag in flags)
+    return HostCpu(model_name or platform.processor() or 'unknown CPU', isa,
+                   os.cpu_count() or 1, architecture or platform.machine(), threads)
+
+
+class Int8KernelChoice(NamedTuple):
+    """Which ONNX Runtime x64 INT8 kernels a session uses, and why."""
+    kernels: str
+    reason: str
+
+    def session_entries(self) -> Dict[str, str]:
+        """ONNX Runtime session config entries that select :attr:`kernels`."""
+        return {X64_QUANT_PRECISION_KEY: '1'} if self.kernels == 'u8u8' else {}
+
+
+def int8_kernel_choice(cpu: HostCpu, requested: str = 'auto') -> Int8KernelChoice:
+    """The ONNX Runtime INT8 kernels accurate on ``cpu``: u8s8 where it has VNNI (int32
+    accumulation, no overflow) or is not x86; u8u8 on x86 without VNNI (u8s8 pairs
+    saturate int16 there). ``requested`` ``'u8s8'`` or ``'u8u8'`` forces one (to compare
+    both on one host).
+
+    Raises:
+        ValueError: ``requested`` is not ``'auto'`` or one of :data:`INT8_KERNELS`.
+    """
+    if requested not in ('auto', *INT8_KERNELS):
+        raise ValueError(f'unknown INT8 kernels {requested!r}; choose auto, '
+                         f'{" or ".join(INT8_KERNELS)}')
+    if requested != 'auto':
+        return Int8KernelChoice(requested, 'requested')
+    if cpu.has_vnni:
+        return Int8KernelChoice('u8s8', 'the CPU has VNNI: u8 x s8 accumulates in int32')
+    if cpu.is_x86:
+        return Int8KernelChoice('u8u8', 'x86 without VNNI: u8 x s8 pairs can saturate '
+                                'int16 (onnxruntime issue 12088)')
+    return Int8KernelChoice('u8s8', f'{cpu.architecture}: not an x86 CPU')

@@ -1,0 +1,106 @@
+"""The CPU beside every INT8 figure, and the ONNX Runtime INT8 kernels chosen for it: u8u8
+(session.x64quantprecision) on x86 without VNNI, u8s8 elsewhere; both accurate."""
+import os
+
+import numpy as np
+import pytest
+
+from mmrepvgg.deploy.host_cpu import (X64_QUANT_PRECISION_KEY, host_cpu, int8_kernel_choice,
+                                      parse_cpuinfo)
+from mmrepvgg.deploy.onnx_eval import preprocessed_batches
+from mmrepvgg.deploy.onnx_export import onnxruntime_session
+from mmrepvgg.engine import load_repvgg_config
+
+from conftest import REPO_ROOT, load_tool
+
+DIGITS_CONFIG = os.path.join(REPO_ROOT, 'configs/digits/repvgg-A0_digits.py')
+
+# Excerpts of /proc/cpuinfo as such machines print it (one processor each).
+AVX2_ONLY_CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 7B12
+flags\t\t: fpu sse sse2 ssse3 sse4_1 sse4_2 avx f16c fma avx2 bmi2
+"""
+VNNI_CPUINFO = """processor\t: 0
+model name\t: Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz
+flags\t\t: fpu sse2 avx avx2 avx512f avx512bw avx512_vnni
+processor\t: 1
+model name\t: Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz
+flags\t\t: fpu sse2 avx avx2 avx512f avx512bw avx512_vnni
+"""
+
+
+def test_cpuinfo_gives_the_model_name_and_the_isa_that_matters():
+    name, flags = parse_cpuinfo(VNNI_CPUINFO)
+    assert name == 'Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz'
+    assert {'avx2', 'avx512f', 'avx512_vnni'} <= flags
+    cpu = host_cpu(threads=1, cpuinfo_text=VNNI_CPUINFO, architecture='x86_64')
+    assert cpu.isa == ('AVX2', 'AVX-512', 'AVX512-VNNI') and cpu.has_vnni
+    assert cpu.describe().startswith('Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz '
+                                     '(x86_64; AVX2, AVX-512, AVX512-VNNI;')
+    assert cpu.describe().endswith('; 1 thread)')
+    assert cpu.as_dict()['vnni'] is True and cpu.as_dict()['threads'] == 1
+
+
+@pytest.mark.parametrize('cpuinfo, architecture, kernels', [
+    (AVX2_ONLY_CPUINFO, 'x86_64', 'u8u8'),  # u8 x s8 pairs saturate int16: the safe path
+    (VNNI_CPUINFO, 'x86_64', 'u8s8'),
+    ('model name\t: Neoverse-N1\nflags\t\t: fp asimd\n', 'aarch64', 'u8s8'),
+])
+def test_kernel_choice_follows_the_cpu(cpuinfo, architecture, kernels):
+    cpu = host_cpu(cpuinfo_text=cpuinfo, architecture=architecture)
+    choice = int8_kernel_choice(cpu)
+    assert choice.kernels == kernels and choice.reason
+    assert (X64_QUANT_PRECISION_KEY in choice.session_entries()) == (kernels == 'u8u8')
+
+
+def test_a_kernel_request_overrides_the_cpu_and_a_typo_is_refused():
+    avx2_host = host_cpu(cpuinfo_text=AVX2_ONLY_CPUINFO, architecture='x86_64')
+    assert int8_kernel_choice(avx2_host, 'u8s8').kernels == 'u8s8'
+    with pytest.raises(ValueError, match='u8s8 or u8u8'):
+        int8_kernel_choice(avx2_host, 'u8u9')
+
+
+def test_this_machine_is_described_from_its_own_cpuinfo():
+    cpu = host_cpu()
+    assert cpu.model_name and cpu.logical_cpus == os.cpu_count()
+    if os.path.exists('/proc/cpuinfo'):
+        with open('/proc/cpuinfo') as stream:
+            assert ('avx2' in stream.read().split()) == ('AVX2' in cpu.isa)
+
+
+@pytest.mark.parametrize('kernels', ['u8s8', 'u8u8'])
+def test_the_session_carries_the_chosen_kernels(kernels, tmp_path):
+    from test_int8 import _linear_model
+    session = onnxruntime_session(_linear_model(tmp_path / 'm.onnx', [1, 0, 0, 1]),
+                                  int8_kernels=kernels)
+    options = session.get_session_options()
+    if kernels == 'u8u8':
+        assert options.get_session_config_entry(X64_QUANT_PRECISION_KEY) == '1'
+    else:
+        with pytest.raises(RuntimeError, match='does not have'):  # never set
+            options.get_session_config_entry(X64_QUANT_PRECISION_KEY)
+
+
+def test_int8_is_accurate_on_both_kernel_paths(digits_workspace, digits_train_checkpoint,
+                                               tmp_path, monkeypatch):
+    """The forced non-VNNI path (u8u8) and the VNNI-style path (u8s8) run the same INT8
+    file: both stay close to FP32, and (integer arithmetic either way, no overflow in
+    u8u8) agree with each other far more closely than with FP32."""
+    monkeypatch.chdir(digits_workspace)
+    pytorch2onnx = load_tool('tools/deployment/pytorch2onnx.py')
+    fp32_path, int8_path = str(tmp_path / 'fp32.onnx'), str(tmp_path / 'int8.onnx')
+    assert pytorch2onnx.main([DIGITS_CONFIG, digits_train_checkpoint, fp32_path]) == 0
+    assert pytorch2onnx.main([DIGITS_CONFIG, digits_train_checkpoint, int8_path,
+                              '--quantize', 'int8', '--calib-images', '64',
+                              '--check-images', '32', '--int8-kernels', 'u8u8']) == 0
+    images = next(preprocessed_batches(load_repvgg_config(DIGITS_CONFIG),
+                                       'test_dataloader', 64, shuffle=False)).images
+    fp32 = onnxruntime_session(fp32_path).run(None, {'input': images})[0]
+    scale = np.abs(fp32).max()
+    int8 = {kernels: onnxruntime_session(int8_path, int8_kernels=kernels).run(
+        None, {'input': images})[0] for kernels in ('u8s8', 'u8u8')}
+    for logits in int8.values():
+        assert np.abs(logits - fp32).max() / scale < 0.3
+        assert np.mean(logits.argmax(1) == fp32.argmax(1)) >= 0.85
+    assert np.abs(int8['u8s8'] - int8['u8u8']).max() / scale < 1e-3

@@ -1,0 +1,132 @@
+"""INT8 recipes: calibration methods, per-conv sensitivity, mixed precision; bad input
+(no calibration images, a model without a conv) gets one line."""
+import math
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from mmrepvgg.deploy.onnx_export import export_onnx
+from mmrepvgg.deploy.quantization import (conv_nodes, layer_sensitivity, mixed_precision_nodes,
+                                          onnx_logits, quantize_int8, sqnr_db)
+from mmrepvgg.models import build_model, repvgg_classifier_cfg
+from mmrepvgg.synthetic import randomize_batch_norms_
+
+from test_int8 import _linear_model
+
+
+@pytest.fixture(scope='module')
+def small_fp32(tmp_path_factory):
+    """An FP32 ONNX A0 (random weights and BN statistics, 10 classes, 32x32), calibration
+    batches and held-out labelled batches."""
+    torch.manual_seed(0)
+    model = randomize_batch_norms_(build_model(repvgg_classifier_cfg('A0', num_classes=10)))
+    path = str(tmp_path_factory.mktemp('recipes') / 'fp32.onnx')
+    export_onnx(model.eval(), path, (1, 3, 32, 32))
+    generator = torch.Generator().manual_seed(1)
+    calibration = [torch.randn(8, 3, 32, 32, generator=generator).numpy()
+                   for _ in range(2)]
+    images = torch.randn(16, 3, 32, 32, generator=generator).numpy()
+    labels = onnx_logits(path)(images).argmax(1)  # FP32 is right by construction
+    return path, calibration, [(images, labels)]
+
+
+def _activation_scales(path: str) -> dict:
+    """The scale of each QuantizeLinear, by the tensor it quantizes."""
+    model = onnx.load(path)
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    return {node.input[0]: float(onnx.numpy_helper.to_array(initializers[node.input[1]]))
+            for node in model.graph.node if node.op_type == 'QuantizeLinear'}
+
+
+def test_minmax_scale_is_the_calibration_range_and_the_others_stay_inside(
+        small_fp32, tmp_path):
+    path, calibration, _ = small_fp32
+    images = np.concatenate(calibration)
+    # uint8 asymmetric: the range always holds 0, 255 steps.
+    expected = (max(images.max(), 0) - min(images.min(), 0)) / 255
+    scales = {}
+    for method in ('minmax', 'percentile', 'entropy'):
+        quantize_int8(path, str(tmp_path / f'{method}.onnx'), calibration, method=method)
+        scales[method] = _activation_scales(str(tmp_path / f'{method}.onnx'))
+    input_name = 'input'
+    assert scales['minmax'][input_name] == pytest.approx(expected, rel=1e-6)
+    # the tails of randn are clipped
+    assert scales['percentile'][input_name] < scales['minmax'][input_name]
+    # Entropy picks a range inside the observed one (on these small random activations
+    # it picked the whole range), never a wider one.
+    assert scales['entropy'].keys() == scales['minmax'].keys()
+    assert all(scales['entropy'][name] <= scale * (1 + 1e-6)
+               for name, scale in scales['minmax'].items())
+
+
+def test_sqnr_is_signal_over_noise_in_decibels():
+    reference = np.array([[3.0, 4.0]])  # energy 25
+    assert sqnr_db(reference, reference + [[0.5, 0.0]]) == pytest.approx(
+        10 * math.log10(25 / 0.25))
+    assert sqnr_db(reference, reference) == math.inf
+
+
+@pytest.fixture(scope='module')
+def sensitivity(small_fp32):
+    path, calibration, held_out = small_fp32
+    return layer_sensitivity(path, calibration, [held_out[0][0]])
+
+
+def test_sensitivity_ranks_every_conv_worst_first(small_fp32, sensitivity):
+    path, _, _ = small_fp32
+    rows = sensitivity
+    assert sorted(row.node for row in rows) == sorted(conv_nodes(path))
+    assert len(rows) == 22  # A0: 1 + 2 + 4 + 14 + 1 fused convs
+    assert [row.sqnr_db for row in rows] == sorted(row.sqnr_db for row in rows)
+    assert all(0 <= row.agreement <= 1 and math.isfinite(row.sqnr_db) for row in rows)
+
+
+def test_every_conv_kept_fp32_leaves_only_the_pooling_quantized(small_fp32, tmp_path):
+    path, calibration, held_out = small_fp32
+    mixed, full = str(tmp_path / 'all_fp32.onnx'), str(tmp_path / 'int8.onnx')
+    quantize_int8(path, mixed, calibration, fp32_nodes=conv_nodes(path))
+    quantize_int8(path, full, calibration)
+    graph = onnx.load(mixed).graph
+    dequantized = {node.output[0] for node in graph.node if node.op_type == 'DequantizeLinear'}
+    convs = [node for node in graph.node if node.op_type == 'Conv']
+    assert len(convs) == 22 and not dequantized & {name for node in convs
+                                                   for name in node.input}
+    images = held_out[0][0]
+    fp32 = onnx_logits(path)(images)
+    errors = [np.abs(onnx_logits(file)(images) - fp32).max() / np.abs(fp32).max()
+              for file in (mixed, full)]
+    assert errors[0] < 0.02 and errors[0] < errors[1] / 3
+
+
+def test_max_drop_keeps_no_conv_fp32_when_any_drop_is_accepted(small_fp32, sensitivity):
+    path, calibration, held_out = small_fp32
+    fp32_nodes, agreement = mixed_precision_nodes(path, calibration, held_out, sensitivity,
+                                                  max_drop_points=100)
+    assert fp32_nodes == [] and agreement.num_images == 16
+
+
+@pytest.mark.parametrize('calibration, message', [
+    ([], 'no calibration images'),
+    ([np.zeros((0, 2), np.float32)], 'no calibration images'),
+])
+def test_quantization_without_calibration_images_is_refused(calibration, message,
+                                                            tmp_path):
+    model = _linear_model(tmp_path / 'linear.onnx', [1, 0, 0, 1])
+    with pytest.raises(ValueError, match=message):
+        quantize_int8(model, str(tmp_path / 'int8.onnx'), calibration)
+    assert not (tmp_path / 'int8.onnx').exists()
+
+
+def test_a_model_without_a_conv_is_refused_in_one_line(tmp_path):
+    model = _linear_model(tmp_path / 'linear.onnx', [1, 0, 0, 1])
+    with pytest.raises(ValueError, match='has no Conv to quantize') as error:
+        quantize_int8(model, str(tmp_path / 'int8.onnx'), [np.ones((2, 2), np.float32)])
+    assert '\n' not in str(error.value)
+
+
+def test_an_unknown_calibration_method_is_refused(small_fp32, tmp_path):
+    path, calibration, _ = small_fp32
+    with pytest.raises(ValueError, match='not offered for ONNX Runtime; choose one of minmax, percentile, entropy'):
+        quantize_int8(path, str(tmp_path / 'x.onnx'), calibration, method='kl')

@@ -1,0 +1,73 @@
+"""How much INT8 top-1 the non-VNNI x86 kernels' int16 saturation costs a checkpoint,
+measured on any CPU: FP32, INT8 in exact integer arithmetic (what VNNI, ONNX Runtime's
+u8u8 path and OpenVINO compute) and INT8 with every pair of u8 x s8 products saturated
+to int16 (ONNX Runtime's u8s8 kernels on AVX2 without VNNI), on the config's test set.
+
+    python tools/analysis_tools/int8_kernel_emulation.py configs/digits/repvgg-A0_digits.py \
+        work_dirs/a0/epoch_6.pth --calib-images 256
+"""
+import argparse
+import copy
+import sys
+
+import numpy as np
+import torch
+
+from mmrepvgg.apis.convert import build_train_model, load_repvgg_weights
+from mmrepvgg.checkpoint import CheckpointError
+from mmrepvgg.deploy.host_cpu import host_cpu
+from mmrepvgg.deploy.kernel_emulation import IntegerConvEmulation
+from mmrepvgg.deploy.onnx_eval import preprocessed_batches
+from mmrepvgg.deploy.onnx_export import to_deploy_copy
+from mmrepvgg.deploy.qat import prepare_qat
+from mmrepvgg.engine import ConfigError, load_repvgg_config
+from mmrepvgg.model_zoo import checkpoint_file
+
+
+def top1(model, batches) -> float:
+    with torch.no_grad():
+        correct = sum(int((model(torch.from_numpy(images)).argmax(1).numpy() == labels).sum())
+                      for images, labels in batches)
+    return 100 * correct / sum(len(labels) for _, labels in batches)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description='INT8 top-1 with and without the int16 '
+                                     'pair saturation of non-VNNI x86 kernels')
+    parser.add_argument('config')
+    parser.add_argument('checkpoint')
+    parser.add_argument('--calib-images', type=int, default=256)
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_repvgg_config(args.config)
+        model = build_train_model(cfg)
+        load_repvgg_weights(model, checkpoint_file(args.checkpoint))
+        calibration = [batch.images for batch in preprocessed_batches(
+            cfg, 'train_dataloader', args.calib_images, shuffle=True,
+            pipeline_from='test_dataloader')]
+        test_batches = [tuple(batch) for batch in preprocessed_batches(
+            cfg, 'test_dataloader', 10 ** 9, shuffle=False, batch_size=16)]
+    except (ConfigError, CheckpointError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 1
+    deploy_model = to_deploy_copy(model)[0]
+    quantized = prepare_qat(copy.deepcopy(deploy_model), calibration)
+    rows = {'FP32': top1(deploy_model, test_batches)}
+    for label, saturate in (('INT8 exact (VNNI / u8u8)', False),
+                            ('INT8 u8s8 int16-saturated pairs (AVX2, no VNNI)', True)):
+        with IntegerConvEmulation(quantized, saturate) as emulation:
+            rows[label] = top1(quantized, test_batches)
+        if saturate:
+            shares = np.array(emulation.saturated_share)
+    print(f'CPU (emulating, not running, the non-VNNI kernels): {host_cpu().describe()}')
+    print(f'{args.checkpoint} on {sum(len(b[1]) for b in test_batches)} test images, '
+          f'calibrated on {sum(len(b) for b in calibration)} training images:')
+    for label, value in rows.items():
+        print(f'  {label}: top-1 {value:.2f} % ({value - rows["FP32"]:+.2f} points)')
+    print(f'  saturated pairs: {100 * shares.mean():.4f} % on average, '
+          f'{100 * shares.max():.4f} % in the worst conv call')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""INT8 speed on this CPU, one run, same weights, rows timed round-robin: ONNX Runtime FP32
+and INT8 (this CPU's kernels, and the other x64 kernels forced), OpenVINO FP32 and INT8
+(NNCF), beside the eager PyTorch deploy model; with the CPU, threads and load.
+
+    python tools/analysis_tools/int8_speed.py --arch A0 --shape 224 224 --batch-size 16 \
+        --threads 1
+"""
+import argparse
+import os
+import sys
+import tempfile
+
+import torch
+
+from mmrepvgg.analysis.benchmark import (INT8_ONNXRUNTIME, ONNXRUNTIME, onnxruntime_runners,
+                                         random_train_classifier)
+from mmrepvgg.analysis.timing import time_interleaved
+from mmrepvgg.apis import repvgg_convert
+from mmrepvgg.deploy.host_cpu import host_cpu, int8_kernel_choice
+from mmrepvgg.deploy.onnx_export import onnxruntime_session
+from mmrepvgg.utils import MissingExtraError
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description='INT8 vs FP32 images/s on this CPU')
+    parser.add_argument('--arch', default='A0')
+    parser.add_argument('--shape', type=int, nargs=2, default=[224, 224])
+    parser.add_argument('--batch-size', type=int, default=16)
+    parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--rounds', type=int, default=5)
+    args = parser.parse_args(argv)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        deploy_model = repvgg_convert(random_train_classifier(args.arch).eval())
+        shape = (args.batch_size, 3, *args.shape)
+        images = torch.randn(*shape)
+        cpu = host_cpu(args.threads)
+        kernels = int8_kernel_choice(cpu).kernels
+        other = 'u8u8' if kernels == 'u8s8' else 'u8s8'
+        with tempfile.TemporaryDirectory() as workdir:
+            runners, _ = onnxruntime_runners(deploy_model, workdir, shape, args.threads)
+            session = onnxruntime_session(os.path.join(workdir, 'deploy_int8.onnx'),
+                                          args.threads, other)
+            runners[f'{INT8_ONNXRUNTIME} ({other} forced)'] = lambda images: session.run(
+                None, {'input': images.numpy()})
+            try:
+                from mmrepvgg.deploy.openvino_runtime import openvino_runners
+                runners.update(openvino_runners(deploy_model, workdir, shape, args.threads))
+            except MissingExtraError as missing:
+                print(f'notice: no OpenVINO rows ({missing})')
+            candidates = {name: (lambda run: lambda: run(images))(run)
+                          for name, run in runners.items()}
+
+            def eager():
+                with torch.inference_mode():
+                    return deploy_model(images)
+            candidates['ours deploy FP32, PyTorch eager'] = eager
+            load_before = os.getloadavg()[0]
+            timings = time_interleaved(candidates, args.batch_size, rounds=args.rounds)
+    finally:
+        torch.set_num_threads(previous_threads)
+    fp32 = args.batch_size / timings[ONNXRUNTIME].median_s
+    print(f'CPU: {cpu.describe()}; ONNX Runtime INT8 kernels on this CPU: {kernels}; '
+          f'load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}')
+    print(f'{args.arch} {args.shape[0]}x{args.shape[1]}, batch {args.batch_size}, '
+          f'{args.rounds} rounds round-robin (median)')
+    print('| path | images/s | x ONNX Runtime FP32 |')
+    print('|---|---|---|')
+    for name, timing in timings.items():
+        speed = args.batch_size / timing.median_s
+        print(f'| {name} | {speed:.1f} | {speed / fp32:.2f} |')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
