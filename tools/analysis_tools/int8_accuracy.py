@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 from mmrepvgg.analysis.benchmark import write_json_atomic
-from mmrepvgg.checkpoint import CheckpointError, check_output
+from mmrepvgg.checkpoint import CheckpointError, atomic_output, check_output
 from mmrepvgg.engine import parse_test_metrics
 
 TOOLS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,7 +95,12 @@ def main(argv=None) -> int:
         print(f'wrote {args.json}')
     if args.plot:
         from mmrepvgg.analysis.plotting import plot_int8_accuracy
-        plot_int8_accuracy(rows, args.plot)
+        try:
+            with atomic_output(args.plot, inputs=inputs, suffix='.png') as partial_path:
+                plot_int8_accuracy(rows, partial_path)
+        except (FileExistsError, CheckpointError) as error:  # appeared meanwhile, disk full
+            print(f'error: {error} (the figures are printed above)', file=sys.stderr)
+            return 1
         print(f'wrote {args.plot}')
     return 0
 
