@@ -87,8 +87,16 @@ def main(argv=None) -> int:
                           for entry in best)
         print(f'{image}: {shown}')
     if args.out is not None:
-        with atomic_output(args.out) as partial_path, open(partial_path, 'w') as stream:
-            json.dump(records, stream, indent=1)
+        try:
+            with atomic_output(args.out, inputs=(args.model, args.checkpoint, args.images)) \
+                    as partial_path, open(partial_path, 'w') as stream:
+                json.dump(records, stream, indent=1)
+        except (FileExistsError, CheckpointError) as error:  # appeared meanwhile, disk full
+            print(f'error: {error}', file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f'error: interrupted; {args.out} was not written', file=sys.stderr)
+            return 130
         print(f'wrote {len(records)} results to {args.out}')
     return 0
 

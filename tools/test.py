@@ -37,6 +37,10 @@ def main(argv=None) -> int:
     except (ConfigError, CheckpointError, FileExistsError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print('error: interrupted' + (f'; {args.out} was not written' if args.out else ''),
+              file=sys.stderr)
+        return 130
     print(format_test_metrics(metrics))
     return 0
 

@@ -318,10 +318,21 @@ def main(argv=None) -> int:
             return 1
         print(f'wrote {args.json}')
     if args.plot:
-        plot_recipes(results, args.plot)
+        try:
+            with atomic_output(args.plot, inputs=inputs, suffix='.png') as partial_path:
+                plot_recipes(results, partial_path)
+        except (FileExistsError, CheckpointError) as error:  # appeared meanwhile, disk full
+            print(f'error: {error} (the figures are printed above)', file=sys.stderr)
+            return 1
         print(f'wrote {args.plot}')
     if args.sensitivity_plot:
-        plot_sensitivity(results, args.sensitivity_plot)
+        try:
+            with atomic_output(args.sensitivity_plot, inputs=inputs,
+                               suffix='.png') as partial_path:
+                plot_sensitivity(results, partial_path)
+        except (FileExistsError, CheckpointError) as error:
+            print(f'error: {error} (the figures are printed above)', file=sys.stderr)
+            return 1
         print(f'wrote {args.sensitivity_plot}')
     return 0
 
