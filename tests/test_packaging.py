@@ -122,17 +122,19 @@ def test_wheel_installed_with_its_declared_dependencies_runs_outside_the_checkou
     torch pair, which pip would otherwise pick itself): an undeclared module-level import
     fails here."""
     _, wheel, _ = built
+    # Nothing of this interpreter's path may leak in: a PYTHONPATH holding the checkout
+    # would let pip take mmrepvgg as installed and the imports below find it there.
+    env = {key: value for key, value in tool_env.items() if key != 'PYTHONPATH'}
     venv = tmp_path / 'venv'
-    subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True)
+    subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True, env=env)
     python = str(venv / 'bin' / 'python')
     pinned = [line for line in read_requirements('runtime.txt')
               if line.startswith(('torch==', 'torchvision=='))]
     for requirements in (pinned, [wheel]):
         installed = subprocess.run([python, '-m', 'pip', 'install', '-q', '--no-compile',
                                     *requirements],
-                                   cwd=tmp_path, capture_output=True, text=True)
+                                   cwd=tmp_path, env=env, capture_output=True, text=True)
         assert installed.returncode == 0, installed.stderr[-3000:]
-    env = {key: value for key, value in tool_env.items() if key != 'PYTHONPATH'}
     check = subprocess.run(
         [python, '-c',
          'import mmrepvgg, mmpretrain\n'
