@@ -13,6 +13,7 @@ from mmrepvgg.synthetic import randomize_batch_norms_
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+
 def write_classifier_config(folder: Path, arch: str = 'A0', num_classes: int = 10,
                             deploy: bool = False, name: str = None) -> Path:
     """A RepVGG ImageClassifier config file in ``folder``; returns its path."""

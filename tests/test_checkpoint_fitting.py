@@ -75,8 +75,8 @@ def test_finetuning_skips_a_head_of_another_size_and_lists_it():
     model = tiny_classifier(num_classes=3)
     initial_head = model.head.fc.weight.detach().clone()
     fitted = load_fitted_state(model, source.state_dict(), 'in1k.pth', mode='finetune')
-    assert [entry.split(' ')[0] for entry in fitted.skipped] == ['head.fc.bias',
-                                                                  'head.fc.weight']
+    skipped_keys = [entry.split(' ')[0] for entry in fitted.skipped]
+    assert skipped_keys == ['head.fc.bias', 'head.fc.weight']
     assert fitted.skipped[0] == 'head.fc.bias ((1000,) in the checkpoint, (3,) in the model)'
     torch.testing.assert_close(model.head.fc.weight, initial_head)
     torch.testing.assert_close(model.backbone.stem.branch_3x3.conv.weight,
@@ -95,8 +95,8 @@ def test_finetuning_reads_weights_published_in_the_official_layout():
     model = tiny_classifier(num_classes=3)
     fitted = load_fitted_state(model, official, 'RepVGG-tiny-train.pth', mode='finetune')
     assert fitted.source.layout == 'official'
-    assert [entry.split(' ')[0] for entry in fitted.skipped] == ['head.fc.bias',
-                                                                  'head.fc.weight']
+    skipped_keys = [entry.split(' ')[0] for entry in fitted.skipped]
+    assert skipped_keys == ['head.fc.bias', 'head.fc.weight']
     torch.testing.assert_close(model.backbone.stage_4[0].branch_3x3.norm.running_var,
                                source.backbone.stage_4[0].branch_3x3.norm.running_var)
 

@@ -16,7 +16,7 @@ LAYERS = [
     ('checkpoint', ),
     ('model_zoo', 'published', 'config_file'),
     ('engine', ),
-    ('deploy', ),
+    ('deploy', 'dense'),
     ('apis', ),
     ('official', ),
     ('analysis', ),
