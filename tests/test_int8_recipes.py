@@ -1,6 +1,7 @@
 """INT8 recipes: calibration methods, per-conv sensitivity, mixed precision; bad input
 (no calibration images, a model without a conv) gets one line."""
 import math
+import os
 
 import numpy as np
 import onnx
@@ -128,5 +129,26 @@ def test_a_model_without_a_conv_is_refused_in_one_line(tmp_path):
 
 def test_an_unknown_calibration_method_is_refused(small_fp32, tmp_path):
     path, calibration, _ = small_fp32
-    with pytest.raises(ValueError, match='not offered for ONNX Runtime; choose one of minmax, percentile, entropy'):
+    with pytest.raises(ValueError, match='not offered for ONNX Runtime; choose one of '
+                       'minmax, percentile, entropy'):
         quantize_int8(path, str(tmp_path / 'x.onnx'), calibration, method='kl')
+
+
+@pytest.mark.parametrize('options, message', [
+    (['--keep-fp32', '2'], 'add --quantize int8'),
+    (['--calib-method', 'entropy'], 'add --quantize int8'),
+    (['--quantize', 'int8', '--keep-fp32', '2', '--max-drop', '0.5'], 'pass one'),
+    (['--quantize', 'int8', '--keep-fp32', '-1'], 'must not be negative'),
+    (['--quantize', 'int8', '--backend', 'openvino', '--max-drop', '0.5'],
+     'ONNX Runtime recipes'),
+])
+def test_recipe_options_that_cannot_work_are_refused_before_any_work(options, message,
+                                                                     tmp_path, capsys):
+    from conftest import REPO_ROOT, load_tool
+    pytorch2onnx = load_tool('tools/deployment/pytorch2onnx.py')
+    output = tmp_path / ('out.xml' if 'openvino' in options else 'out.onnx')
+    with pytest.raises(SystemExit) as exit_info:
+        pytorch2onnx.main([f'{REPO_ROOT}/configs/digits/repvgg-A0_digits.py', 'CKPT',
+                           str(output), *options])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not os.listdir(tmp_path)
