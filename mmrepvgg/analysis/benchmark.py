@@ -26,12 +26,13 @@ from ..models import (ARCH_SETTINGS, RepVGG, build_model, image_channels,
 from ..published import PUBLISHED
 from ..numerics import max_relative_error
 from ..synthetic import randomize_batch_norms_
-from ..utils import torch_threads
+from ..utils import MissingExtraError, torch_threads
+from ..deploy.host_cpu import host_cpu, int8_kernel_choice
 from ..deploy.onnx_export import export_onnx, onnxruntime, onnxruntime_session
 from ..deploy.quantization import quantize_int8
 from .complexity import count_complexity
-from .rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, MMPRETRAIN_DEPLOY, ONNXRUNTIME,
-                   RECOMMENDED, RESNET18, RESNET50, TRAIN)
+from .rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, INT8_OPENVINO, MMPRETRAIN_DEPLOY,
+                   ONNXRUNTIME, OPENVINO, RECOMMENDED, RESNET18, RESNET50, TRAIN)
 from .timing import conv3x3_roof, time_interleaved
 
 
@@ -80,7 +81,9 @@ def machine_description() -> dict:
             names = [line.split(':', 1)[1].strip() for line in cpuinfo
                      if line.startswith('model name')]
         cpu = names[0] if names else cpu
-    return dict(cpu=cpu, logical_cpus=os.cpu_count(), torch_threads=torch.get_num_threads(),
+    return dict(cpu=cpu, cpu_isa=list(host_cpu().isa), int8_kernels=int8_kernel_choice(
+                    host_cpu()).kernels,
+                logical_cpus=os.cpu_count(), torch_threads=torch.get_num_threads(),
                 torch=torch.__version__, torchvision=torchvision.__version__,
                 mmpretrain=mmpretrain.__version__, onnxruntime=onnxruntime.__version__,
                 python=platform.python_version(), load_average_1min=os.getloadavg()[0])
@@ -179,6 +182,15 @@ def inference_candidates(train_model: nn.Module, batch_sizes: Sequence[int],
             deploy_model, workdir, (min(batch_sizes), in_channels, height, width),
             torch.get_num_threads())
         models.update(runners)
+        try:  # the openvino extra
+            from ..deploy.openvino_runtime import openvino_runners
+        except MissingExtraError:
+            pass
+        else:
+            openvino = openvino_runners(deploy_model, workdir,
+                                        (min(batch_sizes), in_channels, height, width),
+                                        torch.get_num_threads())
+            models.update({OPENVINO: openvino['fp32'], INT8_OPENVINO: openvino['int8']})
     models[MMPRETRAIN_DEPLOY] = mmpretrain_copy(train_model).to(device)
     models[RESNET18] = torchvision.models.resnet18().to(device).eval()
     models[RESNET50] = torchvision.models.resnet50().to(device).eval()

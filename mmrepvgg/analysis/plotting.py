@@ -89,27 +89,3 @@ def plot_train_vs_deploy(results: dict, path: str) -> None:
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-
-
-def plot_int8_accuracy(rows: List[dict], path: str) -> None:
-    """Bars of top-1 per model: PyTorch, ONNX Runtime FP32 and INT8 (rows written by
-    tools/analysis_tools/int8_accuracy.py)."""
-    labels = {'pytorch': 'PyTorch FP32', 'onnxruntime_fp32': 'ONNX Runtime FP32',
-              'onnxruntime_int8': 'ONNX Runtime INT8'}
-    width = 0.8 / len(labels)
-    figure = Figure(figsize=(6, 4))
-    axes = figure.subplots()
-    for index, (key, label) in enumerate(labels.items()):
-        positions = [position + (index - (len(labels) - 1) / 2) * width
-                     for position in range(len(rows))]
-        values = [row['top1'][key] for row in rows]
-        bars = axes.bar(positions, values, width, label=label)
-        axes.bar_label(bars, [f'{value:.1f}' for value in values], fontsize=7)
-    axes.set_xticks(range(len(rows)), [row['model'] for row in rows])
-    lowest = min(min(row['top1'].values()) for row in rows)
-    axes.set_ylim(max(0, lowest - 5), 100)
-    axes.set_ylabel('top-1 on the test set (%)')
-    axes.set_title('FP32 vs static INT8 (per-channel, ONNX Runtime)', fontsize=10)
-    axes.legend(fontsize=8, loc='upper right')
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)

@@ -134,14 +134,10 @@ def export_openvino(model: nn.Module, xml_path: str, input_shape: Sequence[int],
     return xml_path
 
 
-OPENVINO_FP32_ROW = 'ours deploy FP32, OpenVINO'
-OPENVINO_INT8_ROW = 'ours deploy INT8, OpenVINO (NNCF)'
-
-
 def openvino_runners(deploy_model: nn.Module, workdir: str, input_shape: Sequence[int],
                      num_threads: Optional[int]) -> dict:
     """FP32 and NNCF INT8 OpenVINO models of ``deploy_model`` as
-    ``{row name: f(images tensor) -> logits}``, for the benchmark's rows beside ONNX
+    ``{'fp32' or 'int8': f(images tensor) -> logits}``, for the benchmark's rows beside ONNX
     Runtime's (same weights; the INT8 IR is calibrated on two random batches of
     ``input_shape`` ``(N, C, H, W)``: enough for timing, which does not depend on the
     values). The files go to ``workdir``."""
@@ -149,9 +145,9 @@ def openvino_runners(deploy_model: nn.Module, workdir: str, input_shape: Sequenc
     calibration = [generator.standard_normal(input_shape).astype(np.float32)
                    for _ in range(2)]
     runners = {}
-    for name, batches in ((OPENVINO_FP32_ROW, None), (OPENVINO_INT8_ROW, calibration)):
+    for name, batches in (('fp32', None), ('int8', calibration)):
         xml_path = export_openvino(deploy_model, os.path.join(
-            workdir, f'openvino_{"fp32" if batches is None else "int8"}.xml'),
+            workdir, f'openvino_{name}.xml'),
             (1, *input_shape[1:]), batches, overwrite=True)
         logits = openvino_logits(xml_path, num_threads)
         runners[name] = (lambda logits: lambda images: logits(images.numpy()))(logits)

@@ -14,6 +14,7 @@ import torch
 
 from mmrepvgg.analysis.benchmark import (INT8_ONNXRUNTIME, ONNXRUNTIME, onnxruntime_runners,
                                          random_train_classifier)
+from mmrepvgg.analysis.rows import INT8_OPENVINO, OPENVINO
 from mmrepvgg.analysis.timing import time_interleaved
 from mmrepvgg.apis import repvgg_convert
 from mmrepvgg.deploy.host_cpu import host_cpu, int8_kernel_choice
@@ -46,7 +47,8 @@ def main(argv=None) -> int:
                 None, {'input': images.numpy()})
             try:
                 from mmrepvgg.deploy.openvino_runtime import openvino_runners
-                runners.update(openvino_runners(deploy_model, workdir, shape, args.threads))
+                openvino = openvino_runners(deploy_model, workdir, shape, args.threads)
+                runners.update({OPENVINO: openvino['fp32'], INT8_OPENVINO: openvino['int8']})
             except MissingExtraError as missing:
                 print(f'notice: no OpenVINO rows ({missing})')
             candidates = {name: (lambda run: lambda: run(images))(run)
