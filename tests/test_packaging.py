@@ -126,41 +126,44 @@ def test_wheel_installed_with_its_declared_dependencies_runs_outside_the_checkou
     # would let pip take mmrepvgg as installed and the imports below find it there.
     env = {key: value for key, value in tool_env.items() if key != 'PYTHONPATH'}
     venv = tmp_path / 'venv'
-    subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True, env=env)
-    python = str(venv / 'bin' / 'python')
-    pinned = [line for line in read_requirements('runtime.txt')
-              if line.startswith(('torch==', 'torchvision=='))]
-    for requirements in (pinned, [wheel]):
-        installed = subprocess.run([python, '-m', 'pip', 'install', '-q', '--no-compile',
-                                    *requirements],
-                                   cwd=tmp_path, env=env, capture_output=True, text=True)
-        assert installed.returncode == 0, installed.stderr[-3000:]
-    check = subprocess.run(
-        [python, '-c',
-         'import mmrepvgg, mmpretrain\n'
-         'from mmrepvgg.model_zoo import resource_root\n'
-         'print(mmrepvgg.__file__)\nprint(resource_root())\n'
-         'print(len(mmpretrain.list_models("repvgg*_3rdparty_4xb64*")))\n'
-         'print(mmpretrain.get_model("repvgg-a0_3rdparty_4xb64-coslr-120e_in1k")'
-         '.backbone.__class__.__module__)'],
-        cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr[-2000:]
-    package_file, root, count, backbone_module = check.stdout.split()[-4:]
-    assert package_file.startswith(str(venv))
-    assert root == os.path.join(os.path.dirname(package_file), '.mim')
-    assert int(count) == 24
-    assert backbone_module == 'mmrepvgg.models.repvgg'
-    # What `mim train mmrepvgg CONFIG` runs: the shipped tools with a shipped config.
-    table = subprocess.run([python, os.path.join(root, 'tools', 'model_zoo_table.py')],
-                           cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert table.returncode == 0, table.stderr[-2000:]
-    assert table.stdout.count('| `repvgg-') == 12
-    flops = subprocess.run([python, os.path.join(root, 'tools', 'analysis_tools',
-                                                 'get_flops.py'),
-                            os.path.join(root, 'configs', 'repvgg-A0_4xb64-coslr-120e_in1k.py')],
-                           cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert flops.returncode == 0, flops.stderr[-2000:]
-    assert 'Params: 9.11 M' in flops.stdout
+    try:
+        subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True, env=env)
+        python = str(venv / 'bin' / 'python')
+        pinned = [line for line in read_requirements('runtime.txt')
+                  if line.startswith(('torch==', 'torchvision=='))]
+        for requirements in (pinned, [wheel]):
+            installed = subprocess.run([python, '-m', 'pip', 'install', '-q', '--no-compile',
+                                        *requirements],
+                                       cwd=tmp_path, env=env, capture_output=True, text=True)
+            assert installed.returncode == 0, installed.stderr[-3000:]
+        check = subprocess.run(
+            [python, '-c',
+             'import mmrepvgg, mmpretrain\n'
+             'from mmrepvgg.model_zoo import resource_root\n'
+             'print(mmrepvgg.__file__)\nprint(resource_root())\n'
+             'print(len(mmpretrain.list_models("repvgg*_3rdparty_4xb64*")))\n'
+             'print(mmpretrain.get_model("repvgg-a0_3rdparty_4xb64-coslr-120e_in1k")'
+             '.backbone.__class__.__module__)'],
+            cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr[-2000:]
+        package_file, root, count, backbone_module = check.stdout.split()[-4:]
+        assert package_file.startswith(str(venv))
+        assert root == os.path.join(os.path.dirname(package_file), '.mim')
+        assert int(count) == 24
+        assert backbone_module == 'mmrepvgg.models.repvgg'
+        # What `mim train mmrepvgg CONFIG` runs: the shipped tools with a shipped config.
+        table = subprocess.run([python, os.path.join(root, 'tools', 'model_zoo_table.py')],
+                               cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert table.returncode == 0, table.stderr[-2000:]
+        assert table.stdout.count('| `repvgg-') == 12
+        a0_config = os.path.join(root, 'configs', 'repvgg-A0_4xb64-coslr-120e_in1k.py')
+        flops = subprocess.run([python, os.path.join(root, 'tools', 'analysis_tools',
+                                                     'get_flops.py'), a0_config],
+                               cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert flops.returncode == 0, flops.stderr[-2000:]
+        assert 'Params: 9.11 M' in flops.stdout
+    finally:  # torch and its libraries take gigabytes: never keep them in pytest's temp
+        shutil.rmtree(venv, ignore_errors=True)
 
 
 def test_missing_optional_dependency_names_the_extra():

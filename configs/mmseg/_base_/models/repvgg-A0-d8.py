@@ -20,7 +20,9 @@ model = dict(
         norm_cfg=norm_cfg,
         # The published train-form RepVGG-A0 (model zoo:
         # repvgg-A0_3rdparty_4xb64-coslr-120e_in1k, ImageNet top-1 72.41 %).
-        init_cfg=dict(type='Pretrained', prefix='backbone.',
+        # The project's reader and exact fitting of the backbone (mmengine's 'Pretrained'
+        # loads whatever keys match); the classifier's head is skipped and named.
+        init_cfg=dict(type='mmrepvgg.Pretrained',
                       checkpoint='https://download.openmmlab.com/mmclassification/v0/'
                       'repvgg/repvgg-A0_3rdparty_4xb64-coslr-120e_in1k_20210909-883ab98c.pth')),
     auxiliary_head=dict(
