@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     print(f'{report.arch} ({report.src_layout} layout, {report.src_form} form): fused '
           f'{report.num_fused_blocks} blocks; max relative error train vs deploy: '
           f'{error_text}')
-    print(f'saved {args.dst_format} deploy checkpoint to {report.dst}')
+    print(f'saved {args.dst_format} deploy checkpoint to {args.dst}')
     return 0
 
 

@@ -160,7 +160,7 @@ def export_quantized(args: argparse.Namespace, cfg, model, size) -> int:
     report = export_int8(model, args.output, calibration, held_out, args.force,
                          print_progress, args.opset, args.calib_method, args.keep_fp32,
                          args.max_drop, args.int8_kernels)
-    print(f'exported {report.path} (INT8 QDQ, per-channel weights, {report.method} '
+    print(f'exported {args.output} (INT8 QDQ, per-channel weights, {report.method} '
           f'calibration on {report.calibration_images} training images, opset '
           f'{args.opset}, input (N, {calibration[0].shape[1]}, {size[0]}, {size[1]}))')
     if report.fp32_nodes:
@@ -229,7 +229,7 @@ def main(argv=None) -> int:
         print(f'error: {error}', file=sys.stderr)
         return 1
     batch = 'N' if report.dynamic_batch else report.input_shape[0]
-    print(f'exported {report.path} (opset {report.opset}, input '
+    print(f'exported {args.output} (opset {report.opset}, input '
           f'({batch}, {", ".join(map(str, report.input_shape[1:]))}))')
     print(f'onnx.checker: passed; max relative error ONNX Runtime vs PyTorch: '
           f'{report.max_relative_error:.2e}')
