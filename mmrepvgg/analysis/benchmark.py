@@ -320,7 +320,8 @@ def run_inference_benchmark(train_model: nn.Module, settings: BenchmarkSettings)
                                          in_channels)
                 add_ratios(rows)
                 for name, row in rows.items():
-                    if name in (DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME, MMPRETRAIN_DEPLOY):
+                    if name in (DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME, OPENVINO,
+                                MMPRETRAIN_DEPLOY):
                         row['fraction_of_conv_roof'] = (row['images_per_s'] * deploy_gmacs /
                                                         results['roof']['gmacs_per_s'])
                     results['inference'].append(dict(path=name, **row))

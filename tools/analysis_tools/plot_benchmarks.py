@@ -10,6 +10,7 @@ import os
 import sys
 
 from mmrepvgg.analysis.plotting import plot_accuracy_vs_speed, plot_train_vs_deploy
+from mmrepvgg.checkpoint import CheckpointError, atomic_output
 
 PLOTS = {'benchmark_accuracy_vs_speed.png': plot_accuracy_vs_speed,
          'benchmark_train_vs_deploy.png': plot_train_vs_deploy}
@@ -31,9 +32,15 @@ def main(argv=None) -> int:
     for file_name, plot in PLOTS.items():
         path = os.path.join(args.out_dir, file_name)
         try:
-            plot(results, path)
+            # Replaces an older plot of the same name, never half-written, never the JSON.
+            with atomic_output(path, overwrite=True, inputs={'results JSON': args.results},
+                               suffix='.png') as partial_path:
+                plot(results, partial_path)
         except ValueError as error:
             print(f'error: {args.results}: {error}', file=sys.stderr)
+            return 1
+        except CheckpointError as error:  # the path is the JSON itself, a full disk
+            print(f'error: {error}', file=sys.stderr)
             return 1
         print(f'wrote {path}')
     return 0
