@@ -182,6 +182,18 @@ def test_a_detector_config_is_refused_by_the_onnx_tool_in_one_line(tmp_path, cap
     assert not (tmp_path / 'x.onnx').exists()
 
 
+@pytest.mark.parametrize('config', [SEG_CONFIG, DET_CONFIG])
+def test_the_image_classification_api_refuses_a_dense_config_in_one_line(config, tmp_path,
+                                                                         capsys):
+    image_demo = load_tool('tools/image_demo.py')
+    image = tmp_path / 'image.png'
+    image.write_bytes(b'')  # never opened: the config is refused first
+    assert image_demo.main([str(image), config, str(tmp_path / 'none.pth')]) == 1
+    (line, ) = capsys.readouterr().err.strip().splitlines()
+    scope = 'mmseg' if config == SEG_CONFIG else 'mmdet'
+    assert line.startswith('error: ') and f'an {scope} config' in line
+
+
 def test_stand_in_ops_raise_and_nms_is_torchvisions():
     from mmcv.ops import batched_nms, roi_align
     boxes = torch.rand(1, 4) * 10

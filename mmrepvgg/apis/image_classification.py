@@ -15,11 +15,12 @@ from mmpretrain.apis import ImageClassificationInferencer, ModelHub
 from torch import nn
 
 from ..checkpoint import CheckpointError, load_checkpoint_file
-from ..config_file import read_config
+from ..config_file import ConfigError, read_config
 from ..model_zoo import checkpoint_source, find_model
 from ..models import build_model, reparameterize_blocks
 from ..registry import DATASETS
-from .convert import count_train_form_blocks, deploy_form, load_repvgg_checkpoint
+from .convert import (CLASSIFIER_SCOPES, count_train_form_blocks, deploy_form,
+                      load_repvgg_checkpoint)
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 
@@ -87,6 +88,12 @@ def get_model(model: Union[str, Config],
         CheckpointError: the checkpoint cannot be read or does not fit the model.
     """
     config = copy.deepcopy(model) if isinstance(model, Config) else read_config(model)
+    if config.get('default_scope') not in CLASSIFIER_SCOPES:
+        raise ConfigError(f"{model if isinstance(model, str) else 'the config'}: an "
+                          f"{config.default_scope} config (a segmentor or detector); this "
+                          "classifies images: use it with tools/reparameterize_repvgg.py, "
+                          f"tools/deployment/pytorch2onnx.py or {config.default_scope}'s own "
+                          'inferencer')
     if pretrained is True:
         zoo_model = find_model(model) if isinstance(model, str) else None
         if zoo_model is None:
