@@ -11,9 +11,8 @@ import torch
 
 from mmrepvgg.analysis.benchmark import add_ratios, mmpretrain_copy, random_train_classifier
 from mmrepvgg.analysis.report import format_inference
-from mmrepvgg.analysis.rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, INT8_OPENVINO,
-                                    MMPRETRAIN_DEPLOY, ONNXRUNTIME, OPENVINO, RECOMMENDED,
-                                    RESNET18, RESNET50, TRAIN)
+from mmrepvgg.analysis.rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, MMPRETRAIN_DEPLOY,
+                                    ONNXRUNTIME, RECOMMENDED, RESNET18, RESNET50, TRAIN)
 from mmrepvgg.analysis import timing
 from mmrepvgg.analysis.timing import Timing
 from mmrepvgg.numerics import max_relative_error
@@ -22,9 +21,8 @@ from conftest import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 A0_CONFIG = str(REPO / 'configs/repvgg-A0_4xb64-coslr-120e_in1k.py')
-# The test venv has the openvino extra, so the OpenVINO rows are promised too.
-ALL_PATHS = {TRAIN, DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME, INT8_ONNXRUNTIME, OPENVINO,
-             INT8_OPENVINO, MMPRETRAIN_DEPLOY, RESNET18, RESNET50}
+ALL_PATHS = {TRAIN, DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME, INT8_ONNXRUNTIME,
+             MMPRETRAIN_DEPLOY, RESNET18, RESNET50}
 SCALED_PATHS = {DEPLOY, RECOMMENDED, MMPRETRAIN_DEPLOY}
 VARIANT_PATHS = {TRAIN, DEPLOY, RECOMMENDED, MMPRETRAIN_DEPLOY, ONNXRUNTIME, INT8_ONNXRUNTIME}
 
@@ -137,12 +135,11 @@ def test_quick_benchmark_writes_every_promised_row(tmp_path, capsys):
             assert_consistent_timing(row)
             assert row['ratio_to_mmpretrain_deploy'] == pytest.approx(
                 row['images_per_s'] / rows[MMPRETRAIN_DEPLOY]['images_per_s'])
-        for path in (DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME, OPENVINO):
+        for path in (DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME):
             assert rows[path]['fraction_of_conv_roof'] == pytest.approx(
                 rows[path]['images_per_s'] * results['deploy_gmacs_per_image']
                 / roof['gmacs_per_s'])
-        for path in (INT8_ONNXRUNTIME, INT8_OPENVINO):  # the roof is FP32's
-            assert 'fraction_of_conv_roof' not in rows[path]
+        assert 'fraction_of_conv_roof' not in rows[INT8_ONNXRUNTIME]  # FP32 roof only
     assert results['onnx_max_relative_error'] < 1e-4
     (conversion, ) = results['conversion']
     assert conversion['arch'] == 'A0' and conversion['rounds'] == 1

@@ -26,13 +26,13 @@ from ..models import (ARCH_SETTINGS, RepVGG, build_model, image_channels,
 from ..published import PUBLISHED
 from ..numerics import max_relative_error
 from ..synthetic import randomize_batch_norms_
-from ..utils import MissingExtraError, torch_threads
+from ..utils import torch_threads
 from ..deploy.host_cpu import host_cpu, int8_kernel_choice
 from ..deploy.onnx_export import export_onnx, onnxruntime, onnxruntime_session
 from ..deploy.quantization import quantize_int8
 from .complexity import count_complexity
-from .rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, INT8_OPENVINO, MMPRETRAIN_DEPLOY,
-                   ONNXRUNTIME, OPENVINO, RECOMMENDED, RESNET18, RESNET50, TRAIN)
+from .rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, MMPRETRAIN_DEPLOY, ONNXRUNTIME,
+                   RECOMMENDED, RESNET18, RESNET50, TRAIN)
 from .timing import conv3x3_roof, time_interleaved
 
 
@@ -182,15 +182,9 @@ def inference_candidates(train_model: nn.Module, batch_sizes: Sequence[int],
             deploy_model, workdir, (min(batch_sizes), in_channels, height, width),
             torch.get_num_threads())
         models.update(runners)
-        try:  # the openvino extra
-            from ..deploy.openvino_runtime import openvino_runners
-        except MissingExtraError:
-            pass
-        else:
-            openvino = openvino_runners(deploy_model, workdir,
-                                        (min(batch_sizes), in_channels, height, width),
-                                        torch.get_num_threads())
-            models.update({OPENVINO: openvino['fp32'], INT8_OPENVINO: openvino['int8']})
+    # OpenVINO's rows are timed by tools/analysis_tools/int8_speed.py in a process of
+    # their own: after an OpenVINO model ran here, a later ONNX export in the same
+    # process crashed (SIGSEGV, openvino 2026.4.1 with torch 2.14.1).
     models[MMPRETRAIN_DEPLOY] = mmpretrain_copy(train_model).to(device)
     models[RESNET18] = torchvision.models.resnet18().to(device).eval()
     models[RESNET50] = torchvision.models.resnet50().to(device).eval()
@@ -320,8 +314,7 @@ def run_inference_benchmark(train_model: nn.Module, settings: BenchmarkSettings)
                                          in_channels)
                 add_ratios(rows)
                 for name, row in rows.items():
-                    if name in (DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME, OPENVINO,
-                                MMPRETRAIN_DEPLOY):
+                    if name in (DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME, MMPRETRAIN_DEPLOY):
                         row['fraction_of_conv_roof'] = (row['images_per_s'] * deploy_gmacs /
                                                         results['roof']['gmacs_per_s'])
                     results['inference'].append(dict(path=name, **row))
