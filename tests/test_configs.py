@@ -157,8 +157,9 @@ def test_mmpretrain_get_model_builds_this_projects_repvgg(name):
 
 def test_finetuning_template_starts_from_the_published_a0_backbone():
     cfg = load('finetune/repvgg-A0_1xb32-ft-30e_custom.py')
+    # The project's reader and exact backbone fit (mmengine's 'Pretrained' is non-strict).
     assert cfg.model.backbone.init_cfg == dict(
-        type='Pretrained', checkpoint=find_model(A0_ZOO_NAME).weights, prefix='backbone')
+        type='mmrepvgg.Pretrained', checkpoint=find_model(A0_ZOO_NAME).weights)
     assert cfg.model.head.num_classes == cfg.data_preprocessor.num_classes
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
         assert (loader.dataset.type, loader.dataset.get('ann_file', '')) == \
@@ -346,4 +347,4 @@ def test_finetune_doc_example_config_sets_classes_and_data_everywhere(tmp_path):
     assert cfg.model.head.num_classes == cfg.data_preprocessor.num_classes == 2
     for loader_name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         assert cfg[loader_name].dataset.data_root == 'data/pets'
-    assert cfg.model.backbone.init_cfg.type == 'Pretrained'
+    assert cfg.model.backbone.init_cfg.type == 'mmrepvgg.Pretrained'

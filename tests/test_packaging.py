@@ -108,7 +108,7 @@ def test_wheel_metadata_has_ranges_python_3_11_and_the_extras(built):
     assert not any(spec.operator == '==' for req in base for spec in req.specifier)
     assert {'onnx', 'demo', 'plot', 'openvino', 'photos', 'seg', 'det', 'all'} <= set(
         metadata.get_all('Provides-Extra'))
-    extra_all = {req.split(';')[0].strip() for req in requires if "extra == 'all'" in
+    extra_all = {Requirement(req).name for req in requires if "extra == 'all'" in
                  req.replace('"', "'")}
     assert extra_all == {'onnx', 'onnxruntime', 'scikit-learn', 'matplotlib', 'openvino', 'nncf',
                          'scikit-image', 'mmsegmentation', 'ftfy', 'regex', 'mmdet'}
