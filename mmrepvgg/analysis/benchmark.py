@@ -74,16 +74,12 @@ class BenchmarkSettings:
 
 
 def machine_description() -> dict:
-    """The conditions of a run: CPU, threads, library versions, load average."""
-    cpu = platform.processor() or platform.machine()
-    if os.path.exists('/proc/cpuinfo'):
-        with open('/proc/cpuinfo') as cpuinfo:
-            names = [line.split(':', 1)[1].strip() for line in cpuinfo
-                     if line.startswith('model name')]
-        cpu = names[0] if names else cpu
-    return dict(cpu=cpu, cpu_isa=list(host_cpu().isa), int8_kernels=int8_kernel_choice(
-                    host_cpu()).kernels,
-                logical_cpus=os.cpu_count(), torch_threads=torch.get_num_threads(),
+    """The conditions of a run: CPU (model, ISA, the INT8 kernels it gets), threads,
+    library versions, load average."""
+    cpu = host_cpu()  # one read of /proc/cpuinfo
+    return dict(cpu=cpu.model_name, cpu_isa=list(cpu.isa),
+                int8_kernels=int8_kernel_choice(cpu).kernels,
+                logical_cpus=cpu.logical_cpus, torch_threads=torch.get_num_threads(),
                 torch=torch.__version__, torchvision=torchvision.__version__,
                 mmpretrain=mmpretrain.__version__, onnxruntime=onnxruntime.__version__,
                 python=platform.python_version(), load_average_1min=os.getloadavg()[0])

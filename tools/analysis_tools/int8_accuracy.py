@@ -311,29 +311,23 @@ def main(argv=None) -> int:
     print_table(rows)
     if args.json:
         try:
-            with atomic_output(args.json) as partial_path, open(partial_path, 'w') as stream:
+            with atomic_output(args.json, inputs=inputs) as partial_path, \
+                    open(partial_path, 'w') as stream:
                 json.dump(results, stream, indent=1)
-        except FileExistsError as error:  # another run wrote it meanwhile; kept
-            print(f'error: {error} (the figures are printed above)', file=sys.stderr)
-            return 1
-        print(f'wrote {args.json}')
-    if args.plot:
-        try:
-            with atomic_output(args.plot, inputs=inputs, suffix='.png') as partial_path:
-                plot_recipes(results, partial_path)
         except (FileExistsError, CheckpointError) as error:  # appeared meanwhile, disk full
             print(f'error: {error} (the figures are printed above)', file=sys.stderr)
             return 1
-        print(f'wrote {args.plot}')
-    if args.sensitivity_plot:
+        print(f'wrote {args.json}')
+    for path, plot in ((args.plot, plot_recipes), (args.sensitivity_plot, plot_sensitivity)):
+        if not path:
+            continue
         try:
-            with atomic_output(args.sensitivity_plot, inputs=inputs,
-                               suffix='.png') as partial_path:
-                plot_sensitivity(results, partial_path)
-        except (FileExistsError, CheckpointError) as error:
+            with atomic_output(path, inputs=inputs, suffix='.png') as partial_path:
+                plot(results, partial_path)
+        except (FileExistsError, CheckpointError) as error:  # appeared meanwhile, disk full
             print(f'error: {error} (the figures are printed above)', file=sys.stderr)
             return 1
-        print(f'wrote {args.sensitivity_plot}')
+        print(f'wrote {path}')
     return 0
 
 
