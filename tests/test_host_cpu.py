@@ -1,12 +1,18 @@
-"""The CPU beside every INT8 figure, and the ONNX Runtime INT8 kernels chosen for it: u8u8
-(session.x64quantprecision) on x86 without VNNI, u8s8 elsewhere; both accurate."""
+"""The CPU beside every INT8 figure, and the ONNX Runtime INT8 kernels and weight width
+chosen for it: on x86 without VNNI 7-bit weights (their u8s8 pairs fit int16) or, for 8-bit
+weights, the u8u8 kernels (session.x64quantprecision); u8s8 and 8 bits elsewhere; all
+accurate."""
 import os
 
 import numpy as np
 import pytest
 
+import onnx
+from onnx import numpy_helper
+
+from mmrepvgg.deploy import onnx_export
 from mmrepvgg.deploy.host_cpu import (X64_QUANT_PRECISION_KEY, host_cpu, int8_kernel_choice,
-                                      parse_cpuinfo)
+                                      int8_weight_choice, parse_cpuinfo)
 from mmrepvgg.deploy.onnx_eval import preprocessed_batches
 from mmrepvgg.deploy.onnx_export import onnxruntime_session
 from mmrepvgg.engine import load_repvgg_config
@@ -42,6 +48,15 @@ def test_cpuinfo_gives_the_model_name_and_the_isa_that_matters():
     assert cpu.as_dict()['vnni'] is True and cpu.as_dict()['threads'] == 1
 
 
+def test_a_onednn_isa_cap_is_named_beside_the_figures(monkeypatch):
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'AVX2')
+    cpu = host_cpu(threads=1, cpuinfo_text=VNNI_CPUINFO, architecture='x86_64')
+    assert cpu.describe().endswith('1 thread; OpenVINO capped to AVX2 by ONEDNN_MAX_CPU_ISA)')
+    assert cpu.as_dict()['onednn_isa_cap'] == 'AVX2'
+    monkeypatch.delenv('ONEDNN_MAX_CPU_ISA')
+    assert host_cpu(cpuinfo_text=VNNI_CPUINFO).as_dict()['onednn_isa_cap'] is None
+
+
 @pytest.mark.parametrize('cpuinfo, architecture, kernels', [
     (AVX2_ONLY_CPUINFO, 'x86_64', 'u8u8'),  # u8 x s8 pairs saturate int16: the safe path
     (VNNI_CPUINFO, 'x86_64', 'u8s8'),
@@ -52,6 +67,32 @@ def test_kernel_choice_follows_the_cpu(cpuinfo, architecture, kernels):
     choice = int8_kernel_choice(cpu)
     assert choice.kernels == kernels and choice.reason
     assert (X64_QUANT_PRECISION_KEY in choice.session_entries()) == (kernels == 'u8u8')
+
+
+@pytest.mark.parametrize('cpuinfo, architecture, bits', [
+    (AVX2_ONLY_CPUINFO, 'x86_64', 7),
+    (VNNI_CPUINFO, 'x86_64', 8),
+    ('model name\t: Neoverse-N1\nflags\t\t: fp asimd\n', 'aarch64', 8),
+])
+def test_weight_width_follows_the_cpu_and_a_request_overrides_it(cpuinfo, architecture, bits):
+    cpu = host_cpu(cpuinfo_text=cpuinfo, architecture=architecture)
+    assert int8_weight_choice(cpu).bits == bits
+    assert int8_weight_choice(cpu, '8').bits == 8 and int8_weight_choice(cpu, '7').bits == 7
+    with pytest.raises(ValueError, match='choose auto, 8 or 7'):
+        int8_weight_choice(cpu, '6')
+
+
+@pytest.mark.parametrize('weight_max, kernels', [
+    (64, 'u8s8'),    # 2 x 255 x 64 = 32640: every pair fits int16
+    (65, 'u8u8'),    # 2 x 255 x 65 = 33150 does not
+    (127, 'u8u8'),
+    (None, 'u8u8'),  # weights not known: assume 8 bits
+])
+def test_without_vnni_the_kernels_follow_the_largest_weight(weight_max, kernels):
+    avx2_host = host_cpu(cpuinfo_text=AVX2_ONLY_CPUINFO, architecture='x86_64')
+    assert int8_kernel_choice(avx2_host, weight_max=weight_max).kernels == kernels
+    vnni_host = host_cpu(cpuinfo_text=VNNI_CPUINFO, architecture='x86_64')
+    assert int8_kernel_choice(vnni_host, weight_max=127).kernels == 'u8s8'
 
 
 def test_a_kernel_request_overrides_the_cpu_and_a_typo_is_refused():
@@ -82,25 +123,53 @@ def test_the_session_carries_the_chosen_kernels(kernels, tmp_path):
             options.get_session_config_entry(X64_QUANT_PRECISION_KEY)
 
 
-def test_int8_is_accurate_on_both_kernel_paths(digits_workspace, digits_train_checkpoint,
-                                               tmp_path, monkeypatch):
+def _int8_weights(path) -> list:
+    """The int8 weight tensors of an ONNX file, read with onnx's own helpers."""
+    return [numpy_helper.to_array(tensor) for tensor in onnx.load(path).graph.initializer
+            if tensor.data_type == onnx.TensorProto.INT8 and len(tensor.dims) == 4]
+
+
+def test_int8_is_accurate_on_both_kernel_paths_and_with_7_bit_weights(
+        digits_workspace, digits_train_checkpoint, tmp_path, monkeypatch, capsys):
     """The forced non-VNNI path (u8u8) and the VNNI-style path (u8s8) run the same INT8
     file: both stay close to FP32, and (integer arithmetic either way, no overflow in
-    u8u8) agree with each other far more closely than with FP32."""
+    u8u8) agree with each other far more closely than with FP32. The 7-bit file a CPU
+    without VNNI gets holds weights within +-64 (no int16 pair can saturate: 2 x 255 x 64
+    < 32768) and is as close to FP32; on such a CPU its session keeps the u8s8 kernels."""
     monkeypatch.chdir(digits_workspace)
     pytorch2onnx = load_tool('tools/deployment/pytorch2onnx.py')
     fp32_path, int8_path = str(tmp_path / 'fp32.onnx'), str(tmp_path / 'int8.onnx')
+    seven_bit_path = str(tmp_path / 'int8_7bit.onnx')
     assert pytorch2onnx.main([DIGITS_CONFIG, digits_train_checkpoint, fp32_path]) == 0
     assert pytorch2onnx.main([DIGITS_CONFIG, digits_train_checkpoint, int8_path,
                               '--quantize', 'int8', '--calib-images', '64',
                               '--check-images', '32', '--int8-kernels', 'u8u8']) == 0
+    assert pytorch2onnx.main([DIGITS_CONFIG, digits_train_checkpoint, seven_bit_path,
+                              '--quantize', 'int8', '--calib-images', '64',
+                              '--check-images', '32', '--int8-weights', '7']) == 0
+    assert 'per-channel 7-bit weights (requested)' in capsys.readouterr().out
+    eight_bit, seven_bit = _int8_weights(int8_path), _int8_weights(seven_bit_path)
+    assert len(eight_bit) == len(seven_bit) > 10
+    assert max(np.abs(weight.astype(int)).max() for weight in eight_bit) == 127
+    assert max(np.abs(weight.astype(int)).max() for weight in seven_bit) == 64
     images = next(preprocessed_batches(load_repvgg_config(DIGITS_CONFIG),
                                        'test_dataloader', 64, shuffle=False)).images
     fp32 = onnxruntime_session(fp32_path).run(None, {'input': images})[0]
     scale = np.abs(fp32).max()
     int8 = {kernels: onnxruntime_session(int8_path, int8_kernels=kernels).run(
         None, {'input': images})[0] for kernels in ('u8s8', 'u8u8')}
+    int8['7-bit'] = onnxruntime_session(seven_bit_path).run(None, {'input': images})[0]
     for logits in int8.values():
         assert np.abs(logits - fp32).max() / scale < 0.3
         assert np.mean(logits.argmax(1) == fp32.argmax(1)) >= 0.85
     assert np.abs(int8['u8s8'] - int8['u8u8']).max() / scale < 1e-3
+
+    avx2_host = host_cpu(cpuinfo_text=AVX2_ONLY_CPUINFO, architecture='x86_64')
+    monkeypatch.setattr(onnx_export, 'host_cpu', lambda threads=None: avx2_host)
+    for path, x64_entry in ((seven_bit_path, False), (int8_path, True), (fp32_path, False)):
+        options = onnxruntime_session(path).get_session_options()
+        if x64_entry:
+            assert options.get_session_config_entry(X64_QUANT_PRECISION_KEY) == '1'
+        else:
+            with pytest.raises(RuntimeError, match='does not have'):
+                options.get_session_config_entry(X64_QUANT_PRECISION_KEY)

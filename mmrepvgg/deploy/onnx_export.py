@@ -84,13 +84,23 @@ def torch_logits(model: nn.Module):
     return logits
 
 
+def largest_int8_weight(path: str) -> int:
+    """The largest ``|value|`` of the int8 initializers (the quantized weights) of an
+    ONNX file; 0 if it has none (an FP32 file)."""
+    graph = onnx.load(path).graph
+    largest = [int(np.abs(onnx.numpy_helper.to_array(tensor).astype(np.int16)).max())
+               for tensor in graph.initializer
+               if tensor.data_type == onnx.TensorProto.INT8]
+    return max(largest, default=0)
+
+
 def onnxruntime_session(path: str, num_threads: Optional[int] = None,
                         int8_kernels: str = 'auto') -> onnxruntime.InferenceSession:
     """A CPU ONNX Runtime session; ``num_threads`` intra-op threads (default: ORT's).
 
     Its worker threads block instead of spinning between runs: spinning threads would
     take the cores from whatever runs next (PyTorch, in the benchmark's round-robin).
-    Quantized ops use the INT8 kernels accurate on this CPU
+    Quantized ops use the INT8 kernels accurate on this CPU for the file's weights
     (:func:`.host_cpu.int8_kernel_choice`; ``int8_kernels`` ``'u8s8'`` or ``'u8u8'``
     forces them); an FP32 model is not affected.
     """
@@ -98,7 +108,11 @@ def onnxruntime_session(path: str, num_threads: Optional[int] = None,
     if num_threads is not None:
         options.intra_op_num_threads = num_threads
     options.add_session_config_entry('session.intra_op.allow_spinning', '0')
-    choice = int8_kernel_choice(host_cpu(num_threads), int8_kernels)
+    cpu = host_cpu(num_threads)
+    # Only x86 without VNNI needs to know the weights (7-bit ones keep u8s8 exact there).
+    weight_max = (largest_int8_weight(path)
+                  if int8_kernels == 'auto' and cpu.saturates_int16_pairs else None)
+    choice = int8_kernel_choice(cpu, int8_kernels, weight_max)
     for key, value in choice.session_entries().items():
         options.add_session_config_entry(key, value)
     return onnxruntime.InferenceSession(path, options, providers=['CPUExecutionProvider'])

@@ -31,6 +31,7 @@ from torch import nn
 
 from ..checkpoint import atomic_output
 from ..utils import require
+from .host_cpu import host_cpu, int8_weight_choice
 from .onnx_export import DEFAULT_OPSET, export_onnx, onnxruntime_session
 
 onnx = require('onnx', 'onnx')
@@ -104,7 +105,7 @@ def quantize_int8(fp32_path: str, int8_path: str, calibration: Sequence[np.ndarr
                   overwrite: bool = False,
                   progress: Optional[ProgressCallback] = None,
                   method: str = 'minmax', fp32_nodes: Sequence[str] = (),
-                  only_nodes: Optional[Sequence[str]] = None) -> None:
+                  only_nodes: Optional[Sequence[str]] = None, weight_bits: int = 8) -> None:
     """Write the static INT8 (QDQ, per-channel) form of ``fp32_path`` to ``int8_path``,
     atomically: an interrupted or failed run leaves ``int8_path`` as it was. The nodes
     writing the graph outputs stay FP32 (see the module docstring).
@@ -120,6 +121,9 @@ def quantize_int8(fp32_path: str, int8_path: str, calibration: Sequence[np.ndarr
             :data:`CALIBRATION_METHODS`.
         fp32_nodes: more nodes to keep FP32 (mixed precision).
         only_nodes: quantize these nodes only (None: every node it can).
+        weight_bits: 8, or 7 (weights within +-64, ONNX Runtime's ``reduce_range``: what
+            keeps the u8s8 kernels of x86 CPUs without VNNI exact, see
+            :mod:`.host_cpu`).
 
     Raises:
         FileExistsError: ``int8_path`` exists and ``overwrite`` is False.
@@ -144,7 +148,7 @@ def quantize_int8(fp32_path: str, int8_path: str, calibration: Sequence[np.ndarr
                 fp32_path, temporary_path, reader,
                 quant_format=quantization.QuantFormat.QDQ, per_channel=True,
                 activation_type=quantization.QuantType.QUInt8,
-                weight_type=quantization.QuantType.QInt8,
+                weight_type=quantization.QuantType.QInt8, reduce_range=weight_bits == 7,
                 calibrate_method=CALIBRATION_METHODS[method],
                 nodes_to_quantize=list(only_nodes) if only_nodes is not None else None,
                 nodes_to_exclude=[*output_nodes(fp32_path), *fp32_nodes],
@@ -304,6 +308,7 @@ class Int8Report(NamedTuple):
     method: str
     fp32_nodes: List[str]
     fp32_max_relative_error: float
+    weight_bits: int
     agreement: Optional[Agreement]
 
 
@@ -312,7 +317,7 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
                 progress: Optional[ProgressCallback] = None,
                 opset: int = DEFAULT_OPSET, method: str = 'minmax',
                 keep_fp32: int = 0, max_drop_points: Optional[float] = None,
-                int8_kernels: str = 'auto') -> Int8Report:
+                int8_kernels: str = 'auto', weight_bits: str = 'auto') -> Int8Report:
     """Export the deploy form of ``model`` to a temporary FP32 ONNX file (dynamic batch,
     the calibration images' size), quantize it to ``int8_path``, then (given
     ``held_out`` ``(images, labels)`` batches) compare the two on them.
@@ -328,6 +333,8 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
             this many points of FP32 on ``held_out`` (:func:`mixed_precision_nodes`).
         int8_kernels: the ONNX Runtime INT8 kernels of the held-out comparison (see
             :func:`.onnx_export.onnxruntime_session`).
+        weight_bits: ``'8'``, ``'7'`` or ``'auto'`` (7 on x86 CPUs without VNNI, see
+            :func:`.host_cpu.int8_weight_choice`).
 
     Raises:
         FileExistsError: ``int8_path`` exists and ``overwrite`` is False (checked before
@@ -338,6 +345,7 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
     if os.path.exists(int8_path) and not overwrite:
         raise FileExistsError(f'{os.path.abspath(int8_path)} exists; pass --force '
                               '(overwrite=True) to replace it')
+    bits = int8_weight_choice(host_cpu(), weight_bits).bits
     mixed = keep_fp32 > 0 or max_drop_points is not None
     if mixed and held_out is None:
         raise ValueError('mixed precision ranks the convs on held-out images; pass some')
@@ -357,8 +365,8 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
             else:
                 fp32_nodes = [row.node for row in sensitivity[:keep_fp32]]
         quantize_int8(fp32.path, int8_path, calibration, overwrite, progress, method,
-                      fp32_nodes)
+                      fp32_nodes, weight_bits=bits)
         agreement = (None if held_out is None else top1_agreement(
             onnx_logits(fp32.path), onnx_logits(int8_path, int8_kernels), held_out))
     return Int8Report(os.path.abspath(int8_path), sum(len(batch) for batch in calibration),
-                      method, fp32_nodes, fp32.max_relative_error, agreement)
+                      method, fp32_nodes, fp32.max_relative_error, bits, agreement)

@@ -4,7 +4,8 @@ file evaluated by the config's own test loop (``Runner.test()``, in this process
 
 - PyTorch FP32 (the checkpoint), ONNX Runtime FP32, OpenVINO FP32;
 - ONNX Runtime INT8 PTQ per calibration method (minmax, percentile, entropy), on the
-  kernels this CPU gets (``auto``) and, forced, on the other x64 path (u8u8 / u8s8);
+  kernels this CPU gets (``auto``) and, forced, on the other x64 path (u8u8 / u8s8); and
+  min-max with the 7-bit weights a CPU without VNNI gets;
 - ONNX Runtime INT8 + mixed precision (as few sensitive convs FP32 as keep
   ``--max-drop`` on the calibration check images);
 - ONNX Runtime INT8 after quantization-aware fine-tuning (``--qat-epochs``);
@@ -134,6 +135,14 @@ class Measurement:
                          onnx_logits(int8_path, kernels, 1),
                          runner_top1(self.config, int8_path, work_dir, kernels),
                          int8_kernels=kernels)
+        # What a CPU without VNNI gets by default: 7-bit weights on the fast u8s8 kernels.
+        seven_bit_path = self.path('int8_minmax_7bit')
+        export_int8(self.model, seven_bit_path, self.calibration, overwrite=True,
+                    weight_bits='7')
+        self.add('onnxruntime', 'ptq minmax, 7-bit weights', seven_bit_path,
+                 onnx_logits(seven_bit_path, 'u8s8', 1),
+                 runner_top1(self.config, seven_bit_path, work_dir, 'u8s8'),
+                 int8_kernels='u8s8')
         check = self.calibration_check()
         sensitivity = layer_sensitivity(fp32_path, self.calibration,
                                         [images for images, _ in check])

@@ -1,9 +1,11 @@
 """INT8 speed on this CPU, one run, same weights, rows timed round-robin: ONNX Runtime FP32
-and INT8 (this CPU's kernels, and the other x64 kernels forced), OpenVINO FP32 and INT8
-(NNCF), beside the eager PyTorch deploy model; with the CPU, threads and load.
+and INT8 (this CPU's kernels, the other x64 kernels forced, and 7-bit weights on u8s8
+kernels), OpenVINO FP32 and INT8 (NNCF), beside the eager PyTorch deploy model; with the
+CPU, threads and load.
 
     python tools/analysis_tools/int8_speed.py --arch A0 --shape 224 224 --batch-size 16 \
         --threads 1
+    ONEDNN_MAX_CPU_ISA=AVX2 python tools/analysis_tools/int8_speed.py   # OpenVINO as on AVX2
 """
 import argparse
 import os
@@ -19,6 +21,7 @@ from mmrepvgg.analysis.timing import time_interleaved
 from mmrepvgg.apis import repvgg_convert
 from mmrepvgg.deploy.host_cpu import host_cpu, int8_kernel_choice
 from mmrepvgg.deploy.onnx_export import onnxruntime_session
+from mmrepvgg.deploy.quantization import quantize_int8
 from mmrepvgg.utils import MissingExtraError
 
 
@@ -45,6 +48,12 @@ def main(argv=None) -> int:
                                           args.threads, other)
             runners[f'{INT8_ONNXRUNTIME} ({other} forced)'] = lambda images: session.run(
                 None, {'input': images.numpy()})
+            seven_bit_path = os.path.join(workdir, 'deploy_int8_7bit.onnx')
+            quantize_int8(os.path.join(workdir, 'deploy.onnx'), seven_bit_path,
+                          [images.numpy()], weight_bits=7)
+            seven_bit = onnxruntime_session(seven_bit_path, args.threads, 'u8s8')
+            runners[f'{INT8_ONNXRUNTIME} (7-bit weights, u8s8)'] = (
+                lambda images: seven_bit.run(None, {'input': images.numpy()}))
             try:
                 from mmrepvgg.deploy.openvino_runtime import openvino_runners
                 openvino = openvino_runners(deploy_model, workdir, shape, args.threads)

@@ -28,7 +28,8 @@ from mmrepvgg.model_zoo import checkpoint_file
 from mmrepvgg.models import image_channels
 
 try:
-    from mmrepvgg.deploy.host_cpu import INT8_KERNELS, host_cpu, int8_kernel_choice
+    from mmrepvgg.deploy.host_cpu import (INT8_KERNELS, INT8_WEIGHT_MAX, host_cpu,
+                                          int8_kernel_choice, int8_weight_choice)
     from mmrepvgg.deploy.onnx_eval import pipeline_image_size, preprocessed_batches
     from mmrepvgg.deploy.onnx_export import (DEFAULT_OPSET, OnnxExportError, export_onnx,
                                              to_deploy_copy, torch_logits)
@@ -81,7 +82,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'for INT8 top-1 on the check images to stay within POINTS of FP32')
     parser.add_argument('--int8-kernels', choices=('auto', *INT8_KERNELS), default='auto',
                         help='ONNX Runtime x64 INT8 kernels of the check (default: auto, '
-                        'u8u8 on x86 CPUs without VNNI, else u8s8)')
+                        'u8u8 on x86 CPUs without VNNI for 8-bit weights, else u8s8)')
+    parser.add_argument('--int8-weights', choices=('auto', *map(str, INT8_WEIGHT_MAX)),
+                        default='auto', help='bits of the INT8 weights (default: auto, 7 on '
+                        'x86 CPUs without VNNI, which keeps their fast u8s8 kernels exact; '
+                        'else 8); ONNX Runtime only')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config entries, e.g. '
                         'train_dataloader.dataset.data_root=DIR')
@@ -100,9 +105,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quantize and args.opset < 13:
         parser.error(f'--opset {args.opset}: per-channel INT8 needs opset 13 or later')
     mixed = args.keep_fp32 or args.max_drop is not None
-    if (mixed or args.calib_method != 'minmax') and not args.quantize:
-        parser.error('--calib-method, --keep-fp32 and --max-drop choose an INT8 recipe; '
-                     'add --quantize int8')
+    recipe = mixed or args.calib_method != 'minmax' or args.int8_weights != 'auto'
+    if recipe and not args.quantize:
+        parser.error('--calib-method, --keep-fp32, --max-drop and --int8-weights choose an '
+                     'INT8 recipe; add --quantize int8')
+    if args.int8_weights != 'auto' and args.backend == 'openvino':
+        parser.error('--int8-weights sets the ONNX Runtime file; drop it for --backend '
+                     'openvino')
     if args.keep_fp32 < 0 or (args.max_drop is not None and args.max_drop < 0):
         parser.error('--keep-fp32 and --max-drop must not be negative')
     if args.keep_fp32 and args.max_drop is not None:
@@ -156,11 +165,13 @@ def export_quantized(args: argparse.Namespace, cfg, model, size) -> int:
     cpu = host_cpu()
     if args.backend == 'openvino':
         return export_openvino_ir(args, model, size, calibration, held_out, cpu)
-    kernels = int8_kernel_choice(cpu, args.int8_kernels)
     report = export_int8(model, args.output, calibration, held_out, args.force,
                          print_progress, args.opset, args.calib_method, args.keep_fp32,
-                         args.max_drop, args.int8_kernels)
-    print(f'exported {args.output} (INT8 QDQ, per-channel weights, {report.method} '
+                         args.max_drop, args.int8_kernels, args.int8_weights)
+    weights = int8_weight_choice(cpu, args.int8_weights)
+    kernels = int8_kernel_choice(cpu, args.int8_kernels, INT8_WEIGHT_MAX[report.weight_bits])
+    print(f'exported {args.output} (INT8 QDQ, per-channel {report.weight_bits}-bit weights '
+          f'({weights.reason}), {report.method} '
           f'calibration on {report.calibration_images} training images, opset '
           f'{args.opset}, input (N, {calibration[0].shape[1]}, {size[0]}, {size[1]}))')
     if report.fp32_nodes:
