@@ -244,30 +244,31 @@ def test_mixed_precision_without_calibration_is_refused(small_onnx, tmp_path):
     assert not os.listdir(tmp_path)
 
 
-def _unquantized_convs(xml_path: str) -> int:
-    return len(_fp32_convs(openvino.Core().read_model(xml_path)))
+def _tool_mixed_ir(workspace, checkpoint: str, name: str, *recipe: str) -> tuple:
+    """The digits model as an INT8 IR by pytorch2onnx with a mixed ``recipe``: the
+    ``.xml`` path, what the tool printed, and how many convs the IR runs in FP32."""
+    output = workspace / name
+    printed = export_in_workspace(workspace, checkpoint, output, '--backend', 'openvino',
+                                  '--quantize', 'int8', '--calib-images', '32', *recipe,
+                                  '--force')
+    return str(output), printed, len(_fp32_convs(openvino.Core().read_model(output)))
 
 
 def test_tool_keeps_the_named_number_of_convs_fp32(digits_workspace,
                                                    digits_train_checkpoint):
-    output = digits_workspace / 'a0_keep2.xml'
-    printed = export_in_workspace(digits_workspace, digits_train_checkpoint, output,
-                                  '--backend', 'openvino', '--quantize', 'int8',
-                                  '--keep-fp32', '2', '--calib-images', '32',
-                                  '--check-images', '32', '--force')
+    _, printed, fp32_count = _tool_mixed_ir(digits_workspace, digits_train_checkpoint,
+                                            'a0_keep2.xml', '--keep-fp32', '2',
+                                            '--check-images', '32')
     assert 'mixed precision: 2 conv(s) kept FP32, most sensitive first: /model/' in printed
-    assert _unquantized_convs(str(output)) == 2
+    assert fp32_count == 2
 
 
 def test_tool_max_drop_is_met_on_the_check_images(digits_workspace, digits_train_checkpoint,
                                                   monkeypatch):
-    output = digits_workspace / 'a0_max_drop.xml'
-    printed = export_in_workspace(digits_workspace, digits_train_checkpoint, output,
-                                  '--backend', 'openvino', '--quantize', 'int8',
-                                  '--max-drop', '2', '--calib-images', '32',
-                                  '--check-images', '48', '--force')
-    kept = printed.count('/model/') if 'mixed precision:' in printed else 0
-    assert _unquantized_convs(str(output)) == kept
+    output, printed, fp32_count = _tool_mixed_ir(digits_workspace, digits_train_checkpoint,
+                                                 'a0_max_drop.xml', '--max-drop', '2',
+                                                 '--check-images', '48')
+    assert fp32_count == (printed.count('/model/') if 'mixed precision:' in printed else 0)
     # Independently: PyTorch FP32 against the IR on the same 48 test images.
     monkeypatch.chdir(digits_workspace)
     cfg = load_repvgg_config(DIGITS_CONFIG)
@@ -276,7 +277,7 @@ def test_tool_max_drop_is_met_on_the_check_images(digits_workspace, digits_train
     batch = next(preprocessed_batches(cfg, 'test_dataloader', 48, shuffle=False))
     fp32_correct = (torch_logits(to_deploy_copy(model)[0])(batch.images).argmax(1) ==
                     batch.labels).sum()
-    int8_correct = (openvino_logits(str(output))(batch.images).argmax(1) ==
+    int8_correct = (openvino_logits(output)(batch.images).argmax(1) ==
                     batch.labels).sum()
     # 2 points of 48 images is 0 images; the tool compares with ONNX Runtime FP32, which
     # may differ from PyTorch on an image.
