@@ -244,6 +244,17 @@ def test_mixed_precision_without_calibration_is_refused(small_onnx, tmp_path):
     assert not os.listdir(tmp_path)
 
 
+def test_the_ir_never_replaces_the_onnx_file_it_is_converted_from(small_onnx, tmp_path):
+    from mmrepvgg.checkpoint import CheckpointError
+    from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
+    source = tmp_path / 'model.bin'  # an ONNX file named like the IR's weights
+    source.write_bytes(open(small_onnx[0], 'rb').read())
+    with pytest.raises(CheckpointError):
+        onnx_to_openvino(str(source), str(tmp_path / 'model.xml'), overwrite=True)
+    assert source.read_bytes() == open(small_onnx[0], 'rb').read()
+    assert sorted(os.listdir(tmp_path)) == ['model.bin']
+
+
 def _tool_mixed_ir(workspace, checkpoint: str, name: str, *recipe: str) -> tuple:
     """The digits model as an INT8 IR by pytorch2onnx with a mixed ``recipe``: the
     ``.xml`` path, what the tool printed, and how many convs the IR runs in FP32."""

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, List, NamedTuple, Optional, Sequence
 import numpy as np
 from torch import nn
 
-from ..checkpoint import atomic_output
+from ..checkpoint import atomic_output, check_output
 from ..utils import require
 from .onnx_export import DEFAULT_OPSET, export_onnx
 from .quantization import (Agreement, check_calibration, check_keep_fp32,
@@ -197,15 +197,14 @@ def onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
 
     Raises:
         FileExistsError: the ``.xml`` or ``.bin`` exists and ``overwrite`` is False.
+        CheckpointError: the ``.xml`` or ``.bin`` is ``fp32_onnx_path`` (whatever
+            ``overwrite`` says).
         ValueError: ``xml_path`` does not end in ``.xml``, or a recipe that cannot work
             (:func:`.quantization.check_mixed_precision`, mixed precision without
             ``calibration``); all checked before any work.
     """
-    xml_path = _check_ir_path(xml_path, overwrite)
-    mixed = check_mixed_precision(keep_fp32, max_drop_points, held_out)
-    if mixed and calibration is None:
-        raise ValueError('mixed precision keeps convs FP32 in an INT8 IR; pass '
-                         'calibration batches')
+    xml_path, mixed = _check_request(xml_path, overwrite, calibration, keep_fp32,
+                                     max_drop_points, held_out, [fp32_onnx_path])
     fp32_nodes = []
     if mixed:
         fp32_nodes = openvino_fp32_convs(fp32_onnx_path, calibration, list(held_out),
@@ -218,25 +217,30 @@ def onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
         # The .xml names its weights by the .bin's base name: keep the stem.
         for staged, final in ((ir_weights_path(staged_xml), ir_weights_path(xml_path)),
                               (staged_xml, xml_path)):
-            with atomic_output(final, overwrite) as temporary_path:
+            with atomic_output(final, overwrite, [fp32_onnx_path]) as temporary_path:
                 with open(staged, 'rb') as source, open(temporary_path, 'wb') as target:
                     target.write(source.read())
     openvino.Core().read_model(xml_path)  # loads: fail here, not at first use
     return OpenVINOReport(xml_path, fp32_nodes)
 
 
-def _check_ir_path(xml_path: str, overwrite: bool) -> str:
-    """``xml_path`` made absolute, refused if it is no ``.xml`` or if it or its ``.bin``
-    exists without ``overwrite``."""
+def _check_request(xml_path: str, overwrite: bool, calibration, keep_fp32: int,
+                   max_drop_points: Optional[float], held_out, inputs: Sequence[str] = ()
+                   ) -> 'tuple[str, bool]':
+    """``xml_path`` made absolute and whether mixed precision is asked for, after refusing
+    what :func:`onnx_to_openvino` lists under Raises (``inputs``: files the IR must not
+    replace)."""
     xml_path = os.path.abspath(xml_path)
     if not xml_path.endswith('.xml'):
         raise ValueError(f'{xml_path}: an OpenVINO IR is an .xml file (with its .bin); '
                          'name the output NAME.xml')
     for path in (xml_path, ir_weights_path(xml_path)):
-        if os.path.exists(path) and not overwrite:
-            raise FileExistsError(f'{path} exists; pass --force (overwrite=True) to '
-                                  'replace it')
-    return xml_path
+        check_output(path, inputs, overwrite)
+    mixed = check_mixed_precision(keep_fp32, max_drop_points, held_out)
+    if mixed and calibration is None:
+        raise ValueError('mixed precision keeps convs FP32 in an INT8 IR; pass '
+                         'calibration batches')
+    return xml_path, mixed
 
 
 def export_openvino(model: nn.Module, xml_path: str, input_shape: Sequence[int],
@@ -259,8 +263,7 @@ def export_openvino(model: nn.Module, xml_path: str, input_shape: Sequence[int],
         FileExistsError, ValueError: see :func:`onnx_to_openvino` (checked before the
             export).
     """
-    _check_ir_path(xml_path, overwrite)
-    check_mixed_precision(keep_fp32, max_drop_points, held_out)
+    _check_request(xml_path, overwrite, calibration, keep_fp32, max_drop_points, held_out)
     with tempfile.TemporaryDirectory() as workdir:
         fp32 = export_onnx(model, os.path.join(workdir, 'fp32.onnx'), input_shape,
                            dynamic_batch=True, opset=opset)
