@@ -28,7 +28,7 @@ deployment_test = load_tool('tools/deployment/test.py')
 def test_fp32_ir_computes_the_pytorch_deploy_model(tmp_path):
     torch.manual_seed(0)
     model = randomize_batch_norms_(build_model(repvgg_classifier_cfg('A0', num_classes=10)))
-    xml_path = export_openvino(model, str(tmp_path / 'a0.xml'), (1, 3, 32, 32))
+    xml_path = export_openvino(model, str(tmp_path / 'a0.xml'), (1, 3, 32, 32)).path
     assert sorted(os.listdir(tmp_path)) == ['a0.bin', 'a0.xml']
     images = torch.randn(3, 3, 32, 32).numpy()  # another batch size than traced
     expected = torch_logits(to_deploy_copy(model)[0])(images)
