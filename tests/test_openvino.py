@@ -196,6 +196,7 @@ def test_a_name_that_is_no_onnx_conv_is_refused_not_ignored(small_onnx, name):
         quantize_ir(path, calibration, fp32_nodes=[name])
 
 
+@pytest.mark.slow  # ranks 22 convs (one quantization each)
 def test_keep_fp32_keeps_the_most_sensitive_convs_in_the_saved_ir(small_onnx, tmp_path):
     from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
     from mmrepvgg.deploy.quantization import conv_nodes, layer_sensitivity
@@ -209,6 +210,7 @@ def test_keep_fp32_keeps_the_most_sensitive_convs_in_the_saved_ir(small_onnx, tm
     assert sorted(_positions(_fp32_convs(saved), conv_weights)) == sorted(positions)
 
 
+@pytest.mark.slow  # ranks 22 convs (one quantization each)
 def test_max_drop_keeps_convs_fp32_until_top1_is_within_the_bound(small_onnx, tmp_path):
     from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
     path, _, _, calibration, held_out = small_onnx
@@ -265,6 +267,7 @@ def _tool_mixed_ir(workspace, checkpoint: str, name: str, *recipe: str) -> tuple
     return str(output), printed, len(_fp32_convs(openvino.Core().read_model(output)))
 
 
+@pytest.mark.slow  # ranks 22 convs (one quantization each)
 def test_tool_keeps_the_named_number_of_convs_fp32(digits_workspace,
                                                    digits_train_checkpoint):
     _, printed, fp32_count = _tool_mixed_ir(digits_workspace, digits_train_checkpoint,
@@ -274,6 +277,7 @@ def test_tool_keeps_the_named_number_of_convs_fp32(digits_workspace,
     assert fp32_count == 2
 
 
+@pytest.mark.slow  # ranks 22 convs (one quantization each)
 def test_tool_max_drop_is_met_on_the_check_images(digits_workspace, digits_train_checkpoint,
                                                   monkeypatch):
     output, printed, fp32_count = _tool_mixed_ir(digits_workspace, digits_train_checkpoint,
