@@ -394,7 +394,7 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
         FileExistsError: ``int8_path`` exists and ``overwrite`` is False (checked before
             any work).
         ValueError: a mixed-precision recipe that cannot work
-            (:func:`check_mixed_precision`, :func:`fp32_convs`); see also
+            (:func:`check_mixed_precision`, :func:`check_keep_fp32`); see also
             :func:`quantize_int8`.
     """
     if os.path.exists(int8_path) and not overwrite:
