@@ -28,7 +28,7 @@ deployment_test = load_tool('tools/deployment/test.py')
 def test_fp32_ir_computes_the_pytorch_deploy_model(tmp_path):
     torch.manual_seed(0)
     model = randomize_batch_norms_(build_model(repvgg_classifier_cfg('A0', num_classes=10)))
-    xml_path = export_openvino(model, str(tmp_path / 'a0.xml'), (1, 3, 32, 32))
+    xml_path = export_openvino(model, str(tmp_path / 'a0.xml'), (1, 3, 32, 32)).path
     assert sorted(os.listdir(tmp_path)) == ['a0.bin', 'a0.xml']
     images = torch.randn(3, 3, 32, 32).numpy()  # another batch size than traced
     expected = torch_logits(to_deploy_copy(model)[0])(images)
@@ -118,3 +118,209 @@ def test_prepare_for_inference_openvino_int8_is_close_to_pytorch_but_quantized()
     assert 1e-5 < max_relative_error(expected, int8_model(images)) < 0.3
     with pytest.raises(ValueError, match="backend='openvino-int8' needs calibration_images"):
         prepare_for_inference(model, backend='openvino-int8')
+
+
+# Mixed precision. The references read the IR with OpenVINO's own API and identify a conv
+# by its weights, compared with PyTorch's deploy-form convs (not by the name mapping under
+# test).
+
+@pytest.fixture(scope='module')
+def small_onnx(tmp_path_factory):
+    """A random A0 (10 classes, 32x32) as an FP32 ONNX file, its deploy-form conv weights
+    in graph order, calibration batches and labelled held-out batches (labels: PyTorch
+    FP32's classes). Exported before any OpenVINO run (see docs/int8.md)."""
+    from mmrepvgg.deploy.onnx_export import export_onnx
+    torch.manual_seed(0)
+    model = randomize_batch_norms_(build_model(repvgg_classifier_cfg('A0', num_classes=10)))
+    path = str(tmp_path_factory.mktemp('ov_mixed') / 'fp32.onnx')
+    export_onnx(model, path, (1, 3, 32, 32), dynamic_batch=True)
+    deploy_model = to_deploy_copy(model)[0]
+    conv_weights = [module.weight.detach().numpy() for module in deploy_model.modules()
+                    if isinstance(module, torch.nn.Conv2d)]
+    generator = torch.Generator().manual_seed(1)
+    calibration = [torch.randn(8, 3, 32, 32, generator=generator).numpy()
+                   for _ in range(2)]
+    images = torch.randn(16, 3, 32, 32, generator=generator).numpy()
+    labels = torch_logits(deploy_model)(images).argmax(1)
+    return path, model, conv_weights, calibration, [(images, labels)]
+
+
+def _fp32_convs(ir) -> list:
+    """Indices into the model's conv weights of the convs of an OpenVINO model that run
+    unquantized (no FakeQuantize on the input, float weights); -1 for one that matches no
+    weight. Raises if a conv is quantized on one input only."""
+    convs = [op for op in ir.get_ordered_ops() if op.get_type_name() == 'Convolution']
+    assert convs
+    kept = []
+    for op in convs:
+        activation, weights = (op.input_value(port).get_node() for port in (0, 1))
+        quantized_input = activation.get_type_name() == 'FakeQuantize'
+        # NNCF stores int8 weights as Constant(i8) -> Convert -> Multiply(scale).
+        float_weights = (weights.get_type_name() == 'Constant' and
+                         weights.get_output_element_type(0) == openvino.Type.f32)
+        assert quantized_input != float_weights, op.get_friendly_name()
+        if float_weights:
+            kept.append(weights.get_data())
+    return kept
+
+
+def _positions(kept_weights, conv_weights) -> list:
+    return [next((position for position, weights in enumerate(conv_weights)
+                  if weights.shape == kept.shape and np.array_equal(weights, kept)), -1)
+            for kept in kept_weights]
+
+
+def test_convs_kept_fp32_are_exactly_the_ones_named(small_onnx):
+    from mmrepvgg.deploy.openvino_runtime import quantize_ir
+    from mmrepvgg.deploy.quantization import conv_nodes
+    path, _, conv_weights, calibration, _ = small_onnx
+    names = conv_nodes(path)
+    assert len(names) == len(conv_weights) == 22
+    assert _fp32_convs(quantize_ir(path, calibration)) == []
+    assert _positions(_fp32_convs(quantize_ir(path, calibration, fp32_nodes=names[5:6])),
+                      conv_weights) == [5]
+    every = quantize_ir(path, calibration, fp32_nodes=names)
+    assert sorted(_positions(_fp32_convs(every), conv_weights)) == list(range(22))
+    feeding_convs = [op for op in every.get_ops() if op.get_type_name() == 'FakeQuantize'
+                     and any(target.get_node().get_type_name() == 'Convolution'
+                             for target in op.output(0).get_target_inputs())]
+    assert feeding_convs == []
+
+
+@pytest.mark.parametrize('name', ['/model/backbone/stem/act/Relu',  # a node, not a Conv
+                                  '/model/backbone/stem/branch_reparam/Conv/WithoutBiases'])
+def test_a_name_that_is_no_onnx_conv_is_refused_not_ignored(small_onnx, name):
+    from mmrepvgg.deploy.openvino_runtime import quantize_ir
+    path, _, _, calibration, _ = small_onnx
+    with pytest.raises(ValueError, match='is no Conv node of'):
+        quantize_ir(path, calibration, fp32_nodes=[name])
+
+
+@pytest.mark.slow  # ranks 22 convs (one quantization each)
+def test_keep_fp32_keeps_the_most_sensitive_convs_in_the_saved_ir(small_onnx, tmp_path):
+    from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
+    from mmrepvgg.deploy.quantization import conv_nodes, layer_sensitivity
+    path, _, conv_weights, calibration, held_out = small_onnx
+    report = onnx_to_openvino(path, str(tmp_path / 'mixed.xml'), calibration,
+                              keep_fp32=2, held_out=held_out)
+    ranking = layer_sensitivity(path, calibration, [held_out[0][0]])
+    assert report.fp32_nodes == [row.node for row in ranking[:2]]
+    saved = openvino.Core().read_model(report.path)
+    positions = [conv_nodes(path).index(node) for node in report.fp32_nodes]
+    assert sorted(_positions(_fp32_convs(saved), conv_weights)) == sorted(positions)
+
+
+@pytest.mark.slow  # ranks 22 convs (one quantization each)
+def test_max_drop_keeps_convs_fp32_until_top1_is_within_the_bound(small_onnx, tmp_path):
+    from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
+    path, _, _, calibration, held_out = small_onnx
+    strict = onnx_to_openvino(path, str(tmp_path / 'strict.xml'), calibration,
+                              max_drop_points=0, held_out=held_out)
+    images, labels = held_out[0]
+    # The labels are PyTorch FP32's classes: no drop means agreeing on every image.
+    assert (openvino_logits(strict.path)(images).argmax(1) == labels).all()
+    saved = openvino.Core().read_model(strict.path)
+    assert len(_fp32_convs(saved)) == len(strict.fp32_nodes)
+
+
+@pytest.mark.parametrize('options, message', [
+    (dict(max_drop_points=0.3), 'ranks the convs on held-out images; pass some'),
+    (dict(keep_fp32=1), 'ranks the convs on held-out images; pass some'),
+    (dict(keep_fp32=1, max_drop_points=0.3, held_out=[]), 'pass one'),
+    (dict(keep_fp32=-1, held_out=[]), 'must not be negative'),
+])
+def test_a_mixed_recipe_that_cannot_work_is_refused_before_any_work(small_onnx, tmp_path,
+                                                                    options, message):
+    path, model, _, calibration, _ = small_onnx
+    with pytest.raises(ValueError, match=message) as error:
+        export_openvino(model, str(tmp_path / 'a.xml'), (1, 3, 32, 32), calibration,
+                        **options)
+    assert '\n' not in str(error.value) and not os.listdir(tmp_path)
+
+
+def test_mixed_precision_without_calibration_is_refused(small_onnx, tmp_path):
+    from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
+    path, _, _, _, held_out = small_onnx
+    with pytest.raises(ValueError, match='pass calibration batches'):
+        onnx_to_openvino(path, str(tmp_path / 'a.xml'), keep_fp32=1, held_out=held_out)
+    assert not os.listdir(tmp_path)
+
+
+def test_the_ir_never_replaces_the_onnx_file_it_is_converted_from(small_onnx, tmp_path):
+    from mmrepvgg.checkpoint import CheckpointError
+    from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
+    source = tmp_path / 'model.bin'  # an ONNX file named like the IR's weights
+    source.write_bytes(open(small_onnx[0], 'rb').read())
+    with pytest.raises(CheckpointError):
+        onnx_to_openvino(str(source), str(tmp_path / 'model.xml'), overwrite=True)
+    assert source.read_bytes() == open(small_onnx[0], 'rb').read()
+    assert sorted(os.listdir(tmp_path)) == ['model.bin']
+
+
+def _tool_mixed_ir(workspace, checkpoint: str, name: str, *recipe: str) -> tuple:
+    """The digits model as an INT8 IR by pytorch2onnx with a mixed ``recipe``: the
+    ``.xml`` path, what the tool printed, and how many convs the IR runs in FP32."""
+    output = workspace / name
+    printed = export_in_workspace(workspace, checkpoint, output, '--backend', 'openvino',
+                                  '--quantize', 'int8', '--calib-images', '32', *recipe,
+                                  '--force')
+    return str(output), printed, len(_fp32_convs(openvino.Core().read_model(output)))
+
+
+@pytest.mark.slow  # ranks 22 convs (one quantization each)
+def test_tool_keeps_the_named_number_of_convs_fp32(digits_workspace,
+                                                   digits_train_checkpoint):
+    _, printed, fp32_count = _tool_mixed_ir(digits_workspace, digits_train_checkpoint,
+                                            'a0_keep2.xml', '--keep-fp32', '2',
+                                            '--check-images', '32')
+    assert 'mixed precision: 2 conv(s) kept FP32, most sensitive first: /model/' in printed
+    assert fp32_count == 2
+
+
+@pytest.mark.slow  # ranks 22 convs (one quantization each)
+def test_tool_max_drop_is_met_on_the_check_images(digits_workspace, digits_train_checkpoint,
+                                                  monkeypatch):
+    output, printed, fp32_count = _tool_mixed_ir(digits_workspace, digits_train_checkpoint,
+                                                 'a0_max_drop.xml', '--max-drop', '2',
+                                                 '--check-images', '48')
+    assert fp32_count == (printed.count('/model/') if 'mixed precision:' in printed else 0)
+    # Independently: PyTorch FP32 against the IR on the same 48 test images.
+    monkeypatch.chdir(digits_workspace)
+    cfg = load_repvgg_config(DIGITS_CONFIG)
+    model = build_train_model(cfg)
+    load_repvgg_weights(model, digits_train_checkpoint)
+    batch = next(preprocessed_batches(cfg, 'test_dataloader', 48, shuffle=False))
+    fp32_correct = (torch_logits(to_deploy_copy(model)[0])(batch.images).argmax(1) ==
+                    batch.labels).sum()
+    int8_correct = (openvino_logits(output)(batch.images).argmax(1) ==
+                    batch.labels).sum()
+    # 2 points of 48 images is 0 images; the tool compares with ONNX Runtime FP32, which
+    # may differ from PyTorch on an image.
+    assert int8_correct >= fp32_correct - 1
+
+
+def test_tool_refuses_more_fp32_convs_than_the_model_has(
+        digits_workspace, digits_train_checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(digits_workspace)
+    assert pytorch2onnx.main([DIGITS_CONFIG, digits_train_checkpoint,
+                              str(tmp_path / 'a.xml'), '--backend', 'openvino',
+                              '--quantize', 'int8', '--keep-fp32', '99',
+                              '--calib-images', '8', '--check-images', '8']) == 1
+    error = capsys.readouterr().err.strip()
+    assert error == ('error: keep_fp32 99: the model has 22 convs; keep at most 22 FP32')
+    assert not os.listdir(tmp_path)
+
+
+def test_int8_accuracy_check_images_are_the_first_training_images():
+    from types import SimpleNamespace
+    measurement_class = load_tool('tools/analysis_tools/int8_accuracy.py').Measurement
+    train_batches = [(np.arange(start, start + 4), np.arange(start, start + 4) % 3)
+                     for start in range(0, 24, 4)]
+    for check_images, expected_images in ((None, 16), (6, 6), (8, 8), (100, 24)):
+        measurement = SimpleNamespace(args=SimpleNamespace(check_images=check_images),
+                                      train_batches=train_batches)
+        check = measurement_class.calibration_check(measurement)
+        assert np.array_equal(np.concatenate([images for images, _ in check]),
+                              np.arange(expected_images))
+        assert np.array_equal(np.concatenate([labels for _, labels in check]),
+                              np.arange(expected_images) % 3)

@@ -88,7 +88,7 @@ def _openvino_int8(deploy_model: nn.Module,
     batches = _calibration_batches('openvino-int8', calibration_images)
     with tempfile.TemporaryDirectory() as workdir:
         xml_path = export_openvino(deploy_model, os.path.join(workdir, 'int8.xml'),
-                                   (1, *batches[0].shape[1:]), batches)
+                                   (1, *batches[0].shape[1:]), batches).path
         logits = openvino_logits(xml_path, num_threads)  # holds the model in memory
     return OpenVINOInferenceModel(logits)
 

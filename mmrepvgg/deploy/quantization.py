@@ -18,7 +18,8 @@ Recipes beyond that default: the activation ranges from another calibration meth
 (:data:`CALIBRATION_METHODS`: percentile clips the rare largest values, entropy picks the
 range whose histogram keeps the KL divergence to FP32 smallest), and mixed precision:
 :func:`layer_sensitivity` quantizes one conv at a time and measures how far the logits
-move (SQNR against FP32), :func:`mixed_precision_nodes` keeps the worst ones FP32.
+move (SQNR against FP32), :func:`fp32_convs` keeps the worst ones FP32 (for any runtime;
+:func:`mixed_precision_nodes` runs it on ONNX Runtime).
 """
 import logging
 import math
@@ -262,33 +263,93 @@ def layer_sensitivity(fp32_path: str, calibration: Sequence[np.ndarray],
     return sorted(rows, key=lambda row: (row.sqnr_db, row.position))
 
 
-def mixed_precision_nodes(fp32_path: str, calibration: Sequence[np.ndarray],
-                          held_out: Sequence[tuple], sensitivity: Sequence[LayerSensitivity],
-                          max_drop_points: float, method: str = 'minmax'
-                          ) -> 'tuple[List[str], Agreement]':
-    """The fewest most-sensitive convs to keep FP32 for INT8 top-1 to stay within
-    ``max_drop_points`` of FP32 on ``held_out`` ``(images, labels)`` batches, adding them
-    worst first; with the agreement reached (every conv FP32 if need be).
+def check_mixed_precision(keep_fp32: int, max_drop_points: Optional[float],
+                          held_out: Optional[Iterable[tuple]]) -> bool:
+    """Whether a mixed-precision recipe is asked for (``keep_fp32`` convs, or within
+    ``max_drop_points`` of FP32); refuses in one line one that cannot work, before any
+    work.
+
+    Raises:
+        ValueError: both or a negative one given, or mixed precision without ``held_out``
+            images to rank and check the convs on.
+    """
+    if keep_fp32 < 0 or (max_drop_points is not None and max_drop_points < 0):
+        raise ValueError('keep_fp32 and max_drop_points must not be negative')
+    if keep_fp32 and max_drop_points is not None:
+        raise ValueError('keep_fp32 and max_drop_points both choose the FP32 convs; '
+                         'pass one')
+    mixed = keep_fp32 > 0 or max_drop_points is not None
+    if mixed and held_out is None:
+        raise ValueError('mixed precision ranks the convs on held-out images; pass some')
+    return mixed
+
+
+def check_keep_fp32(keep_fp32: int, fp32_path: str) -> None:
+    """Refuse, in one line and before the ranking, to keep more convs FP32 than the
+    ONNX file ``fp32_path`` has.
+
+    Raises:
+        ValueError: naming the model's conv count.
+    """
+    num_convs = len(conv_nodes(fp32_path))
+    if keep_fp32 > num_convs:
+        raise ValueError(f'keep_fp32 {keep_fp32}: the model has {num_convs} convs; keep '
+                         f'at most {num_convs} FP32')
+
+
+def fp32_convs(sensitivity: Sequence[LayerSensitivity], keep_fp32: int = 0,
+               max_drop_points: Optional[float] = None,
+               agreement_with: Optional[Callable[[List[str]], Agreement]] = None
+               ) -> 'tuple[List[str], Optional[Agreement]]':
+    """The convs mixed precision keeps FP32, most sensitive first, whatever the runtime:
+    the ``keep_fp32`` worst of ``sensitivity``; or, given ``max_drop_points``, the fewest
+    worst-first ones for which INT8 top-1 stays within ``max_drop_points`` of FP32 (every
+    conv if need be), with the agreement reached (None for ``keep_fp32``).
 
     Args:
-        fp32_path, calibration, method: see :func:`quantize_int8`.
+        sensitivity: from :func:`layer_sensitivity`, worst first.
+        keep_fp32: how many convs to keep FP32.
+        max_drop_points: largest accepted top-1 loss, in percentage points.
+        agreement_with: quantizes the model with the given convs kept FP32 and compares
+            it with FP32 on labelled held-out images (:func:`top1_agreement`, FP32 as
+            the reference); called once per candidate, fewest FP32 convs first.
+    """
+    if max_drop_points is None:
+        return [row.node for row in sensitivity[:keep_fp32]], None
+    for keep in range(len(sensitivity) + 1):
+        nodes = [row.node for row in sensitivity[:keep]]
+        agreement = agreement_with(nodes)
+        drop_points = 100 * (agreement.reference_correct - agreement.candidate_correct
+                             ) / agreement.num_images
+        if drop_points <= max_drop_points:
+            break
+    return nodes, agreement
+
+
+def mixed_precision_nodes(fp32_path: str, calibration: Sequence[np.ndarray],
+                          held_out: Sequence[tuple], sensitivity: Sequence[LayerSensitivity],
+                          max_drop_points: float, method: str = 'minmax',
+                          weight_bits: int = 8) -> 'tuple[List[str], Agreement]':
+    """The fewest most-sensitive convs to keep FP32 for ONNX Runtime INT8 top-1 to stay
+    within ``max_drop_points`` of FP32 on ``held_out`` ``(images, labels)`` batches
+    (:func:`fp32_convs`), with the agreement reached.
+
+    Args:
+        fp32_path, calibration, method, weight_bits: see :func:`quantize_int8`.
         held_out: labelled batches not used for calibration.
         sensitivity: from :func:`layer_sensitivity`, worst first.
         max_drop_points: largest accepted top-1 loss, in percentage points.
     """
     with tempfile.TemporaryDirectory() as workdir:
         candidate_path = os.path.join(workdir, 'mixed.onnx')
-        for keep in range(len(sensitivity) + 1):
-            fp32_nodes = [row.node for row in sensitivity[:keep]]
+
+        def agreement_with(fp32_nodes: List[str]) -> Agreement:
             quantize_int8(fp32_path, candidate_path, calibration, overwrite=True,
-                          method=method, fp32_nodes=fp32_nodes)
-            agreement = top1_agreement(onnx_logits(fp32_path), onnx_logits(candidate_path),
-                                       held_out)
-            drop = 100 * (agreement.reference_correct - agreement.candidate_correct
-                          ) / agreement.num_images
-            if drop <= max_drop_points:
-                break
-    return fp32_nodes, agreement
+                          method=method, fp32_nodes=fp32_nodes, weight_bits=weight_bits)
+            return top1_agreement(onnx_logits(fp32_path), onnx_logits(candidate_path),
+                                  held_out)
+        return fp32_convs(sensitivity, max_drop_points=max_drop_points,
+                          agreement_with=agreement_with)
 
 
 class Int8Report(NamedTuple):
@@ -301,6 +362,7 @@ class Int8Report(NamedTuple):
         fp32_nodes: convs kept FP32 (mixed precision), most sensitive first.
         fp32_max_relative_error: the FP32 export's error against PyTorch (see
             :func:`.onnx_export.export_onnx`).
+        weight_bits: 8, or 7 (see :func:`.host_cpu.int8_weight_choice`).
         agreement: INT8 against FP32 on the held-out images (None without any).
     """
     path: str
@@ -339,16 +401,15 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
     Raises:
         FileExistsError: ``int8_path`` exists and ``overwrite`` is False (checked before
             any work).
-        ValueError: mixed precision without ``held_out`` images; see also
+        ValueError: a mixed-precision recipe that cannot work
+            (:func:`check_mixed_precision`, :func:`check_keep_fp32`); see also
             :func:`quantize_int8`.
     """
     if os.path.exists(int8_path) and not overwrite:
         raise FileExistsError(f'{os.path.abspath(int8_path)} exists; pass --force '
                               '(overwrite=True) to replace it')
     bits = int8_weight_choice(host_cpu(), weight_bits).bits
-    mixed = keep_fp32 > 0 or max_drop_points is not None
-    if mixed and held_out is None:
-        raise ValueError('mixed precision ranks the convs on held-out images; pass some')
+    mixed = check_mixed_precision(keep_fp32, max_drop_points, held_out)
     check_calibration(method, CALIBRATION_METHODS, calibration, 'ONNX Runtime')
     held_out = None if held_out is None else list(held_out)
     fp32_nodes: List[str] = []
@@ -357,13 +418,15 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
                            (1, *calibration[0].shape[1:]), dynamic_batch=True,
                            opset=opset)
         if mixed:
+            check_keep_fp32(keep_fp32, fp32.path)
             sensitivity = layer_sensitivity(fp32.path, calibration,
                                             [images for images, _ in held_out], method)
             if max_drop_points is not None:
                 fp32_nodes, _ = mixed_precision_nodes(fp32.path, calibration, held_out,
-                                                      sensitivity, max_drop_points, method)
+                                                      sensitivity, max_drop_points, method,
+                                                      bits)
             else:
-                fp32_nodes = [row.node for row in sensitivity[:keep_fp32]]
+                fp32_nodes, _ = fp32_convs(sensitivity, keep_fp32)
         quantize_int8(fp32.path, int8_path, calibration, overwrite, progress, method,
                       fp32_nodes, weight_bits=bits)
         agreement = (None if held_out is None else top1_agreement(

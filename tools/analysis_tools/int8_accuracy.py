@@ -9,7 +9,8 @@ file evaluated by the config's own test loop (``Runner.test()``, in this process
 - ONNX Runtime INT8 + mixed precision (as few sensitive convs FP32 as keep
   ``--max-drop`` on the calibration check images);
 - ONNX Runtime INT8 after quantization-aware fine-tuning (``--qat-epochs``);
-- OpenVINO INT8 (NNCF) per calibration method it offers.
+- OpenVINO INT8 (NNCF) per calibration method it offers, and + mixed precision chosen
+  as for ONNX Runtime.
 
     python tools/analysis_tools/int8_accuracy.py \
         --model RepVGG-A0 configs/digits/repvgg-A0_digits.py A0/epoch_6.pth \
@@ -160,13 +161,23 @@ class Measurement:
         if args.qat_epochs:
             self.run_qat()
         if not args.no_openvino:
-            self.run_openvino(size)
+            self.run_openvino(fp32_path)
         return self.rows
 
     def calibration_check(self) -> list:
         """Labelled training images (not the test set) on which mixed precision picks its
-        FP32 convs, so the test-set figure is not chosen on the test set."""
-        return self.train_batches[:4]
+        FP32 convs, so the test-set figure is not chosen on the test set: the first
+        ``--check-images`` of the shuffled training set, or its first 4 batches."""
+        if self.args.check_images is None:
+            return self.train_batches[:4]
+        check, num_images = [], 0
+        for images, labels in self.train_batches:
+            if num_images == self.args.check_images:
+                break
+            take = self.args.check_images - num_images
+            check.append((images[:take], labels[:take]))
+            num_images += len(check[-1][1])
+        return check
 
     def run_qat(self) -> None:
         import copy
@@ -180,17 +191,25 @@ class Measurement:
                  runner_top1(self.config, qat_path, self.args.work_dir),
                  qat_losses=losses)
 
-    def run_openvino(self, size) -> None:
+    def run_openvino(self, fp32_path: str) -> None:
+        """OpenVINO rows, each IR converted from the FP32 ONNX file already written (no
+        ONNX export follows an OpenVINO run in this process: see docs/int8.md)."""
         from mmrepvgg.deploy.openvino_runtime import (OPENVINO_CALIBRATION_METHODS,
-                                                      export_openvino, openvino_logits)
-        for method, calibration in ((None, None), *(
-                (method, self.calibration) for method in OPENVINO_CALIBRATION_METHODS)):
-            recipe = 'fp32' if method is None else f'ptq {method}'
-            xml_path = export_openvino(self.model, self.path(
-                'openvino_' + recipe.replace(' ', '_'), '.xml'), (1, *size), calibration,
-                overwrite=True, method=method or 'minmax')
-            self.add('openvino', recipe, xml_path, openvino_logits(xml_path, 1),
-                     runner_top1(self.config, xml_path, self.args.work_dir))
+                                                      onnx_to_openvino, openvino_logits)
+        max_drop = self.args.max_drop
+        mixed = dict(max_drop_points=max_drop, held_out=self.calibration_check())
+        recipes = [('fp32', 'fp32', None, {}), *(
+            (f'ptq {method}', f'ptq_{method}', method, {})
+            for method in OPENVINO_CALIBRATION_METHODS),
+            (f'ptq minmax + mixed (max drop {max_drop})', 'ptq_minmax_mixed', 'minmax', mixed)]
+        for recipe, file_stem, method, recipe_options in recipes:
+            report = onnx_to_openvino(
+                fp32_path, self.path(f'openvino_{file_stem}', '.xml'),
+                None if method is None else self.calibration, overwrite=True,
+                method=method or 'minmax', num_threads=1, **recipe_options)
+            extra = dict(fp32_convs=len(report.fp32_nodes)) if recipe_options else {}
+            self.add('openvino', recipe, report.path, openvino_logits(report.path, 1),
+                     runner_top1(self.config, report.path, self.args.work_dir), **extra)
 
 
 def measure(name: str, config: str, checkpoint: str, args) -> tuple:
@@ -276,6 +295,9 @@ def main(argv=None) -> int:
     parser.add_argument('--calib-images', type=int, default=256)
     parser.add_argument('--max-drop', type=float, default=0.3,
                         help='mixed precision bound, points (default: 0.3)')
+    parser.add_argument('--check-images', type=int, metavar='N',
+                        help='training images on which both mixed-precision rows choose '
+                        'their FP32 convs (default: the first 4 training batches)')
     parser.add_argument('--qat-epochs', type=int, default=2,
                         help='QAT fine-tuning epochs (default: 2; 0 skips QAT)')
     parser.add_argument('--qat-lr', type=float, default=1e-3)
@@ -297,6 +319,8 @@ def main(argv=None) -> int:
             parser.error(str(error))
     if args.calib_images < 1 or args.qat_epochs < 0:
         parser.error('--calib-images must be positive and --qat-epochs not negative')
+    if args.check_images is not None and args.check_images < 1:
+        parser.error('--check-images must be positive')
     os.makedirs(args.work_dir, exist_ok=True)
     started = machine()
     print(f"CPU: {host_cpu(1).describe()}; load average {started['load_average']}",

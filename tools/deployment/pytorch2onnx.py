@@ -76,7 +76,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'compared (default: 512)')
     parser.add_argument('--keep-fp32', type=int, default=0, metavar='N',
                         help='mixed precision: keep the N convs most sensitive to INT8 '
-                        '(ranked on the check images) in FP32 (ONNX Runtime)')
+                        '(ranked on the check images) in FP32')
     parser.add_argument('--max-drop', type=float, metavar='POINTS',
                         help='mixed precision: keep as few sensitive convs FP32 as needed '
                         'for INT8 top-1 on the check images to stay within POINTS of FP32')
@@ -118,9 +118,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error('--keep-fp32 N and --max-drop POINTS both choose the FP32 convs; '
                      'pass one')
     if args.backend == 'openvino':
-        if mixed or args.calib_method == 'entropy':
-            parser.error('--backend openvino: mixed precision and the entropy method are '
-                         'ONNX Runtime recipes; drop them or use --backend onnxruntime')
+        if args.calib_method == 'entropy':
+            parser.error('--backend openvino: the entropy method is an ONNX Runtime '
+                         'recipe; choose minmax or percentile, or use --backend onnxruntime')
         if not args.output.endswith('.xml'):
             parser.error(f'OUTPUT {args.output}: an OpenVINO IR is NAME.xml (its weights go '
                          'to NAME.bin); name an .xml file')
@@ -156,6 +156,12 @@ def print_agreement(agreement, reference: str, candidate: str) -> None:
           f'{100 * agreement.candidate_correct / agreement.num_images:.2f} %')
 
 
+def print_fp32_convs(fp32_nodes) -> None:
+    if fp32_nodes:
+        print(f'mixed precision: {len(fp32_nodes)} conv(s) kept FP32, most sensitive '
+              f'first: {", ".join(fp32_nodes)}')
+
+
 def export_quantized(args: argparse.Namespace, cfg, model, size) -> int:
     calibration = [resized(batch.images, size) for batch in preprocessed_batches(
         cfg, 'train_dataloader', args.calib_images, shuffle=True,
@@ -174,9 +180,7 @@ def export_quantized(args: argparse.Namespace, cfg, model, size) -> int:
           f'({weights.reason}), {report.method} '
           f'calibration on {report.calibration_images} training images, opset '
           f'{args.opset}, input (N, {calibration[0].shape[1]}, {size[0]}, {size[1]}))')
-    if report.fp32_nodes:
-        print(f'mixed precision: {len(report.fp32_nodes)} conv(s) kept FP32, most '
-              f'sensitive first: {", ".join(report.fp32_nodes)}')
+    print_fp32_convs(report.fp32_nodes)
     print(f'FP32 export: max relative error ONNX Runtime vs PyTorch '
           f'{report.fp32_max_relative_error:.2e}')
     print(f'CPU: {cpu.describe()}; ONNX Runtime INT8 kernels: {kernels.kernels} '
@@ -188,13 +192,16 @@ def export_quantized(args: argparse.Namespace, cfg, model, size) -> int:
 def export_openvino_ir(args: argparse.Namespace, model, size, calibration, held_out,
                        cpu) -> int:
     from mmrepvgg.deploy.openvino_runtime import export_openvino, openvino_logits
-    xml_path = export_openvino(model, args.output, (1, image_channels(model), *size),
-                               calibration, args.force, args.calib_method, args.opset)
+    report = export_openvino(model, args.output, (1, image_channels(model), *size),
+                             calibration, args.force, args.calib_method, args.opset,
+                             args.keep_fp32, args.max_drop, held_out)
+    xml_path = report.path
     precision = ('FP32' if calibration is None else
                  f'INT8 (NNCF, {args.calib_method} calibration on '
                  f'{sum(len(batch) for batch in calibration)} training images)')
     print(f'exported {xml_path} and its .bin (OpenVINO IR, {precision}, input (N, '
           f'{image_channels(model)}, {size[0]}, {size[1]}))')
+    print_fp32_convs(report.fp32_nodes)
     print(f'CPU: {cpu.describe()}')
     if held_out:
         agreement = top1_agreement(torch_logits(to_deploy_copy(model)[0]),
