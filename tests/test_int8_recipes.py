@@ -137,6 +137,9 @@ def test_an_unknown_calibration_method_is_refused(small_fp32, tmp_path):
 @pytest.mark.parametrize('options, message', [
     (['--keep-fp32', '2'], 'add --quantize int8'),
     (['--calib-method', 'entropy'], 'add --quantize int8'),
+    (['--int8-weights', '7'], 'add --quantize int8'),
+    (['--quantize', 'int8', '--backend', 'openvino', '--int8-weights', '7'],
+     'drop it for --backend openvino'),
     (['--quantize', 'int8', '--keep-fp32', '2', '--max-drop', '0.5'], 'pass one'),
     (['--quantize', 'int8', '--keep-fp32', '-1'], 'must not be negative'),
     (['--quantize', 'int8', '--backend', 'openvino', '--calib-method', 'entropy'],
