@@ -101,7 +101,9 @@ class FakeQuantizedConvBN(_ObservedInput):
         bias = torch.zeros(channels) if conv.bias is None else conv.bias.detach().clone()
         conv.register_parameter('bias', None)
         self.conv = conv
-        self.bn = nn.BatchNorm2d(channels).to(conv.weight)
+        # momentum None: fine-tuning leaves the running statistics at the average of all
+        # its batch statistics, not at an EMA led by the last few (noisy) batches.
+        self.bn = nn.BatchNorm2d(channels, momentum=None).to(conv.weight)
         with torch.no_grad():
             self.bn.bias.copy_(bias)  # beta = b until calibration adds the mean
         self.fake_quant = True
@@ -216,8 +218,9 @@ def finetune_qat(model: nn.Module, batches: Iterable[tuple], epochs: int,
     """Fine-tune a :func:`prepare_qat` model with SGD (momentum 0.9, no weight decay) and
     cross-entropy on ``(images, labels)`` batches (NumPy, preprocessed: images
     ``(N, C, H, W)`` float32, labels ``(N,)``), ``epochs`` passes; returns the mean loss
-    of each epoch. The re-inserted BNs train on batch statistics (updating their running
-    statistics); everything else stays in eval mode. The model is left in eval mode."""
+    of each epoch. The re-inserted BNs normalize by batch statistics and end with running
+    statistics averaged over all batches; everything else stays in eval mode. The model
+    is left in eval mode."""
     batches = list(batches)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
                                 lr=learning_rate, momentum=0.9)
