@@ -166,7 +166,8 @@ class Measurement:
                               self.args.qat_lr)
         qat_path = self.path('int8_qat')
         export_int8(strip_qat(model), qat_path, self.calibration, overwrite=True)
-        self.add('onnxruntime', f'qat {self.args.qat_epochs} epochs + ptq minmax',
+        self.add('onnxruntime', f'qat (BN re-inserted) {self.args.qat_epochs} epochs lr '
+                 f'{self.args.qat_lr:g} + ptq minmax',
                  qat_path, onnx_logits(qat_path, num_threads=1),
                  runner_top1(self.config, qat_path, self.args.work_dir),
                  qat_losses=losses)
@@ -269,7 +270,8 @@ def main(argv=None) -> int:
                         help='mixed precision bound, points (default: 0.3)')
     parser.add_argument('--qat-epochs', type=int, default=2,
                         help='QAT fine-tuning epochs (default: 2; 0 skips QAT)')
-    parser.add_argument('--qat-lr', type=float, default=1e-3)
+    parser.add_argument('--qat-lr', type=float, default=1e-4,
+                        help='QAT SGD learning rate (default: 1e-4)')
     parser.add_argument('--no-openvino', action='store_true', help='skip the OpenVINO rows')
     parser.add_argument('--work-dir', default='work_dirs/int8_accuracy')
     parser.add_argument('--json', help='write the figures to this new JSON file')
