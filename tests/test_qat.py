@@ -197,6 +197,25 @@ def test_finetuning_trains_the_bns_folds_back_exactly_and_exports_real_int8(tmp_
         stripped.numpy() - int8(held_out.numpy())).max() / 2
 
 
+def test_finetuned_running_statistics_average_every_batch():
+    """Not an EMA of the last batches: the plain average of each batch's moments of
+    ``W * x`` (learning rate 0 keeps ``W``; torch's conv and var_mean are the reference)."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    batches = [torch.randn(6, 3, 5, 5) * (index + 1) + index for index in range(3)]
+    model = prepare_qat(nn.Sequential(copy.deepcopy(conv), nn.AdaptiveAvgPool2d(1),
+                                      nn.Flatten()), [batches[0].numpy()])
+    model[0].fake_quant = False
+    finetune_qat(model, [(images.numpy(), np.arange(6) % 4) for images in batches], 1, 0.0)
+    moments = [torch.var_mean(functional.conv2d(images, conv.weight, None, padding=1),
+                              dim=(0, 2, 3)) for images in batches]
+    # torch keeps the unbiased variance of each batch (6 * 5 * 5 values per channel).
+    var = torch.stack([var for var, _ in moments]).mean(0)
+    mean = torch.stack([mean for _, mean in moments]).mean(0)
+    assert torch.allclose(model[0].bn.running_mean, mean, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(model[0].bn.running_var, var, rtol=1e-4)
+
+
 @pytest.mark.parametrize('calibration', [[], [np.zeros((0, 3, 32, 32), np.float32)]])
 def test_no_calibration_images_is_one_line(calibration):
     model, _ = _model_and_data()
