@@ -98,7 +98,7 @@ class FakeQuantizedConvBN(_ObservedInput):
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
         channels = conv.out_channels
-        bias = torch.zeros(channels) if conv.bias is None else conv.bias.detach().clone()
+        bias = conv.weight.new_zeros(channels) if conv.bias is None else conv.bias.detach().clone()
         conv.register_parameter('bias', None)
         self.conv = conv
         # momentum None: fine-tuning leaves the running statistics at the average of all
@@ -137,14 +137,15 @@ class FakeQuantizedConvBN(_ObservedInput):
         """``images``: ``(N, C_in, H, W)`` -> ``(N, C_out, H', W')``."""
         if self.observing:  # the deploy conv, measured
             self.observe(images)
-            outputs = self.conv(images).detach()
-            exact = outputs.double()
-            self._count += exact[:, 0].numel()
-            self._sums += torch.stack([exact.sum(dim=(0, 2, 3)),
-                                       exact.square().sum(dim=(0, 2, 3))])
+            deploy_bias = self.bn.bias.detach()
             # The deploy conv itself (one conv with its bias), so that later convs
             # observe the very inputs the deploy model gives them.
-            return self.conv._conv_forward(images, self.conv.weight, self.bn.bias.detach())
+            outputs = self.conv._conv_forward(images, self.conv.weight, deploy_bias)
+            pre_bias = outputs.detach().double() - deploy_bias.double()[:, None, None]
+            self._count += pre_bias[:, 0].numel()
+            self._sums += torch.stack([pre_bias.sum(dim=(0, 2, 3)),
+                                       pre_bias.square().sum(dim=(0, 2, 3))])
+            return outputs
         if self.fake_quant:
             images = self.quantize_input(images)
         kernel, bias = self.folded_kernel_bias()
