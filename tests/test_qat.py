@@ -206,7 +206,8 @@ def test_finetuned_running_statistics_average_every_batch():
     model = prepare_qat(nn.Sequential(copy.deepcopy(conv), nn.AdaptiveAvgPool2d(1),
                                       nn.Flatten()), [batches[0].numpy()])
     model[0].fake_quant = False
-    finetune_qat(model, [(images.numpy(), np.arange(6) % 4) for images in batches], 1, 0.0)
+    finetune_qat(model, [(images.numpy(), np.arange(6) % 4) for images in batches], 1, 0.0,
+                 frozen_bn_epochs=0)
     moments = [torch.var_mean(functional.conv2d(images, conv.weight, None, padding=1),
                               dim=(0, 2, 3)) for images in batches]
     # torch keeps the unbiased variance of each batch (6 * 5 * 5 values per channel).
@@ -214,6 +215,24 @@ def test_finetuned_running_statistics_average_every_batch():
     mean = torch.stack([mean for _, mean in moments]).mean(0)
     assert torch.allclose(model[0].bn.running_mean, mean, rtol=1e-4, atol=1e-5)
     assert torch.allclose(model[0].bn.running_var, var, rtol=1e-4)
+
+
+def test_frozen_bn_epochs_keep_the_statistics_and_train_the_folded_convs():
+    model, calibration = _model_and_data()
+    images = np.concatenate(calibration)
+    qat_model = prepare_qat(copy.deepcopy(model), calibration)
+    started = copy.deepcopy(qat_model)
+    finetune_qat(qat_model, [(images, np.arange(len(images)) % 4)], epochs=2,
+                 learning_rate=1e-4, frozen_bn_epochs=2)
+    for name, wrapper in _wrappers(qat_model).items():
+        before = _wrappers(started)[name]
+        assert torch.equal(wrapper.bn.running_var, before.bn.running_var)
+        assert not torch.equal(wrapper.conv.weight, before.conv.weight)
+    wrapper, held_out = _one_wrapper()
+    with torch.no_grad():
+        evaluated = wrapper.eval()(held_out)
+        wrapper.train().bn.eval()  # what a frozen epoch runs
+        assert _close(wrapper(held_out), evaluated)
 
 
 @pytest.mark.parametrize('calibration', [[], [np.zeros((0, 3, 32, 32), np.float32)]])

@@ -8,7 +8,8 @@ and a BatchNorm initialised to be the identity on it: ``running_mean`` and
 ``running_var`` are the per-channel mean and variance of ``W * x`` on the calibration
 images, ``gamma = sqrt(running_var + eps)`` and ``beta = running_mean + b``, so the
 eval-mode BN gives back ``W * x + b``. :func:`finetune_qat` trains with the BNs on batch
-statistics; :func:`strip_qat` folds them back into plain deploy convs.
+statistics, then (last epoch by default) on frozen running statistics;
+:func:`strip_qat` folds them back into plain deploy convs.
 
 What is fake-quantized is what the INT8 file will hold: the BN-folded kernel
 ``W * gamma / sqrt(running_var + eps)`` (per-output-channel symmetric int8, scale
@@ -215,23 +216,30 @@ def prepare_qat(model: nn.Module, calibration: Sequence[np.ndarray]) -> nn.Modul
 
 
 def finetune_qat(model: nn.Module, batches: Iterable[tuple], epochs: int,
-                 learning_rate: float = 1e-4) -> List[float]:
+                 learning_rate: float = 1e-4, frozen_bn_epochs: int = 1) -> List[float]:
     """Fine-tune a :func:`prepare_qat` model with SGD (momentum 0.9, no weight decay) and
     cross-entropy on ``(images, labels)`` batches (NumPy, preprocessed: images
     ``(N, C, H, W)`` float32, labels ``(N,)``), ``epochs`` passes; returns the mean loss
-    of each epoch. The re-inserted BNs normalize by batch statistics and end with running
-    statistics averaged over all batches; everything else stays in eval mode. The model
-    is left in eval mode."""
+    of each epoch. Everything but the re-inserted BNs stays in eval mode, and the model
+    is left in eval mode.
+
+    The BNs normalize by batch statistics, and end with running statistics averaged over
+    those batches, except in the last ``frozen_bn_epochs`` epochs: there they keep their
+    running statistics (torch's ``freeze_bn_stats``), so that training sees exactly the
+    folded convs the INT8 file will hold and adapts to those statistics.
+    """
     batches = list(batches)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
                                 lr=learning_rate, momentum=0.9)
     wrappers = [module for module in model.modules()
                 if isinstance(module, FakeQuantizedConvBN)]
     losses = []
-    for _ in range(epochs):
+    for epoch in range(epochs):
         model.eval()
         for wrapper in wrappers:
             wrapper.train()
+            if epoch >= epochs - frozen_bn_epochs:
+                wrapper.bn.eval()
         total = 0.0
         for images, labels in batches:
             logits = model(torch.from_numpy(images))
