@@ -269,7 +269,8 @@ def main(argv=None) -> int:
     parser.add_argument('--max-drop', type=float, default=0.3,
                         help='mixed precision bound, points (default: 0.3)')
     parser.add_argument('--qat-epochs', type=int, default=2,
-                        help='QAT fine-tuning epochs (default: 2; 0 skips QAT)')
+                        help='QAT fine-tuning epochs, the last one on frozen BN '
+                        'statistics (default: 2; 0 skips QAT)')
     parser.add_argument('--qat-lr', type=float, default=1e-4,
                         help='QAT SGD learning rate (default: 1e-4)')
     parser.add_argument('--no-openvino', action='store_true', help='skip the OpenVINO rows')
