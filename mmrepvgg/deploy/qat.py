@@ -216,7 +216,7 @@ def prepare_qat(model: nn.Module, calibration: Sequence[np.ndarray]) -> nn.Modul
 
 
 def finetune_qat(model: nn.Module, batches: Iterable[tuple], epochs: int,
-                 learning_rate: float = 1e-4, frozen_bn_epochs: int = 1) -> List[float]:
+                 learning_rate: float = 1e-5, frozen_bn_epochs: int = 1) -> List[float]:
     """Fine-tune a :func:`prepare_qat` model with SGD (momentum 0.9, no weight decay) and
     cross-entropy on ``(images, labels)`` batches (NumPy, preprocessed: images
     ``(N, C, H, W)`` float32, labels ``(N,)``), ``epochs`` passes; returns the mean loss

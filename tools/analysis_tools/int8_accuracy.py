@@ -268,11 +268,11 @@ def main(argv=None) -> int:
     parser.add_argument('--calib-images', type=int, default=256)
     parser.add_argument('--max-drop', type=float, default=0.3,
                         help='mixed precision bound, points (default: 0.3)')
-    parser.add_argument('--qat-epochs', type=int, default=2,
+    parser.add_argument('--qat-epochs', type=int, default=1,
                         help='QAT fine-tuning epochs, the last one on frozen BN '
-                        'statistics (default: 2; 0 skips QAT)')
-    parser.add_argument('--qat-lr', type=float, default=1e-4,
-                        help='QAT SGD learning rate (default: 1e-4)')
+                        'statistics (default: 1; 0 skips QAT)')
+    parser.add_argument('--qat-lr', type=float, default=1e-5,
+                        help='QAT SGD learning rate (default: 1e-5)')
     parser.add_argument('--no-openvino', action='store_true', help='skip the OpenVINO rows')
     parser.add_argument('--work-dir', default='work_dirs/int8_accuracy')
     parser.add_argument('--json', help='write the figures to this new JSON file')
