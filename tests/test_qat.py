@@ -249,3 +249,16 @@ def test_a_model_without_conv_is_one_line():
         with pytest.raises(ValueError, match='Sequential has no Conv2d') as raised:
             prepare(model, [np.zeros((2, 3, 2, 2), np.float32)])
         assert '\n' not in str(raised.value)
+
+
+def test_a_model_prepared_twice_is_one_line():
+    """Wrapping the wrappers' own convs again would quantize twice and miscount."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3))
+    calibration = [np.ones((2, 3, 5, 5), np.float32)]
+    prepare_qat(model, calibration)
+    for prepare in (prepare_qat, fake_quantize):
+        with pytest.raises(ValueError, match='already fake-quantized') as raised:
+            prepare(model, calibration)
+        assert '\n' not in str(raised.value)
+    assert isinstance(strip_qat(model)[0], nn.Conv2d)
+    fake_quantize(model, calibration)  # a stripped model is a deploy model again

@@ -172,6 +172,9 @@ def _wrap_and_calibrate(model: nn.Module, calibration: Sequence[np.ndarray],
     if not calibration or not sum(len(batch) for batch in calibration):
         raise ValueError('no calibration images: the INT8 input ranges come from '
                          'preprocessed training images; pass at least one batch')
+    if any(isinstance(module, _ObservedInput) for module in model.modules()):
+        raise ValueError(f'{type(model).__name__} is already fake-quantized; start from '
+                         'the checkpoint\'s model (or strip_qat it first)')
     reparameterize_blocks(model)
     slots = _conv_slots(model)
     if not slots:
@@ -194,7 +197,7 @@ def fake_quantize(model: nn.Module, calibration: Sequence[np.ndarray]) -> nn.Mod
     ``(N, C, H, W)`` float32 (preprocessed). Returns ``model``.
 
     Raises:
-        ValueError: no calibration images or no conv.
+        ValueError: no calibration images, no conv, or a model already prepared.
     """
     for wrapper in _wrap_and_calibrate(model, calibration, FakeQuantizedConv):
         wrapper.observing = False
@@ -208,7 +211,7 @@ def prepare_qat(model: nn.Module, calibration: Sequence[np.ndarray]) -> nn.Modul
     off, the result computes what the deploy model did. Returns ``model``.
 
     Raises:
-        ValueError: no calibration images or no conv.
+        ValueError: no calibration images, no conv, or a model already prepared.
     """
     for wrapper in _wrap_and_calibrate(model, calibration, FakeQuantizedConvBN):
         wrapper.start_from_calibration()
