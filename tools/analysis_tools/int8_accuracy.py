@@ -186,7 +186,8 @@ class Measurement:
                               self.args.qat_lr)
         qat_path = self.path('int8_qat')
         export_int8(strip_qat(model), qat_path, self.calibration, overwrite=True)
-        self.add('onnxruntime', f'qat {self.args.qat_epochs} epochs + ptq minmax',
+        self.add('onnxruntime', f'qat (BN re-inserted) {self.args.qat_epochs} epochs lr '
+                 f'{self.args.qat_lr:g} + ptq minmax',
                  qat_path, onnx_logits(qat_path, num_threads=1),
                  runner_top1(self.config, qat_path, self.args.work_dir),
                  qat_losses=losses)
@@ -298,9 +299,11 @@ def main(argv=None) -> int:
     parser.add_argument('--check-images', type=int, metavar='N',
                         help='training images on which both mixed-precision rows choose '
                         'their FP32 convs (default: the first 4 training batches)')
-    parser.add_argument('--qat-epochs', type=int, default=2,
-                        help='QAT fine-tuning epochs (default: 2; 0 skips QAT)')
-    parser.add_argument('--qat-lr', type=float, default=1e-3)
+    parser.add_argument('--qat-epochs', type=int, default=1,
+                        help='QAT fine-tuning epochs, the last one on frozen BN '
+                        'statistics (default: 1; 0 skips QAT)')
+    parser.add_argument('--qat-lr', type=float, default=1e-5,
+                        help='QAT SGD learning rate (default: 1e-5)')
     parser.add_argument('--no-openvino', action='store_true', help='skip the OpenVINO rows')
     parser.add_argument('--work-dir', default='work_dirs/int8_accuracy')
     parser.add_argument('--json', help='write the figures to this new JSON file')

@@ -19,7 +19,7 @@ from mmrepvgg.deploy.host_cpu import host_cpu
 from mmrepvgg.deploy.kernel_emulation import IntegerConvEmulation
 from mmrepvgg.deploy.onnx_eval import preprocessed_batches
 from mmrepvgg.deploy.onnx_export import to_deploy_copy
-from mmrepvgg.deploy.qat import prepare_qat
+from mmrepvgg.deploy.qat import fake_quantize
 from mmrepvgg.engine import ConfigError, load_repvgg_config
 from mmrepvgg.model_zoo import checkpoint_file
 
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
         print(f'error: {error}', file=sys.stderr)
         return 1
     deploy_model = to_deploy_copy(model)[0]
-    quantized = prepare_qat(copy.deepcopy(deploy_model), calibration)
+    quantized = fake_quantize(copy.deepcopy(deploy_model), calibration)
     rows = {'FP32': top1(deploy_model, test_batches)}
     for label, saturate in (('INT8 exact (VNNI / u8u8)', False),
                             ('INT8 u8s8 int16-saturated pairs (AVX2, no VNNI)', True)):
