@@ -54,3 +54,36 @@ def test_emulation_replaces_every_wrapper_while_active_only():
     assert len(emulation.saturated_share) == 1
     assert torch.equal(after, fake)
     assert (emulated - fake).abs().max() < 1e-4 * fake.abs().max()
+
+
+def test_seven_bit_weights_cannot_saturate_a_pair():
+    """The same worst case with weights within +-64: each pair is 2 * 255 * 64 = 32640,
+    inside int16, so saturated and exact sums are equal."""
+    conv = nn.Conv2d(4, 1, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+    images = torch.ones(1, 4, 1, 1)
+    wrapper = _calibrated(conv, images)
+    exact, _ = integer_conv(wrapper, images, saturate_pairs=False, weight_max=64)
+    saturated, share = integer_conv(wrapper, images, saturate_pairs=True, weight_max=64)
+    assert torch.allclose(exact, torch.tensor(4 * 255 * 64 / (255 * 64)))
+    assert torch.equal(saturated, exact) and share == 0.0
+
+
+def test_seven_bit_emulation_is_torchs_fake_quantization_at_64_levels():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 5, 3, padding=1)
+    images = torch.randn(2, 6, 8, 8)
+    wrapper = _calibrated(conv, images)
+    input_scale = float(wrapper.input_max - wrapper.input_min) / 255
+    zero_point = int(round(float(-wrapper.input_min) / input_scale))
+    weight_scale = conv.weight.detach().abs().amax(dim=(1, 2, 3)) / 64
+    with torch.no_grad():
+        expected = nn.functional.conv2d(
+            torch.fake_quantize_per_tensor_affine(images, input_scale, zero_point, 0, 255),
+            torch.fake_quantize_per_channel_affine(
+                conv.weight, weight_scale, torch.zeros(5, dtype=torch.int32), 0, -64, 64),
+            conv.bias, padding=1)
+        actual, share = integer_conv(wrapper, images, saturate_pairs=True, weight_max=64)
+    assert share == 0.0
+    assert (actual - expected).abs().max() < 1e-4 * expected.abs().max()

@@ -19,29 +19,32 @@ from .qat import FakeQuantizedConv
 INT16_MIN, INT16_MAX = -32768, 32767
 
 
-def quantization_parameters(wrapper: FakeQuantizedConv) -> Tuple[float, int, Tensor]:
+def quantization_parameters(wrapper: FakeQuantizedConv, weight_max: int = 127
+                            ) -> Tuple[float, int, Tensor]:
     """``(input scale, input zero point, weight scales (C_out, ))`` of a calibrated
-    :class:`.qat.FakeQuantizedConv`, as its forward pass uses them."""
+    :class:`.qat.FakeQuantizedConv`, as its forward pass uses them (``weight_max`` 127),
+    or with weights of a narrower symmetric range (64: 7-bit weights)."""
     input_scale = float(torch.clamp(wrapper.input_max - wrapper.input_min, min=1e-8)) / 255
     zero_point = int(round(float(-wrapper.input_min) / input_scale))
     weight = wrapper.conv.weight.detach()
-    weight_scale = torch.clamp(weight.abs().amax(dim=(1, 2, 3)), min=1e-8) / 127
+    weight_scale = torch.clamp(weight.abs().amax(dim=(1, 2, 3)), min=1e-8) / weight_max
     return input_scale, zero_point, weight_scale
 
 
-def integer_conv(wrapper: FakeQuantizedConv, images: Tensor, saturate_pairs: bool
-                 ) -> Tuple[Tensor, float]:
+def integer_conv(wrapper: FakeQuantizedConv, images: Tensor, saturate_pairs: bool,
+                 weight_max: int = 127) -> Tuple[Tensor, float]:
     """The conv of ``wrapper`` on ``images`` ``(N, C_in, H, W)`` in integer arithmetic:
-    uint8 inputs, int8 weights, int32 sums, optionally with every pair of products
-    saturated to int16; returns the dequantized output ``(N, C_out, H', W')`` and the
-    share of pairs that saturated (0 without ``saturate_pairs``)."""
+    uint8 inputs, int8 weights within ``+-weight_max`` (64: 7 bits), int32 sums,
+    optionally with every pair of products saturated to int16; returns the dequantized
+    output ``(N, C_out, H', W')`` and the share of pairs that saturated (0 without
+    ``saturate_pairs``)."""
     conv = wrapper.conv
     if conv.groups != 1:
         raise ValueError('the emulation covers dense convs (groups=1) only')
-    input_scale, zero_point, weight_scale = quantization_parameters(wrapper)
+    input_scale, zero_point, weight_scale = quantization_parameters(wrapper, weight_max)
     quantized = torch.clamp(torch.round(images / input_scale) + zero_point, 0, 255)
     weight = torch.clamp(torch.round(conv.weight.detach() / weight_scale[:, None, None, None]),
-                         -127, 127)
+                         -weight_max, weight_max)
     # Padding holds the zero point (real 0): unfold pads with 0, so shift around it.
     columns = nn.functional.unfold(quantized - zero_point, conv.kernel_size, conv.dilation,
                                    conv.padding, conv.stride) + zero_point
@@ -75,12 +78,13 @@ def integer_conv(wrapper: FakeQuantizedConv, images: Tensor, saturate_pairs: boo
 class IntegerConvEmulation:
     """While active (a context manager), every :class:`.qat.FakeQuantizedConv` of
     ``model`` computes by :func:`integer_conv`; ``saturated_share`` collects the share
-    of saturated pairs per conv call."""
+    of saturated pairs per conv call; ``weight_max`` as for :func:`integer_conv`."""
 
-    def __init__(self, model: nn.Module, saturate_pairs: bool):
+    def __init__(self, model: nn.Module, saturate_pairs: bool, weight_max: int = 127):
         self.wrappers = [module for module in model.modules()
                          if isinstance(module, FakeQuantizedConv)]
         self.saturate_pairs = saturate_pairs
+        self.weight_max = weight_max
         self.saturated_share = []
 
     def __enter__(self):
@@ -90,7 +94,8 @@ class IntegerConvEmulation:
 
     def _forward(self, wrapper):
         def forward(images: Tensor) -> Tensor:
-            output, share = integer_conv(wrapper, images, self.saturate_pairs)
+            output, share = integer_conv(wrapper, images, self.saturate_pairs,
+                                         self.weight_max)
             self.saturated_share.append(share)
             return output
         return forward

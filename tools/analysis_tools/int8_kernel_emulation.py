@@ -1,7 +1,8 @@
 """How much INT8 top-1 the non-VNNI x86 kernels' int16 saturation costs a checkpoint,
 measured on any CPU: FP32, INT8 in exact integer arithmetic (what VNNI, ONNX Runtime's
 u8u8 path and OpenVINO compute) and INT8 with every pair of u8 x s8 products saturated
-to int16 (ONNX Runtime's u8s8 kernels on AVX2 without VNNI), on the config's test set.
+to int16 (ONNX Runtime's u8s8 kernels on AVX2 without VNNI), for 8-bit weights and for
+the 7-bit weights such a CPU gets (which cannot saturate), on the config's test set.
 
     python tools/analysis_tools/int8_kernel_emulation.py configs/digits/repvgg-A0_digits.py \
         work_dirs/a0/epoch_6.pth --calib-images 256
@@ -15,7 +16,7 @@ import torch
 
 from mmrepvgg.apis.convert import build_train_model, load_repvgg_weights
 from mmrepvgg.checkpoint import CheckpointError
-from mmrepvgg.deploy.host_cpu import host_cpu
+from mmrepvgg.deploy.host_cpu import INT8_WEIGHT_MAX, host_cpu
 from mmrepvgg.deploy.kernel_emulation import IntegerConvEmulation
 from mmrepvgg.deploy.onnx_eval import preprocessed_batches
 from mmrepvgg.deploy.onnx_export import to_deploy_copy
@@ -53,19 +54,24 @@ def main(argv=None) -> int:
     deploy_model = to_deploy_copy(model)[0]
     quantized = fake_quantize(copy.deepcopy(deploy_model), calibration)
     rows = {'FP32': top1(deploy_model, test_batches)}
-    for label, saturate in (('INT8 exact (VNNI / u8u8)', False),
-                            ('INT8 u8s8 int16-saturated pairs (AVX2, no VNNI)', True)):
-        with IntegerConvEmulation(quantized, saturate) as emulation:
+    shares = {}
+    for label, saturate, weight_max in (
+            ('INT8 exact (VNNI / u8u8)', False, INT8_WEIGHT_MAX[8]),
+            ('INT8 u8s8 int16-saturated pairs (AVX2, no VNNI)', True, INT8_WEIGHT_MAX[8]),
+            ('INT8 7-bit weights, u8s8 int16-saturated pairs (AVX2 default)', True,
+             INT8_WEIGHT_MAX[7])):
+        with IntegerConvEmulation(quantized, saturate, weight_max) as emulation:
             rows[label] = top1(quantized, test_batches)
         if saturate:
-            shares = np.array(emulation.saturated_share)
+            shares[label] = np.array(emulation.saturated_share)
     print(f'CPU (emulating, not running, the non-VNNI kernels): {host_cpu().describe()}')
     print(f'{args.checkpoint} on {sum(len(b[1]) for b in test_batches)} test images, '
           f'calibrated on {sum(len(b) for b in calibration)} training images:')
     for label, value in rows.items():
         print(f'  {label}: top-1 {value:.2f} % ({value - rows["FP32"]:+.2f} points)')
-    print(f'  saturated pairs: {100 * shares.mean():.4f} % on average, '
-          f'{100 * shares.max():.4f} % in the worst conv call')
+    for label, share in shares.items():
+        print(f'  saturated pairs, {label}: {100 * share.mean():.4f} % on average, '
+              f'{100 * share.max():.4f} % in the worst conv call')
     return 0
 
 
