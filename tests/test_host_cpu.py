@@ -51,7 +51,8 @@ def test_cpuinfo_gives_the_model_name_and_the_isa_that_matters():
 def test_a_onednn_isa_cap_is_named_beside_the_figures(monkeypatch):
     monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'AVX2')
     cpu = host_cpu(threads=1, cpuinfo_text=VNNI_CPUINFO, architecture='x86_64')
-    assert cpu.describe().endswith('1 thread; OpenVINO capped to AVX2 by ONEDNN_MAX_CPU_ISA)')
+    assert cpu.describe().endswith(
+        '1 thread; oneDNN (OpenVINO, PyTorch) capped to AVX2 by ONEDNN_MAX_CPU_ISA)')
     assert cpu.as_dict()['onednn_isa_cap'] == 'AVX2'
     monkeypatch.delenv('ONEDNN_MAX_CPU_ISA')
     assert host_cpu(cpuinfo_text=VNNI_CPUINFO).as_dict()['onednn_isa_cap'] is None

@@ -21,9 +21,9 @@ ISA_FLAGS = {'avx2': 'AVX2', 'avx512f': 'AVX-512', 'avx512_vnni': 'AVX512-VNNI',
              'avx_vnni': 'AVX-VNNI', 'amx_int8': 'AMX-INT8'}
 VNNI_FLAGS = frozenset({'avx512_vnni', 'avx_vnni'})
 X86_ARCHITECTURES = ('x86_64', 'amd64', 'i386', 'i686')
-# oneDNN's cap on the instruction sets it uses (OpenVINO's CPU plugin obeys it; ONNX
-# Runtime's kernels do not): with ONEDNN_MAX_CPU_ISA=AVX2 a VNNI CPU runs OpenVINO as an
-# AVX2-only one would.
+# oneDNN's cap on the instruction sets it uses (OpenVINO's CPU plugin and PyTorch's convs
+# obey it; ONNX Runtime's kernels do not): with ONEDNN_MAX_CPU_ISA=AVX2 a VNNI CPU runs
+# those as an AVX2-only one would.
 ONEDNN_ISA_CAP_VARIABLE = 'ONEDNN_MAX_CPU_ISA'
 
 # The ONNX Runtime session entry that makes x64 INT8 kernels multiply u8 x u8 (exact in
@@ -80,8 +80,8 @@ class HostCpu(NamedTuple):
         threads = ('default threads' if self.threads is None else
                    f'{self.threads} thread{"s" if self.threads != 1 else ""}')
         isa = ', '.join(self.isa) or 'no AVX2 or VNNI'
-        cap = (f'; OpenVINO capped to {self.onednn_isa_cap} by {ONEDNN_ISA_CAP_VARIABLE}'
-               if self.onednn_isa_cap else '')
+        cap = (f'; oneDNN (OpenVINO, PyTorch) capped to {self.onednn_isa_cap} by '
+               f'{ONEDNN_ISA_CAP_VARIABLE}' if self.onednn_isa_cap else '')
         return (f'{self.model_name} ({self.architecture}; {isa}; {self.logical_cpus} '
                 f'logical CPUs; {threads}{cap})')
 

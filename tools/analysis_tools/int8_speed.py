@@ -5,7 +5,7 @@ CPU, threads and load.
 
     python tools/analysis_tools/int8_speed.py --arch A0 --shape 224 224 --batch-size 16 \
         --threads 1
-    ONEDNN_MAX_CPU_ISA=AVX2 python tools/analysis_tools/int8_speed.py   # OpenVINO as on AVX2
+    ONEDNN_MAX_CPU_ISA=AVX2 python tools/analysis_tools/int8_speed.py   # oneDNN as on AVX2
 """
 import argparse
 import os
