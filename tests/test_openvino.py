@@ -124,14 +124,19 @@ def test_prepare_for_inference_openvino_int8_is_close_to_pytorch_but_quantized()
 # by its weights, compared with PyTorch's deploy-form convs (not by the name mapping under
 # test).
 
+SMALL_ARCH = dict(num_blocks=(1, 2, 2, 1), width_factor=(0.5, 0.5, 0.5, 1))
+
+
 @pytest.fixture(scope='module')
 def small_onnx(tmp_path_factory):
-    """A random A0 (10 classes, 32x32) as an FP32 ONNX file, its deploy-form conv weights
-    in graph order, calibration batches and labelled held-out batches (labels: PyTorch
-    FP32's classes). Exported before any OpenVINO run (see docs/int8.md)."""
+    """A random small RepVGG (stages of 1, 2, 2, 1 blocks: 7 convs with the stem; 10
+    classes, 32x32) as an FP32 ONNX file, its deploy-form conv weights in graph order,
+    calibration batches and labelled held-out batches (labels: PyTorch FP32's classes).
+    Exported before any OpenVINO run (see docs/int8.md)."""
     from mmrepvgg.deploy.onnx_export import export_onnx
     torch.manual_seed(0)
-    model = randomize_batch_norms_(build_model(repvgg_classifier_cfg('A0', num_classes=10)))
+    model = randomize_batch_norms_(build_model(repvgg_classifier_cfg(
+        SMALL_ARCH, num_classes=10)))
     path = str(tmp_path_factory.mktemp('ov_mixed') / 'fp32.onnx')
     export_onnx(model, path, (1, 3, 32, 32), dynamic_batch=True)
     deploy_model = to_deploy_copy(model)[0]
@@ -175,12 +180,12 @@ def test_convs_kept_fp32_are_exactly_the_ones_named(small_onnx):
     from mmrepvgg.deploy.quantization import conv_nodes
     path, _, conv_weights, calibration, _ = small_onnx
     names = conv_nodes(path)
-    assert len(names) == len(conv_weights) == 22
+    assert len(names) == len(conv_weights) == 1 + sum(SMALL_ARCH['num_blocks'])
     assert _fp32_convs(quantize_ir(path, calibration)) == []
     assert _positions(_fp32_convs(quantize_ir(path, calibration, fp32_nodes=names[5:6])),
                       conv_weights) == [5]
     every = quantize_ir(path, calibration, fp32_nodes=names)
-    assert sorted(_positions(_fp32_convs(every), conv_weights)) == list(range(22))
+    assert sorted(_positions(_fp32_convs(every), conv_weights)) == list(range(len(names)))
     feeding_convs = [op for op in every.get_ops() if op.get_type_name() == 'FakeQuantize'
                      and any(target.get_node().get_type_name() == 'Convolution'
                              for target in op.output(0).get_target_inputs())]
@@ -196,7 +201,6 @@ def test_a_name_that_is_no_onnx_conv_is_refused_not_ignored(small_onnx, name):
         quantize_ir(path, calibration, fp32_nodes=[name])
 
 
-@pytest.mark.slow  # ranks 22 convs (one quantization each)
 def test_keep_fp32_keeps_the_most_sensitive_convs_in_the_saved_ir(small_onnx, tmp_path):
     from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
     from mmrepvgg.deploy.quantization import conv_nodes, layer_sensitivity
@@ -210,7 +214,6 @@ def test_keep_fp32_keeps_the_most_sensitive_convs_in_the_saved_ir(small_onnx, tm
     assert sorted(_positions(_fp32_convs(saved), conv_weights)) == sorted(positions)
 
 
-@pytest.mark.slow  # ranks 22 convs (one quantization each)
 def test_max_drop_keeps_convs_fp32_until_top1_is_within_the_bound(small_onnx, tmp_path):
     from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
     path, _, _, calibration, held_out = small_onnx
