@@ -14,9 +14,10 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
-from .qat import FakeQuantizedConv
+from .host_cpu import INT16_MAX
+from .qat import FakeQuantizedConv, kernel_scale
 
-INT16_MIN, INT16_MAX = -32768, 32767
+INT16_MIN = -INT16_MAX - 1
 
 
 def quantization_parameters(wrapper: FakeQuantizedConv, weight_max: int = 127
@@ -24,11 +25,8 @@ def quantization_parameters(wrapper: FakeQuantizedConv, weight_max: int = 127
     """``(input scale, input zero point, weight scales (C_out, ))`` of a calibrated
     :class:`.qat.FakeQuantizedConv`, as its forward pass uses them (``weight_max`` 127),
     or with weights of a narrower symmetric range (64: 7-bit weights)."""
-    input_scale = float(torch.clamp(wrapper.input_max - wrapper.input_min, min=1e-8)) / 255
-    zero_point = int(round(float(-wrapper.input_min) / input_scale))
-    weight = wrapper.conv.weight.detach()
-    weight_scale = torch.clamp(weight.abs().amax(dim=(1, 2, 3)), min=1e-8) / weight_max
-    return input_scale, zero_point, weight_scale
+    input_scale, zero_point = wrapper.input_quantization()
+    return input_scale, zero_point, kernel_scale(wrapper.conv.weight, weight_max)
 
 
 def integer_conv(wrapper: FakeQuantizedConv, images: Tensor, saturate_pairs: bool,

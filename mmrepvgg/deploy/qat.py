@@ -33,10 +33,17 @@ from ..models import reparameterize_blocks
 from ..reparam import BatchNormStats, KernelBias, fuse_conv_bn
 
 
+def kernel_scale(kernel: Tensor, weight_max: int = 127) -> Tensor:
+    """The per-output-channel scales ``(C_out,)`` of symmetric integer weights within
+    ``+-weight_max`` (127: int8; 64: 7 bits): ``max |w| / weight_max`` per channel of
+    ``kernel`` ``(C_out, C_in // groups, k, k)``."""
+    return torch.clamp(kernel.detach().abs().amax(dim=(1, 2, 3)), min=1e-8) / weight_max
+
+
 def fake_quantize_kernel(kernel: Tensor) -> Tensor:
     """``kernel`` ``(C_out, C_in // groups, k, k)`` rounded to symmetric int8 per output
-    channel (scale ``max |w| / 127``) and back, with a straight-through gradient."""
-    scale = torch.clamp(kernel.detach().abs().amax(dim=(1, 2, 3)), min=1e-8) / 127
+    channel (:func:`kernel_scale`) and back, with a straight-through gradient."""
+    scale = kernel_scale(kernel)
     return torch.fake_quantize_per_channel_affine(
         kernel, scale, torch.zeros_like(scale, dtype=torch.int32), 0, -127, 127)
 
@@ -56,10 +63,14 @@ class _ObservedInput(nn.Module):
         self.input_min = torch.minimum(self.input_min, images.detach().min())
         self.input_max = torch.maximum(self.input_max, images.detach().max())
 
+    def input_quantization(self) -> Tuple[float, int]:
+        """``(scale, zero point)`` of the uint8 levels of the observed range."""
+        input_scale = float(torch.clamp(self.input_max - self.input_min, min=1e-8)) / 255
+        return input_scale, int(round(float(-self.input_min) / input_scale))
+
     def quantize_input(self, images: Tensor) -> Tensor:
         """``images`` ``(N, C_in, H, W)`` rounded to the observed range's uint8 levels."""
-        input_scale = float(torch.clamp(self.input_max - self.input_min, min=1e-8)) / 255
-        zero_point = int(round(float(-self.input_min) / input_scale))
+        input_scale, zero_point = self.input_quantization()
         return torch.fake_quantize_per_tensor_affine(images, input_scale, zero_point,
                                                      0, 255)
 
