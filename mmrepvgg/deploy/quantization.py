@@ -32,7 +32,7 @@ from torch import nn
 
 from ..checkpoint import atomic_output
 from ..utils import require
-from .host_cpu import host_cpu, int8_weight_choice
+from .host_cpu import Int8WeightChoice, host_cpu, int8_weight_choice
 from .onnx_export import DEFAULT_OPSET, export_onnx, onnxruntime_session
 
 onnx = require('onnx', 'onnx')
@@ -362,7 +362,7 @@ class Int8Report(NamedTuple):
         fp32_nodes: convs kept FP32 (mixed precision), most sensitive first.
         fp32_max_relative_error: the FP32 export's error against PyTorch (see
             :func:`.onnx_export.export_onnx`).
-        weight_bits: 8, or 7 (see :func:`.host_cpu.int8_weight_choice`).
+        weights: the weight width and why (:func:`.host_cpu.int8_weight_choice`).
         agreement: INT8 against FP32 on the held-out images (None without any).
     """
     path: str
@@ -370,7 +370,7 @@ class Int8Report(NamedTuple):
     method: str
     fp32_nodes: List[str]
     fp32_max_relative_error: float
-    weight_bits: int
+    weights: Int8WeightChoice
     agreement: Optional[Agreement]
 
 
@@ -408,7 +408,7 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
     if os.path.exists(int8_path) and not overwrite:
         raise FileExistsError(f'{os.path.abspath(int8_path)} exists; pass --force '
                               '(overwrite=True) to replace it')
-    bits = int8_weight_choice(host_cpu(), weight_bits).bits
+    weights = int8_weight_choice(host_cpu(), weight_bits)
     mixed = check_mixed_precision(keep_fp32, max_drop_points, held_out)
     check_calibration(method, CALIBRATION_METHODS, calibration, 'ONNX Runtime')
     held_out = None if held_out is None else list(held_out)
@@ -424,12 +424,12 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
             if max_drop_points is not None:
                 fp32_nodes, _ = mixed_precision_nodes(fp32.path, calibration, held_out,
                                                       sensitivity, max_drop_points, method,
-                                                      bits)
+                                                      weights.bits)
             else:
                 fp32_nodes, _ = fp32_convs(sensitivity, keep_fp32)
         quantize_int8(fp32.path, int8_path, calibration, overwrite, progress, method,
-                      fp32_nodes, weight_bits=bits)
+                      fp32_nodes, weight_bits=weights.bits)
         agreement = (None if held_out is None else top1_agreement(
             onnx_logits(fp32.path), onnx_logits(int8_path, int8_kernels), held_out))
     return Int8Report(os.path.abspath(int8_path), sum(len(batch) for batch in calibration),
-                      method, fp32_nodes, fp32.max_relative_error, bits, agreement)
+                      method, fp32_nodes, fp32.max_relative_error, weights, agreement)

@@ -29,7 +29,7 @@ from mmrepvgg.models import image_channels
 
 try:
     from mmrepvgg.deploy.host_cpu import (INT8_KERNELS, INT8_WEIGHT_MAX, host_cpu,
-                                          int8_kernel_choice, int8_weight_choice)
+                                          int8_kernel_choice)
     from mmrepvgg.deploy.onnx_eval import pipeline_image_size, preprocessed_batches
     from mmrepvgg.deploy.onnx_export import (DEFAULT_OPSET, OnnxExportError, export_onnx,
                                              to_deploy_copy, torch_logits)
@@ -174,10 +174,10 @@ def export_quantized(args: argparse.Namespace, cfg, model, size) -> int:
     report = export_int8(model, args.output, calibration, held_out, args.force,
                          print_progress, args.opset, args.calib_method, args.keep_fp32,
                          args.max_drop, args.int8_kernels, args.int8_weights)
-    weights = int8_weight_choice(cpu, args.int8_weights)
-    kernels = int8_kernel_choice(cpu, args.int8_kernels, INT8_WEIGHT_MAX[report.weight_bits])
-    print(f'exported {args.output} (INT8 QDQ, per-channel {report.weight_bits}-bit weights '
-          f'({weights.reason}), {report.method} '
+    kernels = int8_kernel_choice(cpu, args.int8_kernels,
+                                 INT8_WEIGHT_MAX[report.weights.bits])
+    print(f'exported {args.output} (INT8 QDQ, per-channel {report.weights.bits}-bit weights '
+          f'({report.weights.reason}), {report.method} '
           f'calibration on {report.calibration_images} training images, opset '
           f'{args.opset}, input (N, {calibration[0].shape[1]}, {size[0]}, {size[1]}))')
     print_fp32_convs(report.fp32_nodes)
