@@ -21,7 +21,7 @@ from torch import nn
 from ..checkpoint import atomic_output, check_output
 from ..utils import require
 from .onnx_export import DEFAULT_OPSET, export_onnx
-from .quantization import (Agreement, check_calibration, check_keep_fp32,
+from .quantization import (Agreement, LayerSensitivity, check_calibration, check_keep_fp32,
                            check_mixed_precision, fp32_convs, layer_sensitivity, onnx_logits,
                            top1_agreement)
 
@@ -132,7 +132,9 @@ def quantize_ir(fp32_onnx_path: str, calibration: Sequence[np.ndarray],
 def openvino_fp32_convs(fp32_onnx_path: str, calibration: Sequence[np.ndarray],
                         held_out: Sequence[tuple], method: str = 'minmax',
                         keep_fp32: int = 0, max_drop_points: Optional[float] = None,
-                        num_threads: Optional[int] = None) -> List[str]:
+                        num_threads: Optional[int] = None,
+                        sensitivity: Optional[Sequence[LayerSensitivity]] = None
+                        ) -> List[str]:
     """The ONNX Conv nodes of ``fp32_onnx_path`` that OpenVINO mixed precision keeps FP32,
     most sensitive first (:func:`.quantization.fp32_convs`).
 
@@ -149,13 +151,16 @@ def openvino_fp32_convs(fp32_onnx_path: str, calibration: Sequence[np.ndarray],
         held_out: labelled ``(images, labels)`` batches not used for calibration.
         keep_fp32, max_drop_points: see :func:`.quantization.fp32_convs`.
         num_threads: OpenVINO inference threads of the check (default: OpenVINO's).
+        sensitivity: that ranking when the caller already has it (for the same file,
+            ``calibration``, ``held_out`` images and ``method``); None computes it.
 
     Raises:
         ValueError: ``keep_fp32`` is more than the model's convs (before the ranking).
     """
     check_keep_fp32(keep_fp32, fp32_onnx_path)
-    sensitivity = layer_sensitivity(fp32_onnx_path, calibration,
-                                    [images for images, _ in held_out], method)
+    if sensitivity is None:
+        sensitivity = layer_sensitivity(fp32_onnx_path, calibration,
+                                        [images for images, _ in held_out], method)
     reference = onnx_logits(fp32_onnx_path, num_threads=num_threads)
 
     def agreement_with(fp32_nodes: List[str]) -> Agreement:
@@ -180,7 +185,9 @@ def onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
                      overwrite: bool = False, method: str = 'minmax', keep_fp32: int = 0,
                      max_drop_points: Optional[float] = None,
                      held_out: Optional[Iterable[tuple]] = None,
-                     num_threads: Optional[int] = None) -> OpenVINOReport:
+                     num_threads: Optional[int] = None,
+                     sensitivity: Optional[Sequence[LayerSensitivity]] = None
+                     ) -> OpenVINOReport:
     """Convert an FP32 ONNX classifier to an OpenVINO IR: FP32, or INT8 (NNCF) when
     ``calibration`` batches are given, with mixed precision on request. The ``.bin`` is
     written before the ``.xml`` that names it, each atomically, so an interrupted run
@@ -194,6 +201,8 @@ def onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
         keep_fp32, max_drop_points: mixed precision, see :func:`openvino_fp32_convs`.
         held_out: labelled batches mixed precision ranks and checks the convs on.
         num_threads: OpenVINO inference threads of that check.
+        sensitivity: the conv ranking, if already computed (see
+            :func:`openvino_fp32_convs`).
 
     Raises:
         FileExistsError: the ``.xml`` or ``.bin`` exists and ``overwrite`` is False.
@@ -208,7 +217,8 @@ def onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
     fp32_nodes = []
     if mixed:
         fp32_nodes = openvino_fp32_convs(fp32_onnx_path, calibration, list(held_out),
-                                         method, keep_fp32, max_drop_points, num_threads)
+                                         method, keep_fp32, max_drop_points, num_threads,
+                                         sensitivity)
     ir_model = (openvino.convert_model(fp32_onnx_path) if calibration is None else
                 quantize_ir(fp32_onnx_path, calibration, method, fp32_nodes))
     with tempfile.TemporaryDirectory() as workdir:

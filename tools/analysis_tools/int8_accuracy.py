@@ -129,8 +129,8 @@ class Measurement:
         other_kernels = 'u8u8' if cpu_kernels == 'u8s8' else 'u8s8'
         for method in CALIBRATION_METHODS:
             int8_path = self.path(f'int8_{method}')
-            export_int8(self.model, int8_path, self.calibration, overwrite=True,
-                        method=method)
+            quantize_int8(fp32_path, int8_path, self.calibration, overwrite=True,
+                          method=method)
             for kernels in (cpu_kernels, other_kernels):
                 self.add('onnxruntime', f'ptq {method}', int8_path,
                          onnx_logits(int8_path, kernels, 1),
@@ -138,8 +138,8 @@ class Measurement:
                          int8_kernels=kernels)
         # What a CPU without VNNI gets by default: 7-bit weights on the fast u8s8 kernels.
         seven_bit_path = self.path('int8_minmax_7bit')
-        export_int8(self.model, seven_bit_path, self.calibration, overwrite=True,
-                    weight_bits='7')
+        quantize_int8(fp32_path, seven_bit_path, self.calibration, overwrite=True,
+                      weight_bits=7)
         self.add('onnxruntime', 'ptq minmax, 7-bit weights', seven_bit_path,
                  onnx_logits(seven_bit_path, 'u8s8', 1),
                  runner_top1(self.config, seven_bit_path, work_dir, 'u8s8'),
@@ -155,9 +155,9 @@ class Measurement:
         self.add('onnxruntime', f'ptq minmax + mixed (max drop {args.max_drop})',
                  mixed_path, onnx_logits(mixed_path, num_threads=1),
                  runner_top1(self.config, mixed_path, work_dir), fp32_convs=len(fp32_nodes))
-        self.sensitivity = [row._asdict() for row in sensitivity]
+        self.sensitivity = sensitivity
         print(f'{self.name}: most INT8-sensitive convs (logit SQNR, dB): ' + ', '.join(
-            f"{row['node']} {row['sqnr_db']:.1f}" for row in self.sensitivity[:3]))
+            f'{row.node} {row.sqnr_db:.1f}' for row in sensitivity[:3]))
         if args.qat_epochs:
             self.run_qat()
         if not args.no_openvino:
@@ -198,7 +198,9 @@ class Measurement:
         from mmrepvgg.deploy.openvino_runtime import (OPENVINO_CALIBRATION_METHODS,
                                                       onnx_to_openvino, openvino_logits)
         max_drop = self.args.max_drop
-        mixed = dict(max_drop_points=max_drop, held_out=self.calibration_check())
+        # The ONNX Runtime rows' ranking: the same file, calibration and check images.
+        mixed = dict(max_drop_points=max_drop, held_out=self.calibration_check(),
+                     sensitivity=self.sensitivity)
         recipes = [('fp32', 'fp32', None, {}), *(
             (f'ptq {method}', f'ptq_{method}', method, {})
             for method in OPENVINO_CALIBRATION_METHODS),
@@ -216,7 +218,8 @@ class Measurement:
 def measure(name: str, config: str, checkpoint: str, args) -> tuple:
     """The rows and the sensitivity table of one checkpoint."""
     measurement = Measurement(name, config, checkpoint, args)
-    return measurement.run(), measurement.sensitivity
+    rows = measurement.run()
+    return rows, [row._asdict() for row in measurement.sensitivity]
 
 
 def print_table(rows: list) -> None:
