@@ -214,6 +214,22 @@ def test_keep_fp32_keeps_the_most_sensitive_convs_in_the_saved_ir(small_onnx, tm
     assert sorted(_positions(_fp32_convs(saved), conv_weights)) == sorted(positions)
 
 
+def test_a_ranking_the_caller_already_has_is_used_as_given(small_onnx, tmp_path):
+    from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
+    from mmrepvgg.deploy.quantization import LayerSensitivity, conv_nodes
+    path, _, conv_weights, calibration, held_out = small_onnx
+    names = conv_nodes(path)
+    # Best first instead of worst first: a ranking no measurement would give.
+    given = [LayerSensitivity(node, position, 0.0, 1.0)
+             for position, node in reversed(list(enumerate(names)))]
+    report = onnx_to_openvino(path, str(tmp_path / 'given.xml'), calibration, keep_fp32=2,
+                              held_out=held_out, sensitivity=given)
+    assert report.fp32_nodes == names[-1:-3:-1]
+    saved = openvino.Core().read_model(report.path)
+    last_two = [len(names) - 2, len(names) - 1]
+    assert sorted(_positions(_fp32_convs(saved), conv_weights)) == last_two
+
+
 def test_max_drop_keeps_convs_fp32_until_top1_is_within_the_bound(small_onnx, tmp_path):
     from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
     path, _, _, calibration, held_out = small_onnx
