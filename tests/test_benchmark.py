@@ -4,15 +4,18 @@ Speed itself is not asserted here (the CPU is shared); the numbers are in
 docs/benchmarks.md and the targets are checked in the benchmark's own output.
 """
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from mmrepvgg.analysis.benchmark import add_ratios, mmpretrain_copy, random_train_classifier
+from mmrepvgg.analysis.benchmark import (add_ratios, mmpretrain_copy,
+                                         openvino_runners_if_installed, random_train_classifier)
 from mmrepvgg.analysis.report import format_inference
-from mmrepvgg.analysis.rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, MMPRETRAIN_DEPLOY,
-                                    ONNXRUNTIME, RECOMMENDED, RESNET18, RESNET50, TRAIN)
+from mmrepvgg.analysis.rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, INT8_OPENVINO,
+                                    MMPRETRAIN_DEPLOY, ONNXRUNTIME, OPENVINO, RECOMMENDED,
+                                    RESNET18, RESNET50, TRAIN)
 from mmrepvgg.analysis import timing
 from mmrepvgg.analysis.timing import Timing
 from mmrepvgg.numerics import max_relative_error
@@ -22,7 +25,7 @@ from conftest import load_tool
 REPO = Path(__file__).resolve().parents[1]
 A0_CONFIG = str(REPO / 'configs/repvgg-A0_4xb64-coslr-120e_in1k.py')
 ALL_PATHS = {TRAIN, DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME, INT8_ONNXRUNTIME,
-             MMPRETRAIN_DEPLOY, RESNET18, RESNET50}
+             OPENVINO, INT8_OPENVINO, MMPRETRAIN_DEPLOY, RESNET18, RESNET50}
 SCALED_PATHS = {DEPLOY, RECOMMENDED, MMPRETRAIN_DEPLOY}
 VARIANT_PATHS = {TRAIN, DEPLOY, RECOMMENDED, MMPRETRAIN_DEPLOY, ONNXRUNTIME, INT8_ONNXRUNTIME}
 
@@ -93,7 +96,8 @@ def test_int8_target_row_compares_to_three_times_mmpretrain_deploy(int8_seconds,
     add_ratios(rows)
     results = dict(inference=[dict(path=path, **row) for path, row in rows.items()])
     (target, ) = [target for target in benchmark.check_targets(results, 'A0')
-                  if target['target'].startswith(INT8_ONNXRUNTIME)]
+                  if target['target'].startswith(INT8_ONNXRUNTIME)
+                  and 'mmpretrain deploy' in target['target']]
     assert target['met'] is met
     assert target['measured'] == f'{0.8 / int8_seconds:.2f}x'
     assert benchmark.check_targets(results, 'B0') == []  # the target is A0's
@@ -110,6 +114,49 @@ def test_inference_table_prints_the_ratio_of_the_rows_it_prints():
     table = format_inference(results)
     assert f'| {INT8_ONNXRUNTIME} | 16 | 80.0 | 200.0 | 0.00 | 4.00 | - |' in table
     assert f'| {MMPRETRAIN_DEPLOY} | 16 | 20.0 | 800.0 | 0.00 | 1.00 | - |' in table
+
+
+@pytest.mark.parametrize('vnni, onednn_cap, target', [
+    (True, None, 3.0),  # a VNNI CPU
+    (False, None, 1.8),  # x86 without VNNI
+    (True, 'AVX2', 1.8),  # a VNNI CPU whose oneDNN is capped to AVX2
+])
+def test_int8_targets_compare_each_runtime_to_onnx_runtime_fp32_at_the_cpus_bar(
+        vnni, onednn_cap, target):
+    fp32_s, int8_ort_s, int8_ov_s = 1.0, 0.4, 0.25  # 2.5x and 4x ONNX Runtime FP32
+    rows = {ONNXRUNTIME: Timing(16, fp32_s, fp32_s, fp32_s, 1).as_dict(),
+            INT8_ONNXRUNTIME: Timing(16, int8_ort_s, int8_ort_s, int8_ort_s, 1).as_dict(),
+            INT8_OPENVINO: Timing(16, int8_ov_s, int8_ov_s, int8_ov_s, 1).as_dict(),
+            MMPRETRAIN_DEPLOY: Timing(16, fp32_s, fp32_s, fp32_s, 1).as_dict()}
+    add_ratios(rows)
+    results = dict(machine=dict(cpu_vnni=vnni, onednn_isa_cap=onednn_cap),
+                   inference=[dict(path=path, **row) for path, row in rows.items()])
+    targets = {row['target']: row for row in benchmark.int8_targets(results)}
+    assert len(targets) == 2 and all(f'>= {target}x {ONNXRUNTIME}' in name
+                                     for name in targets)
+    by_path = {path: row for name, row in targets.items() for path in
+               (INT8_ONNXRUNTIME, INT8_OPENVINO) if name.startswith(path)}
+    assert by_path[INT8_ONNXRUNTIME]['measured'] == '2.50x'
+    assert by_path[INT8_ONNXRUNTIME]['met'] is (2.5 >= target)
+    assert by_path[INT8_OPENVINO]['measured'] == '4.00x' and by_path[INT8_OPENVINO]['met']
+    assert all(row in benchmark.check_targets(results, 'A0') for row in targets.values())
+
+
+def test_without_the_openvino_extra_the_benchmark_has_no_openvino_rows_and_says_why(
+        monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, 'openvino', None)  # import openvino fails
+    monkeypatch.delitem(sys.modules, 'mmrepvgg.deploy.openvino_runtime', raising=False)
+    info = {}
+    assert openvino_runners_if_installed(str(tmp_path / 'absent.onnx'), str(tmp_path),
+                                         (1, 3, 32, 32), 1, info) == {}
+    assert 'mmrepvgg[openvino]' in info['openvino_missing'] and 'openvino' not in info
+    results = dict(
+        machine=dict(cpu='cpu', logical_cpus=2, torch_threads=2, torch='t', mmpretrain='m',
+                     onnxruntime='o', load_average_1min=1.0),
+        settings=dict(input_size=[224, 224], warmup=1, rounds=1),
+        roof=dict(gmacs_per_s=30.0, shape=[8, 256, 56, 56]), deploy_gmacs_per_image=1.36,
+        conversion=[], inference=[], **info)
+    assert f"No OpenVINO rows: {info['openvino_missing']}" in format_inference(results)
 
 
 @pytest.mark.slow  # ~30-100 s on 2 shared cores: torch.compile and an ONNX export
@@ -135,12 +182,15 @@ def test_quick_benchmark_writes_every_promised_row(tmp_path, capsys):
             assert_consistent_timing(row)
             assert row['ratio_to_mmpretrain_deploy'] == pytest.approx(
                 row['images_per_s'] / rows[MMPRETRAIN_DEPLOY]['images_per_s'])
-        for path in (DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME):
+        for path in (DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME, OPENVINO):
             assert rows[path]['fraction_of_conv_roof'] == pytest.approx(
                 rows[path]['images_per_s'] * results['deploy_gmacs_per_image']
                 / roof['gmacs_per_s'])
-        assert 'fraction_of_conv_roof' not in rows[INT8_ONNXRUNTIME]  # FP32 roof only
+        for path in (INT8_ONNXRUNTIME, INT8_OPENVINO):  # an FP32 roof: FP32 rows only
+            assert 'fraction_of_conv_roof' not in rows[path]
     assert results['onnx_max_relative_error'] < 1e-4
+    import openvino
+    assert results['openvino'] == openvino.__version__
     (conversion, ) = results['conversion']
     assert conversion['arch'] == 'A0' and conversion['rounds'] == 1
     assert conversion['speedup'] == pytest.approx(conversion['mmpretrain_s'] /

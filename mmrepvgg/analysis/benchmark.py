@@ -26,14 +26,19 @@ from ..models import (ARCH_SETTINGS, RepVGG, build_model, image_channels,
 from ..published import PUBLISHED
 from ..numerics import max_relative_error
 from ..synthetic import randomize_batch_norms_
-from ..utils import torch_threads
+from ..utils import MissingExtraError, torch_threads
 from ..deploy.host_cpu import host_cpu, int8_kernel_choice
 from ..deploy.onnx_export import export_onnx, onnxruntime, onnxruntime_session
 from ..deploy.quantization import quantize_int8
 from .complexity import count_complexity
-from .rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, MMPRETRAIN_DEPLOY, ONNXRUNTIME,
-                   RECOMMENDED, RESNET18, RESNET50, TRAIN)
+from .rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, INT8_OPENVINO, MMPRETRAIN_DEPLOY,
+                   ONNXRUNTIME, OPENVINO, RECOMMENDED, RESNET18, RESNET50, TRAIN)
 from .timing import conv3x3_roof, time_interleaved
+
+
+# The files :func:`onnxruntime_runners` writes in its ``workdir``.
+FP32_ONNX_FILE = 'deploy.onnx'
+INT8_ONNX_FILE = 'deploy_int8.onnx'
 
 
 @dataclass
@@ -77,7 +82,8 @@ def machine_description() -> dict:
     """The conditions of a run: CPU (model, ISA, the INT8 kernels it gets), threads,
     library versions, load average."""
     cpu = host_cpu()  # one read of /proc/cpuinfo
-    return dict(cpu=cpu.model_name, cpu_isa=list(cpu.isa),
+    return dict(cpu=cpu.model_name, cpu_isa=list(cpu.isa), cpu_vnni=cpu.has_vnni,
+                onednn_isa_cap=cpu.onednn_isa_cap,
                 int8_kernels=int8_kernel_choice(cpu).kernels,
                 logical_cpus=cpu.logical_cpus, torch_threads=torch.get_num_threads(),
                 torch=torch.__version__, torchvision=torchvision.__version__,
@@ -143,8 +149,8 @@ def onnxruntime_runners(deploy_model: nn.Module, workdir: str, input_shape: Sequ
     W)``: enough for timing, which does not depend on the values (for accuracy,
     ``tools/deployment/pytorch2onnx.py --quantize int8`` calibrates on real images).
     """
-    fp32_path = os.path.join(workdir, 'deploy.onnx')
-    int8_path = os.path.join(workdir, 'deploy_int8.onnx')
+    fp32_path = os.path.join(workdir, FP32_ONNX_FILE)
+    int8_path = os.path.join(workdir, INT8_ONNX_FILE)
     report = export_onnx(deploy_model, fp32_path, input_shape, dynamic_batch=True)
     generator = torch.Generator().manual_seed(0)
     quantize_int8(fp32_path, int8_path, [torch.randn(*input_shape, generator=generator)
@@ -155,6 +161,23 @@ def onnxruntime_runners(deploy_model: nn.Module, workdir: str, input_shape: Sequ
         runners[name] = (lambda session: lambda images: session.run(
             None, {'input': images.numpy()}))(session)
     return runners, report.max_relative_error
+
+
+def openvino_runners_if_installed(fp32_onnx_path: str, workdir: str,
+                                  input_shape: Sequence[int], num_threads: int,
+                                  info: dict) -> Dict[str, Callable]:
+    """OpenVINO FP32 and INT8 (NNCF) rows converted from the FP32 ONNX file the ONNX
+    Runtime rows run (same graph, same weights); sets ``info['openvino']`` to its version,
+    or, without the ``[openvino]`` extra, returns none and sets ``info['openvino_missing']``
+    to why."""
+    try:
+        from ..deploy.openvino_runtime import openvino, openvino_runners
+    except MissingExtraError as missing:
+        info['openvino_missing'] = str(missing)
+        return {}
+    info['openvino'] = openvino.__version__
+    runners = openvino_runners(fp32_onnx_path, workdir, input_shape, num_threads)
+    return {OPENVINO: runners['fp32'], INT8_OPENVINO: runners['int8']}
 
 
 def inference_candidates(train_model: nn.Module, batch_sizes: Sequence[int],
@@ -178,9 +201,9 @@ def inference_candidates(train_model: nn.Module, batch_sizes: Sequence[int],
             deploy_model, workdir, (min(batch_sizes), in_channels, height, width),
             torch.get_num_threads())
         models.update(runners)
-    # OpenVINO's rows are timed by tools/analysis_tools/int8_speed.py in a process of
-    # their own: after an OpenVINO model ran here, a later ONNX export in the same
-    # process crashed (SIGSEGV, openvino 2026.4.1 with torch 2.14.1).
+        models.update(openvino_runners_if_installed(
+            os.path.join(workdir, FP32_ONNX_FILE), workdir,
+            (min(batch_sizes), in_channels, height, width), torch.get_num_threads(), info))
     models[MMPRETRAIN_DEPLOY] = mmpretrain_copy(train_model).to(device)
     models[RESNET18] = torchvision.models.resnet18().to(device).eval()
     models[RESNET50] = torchvision.models.resnet50().to(device).eval()
@@ -293,6 +316,11 @@ def run_inference_benchmark(train_model: nn.Module, settings: BenchmarkSettings)
     with torch_threads(settings.threads):  # given back afterwards
         results = dict(machine=machine_description(), settings=asdict(settings))
         in_channels = image_channels(train_model)
+        # Before any OpenVINO model runs: an ONNX export after one had run in the same
+        # process crashed once (SIGSEGV, openvino 2026.4.1, torch 2.14.1).
+        results['conversion'] = [time_conversion(settings.conversion_arch,
+                                                 settings.conversion_rounds)]
+        results['variants'] = measure_variants(settings.variants, settings)
         with tempfile.TemporaryDirectory() as workdir:
             models, info = inference_candidates(train_model, settings.batch_sizes,
                                                 settings.input_size, settings.device,
@@ -310,15 +338,13 @@ def run_inference_benchmark(train_model: nn.Module, settings: BenchmarkSettings)
                                          in_channels)
                 add_ratios(rows)
                 for name, row in rows.items():
-                    if name in (DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME, MMPRETRAIN_DEPLOY):
+                    if name in (DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME, OPENVINO,
+                                MMPRETRAIN_DEPLOY):
                         row['fraction_of_conv_roof'] = (row['images_per_s'] * deploy_gmacs /
                                                         results['roof']['gmacs_per_s'])
                     results['inference'].append(dict(path=name, **row))
             results['scaling'] = measure_scaling(models, settings, in_channels)
             del models
-        results['conversion'] = [time_conversion(settings.conversion_arch,
-                                                 settings.conversion_rounds)]
-        results['variants'] = measure_variants(settings.variants, settings)
         results['load_average_1min_end'] = os.getloadavg()[0]
         return results
 

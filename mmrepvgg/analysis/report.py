@@ -18,9 +18,14 @@ def _number(value, digits: int = 2) -> str:
 
 def _machine_line(results: dict) -> str:
     machine = results['machine']
-    return (f"Machine: {machine['cpu']}, {machine['logical_cpus']} logical CPUs, "
+    isa = ', '.join(machine.get('cpu_isa') or ['ISA not recorded'])
+    cap = (f", oneDNN capped to {machine['onednn_isa_cap']}"
+           if machine.get('onednn_isa_cap') else '')
+    openvino = f", openvino {results['openvino']}" if 'openvino' in results else ''
+    return (f"Machine: {machine['cpu']} ({isa}{cap}), {machine['logical_cpus']} logical CPUs, "
             f"{machine['torch_threads']} torch threads; torch {machine['torch']}, "
-            f"mmpretrain {machine['mmpretrain']}, onnxruntime {machine['onnxruntime']}; "
+            f"mmpretrain {machine['mmpretrain']}, onnxruntime {machine['onnxruntime']}"
+            f"{openvino}; "
             f"1-min load average {machine['load_average_1min']:.1f} at the start, "
             f"{results.get('load_average_1min_end', float('nan')):.1f} at the end.")
 
@@ -48,6 +53,8 @@ def format_inference(results: dict) -> str:
                    _number(row['speedup'], 1)) for row in results['conversion']]
     parts.append(markdown_table(('conversion (backbone)', 'ours s', 'mmpretrain s',
                                  'speedup'), conversion))
+    if 'openvino_missing' in results:
+        parts.append(f"No OpenVINO rows: {results['openvino_missing']}")
     if 'onnx_max_relative_error' in results:
         parts.append(f"ONNX Runtime vs PyTorch max relative error: "
                      f"{results['onnx_max_relative_error']:.1e}")

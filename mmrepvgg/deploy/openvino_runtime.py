@@ -281,21 +281,20 @@ def export_openvino(model: nn.Module, xml_path: str, input_shape: Sequence[int],
                                 keep_fp32, max_drop_points, held_out)
 
 
-def openvino_runners(deploy_model: nn.Module, workdir: str, input_shape: Sequence[int],
+def openvino_runners(fp32_onnx_path: str, workdir: str, input_shape: Sequence[int],
                      num_threads: Optional[int]) -> dict:
-    """FP32 and NNCF INT8 OpenVINO models of ``deploy_model`` as
-    ``{'fp32' or 'int8': f(images tensor) -> logits}``, for the benchmark's rows beside ONNX
-    Runtime's (same weights; the INT8 IR is calibrated on two random batches of
-    ``input_shape`` ``(N, C, H, W)``: enough for timing, which does not depend on the
-    values). The files go to ``workdir``."""
+    """FP32 and NNCF INT8 OpenVINO models of an FP32 ONNX file as ``{'fp32' or 'int8':
+    f(images tensor) -> logits}``, for the benchmark's rows beside ONNX Runtime's on the
+    same file (same graph, same weights). The INT8 IR is calibrated on two random batches
+    of ``input_shape`` ``(N, C, H, W)``: enough for timing, which does not depend on the
+    values. The IRs go to ``workdir``."""
     generator = np.random.default_rng(0)
     calibration = [generator.standard_normal(input_shape).astype(np.float32)
                    for _ in range(2)]
     runners = {}
     for name, batches in (('fp32', None), ('int8', calibration)):
-        xml_path = export_openvino(deploy_model, os.path.join(
-            workdir, f'openvino_{name}.xml'),
-            (1, *input_shape[1:]), batches, overwrite=True).path
+        xml_path = onnx_to_openvino(fp32_onnx_path, os.path.join(
+            workdir, f'openvino_{name}.xml'), batches, overwrite=True).path
         logits = openvino_logits(xml_path, num_threads)
         runners[name] = (lambda logits: lambda images: logits(images.numpy()))(logits)
     return runners

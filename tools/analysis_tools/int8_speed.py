@@ -56,7 +56,8 @@ def main(argv=None) -> int:
                 lambda images: seven_bit.run(None, {'input': images.numpy()}))
             try:
                 from mmrepvgg.deploy.openvino_runtime import openvino_runners
-                openvino = openvino_runners(deploy_model, workdir, shape, args.threads)
+                openvino = openvino_runners(os.path.join(workdir, 'deploy.onnx'), workdir,
+                                            shape, args.threads)
                 runners.update({OPENVINO: openvino['fp32'], INT8_OPENVINO: openvino['int8']})
             except MissingExtraError as missing:
                 print(f'notice: no OpenVINO rows ({missing})')
