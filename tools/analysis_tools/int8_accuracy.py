@@ -79,15 +79,26 @@ def _timed(logits, images) -> float:
     return time.perf_counter() - start
 
 
+def load_checkpoint_model(config: str, checkpoint: str) -> tuple:
+    """The config, its train-form model holding the checkpoint's weights, and the
+    checkpoint's local file.
+
+    Raises:
+        ConfigError, CheckpointError: the config or the checkpoint cannot be used.
+    """
+    checkpoint_path = checkpoint_file(checkpoint)
+    cfg = load_repvgg_config(config)
+    model = build_train_model(cfg)
+    load_repvgg_weights(model, checkpoint_path)
+    return cfg, model, checkpoint_path
+
+
 class Measurement:
     """The rows of one checkpoint: each recipe's top-1, agreement and speed."""
 
     def __init__(self, name: str, config: str, checkpoint: str, args):
         self.name, self.config, self.args = name, config, args
-        self.checkpoint = checkpoint_file(checkpoint)
-        cfg = load_repvgg_config(config)
-        self.model = build_train_model(cfg)
-        load_repvgg_weights(self.model, self.checkpoint)
+        cfg, self.model, self.checkpoint = load_checkpoint_model(config, checkpoint)
         self.deploy_model = to_deploy_copy(self.model)[0]
         self.calibration = [batch.images for batch in preprocessed_batches(
             cfg, 'train_dataloader', args.calib_images, shuffle=True,
@@ -327,6 +338,14 @@ def main(argv=None) -> int:
         parser.error('--calib-images must be positive and --qat-epochs not negative')
     if args.check_images is not None and args.check_images < 1:
         parser.error('--check-images must be positive')
+    try:
+        # Every model's config and checkpoint before any work: a bad second one would
+        # otherwise be found after the first one's rows (minutes), which would be lost.
+        for _, config, checkpoint in args.model:
+            load_checkpoint_model(config, checkpoint)
+    except (ConfigError, CheckpointError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 1
     os.makedirs(args.work_dir, exist_ok=True)
     started = machine()
     print(f"CPU: {host_cpu(1).describe()}; load average {started['load_average']}",

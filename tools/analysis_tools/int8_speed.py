@@ -22,17 +22,20 @@ from mmrepvgg.apis import repvgg_convert
 from mmrepvgg.deploy.host_cpu import host_cpu, int8_kernel_choice
 from mmrepvgg.deploy.onnx_export import onnxruntime_session
 from mmrepvgg.deploy.quantization import quantize_int8
+from mmrepvgg.models import ARCH_SETTINGS, EXTRA_ARCH_SETTINGS
 from mmrepvgg.utils import MissingExtraError
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description='INT8 vs FP32 images/s on this CPU')
-    parser.add_argument('--arch', default='A0')
+    parser.add_argument('--arch', default='A0', choices=[*ARCH_SETTINGS, *EXTRA_ARCH_SETTINGS])
     parser.add_argument('--shape', type=int, nargs=2, default=[224, 224])
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--rounds', type=int, default=5)
     args = parser.parse_args(argv)
+    if min(*args.shape, args.batch_size, args.threads, args.rounds) < 1:
+        parser.error('--shape, --batch-size, --threads and --rounds must be positive')
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
