@@ -15,8 +15,8 @@ from PIL import Image
 
 from mmrepvgg.deploy.onnx_eval import preprocessed_batches
 from mmrepvgg.deploy.onnx_export import onnxruntime_session
-from mmrepvgg.deploy.quantization import (CalibrationBatches, onnx_logits, output_nodes,
-                                          top1_agreement)
+from mmrepvgg.deploy.quantization import (Agreement, CalibrationBatches, onnx_logits,
+                                          output_nodes, top1_agreement)
 from mmrepvgg.engine import load_repvgg_config
 
 from conftest import REPO_ROOT, load_tool
@@ -139,11 +139,30 @@ def test_top1_agreement_counts_agreeing_and_correct_images(tmp_path):
     images = np.array([[2, 1], [1, 2], [3, 0]], np.float32)  # identity says 0, 1, 0
     labels = np.array([0, 0, 1])
     agreement = top1_agreement(identity, identity, [(images, labels)])
-    assert agreement == (3, 3, 1, 1)
+    assert agreement == (3, 3, 1, 1, 0, 0)
     agreement = top1_agreement(identity, swapped, [(images[:2], labels[:2]),
                                                    (images[2:], labels[2:])])
-    assert agreement == (3, 0, 1, 2) and agreement.rate == 0
+    # image 0: only identity right; images 1 and 2: only swapped right
+    assert agreement == (3, 0, 1, 2, 1, 2) and agreement.rate == 0
+    assert agreement.top1_change_interval(z=0)[0] == pytest.approx(100 / 3)
     assert output_nodes(identity_path) == ['head']
+
+
+@pytest.mark.parametrize('gained, lost', [(10, 30), (3, 4), (0, 12)])
+def test_the_top1_change_interval_covers_what_resampling_the_test_images_gives(gained, lost):
+    """The paired interval against a bootstrap of the same images: each image either
+    moves the difference by one (a gain or a loss) or not at all."""
+    count = 960
+    agreement = Agreement(count, count - gained - lost - 5, 600, 600 + gained - lost,
+                          lost, gained)  # 5 images both get wrong, differently
+    outcomes = np.zeros(count)
+    outcomes[:gained], outcomes[gained:gained + lost] = 1, -1
+    generator = np.random.default_rng(0)
+    resampled = 100 * outcomes[generator.integers(0, count, (20000, count))].mean(axis=1)
+    low, high = agreement.top1_change_interval()
+    assert (low + high) / 2 == pytest.approx(100 * (gained - lost) / count)
+    assert low == pytest.approx(np.percentile(resampled, 2.5), abs=0.1)
+    assert high == pytest.approx(np.percentile(resampled, 97.5), abs=0.1)
 
 
 @pytest.mark.parametrize('output_role', ['checkpoint', 'config'])

@@ -236,6 +236,15 @@ def test_int8_accuracy_measures_every_promised_recipe_and_writes_json_and_plots(
         # break the other way.
         agreement = np.mean(logits.argmax(1) == reference.argmax(1))
         assert abs(row['agreement_with_pytorch'] - agreement) <= 1 / len(labels)
+        # The images only one of the two gets right, and the interval they give.
+        right, reference_right = logits.argmax(1) == labels, reference.argmax(1) == labels
+        lost = int(np.sum(reference_right & ~right))
+        gained = int(np.sum(right & ~reference_right))
+        assert abs(row['only_pytorch_correct'] - lost) <= 1, row['recipe']
+        assert abs(row['only_this_correct'] - gained) <= 1, row['recipe']
+        low, high = row['top1_change_95']
+        change = 100 * (row['only_this_correct'] - row['only_pytorch_correct']) / len(labels)
+        assert low <= change <= high and (low < high or lost == gained == 0)
         if row['recipe'] == 'fp32':  # FP32 files compute the checkpoint's model
             assert abs(row['top1'] - rows[0]['top1']) <= one_image, row['runtime']
 

@@ -1,7 +1,9 @@
 # RepVGG-A0 on the photos data set (no download): 12 classes, one per photo shipped inside
 # scikit-image, scikit-learn and matplotlib; 2,880 train / 960 val 64x64 crops, the val
 # crops from a region of each photo no train crop shows, under data/photos, written by
-# mmrepvgg.datasets.prepare_photos; read at 32x32. The digits recipe otherwise.
+# mmrepvgg.datasets.prepare_photos; read at 32x32. The digits recipe, with random resized
+# crops and flips for 18 epochs: measured, A0 top-1 65.10 % -> 68.65 % and QARepVGG-A0
+# 63.96 % -> 70.21 % against 6 epochs without them (which fit the train crops: 97 %).
 _base_ = '../digits/repvgg-A0_digits.py'
 
 num_classes = 12
@@ -17,11 +19,22 @@ data_preprocessor = dict(
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', scale=32, crop_ratio_range=(0.35, 1.0), backend='pillow',
+         interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=32, backend='pillow', interpolation='bicubic'),
     dict(type='PackInputs'),
 ]
-test_pipeline = train_pipeline
 
 train_dataloader = dict(dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
+
+max_epochs = 18
+param_scheduler = dict(type='CosineAnnealingLR', T_max=max_epochs, by_epoch=True, begin=0,
+                       end=max_epochs, _delete_=True)
+train_cfg = dict(max_epochs=max_epochs)

@@ -165,15 +165,30 @@ class Agreement(NamedTuple):
         num_images: images compared.
         num_agree: images on which both predict the same class.
         reference_correct / candidate_correct: images each classifies as labelled.
+        reference_only_correct / candidate_only_correct: images one of the two classifies
+            as labelled and the other not (the images that make their top-1 differ).
     """
     num_images: int
     num_agree: int
     reference_correct: int
     candidate_correct: int
+    reference_only_correct: int
+    candidate_only_correct: int
 
     @property
     def rate(self) -> float:
         return self.num_agree / self.num_images
+
+    def top1_change_interval(self, z: float = 1.96) -> 'tuple[float, float]':
+        """The candidate's top-1 minus the reference's, in points, as a ``(low, high)``
+        interval around the measured change (``z`` = 1.96: about 95 %): the test images
+        are a sample, and only those that one model gets right and the other wrong move
+        the difference (a paired comparison; the variance is McNemar's)."""
+        gained, lost, count = (self.candidate_only_correct, self.reference_only_correct,
+                               self.num_images)
+        change = (gained - lost) / count
+        deviation = math.sqrt(max(gained + lost - (gained - lost) ** 2 / count, 0)) / count
+        return 100 * (change - z * deviation), 100 * (change + z * deviation)
 
 
 Logits = Callable[[np.ndarray], np.ndarray]  # images (N, C, H, W) -> logits (N, classes)
@@ -193,12 +208,14 @@ def top1_agreement(reference: Logits, candidate: Logits,
     """Compare the top-1 classes of two classifiers (e.g. :func:`onnx_logits`) on
     ``(images, labels)`` batches (images ``(N, C, H, W)`` float32 as the model receives
     them, labels ``(N, )``)."""
-    counts = np.zeros(4, dtype=np.int64)
+    counts = np.zeros(6, dtype=np.int64)
     for images, labels in batches:
         expected, actual = (np.asarray(model(images)).argmax(axis=1)
                             for model in (reference, candidate))
-        counts += [len(labels), (expected == actual).sum(),
-                   (expected == labels).sum(), (actual == labels).sum()]
+        reference_right, candidate_right = expected == labels, actual == labels
+        counts += [len(labels), (expected == actual).sum(), reference_right.sum(),
+                   candidate_right.sum(), (reference_right & ~candidate_right).sum(),
+                   (candidate_right & ~reference_right).sum()]
     if counts[0] == 0:
         raise ValueError('no images to compare the two models on')
     return Agreement(*(int(count) for count in counts))

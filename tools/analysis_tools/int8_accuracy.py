@@ -17,8 +17,11 @@ file evaluated by the config's own test loop (``Runner.test()``, in this process
         --model QARepVGG-A0 configs/digits/qarepvgg-A0_digits.py QA/epoch_6.pth \
         --work-dir work_dirs/int8_accuracy --json int8.json --plot int8.png
 
-Every figure is also compared with PyTorch FP32 image by image (top-1 agreement on the
-test set). Speeds are images/s of each file at the data's size, batch 16, one thread.
+Every figure is also compared with PyTorch FP32 image by image: top-1 agreement on the
+test set, the images only one of the two gets right (lost / gained), and from them a 95 %
+interval of the top-1 change (a paired comparison: how far the change could move on
+another sample of test images). Speeds are images/s of each file at the data's size,
+batch 16, one thread.
 """
 import argparse
 import datetime
@@ -63,6 +66,9 @@ def runner_top1(config: str, model_file: str, work_dir: str, int8_kernels: str =
         exported_model_test_config(cfg, model_file, 1, int8_kernels)
         prepare_test_config(cfg, config, model_file, work_dir)
         cfg.load_from = None
+    # Loaded in this process: a persistent loader worker would hold each of the 15 rows
+    # about 5 s at its end (measured), waiting for the previous row's worker to stop.
+    cfg.test_dataloader.update(num_workers=0, persistent_workers=False)
     return float(build_runner(cfg).test()['accuracy/top1'])
 
 
@@ -120,6 +126,9 @@ class Measurement:
         agreement = top1_agreement(self.reference, logits, self.held_out)
         row = dict(model=self.name, runtime=runtime, recipe=recipe, top1=top1,
                    agreement_with_pytorch=agreement.rate, test_images=agreement.num_images,
+                   only_pytorch_correct=agreement.reference_only_correct,
+                   only_this_correct=agreement.candidate_only_correct,
+                   top1_change_95=list(agreement.top1_change_interval()),
                    images_per_s=images_per_s(logits, self.speed_images),
                    file=os.path.basename(model_file) if model_file else None, **extra)
         self.rows.append(row)
@@ -236,14 +245,17 @@ def measure(name: str, config: str, checkpoint: str, args) -> tuple:
 def print_table(rows: list) -> None:
     """The rows as a Markdown table, top-1 minus the same model's PyTorch FP32."""
     pytorch = {row['model']: row['top1'] for row in rows if row['runtime'] == 'pytorch'}
-    print('| model | runtime | recipe | kernels | top-1 % | vs FP32 | agreement % | '
-          'images/s |')
-    print('|---|---|---|---|---|---|---|---|')
+    print('| model | runtime | recipe | kernels | top-1 % | vs FP32 | 95 % interval | '
+          'agreement % | lost / gained | images/s |')
+    print('|---|---|---|---|---|---|---|---|---|---|')
     for row in rows:
+        low, high = row['top1_change_95']
         print(f"| {row['model']} | {row['runtime']} | {row['recipe']} | "
               f"{row.get('int8_kernels', '-')} | {row['top1']:.2f} | "
-              f"{row['top1'] - pytorch[row['model']]:+.2f} | "
-              f"{100 * row['agreement_with_pytorch']:.2f} | {row['images_per_s']:.0f} |")
+              f"{row['top1'] - pytorch[row['model']]:+.2f} | {low:+.2f} .. {high:+.2f} | "
+              f"{100 * row['agreement_with_pytorch']:.2f} | "
+              f"{row['only_pytorch_correct']} / {row['only_this_correct']} | "
+              f"{row['images_per_s']:.0f} |")
 
 
 def _pyplot():
