@@ -184,6 +184,8 @@ def _promised_rows(max_drop: str) -> list:
             *((('onnxruntime', f'ptq {method}', kernels) for method in
                ('minmax', 'percentile', 'entropy') for kernels in (here, other))),
             ('onnxruntime', 'ptq minmax, 7-bit weights', 'u8s8'),
+            ('onnxruntime', 'ptq minmax + adaround', here),
+            ('onnxruntime', 'ptq minmax, 7-bit weights + adaround', 'u8s8'),
             ('onnxruntime', mixed, None), ('onnxruntime', 'QAT', None),
             ('openvino', 'fp32', None),
             *(('openvino', f'ptq {method}', None) for method in OPENVINO_CALIBRATION_METHODS),
@@ -202,7 +204,8 @@ def test_int8_accuracy_measures_every_promised_recipe_and_writes_json_and_plots(
         assert tool.main([
             '--model', 'RepVGG-tiny', config, checkpoint, '--calib-images',
             str(CALIBRATION_IMAGES), '--check-images', '16', '--max-drop', '0.3',
-            '--qat-epochs', '1', '--qat-lr', '1e-5', '--work-dir', str(work_dir),
+            '--qat-epochs', '1', '--qat-lr', '1e-5', '--adaround-iterations', '20',
+            '--work-dir', str(work_dir),
             '--json', str(outputs['int8.json']), '--plot', str(outputs['int8.png']),
             '--sensitivity-plot', str(outputs['sqnr.png'])]) == 0
     printed = capsys.readouterr().out

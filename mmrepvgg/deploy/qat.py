@@ -40,12 +40,14 @@ def kernel_scale(kernel: Tensor, weight_max: int = 127) -> Tensor:
     return torch.clamp(kernel.detach().abs().amax(dim=(1, 2, 3)), min=1e-8) / weight_max
 
 
-def fake_quantize_kernel(kernel: Tensor) -> Tensor:
-    """``kernel`` ``(C_out, C_in // groups, k, k)`` rounded to symmetric int8 per output
-    channel (:func:`kernel_scale`) and back, with a straight-through gradient."""
-    scale = kernel_scale(kernel)
+def fake_quantize_kernel(kernel: Tensor, weight_max: int = 127) -> Tensor:
+    """``kernel`` ``(C_out, C_in // groups, k, k)`` rounded to symmetric integers within
+    ``+-weight_max`` per output channel (:func:`kernel_scale`) and back, with a
+    straight-through gradient."""
+    scale = kernel_scale(kernel, weight_max)
     return torch.fake_quantize_per_channel_affine(
-        kernel, scale, torch.zeros_like(scale, dtype=torch.int32), 0, -127, 127)
+        kernel, scale, torch.zeros_like(scale, dtype=torch.int32), 0, -weight_max,
+        weight_max)
 
 
 class _ObservedInput(nn.Module):
@@ -80,11 +82,12 @@ class FakeQuantizedConv(_ObservedInput):
 
     Args:
         conv: the deploy conv (kept as ``self.conv``).
+        weight_max: the kernel's integer range, ``+-weight_max`` (127: int8; 64: 7 bits).
     """
 
-    def __init__(self, conv: nn.Conv2d):
+    def __init__(self, conv: nn.Conv2d, weight_max: int = 127):
         super().__init__()
-        self.conv = conv
+        self.conv, self.weight_max = conv, weight_max
 
     def forward(self, images: Tensor) -> Tensor:
         """``images``: ``(N, C_in, H, W)``; calibration passes them unchanged."""
@@ -92,7 +95,8 @@ class FakeQuantizedConv(_ObservedInput):
             self.observe(images)
             return self.conv(images)
         return self.conv._conv_forward(self.quantize_input(images),
-                                       fake_quantize_kernel(self.conv.weight), self.conv.bias)
+                                       fake_quantize_kernel(self.conv.weight, self.weight_max),
+                                       self.conv.bias)
 
 
 class FakeQuantizedConvBN(_ObservedInput):
@@ -202,16 +206,19 @@ def _wrap_and_calibrate(model: nn.Module, calibration: Sequence[np.ndarray],
     return wrappers
 
 
-def fake_quantize(model: nn.Module, calibration: Sequence[np.ndarray]) -> nn.Module:
+def fake_quantize(model: nn.Module, calibration: Sequence[np.ndarray],
+                  weight_max: int = 127) -> nn.Module:
     """Fuse ``model``'s blocks (in place), wrap every conv in a
-    :class:`FakeQuantizedConv` and set the input ranges from ``calibration`` batches
-    ``(N, C, H, W)`` float32 (preprocessed). Returns ``model``.
+    :class:`FakeQuantizedConv` (kernels within ``+-weight_max``) and set the input ranges
+    from ``calibration`` batches ``(N, C, H, W)`` float32 (preprocessed). Returns
+    ``model``.
 
     Raises:
         ValueError: no calibration images, no conv, or a model already prepared.
     """
     for wrapper in _wrap_and_calibrate(model, calibration, FakeQuantizedConv):
         wrapper.observing = False
+        wrapper.weight_max = weight_max
     return model
 
 

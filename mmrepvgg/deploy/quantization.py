@@ -32,6 +32,7 @@ from torch import nn
 
 from ..checkpoint import atomic_output
 from ..utils import require
+from .adaround import adaround
 from .host_cpu import Int8WeightChoice, host_cpu, int8_weight_choice
 from .onnx_export import DEFAULT_OPSET, export_onnx, onnxruntime_session
 
@@ -381,6 +382,7 @@ class Int8Report(NamedTuple):
             :func:`.onnx_export.export_onnx`).
         weights: the weight width and why (:func:`.host_cpu.int8_weight_choice`).
         agreement: INT8 against FP32 on the held-out images (None without any).
+        rounding: how the weights were rounded (a key of :data:`WEIGHT_ROUNDINGS`).
     """
     path: str
     calibration_images: int
@@ -389,6 +391,15 @@ class Int8Report(NamedTuple):
     fp32_max_relative_error: float
     weights: Int8WeightChoice
     agreement: Optional[Agreement]
+    rounding: str = 'nearest'
+
+
+# How export_int8 rounds the weights to their grid.
+WEIGHT_ROUNDINGS = {
+    'nearest': "the runtime's: each weight to its nearest level",
+    'adaround': 'learned per conv on the calibration images to keep its output '
+                '(mmrepvgg.deploy.adaround; minutes)',
+}
 
 
 def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
@@ -396,7 +407,8 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
                 progress: Optional[ProgressCallback] = None,
                 opset: int = DEFAULT_OPSET, method: str = 'minmax',
                 keep_fp32: int = 0, max_drop_points: Optional[float] = None,
-                int8_kernels: str = 'auto', weight_bits: str = 'auto') -> Int8Report:
+                int8_kernels: str = 'auto', weight_bits: str = 'auto',
+                rounding: str = 'nearest') -> Int8Report:
     """Export the deploy form of ``model`` to a temporary FP32 ONNX file (dynamic batch,
     the calibration images' size), quantize it to ``int8_path``, then (given
     ``held_out`` ``(images, labels)`` batches) compare the two on them.
@@ -414,6 +426,10 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
             :func:`.onnx_export.onnxruntime_session`).
         weight_bits: ``'8'``, ``'7'`` or ``'auto'`` (7 on x86 CPUs without VNNI, see
             :func:`.host_cpu.int8_weight_choice`).
+        rounding: a key of :data:`WEIGHT_ROUNDINGS`. With ``'adaround'`` the file is
+            quantized from the model with learned-rounding weights, which lie on the
+            INT8 grid; the FP32 side of the comparison (and of the sensitivity ranking)
+            stays ``model``. Convs kept FP32 by mixed precision hold the rounded weights.
 
     Raises:
         FileExistsError: ``int8_path`` exists and ``overwrite`` is False (checked before
@@ -425,15 +441,23 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
     if os.path.exists(int8_path) and not overwrite:
         raise FileExistsError(f'{os.path.abspath(int8_path)} exists; pass --force '
                               '(overwrite=True) to replace it')
+    if rounding not in WEIGHT_ROUNDINGS:
+        raise ValueError(f'rounding={rounding!r}: choose from {", ".join(WEIGHT_ROUNDINGS)}')
     weights = int8_weight_choice(host_cpu(), weight_bits)
     mixed = check_mixed_precision(keep_fp32, max_drop_points, held_out)
     check_calibration(method, CALIBRATION_METHODS, calibration, 'ONNX Runtime')
     held_out = None if held_out is None else list(held_out)
     fp32_nodes: List[str] = []
     with tempfile.TemporaryDirectory() as workdir:
-        fp32 = export_onnx(model, os.path.join(workdir, 'fp32.onnx'),
-                           (1, *calibration[0].shape[1:]), dynamic_batch=True,
-                           opset=opset)
+        input_shape = (1, *calibration[0].shape[1:])
+        fp32 = export_onnx(model, os.path.join(workdir, 'fp32.onnx'), input_shape,
+                           dynamic_batch=True, opset=opset)
+        quantized_path = fp32.path
+        if rounding == 'adaround':
+            quantized_path = export_onnx(
+                adaround(model, calibration, weights.bits),
+                os.path.join(workdir, 'rounded.onnx'), input_shape, dynamic_batch=True,
+                opset=opset).path
         if mixed:
             check_keep_fp32(keep_fp32, fp32.path)
             sensitivity = layer_sensitivity(fp32.path, calibration,
@@ -444,9 +468,10 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
                                                       weights.bits)
             else:
                 fp32_nodes, _ = fp32_convs(sensitivity, keep_fp32)
-        quantize_int8(fp32.path, int8_path, calibration, overwrite, progress, method,
+        quantize_int8(quantized_path, int8_path, calibration, overwrite, progress, method,
                       fp32_nodes, weight_bits=weights.bits)
         agreement = (None if held_out is None else top1_agreement(
             onnx_logits(fp32.path), onnx_logits(int8_path, int8_kernels), held_out))
     return Int8Report(os.path.abspath(int8_path), sum(len(batch) for batch in calibration),
-                      method, fp32_nodes, fp32.max_relative_error, weights, agreement)
+                      method, fp32_nodes, fp32.max_relative_error, weights, agreement,
+                      rounding)

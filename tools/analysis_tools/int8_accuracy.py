@@ -6,6 +6,8 @@ file evaluated by the config's own test loop (``Runner.test()``, in this process
 - ONNX Runtime INT8 PTQ per calibration method (minmax, percentile, entropy), on the
   kernels this CPU gets (``auto``) and, forced, on the other x64 path (u8u8 / u8s8); and
   min-max with the 7-bit weights a CPU without VNNI gets;
+- ONNX Runtime INT8 PTQ min-max with learned rounding (AdaRound, ``--adaround-iterations``
+  per conv), 8-bit and 7-bit weights;
 - ONNX Runtime INT8 + mixed precision (as few sensitive convs FP32 as keep
   ``--max-drop`` on the calibration check images);
 - ONNX Runtime INT8 after quantization-aware fine-tuning (``--qat-epochs``);
@@ -42,6 +44,7 @@ from mmrepvgg.model_zoo import checkpoint_file
 from mmrepvgg.utils import MissingExtraError
 
 try:
+    from mmrepvgg.deploy.adaround import RoundingSchedule, adaround
     from mmrepvgg.deploy.host_cpu import host_cpu, int8_kernel_choice
     from mmrepvgg.deploy.onnx_eval import exported_model_test_config, preprocessed_batches
     from mmrepvgg.deploy.onnx_export import export_onnx, to_deploy_copy, torch_logits
@@ -164,6 +167,8 @@ class Measurement:
                  onnx_logits(seven_bit_path, 'u8s8', 1),
                  runner_top1(self.config, seven_bit_path, work_dir, 'u8s8'),
                  int8_kernels='u8s8')
+        if args.adaround_iterations:
+            self.run_adaround(fp32_path, cpu_kernels)
         check = self.calibration_check()
         sensitivity = layer_sensitivity(fp32_path, self.calibration,
                                         [images for images, _ in check])
@@ -183,6 +188,21 @@ class Measurement:
         if not args.no_openvino:
             self.run_openvino(fp32_path)
         return self.rows
+
+    def run_adaround(self, fp32_path: str, cpu_kernels: str) -> None:
+        """Min-max PTQ of the model with learned-rounding weights, 8 and 7 bits."""
+        schedule = RoundingSchedule(iterations=self.args.adaround_iterations)
+        for bits, kernels, recipe in ((8, cpu_kernels, 'ptq minmax + adaround'),
+                                      (7, 'u8s8', 'ptq minmax, 7-bit weights + adaround')):
+            rounded_path = self.path(f'fp32_adaround_{bits}bit')
+            export_onnx(adaround(self.deploy_model, self.calibration, bits, schedule),
+                        rounded_path, (1, *self.calibration[0].shape[1:]), overwrite=True)
+            int8_path = self.path(f'int8_minmax_adaround_{bits}bit')
+            quantize_int8(rounded_path, int8_path, self.calibration, overwrite=True,
+                          weight_bits=bits)
+            self.add('onnxruntime', recipe, int8_path, onnx_logits(int8_path, kernels, 1),
+                     runner_top1(self.config, int8_path, self.args.work_dir, kernels),
+                     int8_kernels=kernels)
 
     def calibration_check(self) -> list:
         """Labelled training images (not the test set) on which mixed precision picks its
@@ -330,6 +350,9 @@ def main(argv=None) -> int:
                         'statistics (default: 1; 0 skips QAT)')
     parser.add_argument('--qat-lr', type=float, default=1e-5,
                         help='QAT SGD learning rate (default: 1e-5)')
+    parser.add_argument('--adaround-iterations', type=int, default=500,
+                        help='learned-rounding steps per conv (default: 500; 0 skips the '
+                        'AdaRound rows)')
     parser.add_argument('--no-openvino', action='store_true', help='skip the OpenVINO rows')
     parser.add_argument('--work-dir', default='work_dirs/int8_accuracy')
     parser.add_argument('--json', help='write the figures to this new JSON file')
@@ -346,8 +369,9 @@ def main(argv=None) -> int:
             parser.error(f'{path} exists; choose a new file name')
         except CheckpointError as error:
             parser.error(str(error))
-    if args.calib_images < 1 or args.qat_epochs < 0:
-        parser.error('--calib-images must be positive and --qat-epochs not negative')
+    if args.calib_images < 1 or min(args.qat_epochs, args.adaround_iterations) < 0:
+        parser.error('--calib-images must be positive, --qat-epochs and '
+                     '--adaround-iterations not negative')
     if args.check_images is not None and args.check_images < 1:
         parser.error('--check-images must be positive')
     try:

@@ -33,7 +33,8 @@ try:
     from mmrepvgg.deploy.onnx_eval import pipeline_image_size, preprocessed_batches
     from mmrepvgg.deploy.onnx_export import (DEFAULT_OPSET, OnnxExportError, export_onnx,
                                              to_deploy_copy, torch_logits)
-    from mmrepvgg.deploy.quantization import CALIBRATION_METHODS, export_int8, top1_agreement
+    from mmrepvgg.deploy.quantization import (CALIBRATION_METHODS, WEIGHT_ROUNDINGS,
+                                              export_int8, top1_agreement)
     from mmrepvgg.dense.segmentation import export_segmentor_onnx
 except MissingExtraError as missing:
     sys.exit(f'error: {missing}')
@@ -87,6 +88,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         default='auto', help='bits of the INT8 weights (default: auto, 7 on '
                         'x86 CPUs without VNNI, which keeps their fast u8s8 kernels exact; '
                         'else 8); ONNX Runtime only')
+    parser.add_argument('--int8-rounding', choices=tuple(WEIGHT_ROUNDINGS), default='nearest',
+                        help='how the INT8 weights are rounded: nearest (default), or '
+                        'adaround, learned per conv on the calibration images (minutes; '
+                        'recovers most of what 7-bit weights cost plain RepVGG); ONNX '
+                        'Runtime only')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config entries, e.g. '
                         'train_dataloader.dataset.data_root=DIR')
@@ -105,13 +111,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quantize and args.opset < 13:
         parser.error(f'--opset {args.opset}: per-channel INT8 needs opset 13 or later')
     mixed = args.keep_fp32 or args.max_drop is not None
-    recipe = mixed or args.calib_method != 'minmax' or args.int8_weights != 'auto'
+    onnxruntime_recipe = args.int8_weights != 'auto' or args.int8_rounding != 'nearest'
+    recipe = mixed or args.calib_method != 'minmax' or onnxruntime_recipe
     if recipe and not args.quantize:
-        parser.error('--calib-method, --keep-fp32, --max-drop and --int8-weights choose an '
-                     'INT8 recipe; add --quantize int8')
-    if args.int8_weights != 'auto' and args.backend == 'openvino':
-        parser.error('--int8-weights sets the ONNX Runtime file; drop it for --backend '
-                     'openvino')
+        parser.error('--calib-method, --keep-fp32, --max-drop, --int8-weights and '
+                     '--int8-rounding choose an INT8 recipe; add --quantize int8')
+    if onnxruntime_recipe and args.backend == 'openvino':
+        parser.error('--int8-weights and --int8-rounding set the ONNX Runtime file; drop '
+                     'them for --backend openvino')
     if args.keep_fp32 < 0 or (args.max_drop is not None and args.max_drop < 0):
         parser.error('--keep-fp32 and --max-drop must not be negative')
     if args.keep_fp32 and args.max_drop is not None:
@@ -173,11 +180,12 @@ def export_quantized(args: argparse.Namespace, cfg, model, size) -> int:
         return export_openvino_ir(args, model, size, calibration, held_out, cpu)
     report = export_int8(model, args.output, calibration, held_out, args.force,
                          print_progress, args.opset, args.calib_method, args.keep_fp32,
-                         args.max_drop, args.int8_kernels, args.int8_weights)
+                         args.max_drop, args.int8_kernels, args.int8_weights,
+                         args.int8_rounding)
     kernels = int8_kernel_choice(cpu, args.int8_kernels,
                                  INT8_WEIGHT_MAX[report.weights.bits])
     print(f'exported {args.output} (INT8 QDQ, per-channel {report.weights.bits}-bit weights '
-          f'({report.weights.reason}), {report.method} '
+          f'({report.weights.reason}), {report.rounding} rounding, {report.method} '
           f'calibration on {report.calibration_images} training images, opset '
           f'{args.opset}, input (N, {calibration[0].shape[1]}, {size[0]}, {size[1]}))')
     print_fp32_convs(report.fp32_nodes)
