@@ -286,22 +286,28 @@ def _pyplot():
 
 
 def plot_recipes(results: dict, path: str) -> None:
-    """Horizontal bars: top-1 minus PyTorch FP32 per recipe, one panel per model."""
+    """Horizontal bars: top-1 minus PyTorch FP32 per recipe with its 95 % interval, one
+    panel per model."""
     plt = _pyplot()
     models = list(dict.fromkeys(row['model'] for row in results['rows']))
-    figure, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 6), squeeze=False)
+    figure, axes = plt.subplots(1, len(models), figsize=(7.5 * len(models), 6), squeeze=False)
     for axis, model in zip(axes[0], models):
         rows = [row for row in results['rows'] if row['model'] == model]
         reference = rows[0]['top1']
         labels = [f"{row['runtime']} {row['recipe']}" + (
             f" ({row['int8_kernels']})" if 'int8_kernels' in row else '') for row in rows]
         drops = [row['top1'] - reference for row in rows]
-        axis.barh(range(len(rows)), drops, color=[
+        # The interval is around the paired change, which can differ from the runner's
+        # top-1 difference by a near tie: clip so that the whiskers never point inward.
+        errors = [[max(drop - row['top1_change_95'][0], 0) for drop, row in zip(drops, rows)],
+                  [max(row['top1_change_95'][1] - drop, 0) for drop, row in zip(drops, rows)]]
+        axis.barh(range(len(rows)), drops, xerr=errors, capsize=2, color=[
             'tab:blue' if row['runtime'] == 'openvino' else 'tab:orange' for row in rows])
         axis.set_yticks(range(len(rows)), labels, fontsize=7)
         axis.invert_yaxis()
         axis.axvline(-0.3, color='grey', linestyle=':')
-        axis.set_xlabel('top-1 minus PyTorch FP32 (points)')
+        axis.set_xlabel('top-1 minus PyTorch FP32 (points; whiskers: 95 % interval)',
+                        fontsize=8)
         axis.set_title(f'{model} (PyTorch FP32 {reference:.2f} %)', fontsize=9)
     cpu = results['machine']['cpu']
     figure.suptitle(f"{cpu['model_name']} ({', '.join(cpu['isa'])}), 1 thread, "
