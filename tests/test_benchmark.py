@@ -169,7 +169,8 @@ def test_quick_benchmark_writes_every_promised_row(tmp_path, capsys):
     run = subprocess.run([sys.executable, str(REPO / 'tools/analysis_tools/benchmark.py'),
                           A0_CONFIG, '--quick', '--threads', str(run_threads),
                           '--batch-sizes', '1', '2', '--variants', 'A0', '--json',
-                          str(output)], capture_output=True, text=True, cwd=tmp_path)
+                          str(output)], capture_output=True, text=True, cwd=tmp_path,
+                         start_new_session=True)
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads(output.read_text())
     assert results['arch'] == 'A0'

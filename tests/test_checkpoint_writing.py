@@ -34,11 +34,21 @@ with atomic_output(sys.argv[1]) as partial_path:
 '''
 
 
+def as_from_a_shell():
+    """The signal state a process started from a shell has: SIGINT and SIGTERM at
+    their defaults and unblocked (a test runner's worker may have changed its own, and
+    a child inherits ignored and blocked signals)."""
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 def start_blocked_writer(dst):
     """(process, its partial file) once the writer is mid-write."""
     process = subprocess.Popen([sys.executable, '-c', BLOCKED_WRITER, str(dst)],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=as_from_a_shell)
     partial_path = Path(process.stdout.readline().strip())
     assert partial_path.is_file(), process.stderr.read()
     return process, partial_path
@@ -292,7 +302,8 @@ except KeyboardInterrupt:
 
 def test_ctrl_c_inside_torch_save_is_a_keyboard_interrupt_and_leaves_nothing(tmp_path):
     result = subprocess.run([sys.executable, '-c', CTRL_C_INSIDE_TORCH_SAVE,
-                             str(tmp_path / 'model.pth')], capture_output=True, text=True)
+                             str(tmp_path / 'model.pth')], capture_output=True, text=True,
+                            preexec_fn=as_from_a_shell)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout == 'KeyboardInterrupt\n'
     assert os.listdir(tmp_path) == []

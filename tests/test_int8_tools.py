@@ -136,6 +136,15 @@ def _top1(logits: np.ndarray, labels: np.ndarray) -> float:
     return 100 * float(np.mean(logits.argmax(1) == labels))
 
 
+def _own_session_run(argv: list) -> subprocess.CompletedProcess:
+    """Run a tool (``argv`` after the interpreter) in a fresh process, in a session and
+    process group of its own: its OpenVINO / NNCF work then shares neither the test
+    worker's process nor its process group (workers that had run OpenVINO rows in
+    process, or beside them, died later in subprocess-heavy tests)."""
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True,
+                          start_new_session=True)
+
+
 @contextlib.contextmanager
 def _importable_int8_accuracy():
     """int8_accuracy imported by its name from tools/analysis_tools (not by load_tool): it
@@ -201,15 +210,16 @@ def test_int8_accuracy_measures_every_promised_recipe_and_writes_json_and_plots(
     checkpoint, model, (images, labels) = tiny_checkpoint
     outputs = {name: tmp_path / name for name in ('int8.json', 'int8.png', 'sqnr.png')}
     work_dir = tmp_path / 'work'
-    with _importable_int8_accuracy() as tool:
-        assert tool.main([
-            '--model', 'RepVGG-tiny', config, checkpoint, '--calib-images',
-            str(CALIBRATION_IMAGES), '--check-images', '16', '--max-drop', '0.3',
-            '--qat-epochs', '1', '--qat-lr', '1e-5', '--adaround-iterations', '20',
-            '--work-dir', str(work_dir),
-            '--json', str(outputs['int8.json']), '--plot', str(outputs['int8.png']),
-            '--sensitivity-plot', str(outputs['sqnr.png'])]) == 0
-    printed = capsys.readouterr().out
+    run = _own_session_run([
+        os.path.join(TOOLS, 'int8_accuracy.py'),
+        '--model', 'RepVGG-tiny', config, checkpoint, '--calib-images',
+        str(CALIBRATION_IMAGES), '--check-images', '16', '--max-drop', '0.3',
+        '--qat-epochs', '1', '--qat-lr', '1e-5', '--adaround-iterations', '20',
+        '--work-dir', str(work_dir),
+        '--json', str(outputs['int8.json']), '--plot', str(outputs['int8.png']),
+        '--sensitivity-plot', str(outputs['sqnr.png'])])
+    assert run.returncode == 0, run.stderr[-3000:]
+    printed = run.stdout
     results = json.loads(outputs['int8.json'].read_text())
     rows = results['rows']
 
@@ -385,9 +395,8 @@ def test_int8_speed_prints_every_row_with_ratios_of_its_images_per_s(capsys):
     from mmrepvgg.analysis.rows import INT8_ONNXRUNTIME, INT8_OPENVINO, ONNXRUNTIME, OPENVINO
     # In a process of its own: its OpenVINO rows leave OpenVINO running in the process,
     # and test workers that had run them died in later subprocess-heavy tests.
-    run = subprocess.run([sys.executable, os.path.join(TOOLS, 'int8_speed.py'),
-                          '--shape', '32', '32', '--batch-size', '2', '--rounds', '2',
-                          '--threads', '1'], capture_output=True, text=True)
+    run = _own_session_run([os.path.join(TOOLS, 'int8_speed.py'), '--shape', '32', '32',
+                            '--batch-size', '2', '--rounds', '2', '--threads', '1'])
     assert run.returncode == 0, run.stderr[-3000:]
     printed = run.stdout
     here = _default_int8_kernels()
