@@ -14,7 +14,8 @@ import tempfile
 
 import torch
 
-from mmrepvgg.analysis.benchmark import (INT8_ONNXRUNTIME, ONNXRUNTIME, onnxruntime_runners,
+from mmrepvgg.analysis.benchmark import (FP32_ONNX_FILE, INT8_ONNX_FILE, INT8_ONNXRUNTIME,
+                                         ONNXRUNTIME, onnxruntime_runners,
                                          random_train_classifier)
 from mmrepvgg.analysis.rows import INT8_OPENVINO, OPENVINO
 from mmrepvgg.analysis.timing import time_interleaved
@@ -47,19 +48,19 @@ def main(argv=None) -> int:
         other = 'u8u8' if kernels == 'u8s8' else 'u8s8'
         with tempfile.TemporaryDirectory() as workdir:
             runners, _ = onnxruntime_runners(deploy_model, workdir, shape, args.threads)
-            session = onnxruntime_session(os.path.join(workdir, 'deploy_int8.onnx'),
+            session = onnxruntime_session(os.path.join(workdir, INT8_ONNX_FILE),
                                           args.threads, other)
             runners[f'{INT8_ONNXRUNTIME} ({other} forced)'] = lambda images: session.run(
                 None, {'input': images.numpy()})
             seven_bit_path = os.path.join(workdir, 'deploy_int8_7bit.onnx')
-            quantize_int8(os.path.join(workdir, 'deploy.onnx'), seven_bit_path,
+            quantize_int8(os.path.join(workdir, FP32_ONNX_FILE), seven_bit_path,
                           [images.numpy()], weight_bits=7)
             seven_bit = onnxruntime_session(seven_bit_path, args.threads, 'u8s8')
             runners[f'{INT8_ONNXRUNTIME} (7-bit weights, u8s8)'] = (
                 lambda images: seven_bit.run(None, {'input': images.numpy()}))
             try:
                 from mmrepvgg.deploy.openvino_runtime import openvino_runners
-                openvino = openvino_runners(os.path.join(workdir, 'deploy.onnx'), workdir,
+                openvino = openvino_runners(os.path.join(workdir, FP32_ONNX_FILE), workdir,
                                             shape, args.threads)
                 runners.update({OPENVINO: openvino['fp32'], INT8_OPENVINO: openvino['int8']})
             except MissingExtraError as missing:
