@@ -171,8 +171,11 @@ def _runtime_logits(row: dict, work_dir, images: np.ndarray) -> np.ndarray:
     path = str(work_dir / row['file'])
     if row['runtime'] == 'openvino':
         import openvino
-        compiled = openvino.Core().compile_model(
-            path, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32', 'INFERENCE_NUM_THREADS': 1})
+
+        from mmrepvgg.deploy.signal_stack import signal_stack_kept
+        with signal_stack_kept():  # this test process must survive the plugin's end
+            compiled = openvino.Core().compile_model(
+                path, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32', 'INFERENCE_NUM_THREADS': 1})
         return _batched(lambda batch: compiled(batch)[compiled.output(0)], images)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1

@@ -24,6 +24,7 @@ from .onnx_export import DEFAULT_OPSET, export_onnx
 from .quantization import (Agreement, LayerSensitivity, check_calibration, check_keep_fp32,
                            check_mixed_precision, fp32_convs, layer_sensitivity, onnx_logits,
                            top1_agreement)
+from .signal_stack import signal_stack_kept
 
 onnx = require('onnx', 'onnx')
 openvino = require('openvino', 'openvino')
@@ -48,11 +49,13 @@ def ir_weights_path(xml_path: str) -> str:
 def compiled_model(ir, num_threads: Optional[int] = None):
     """An OpenVINO CPU model compiled from ``ir`` (an IR's ``.xml`` path or an in-memory
     ``openvino.Model``), f32 where not quantized; ``num_threads`` inference threads
-    (default: OpenVINO's)."""
+    (default: OpenVINO's). The calling thread keeps its alternate signal stack
+    (:mod:`.signal_stack`)."""
     config = {'INFERENCE_PRECISION_HINT': 'f32'}
     if num_threads is not None:
         config['INFERENCE_NUM_THREADS'] = num_threads
-    return openvino.Core().compile_model(ir, 'CPU', config)
+    with signal_stack_kept():
+        return openvino.Core().compile_model(ir, 'CPU', config)
 
 
 def openvino_logits(ir, num_threads: Optional[int] = None
@@ -120,13 +123,16 @@ def quantize_ir(fp32_onnx_path: str, calibration: Sequence[np.ndarray],
     advanced = require('nncf.quantization.advanced_parameters', 'openvino')
     model = openvino.convert_model(fp32_onnx_path)
     ignored = openvino_convolutions(model, fp32_onnx_path, fp32_nodes)
-    # One dataset item is one batch: subset_size counts batches.
-    return nncf.quantize(
-        model, nncf.Dataset(list(calibration)), preset=nncf.QuantizationPreset.PERFORMANCE,
-        subset_size=len(calibration),
-        ignored_scope=nncf.IgnoredScope(names=ignored, validate=True),
-        advanced_parameters=advanced.AdvancedQuantizationParameters(
-            activations_range_estimator_params=_range_estimator(method)))
+    # NNCF compiles the model in CPU plugins of its own: the calling thread keeps its
+    # alternate signal stack (.signal_stack). One dataset item is one batch: subset_size
+    # counts batches.
+    with signal_stack_kept():
+        return nncf.quantize(
+            model, nncf.Dataset(list(calibration)),
+            preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calibration),
+            ignored_scope=nncf.IgnoredScope(names=ignored, validate=True),
+            advanced_parameters=advanced.AdvancedQuantizationParameters(
+                activations_range_estimator_params=_range_estimator(method)))
 
 
 def openvino_fp32_convs(fp32_onnx_path: str, calibration: Sequence[np.ndarray],
