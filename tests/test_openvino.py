@@ -131,8 +131,7 @@ SMALL_ARCH = dict(num_blocks=(1, 2, 2, 1), width_factor=(0.5, 0.5, 0.5, 1))
 def small_onnx(tmp_path_factory):
     """A random small RepVGG (stages of 1, 2, 2, 1 blocks: 7 convs with the stem; 10
     classes, 32x32) as an FP32 ONNX file, its deploy-form conv weights in graph order,
-    calibration batches and labelled held-out batches (labels: PyTorch FP32's classes).
-    Exported before any OpenVINO run (see docs/int8.md)."""
+    calibration batches and labelled held-out batches (labels: PyTorch FP32's classes)."""
     from mmrepvgg.deploy.onnx_export import export_onnx
     torch.manual_seed(0)
     model = randomize_batch_norms_(build_model(repvgg_classifier_cfg(

@@ -316,8 +316,6 @@ def run_inference_benchmark(train_model: nn.Module, settings: BenchmarkSettings)
     with torch_threads(settings.threads):  # given back afterwards
         results = dict(machine=machine_description(), settings=asdict(settings))
         in_channels = image_channels(train_model)
-        # Before any OpenVINO model runs: an ONNX export after one had run in the same
-        # process crashed once (SIGSEGV, openvino 2026.4.1, torch 2.14.1).
         results['conversion'] = [time_conversion(settings.conversion_arch,
                                                  settings.conversion_rounds)]
         results['variants'] = measure_variants(settings.variants, settings)
