@@ -294,3 +294,34 @@ def test_benchmark_json_never_replaces_a_file_that_appears_during_the_run(
     assert benchmark.main([A0_CONFIG, '--quick', '--no-compile', '--json', str(output)]) == 1
     assert 'exists' in capsys.readouterr().err
     assert output.read_text() == 'the other run'
+
+
+AVX2_ONLY_CPUINFO = 'model name\t: AVX2 host\nflags\t\t: fpu sse2 avx avx2 fma\n'
+
+
+@pytest.mark.parametrize('cpuinfo, weight_bits, largest_weight', [
+    (AVX2_ONLY_CPUINFO, None, 64),  # the tools' choice there: 7-bit weights
+    (AVX2_ONLY_CPUINFO, 8, 127),
+    ('model name\t: VNNI host\nflags\t\t: avx2 avx512f avx512_vnni\n', None, 127),
+])
+def test_the_int8_row_runs_the_weights_the_tools_write_on_this_cpu(
+        cpuinfo, weight_bits, largest_weight, tmp_path, monkeypatch):
+    import onnx
+    from onnx import numpy_helper
+
+    from mmrepvgg.analysis import benchmark as benchmark_module
+    from mmrepvgg.analysis.benchmark import FP32_ONNX_FILE, INT8_ONNX_FILE, onnxruntime_runners
+    from mmrepvgg.deploy import host_cpu as host_cpu_module
+    from mmrepvgg.deploy.onnx_export import to_deploy_copy
+    monkeypatch.setattr(benchmark_module, 'host_cpu', lambda threads=None: (
+        host_cpu_module.host_cpu(threads, cpuinfo_text=cpuinfo, architecture='x86_64')))
+    model = to_deploy_copy(random_train_classifier(
+        dict(num_blocks=(1, 1, 1, 1), width_factor=(0.25, 0.25, 0.25, 0.25))).eval())[0]
+    runners, _ = onnxruntime_runners(model, str(tmp_path), (2, 3, 32, 32), 1, weight_bits)
+    assert set(runners) == {ONNXRUNTIME, INT8_ONNXRUNTIME}
+    written = sorted(path.name for path in tmp_path.iterdir())
+    assert written == [FP32_ONNX_FILE, INT8_ONNX_FILE]
+    weights = [numpy_helper.to_array(tensor) for tensor in
+               onnx.load(str(tmp_path / INT8_ONNX_FILE)).graph.initializer
+               if tensor.data_type == onnx.TensorProto.INT8 and len(tensor.dims) == 4]
+    assert max(int(abs(w.astype(int)).max()) for w in weights) == largest_weight

@@ -27,7 +27,7 @@ from ..published import PUBLISHED
 from ..numerics import max_relative_error
 from ..synthetic import randomize_batch_norms_
 from ..utils import MissingExtraError, torch_threads
-from ..deploy.host_cpu import host_cpu, int8_kernel_choice
+from ..deploy.host_cpu import INT8_WEIGHT_MAX, host_cpu, int8_kernel_choice, int8_weight_choice
 from ..deploy.onnx_export import export_onnx, onnxruntime, onnxruntime_session
 from ..deploy.quantization import quantize_int8
 from .complexity import count_complexity
@@ -79,12 +79,15 @@ class BenchmarkSettings:
 
 
 def machine_description() -> dict:
-    """The conditions of a run: CPU (model, ISA, the INT8 kernels it gets), threads,
-    library versions, load average."""
+    """The conditions of a run: CPU (model, ISA, the INT8 weights and kernels it gets),
+    threads, library versions, load average."""
     cpu = host_cpu()  # one read of /proc/cpuinfo
+    weight_bits = int8_weight_choice(cpu).bits
     return dict(cpu=cpu.model_name, cpu_isa=list(cpu.isa), cpu_vnni=cpu.has_vnni,
-                onednn_isa_cap=cpu.onednn_isa_cap,
-                int8_kernels=int8_kernel_choice(cpu).kernels,
+                cpu_hidden_isa=list(cpu.hidden_isa), onednn_isa_cap=cpu.onednn_isa_cap,
+                int8_weight_bits=weight_bits,
+                int8_kernels=int8_kernel_choice(
+                    cpu, weight_max=INT8_WEIGHT_MAX[weight_bits]).kernels,
                 logical_cpus=cpu.logical_cpus, torch_threads=torch.get_num_threads(),
                 torch=torch.__version__, torchvision=torchvision.__version__,
                 mmpretrain=mmpretrain.__version__, onnxruntime=onnxruntime.__version__,
@@ -141,20 +144,26 @@ def _batch_runner(model: Callable, images: torch.Tensor) -> Callable[[], object]
 
 
 def onnxruntime_runners(deploy_model: nn.Module, workdir: str, input_shape: Sequence[int],
-                        num_threads: Optional[int]) -> Tuple[Dict[str, Callable], float]:
+                        num_threads: Optional[int], weight_bits: Optional[int] = None
+                        ) -> Tuple[Dict[str, Callable], float]:
     """FP32 and static INT8 ONNX Runtime sessions of ``deploy_model`` as
     ``{row name: f(images) -> outputs}``, and the FP32 file's max relative error.
 
     The INT8 file is calibrated on two random batches of ``input_shape`` ``(N, C, H,
     W)``: enough for timing, which does not depend on the values (for accuracy,
-    ``tools/deployment/pytorch2onnx.py --quantize int8`` calibrates on real images).
+    ``tools/deployment/pytorch2onnx.py --quantize int8`` calibrates on real images). Its
+    weights have ``weight_bits`` bits, by default what the tools write on this CPU
+    (:func:`.host_cpu.int8_weight_choice`: 7 on x86 without VNNI), and its session runs
+    the kernels chosen for them.
     """
     fp32_path = os.path.join(workdir, FP32_ONNX_FILE)
     int8_path = os.path.join(workdir, INT8_ONNX_FILE)
     report = export_onnx(deploy_model, fp32_path, input_shape, dynamic_batch=True)
     generator = torch.Generator().manual_seed(0)
+    if weight_bits is None:
+        weight_bits = int8_weight_choice(host_cpu()).bits
     quantize_int8(fp32_path, int8_path, [torch.randn(*input_shape, generator=generator)
-                                         .numpy() for _ in range(2)])
+                                         .numpy() for _ in range(2)], weight_bits=weight_bits)
     runners = {}
     for name, path in ((ONNXRUNTIME, fp32_path), (INT8_ONNXRUNTIME, int8_path)):
         session = onnxruntime_session(path, num_threads)

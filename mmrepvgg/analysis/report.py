@@ -21,6 +21,12 @@ def _machine_line(results: dict) -> str:
     isa = ', '.join(machine.get('cpu_isa') or ['ISA not recorded'])
     cap = (f", oneDNN capped to {machine['onednn_isa_cap']}"
            if machine.get('onednn_isa_cap') else '')
+    if machine.get('cpu_hidden_isa'):
+        cap += (f"; {', '.join(machine['cpu_hidden_isa'])} hidden from CPUID: AVX2-only CPU "
+                'emulated')
+    if machine.get('int8_weight_bits'):
+        cap += (f"; ONNX Runtime INT8: {machine['int8_weight_bits']}-bit weights on "
+                f"{machine['int8_kernels']} kernels")
     openvino = f", openvino {results['openvino']}" if 'openvino' in results else ''
     return (f"Machine: {machine['cpu']} ({isa}{cap}), {machine['logical_cpus']} logical CPUs, "
             f"{machine['torch_threads']} torch threads; torch {machine['torch']}, "

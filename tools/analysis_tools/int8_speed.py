@@ -47,7 +47,8 @@ def main(argv=None) -> int:
         kernels = int8_kernel_choice(cpu).kernels
         other = 'u8u8' if kernels == 'u8s8' else 'u8s8'
         with tempfile.TemporaryDirectory() as workdir:
-            runners, _ = onnxruntime_runners(deploy_model, workdir, shape, args.threads)
+            runners, _ = onnxruntime_runners(deploy_model, workdir, shape, args.threads,
+                                             weight_bits=8)
             session = onnxruntime_session(os.path.join(workdir, INT8_ONNX_FILE),
                                           args.threads, other)
             runners[f'{INT8_ONNXRUNTIME} ({other} forced)'] = lambda images: session.run(
