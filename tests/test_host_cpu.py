@@ -112,6 +112,8 @@ def test_a_process_under_the_avx2_only_library_is_described_as_avx2_only():
     assert 'AVX-512, AVX512-VNNI hidden from CPUID: AVX2-only CPU emulated' in cpu.describe()
     assert cpu.as_dict()['hidden_isa'] == ['AVX-512', 'AVX512-VNNI']
     assert (int8_weight_choice(cpu).bits, int8_kernel_choice(cpu).kernels) == (7, 'u8u8')
+    deleted = maps.replace(AVX2_ONLY_LIBRARY + '\n', AVX2_ONLY_LIBRARY + ' (deleted)\n')
+    assert host_cpu(cpuinfo_text=VNNI_CPUINFO, maps_text=deleted).hidden_isa
     # A library of another name, or none, hides nothing.
     for other in (maps.replace(AVX2_ONLY_LIBRARY, 'libother.so'), ''):
         unmasked = host_cpu(1, cpuinfo_text=VNNI_CPUINFO, architecture='x86_64',

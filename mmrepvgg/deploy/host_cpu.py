@@ -131,8 +131,8 @@ def _read(path: str) -> str:
 
 def avx2_only_loaded(maps_text: str) -> bool:
     """Whether a ``/proc/<pid>/maps`` text maps :data:`AVX2_ONLY_LIBRARY` (the process
-    runs under ``as_avx2_only.py``)."""
-    return any(line.rstrip().endswith('/' + AVX2_ONLY_LIBRARY)
+    runs under ``as_avx2_only.py``), also once its file is gone (`` (deleted)``)."""
+    return any(line.rstrip().removesuffix(' (deleted)').endswith('/' + AVX2_ONLY_LIBRARY)
                for line in maps_text.splitlines())
 
 
