@@ -164,8 +164,7 @@ def test_without_the_openvino_extra_the_benchmark_has_no_openvino_rows_and_says_
 def test_quick_benchmark_writes_every_promised_row(tmp_path, capsys):
     output = tmp_path / 'quick.json'
     run_threads = 2
-    # In a process of its own: its OpenVINO rows leave OpenVINO running in the process,
-    # and test workers that had run them died in later subprocess-heavy tests.
+    # The tool as a user runs it, in a process (and session) of its own.
     run = subprocess.run([sys.executable, str(REPO / 'tools/analysis_tools/benchmark.py'),
                           A0_CONFIG, '--quick', '--threads', str(run_threads),
                           '--batch-sizes', '1', '2', '--variants', 'A0', '--json',

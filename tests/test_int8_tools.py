@@ -137,10 +137,8 @@ def _top1(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def _own_session_run(argv: list) -> subprocess.CompletedProcess:
-    """Run a tool (``argv`` after the interpreter) in a fresh process, in a session and
-    process group of its own: its OpenVINO / NNCF work then shares neither the test
-    worker's process nor its process group (workers that had run OpenVINO rows in
-    process, or beside them, died later in subprocess-heavy tests)."""
+    """Run a tool (``argv`` after the interpreter) as a user runs it: in a fresh process,
+    in a session and process group of its own."""
     return subprocess.run([sys.executable, *argv], capture_output=True, text=True,
                           start_new_session=True)
 
@@ -396,8 +394,7 @@ def _markdown_rows(printed: str) -> dict:
 def test_int8_speed_prints_every_row_with_ratios_of_its_images_per_s(capsys):
     pytest.importorskip('openvino')  # the OpenVINO rows: the [openvino] extra
     from mmrepvgg.analysis.rows import INT8_ONNXRUNTIME, INT8_OPENVINO, ONNXRUNTIME, OPENVINO
-    # In a process of its own: its OpenVINO rows leave OpenVINO running in the process,
-    # and test workers that had run them died in later subprocess-heavy tests.
+    # The tool as a user runs it, in a process (and session) of its own.
     run = _own_session_run([os.path.join(TOOLS, 'int8_speed.py'), '--shape', '32', '32',
                             '--batch-size', '2', '--rounds', '2', '--threads', '1'])
     assert run.returncode == 0, run.stderr[-3000:]
