@@ -106,6 +106,71 @@ def test_onnxruntime_u8s8_saturates_int16_pairs_of_8_bit_weights_and_is_exact_ot
     assert [int(value) for value in u8u8.split()] == exact[0].tolist()
 
 
+# A QLinearConv of uint8 inputs (scale 1, zero point 0) by int8 weights (scale 1) whose
+# int32 sums are requantized to uint8 around 128: run by ONNX Runtime in the emulated
+# process, it prints the uint8 outputs.
+QLINEARCONV_SCRIPT = """
+import sys
+import numpy as np, onnxruntime
+session = onnxruntime.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])
+print(' '.join(map(str, session.run(None, {'inputs': np.load(sys.argv[2])})[0].ravel())))
+"""
+SUMS_PER_LEVEL = 8192.0  # the QLinearConv's output scale: int32 sum -> uint8 step
+
+
+def _qlinearconv_file(weights: np.ndarray, input_shape, path) -> str:
+    def constant(value, name, dtype):
+        return numpy_helper.from_array(np.array(value, dtype=dtype), name)
+    node = helper.make_node('QLinearConv', ['inputs', 'input_scale', 'input_zero', 'weights',
+                                            'weight_scale', 'weight_zero', 'output_scale',
+                                            'output_zero'], ['outputs'])
+    graph = helper.make_graph(
+        [node], 'conv', [helper.make_tensor_value_info('inputs', TensorProto.UINT8,
+                                                       list(input_shape))],
+        [helper.make_tensor_value_info('outputs', TensorProto.UINT8, None)],
+        [numpy_helper.from_array(weights, 'weights'), constant(1.0, 'input_scale', np.float32),
+         constant(0, 'input_zero', np.uint8), constant(1.0, 'weight_scale', np.float32),
+         constant(0, 'weight_zero', np.int8),
+         constant(SUMS_PER_LEVEL, 'output_scale', np.float32),
+         constant(128, 'output_zero', np.uint8)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 13)]), path)
+    return str(path)
+
+
+def test_the_kernel_emulation_pairs_products_as_onnx_runtimes_avx2_conv_does(tmp_path):
+    """mmrepvgg.deploy.kernel_emulation's saturated integer conv, against ONNX Runtime's
+    own u8s8 conv on the emulated AVX2-only CPU. Three input channels (an odd reduction)
+    and weights of +-127 chosen so that the pair order decides which pairs saturate: in
+    (tap, channel) order, channel 0 pairs with channel 1 (cancelling) or with the next
+    tap's channel 0 (adding)."""
+    import torch
+    from torch import nn
+
+    from mmrepvgg.deploy.kernel_emulation import integer_conv
+    from mmrepvgg.deploy.qat import FakeQuantizedConv
+    pattern = np.array([[127, -127, 127], [127, 127, 127], [127, -127, 0]], np.int8)
+    weights = np.repeat(np.repeat(pattern[:, :, None, None], 3, axis=2), 3, axis=3)
+    inputs = np.random.default_rng(0).integers(200, 256, (1, 3, 5, 5), dtype=np.uint8)
+    np.save(tmp_path / 'inputs.npy', inputs)
+    printed = python_as_avx2_only(QLINEARCONV_SCRIPT, _qlinearconv_file(
+        weights, inputs.shape, tmp_path / 'conv.onnx'), str(tmp_path / 'inputs.npy'))
+    onnxruntime_avx2 = [int(value) for value in printed.split()]
+
+    conv = nn.Conv2d(3, 3, 3, bias=False)
+    conv.weight.data = torch.from_numpy(weights.astype(np.float32))  # scales of 1
+    wrapper = FakeQuantizedConv(conv)
+    wrapper.input_max = torch.tensor(255.0)  # uint8 levels of 1, zero point 0
+    wrapper.observing = False
+
+    def requantized(saturate_pairs: bool) -> list:
+        sums = integer_conv(wrapper, torch.from_numpy(inputs.astype(np.float32)),
+                            saturate_pairs)[0]
+        return torch.clamp(torch.round(sums / SUMS_PER_LEVEL) + 128, 0, 255).int(
+            ).flatten().tolist()
+    assert onnxruntime_avx2 == requantized(saturate_pairs=True)
+    assert onnxruntime_avx2 != requantized(saturate_pairs=False)
+
+
 @pytest.mark.slow  # an INT8 export with its agreement check, in the emulated process
 def test_int8_export_on_an_avx2_only_cpu_names_it_and_writes_accurate_7_bit_weights(
         digits_workspace, digits_train_checkpoint, tmp_path):

@@ -7,7 +7,8 @@ inputs times large weights are clipped (onnxruntime issue 12088). This module co
 :class:`.qat.FakeQuantizedConv` in integers, exactly or with that pairwise saturation, so
 that a VNNI host can measure what the saturation alone costs a model. The pairs follow
 ONNX Runtime's NHWC order of the reduction (kernel row, kernel column, input channel;
-channel fastest), an approximation of its packing.
+channel fastest; an odd reduction padded at its end), as its own u8s8 conv pairs them on
+an AVX2-only CPU (tests/test_avx2_only.py runs that conv under as_avx2_only.py).
 """
 from typing import Tuple
 
