@@ -194,6 +194,7 @@ def test_int8_export_on_an_avx2_only_cpu_names_it_and_writes_accurate_7_bit_weig
 
 @pytest.mark.parametrize('arguments, environment, status, message', [
     ((), {}, 2, 'name the command to run'),
+    (('--',), {}, 2, 'name the command to run'),
     (('no-such-command-here',), {}, 127, "cannot run 'no-such-command-here'"),
     (('true',), {'CC': '/no/such/compiler'}, 1, 'install gcc or set CC'),
 ])
@@ -207,3 +208,7 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(arguments, environment, status
 
 def test_the_command_exit_status_is_passed_on():
     assert run_as_avx2_only(sys.executable, '-c', 'raise SystemExit(7)').returncode == 7
+    # '--' may end the tool's own options; the command's options are the command's.
+    assert run_as_avx2_only('--', sys.executable, '-c', 'raise SystemExit(5)').returncode == 5
+    run = run_as_avx2_only(sys.executable, '-c', 'import sys; print(sys.argv[1:])', '--x', '-h')
+    assert run.returncode == 0 and run.stdout.strip() == "['--x', '-h']"

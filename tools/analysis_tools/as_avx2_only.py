@@ -83,6 +83,8 @@ def main(argv=None) -> int:
     parser.add_argument('command', nargs=argparse.REMAINDER,
                         help='the command and its arguments')
     args = parser.parse_args(argv)
+    if args.command[:1] == ['--']:  # the usual end of this tool's own options
+        args.command = args.command[1:]
     if not args.command:
         parser.error('name the command to run, e.g. python tools/analysis_tools/'
                      'int8_speed.py')
