@@ -197,6 +197,7 @@ def test_int8_export_on_an_avx2_only_cpu_names_it_and_writes_accurate_7_bit_weig
     (('--',), {}, 2, 'name the command to run'),
     (('no-such-command-here',), {}, 127, "cannot run 'no-such-command-here'"),
     (('true',), {'CC': '/no/such/compiler'}, 1, 'install gcc or set CC'),
+    (('true',), {'CC': 'true'}, 1, 'was not loaded (is CC a C compiler?)'),  # wrote nothing
 ])
 def test_bad_input_is_one_line_and_a_nonzero_exit(arguments, environment, status, message):
     run = run_as_avx2_only(*arguments, **environment)

@@ -61,17 +61,27 @@ def emulation_environment(library: str, environment: dict) -> dict:
     return {**environment, 'LD_PRELOAD': preload}
 
 
-def check_cpuid_faulting(environment: dict) -> None:
-    """Start a trivial process under the library.
+# Exits 0 where the process maps the library (argv[1]), 1 where it does not.
+MAPPED_PROBE = ('import sys; sys.exit(not any(line.rstrip().endswith("/" + sys.argv[1]) '
+                'for line in open("/proc/self/maps")))')
+
+
+def check_emulation(environment: dict) -> None:
+    """Start a trivial process under the library and check that it is loaded there.
 
     Raises:
-        EmulationError: this CPU or kernel cannot make CPUID fault.
+        EmulationError: this CPU or kernel cannot make CPUID fault, or the library was not
+            loaded (the loader ignores a preload it cannot open, e.g. from a ``CC`` that
+            wrote nothing).
     """
-    probe = subprocess.run([sys.executable, '-c', ''], env=environment,
-                           capture_output=True, text=True)
+    probe = subprocess.run([sys.executable, '-c', MAPPED_PROBE, AVX2_ONLY_LIBRARY],
+                           env=environment, capture_output=True, text=True)
     if probe.returncode == NO_CPUID_FAULTING:
         raise EmulationError('this CPU or kernel cannot make CPUID fault (no cpuid_fault '
                              'in /proc/cpuinfo): run the command on an AVX2-only CPU')
+    if probe.returncode == 1:
+        raise EmulationError('the built avx2_only library was not loaded (is CC a C '
+                             'compiler?): install gcc or set CC')
     if probe.returncode != 0:
         raise EmulationError(f'a process under avx2_only.c exited {probe.returncode}: '
                              f'{probe.stderr.strip()[-300:]}')
@@ -91,7 +101,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as directory:
         try:
             environment = emulation_environment(build_library(directory), dict(os.environ))
-            check_cpuid_faulting(environment)
+            check_emulation(environment)
         except EmulationError as error:
             print(f'error: {error}', file=sys.stderr)
             return 1
