@@ -77,3 +77,12 @@ def digits_train_checkpoint(digits_workspace):
             'val_dataloader.dataset.indices=64', 'randomness.seed=0', 'log_level=WARNING'])
     assert return_code == 0
     return str(work_dir / 'epoch_1.pth')
+
+
+def int8_conv_weights(path) -> list:
+    """The int8 4-D weight tensors of an ONNX file (its conv kernels), read with onnx's own
+    helpers."""
+    import onnx
+    from onnx import numpy_helper
+    return [numpy_helper.to_array(tensor) for tensor in onnx.load(str(path)).graph.initializer
+            if tensor.data_type == onnx.TensorProto.INT8 and len(tensor.dims) == 4]

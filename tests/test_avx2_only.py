@@ -16,7 +16,7 @@ import pytest
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, int8_conv_weights
 
 TOOL = os.path.join(REPO_ROOT, 'tools/analysis_tools/as_avx2_only.py')
 DIGITS_CONFIG = os.path.join(REPO_ROOT, 'configs/digits/repvgg-A0_digits.py')
@@ -183,9 +183,7 @@ def test_int8_export_on_an_avx2_only_cpu_names_it_and_writes_accurate_7_bit_weig
     assert run.returncode == 0, run.stderr[-3000:]
     assert 'hidden from CPUID: AVX2-only CPU emulated' in run.stdout
     assert 'per-channel 7-bit weights' in run.stdout
-    int8_weights = [numpy_helper.to_array(tensor) for tensor in
-                    onnx.load(str(output)).graph.initializer
-                    if tensor.data_type == TensorProto.INT8 and len(tensor.dims) == 4]
+    int8_weights = int8_conv_weights(output)
     assert len(int8_weights) > 10
     assert max(np.abs(weights.astype(int)).max() for weights in int8_weights) == 64
     agreement = re.search(r'agreement on 96 held-out test images: ([\d.]+) %', run.stdout)

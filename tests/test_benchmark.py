@@ -21,7 +21,7 @@ from mmrepvgg.analysis import timing
 from mmrepvgg.analysis.timing import Timing
 from mmrepvgg.numerics import max_relative_error
 
-from conftest import load_tool
+from conftest import int8_conv_weights, load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 A0_CONFIG = str(REPO / 'configs/repvgg-A0_4xb64-coslr-120e_in1k.py')
@@ -305,9 +305,6 @@ AVX2_ONLY_CPUINFO = 'model name\t: AVX2 host\nflags\t\t: fpu sse2 avx avx2 fma\n
 ])
 def test_the_int8_row_runs_the_weights_the_tools_write_on_this_cpu(
         cpuinfo, weight_bits, largest_weight, tmp_path, monkeypatch):
-    import onnx
-    from onnx import numpy_helper
-
     from mmrepvgg.analysis import benchmark as benchmark_module
     from mmrepvgg.analysis.benchmark import FP32_ONNX_FILE, INT8_ONNX_FILE, onnxruntime_runners
     from mmrepvgg.deploy import host_cpu as host_cpu_module
@@ -320,7 +317,18 @@ def test_the_int8_row_runs_the_weights_the_tools_write_on_this_cpu(
     assert set(runners) == {ONNXRUNTIME, INT8_ONNXRUNTIME}
     written = sorted(path.name for path in tmp_path.iterdir())
     assert written == [FP32_ONNX_FILE, INT8_ONNX_FILE]
-    weights = [numpy_helper.to_array(tensor) for tensor in
-               onnx.load(str(tmp_path / INT8_ONNX_FILE)).graph.initializer
-               if tensor.data_type == onnx.TensorProto.INT8 and len(tensor.dims) == 4]
+    weights = int8_conv_weights(tmp_path / INT8_ONNX_FILE)
     assert max(int(abs(w.astype(int)).max()) for w in weights) == largest_weight
+
+
+def test_the_machine_line_names_the_emulated_cpu_and_the_int8_weights_and_kernels():
+    machine = dict(cpu='Xeon', cpu_isa=['AVX2'], cpu_hidden_isa=['AVX-512', 'AVX512-VNNI'],
+                   int8_weight_bits=7, int8_kernels='u8s8', logical_cpus=2, torch_threads=1,
+                   torch='t', mmpretrain='m', onnxruntime='o', load_average_1min=1.0)
+    results = dict(machine=machine, settings=dict(input_size=[224, 224], warmup=1, rounds=1),
+                   roof=dict(gmacs_per_s=30.0, shape=[8, 256, 56, 56]),
+                   deploy_gmacs_per_image=1.36, conversion=[], inference=[])
+    line = format_inference(results).splitlines()[0]
+    assert line.startswith('Machine: Xeon (AVX2; AVX-512, AVX512-VNNI hidden from CPUID: '
+                           'AVX2-only CPU emulated; ONNX Runtime INT8: 7-bit weights on u8s8 '
+                           'kernels), 2 logical CPUs')

@@ -7,9 +7,6 @@ import os
 import numpy as np
 import pytest
 
-import onnx
-from onnx import numpy_helper
-
 from mmrepvgg.deploy import onnx_export
 from mmrepvgg.deploy.host_cpu import (AVX2_ONLY_LIBRARY, X64_QUANT_PRECISION_KEY, host_cpu,
                                       int8_kernel_choice, int8_weight_choice, parse_cpuinfo)
@@ -17,7 +14,7 @@ from mmrepvgg.deploy.onnx_eval import preprocessed_batches
 from mmrepvgg.deploy.onnx_export import onnxruntime_session
 from mmrepvgg.engine import load_repvgg_config
 
-from conftest import REPO_ROOT, load_tool
+from conftest import REPO_ROOT, int8_conv_weights, load_tool
 
 DIGITS_CONFIG = os.path.join(REPO_ROOT, 'configs/digits/repvgg-A0_digits.py')
 
@@ -142,12 +139,6 @@ def test_the_session_carries_the_chosen_kernels(kernels, tmp_path):
             options.get_session_config_entry(X64_QUANT_PRECISION_KEY)
 
 
-def _int8_weights(path) -> list:
-    """The int8 weight tensors of an ONNX file, read with onnx's own helpers."""
-    return [numpy_helper.to_array(tensor) for tensor in onnx.load(path).graph.initializer
-            if tensor.data_type == onnx.TensorProto.INT8 and len(tensor.dims) == 4]
-
-
 def test_int8_is_accurate_on_both_kernel_paths_and_with_7_bit_weights(
         digits_workspace, digits_train_checkpoint, tmp_path, monkeypatch, capsys):
     """The forced non-VNNI path (u8u8) and the VNNI-style path (u8s8) run the same INT8
@@ -167,7 +158,7 @@ def test_int8_is_accurate_on_both_kernel_paths_and_with_7_bit_weights(
                               '--quantize', 'int8', '--calib-images', '64',
                               '--check-images', '32', '--int8-weights', '7']) == 0
     assert 'per-channel 7-bit weights (requested)' in capsys.readouterr().out
-    eight_bit, seven_bit = _int8_weights(int8_path), _int8_weights(seven_bit_path)
+    eight_bit, seven_bit = int8_conv_weights(int8_path), int8_conv_weights(seven_bit_path)
     assert len(eight_bit) == len(seven_bit) > 10
     assert max(np.abs(weight.astype(int)).max() for weight in eight_bit) == 127
     assert max(np.abs(weight.astype(int)).max() for weight in seven_bit) == 64

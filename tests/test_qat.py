@@ -5,7 +5,6 @@ quantize ops, and ONNX Runtime's INT8 arithmetic."""
 import copy
 
 import numpy as np
-import onnx
 import pytest
 import torch
 from torch import nn
@@ -17,6 +16,8 @@ from mmrepvgg.deploy.qat import (FakeQuantizedConv, FakeQuantizedConvBN, fake_qu
 from mmrepvgg.deploy.quantization import export_int8, onnx_logits, top1_agreement
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
 from mmrepvgg.synthetic import randomize_batch_norms_
+
+from conftest import int8_conv_weights
 
 NUM_CONVS_A0 = 22  # 1 + 2 + 4 + 14 + 1 fused convs
 
@@ -185,9 +186,7 @@ def test_finetuning_trains_the_bns_folds_back_exactly_and_exports_real_int8(tmp_
     batches = [(held_out.numpy(), np.arange(16) % 4)]
     report = export_int8(deploy_model, str(tmp_path / 'qat.onnx'), calibration, batches)
     assert report.agreement.num_images == 16
-    weights = [tensor for tensor in onnx.load(report.path).graph.initializer
-               if tensor.data_type == onnx.TensorProto.INT8 and len(tensor.dims) == 4]
-    assert len(weights) == NUM_CONVS_A0
+    assert len(int8_conv_weights(report.path)) == NUM_CONVS_A0
     # The QAT forward models the INT8 file: it predicts its classes better than FP32 does.
     int8 = onnx_logits(report.path)
     fake_agreement = top1_agreement(lambda _: fake_logits, int8, batches)

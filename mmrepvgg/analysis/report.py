@@ -1,6 +1,7 @@
 """Markdown tables from a benchmark's JSON-ready results (plain data in, text out)."""
 from typing import Dict, Iterable, List, Sequence
 
+from ..deploy.host_cpu import hidden_isa_note
 from .rows import DEPLOY
 
 
@@ -21,14 +22,13 @@ def _machine_line(results: dict) -> str:
     isa = ', '.join(machine.get('cpu_isa') or ['ISA not recorded'])
     cap = (f", oneDNN capped to {machine['onednn_isa_cap']}"
            if machine.get('onednn_isa_cap') else '')
-    if machine.get('cpu_hidden_isa'):
-        cap += (f"; {', '.join(machine['cpu_hidden_isa'])} hidden from CPUID: AVX2-only CPU "
-                'emulated')
-    if machine.get('int8_weight_bits'):
-        cap += (f"; ONNX Runtime INT8: {machine['int8_weight_bits']}-bit weights on "
-                f"{machine['int8_kernels']} kernels")
+    hidden = (f"; {hidden_isa_note(machine['cpu_hidden_isa'])}"
+              if machine.get('cpu_hidden_isa') else '')
+    int8 = (f"; ONNX Runtime INT8: {machine['int8_weight_bits']}-bit weights on "
+            f"{machine['int8_kernels']} kernels" if machine.get('int8_weight_bits') else '')
     openvino = f", openvino {results['openvino']}" if 'openvino' in results else ''
-    return (f"Machine: {machine['cpu']} ({isa}{cap}), {machine['logical_cpus']} logical CPUs, "
+    return (f"Machine: {machine['cpu']} ({isa}{cap}{hidden}{int8}), {machine['logical_cpus']} "
+            f"logical CPUs, "
             f"{machine['torch_threads']} torch threads; torch {machine['torch']}, "
             f"mmpretrain {machine['mmpretrain']}, onnxruntime {machine['onnxruntime']}"
             f"{openvino}; "

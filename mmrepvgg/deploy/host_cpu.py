@@ -51,6 +51,12 @@ def pairs_fit_int16(weight_max: int) -> bool:
     return 2 * UINT8_MAX * weight_max <= INT16_MAX
 
 
+def hidden_isa_note(hidden_isa) -> str:
+    """How a figure's CPU line names instruction sets hidden by ``as_avx2_only.py``, e.g.
+    ``'AVX-512, AVX512-VNNI hidden from CPUID: AVX2-only CPU emulated'``."""
+    return f'{", ".join(hidden_isa)} hidden from CPUID: AVX2-only CPU emulated'
+
+
 class HostCpu(NamedTuple):
     """What an INT8 figure needs to say about the machine.
 
@@ -94,8 +100,7 @@ class HostCpu(NamedTuple):
         isa = ', '.join(self.isa) or 'no AVX2 or VNNI'
         cap = (f'; oneDNN (OpenVINO, PyTorch) capped to {self.onednn_isa_cap} by '
                f'{ONEDNN_ISA_CAP_VARIABLE}' if self.onednn_isa_cap else '')
-        hidden = (f'; {", ".join(self.hidden_isa)} hidden from CPUID: AVX2-only CPU '
-                  'emulated' if self.hidden_isa else '')
+        hidden = f'; {hidden_isa_note(self.hidden_isa)}' if self.hidden_isa else ''
         return (f'{self.model_name} ({self.architecture}; {isa}; {self.logical_cpus} '
                 f'logical CPUs; {threads}{cap}{hidden})')
 

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 
-from mmrepvgg.deploy.host_cpu import AVX2_ONLY_LIBRARY
+from mmrepvgg.deploy.host_cpu import AVX2_ONLY_LIBRARY, avx2_only_loaded
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'avx2_only.c')
 # The constructor of the library exits with this status where CPUID cannot fault.
@@ -61,11 +61,6 @@ def emulation_environment(library: str, environment: dict) -> dict:
     return {**environment, 'LD_PRELOAD': preload}
 
 
-# Exits 0 where the process maps the library (argv[1]), 1 where it does not.
-MAPPED_PROBE = ('import sys; sys.exit(not any(line.rstrip().endswith("/" + sys.argv[1]) '
-                'for line in open("/proc/self/maps")))')
-
-
 def check_emulation(environment: dict) -> None:
     """Start a trivial process under the library and check that it is loaded there.
 
@@ -74,17 +69,17 @@ def check_emulation(environment: dict) -> None:
             loaded (the loader ignores a preload it cannot open, e.g. from a ``CC`` that
             wrote nothing).
     """
-    probe = subprocess.run([sys.executable, '-c', MAPPED_PROBE, AVX2_ONLY_LIBRARY],
+    probe = subprocess.run([sys.executable, '-c', 'print(open("/proc/self/maps").read())'],
                            env=environment, capture_output=True, text=True)
     if probe.returncode == NO_CPUID_FAULTING:
         raise EmulationError('this CPU or kernel cannot make CPUID fault (no cpuid_fault '
                              'in /proc/cpuinfo): run the command on an AVX2-only CPU')
-    if probe.returncode == 1:
-        raise EmulationError('the built avx2_only library was not loaded (is CC a C '
-                             'compiler?): install gcc or set CC')
     if probe.returncode != 0:
         raise EmulationError(f'a process under avx2_only.c exited {probe.returncode}: '
                              f'{probe.stderr.strip()[-300:]}')
+    if not avx2_only_loaded(probe.stdout):
+        raise EmulationError('the built avx2_only library was not loaded (is CC a C '
+                             'compiler?): install gcc or set CC')
 
 
 def main(argv=None) -> int:
