@@ -13,7 +13,8 @@ from torch.nn import functional
 
 from mmrepvgg.deploy.adaround import (RoundingSchedule, adaround, learned_kernel,
                                       rectified_sigmoid, rounding_penalty)
-from mmrepvgg.deploy.onnx_export import export_onnx, to_deploy_copy
+from mmrepvgg.deploy.onnx_export import export_onnx
+from mmrepvgg.models import reparameterize_model
 from mmrepvgg.deploy.quantization import export_int8, quantize_int8
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
 from mmrepvgg.synthetic import randomize_batch_norms_
@@ -64,7 +65,7 @@ def test_the_offset_is_a_stretched_sigmoid_clipped_to_0_1_and_its_penalty_favour
 def test_each_weight_moves_to_the_level_just_below_or_just_above_it(small_model, rounded):
     bits, rounded_model = rounded
     weight_max = WEIGHT_MAX[bits]
-    original = _convs(to_deploy_copy(small_model[0])[0])
+    original = _convs(reparameterize_model(small_model[0]))
     changed = 0
     for before, after in zip(original, _convs(rounded_model), strict=True):
         weight = before.weight.detach()
@@ -122,7 +123,7 @@ def test_a_fitted_conv_reproduces_its_fp32_output_better_than_nearest_rounding()
 def test_export_int8_with_adaround_compares_against_the_unrounded_model(
         small_model, tmp_path):
     model, calibration = small_model
-    deploy_model = to_deploy_copy(model)[0]
+    deploy_model = reparameterize_model(model)
     images = torch.randn(16, 3, 32, 32).numpy()
     with torch.no_grad():
         labels = deploy_model(torch.from_numpy(images)).argmax(1).numpy()

@@ -308,11 +308,11 @@ def test_the_int8_row_runs_the_weights_the_tools_write_on_this_cpu(
     from mmrepvgg.analysis import benchmark as benchmark_module
     from mmrepvgg.analysis.benchmark import FP32_ONNX_FILE, INT8_ONNX_FILE, onnxruntime_runners
     from mmrepvgg.deploy import host_cpu as host_cpu_module
-    from mmrepvgg.deploy.onnx_export import to_deploy_copy
+    from mmrepvgg.models import reparameterize_model
     monkeypatch.setattr(benchmark_module, 'host_cpu', lambda threads=None: (
         host_cpu_module.host_cpu(threads, cpuinfo_text=cpuinfo, architecture='x86_64')))
-    model = to_deploy_copy(random_train_classifier(
-        dict(num_blocks=(1, 1, 1, 1), width_factor=(0.25, 0.25, 0.25, 0.25))).eval())[0]
+    model = reparameterize_model(random_train_classifier(
+        dict(num_blocks=(1, 1, 1, 1), width_factor=(0.25, 0.25, 0.25, 0.25))))
     runners, _ = onnxruntime_runners(model, str(tmp_path), (2, 3, 32, 32), 1, weight_bits)
     assert set(runners) == {ONNXRUNTIME, INT8_ONNXRUNTIME}
     written = sorted(path.name for path in tmp_path.iterdir())

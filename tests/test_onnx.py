@@ -7,7 +7,8 @@ import torch
 
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
 from mmrepvgg.deploy.onnx_export import (ONNX_TOLERANCE, check_against_onnxruntime,
-                                         export_onnx, onnxruntime_session, to_deploy_copy)
+                                         export_onnx, onnxruntime_session)
+from mmrepvgg.models import reparameterize_model
 from mmrepvgg.synthetic import randomize_batch_norms_
 
 from conftest import load_tool
@@ -34,7 +35,7 @@ def test_onnxruntime_matches_pytorch_deploy_model(arch, tmp_path):
     assert report.converted
     assert report.max_relative_error < ONNX_TOLERANCE
     # Judge the file independently of the export's own check, on another batch size.
-    deploy_model, _ = to_deploy_copy(train_model)
+    deploy_model = reparameterize_model(train_model)
     error = check_against_onnxruntime(deploy_model, report.path, [torch.randn(3, 3, 64, 64)])
     assert error < ONNX_TOLERANCE
     assert os.listdir(tmp_path) == [f'{arch}.onnx']  # no temporary file left

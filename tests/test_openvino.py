@@ -11,7 +11,8 @@ openvino = pytest.importorskip('openvino')  # the [openvino] extra (requirements
 
 from mmrepvgg.apis.convert import build_train_model, load_repvgg_weights  # noqa: E402
 from mmrepvgg.deploy.onnx_eval import preprocessed_batches  # noqa: E402
-from mmrepvgg.deploy.onnx_export import to_deploy_copy, torch_logits  # noqa: E402
+from mmrepvgg.deploy.onnx_export import torch_logits  # noqa: E402
+from mmrepvgg.models import reparameterize_model  # noqa: E402
 from mmrepvgg.deploy.openvino_runtime import export_openvino, openvino_logits  # noqa: E402
 from mmrepvgg.engine import load_repvgg_config, parse_test_metrics  # noqa: E402
 from mmrepvgg.models import build_model, repvgg_classifier_cfg  # noqa: E402
@@ -31,7 +32,7 @@ def test_fp32_ir_computes_the_pytorch_deploy_model(tmp_path):
     xml_path = export_openvino(model, str(tmp_path / 'a0.xml'), (1, 3, 32, 32)).path
     assert sorted(os.listdir(tmp_path)) == ['a0.bin', 'a0.xml']
     images = torch.randn(3, 3, 32, 32).numpy()  # another batch size than traced
-    expected = torch_logits(to_deploy_copy(model)[0])(images)
+    expected = torch_logits(reparameterize_model(model))(images)
     actual = openvino_logits(xml_path)(images)
     assert np.abs(actual - expected).max() / np.abs(expected).max() < 1e-4
 
@@ -57,7 +58,7 @@ def test_int8_ir_is_quantized_and_agrees_with_pytorch(int8_ir, digits_workspace,
     cfg = load_repvgg_config(DIGITS_CONFIG)
     model = build_train_model(cfg)
     load_repvgg_weights(model, digits_train_checkpoint)
-    reference = torch_logits(to_deploy_copy(model)[0])
+    reference = torch_logits(reparameterize_model(model))
     batch = next(preprocessed_batches(cfg, 'test_dataloader', 96, shuffle=False))
     agreement = np.mean(reference(batch.images).argmax(1) ==
                         openvino_logits(path)(batch.images).argmax(1))
@@ -112,7 +113,7 @@ def test_prepare_for_inference_openvino_int8_is_close_to_pytorch_but_quantized()
     generator = torch.Generator().manual_seed(1)
     calibration = [torch.randn(8, 3, 32, 32, generator=generator) for _ in range(2)]
     images = torch.randn(3, 3, 32, 32, generator=generator)  # held out, another batch
-    expected = torch.from_numpy(torch_logits(to_deploy_copy(model)[0])(images.numpy()))
+    expected = torch.from_numpy(torch_logits(reparameterize_model(model))(images.numpy()))
     int8_model = prepare_for_inference(model, backend='openvino-int8',
                                        calibration_images=calibration, num_threads=1)
     assert 1e-5 < max_relative_error(expected, int8_model(images)) < 0.3
@@ -138,7 +139,7 @@ def small_onnx(tmp_path_factory):
         SMALL_ARCH, num_classes=10)))
     path = str(tmp_path_factory.mktemp('ov_mixed') / 'fp32.onnx')
     export_onnx(model, path, (1, 3, 32, 32), dynamic_batch=True)
-    deploy_model = to_deploy_copy(model)[0]
+    deploy_model = reparameterize_model(model)
     conv_weights = [module.weight.detach().numpy() for module in deploy_model.modules()
                     if isinstance(module, torch.nn.Conv2d)]
     generator = torch.Generator().manual_seed(1)
@@ -308,7 +309,7 @@ def test_tool_max_drop_is_met_on_the_check_images(digits_workspace, digits_train
     model = build_train_model(cfg)
     load_repvgg_weights(model, digits_train_checkpoint)
     batch = next(preprocessed_batches(cfg, 'test_dataloader', 48, shuffle=False))
-    fp32_correct = (torch_logits(to_deploy_copy(model)[0])(batch.images).argmax(1) ==
+    fp32_correct = (torch_logits(reparameterize_model(model))(batch.images).argmax(1) ==
                     batch.labels).sum()
     int8_correct = (openvino_logits(output)(batch.images).argmax(1) ==
                     batch.labels).sum()

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from mmrepvgg.deploy.onnx_export import to_deploy_copy, torch_logits
+from mmrepvgg.deploy.onnx_export import torch_logits
+from mmrepvgg.models import reparameterize_model
 from mmrepvgg.deploy.qat import (FakeQuantizedConv, FakeQuantizedConvBN, fake_quantize,
                                  finetune_qat, prepare_qat, strip_qat)
 from mmrepvgg.deploy.quantization import export_int8, onnx_logits, top1_agreement
@@ -56,7 +57,7 @@ def _close(actual: torch.Tensor, expected: torch.Tensor, tolerance: float = 1e-5
 
 def test_reinserted_bn_holds_the_calibration_moments_and_starts_as_the_deploy_conv():
     model, calibration = _model_and_data()
-    deploy_model, _ = to_deploy_copy(model)
+    deploy_model = reparameterize_model(model)
     inputs = {}  # deploy conv name -> its calibration inputs
     hooks = [conv.register_forward_pre_hook(
         lambda _, args, name=name: inputs.setdefault(name, []).append(args[0]))

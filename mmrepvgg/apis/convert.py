@@ -15,7 +15,8 @@ from ..checkpoint import (LAYOUTS, CheckpointError, LayoutError, ProjectState,
                           check_output, load_checkpoint_file, read_project_state,
                           repvgg_prefix, save_checkpoint_atomic)
 from ..config_file import PROJECT_SCOPE, ConfigError, names_project_repvgg, read_config
-from ..models import RepVGGBlock, build_model, image_channels, reparameterize_blocks
+from ..models import (RepVGGBlock, build_model, image_channels, reparameterize_blocks,
+                      reparameterize_model)
 from ..numerics import max_relative_output_error
 from ..version import __version__
 
@@ -55,15 +56,6 @@ class ConversionReport(NamedTuple):
     notices: List[str]
 
 
-def deploy_form(model: nn.Module, inplace: bool = False) -> nn.Module:
-    """The deploy form of ``model``, in eval mode: a deep copy (``model`` itself with
-    ``inplace``) whose train-form RepVGG blocks are fused; a deployed model stays as it is.
-    The one copy-and-fuse of the package."""
-    deploy_model = model if inplace else copy.deepcopy(model)
-    reparameterize_blocks(deploy_model)
-    return deploy_model.eval()
-
-
 def count_train_form_blocks(model: nn.Module) -> int:
     """How many RepVGG blocks of ``model`` are still in train (multi-branch) form."""
     return sum(1 for module in model.modules()
@@ -99,7 +91,7 @@ def repvgg_convert(train_model: nn.Module,
     if count_train_form_blocks(train_model) == 0:
         raise ValueError('the model holds no train-form RepVGG block: it is already '
                          'deployed or is not a RepVGG model; nothing to convert')
-    deploy_model = deploy_form(train_model, inplace)
+    deploy_model = reparameterize_model(train_model, inplace)
     if build_func is not None:
         fused_state_dict = deploy_model.state_dict()
         deploy_model = build_func(deploy=True)

@@ -17,9 +17,9 @@ from torch import nn
 from ..checkpoint import CheckpointError, load_checkpoint_file
 from ..config_file import ConfigError, read_config
 from ..model_zoo import checkpoint_source, find_model
-from ..models import build_model, reparameterize_blocks
+from ..models import build_model, reparameterize_blocks, reparameterize_model
 from ..registry import DATASETS
-from .convert import (CLASSIFIER_SCOPES, count_train_form_blocks, deploy_form,
+from .convert import (CLASSIFIER_SCOPES, count_train_form_blocks,
                       load_repvgg_checkpoint)
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
@@ -168,7 +168,7 @@ def inference_model(model: Union[nn.Module, str, Config],
     if not isinstance(model, nn.Module):
         model = get_model(model, pretrained=pretrained, device=device)
     elif count_train_form_blocks(model):
-        model = deploy_form(model)
+        model = reparameterize_model(model)
     paths = list_images(images) if isinstance(images, str) else list(images)
     inferencer = ImageClassificationInferencer(model)
     results = inferencer(paths, batch_size=batch_size)

@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from .convert import deploy_form
+from ..models import reparameterize_model
 
 INFERENCE_BACKENDS = ('eager', 'compile', 'onnxruntime-int8', 'openvino-int8')
 
@@ -150,7 +150,7 @@ def prepare_for_inference(model: nn.Module, backend: str = 'eager',
     if backend not in INFERENCE_BACKENDS:
         raise ValueError(f'unknown inference backend {backend!r}; choose one of '
                          f'{", ".join(INFERENCE_BACKENDS)}')
-    deploy_model = deploy_form(model, inplace)
+    deploy_model = reparameterize_model(model, inplace)
     if backend == 'onnxruntime-int8':
         return _onnxruntime_int8(deploy_model, calibration_images, num_threads)
     if backend == 'openvino-int8':

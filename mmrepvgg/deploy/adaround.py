@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from ..models import RepVGGBlock, reparameterize_blocks
+from ..models import RepVGGBlock, reparameterize_model
 from .host_cpu import INT8_WEIGHT_MAX
 from .qat import FakeQuantizedConv, fake_quantize, kernel_scale
 
@@ -167,8 +167,7 @@ def adaround(model: nn.Module, calibration: Sequence[np.ndarray], weight_bits: i
     if not calibration or not sum(len(batch) for batch in calibration):
         raise ValueError('no calibration images: learned rounding fits each conv on '
                          'preprocessed training images; pass at least one batch')
-    reference = copy.deepcopy(model).eval()
-    reparameterize_blocks(reference)
+    reference = reparameterize_model(model)
     reference_blocks = [module for module in reference.modules()
                         if isinstance(module, RepVGGBlock)]
     if not reference_blocks:

@@ -4,7 +4,6 @@ The export uses PyTorch's TorchScript-based exporter (``dynamo=False``): the
 torch.export-based default needs the ``onnxscript`` package, and a deployed RepVGG (convs,
 ReLUs, pooling, a linear head) is exactly what the TorchScript exporter handles well.
 """
-import copy
 import os
 import warnings
 from typing import List, NamedTuple, Optional, Sequence
@@ -14,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..checkpoint import atomic_output
-from ..models import reparameterize_blocks
+from ..models import RepVGGBlock, reparameterize_model
 from ..numerics import max_relative_error
 from ..utils import require
 from .host_cpu import host_cpu, int8_kernel_choice
@@ -64,13 +63,6 @@ class _OutputTensors(nn.Module):
     def forward(self, images: Tensor):
         outputs = self.model(images)
         return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs, )
-
-
-def to_deploy_copy(model: nn.Module) -> 'tuple[nn.Module, bool]':
-    """A deep copy of ``model`` in deploy form and eval mode, and whether blocks were
-    fused to get it."""
-    deploy_model = copy.deepcopy(model).eval()
-    return deploy_model, reparameterize_blocks(deploy_model) > 0
 
 
 def torch_logits(model: nn.Module):
@@ -171,7 +163,9 @@ def export_onnx(model: nn.Module,
         OnnxExportError: the export failed a check; ``path`` is untouched.
     """
     path = os.path.abspath(path)
-    deploy_model, converted = to_deploy_copy(model)
+    converted = any(isinstance(module, RepVGGBlock) and not module.deploy
+                    for module in model.modules())
+    deploy_model = reparameterize_model(model)
     batch, channels, height, width = input_shape
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(batch, channels, height, width, generator=generator)

@@ -1,5 +1,6 @@
 """The RepVGG and QARepVGG blocks: three branches while training, one 3x3 conv once
 deployed."""
+import copy
 from collections import OrderedDict
 from typing import Optional
 
@@ -269,3 +270,13 @@ def reparameterize_blocks(model: nn.Module) -> int:
                 and any(isinstance(child, RepVGGBlock) for child in module.modules())):
             module.deploy = True
     return num_fused
+
+
+def reparameterize_model(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """The deploy form of ``model`` in eval mode: a deep copy (``model`` itself with
+    ``inplace``) whose train-form blocks are fused by :func:`reparameterize_blocks`; a
+    deployed model comes back unchanged. The one copy-and-fuse of the package (timm's
+    ``reparameterize_model`` has the same contract)."""
+    deploy_model = model if inplace else copy.deepcopy(model)
+    reparameterize_blocks(deploy_model)
+    return deploy_model.eval()

@@ -47,7 +47,8 @@ try:
     from mmrepvgg.deploy.adaround import RoundingSchedule, adaround
     from mmrepvgg.deploy.host_cpu import host_cpu, int8_kernel_choice
     from mmrepvgg.deploy.onnx_eval import exported_model_test_config, preprocessed_batches
-    from mmrepvgg.deploy.onnx_export import export_onnx, to_deploy_copy, torch_logits
+    from mmrepvgg.deploy.onnx_export import export_onnx, torch_logits
+    from mmrepvgg.models import reparameterize_model
     from mmrepvgg.deploy.qat import finetune_qat, prepare_qat, strip_qat
     from mmrepvgg.deploy.quantization import (CALIBRATION_METHODS, export_int8,
                                               layer_sensitivity, mixed_precision_nodes,
@@ -108,7 +109,7 @@ class Measurement:
     def __init__(self, name: str, config: str, checkpoint: str, args):
         self.name, self.config, self.args = name, config, args
         cfg, self.model, self.checkpoint = load_checkpoint_model(config, checkpoint)
-        self.deploy_model = to_deploy_copy(self.model)[0]
+        self.deploy_model = reparameterize_model(self.model)
         self.calibration = [batch.images for batch in preprocessed_batches(
             cfg, 'train_dataloader', args.calib_images, shuffle=True,
             pipeline_from='test_dataloader')]

@@ -19,7 +19,7 @@ from mmrepvgg.checkpoint import CheckpointError
 from mmrepvgg.deploy.host_cpu import INT8_WEIGHT_MAX, host_cpu
 from mmrepvgg.deploy.kernel_emulation import IntegerConvEmulation
 from mmrepvgg.deploy.onnx_eval import preprocessed_batches
-from mmrepvgg.deploy.onnx_export import to_deploy_copy
+from mmrepvgg.models import reparameterize_model
 from mmrepvgg.deploy.qat import fake_quantize
 from mmrepvgg.engine import ConfigError, load_repvgg_config
 from mmrepvgg.model_zoo import checkpoint_file
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     except (ConfigError, CheckpointError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 1
-    deploy_model = to_deploy_copy(model)[0]
+    deploy_model = reparameterize_model(model)
     quantized = fake_quantize(copy.deepcopy(deploy_model), calibration)
     rows = {'FP32': top1(deploy_model, test_batches)}
     shares = {}

@@ -32,10 +32,11 @@ try:
                                           int8_kernel_choice)
     from mmrepvgg.deploy.onnx_eval import pipeline_image_size, preprocessed_batches
     from mmrepvgg.deploy.onnx_export import (DEFAULT_OPSET, OnnxExportError, export_onnx,
-                                             to_deploy_copy, torch_logits)
+                                             torch_logits)
     from mmrepvgg.deploy.quantization import (CALIBRATION_METHODS, WEIGHT_ROUNDINGS,
                                               export_int8, top1_agreement)
     from mmrepvgg.dense.segmentation import export_segmentor_onnx
+    from mmrepvgg.models import reparameterize_model
 except MissingExtraError as missing:
     sys.exit(f'error: {missing}')
 
@@ -212,7 +213,7 @@ def export_openvino_ir(args: argparse.Namespace, model, size, calibration, held_
     print_fp32_convs(report.fp32_nodes)
     print(f'CPU: {cpu.describe()}')
     if held_out:
-        agreement = top1_agreement(torch_logits(to_deploy_copy(model)[0]),
+        agreement = top1_agreement(torch_logits(reparameterize_model(model)),
                                    openvino_logits(xml_path), held_out)
         print_agreement(agreement, 'PyTorch FP32', 'OpenVINO ' + precision.split()[0])
     return 0
