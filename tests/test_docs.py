@@ -1,13 +1,14 @@
-"""Every relative link of the README and of docs/*.md leads somewhere: the file it names
-exists in the checkout, and a '#anchor' into a Markdown page names one of its headings
-(GitHub's rule: lower case, punctuation dropped, spaces as hyphens)."""
+"""The README and docs/*.md: every relative link leads somewhere (the file it names exists
+in the checkout, and a '#anchor' into a Markdown page names one of its headings, by GitHub's
+rule: lower case, punctuation dropped, spaces as hyphens); the README's model zoo table is
+the one tools/model_zoo_table.py prints from configs/metafile.yml."""
 import glob
 import os
 import re
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, load_tool
 
 # Written on another branch (the API reference); drop once it is merged.
 PAGES_BEING_WRITTEN = {'docs/api.md'}
@@ -68,3 +69,9 @@ def test_every_relative_link_leads_to_a_file_and_heading(page):
         elif anchor and resolved.endswith('.md') and anchor not in heading_anchors(resolved):
             broken.append(f'{target}: no heading #{anchor} in {resolved}')
     assert not broken, f'{page}: ' + '; '.join(broken)
+
+
+def test_readme_model_zoo_table_is_the_generated_one():
+    table = load_tool('tools/model_zoo_table.py').model_zoo_table()
+    assert f'\n{table}\n' in read_page('README.md'), \
+        'README.md: the model zoo table is stale; paste `python tools/model_zoo_table.py`'
