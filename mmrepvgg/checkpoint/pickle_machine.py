@@ -1,25 +1,21 @@
 """The pickle machine: a pickle's bytes in, inert data out; nothing it names ever runs.
 
-As in torch's ``_weights_only_unpickler``, safety comes from construction: an explicit loop
-over the opcodes of :data:`OPCODES`, each with its handler method, and a refusal for every
-other byte. A pickle may name only the globals of :data:`CALLS` (methods here that check
-their arguments and build the value) and :data:`NAMES`, so it builds only containers,
-numbers, strings, tensors over the storages its container hands in, numpy arrays and
-scalars of plain number dtypes, fresh mmengine ``HistoryBuffer``\\ s; dict subclasses
-(``OrderedDict``, yacs ``CfgNode``) and ``argparse.Namespace`` become dicts. Memo
-references are shared, never copied; dict keys and set items are plain scalars or flat
-tuples of them (a nested tuple key hashes in exponential time); integers have at most
-:data:`MAX_INT_BYTES` bytes.
+As in torch's ``_weights_only_unpickler``: an explicit loop over the opcodes of
+:data:`OPCODES`, a refusal for any other byte. Only the globals of :data:`CALLS` (methods
+that check their arguments and build the value) and :data:`NAMES` may be named, so a pickle
+builds containers, numbers, strings, tensors over the storages its container hands in;
+dict subclasses and ``argparse.Namespace`` become dicts. Memo references are shared,
+never copied; dict keys and set items are plain scalars or flat tuples of them (a nested
+tuple key hashes in exponential time); integers have at most :data:`MAX_INT_BYTES` bytes;
+containers nest at most :data:`MAX_NESTING` deep and hold no cycle (see ``nest``).
 """
-import math
 import struct
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-import numpy as np
 import torch
-from mmengine.logging import HistoryBuffer
 
 MAX_INT_BYTES = 64
+MAX_NESTING = 100
 
 # The opcodes the machine knows (pickletools names, protocols 2 to 5): the handler method
 # of each and what it is given (a struct format, a count, a value). Any other is refused.
@@ -36,39 +32,32 @@ OPCODES: Dict[bytes, Tuple[Any, ...]] = {
     b'\x8e': ('BINBYTES8', 'push_bytes', '<Q'), b'}': ('EMPTY_DICT', 'push_empty', dict),
     b']': ('EMPTY_LIST', 'push_empty', list), b')': ('EMPTY_TUPLE', 'push_empty', tuple),
     b'\x8f': ('EMPTY_SET', 'push_empty', set), b'd': ('DICT', 'op_dict'),
-    b'l': ('LIST', 'op_list'), b't': ('TUPLE', 'op_tuple'), b'\x85': ('TUPLE1', 'op_tuple_of', 1),
-    b'\x86': ('TUPLE2', 'op_tuple_of', 2), b'\x87': ('TUPLE3', 'op_tuple_of', 3),
-    b'\x91': ('FROZENSET', 'op_frozenset'), b'a': ('APPEND', 'op_append'),
-    b'e': ('APPENDS', 'op_appends'), b's': ('SETITEM', 'op_setitem'),
-    b'u': ('SETITEMS', 'op_setitems'), b'\x90': ('ADDITEMS', 'op_additems'),
-    b'q': ('BINPUT', 'op_put', '<B'), b'r': ('LONG_BINPUT', 'op_put', '<I'),
-    b'\x94': ('MEMOIZE', 'op_memoize'), b'h': ('BINGET', 'op_get', '<B'),
-    b'j': ('LONG_BINGET', 'op_get', '<I'), b'c': ('GLOBAL', 'op_global'),
-    b'\x93': ('STACK_GLOBAL', 'op_stack_global'), b'R': ('REDUCE', 'op_reduce'),
-    b'\x81': ('NEWOBJ', 'op_newobj'), b'b': ('BUILD', 'op_build'),
+    b'l': ('LIST', 'push_marked', list), b't': ('TUPLE', 'push_marked', tuple),
+    b'\x85': ('TUPLE1', 'op_tuple_of', 1), b'\x86': ('TUPLE2', 'op_tuple_of', 2),
+    b'\x87': ('TUPLE3', 'op_tuple_of', 3), b'\x91': ('FROZENSET', 'op_frozenset'),
+    b'a': ('APPEND', 'op_append', False), b'e': ('APPENDS', 'op_append', True),
+    b's': ('SETITEM', 'op_setitem', False), b'u': ('SETITEMS', 'op_setitem', True),
+    b'\x90': ('ADDITEMS', 'op_additems'), b'q': ('BINPUT', 'op_put', '<B'),
+    b'r': ('LONG_BINPUT', 'op_put', '<I'), b'\x94': ('MEMOIZE', 'op_put', None),
+    b'h': ('BINGET', 'op_get', '<B'), b'j': ('LONG_BINGET', 'op_get', '<I'),
+    b'c': ('GLOBAL', 'op_global'), b'\x93': ('STACK_GLOBAL', 'op_stack_global'),
+    b'R': ('REDUCE', 'op_reduce'), b'\x81': ('NEWOBJ', 'op_newobj'), b'b': ('BUILD', 'op_build'),
     b'Q': ('BINPERSID', 'op_binpersid')}
 
-_HISTORY_BUFFER = 'mmengine.logging.history_buffer.HistoryBuffer'
-# Every global a pickle may call (REDUCE), with the method that checks its arguments and
-# builds the value. ``__builtin__`` is how protocol 2 spells builtins; ``numpy.core`` and
-# ``numpy._core`` are NumPy 1.x's and 2's names.
+# The globals a pickle may call (REDUCE), each with the method checking its arguments
+# (``__builtin__`` is protocol 2's builtins). Subclasses add the globals of other libraries.
 CALLS: Dict[str, str] = {
     'torch._utils._rebuild_tensor_v2': 'call_rebuild_tensor',
     'torch._utils._rebuild_parameter': 'call_rebuild_parameter',
     'collections.OrderedDict': 'call_ordered_dict',
     'torch.Size': 'call_size',
     '_codecs.encode': 'call_latin1_encode',
-    'numpy.dtype': 'call_numpy_dtype',
-    **{f'{package}.multiarray.{name}': f'call_numpy_{name.strip("_")}'
-       for package in ('numpy.core', 'numpy._core') for name in ('_reconstruct', 'scalar')},
     **{f'{module}.{name}': f'call_{name}' for module in ('builtins', '__builtin__')
-       for name in ('set', 'frozenset', 'getattr')},
+       for name in ('set', 'frozenset')},
 }
-# Classes NEWOBJ may make an instance of (without running their code), and what each
-# becomes: a HistoryBuffer built from its BUILD state, or a dict.
-NEW_OBJECTS: Dict[str, str] = {_HISTORY_BUFFER: 'HistoryBuffer',
-                               'yacs.config.CfgNode': 'CfgNode',
-                               'argparse.Namespace': 'Namespace'}
+# Classes NEWOBJ may make an instance of (without running their code): a dict, or an
+# object its BUILD state makes by the method named.
+NEW_OBJECTS = {'yacs.config.CfgNode': 'CfgNode', 'argparse.Namespace': 'Namespace'}
 # torch's storage classes as pickles name them, and the dtype of their elements.
 STORAGE_DTYPES: Dict[str, torch.dtype] = {
     f'torch.{name}Storage': dtype for name, dtype in (
@@ -76,13 +65,10 @@ STORAGE_DTYPES: Dict[str, torch.dtype] = {
         ('BFloat16', torch.bfloat16), ('Long', torch.int64), ('Int', torch.int32),
         ('Short', torch.int16), ('Char', torch.int8), ('Byte', torch.uint8),
         ('Bool', torch.bool))}
-# Globals that may only be named: an argument (numpy.ndarray, a storage class) or a class
-# of NEW_OBJECTS.
-NAMES = frozenset({'numpy.ndarray', *STORAGE_DTYPES, *NEW_OBJECTS})
-# numpy type codes of plain numbers (never 'O' objects, structured or void types).
-NUMPY_DTYPES = ('b1', 'i1', 'i2', 'i4', 'i8', 'u1', 'u2', 'u4', 'u8', 'f2', 'f4', 'f8')
-HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+# Globals that may only be named: a storage class (an argument) or a class of NEW_OBJECTS.
+NAMES = frozenset({*STORAGE_DTYPES, *NEW_OBJECTS})
 _PLAIN_KEY_TYPES = (str, int, float, bool, type(None), bytes)
+_CONTAINER_TYPES = (dict, list, tuple, set, frozenset)
 
 # Why a refused torch global is there, for the message.
 REFUSAL_HINTS = {
@@ -99,10 +85,8 @@ REFUSAL_HINTS = {
         'a tensor subclass or a tensor with attributes set on it; save plain tensors',
     'torch._utils._rebuild_wrapper_subclass':
         'a tensor subclass (DTensor, ...); save plain tensors (e.g. DTensor.full_tensor())',
-    'torch.ComplexFloatStorage':
-        'a complex tensor, whose imaginary part would be dropped; save real tensors',
-    'torch.ComplexDoubleStorage':
-        'a complex tensor, whose imaginary part would be dropped; save real tensors',
+    **dict.fromkeys(('torch.ComplexFloatStorage', 'torch.ComplexDoubleStorage'),
+                    'a complex tensor, whose imaginary part would be dropped; save real tensors'),
 }
 
 
@@ -117,11 +101,11 @@ class Global:
         self.name = name
 
 
-class _Unfinished:
-    """An object whose data arrives by a later BUILD (a numpy array or dtype, a
-    HistoryBuffer): it may not be used before, and is then replaced by ``result``."""
+class Unfinished:
+    """An object whose data arrives by a later BUILD, to ``finish(self, state)``: it may
+    not be used before, and is then replaced by ``result``."""
 
-    def __init__(self, finish: Callable[['_Unfinished', Any], Any], argument: Any = None):
+    def __init__(self, finish: Callable[['Unfinished', Any], Any], argument: Any = None):
         self.finish, self.argument, self.result = finish, argument, None
 
 
@@ -141,41 +125,20 @@ def _plain_collection(factory: type, items: Any) -> Any:
     return factory(items)
 
 
-def _no_hooks(hooks: Any) -> bool:
-    # torch pickles a tensor's backward hooks as OrderedDict(); autograd would call them.
-    return type(hooks) is dict and not hooks
-
-
 def _usable(value: Any) -> Any:
-    if isinstance(value, _Unfinished):
+    if isinstance(value, Unfinished):
         if value.result is None:
             raise Refused('refused, it uses an object before its data is set')
         return value.result
     return value
 
 
-def read_pickle(data: bytes, position: int,
-                persistent_load: Callable[[Any], Any]) -> Tuple[Any, int]:
-    """Read one pickle from ``data[position:]``.
-
-    Args:
-        data: bytes holding the pickle (a zip record or the whole legacy file).
-        position: where the pickle starts.
-        persistent_load: a storage from a persistent id (torch's ``BINPERSID``); a tensor
-            is rebuilt only over what it returns, by the storage's ``view(offset, shape,
-            stride)``.
-
-    Returns:
-        The pickle's value and the position after its STOP.
-
-    Raises:
-        Refused: what is wrong, the second half of a message naming the file.
-    """
-    return _PickleMachine(data, position, persistent_load).run()
-
-
-class _PickleMachine:
-    """The stack, marks and memo of one pickle, and the handlers of :data:`OPCODES`."""
+class PickleMachine:
+    """Reads the pickle at ``data[position:]``: its stack, marks and memo, and the
+    handlers of :data:`OPCODES`. ``persistent_load`` makes a storage from a persistent id
+    (torch's ``BINPERSID``); tensors are views of what it returns (``view(offset, shape,
+    stride)``), never of anything else."""
+    calls, new_objects, names = CALLS, NEW_OBJECTS, NAMES
 
     def __init__(self, data: bytes, position: int, persistent_load: Callable[[Any], Any]):
         self.data, self.position, self.persistent_load = data, position, persistent_load
@@ -183,11 +146,16 @@ class _PickleMachine:
         self.marks: List[List[Any]] = []
         self.memo: Dict[int, Any] = {}
         self.storages: Dict[int, Any] = {}  # id -> what persistent_load returned
+        # id -> (container, height) and id -> container put in another: each held, so that
+        # its id stays its own.
+        self.heights: Dict[int, Tuple[Any, int]] = {}
+        self.nested: Dict[int, Any] = {}
         # id -> (dict, what it was pickled as): the dict is held so that its id stays its own.
         self.dicts_of: Dict[int, Tuple[dict, str]] = {}
         self.finished = False
 
     def run(self) -> Tuple[Any, int]:
+        """The pickle's value and the position after its STOP; raises :class:`Refused`."""
         while not self.finished:
             opcode = self.read(1)
             if opcode not in OPCODES:
@@ -232,9 +200,27 @@ class _PickleMachine:
             raise Refused('refused, its pickle is malformed (empty stack)')
         return self.stack[-1]
 
+    def nest(self, parent: Any, children: Iterable[Any]) -> None:
+        """Count ``children``, put in ``parent``, into its height. As pickle writes them,
+        a container is filled before it goes into another and never changed after: so
+        nesting is bounded as it is built, and no container can hold itself."""
+        if id(parent) in self.nested:
+            raise Refused('refused, it changes a container after putting it in another')
+        height = self.heights.get(id(parent), (parent, 1))[1]
+        for child in children:
+            if type(child) in _CONTAINER_TYPES:
+                if child is parent:
+                    raise Refused('refused, a container contains itself')
+                self.nested[id(child)] = child
+                height = max(height, self.heights.get(id(child), (child, 1))[1] + 1)
+        if height > MAX_NESTING:
+            raise Refused(f'refused, containers nest more than {MAX_NESTING} deep')
+        self.heights[id(parent)] = (parent, height)
+
     def set_items(self, target: Any, items: List[Any]) -> None:
         if type(target) is not dict or len(items) % 2:
             raise Refused(f'refused, it sets items of a {type(target).__name__}')
+        self.nest(target, items[1::2])
         for index in range(0, len(items), 2):
             if not _is_plain_key(items[index]):
                 raise Refused('refused, a dict key is not a string or number')
@@ -244,10 +230,11 @@ class _PickleMachine:
         target = self.top()
         if type(target) is not list:
             raise Refused(f'refused, it appends to a {type(target).__name__}')
+        self.nest(target, items)
         target.extend(items)
 
     def push_global(self, name: str) -> None:
-        if name not in CALLS and name not in NAMES:
+        if name not in self.calls and name not in self.names:
             hint = REFUSAL_HINTS.get(name)
             reason = f'which makes {hint}' if hint else (
                 'which no checkpoint needs; it may be malicious, do not load it elsewhere '
@@ -305,38 +292,34 @@ class _PickleMachine:
         self.set_items(value, items)
         self.stack.append(value)
 
-    def op_list(self) -> None:
+    def push_marked(self, container_type: type) -> None:
         items = self.pop_mark()
-        self.stack.append(items)
+        self.push_container(container_type(items), items)
 
-    def op_tuple(self) -> None:
+    def push_container(self, value: Any, items: List[Any]) -> None:
+        self.nest(value, items)
+        self.stack.append(value)
+
+    def op_frozenset(self) -> None:
         items = self.pop_mark()
-        self.stack.append(tuple(items))
+        self.push_container(_plain_collection(frozenset, items), items)
 
     def op_tuple_of(self, count: int) -> None:
         items = [self.pop() for _ in range(count)]
         items.reverse()
-        self.stack.append(tuple(items))
+        self.push_container(tuple(items), items)
 
-    def op_frozenset(self) -> None:
-        items = self.pop_mark()
-        self.stack.append(self.call_frozenset(items))
-
-    def op_append(self) -> None:
-        item = self.pop()
-        self.extend_list([item])
-
-    def op_appends(self) -> None:
-        items = self.pop_mark()
+    def op_append(self, marked: bool) -> None:
+        items = self.pop_mark() if marked else [self.pop()]
         self.extend_list(items)
 
-    def op_setitem(self) -> None:
-        value = self.pop()
-        key = self.pop()
-        self.set_items(self.top(), [key, value])
-
-    def op_setitems(self) -> None:
-        items = self.pop_mark()
+    def op_setitem(self, marked: bool) -> None:
+        if marked:
+            items = self.pop_mark()
+        else:
+            value = self.pop()
+            key = self.pop()
+            items = [key, value]
         self.set_items(self.top(), items)
 
     def op_additems(self) -> None:
@@ -344,21 +327,19 @@ class _PickleMachine:
         target = self.top()
         if type(target) is not set or not all(map(_is_plain_key, items)):
             raise Refused('refused, it adds items other than strings or numbers to a set')
+        self.nest(target, items)
         target.update(items)
 
-    def op_put(self, index_form: str) -> None:
-        index = self.unpack(index_form)
+    def op_put(self, index_form: Optional[str]) -> None:
+        index = len(self.memo) if index_form is None else self.unpack(index_form)
         self.memo[index] = self.top()
-
-    def op_memoize(self) -> None:
-        self.memo[len(self.memo)] = self.top()
 
     def op_get(self, index_form: str) -> None:
         index = self.unpack(index_form)
         if index not in self.memo:
             raise Refused('refused, its pickle is malformed (unknown memo entry)')
         value = self.memo[index]
-        if isinstance(value, _Unfinished) and value.result is not None:
+        if isinstance(value, Unfinished) and value.result is not None:
             value = value.result
         self.stack.append(value)
 
@@ -377,12 +358,12 @@ class _PickleMachine:
     def op_reduce(self) -> None:
         args = self.pop()
         function = self.pop()
-        if not (isinstance(function, Global) and function.name in CALLS
+        if not (isinstance(function, Global) and function.name in self.calls
                 and type(args) is tuple):
             name = function.name if isinstance(function, Global) else type(function).__name__
             raise Refused(f'refused, it calls {name}, which is only a name here')
         try:
-            value = getattr(self, CALLS[function.name])(*args)
+            value = getattr(self, self.calls[function.name])(*args)
         except TypeError as error:  # wrong argument count
             raise Refused(f'refused, it calls {function.name} with unexpected arguments'
                           ) from error
@@ -393,11 +374,11 @@ class _PickleMachine:
     def op_newobj(self) -> None:
         args = self.pop()
         cls = self.pop()
-        kind = NEW_OBJECTS.get(cls.name) if isinstance(cls, Global) else None
+        kind = self.new_objects.get(cls.name) if isinstance(cls, Global) else None
         if kind is None or args != ():
             raise Refused('refused, it creates an object of a class no checkpoint needs')
-        if kind == 'HistoryBuffer':
-            self.stack.append(_Unfinished(self.finish_history_buffer))
+        if kind.startswith('finish_'):
+            self.stack.append(Unfinished(getattr(self, kind)))
             return
         value: dict = {}
         self.dicts_of[id(value)] = (value, kind)
@@ -406,7 +387,7 @@ class _PickleMachine:
     def op_build(self) -> None:
         state = self.pop()
         target = self.top()
-        if isinstance(target, _Unfinished) and target.result is None:
+        if isinstance(target, Unfinished) and target.result is None:
             target.result = target.finish(target, state)
             self.stack[-1] = target.result
             return
@@ -419,6 +400,7 @@ class _PickleMachine:
             if type(state) is not dict or not all(type(key) is str for key in state):
                 raise Refused('refused, an argparse.Namespace has a state that is not '
                               'named values')
+            self.nest(target, state.values())
             target.update(state)
 
     def op_binpersid(self) -> None:
@@ -430,7 +412,8 @@ class _PickleMachine:
     # --- the globals of CALLS, each checking its arguments ---
     def call_rebuild_tensor(self, storage, offset, size, stride, requires_grad, hooks,
                             metadata=None) -> torch.Tensor:
-        if type(requires_grad) is not bool or not _no_hooks(hooks) or metadata:
+        # torch pickles backward hooks as OrderedDict(), {} here; autograd would call them.
+        if type(requires_grad) is not bool or type(hooks) is not dict or hooks or metadata:
             raise Refused('refused, a tensor carries hooks or metadata')
         if self.storages.get(id(storage)) is not storage:
             raise Refused('refused, it rebuilds a tensor from something other than a '
@@ -439,7 +422,7 @@ class _PickleMachine:
 
     def call_rebuild_parameter(self, data, requires_grad, hooks) -> torch.nn.Parameter:
         if type(data) is not torch.Tensor or type(requires_grad) is not bool \
-                or not _no_hooks(hooks):
+                or type(hooks) is not dict or hooks:
             raise Refused('refused, a parameter is not a plain tensor without hooks')
         return torch.nn.Parameter(data, requires_grad)
 
@@ -463,62 +446,3 @@ class _PickleMachine:
 
     def call_frozenset(self, items=()) -> frozenset:
         return _plain_collection(frozenset, items)
-
-    def call_getattr(self, owner, name) -> str:
-        # mmengine pickles HistoryBuffer's statistics as getattr(HistoryBuffer, 'mean').
-        if not (isinstance(owner, Global) and owner.name == _HISTORY_BUFFER
-                and name in HISTORY_BUFFER_STATISTICS):
-            raise Refused(f'refused, it calls builtins.getattr(..., {name!r}), which no '
-                          'checkpoint needs')
-        return name
-
-    def call_numpy_dtype(self, code, align, copy) -> _Unfinished:
-        if code not in NUMPY_DTYPES or (align, copy) != (False, True):
-            raise Refused(f'refused, it holds a numpy dtype {code!r}, not a plain number type '
-                          '(object arrays hold pointers); save plain numeric arrays')
-        return _Unfinished(self.finish_dtype, code)
-
-    def call_numpy_reconstruct(self, subtype, shape, type_code) -> _Unfinished:
-        if not (isinstance(subtype, Global) and subtype.name == 'numpy.ndarray'
-                and shape == (0, ) and type_code == b'b'):
-            raise Refused('refused, it calls numpy _reconstruct other than as arrays pickle')
-        return _Unfinished(self.finish_ndarray)
-
-    def call_numpy_scalar(self, dtype, raw) -> np.generic:
-        if not isinstance(dtype, np.dtype) or type(raw) is not bytes \
-                or len(raw) != dtype.itemsize:
-            raise Refused('refused, it calls numpy scalar with other than a number\'s bytes')
-        return np.frombuffer(raw, dtype)[0]
-
-    # --- BUILD of the objects left unfinished by the calls and NEWOBJ above ---
-    def finish_dtype(self, dtype: _Unfinished, state: Any) -> np.dtype:
-        if type(state) is not tuple or len(state) != 8 or state[0] != 3 \
-                or state[1] not in ('<', '|') or state[2:] != (None, None, None, -1, -1, 0):
-            raise Refused('refused, it holds a numpy dtype that is not a plain number type')
-        return np.dtype(state[1] + dtype.argument)
-
-    def finish_ndarray(self, array: _Unfinished, state: Any) -> np.ndarray:
-        if type(state) is not tuple or len(state) != 5 or state[0] != 1:
-            raise Refused('refused, it holds a numpy array in an unknown form')
-        _, shape, dtype, fortran_order, raw = state
-        if not (type(shape) is tuple and all(map(is_int, shape))
-                and isinstance(dtype, np.dtype) and type(fortran_order) is bool
-                and type(raw) is bytes and len(raw) == math.prod(shape) * dtype.itemsize):
-            raise Refused('refused, it holds a numpy array whose bytes do not match its '
-                          'shape and plain number dtype')
-        order = 'F' if fortran_order else 'C'
-        return np.frombuffer(raw, dtype).reshape(shape, order=order).copy()
-
-    def finish_history_buffer(self, buffer: _Unfinished, state: Any) -> HistoryBuffer:
-        fields = state if type(state) is dict else {}
-        histories = (fields.get('_log_history'), fields.get('_count_history'))
-        max_length = fields.get('max_length')
-        if not (set(fields) <= {'_log_history', '_count_history', 'max_length',
-                                'statistics_methods'}
-                and all(isinstance(history, np.ndarray) and history.ndim == 1
-                        for history in histories) and is_int(max_length, 1)
-                and len(histories[0]) == len(histories[1])):
-            raise Refused('a HistoryBuffer without numeric histories and max_length; '
-                          're-save it')
-        # A fresh buffer: the pickled statistics_methods never reach the class-wide table.
-        return HistoryBuffer(*histories, max_length)

@@ -1,24 +1,19 @@
 """The one checkpoint reader: bytes in, inert data out, nothing from the file ever runs.
 
-Every load of the project ends here (:func:`read_checkpoint_bytes`). The file is opened
-once and read whole; everything below works on those bytes and nothing else. This module
-reads the containers; the pickles inside them are read by :mod:`.pickle_machine`.
+Every load of the project ends here. The file is opened once and read whole; ``torch.load``
+never sees it. Pickles are read by :mod:`.pickle_machine`, with numpy's and mmengine's
+globals added here; tensors are views of the file's bytes, each byte in one storage at
+most, so time and memory are linear in the file's size.
 
-- **torch zip** (``torch.save``, torch >= 1.6): the archive is parsed with ``zipfile`` over
-  the bytes read; each record's bytes (local header to end of data) lie in the file and
-  overlap no other record's; each record used must be stored (not compressed), match its
-  CRC-32 and hold exactly the bytes its storage declares. ``torch.load`` never sees the file.
+- **torch zip** (``torch.save``): each record's bytes, local header to end of data, lie in
+  the file and overlap no other record's; each record used is stored (not compressed),
+  matches its CRC-32 and holds exactly the bytes its storage declares.
 - **torch legacy** (``_use_new_zipfile_serialization=False``): magic number, protocol,
   system info, the main pickle, the list of storage keys, then each storage as an 8-byte
-  element count and its bytes. Every storage the pickle uses must be listed and stored
-  once with the size it declared, and nothing may follow the last one.
+  element count and its bytes: each storage the pickle uses listed and stored once, with
+  the size it declared, and nothing after the last one.
 - **safetensors**: an 8-byte header length, a JSON header, the tensors' bytes; the
   offsets must tile the data exactly.
-
-Bounds: every tensor is a view of bytes of the file, each byte in at most one storage;
-containers nest at most :data:`MAX_NESTING` deep, without cycles. Time and memory are thus
-linear in the file's size. No allow-list of torch is touched, so the process is unchanged
-by construction.
 """
 import io
 import json
@@ -30,13 +25,15 @@ import struct
 import zipfile
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
+from mmengine.logging import HistoryBuffer
 
 from .errors import CheckpointError
-from .pickle_machine import REFUSAL_HINTS, STORAGE_DTYPES, Global, Refused, is_int, read_pickle
+from .pickle_machine import (CALLS, NAMES, NEW_OBJECTS, REFUSAL_HINTS, STORAGE_DTYPES, Global,
+                             PickleMachine, Refused, Unfinished, is_int)
 from .remote import checkpoint_local_path, forget_download
 
-MAX_NESTING = 100
 ZIP_MAGIC = b'PK\x03\x04'
 # A zip record's local header: magic, 22 bytes this reader skips, name and extra lengths.
 ZIP_LOCAL_HEADER = struct.Struct('<4s22xHH')
@@ -48,6 +45,80 @@ SAFETENSORS_DTYPES: Dict[str, torch.dtype] = {
     'I8': torch.int8, 'U8': torch.uint8, 'BOOL': torch.bool}
 _LOCATION = re.compile(r'(?:cpu|cuda(?::[0-9]{1,3})?|mps)', re.ASCII)
 _STORAGE_KEY = re.compile(r'[0-9]{1,24}', re.ASCII)
+_HISTORY_BUFFER = 'mmengine.logging.history_buffer.HistoryBuffer'
+# numpy type codes of plain numbers (never 'O' objects, structured or void types).
+NUMPY_DTYPES = ('b1', 'i1', 'i2', 'i4', 'i8', 'u1', 'u2', 'u4', 'u8', 'f2', 'f4', 'f8')
+HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+HISTORY_BUFFER_FIELDS = {'_log_history', '_count_history', 'max_length', 'statistics_methods'}
+
+
+class _CheckpointPickle(PickleMachine):
+    """The pickle machine with the globals of numpy and mmengine that training checkpoints
+    hold (``numpy.core`` is NumPy 1.x's name of ``numpy._core``): plain number arrays and
+    scalars built here with ``np.frombuffer``, fresh HistoryBuffers from checked arrays."""
+    calls = {**CALLS, 'numpy.dtype': 'call_numpy_dtype',
+             'builtins.getattr': 'call_getattr', '__builtin__.getattr': 'call_getattr',
+             **{f'{package}.multiarray.{name}': f'call_numpy_{name.strip("_")}'
+                for package in ('numpy.core', 'numpy._core')
+                for name in ('_reconstruct', 'scalar')}}
+    new_objects = {**NEW_OBJECTS, _HISTORY_BUFFER: 'finish_history_buffer'}
+    names = NAMES | {'numpy.ndarray', _HISTORY_BUFFER}
+
+    def call_getattr(self, owner, name) -> str:
+        # mmengine pickles HistoryBuffer's statistics as getattr(HistoryBuffer, 'mean').
+        if not (isinstance(owner, Global) and owner.name == _HISTORY_BUFFER
+                and name in HISTORY_BUFFER_STATISTICS):
+            raise Refused(f'refused, it calls builtins.getattr(..., {name!r}), which no '
+                          'checkpoint needs')
+        return name
+
+    def call_numpy_dtype(self, code, align, copy) -> Unfinished:
+        if code not in NUMPY_DTYPES or (align, copy) != (False, True):
+            raise Refused(f'refused, it holds a numpy dtype {code!r}, not a plain number type '
+                          '(object arrays hold pointers); save plain numeric arrays')
+        return Unfinished(self.finish_dtype, code)
+
+    def call_numpy_reconstruct(self, subtype, shape, type_code) -> Unfinished:
+        if not (isinstance(subtype, Global) and subtype.name == 'numpy.ndarray'
+                and shape == (0, ) and type_code == b'b'):
+            raise Refused('refused, it calls numpy _reconstruct other than as arrays pickle')
+        return Unfinished(self.finish_ndarray)
+
+    def call_numpy_scalar(self, dtype, raw) -> np.generic:
+        if not isinstance(dtype, np.dtype) or type(raw) is not bytes \
+                or len(raw) != dtype.itemsize:
+            raise Refused('refused, it calls numpy scalar with other than a number\'s bytes')
+        return np.frombuffer(raw, dtype)[0]
+
+    def finish_dtype(self, dtype: Unfinished, state: Any) -> np.dtype:
+        if type(state) is not tuple or len(state) != 8 or state[0] != 3 \
+                or state[1] not in ('<', '|') or state[2:] != (None, None, None, -1, -1, 0):
+            raise Refused('refused, it holds a numpy dtype that is not a plain number type')
+        return np.dtype(state[1] + dtype.argument)
+
+    def finish_ndarray(self, array: Unfinished, state: Any) -> np.ndarray:
+        if type(state) is not tuple or len(state) != 5 or state[0] != 1:
+            raise Refused('refused, it holds a numpy array in an unknown form')
+        _, shape, dtype, fortran_order, raw = state
+        if not (type(shape) is tuple and all(map(is_int, shape))
+                and isinstance(dtype, np.dtype) and type(fortran_order) is bool
+                and type(raw) is bytes and len(raw) == math.prod(shape) * dtype.itemsize):
+            raise Refused('refused, it holds a numpy array whose bytes do not match its '
+                          'shape and plain number dtype')
+        return np.frombuffer(raw, dtype).reshape(
+            shape, order='F' if fortran_order else 'C').copy()
+
+    def finish_history_buffer(self, buffer: Unfinished, state: Any) -> HistoryBuffer:
+        fields = state if type(state) is dict else {}
+        histories = (fields.get('_log_history'), fields.get('_count_history'))
+        max_length = fields.get('max_length')
+        if not (set(fields) <= HISTORY_BUFFER_FIELDS and is_int(max_length, 1)
+                and all(isinstance(history, np.ndarray) and history.ndim == 1
+                        for history in histories) and len(histories[0]) == len(histories[1])):
+            raise Refused('a HistoryBuffer without numeric histories and max_length; '
+                          're-save it')
+        # A fresh buffer: the pickled statistics_methods never reach the class-wide table.
+        return HistoryBuffer(*histories, max_length)
 
 
 class Storage:
@@ -96,47 +167,6 @@ def _checked_bools(flat: torch.Tensor) -> torch.Tensor:
     return flat
 
 
-def _children(value: Any) -> Any:
-    if type(value) is dict:
-        return value.values()
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return value
-    return ()
-
-
-def _check_nesting(root: Any) -> None:
-    """Refuse containers nested deeper than :data:`MAX_NESTING` or in a cycle, visiting
-    each container once (shared ones too), so the walk is linear in the file."""
-    height: Dict[int, int] = {}
-    path: List[Tuple[Any, Any]] = [(root, iter(_children(root)))]
-    on_path = {id(root)}
-    tallest = [0]
-    while path:
-        value, children = path[-1]
-        for child in children:
-            if not _children(child):
-                continue
-            if id(child) in on_path:
-                raise Refused('refused, a container contains itself')
-            if id(child) in height:
-                tallest[-1] = max(tallest[-1], height[id(child)])
-                if len(path) + height[id(child)] > MAX_NESTING:
-                    raise Refused(f'refused, containers nest more than {MAX_NESTING} deep')
-                continue
-            if len(path) >= MAX_NESTING:
-                raise Refused(f'refused, containers nest more than {MAX_NESTING} deep')
-            path.append((child, iter(_children(child))))
-            on_path.add(id(child))
-            tallest.append(0)
-            break
-        else:
-            path.pop()
-            on_path.discard(id(value))
-            height[id(value)] = tallest.pop() + 1
-            if tallest:
-                tallest[-1] = max(tallest[-1], height[id(value)])
-
-
 class _StorageTable:
     """The storages a pickle references by persistent id, each made once by
     ``make(key, dtype, numel)``; the same key must be declared the same way each time."""
@@ -146,16 +176,8 @@ class _StorageTable:
         self.storages: Dict[str, Storage] = {}
 
     def __call__(self, pid: Any) -> Storage:
-        dtype, key, numel = self.storage_reference(pid)
-        if key not in self.storages:
-            self.storages[key] = Storage(dtype, numel, self.make(key, dtype, numel))
-        if (self.storages[key].dtype, self.storages[key].numel) != (dtype, numel):
-            raise Refused(f'refused, storage {key} is declared twice, differently')
-        return self.storages[key]
-
-    def storage_reference(self, pid: Any) -> Tuple[torch.dtype, str, int]:
-        """``(dtype, key, numel)`` of a persistent id ``('storage', class, key, location,
-        numel)`` (legacy files add a view, which must be None)."""
+        """The storage of a persistent id ``('storage', class, key, location, numel)``
+        (legacy files add a view, which must be None)."""
         length = 6 if self.legacy else 5
         if type(pid) is not tuple or len(pid) != length or pid[0] != 'storage':
             raise Refused('refused, it references data other than a tensor storage')
@@ -170,7 +192,12 @@ class _StorageTable:
                 and _LOCATION.fullmatch(location) and is_int(numel)
                 and (not self.legacy or pid[5] is None)):
             raise Refused('refused, a storage reference is malformed')
-        return STORAGE_DTYPES[name], key, numel
+        dtype = STORAGE_DTYPES[name]
+        if key not in self.storages:
+            self.storages[key] = Storage(dtype, numel, self.make(key, dtype, numel))
+        if (self.storages[key].dtype, self.storages[key].numel) != (dtype, numel):
+            raise Refused(f'refused, storage {key} is declared twice, differently')
+        return self.storages[key]
 
 
 def _zip_record(archive: zipfile.ZipFile, name: str) -> Optional[bytes]:
@@ -199,16 +226,15 @@ def _check_record_ranges(archive: zipfile.ZipFile, data: bytes) -> None:
     of the file claim many times its size."""
     ranges = []
     for info in archive.infolist():
-        header = data[info.header_offset:info.header_offset + ZIP_LOCAL_HEADER.size]
+        start, header_size = info.header_offset, ZIP_LOCAL_HEADER.size
         magic, name_length, extra_length = ZIP_LOCAL_HEADER.unpack(
-            header.ljust(ZIP_LOCAL_HEADER.size, b'\0'))
-        end = (info.header_offset + ZIP_LOCAL_HEADER.size + name_length + extra_length
-               + info.compress_size)
+            data[start:start + header_size].ljust(header_size, b'\0'))
+        end = start + header_size + name_length + extra_length + info.compress_size
         if magic != ZIP_MAGIC or end > len(data):
             where = 'ends past the end of the file' if magic == ZIP_MAGIC else 'has no header'
             raise Refused(f'truncated or corrupt checkpoint (record {info.filename} {where}); '
                           're-download or re-save it')
-        ranges.append((info.header_offset, end, info.filename))
+        ranges.append((start, end, info.filename))
     ranges.sort()
     for (_, end, name), (next_start, _, next_name) in zip(ranges, ranges[1:]):
         if next_start < end:
@@ -248,7 +274,7 @@ def _read_zip(data: bytes) -> Any:
         if _zip_record(archive, f'{prefix}byteorder') not in (None, b'little'):
             raise Refused('stores big-endian tensors; re-save it on a little-endian machine')
         main = _zip_record(archive, f'{prefix}data.pkl')
-        return read_pickle(main, 0, _StorageTable(record_of, legacy=False))[0]
+        return _CheckpointPickle(main, 0, _StorageTable(record_of, legacy=False)).run()[0]
     except (zipfile.BadZipFile, EOFError, OSError) as error:
         raise Refused(f'truncated or corrupt checkpoint ({error}); re-download or re-save '
                       'it') from error
@@ -258,12 +284,12 @@ def _read_legacy(data: bytes) -> Any:
     def no_storages(pid: Any) -> None:
         raise Refused('refused, its header references storages')
 
-    magic, position = read_pickle(data, 0, no_storages)
+    magic, position = _CheckpointPickle(data, 0, no_storages).run()
     if magic != LEGACY_MAGIC_NUMBER:
         raise Refused('not a PyTorch checkpoint (a pickle without torch\'s magic number); '
                       'pass the .pth file written by torch.save')
-    protocol, position = read_pickle(data, position, no_storages)
-    system, position = read_pickle(data, position, no_storages)
+    protocol, position = _CheckpointPickle(data, position, no_storages).run()
+    system, position = _CheckpointPickle(data, position, no_storages).run()
     if protocol != LEGACY_PROTOCOL_VERSION or type(system) is not dict \
             or system.get('little_endian') is not True:
         raise Refused('is a legacy checkpoint of another protocol or byte order; re-save it '
@@ -279,8 +305,8 @@ def _read_legacy(data: bytes) -> Any:
         return torch.empty(numel, dtype=dtype)
 
     declared = _StorageTable(filled_later, legacy=True)
-    value, position = read_pickle(data, position, declared)
-    keys, position = read_pickle(data, position, no_storages)
+    value, position = _CheckpointPickle(data, position, declared).run()
+    keys, position = _CheckpointPickle(data, position, no_storages).run()
     # Keys of other types would make the comparison below fail instead of refusing.
     if type(keys) is not list or not all(type(key) is str for key in keys) \
             or len(set(keys)) != len(keys) or set(keys) != set(declared.storages):
@@ -351,28 +377,18 @@ def _read_safetensors(data: bytes) -> Dict[str, torch.Tensor]:
 
 
 def read_checkpoint_bytes(data: bytes, is_safetensors: bool = False) -> Any:
-    """The content of a checkpoint file given as its bytes.
-
-    Args:
-        data: the whole file.
-        is_safetensors: the file is named ``*.safetensors`` (else told by its bytes).
-
-    Raises:
-        Refused: what is wrong, the second half of a message naming the file.
-    """
+    """The content of a checkpoint given as its bytes (``is_safetensors``: its name ends
+    so, else its bytes tell). Raises :class:`Refused`, the end of a one-line message."""
     if not data:
         raise Refused('is empty (0 bytes); re-download or re-save it')
     if is_safetensors or data[8:9] == b'{':
         return _read_safetensors(data)
     if data.startswith(ZIP_MAGIC):
-        content = _read_zip(data)
-    elif data[:1] == b'\x80':
-        content = _read_legacy(data)
-    else:
-        raise Refused(f'not a PyTorch checkpoint (it starts with {data[:8]!r}); pass the '
-                      '.pth file written by torch.save')
-    _check_nesting(content)
-    return content
+        return _read_zip(data)
+    if data[:1] == b'\x80':
+        return _read_legacy(data)
+    raise Refused(f'not a PyTorch checkpoint (it starts with {data[:8]!r}); pass the .pth '
+                  'file written by torch.save')
 
 
 def read_checkpoint(path: str) -> Any:
