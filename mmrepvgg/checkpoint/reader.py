@@ -40,9 +40,9 @@ ZIP_LOCAL_HEADER = struct.Struct('<4s22xHH')
 LEGACY_MAGIC_NUMBER = 0x1950a86a20f9469cfc6c
 LEGACY_PROTOCOL_VERSION = 1001
 SAFETENSORS_DTYPES: Dict[str, torch.dtype] = {
-    'F64': torch.float64, 'F32': torch.float32, 'F16': torch.float16,
-    'BF16': torch.bfloat16, 'I64': torch.int64, 'I32': torch.int32, 'I16': torch.int16,
-    'I8': torch.int8, 'U8': torch.uint8, 'BOOL': torch.bool}
+    'F64': torch.float64, 'F32': torch.float32, 'F16': torch.float16, 'BF16': torch.bfloat16,
+    'I64': torch.int64, 'I32': torch.int32, 'I16': torch.int16, 'I8': torch.int8,
+    'U8': torch.uint8, 'BOOL': torch.bool}
 _LOCATION = re.compile(r'(?:cpu|cuda(?::[0-9]{1,3})?|mps)', re.ASCII)
 _STORAGE_KEY = re.compile(r'[0-9]{1,24}', re.ASCII)
 _HISTORY_BUFFER = 'mmengine.logging.history_buffer.HistoryBuffer'
@@ -58,9 +58,8 @@ class _CheckpointPickle(PickleMachine):
     scalars built here with ``np.frombuffer``, fresh HistoryBuffers from checked arrays."""
     calls = {**CALLS, 'numpy.dtype': 'call_numpy_dtype',
              'builtins.getattr': 'call_getattr', '__builtin__.getattr': 'call_getattr',
-             **{f'{package}.multiarray.{name}': f'call_numpy_{name.strip("_")}'
-                for package in ('numpy.core', 'numpy._core')
-                for name in ('_reconstruct', 'scalar')}}
+             **{f'{package}.multiarray.{name}': f'call_numpy_{name.strip("_")}' for name in
+                ('_reconstruct', 'scalar') for package in ('numpy.core', 'numpy._core')}}
     new_objects = {**NEW_OBJECTS, _HISTORY_BUFFER: 'finish_history_buffer'}
     names = NAMES | {'numpy.ndarray', _HISTORY_BUFFER}
 
@@ -294,12 +293,13 @@ def _read_legacy(data: bytes) -> Any:
             or system.get('little_endian') is not True:
         raise Refused('is a legacy checkpoint of another protocol or byte order; re-save it '
                       'with a current torch')
-    declared_bytes = [0]
+    declared_bytes = 0
 
     def filled_later(key: str, dtype: torch.dtype, numel: int) -> torch.Tensor:
         # Bounded by the file: the storages' bytes must all be in it.
-        declared_bytes[0] += numel * dtype.itemsize
-        if declared_bytes[0] > len(data):
+        nonlocal declared_bytes
+        declared_bytes += numel * dtype.itemsize
+        if declared_bytes > len(data):
             raise Refused(f'storage {key} declares more bytes than the file holds; '
                           're-download or re-save the checkpoint')
         return torch.empty(numel, dtype=dtype)
@@ -307,7 +307,7 @@ def _read_legacy(data: bytes) -> Any:
     declared = _StorageTable(filled_later, legacy=True)
     value, position = _CheckpointPickle(data, position, declared).run()
     keys, position = _CheckpointPickle(data, position, no_storages).run()
-    # Keys of other types would make the comparison below fail instead of refusing.
+    # String keys, as torch writes them (a list mixing types once failed to sort).
     if type(keys) is not list or not all(type(key) is str for key in keys) \
             or len(set(keys)) != len(keys) or set(keys) != set(declared.storages):
         raise Refused('its storage list does not name each storage the pickle uses exactly '
