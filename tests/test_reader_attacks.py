@@ -11,13 +11,14 @@ import struct
 import subprocess
 import sys
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
 import torch
 
 from mmrepvgg.checkpoint import CheckpointError, load_checkpoint_file
-from mmrepvgg.checkpoint.reader import MAX_NESTING
+from mmrepvgg.checkpoint.pickle_machine import MAX_NESTING
 
 HOSTILE_FILES = []  # every file made here, for the plain-torch comparison at the end
 
@@ -192,6 +193,92 @@ def test_handmade_archive_reads_like_torch_save(tmp_path):
                                torch.tensor([1., 2., 3., 4.]))
 
 
+def local_header(name, payload):
+    """A stored record's local header (zip APPNOTE 4.3.7), CRC-32 and sizes of ``payload``."""
+    return struct.pack('<4s5H3I2H', b'PK\x03\x04', 20, 0, 0, 0, 0, zlib.crc32(payload),
+                       len(payload), len(payload), len(name), 0) + name
+
+
+def handmade_zip(body, records, claimed_sizes=None):
+    """``body`` followed by a central directory of ``records`` (name, payload, offset of
+    its local header in ``body``); ``claimed_sizes`` may give a record another size."""
+    central = b''
+    for name, payload, offset in records:
+        size = (claimed_sizes or {}).get(name, len(payload))
+        central += struct.pack('<4s6H3I5H2I', b'PK\x01\x02', 20, 20, 0, 0, 0, 0,
+                               zlib.crc32(payload), size, size, len(name), 0, 0, 0, 0, 0,
+                               offset) + name
+    return body + central + struct.pack('<4s4H2IH', b'PK\x05\x06', 0, 0, len(records),
+                                        len(records), len(central), len(body), 0)
+
+
+def nested_records_zip(storage_count, last_storage_bytes=4096):
+    """Storage record k's stored bytes are the local header and bytes of record k + 1: each
+    record, CRC correct, holds every later one, so the file's bytes count many times."""
+    names = [f'archive/data/{key}'.encode() for key in range(storage_count)]
+    last_storage = bytes(last_storage_bytes)
+    chain = local_header(names[-1], last_storage) + last_storage
+    for name in reversed(names[:-1]):
+        chain = local_header(name, chain) + chain
+    payloads, at = [], 0
+    for name in names:  # each header is 44 bytes: the payloads stay whole floats
+        header_size = 30 + len(name)
+        payloads.append((name, chain[at + header_size:], at))
+        at += header_size
+    pids = b''.join(
+        text(str(key)) + global_('torch._utils', '_rebuild_tensor_v2') + b'(' + b'(' + text(
+            'storage') + global_('torch', 'FloatStorage') + text(str(key)) + text('cpu')
+        + b'J' + struct.pack('<i', len(payload) // 4) + b'tQ' + b'J\0\0\0\0' + b'(J'
+        + struct.pack('<i', len(payload) // 4) + b't(K\x01t\x89' + global_(
+            'collections', 'OrderedDict') + b')Rt' + b'R' for key, (_, payload, _) in
+        enumerate(payloads))
+    data_pkl = b'\x80\x02}(' + pids + b'u.'
+    body = b''
+    records = []
+    for name, payload in ((b'archive/data.pkl', data_pkl), (b'archive/byteorder', b'little')):
+        records.append((name, payload, len(body)))
+        body += local_header(name, payload) + payload
+    records += [(name, payload, len(body) + at) for name, payload, at in payloads]
+    return handmade_zip(body + chain, records)
+
+
+def test_zip_records_that_overlap_are_refused_though_their_crcs_match(tmp_path):
+    path = tmp_path / 'overlapping.pth'
+    path.write_bytes(nested_records_zip(storage_count=8))
+    with zipfile.ZipFile(path) as archive:  # a valid zip to zipfile: every CRC matches
+        assert archive.testzip() is None
+        claimed_bytes = sum(info.file_size for info in archive.infolist())
+    assert claimed_bytes > 3 * path.stat().st_size
+    refused(path, r"refused, the archive's records archive/data/0 and archive/data/1 "
+            'overlap')
+
+
+def test_zip_record_claiming_bytes_past_the_end_of_the_file_is_refused(tmp_path):
+    raw = struct.pack('<4f', 1, 2, 3, 4)
+    body, records = b'', []
+    for name, payload in ((b'archive/data.pkl', tensor_pickle()), (b'archive/data/0', raw),
+                          (b'archive/version', b'3\n')):
+        records.append((name, payload, len(body)))
+        body += local_header(name, payload) + payload
+    path = tmp_path / 'past_the_end.pth'
+    path.write_bytes(handmade_zip(body, records, {b'archive/version': 2**31}))
+    refused(path, r'truncated or corrupt checkpoint \(record archive/version ends past the '
+            r'end of the file\)')
+
+
+def test_handmade_zip_of_separate_records_reads(tmp_path):
+    """The builders above make files the reader accepts when records do not overlap."""
+    raw = struct.pack('<4f', 1, 2, 3, 4)
+    body, records = b'', []
+    for name, payload in ((b'archive/data.pkl', tensor_pickle()), (b'archive/data/0', raw)):
+        records.append((name, payload, len(body)))
+        body += local_header(name, payload) + payload
+    path = tmp_path / 'separate.pth'
+    path.write_bytes(handmade_zip(body, records))
+    torch.testing.assert_close(load_checkpoint_file(str(path))['weight'],
+                               torch.tensor([1., 2., 3., 4.]))
+
+
 # --- torch legacy: storages declared, listed and stored must agree ---
 def legacy_file(tmp_path, edit):
     buffer = io.BytesIO()
@@ -236,6 +323,7 @@ def _declared_keys(content):
     ('trailing bytes', r'holds bytes after its last storage'),
     ('truncated storage', r'a storage ends early|stored with another size'),
     ('huge declared storage', r'declares more bytes than the file holds'),
+    ('keys of mixed types', r'does not name each storage the pickle uses exactly once'),
 ])
 def test_legacy_storages_must_be_listed_and_stored_as_declared(tmp_path, case, expected):
     def edit(content):
@@ -246,6 +334,8 @@ def test_legacy_storages_must_be_listed_and_stored_as_declared(tmp_path, case, e
             return _replace_storage_list(content, keys[:1])
         if case == 'storage listed twice':
             return _replace_storage_list(content, keys + keys[:1])
+        if case == 'keys of mixed types':  # unorderable: once a TypeError traceback
+            return _replace_storage_list(content, [keys[0], 1])
         if case == 'other size stored':
             return content[:data_start] + struct.pack('<q', 99) + content[data_start + 8:]
         if case == 'trailing bytes':

@@ -1,7 +1,8 @@
 """Checkpoints: one reader, one fitting, atomic writing, source layouts.
 
 - :mod:`.reader`: every load of the project; reads a path, URL or .safetensors file as
-  inert data, executing nothing stored in it (:mod:`.remote` downloads URLs).
+  inert data, executing nothing stored in it (:mod:`.remote` downloads URLs); its pickles
+  are read by :mod:`.pickle_machine`.
 - :mod:`.writing`: write atomically, never over an input, never leaving partial files.
 - :mod:`.layouts`: the mmrepvgg/mmpretrain, official and timm key layouts as data.
 - :mod:`.inspection`: the architecture and health a state dict reveals.
