@@ -14,7 +14,7 @@ LAYERS = [
     ('utils', 'version', 'registry', 'numerics', 'synthetic', 'reparam'),
     ('models', 'datasets'),
     ('checkpoint', ),
-    ('model_zoo', 'published', 'config_file'),
+    ('model_zoo', 'config_file'),
     ('engine', ),
     ('deploy', 'dense'),
     ('apis', ),

@@ -26,10 +26,10 @@ from mmrepvgg.checkpoint import repvgg_prefix
 from mmrepvgg.deploy.host_cpu import INT8_WEIGHT_MAX, int8_kernel_choice, int8_weight_choice
 from mmrepvgg.deploy.onnx_export import export_onnx, onnxruntime, onnxruntime_session
 from mmrepvgg.deploy.quantization import quantize_int8
+from mmrepvgg.model_zoo import zoo_models
 from mmrepvgg.models import (ARCH_SETTINGS, RepVGG, build_model, image_channels,
                              reparameterize_blocks, repvgg_classifier_cfg, resolve_arch)
 from mmrepvgg.numerics import max_relative_error
-from mmrepvgg.published import PUBLISHED
 from mmrepvgg.synthetic import randomize_batch_norms_
 from mmrepvgg.utils import MissingExtraError, torch_threads
 
@@ -316,9 +316,10 @@ def measure_variants(archs: Sequence[str], settings: BenchmarkSettings) -> List[
                                     settings.input_size,
                                     replace(settings, rounds=settings.variant_rounds))
         add_ratios(timings)
-        published = PUBLISHED.get(arch)
+        top1 = next((model.top1 for model in zoo_models().values()
+                     if model.arch == arch and not model.deploy), None)
         for name, timing in timings.items():
-            rows.append(dict(arch=arch, path=name, top1=published and published.top1,
+            rows.append(dict(arch=arch, path=name, top1=top1,
                              max_relative_error_vs_train=errors.get(name),
                              onnx_max_relative_error=errors.get(ONNXRUNTIME), **timing))
         del models, train_model, deploy_model
