@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 
-from lab.emulated_cpu import AVX2_ONLY_LIBRARY, avx2_only_loaded
+from lab.avx2_only_library import AVX2_ONLY_LIBRARY, avx2_only_loaded
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'avx2_only.c')
 # The constructor of the library exits with this status where CPUID cannot fault.

@@ -10,18 +10,11 @@ from typing import Dict, NamedTuple, Optional
 
 from mmrepvgg.deploy.host_cpu import ISA_FLAGS, HostCpu, host_cpu
 
-# The file name of the library as_avx2_only.py builds from avx2_only.c and preloads, and
-# the instruction sets of ISA_FLAGS a CPU keeps under it.
-AVX2_ONLY_LIBRARY = 'libmmrepvgg_avx2_only.so'
+from .avx2_only_library import avx2_only_loaded
+
+# The instruction sets of ISA_FLAGS a CPU keeps under the AVX2-only library.
 AVX2_ONLY_ISA = frozenset({ISA_FLAGS['avx2']})
 PROC_MAPS_PATH = '/proc/self/maps'
-
-
-def avx2_only_loaded(maps_text: str) -> bool:
-    """Whether a ``/proc/<pid>/maps`` text maps :data:`AVX2_ONLY_LIBRARY` (the process
-    runs under ``as_avx2_only.py``), also once its file is gone (`` (deleted)``)."""
-    return any(line.rstrip().removesuffix(' (deleted)').endswith('/' + AVX2_ONLY_LIBRARY)
-               for line in maps_text.splitlines())
 
 
 def hidden_isa_note(hidden_isa) -> str:
@@ -66,7 +59,7 @@ def seen_cpu(threads: Optional[int] = None, cpuinfo_text: Optional[str] = None,
 
     Args:
         maps_text: a /proc/self/maps text (default: this process's for this machine,
-            none for ``cpuinfo_text``'s): where it maps :data:`AVX2_ONLY_LIBRARY`, the CPU
+            none for ``cpuinfo_text``'s): where it maps the AVX2-only library, the CPU
             is described as AVX2-only, with the rest of its ISA named as hidden.
     """
     if maps_text is None:

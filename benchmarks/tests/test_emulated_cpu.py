@@ -2,7 +2,8 @@
 library found in the process's memory map makes the CPU AVX2-only, the rest of its ISA
 named as hidden, and the package's INT8 choice then gives the AVX2-only recipe. The memory
 maps and /proc/cpuinfo excerpts are written here as Linux prints them."""
-from lab.emulated_cpu import AVX2_ONLY_LIBRARY, seen_cpu
+from lab.avx2_only_library import AVX2_ONLY_LIBRARY
+from lab.emulated_cpu import seen_cpu
 from mmrepvgg.deploy.host_cpu import int8_kernel_choice, int8_weight_choice
 
 VNNI_CPUINFO = """processor\t: 0
