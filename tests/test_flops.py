@@ -7,9 +7,9 @@ import torch
 from mmrepvgg.analysis import count_complexity
 from mmrepvgg.analysis.complexity import FeatureExtractor, flop_analyzer
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
-from mmrepvgg.published import PUBLISHED
 
 from conftest import load_tool
+from published_figures import PUBLISHED
 
 REPO = Path(__file__).resolve().parents[1]
 FORMS = ('train', 'deploy')

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from mmrepvgg.deploy import onnx_export
-from mmrepvgg.deploy.host_cpu import (AVX2_ONLY_LIBRARY, X64_QUANT_PRECISION_KEY, host_cpu,
-                                      int8_kernel_choice, int8_weight_choice, parse_cpuinfo)
+from mmrepvgg.deploy.host_cpu import (X64_QUANT_PRECISION_KEY, host_cpu, int8_kernel_choice,
+                                      int8_weight_choice, parse_cpuinfo)
 from mmrepvgg.deploy.onnx_eval import preprocessed_batches
 from mmrepvgg.deploy.onnx_export import onnxruntime_session
 from mmrepvgg.engine import load_repvgg_config
@@ -98,24 +98,6 @@ def test_a_kernel_request_overrides_the_cpu_and_a_typo_is_refused():
     assert int8_kernel_choice(avx2_host, 'u8s8').kernels == 'u8s8'
     with pytest.raises(ValueError, match='u8s8 or u8u8'):
         int8_kernel_choice(avx2_host, 'u8u9')
-
-
-def test_a_process_under_the_avx2_only_library_is_described_as_avx2_only():
-    maps = ('7f00-7f10 r-xp 00000000 00:20 12 /tmp/tmpab12/' + AVX2_ONLY_LIBRARY + '\n'
-            '7f20-7f30 r-xp 00000000 00:20 13 /usr/lib/x86_64-linux-gnu/libc.so.6\n')
-    cpu = host_cpu(1, cpuinfo_text=VNNI_CPUINFO, architecture='x86_64', maps_text=maps)
-    assert cpu.isa == ('AVX2',) and cpu.hidden_isa == ('AVX-512', 'AVX512-VNNI')
-    assert not cpu.has_vnni and cpu.saturates_int16_pairs
-    assert 'AVX-512, AVX512-VNNI hidden from CPUID: AVX2-only CPU emulated' in cpu.describe()
-    assert cpu.as_dict()['hidden_isa'] == ['AVX-512', 'AVX512-VNNI']
-    assert (int8_weight_choice(cpu).bits, int8_kernel_choice(cpu).kernels) == (7, 'u8u8')
-    deleted = maps.replace(AVX2_ONLY_LIBRARY + '\n', AVX2_ONLY_LIBRARY + ' (deleted)\n')
-    assert host_cpu(cpuinfo_text=VNNI_CPUINFO, maps_text=deleted).hidden_isa
-    # A library of another name, or none, hides nothing.
-    for other in (maps.replace(AVX2_ONLY_LIBRARY, 'libother.so'), ''):
-        unmasked = host_cpu(1, cpuinfo_text=VNNI_CPUINFO, architecture='x86_64',
-                            maps_text=other)
-        assert unmasked.isa == ('AVX2', 'AVX-512', 'AVX512-VNNI') and not unmasked.hidden_isa
 
 
 def test_this_machine_is_described_from_its_own_cpuinfo():

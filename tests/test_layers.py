@@ -14,7 +14,7 @@ LAYERS = [
     ('utils', 'version', 'registry', 'numerics', 'synthetic', 'reparam'),
     ('models', 'datasets'),
     ('checkpoint', ),
-    ('model_zoo', 'published', 'config_file'),
+    ('model_zoo', 'config_file'),
     ('engine', ),
     ('deploy', 'dense'),
     ('apis', ),
@@ -71,3 +71,19 @@ def test_no_module_imports_a_layer_above_its_own(relative_path):
 
 def test_every_module_belongs_to_a_layer():
     assert {layer_of(path) for path in package_modules()} - {'__init__'} <= set(RANK)
+
+
+def test_no_module_imports_the_lab():
+    """benchmarks/ (its library is imported as ``lab``) imports the package, never the
+    other way round: the wheel does not ship it."""
+    lab_imports = []
+    for relative_path in package_modules():
+        with open(os.path.join(PACKAGE_DIR, relative_path)) as stream:
+            tree = ast.parse(stream.read())
+        for node in ast.walk(tree):
+            modules = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                       else [node.module] if isinstance(node, ast.ImportFrom)
+                       and not node.level else [])
+            lab_imports += [f'{relative_path}:{node.lineno}' for module in modules
+                            if module.split('.')[0] in ('lab', 'benchmarks')]
+    assert not lab_imports

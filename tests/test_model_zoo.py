@@ -15,10 +15,9 @@ from mmrepvgg.engine import load_repvgg_config
 from mmrepvgg.model_zoo import checkpoint_source, find_model, zoo_models
 from mmrepvgg.models import (ARCH_SETTINGS, RepVGG, build_model, repvgg_classifier_cfg,
                              resolve_arch)
-from mmrepvgg.published import PUBLISHED
 from mmrepvgg.synthetic import randomize_batch_norms_
 
-from conftest import REPO_ROOT, load_tool
+from conftest import REPO_ROOT
 
 A0_TRAIN = 'repvgg-A0_3rdparty_4xb64-coslr-120e_in1k'
 A0_DEPLOY = 'repvgg-A0_deploy_3rdparty_4xb64-coslr-120e_in1k'
@@ -142,16 +141,6 @@ def test_inference_model_fuses_a_copy_and_leaves_the_train_model_alone(tmp_path,
     result = inference_model(source, str(image))
     assert not source.backbone.deploy
     assert result['pred_label'] == int(np.argmax(result['pred_scores']))
-
-
-def test_model_zoo_table_has_one_row_per_variant_with_metafile_figures():
-    table = load_tool('tools/model_zoo_table.py').model_zoo_table().splitlines()
-    rows = [line for line in table[2:] if line.startswith('| `repvgg-')]
-    assert len(rows) == len(ARCH_SETTINGS)
-    d2se = PUBLISHED['D2se']
-    d2se_row = next(row for row in rows if 'D2se' in row)
-    assert f'| {d2se.params_m_train:g} / {d2se.params_m_deploy:g} |' in d2se_row
-    assert f'| {d2se.top1:.2f} |' in d2se_row
 
 
 @pytest.mark.parametrize('config', ['configs/repvgg-A0_4xb64-coslr-120e_in1k.py', A0_TRAIN,

@@ -328,18 +328,3 @@ def test_tool_refuses_more_fp32_convs_than_the_model_has(
     error = capsys.readouterr().err.strip()
     assert error == ('error: keep_fp32 99: the model has 22 convs; keep at most 22 FP32')
     assert not os.listdir(tmp_path)
-
-
-def test_int8_accuracy_check_images_are_the_first_training_images():
-    from types import SimpleNamespace
-    measurement_class = load_tool('tools/analysis_tools/int8_accuracy.py').Measurement
-    train_batches = [(np.arange(start, start + 4), np.arange(start, start + 4) % 3)
-                     for start in range(0, 24, 4)]
-    for check_images, expected_images in ((None, 16), (6, 6), (8, 8), (100, 24)):
-        measurement = SimpleNamespace(args=SimpleNamespace(check_images=check_images),
-                                      train_batches=train_batches)
-        check = measurement_class.calibration_check(measurement)
-        assert np.array_equal(np.concatenate([images for images, _ in check]),
-                              np.arange(expected_images))
-        assert np.array_equal(np.concatenate([labels for _, labels in check]),
-                              np.arange(expected_images) % 3)

@@ -15,11 +15,11 @@ from mmrepvgg.checkpoint import CheckpointError, to_project_layout
 from mmrepvgg.models import (ARCH_SETTINGS, QARepVGGBlock, RepVGG, RepVGGArgumentError,
                              RepVGGBlock, build_model, reparameterize_blocks,
                              repvgg_classifier_cfg)
-from mmrepvgg.published import PUBLISHED
 from mmrepvgg.numerics import max_relative_error
 from mmrepvgg.synthetic import randomize_batch_norms_
 
 from conftest import REPO_ROOT
+from published_figures import PUBLISHED
 
 CONFIG_DIR = os.path.join(REPO_ROOT, 'configs')
 

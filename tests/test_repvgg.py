@@ -15,9 +15,10 @@ import mmrepvgg
 from mmrepvgg.models import (ARCH_SETTINGS, RepVGG, RepVGGArgumentError, RepVGGBlock,
                              reparameterize_blocks, repvgg_classifier_cfg)
 from mmrepvgg.models.arch import SE_1_16
-from mmrepvgg.published import PUBLISHED
 from mmrepvgg.numerics import max_relative_error
 from mmrepvgg.synthetic import randomize_batch_norms_
+
+from published_figures import PUBLISHED
 
 VARIANTS = list(ARCH_SETTINGS)
 SMALL_IMAGES = (2, 3, 32, 32)

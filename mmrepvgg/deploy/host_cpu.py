@@ -10,10 +10,6 @@ pairs of u8 x s8 into a *saturating* int16 (``vpmaddubsw``) before widening, and
 u8s8 kernels are exact (:func:`int8_weight_choice` picks them for a file written on such a
 CPU), or ONNX Runtime's slower u8u8 path (``session.x64quantprecision``), which
 :func:`int8_kernel_choice` picks for 8-bit weights there. AMX adds int8 tile multiplies.
-
-A VNNI CPU can run as an AVX2-only one: ``tools/analysis_tools/as_avx2_only.py`` preloads
-a library that hides AVX-512, VNNI and AMX from CPUID, so every library picks its AVX2
-kernels. :func:`host_cpu` sees that library loaded and names what it hides.
 """
 import os
 import platform
@@ -24,11 +20,6 @@ CPUINFO_PATH = '/proc/cpuinfo'
 ISA_FLAGS = {'avx2': 'AVX2', 'avx512f': 'AVX-512', 'avx512_vnni': 'AVX512-VNNI',
              'avx_vnni': 'AVX-VNNI', 'amx_int8': 'AMX-INT8'}
 VNNI_FLAGS = frozenset({'avx512_vnni', 'avx_vnni'})
-# The file name of the library as_avx2_only.py preloads (tools/analysis_tools/avx2_only.c),
-# and the flags of ISA_FLAGS a CPU keeps under it.
-AVX2_ONLY_LIBRARY = 'libmmrepvgg_avx2_only.so'
-AVX2_ONLY_FLAGS = frozenset({'avx2'})
-PROC_MAPS_PATH = '/proc/self/maps'
 X86_ARCHITECTURES = ('x86_64', 'amd64', 'i386', 'i686')
 # oneDNN's cap on the instruction sets it uses (OpenVINO's CPU plugin and PyTorch's convs
 # obey it; ONNX Runtime's kernels do not): with ONEDNN_MAX_CPU_ISA=AVX2 a VNNI CPU runs
@@ -51,12 +42,6 @@ def pairs_fit_int16(weight_max: int) -> bool:
     return 2 * UINT8_MAX * weight_max <= INT16_MAX
 
 
-def hidden_isa_note(hidden_isa) -> str:
-    """How a figure's CPU line names instruction sets hidden by ``as_avx2_only.py``, e.g.
-    ``'AVX-512, AVX512-VNNI hidden from CPUID: AVX2-only CPU emulated'``."""
-    return f'{", ".join(hidden_isa)} hidden from CPUID: AVX2-only CPU emulated'
-
-
 class HostCpu(NamedTuple):
     """What an INT8 figure needs to say about the machine.
 
@@ -68,8 +53,6 @@ class HostCpu(NamedTuple):
         architecture: ``platform.machine()``, e.g. ``'x86_64'``.
         threads: the threads the figure was measured with (None: the runtime's default).
         onednn_isa_cap: the value of ``ONEDNN_MAX_CPU_ISA`` when it was set, else None.
-        hidden_isa: instruction sets the CPU has but this process cannot see (the AVX2-only
-            emulation of ``as_avx2_only.py``), e.g. ``('AVX-512', 'AVX512-VNNI')``.
     """
     model_name: str
     isa: tuple
@@ -77,7 +60,6 @@ class HostCpu(NamedTuple):
     architecture: str
     threads: Optional[int] = None
     onednn_isa_cap: Optional[str] = None
-    hidden_isa: tuple = ()
 
     @property
     def is_x86(self) -> bool:
@@ -100,15 +82,14 @@ class HostCpu(NamedTuple):
         isa = ', '.join(self.isa) or 'no AVX2 or VNNI'
         cap = (f'; oneDNN (OpenVINO, PyTorch) capped to {self.onednn_isa_cap} by '
                f'{ONEDNN_ISA_CAP_VARIABLE}' if self.onednn_isa_cap else '')
-        hidden = f'; {hidden_isa_note(self.hidden_isa)}' if self.hidden_isa else ''
         return (f'{self.model_name} ({self.architecture}; {isa}; {self.logical_cpus} '
-                f'logical CPUs; {threads}{cap}{hidden})')
+                f'logical CPUs; {threads}{cap})')
 
     def as_dict(self) -> Dict[str, object]:
         return dict(model_name=self.model_name, isa=list(self.isa),
                     logical_cpus=self.logical_cpus, architecture=self.architecture,
                     threads=self.threads, vnni=self.has_vnni,
-                    onednn_isa_cap=self.onednn_isa_cap, hidden_isa=list(self.hidden_isa))
+                    onednn_isa_cap=self.onednn_isa_cap)
 
 
 def parse_cpuinfo(text: str) -> 'tuple[str, FrozenSet[str]]':
@@ -134,40 +115,22 @@ def _read(path: str) -> str:
         return ''
 
 
-def avx2_only_loaded(maps_text: str) -> bool:
-    """Whether a ``/proc/<pid>/maps`` text maps :data:`AVX2_ONLY_LIBRARY` (the process
-    runs under ``as_avx2_only.py``), also once its file is gone (`` (deleted)``)."""
-    return any(line.rstrip().removesuffix(' (deleted)').endswith('/' + AVX2_ONLY_LIBRARY)
-               for line in maps_text.splitlines())
-
-
 def host_cpu(threads: Optional[int] = None, cpuinfo_text: Optional[str] = None,
-             architecture: Optional[str] = None, maps_text: Optional[str] = None
-             ) -> HostCpu:
-    """Describe this machine's CPU as this process sees it (or the one ``cpuinfo_text``
+             architecture: Optional[str] = None) -> HostCpu:
+    """Describe this machine's CPU as /proc/cpuinfo names it (or the one ``cpuinfo_text``
     and ``architecture`` describe).
 
     Args:
         threads: the thread count the caller measures with (None: runtime default).
         cpuinfo_text: a /proc/cpuinfo text to read instead of this machine's.
         architecture: ``platform.machine()`` of that machine (default: this one's).
-        maps_text: a /proc/self/maps text (default: this process's for this machine,
-            none for ``cpuinfo_text``'s): where it maps :data:`AVX2_ONLY_LIBRARY`, the CPU
-            is described as AVX2-only, with the rest of its ISA named as hidden.
     """
-    if maps_text is None:
-        maps_text = _read(PROC_MAPS_PATH) if cpuinfo_text is None else ''
     model_name, flags = parse_cpuinfo(_read(CPUINFO_PATH) if cpuinfo_text is None
                                       else cpuinfo_text)
     isa = tuple(label for flag, label in ISA_FLAGS.items() if flag in flags)
-    hidden = ()
-    if avx2_only_loaded(maps_text):
-        hidden = tuple(label for flag, label in ISA_FLAGS.items()
-                       if flag in flags and flag not in AVX2_ONLY_FLAGS)
-        isa = tuple(label for label in isa if label not in hidden)
     return HostCpu(model_name or platform.processor() or 'unknown CPU', isa,
                    os.cpu_count() or 1, architecture or platform.machine(), threads,
-                   os.environ.get(ONEDNN_ISA_CAP_VARIABLE) or None, hidden)
+                   os.environ.get(ONEDNN_ISA_CAP_VARIABLE) or None)
 
 
 class Int8KernelChoice(NamedTuple):

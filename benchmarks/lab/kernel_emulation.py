@@ -4,19 +4,20 @@ There, u8 x s8 kernels multiply the uint8 input and int8 weight of two neighbour
 reduction elements and add the two products into a *saturating* int16 (``vpmaddubsw``)
 before widening to int32; ``255 * 127 * 2 = 64770`` does not fit in int16, so large
 inputs times large weights are clipped (onnxruntime issue 12088). This module computes a
-:class:`.qat.FakeQuantizedConv` in integers, exactly or with that pairwise saturation, so
-that a VNNI host can measure what the saturation alone costs a model. The pairs follow
-ONNX Runtime's NHWC order of the reduction (kernel row, kernel column, input channel;
-channel fastest; an odd reduction padded at its end), as its own u8s8 conv pairs them on
-an AVX2-only CPU (tests/test_avx2_only.py runs that conv under as_avx2_only.py).
+:class:`mmrepvgg.deploy.qat.FakeQuantizedConv` in integers, exactly or with that pairwise
+saturation, so that a VNNI host can measure what the saturation alone costs a model. The
+pairs follow ONNX Runtime's NHWC order of the reduction (kernel row, kernel column, input
+channel; channel fastest; an odd reduction padded at its end), as its own u8s8 conv pairs
+them on an AVX2-only CPU (benchmarks/tests/test_avx2_only.py runs that conv under
+as_avx2_only.py).
 """
 from typing import Tuple
 
 import torch
 from torch import Tensor, nn
 
-from .host_cpu import INT16_MAX
-from .qat import FakeQuantizedConv, kernel_scale
+from mmrepvgg.deploy.host_cpu import INT16_MAX
+from mmrepvgg.deploy.qat import FakeQuantizedConv, kernel_scale
 
 INT16_MIN = -INT16_MAX - 1
 
@@ -24,8 +25,8 @@ INT16_MIN = -INT16_MAX - 1
 def quantization_parameters(wrapper: FakeQuantizedConv, weight_max: int = 127
                             ) -> Tuple[float, int, Tensor]:
     """``(input scale, input zero point, weight scales (C_out, ))`` of a calibrated
-    :class:`.qat.FakeQuantizedConv`, as its forward pass uses them (``weight_max`` 127),
-    or with weights of a narrower symmetric range (64: 7-bit weights)."""
+    :class:`~mmrepvgg.deploy.qat.FakeQuantizedConv`, as its forward pass uses them
+    (``weight_max`` 127), or with weights of a narrower symmetric range (64: 7-bit weights)."""
     input_scale, zero_point = wrapper.input_quantization()
     return input_scale, zero_point, kernel_scale(wrapper.conv.weight, weight_max)
 
@@ -75,7 +76,7 @@ def integer_conv(wrapper: FakeQuantizedConv, images: Tensor, saturate_pairs: boo
 
 
 class IntegerConvEmulation:
-    """While active (a context manager), every :class:`.qat.FakeQuantizedConv` of
+    """While active (a context manager), every :class:`mmrepvgg.deploy.qat.FakeQuantizedConv` of
     ``model`` computes by :func:`integer_conv`; ``saturated_share`` collects the share
     of saturated pairs per conv call; ``weight_max`` as for :func:`integer_conv`."""
 

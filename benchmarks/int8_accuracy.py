@@ -14,7 +14,7 @@ file evaluated by the config's own test loop (``Runner.test()``, in this process
 - OpenVINO INT8 (NNCF) per calibration method it offers, and + mixed precision chosen
   as for ONNX Runtime.
 
-    python tools/analysis_tools/int8_accuracy.py \
+    python benchmarks/int8_accuracy.py \
         --model RepVGG-A0 configs/digits/repvgg-A0_digits.py A0/epoch_6.pth \
         --model QARepVGG-A0 configs/digits/qarepvgg-A0_digits.py QA/epoch_6.pth \
         --work-dir work_dirs/int8_accuracy --json int8.json --plot int8.png
@@ -33,9 +33,11 @@ import multiprocessing
 import os
 import sys
 import time
+from typing import Optional
 
 import numpy as np
 
+from lab.emulated_cpu import seen_cpu
 from mmrepvgg.apis.convert import build_train_model, load_repvgg_weights
 from mmrepvgg.checkpoint import CheckpointError, atomic_output, check_output
 from mmrepvgg.engine import (ConfigError, build_runner, load_repvgg_config,
@@ -45,14 +47,14 @@ from mmrepvgg.utils import MissingExtraError
 
 try:
     from mmrepvgg.deploy.adaround import RoundingSchedule, adaround
-    from mmrepvgg.deploy.host_cpu import host_cpu, int8_kernel_choice
+    from mmrepvgg.deploy.host_cpu import int8_kernel_choice
     from mmrepvgg.deploy.onnx_eval import exported_model_test_config, preprocessed_batches
-    from mmrepvgg.deploy.onnx_export import export_onnx, torch_logits
-    from mmrepvgg.models import reparameterize_model
+    from mmrepvgg.deploy.onnx_export import export_onnx, largest_int8_weight, torch_logits
     from mmrepvgg.deploy.qat import finetune_qat, prepare_qat, strip_qat
     from mmrepvgg.deploy.quantization import (CALIBRATION_METHODS, export_int8,
                                               layer_sensitivity, mixed_precision_nodes,
                                               onnx_logits, quantize_int8, top1_agreement)
+    from mmrepvgg.models import reparameterize_model
 except MissingExtraError as missing:
     sys.exit(f'error: {missing}')
 
@@ -121,6 +123,14 @@ class Measurement:
         self.speed_images = np.concatenate(self.calibration)[:SPEED_BATCH]
         self.rows = []
 
+    @staticmethod
+    def kernels_here(int8_path: Optional[str] = None) -> str:
+        """The ONNX Runtime INT8 kernels accurate on the CPU this process sees (the
+        AVX2-only emulation included, which the package's own choice, reading
+        /proc/cpuinfo, does not see) for the weights of ``int8_path`` (None: 8 bits)."""
+        weight_max = None if int8_path is None else largest_int8_weight(int8_path)
+        return int8_kernel_choice(seen_cpu().cpu, weight_max=weight_max).kernels
+
     def path(self, recipe: str, suffix: str = '.onnx') -> str:
         file_stem = f'{self.name}_{recipe}'.replace(os.sep, '_')
         return os.path.join(self.args.work_dir, file_stem + suffix)
@@ -149,7 +159,7 @@ class Measurement:
         export_onnx(self.model, fp32_path, (1, *size), overwrite=True)
         self.add('onnxruntime', 'fp32', fp32_path, onnx_logits(fp32_path, num_threads=1),
                  runner_top1(self.config, fp32_path, work_dir))
-        cpu_kernels = int8_kernel_choice(host_cpu()).kernels
+        cpu_kernels = self.kernels_here()
         other_kernels = 'u8u8' if cpu_kernels == 'u8s8' else 'u8s8'
         for method in CALIBRATION_METHODS:
             int8_path = self.path(f'int8_{method}')
@@ -179,8 +189,9 @@ class Measurement:
         quantize_int8(fp32_path, mixed_path, self.calibration, overwrite=True,
                       fp32_nodes=fp32_nodes)
         self.add('onnxruntime', f'ptq minmax + mixed (max drop {args.max_drop})',
-                 mixed_path, onnx_logits(mixed_path, num_threads=1),
-                 runner_top1(self.config, mixed_path, work_dir), fp32_convs=len(fp32_nodes))
+                 mixed_path, onnx_logits(mixed_path, cpu_kernels, 1),
+                 runner_top1(self.config, mixed_path, work_dir, cpu_kernels),
+                 fp32_convs=len(fp32_nodes))
         self.sensitivity = sensitivity
         print(f'{self.name}: most INT8-sensitive convs (logit SQNR, dB): ' + ', '.join(
             f'{row.node} {row.sqnr_db:.1f}' for row in sensitivity[:3]))
@@ -227,10 +238,11 @@ class Measurement:
                               self.args.qat_lr)
         qat_path = self.path('int8_qat')
         export_int8(strip_qat(model), qat_path, self.calibration, overwrite=True)
+        kernels = self.kernels_here(qat_path)
         self.add('onnxruntime', f'qat (BN re-inserted) {self.args.qat_epochs} epochs lr '
                  f'{self.args.qat_lr:g} + ptq minmax',
-                 qat_path, onnx_logits(qat_path, num_threads=1),
-                 runner_top1(self.config, qat_path, self.args.work_dir),
+                 qat_path, onnx_logits(qat_path, kernels, 1),
+                 runner_top1(self.config, qat_path, self.args.work_dir, kernels),
                  qat_losses=losses)
 
     def run_openvino(self, fp32_path: str) -> None:
@@ -336,7 +348,7 @@ def plot_sensitivity(results: dict, path: str) -> None:
 
 
 def machine() -> dict:
-    return dict(cpu=host_cpu(1).as_dict(), load_average=list(os.getloadavg()),
+    return dict(cpu=seen_cpu(1).as_dict(), load_average=list(os.getloadavg()),
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(
                     timespec='seconds'))
 
@@ -391,7 +403,7 @@ def main(argv=None) -> int:
         return 1
     os.makedirs(args.work_dir, exist_ok=True)
     started = machine()
-    print(f"CPU: {host_cpu(1).describe()}; load average {started['load_average']}",
+    print(f"CPU: {seen_cpu(1).describe()}; load average {started['load_average']}",
           flush=True)
     try:
         # One process per checkpoint: a second model in the process that had run the

@@ -1,6 +1,6 @@
 """Print the README's results table of the model zoo, generated from configs/metafile.yml.
 
-    python tools/model_zoo_table.py > table.md
+    python benchmarks/model_zoo_table.py > table.md
 """
 from mmrepvgg.model_zoo import resource_root, zoo_models
 

@@ -1,12 +1,12 @@
-"""Published figures of the RepVGG variants (OpenMMLab model zoo and the paper), as read
-from the model zoo's metafile (:mod:`mmrepvgg.model_zoo`).
+"""Test helper: the published figures of the RepVGG variants (OpenMMLab model zoo and the
+paper) per variant, as read from the model zoo's metafile (:mod:`mmrepvgg.model_zoo`).
 
 Params in millions and FLOPs in G multiply-adds (as OpenMMLab counts them) at 224x224 with
 the 1000-class linear head; top-1/top-5 in % on ImageNet-1k val.
 """
 from typing import Dict, NamedTuple
 
-from .model_zoo import zoo_models
+from mmrepvgg.model_zoo import zoo_models
 
 
 class PublishedFigures(NamedTuple):

@@ -28,7 +28,7 @@ from mmrepvgg.apis.convert import build_train_model
 
 from conftest import REPO_ROOT, load_tool
 
-TOOLS = os.path.join(REPO_ROOT, 'tools', 'analysis_tools')
+TOOLS = os.path.join(REPO_ROOT, 'benchmarks')
 DIGITS_CONFIG = os.path.join(REPO_ROOT, 'configs', 'digits', 'repvgg-A0_digits.py')
 # The smallest RepVGG that is still one: a block per stage at a quarter of A0's widths
 # (stage widths 16, 32, 64, 128), five convs once fused with the stem.
@@ -145,7 +145,7 @@ def _own_session_run(argv: list) -> subprocess.CompletedProcess:
 
 @contextlib.contextmanager
 def _importable_int8_accuracy():
-    """int8_accuracy imported by its name from tools/analysis_tools (not by load_tool): it
+    """int8_accuracy imported by its name from benchmarks/ (not by load_tool): it
     measures each checkpoint in a spawned process, which finds its worker function by
     module name; sys.path and sys.modules as before afterwards."""
     with pytest.MonkeyPatch.context() as patch:
@@ -306,7 +306,7 @@ def test_int8_accuracy_refuses_an_existing_output_and_leaves_it_as_it_was(
     config, _ = tiny_digits
     existing = tmp_path / 'figures_of_last_week'
     existing.write_bytes(b'\x89PNG last week\'s figures')
-    tool = load_tool('tools/analysis_tools/int8_accuracy.py')
+    tool = load_tool('benchmarks/int8_accuracy.py')
     with pytest.raises(SystemExit) as exit_info:
         tool.main(['--model', 'tiny', config, tiny_checkpoint[0], option, str(existing),
                    '--work-dir', str(tmp_path / 'work')])
@@ -323,7 +323,7 @@ def test_int8_accuracy_names_a_missing_checkpoint_before_measuring_any_model(
     model's rows."""
     config, _ = tiny_digits
     missing = tmp_path / 'epoch_6.pth'
-    tool = load_tool('tools/analysis_tools/int8_accuracy.py')
+    tool = load_tool('benchmarks/int8_accuracy.py')
     assert tool.main(['--model', 'first', config, tiny_checkpoint[0],
                       '--model', 'second', config, str(missing),
                       '--work-dir', str(tmp_path / 'work'),
@@ -332,6 +332,21 @@ def test_int8_accuracy_names_a_missing_checkpoint_before_measuring_any_model(
     assert errors.startswith(f'error: {missing}: no such checkpoint file')
     assert errors.count('\n') == 1, errors
     assert not os.listdir(tmp_path)
+
+
+def test_int8_accuracy_check_images_are_the_first_training_images():
+    from types import SimpleNamespace
+    measurement_class = load_tool('benchmarks/int8_accuracy.py').Measurement
+    train_batches = [(np.arange(start, start + 4), np.arange(start, start + 4) % 3)
+                     for start in range(0, 24, 4)]
+    for check_images, expected_images in ((None, 16), (6, 6), (8, 8), (100, 24)):
+        measurement = SimpleNamespace(args=SimpleNamespace(check_images=check_images),
+                                      train_batches=train_batches)
+        check = measurement_class.calibration_check(measurement)
+        assert np.array_equal(np.concatenate([images for images, _ in check]),
+                              np.arange(expected_images))
+        assert np.array_equal(np.concatenate([labels for _, labels in check]),
+                              np.arange(expected_images) % 3)
 
 
 BAD_CONFIGS = {
@@ -361,7 +376,7 @@ def test_a_config_that_cannot_build_the_model_is_one_error_line(
     text, message = BAD_CONFIGS[what]
     config = tmp_path / 'bad_config.py'
     config.write_text(text.format(tiny=tiny_digits[0]))
-    tool = load_tool(f'tools/analysis_tools/{tool_file}')
+    tool = load_tool(f'benchmarks/{tool_file}')
     assert tool.main(argv(str(config), tiny_checkpoint[0], tmp_path)) == 1
     errors = capsys.readouterr().err
     assert errors.startswith(f'error: {config}: ') and errors.count('\n') == 1, errors
@@ -393,7 +408,7 @@ def _markdown_rows(printed: str) -> dict:
 
 def test_int8_speed_prints_every_row_with_ratios_of_its_images_per_s(capsys):
     pytest.importorskip('openvino')  # the OpenVINO rows: the [openvino] extra
-    from mmrepvgg.analysis.rows import INT8_ONNXRUNTIME, INT8_OPENVINO, ONNXRUNTIME, OPENVINO
+    from lab.rows import INT8_ONNXRUNTIME, INT8_OPENVINO, ONNXRUNTIME, OPENVINO
     # The tool as a user runs it, in a process (and session) of its own.
     run = _own_session_run([os.path.join(TOOLS, 'int8_speed.py'), '--shape', '32', '32',
                             '--batch-size', '2', '--rounds', '2', '--threads', '1'])
@@ -424,7 +439,7 @@ def test_int8_speed_prints_every_row_with_ratios_of_its_images_per_s(capsys):
     ['--arch', 'Z9'], ['--batch-size', '0'], ['--rounds', '0'], ['--threads', '0'],
     ['--shape', '0', '32']], ids=['unknown arch', 'batch 0', 'rounds 0', 'threads 0', 'height 0'])
 def test_int8_speed_refuses_what_cannot_be_timed_before_any_work(options, capsys):
-    tool = load_tool('tools/analysis_tools/int8_speed.py')
+    tool = load_tool('benchmarks/int8_speed.py')
     threads_before = torch.get_num_threads()
     with pytest.raises(SystemExit) as exit_info:
         tool.main(options)
@@ -437,7 +452,7 @@ def test_kernel_emulation_prints_8_and_7_bit_rows_and_7_bit_pairs_never_saturate
         tiny_digits, tiny_checkpoint, capsys):
     config, _ = tiny_digits
     checkpoint, model, (images, labels) = tiny_checkpoint
-    tool = load_tool('tools/analysis_tools/int8_kernel_emulation.py')
+    tool = load_tool('benchmarks/int8_kernel_emulation.py')
     assert tool.main([config, checkpoint, '--calib-images', str(CALIBRATION_IMAGES)]) == 0
     printed = capsys.readouterr().out
     assert (f'{checkpoint} on {len(labels)} test images, calibrated on '

@@ -2,15 +2,19 @@
 INT8 figure for "AVX2-only hosts" needs, emulated on a VNNI host (Linux x86-64 with CPUID
 faulting, ``cpuid_fault`` in /proc/cpuinfo; a C compiler builds the library).
 
-    python tools/analysis_tools/as_avx2_only.py python tools/analysis_tools/int8_speed.py
-    python tools/analysis_tools/as_avx2_only.py python tools/deployment/test.py CONFIG x.onnx
+    python benchmarks/as_avx2_only.py python benchmarks/int8_speed.py
+    python benchmarks/as_avx2_only.py python tools/deployment/test.py CONFIG x.onnx \
+        --int8-kernels u8u8
 
 The command runs with ``avx2_only.c`` (beside this file) built and preloaded, which hides
 those instruction sets from CPUID in the command and its children: ONNX Runtime, oneDNN
 (OpenVINO, PyTorch), numpy and OpenBLAS pick the kernels an AVX2-only CPU runs, on this
-CPU's cores (its caches and clocks stay this CPU's). The tools' CPU line then reads
-"AVX2; ... hidden from CPUID: AVX2-only CPU emulated". Exits with the command's exit
-status.
+CPU's cores (its caches and clocks stay this CPU's). The lab's instruments see the
+emulated CPU (:mod:`lab.emulated_cpu`): their CPU line reads "AVX2; ... hidden from CPUID:
+AVX2-only CPU emulated" and their INT8 rows get its weights and kernels. The package's own
+tools read /proc/cpuinfo, which still lists the hidden instruction sets: name their INT8
+kernels and weight width (``--int8-kernels``, ``--int8-weights``). Exits with the
+command's exit status.
 """
 import argparse
 import os
@@ -20,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 
-from mmrepvgg.deploy.host_cpu import AVX2_ONLY_LIBRARY, avx2_only_loaded
+from lab.avx2_only_library import AVX2_ONLY_LIBRARY, avx2_only_loaded
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'avx2_only.c')
 # The constructor of the library exits with this status where CPUID cannot fault.
@@ -91,8 +95,7 @@ def main(argv=None) -> int:
     if args.command[:1] == ['--']:  # the usual end of this tool's own options
         args.command = args.command[1:]
     if not args.command:
-        parser.error('name the command to run, e.g. python tools/analysis_tools/'
-                     'int8_speed.py')
+        parser.error('name the command to run, e.g. python benchmarks/int8_speed.py')
     with tempfile.TemporaryDirectory() as directory:
         try:
             environment = emulation_environment(build_library(directory), dict(os.environ))

@@ -2,11 +2,11 @@
 RepVGG with the same weights and torchvision ResNets; tables in Markdown, all figures in
 JSON.
 
-    python tools/analysis_tools/benchmark.py configs/repvgg-A0_4xb64-coslr-120e_in1k.py \
+    python benchmarks/benchmark.py configs/repvgg-A0_4xb64-coslr-120e_in1k.py \
         --batch-sizes 1 16 --variants all --json benchmark.json
-    python tools/analysis_tools/benchmark.py configs/repvgg-A0_4xb64-coslr-120e_in1k.py \
+    python benchmarks/benchmark.py configs/repvgg-A0_4xb64-coslr-120e_in1k.py \
         --train --json training.json
-    python tools/analysis_tools/benchmark.py CFG --quick --json quick.json  # seconds
+    python benchmarks/benchmark.py CFG --quick --json quick.json  # seconds
 
 Without --checkpoint the weights are random with trained-looking BN statistics (speed
 does not depend on the values; the fusion is then not trivial).
@@ -18,11 +18,10 @@ from typing import List
 
 import torch
 
-from mmrepvgg.analysis.benchmark import (BenchmarkSettings, arch_name,
-                                         run_inference_benchmark, run_training_benchmark)
-from mmrepvgg.analysis.report import format_report, markdown_table
-from mmrepvgg.analysis.rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, INT8_OPENVINO,
-                                    ONNXRUNTIME, RECOMMENDED)
+from lab.benchmark import (BenchmarkSettings, arch_name, run_inference_benchmark,
+                           run_training_benchmark)
+from lab.report import format_report, markdown_table
+from lab.rows import COMPILED, DEPLOY, INT8_ONNXRUNTIME, INT8_OPENVINO, ONNXRUNTIME, RECOMMENDED
 from mmrepvgg.apis.convert import ConfigError, build_train_model, load_repvgg_weights
 from mmrepvgg.checkpoint import CheckpointError, atomic_output, check_output
 from mmrepvgg.models import ARCH_SETTINGS

@@ -1,7 +1,7 @@
 """Markdown tables from a benchmark's JSON-ready results (plain data in, text out)."""
 from typing import Dict, Iterable, List, Sequence
 
-from ..deploy.host_cpu import hidden_isa_note
+from .emulated_cpu import hidden_isa_note
 from .rows import DEPLOY
 
 

@@ -1,8 +1,8 @@
-"""tools/analysis_tools/as_avx2_only.py runs a command as on an AVX2-only x86 CPU: the
+"""benchmarks/as_avx2_only.py runs a command as on an AVX2-only x86 CPU: the
 libraries in it and in its children see no AVX-512, VNNI or AMX (references: PyTorch's and
 numpy's own CPU detection), ONNX Runtime then runs the u8s8 kernels that add pairs of
-products in saturating int16 (reference: the integer sums computed here), the tools name
-the emulation beside their figures and choose the AVX2 recipe, and bad input is one line.
+products in saturating int16 (reference: the integer sums computed here), the lab names
+the emulation beside its figures and chooses the AVX2 recipe, and bad input is one line.
 Needs Linux x86-64 with CPUID faulting and a C compiler, as the tool says."""
 import os
 import re
@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from conftest import REPO_ROOT, int8_conv_weights
 
-TOOL = os.path.join(REPO_ROOT, 'tools/analysis_tools/as_avx2_only.py')
+TOOL = os.path.join(REPO_ROOT, 'benchmarks/as_avx2_only.py')
 DIGITS_CONFIG = os.path.join(REPO_ROOT, 'configs/digits/repvgg-A0_digits.py')
 
 
@@ -138,7 +138,7 @@ def _qlinearconv_file(weights: np.ndarray, input_shape, path) -> str:
 
 
 def test_the_kernel_emulation_pairs_products_as_onnx_runtimes_avx2_conv_does(tmp_path):
-    """mmrepvgg.deploy.kernel_emulation's saturated integer conv, against ONNX Runtime's
+    """lab.kernel_emulation's saturated integer conv, against ONNX Runtime's
     own u8s8 conv on the emulated AVX2-only CPU. Three input channels (an odd reduction)
     and weights of +-127 chosen so that the pair order decides which pairs saturate: in
     (tap, channel) order, channel 0 pairs with channel 1 (cancelling) or with the next
@@ -146,7 +146,7 @@ def test_the_kernel_emulation_pairs_products_as_onnx_runtimes_avx2_conv_does(tmp
     import torch
     from torch import nn
 
-    from mmrepvgg.deploy.kernel_emulation import integer_conv
+    from lab.kernel_emulation import integer_conv
     from mmrepvgg.deploy.qat import FakeQuantizedConv
     pattern = np.array([[127, -127, 127], [127, 127, 127], [127, -127, 0]], np.int8)
     weights = np.repeat(np.repeat(pattern[:, :, None, None], 3, axis=2), 3, axis=3)
@@ -171,17 +171,42 @@ def test_the_kernel_emulation_pairs_products_as_onnx_runtimes_avx2_conv_does(tmp
     assert onnxruntime_avx2 != requantized(saturate_pairs=False)
 
 
+LAB_ENVIRONMENT = dict(PYTHONPATH=os.pathsep.join(filter(None, [
+    os.path.join(REPO_ROOT, 'benchmarks'), os.environ.get('PYTHONPATH')])))
+SEEN_CPU_SCRIPT = """
+from lab.emulated_cpu import seen_cpu
+from mmrepvgg.deploy.host_cpu import int8_kernel_choice, int8_weight_choice
+seen = seen_cpu(1)
+print(seen.describe())
+print(int8_weight_choice(seen.cpu).bits, int8_kernel_choice(seen.cpu).kernels)
+"""
+
+
+def test_the_lab_sees_the_emulated_cpu_and_gets_its_int8_recipe():
+    """What the lab's instruments print beside their figures and which recipe their INT8
+    rows get in the emulated process: the AVX2-only CPU's 7-bit weights, and the exact
+    u8u8 kernels for 8-bit weights."""
+    run = run_as_avx2_only(sys.executable, '-c', SEEN_CPU_SCRIPT, **LAB_ENVIRONMENT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    line, recipe = run.stdout.strip().splitlines()[-2:]
+    assert 'AVX2;' in line and 'hidden from CPUID: AVX2-only CPU emulated' in line
+    assert 'AVX512-VNNI;' not in line.partition('hidden')[0]
+    assert recipe.split() == ['7', 'u8u8']
+
+
 @pytest.mark.slow  # an INT8 export with its agreement check, in the emulated process
-def test_int8_export_on_an_avx2_only_cpu_names_it_and_writes_accurate_7_bit_weights(
+def test_int8_export_of_7_bit_weights_is_accurate_on_an_avx2_only_cpu(
         digits_workspace, digits_train_checkpoint, tmp_path):
+    """The package's export, run in the emulated process with the weights the lab chooses
+    there (the package reads /proc/cpuinfo, which still names VNNI): weights within +-64,
+    which ONNX Runtime's saturating u8s8 kernels compute exactly."""
     output = tmp_path / 'int8.onnx'
     run = run_as_avx2_only(sys.executable, os.path.join(REPO_ROOT,
                                                         'tools/deployment/pytorch2onnx.py'),
                            DIGITS_CONFIG, digits_train_checkpoint, str(output), '--quantize',
-                           'int8', '--calib-images', '64', '--check-images', '96',
-                           cwd=digits_workspace, OMP_NUM_THREADS='1')
+                           'int8', '--int8-weights', '7', '--calib-images', '64',
+                           '--check-images', '96', cwd=digits_workspace, OMP_NUM_THREADS='1')
     assert run.returncode == 0, run.stderr[-3000:]
-    assert 'hidden from CPUID: AVX2-only CPU emulated' in run.stdout
     assert 'per-channel 7-bit weights' in run.stdout
     int8_weights = int8_conv_weights(output)
     assert len(int8_weights) > 10

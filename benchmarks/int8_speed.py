@@ -3,9 +3,9 @@ and INT8 (this CPU's kernels, the other x64 kernels forced, and 7-bit weights on
 kernels), OpenVINO FP32 and INT8 (NNCF), beside the eager PyTorch deploy model; with the
 CPU, threads and load.
 
-    python tools/analysis_tools/int8_speed.py --arch A0 --shape 224 224 --batch-size 16 \
+    python benchmarks/int8_speed.py --arch A0 --shape 224 224 --batch-size 16 \
         --threads 1
-    ONEDNN_MAX_CPU_ISA=AVX2 python tools/analysis_tools/int8_speed.py   # oneDNN as on AVX2
+    ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/int8_speed.py   # oneDNN as on AVX2
 """
 import argparse
 import os
@@ -14,13 +14,13 @@ import tempfile
 
 import torch
 
-from mmrepvgg.analysis.benchmark import (FP32_ONNX_FILE, INT8_ONNX_FILE, INT8_ONNXRUNTIME,
-                                         ONNXRUNTIME, onnxruntime_runners,
-                                         random_train_classifier)
-from mmrepvgg.analysis.rows import INT8_OPENVINO, OPENVINO
+from lab.benchmark import (FP32_ONNX_FILE, INT8_ONNX_FILE, onnxruntime_runners,
+                           random_train_classifier)
+from lab.emulated_cpu import seen_cpu
+from lab.rows import INT8_ONNXRUNTIME, INT8_OPENVINO, ONNXRUNTIME, OPENVINO
 from mmrepvgg.analysis.timing import time_interleaved
 from mmrepvgg.apis import repvgg_convert
-from mmrepvgg.deploy.host_cpu import host_cpu, int8_kernel_choice
+from mmrepvgg.deploy.host_cpu import int8_kernel_choice
 from mmrepvgg.deploy.onnx_export import onnxruntime_session
 from mmrepvgg.deploy.quantization import quantize_int8
 from mmrepvgg.models import ARCH_SETTINGS, EXTRA_ARCH_SETTINGS
@@ -43,8 +43,8 @@ def main(argv=None) -> int:
         deploy_model = repvgg_convert(random_train_classifier(args.arch).eval())
         shape = (args.batch_size, 3, *args.shape)
         images = torch.randn(*shape)
-        cpu = host_cpu(args.threads)
-        kernels = int8_kernel_choice(cpu).kernels
+        cpu = seen_cpu(args.threads)
+        kernels = int8_kernel_choice(cpu.cpu).kernels
         other = 'u8u8' if kernels == 'u8s8' else 'u8s8'
         with tempfile.TemporaryDirectory() as workdir:
             runners, _ = onnxruntime_runners(deploy_model, workdir, shape, args.threads,

@@ -3,7 +3,7 @@ pair saturation, it clips exactly where hand arithmetic says it must."""
 import torch
 from torch import nn
 
-from mmrepvgg.deploy.kernel_emulation import IntegerConvEmulation, integer_conv
+from lab.kernel_emulation import IntegerConvEmulation, integer_conv
 from mmrepvgg.deploy.qat import FakeQuantizedConv
 
 

@@ -1,8 +1,8 @@
 """Inference and training speed of RepVGG next to mmpretrain's RepVGG and ResNets.
 
 Every comparison runs in one process, with the same weights, timed round-robin (see
-:mod:`.timing`); ratios are to mmpretrain 1.2.0's deploy RepVGG (its class built directly,
-the same train-form weights loaded, its ``switch_to_deploy()``).
+:mod:`mmrepvgg.analysis.timing`); ratios are to mmpretrain 1.2.0's deploy RepVGG (its class
+built directly, the same train-form weights loaded, its ``switch_to_deploy()``).
 """
 import copy
 import os
@@ -18,22 +18,25 @@ import torchvision
 from mmpretrain.models.backbones import RepVGG as MMPretrainRepVGG
 from torch import nn
 
-from ..apis.convert import repvgg_convert
-from ..apis.inference import InferenceModel, prepare_for_inference
-from ..checkpoint import repvgg_prefix
-from ..models import (ARCH_SETTINGS, RepVGG, build_model, image_channels,
-                      reparameterize_blocks, repvgg_classifier_cfg, resolve_arch)
-from ..published import PUBLISHED
-from ..numerics import max_relative_error
-from ..synthetic import randomize_batch_norms_
-from ..utils import MissingExtraError, torch_threads
-from ..deploy.host_cpu import INT8_WEIGHT_MAX, host_cpu, int8_kernel_choice, int8_weight_choice
-from ..deploy.onnx_export import export_onnx, onnxruntime, onnxruntime_session
-from ..deploy.quantization import quantize_int8
-from .complexity import count_complexity
+from mmrepvgg.analysis.complexity import count_complexity
+from mmrepvgg.analysis.timing import time_interleaved
+from mmrepvgg.apis.convert import repvgg_convert
+from mmrepvgg.apis.inference import InferenceModel, prepare_for_inference
+from mmrepvgg.checkpoint import repvgg_prefix
+from mmrepvgg.deploy.host_cpu import INT8_WEIGHT_MAX, int8_kernel_choice, int8_weight_choice
+from mmrepvgg.deploy.onnx_export import export_onnx, onnxruntime, onnxruntime_session
+from mmrepvgg.deploy.quantization import quantize_int8
+from mmrepvgg.model_zoo import zoo_models
+from mmrepvgg.models import (ARCH_SETTINGS, RepVGG, build_model, image_channels,
+                             reparameterize_blocks, repvgg_classifier_cfg, resolve_arch)
+from mmrepvgg.numerics import max_relative_error
+from mmrepvgg.synthetic import randomize_batch_norms_
+from mmrepvgg.utils import MissingExtraError, torch_threads
+
+from .emulated_cpu import seen_cpu
+from .roof import conv3x3_roof
 from .rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, INT8_OPENVINO, MMPRETRAIN_DEPLOY,
                    ONNXRUNTIME, OPENVINO, RECOMMENDED, RESNET18, RESNET50, TRAIN)
-from .timing import conv3x3_roof, time_interleaved
 
 
 # The files :func:`onnxruntime_runners` writes in its ``workdir``.
@@ -81,10 +84,11 @@ class BenchmarkSettings:
 def machine_description() -> dict:
     """The conditions of a run: CPU (model, ISA, the INT8 weights and kernels it gets),
     threads, library versions, load average."""
-    cpu = host_cpu()  # one read of /proc/cpuinfo
+    seen = seen_cpu()  # one read of /proc/cpuinfo
+    cpu = seen.cpu
     weight_bits = int8_weight_choice(cpu).bits
     return dict(cpu=cpu.model_name, cpu_isa=list(cpu.isa), cpu_vnni=cpu.has_vnni,
-                cpu_hidden_isa=list(cpu.hidden_isa), onednn_isa_cap=cpu.onednn_isa_cap,
+                cpu_hidden_isa=list(seen.hidden_isa), onednn_isa_cap=cpu.onednn_isa_cap,
                 int8_weight_bits=weight_bits,
                 int8_kernels=int8_kernel_choice(
                     cpu, weight_max=INT8_WEIGHT_MAX[weight_bits]).kernels,
@@ -152,21 +156,24 @@ def onnxruntime_runners(deploy_model: nn.Module, workdir: str, input_shape: Sequ
     The INT8 file is calibrated on two random batches of ``input_shape`` ``(N, C, H,
     W)``: enough for timing, which does not depend on the values (for accuracy,
     ``tools/deployment/pytorch2onnx.py --quantize int8`` calibrates on real images). Its
-    weights have ``weight_bits`` bits, by default what the tools write on this CPU
-    (:func:`.host_cpu.int8_weight_choice`: 7 on x86 without VNNI), and its session runs
-    the kernels chosen for them.
+    weights have ``weight_bits`` bits, by default what the tools write on the CPU this
+    process sees (:func:`mmrepvgg.deploy.host_cpu.int8_weight_choice`: 7 on x86 without
+    VNNI, the AVX2-only emulation included), and its session runs the kernels chosen for
+    them there.
     """
     fp32_path = os.path.join(workdir, FP32_ONNX_FILE)
     int8_path = os.path.join(workdir, INT8_ONNX_FILE)
     report = export_onnx(deploy_model, fp32_path, input_shape, dynamic_batch=True)
     generator = torch.Generator().manual_seed(0)
+    cpu = seen_cpu(num_threads).cpu
     if weight_bits is None:
-        weight_bits = int8_weight_choice(host_cpu()).bits
+        weight_bits = int8_weight_choice(cpu).bits
     quantize_int8(fp32_path, int8_path, [torch.randn(*input_shape, generator=generator)
                                          .numpy() for _ in range(2)], weight_bits=weight_bits)
     runners = {}
+    kernels = int8_kernel_choice(cpu, weight_max=INT8_WEIGHT_MAX[weight_bits]).kernels
     for name, path in ((ONNXRUNTIME, fp32_path), (INT8_ONNXRUNTIME, int8_path)):
-        session = onnxruntime_session(path, num_threads)
+        session = onnxruntime_session(path, num_threads, kernels)
         runners[name] = (lambda session: lambda images: session.run(
             None, {'input': images.numpy()}))(session)
     return runners, report.max_relative_error
@@ -180,7 +187,7 @@ def openvino_runners_if_installed(fp32_onnx_path: str, workdir: str,
     or, without the ``[openvino]`` extra, returns none and sets ``info['openvino_missing']``
     to why."""
     try:
-        from ..deploy.openvino_runtime import openvino, openvino_runners
+        from mmrepvgg.deploy.openvino_runtime import openvino, openvino_runners
     except MissingExtraError as missing:
         info['openvino_missing'] = str(missing)
         return {}
@@ -309,9 +316,10 @@ def measure_variants(archs: Sequence[str], settings: BenchmarkSettings) -> List[
                                     settings.input_size,
                                     replace(settings, rounds=settings.variant_rounds))
         add_ratios(timings)
-        published = PUBLISHED.get(arch)
+        top1 = next((model.top1 for model in zoo_models().values()
+                     if model.arch == arch and not model.deploy), None)
         for name, timing in timings.items():
-            rows.append(dict(arch=arch, path=name, top1=published and published.top1,
+            rows.append(dict(arch=arch, path=name, top1=top1,
                              max_relative_error_vs_train=errors.get(name),
                              onnx_max_relative_error=errors.get(ONNXRUNTIME), **timing))
         del models, train_model, deploy_model

@@ -1,6 +1,6 @@
-"""PNG plots from the JSON of tools/analysis_tools/benchmark.py --variants all.
+"""PNG plots from the JSON of benchmarks/benchmark.py --variants all.
 
-    python tools/analysis_tools/plot_benchmarks.py benchmark.json --out-dir docs
+    python benchmarks/plot_benchmarks.py benchmark.json --out-dir docs
 
 writes OUT_DIR/benchmark_accuracy_vs_speed.png and OUT_DIR/benchmark_train_vs_deploy.png.
 """
@@ -9,7 +9,7 @@ import json
 import os
 import sys
 
-from mmrepvgg.analysis.plotting import plot_accuracy_vs_speed, plot_train_vs_deploy
+from lab.plotting import plot_accuracy_vs_speed, plot_train_vs_deploy
 from mmrepvgg.checkpoint import CheckpointError, atomic_output
 
 PLOTS = {'benchmark_accuracy_vs_speed.png': plot_accuracy_vs_speed,

@@ -1,4 +1,4 @@
-"""PNG figures from a benchmark's JSON (see tools/analysis_tools/plot_benchmarks.py).
+"""PNG figures from a benchmark's JSON (see benchmarks/plot_benchmarks.py).
 
 Needs only matplotlib (the ``plot`` extra). The figures are ``matplotlib.figure.Figure``
 objects drawn without pyplot: no backend is chosen and no global figure state is left,
@@ -6,7 +6,8 @@ so plotting works without a display and changes nothing in the caller's matplotl
 """
 from typing import Dict, List
 
-from ..utils import require
+from mmrepvgg.utils import require
+
 from .rows import DEPLOY, INT8_ONNXRUNTIME, MMPRETRAIN_DEPLOY, ONNXRUNTIME, RECOMMENDED, TRAIN
 
 Figure = require('matplotlib.figure', 'plot').Figure

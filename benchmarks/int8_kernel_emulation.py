@@ -4,7 +4,7 @@ u8u8 path and OpenVINO compute) and INT8 with every pair of u8 x s8 products sat
 to int16 (ONNX Runtime's u8s8 kernels on AVX2 without VNNI), for 8-bit weights and for
 the 7-bit weights such a CPU gets (which cannot saturate), on the config's test set.
 
-    python tools/analysis_tools/int8_kernel_emulation.py configs/digits/repvgg-A0_digits.py \
+    python benchmarks/int8_kernel_emulation.py configs/digits/repvgg-A0_digits.py \
         work_dirs/a0/epoch_6.pth --calib-images 256
 """
 import argparse
@@ -14,15 +14,16 @@ import sys
 import numpy as np
 import torch
 
+from lab.emulated_cpu import seen_cpu
+from lab.kernel_emulation import IntegerConvEmulation
 from mmrepvgg.apis.convert import build_train_model, load_repvgg_weights
 from mmrepvgg.checkpoint import CheckpointError
-from mmrepvgg.deploy.host_cpu import INT8_WEIGHT_MAX, host_cpu
-from mmrepvgg.deploy.kernel_emulation import IntegerConvEmulation
+from mmrepvgg.deploy.host_cpu import INT8_WEIGHT_MAX
 from mmrepvgg.deploy.onnx_eval import preprocessed_batches
-from mmrepvgg.models import reparameterize_model
 from mmrepvgg.deploy.qat import fake_quantize
 from mmrepvgg.engine import ConfigError, load_repvgg_config
 from mmrepvgg.model_zoo import checkpoint_file
+from mmrepvgg.models import reparameterize_model
 
 
 def top1(model, batches) -> float:
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
             rows[label] = top1(quantized, test_batches)
         if saturate:
             shares[label] = np.array(emulation.saturated_share)
-    print(f'CPU (emulating, not running, the non-VNNI kernels): {host_cpu().describe()}')
+    print(f'CPU (emulating, not running, the non-VNNI kernels): {seen_cpu().describe()}')
     print(f'{args.checkpoint} on {sum(len(b[1]) for b in test_batches)} test images, '
           f'calibrated on {sum(len(b) for b in calibration)} training images:')
     for label, value in rows.items():

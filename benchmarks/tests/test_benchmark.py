@@ -11,19 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmrepvgg.analysis.benchmark import (add_ratios, mmpretrain_copy,
-                                         openvino_runners_if_installed, random_train_classifier)
-from mmrepvgg.analysis.report import format_inference
-from mmrepvgg.analysis.rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, INT8_OPENVINO,
-                                    MMPRETRAIN_DEPLOY, ONNXRUNTIME, OPENVINO, RECOMMENDED,
-                                    RESNET18, RESNET50, TRAIN)
-from mmrepvgg.analysis import timing
+from lab.benchmark import (add_ratios, mmpretrain_copy, openvino_runners_if_installed,
+                           random_train_classifier)
+from lab.report import format_inference
+from lab.rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, INT8_OPENVINO, MMPRETRAIN_DEPLOY,
+                      ONNXRUNTIME, OPENVINO, RECOMMENDED, RESNET18, RESNET50, TRAIN)
 from mmrepvgg.analysis.timing import Timing
 from mmrepvgg.numerics import max_relative_error
 
 from conftest import int8_conv_weights, load_tool
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 A0_CONFIG = str(REPO / 'configs/repvgg-A0_4xb64-coslr-120e_in1k.py')
 ALL_PATHS = {TRAIN, DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME, INT8_ONNXRUNTIME,
              OPENVINO, INT8_OPENVINO, MMPRETRAIN_DEPLOY, RESNET18, RESNET50}
@@ -31,8 +29,8 @@ SCALED_PATHS = {DEPLOY, RECOMMENDED, MMPRETRAIN_DEPLOY}
 VARIANT_PATHS = {TRAIN, DEPLOY, RECOMMENDED, MMPRETRAIN_DEPLOY, ONNXRUNTIME, INT8_ONNXRUNTIME}
 
 
-benchmark = load_tool('tools/analysis_tools/benchmark.py')
-plot_benchmarks = load_tool('tools/analysis_tools/plot_benchmarks.py')
+benchmark = load_tool('benchmarks/benchmark.py')
+plot_benchmarks = load_tool('benchmarks/plot_benchmarks.py')
 
 
 def assert_consistent_timing(row):
@@ -42,37 +40,6 @@ def assert_consistent_timing(row):
     assert row['latency_ms_min'] <= row['latency_ms_median'] <= row['latency_ms_max']
     assert row['spread'] == pytest.approx(
         (row['latency_ms_max'] - row['latency_ms_min']) / row['latency_ms_median'])
-
-
-def test_timing_rows_are_computed_from_the_measured_seconds():
-    row = Timing(batch_size=16, median_s=0.5, min_s=0.4, max_s=0.6, rounds=5).as_dict()
-    assert row == dict(batch_size=16, images_per_s=32.0, latency_ms_median=500.0,
-                       latency_ms_min=400.0, latency_ms_max=600.0,
-                       spread=pytest.approx(0.4), rounds=5)
-
-
-def test_candidates_are_timed_round_robin_with_median_min_and_max_of_their_calls(
-        monkeypatch):
-    """A clock that the calls themselves advance (A takes 1, 5, 2 s; B 3 s every time):
-    the figures are those of the calls, whatever the formula."""
-    now = [0.0]
-    durations = {'A': iter([1.0, 5.0, 2.0]), 'B': iter([3.0] * 3)}
-    calls = []
-
-    def call(name):
-        def run_batch():
-            calls.append(name)
-            if len(calls) > 2:  # the two warm-up calls take no time
-                now[0] += next(durations[name])
-        return run_batch
-
-    monkeypatch.setattr(timing.time, 'perf_counter', lambda: now[0])
-    timings = timing.time_interleaved({'A': call('A'), 'B': call('B')}, batch_size=6,
-                                      warmup=1, rounds=3)
-    assert calls == ['A', 'B'] + ['A', 'B'] * 3
-    assert timings['A'] == timing.Timing(6, median_s=2.0, min_s=1.0, max_s=5.0, rounds=3)
-    assert timings['A'].images_per_s == 3.0 and timings['A'].spread == 2.0
-    assert timings['B'] == timing.Timing(6, median_s=3.0, min_s=3.0, max_s=3.0, rounds=3)
 
 
 def _known_rows():
@@ -165,7 +132,7 @@ def test_quick_benchmark_writes_every_promised_row(tmp_path, capsys):
     output = tmp_path / 'quick.json'
     run_threads = 2
     # The tool as a user runs it, in a process (and session) of its own.
-    run = subprocess.run([sys.executable, str(REPO / 'tools/analysis_tools/benchmark.py'),
+    run = subprocess.run([sys.executable, str(REPO / 'benchmarks/benchmark.py'),
                           A0_CONFIG, '--quick', '--threads', str(run_threads),
                           '--batch-sizes', '1', '2', '--variants', 'A0', '--json',
                           str(output)], capture_output=True, text=True, cwd=tmp_path,
@@ -305,12 +272,12 @@ AVX2_ONLY_CPUINFO = 'model name\t: AVX2 host\nflags\t\t: fpu sse2 avx avx2 fma\n
 ])
 def test_the_int8_row_runs_the_weights_the_tools_write_on_this_cpu(
         cpuinfo, weight_bits, largest_weight, tmp_path, monkeypatch):
-    from mmrepvgg.analysis import benchmark as benchmark_module
-    from mmrepvgg.analysis.benchmark import FP32_ONNX_FILE, INT8_ONNX_FILE, onnxruntime_runners
-    from mmrepvgg.deploy import host_cpu as host_cpu_module
+    from lab import benchmark as benchmark_module
+    from lab.benchmark import FP32_ONNX_FILE, INT8_ONNX_FILE, onnxruntime_runners
+    from lab.emulated_cpu import seen_cpu
     from mmrepvgg.models import reparameterize_model
-    monkeypatch.setattr(benchmark_module, 'host_cpu', lambda threads=None: (
-        host_cpu_module.host_cpu(threads, cpuinfo_text=cpuinfo, architecture='x86_64')))
+    monkeypatch.setattr(benchmark_module, 'seen_cpu', lambda threads=None: seen_cpu(
+        threads, cpuinfo_text=cpuinfo, architecture='x86_64'))
     model = reparameterize_model(random_train_classifier(
         dict(num_blocks=(1, 1, 1, 1), width_factor=(0.25, 0.25, 0.25, 0.25))))
     runners, _ = onnxruntime_runners(model, str(tmp_path), (2, 3, 32, 32), 1, weight_bits)

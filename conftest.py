@@ -1,5 +1,8 @@
-"""Shared fixtures: tiny data roots in the ImageNet folder + annotation layout, the
-session's one trained digits checkpoint; tool modules loaded for in-process tests."""
+"""Fixtures shared by the package's tests (tests/) and the lab's (benchmarks/tests/): tiny
+data roots in the ImageNet folder + annotation layout, the session's one trained digits
+checkpoint; tool modules loaded for in-process tests. One conftest at the top, so that
+both folders see the same session fixtures and ``from conftest import ...`` names one
+module."""
 import contextlib
 import importlib.util
 import os
@@ -11,11 +14,11 @@ from PIL import Image
 
 from mmrepvgg.utils import torch_threads
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 def load_tool(relative_path: str):
-    """Import a script under tools/ (not a package) as a module, e.g.
+    """Import a script of tools/ or benchmarks/ (not a package) as a module, e.g.
     ``load_tool('tools/analysis_tools/get_flops.py').main([...])``."""
     name = os.path.splitext(os.path.basename(relative_path))[0]
     spec = importlib.util.spec_from_file_location(name, os.path.join(REPO_ROOT, relative_path))

@@ -1,0 +1,10 @@
+"""The lab's library: what the instruments in ``benchmarks/`` share. It imports
+:mod:`mmrepvgg` and is never imported by it, nor shipped in its wheel.
+
+- :mod:`.emulated_cpu`: the CPU as a process under ``as_avx2_only.py`` sees it
+  (:mod:`.avx2_only_library`: that tool's library in a process's memory map);
+- :mod:`.benchmark`: the comparisons of ``benchmark.py`` (needs the ``onnx`` extra);
+- :mod:`.rows`: the names of its rows; :mod:`.report`: its Markdown tables (plain data,
+  no torch); :mod:`.plotting`: the PNGs of ``docs/benchmarks.md`` (the ``plot`` extra);
+- :mod:`.kernel_emulation`: a Python model of ONNX Runtime's x86 integer conv kernels.
+"""
