@@ -4,7 +4,7 @@ forms."""
 from mmrepvgg.model_zoo import zoo_models
 from mmrepvgg.models import ARCH_SETTINGS
 
-from conftest import load_tool
+from conftest import REPO_ROOT, load_tool
 
 
 def test_model_zoo_table_has_one_row_per_variant_with_metafile_figures():
@@ -17,3 +17,11 @@ def test_model_zoo_table_has_one_row_per_variant_with_metafile_figures():
     d2se_row = next(row for row in rows if 'D2se' in row)
     assert f'| {train.params_m:g} / {deploy.params_m:g} |' in d2se_row
     assert f'| {train.top1:.2f} |' in d2se_row
+
+
+def test_readme_model_zoo_table_is_the_generated_one():
+    table = load_tool('benchmarks/model_zoo_table.py').model_zoo_table()
+    with open(f'{REPO_ROOT}/README.md', encoding='utf-8') as stream:
+        readme = stream.read()
+    assert f'\n{table}\n' in readme, \
+        'README.md: the model zoo table is stale; paste `python benchmarks/model_zoo_table.py`'
