@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from mmrepvgg.deploy.onnx_export import export_onnx
-from mmrepvgg.deploy.quantization import (conv_nodes, layer_sensitivity, mixed_precision_nodes,
-                                          onnx_logits, quantize_int8, sqnr_db)
+from mmrepvgg.deploy.mixed_precision import layer_sensitivity, mixed_precision_nodes, sqnr_db
+from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
+from mmrepvgg.deploy.qdq import conv_nodes, quantize_int8
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
 from mmrepvgg.synthetic import randomize_batch_norms_
 
@@ -29,7 +30,7 @@ def small_fp32(tmp_path_factory):
     calibration = [torch.randn(8, 3, 32, 32, generator=generator).numpy()
                    for _ in range(2)]
     images = torch.randn(16, 3, 32, 32, generator=generator).numpy()
-    labels = onnx_logits(path)(images).argmax(1)  # FP32 is right by construction
+    labels = OnnxRuntimeModel(path)(images).argmax(1)  # FP32 is right by construction
     return path, calibration, [(images, labels)]
 
 
@@ -95,8 +96,8 @@ def test_every_conv_kept_fp32_leaves_only_the_pooling_quantized(small_fp32, tmp_
     assert len(convs) == 22 and not dequantized & {name for node in convs
                                                    for name in node.input}
     images = held_out[0][0]
-    fp32 = onnx_logits(path)(images)
-    errors = [np.abs(onnx_logits(file)(images) - fp32).max() / np.abs(fp32).max()
+    fp32 = OnnxRuntimeModel(path)(images)
+    errors = [np.abs(OnnxRuntimeModel(file)(images) - fp32).max() / np.abs(fp32).max()
               for file in (mixed, full)]
     assert errors[0] < 0.02 and errors[0] < errors[1] / 3
 
@@ -135,18 +136,24 @@ def test_an_unknown_calibration_method_is_refused(small_fp32, tmp_path):
 
 
 @pytest.mark.parametrize('options, message', [
-    (['--keep-fp32', '2'], 'add --quantize int8'),
-    (['--calib-method', 'entropy'], 'add --quantize int8'),
-    (['--int8-weights', '7'], 'add --quantize int8'),
-    (['--int8-rounding', 'adaround'], 'add --quantize int8'),
-    (['--quantize', 'int8', '--backend', 'openvino', '--int8-weights', '7'],
+    (['--int8-recipe', 'keep_fp32=2'], 'add --quantize int8'),
+    (['--int8-recipe', 'calibration_method=entropy'], 'add --quantize int8'),
+    (['--int8-recipe', 'weight_bits=7'], 'add --quantize int8'),
+    (['--int8-recipe', 'rounding=adaround'], 'add --quantize int8'),
+    (['--quantize', 'int8', '--backend', 'openvino', '--int8-recipe', 'weight_bits=7'],
      'drop them for --backend openvino'),
-    (['--quantize', 'int8', '--backend', 'openvino', '--int8-rounding', 'adaround'],
+    (['--quantize', 'int8', '--backend', 'openvino', '--int8-recipe', 'rounding=adaround'],
      'drop them for --backend openvino'),
-    (['--quantize', 'int8', '--keep-fp32', '2', '--max-drop', '0.5'], 'pass one'),
-    (['--quantize', 'int8', '--keep-fp32', '-1'], 'must not be negative'),
-    (['--quantize', 'int8', '--backend', 'openvino', '--calib-method', 'entropy'],
-     'the entropy method is an ONNX Runtime recipe'),
+    (['--quantize', 'int8', '--int8-recipe', 'keep_fp32=2', 'max_drop_points=0.5'],
+     'pass one'),
+    (['--quantize', 'int8', '--int8-recipe', 'keep_fp32=-1'], 'must not be negative'),
+    (['--quantize', 'int8', '--backend', 'openvino', '--int8-recipe',
+      'calibration_method=entropy'], 'the entropy method is an ONNX Runtime recipe'),
+    (['--quantize', 'int8', '--int8-recipe', 'keep_fp3=2'],
+     'unknown INT8 recipe key keep_fp3; valid keys: calibration_method, keep_fp32, '
+     'max_drop_points, weight_bits, rounding, int8_kernels'),
+    (['--quantize', 'int8', '--int8-recipe', 'rounding=up'],
+     "rounding='up': choose one of nearest, adaround"),
 ])
 def test_recipe_options_that_cannot_work_are_refused_before_any_work(options, message,
                                                                      tmp_path, capsys):
