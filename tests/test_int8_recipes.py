@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from mmrepvgg.deploy.onnx_export import export_onnx
-from mmrepvgg.deploy.mixed_precision import layer_sensitivity, mixed_precision_nodes, sqnr_db
+from mmrepvgg.deploy.mixed_precision import choose_fp32_convs, layer_sensitivity, sqnr_db
 from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
 from mmrepvgg.deploy.qdq import conv_nodes, quantize_int8
+from mmrepvgg.deploy.quantization import Int8Recipe
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
 from mmrepvgg.synthetic import randomize_batch_norms_
 
@@ -102,11 +103,39 @@ def test_every_conv_kept_fp32_leaves_only_the_pooling_quantized(small_fp32, tmp_
     assert errors[0] < 0.02 and errors[0] < errors[1] / 3
 
 
-def test_max_drop_keeps_no_conv_fp32_when_any_drop_is_accepted(small_fp32, sensitivity):
+def test_max_drop_keeps_no_conv_fp32_when_any_drop_is_accepted(
+        small_fp32, sensitivity, tmp_path):
     path, calibration, held_out = small_fp32
-    fp32_nodes, agreement = mixed_precision_nodes(path, calibration, held_out, sensitivity,
-                                                  max_drop_points=100)
-    assert fp32_nodes == [] and agreement.num_images == 16
+    candidates = []
+
+    def quantized(fp32_nodes):
+        candidates.append(fp32_nodes)
+        candidate_path = str(tmp_path / f'{len(candidates)}.onnx')
+        quantize_int8(path, candidate_path, calibration, fp32_nodes=fp32_nodes)
+        return OnnxRuntimeModel(candidate_path)
+    fp32_nodes = choose_fp32_convs(path, calibration, held_out,
+                                   Int8Recipe(max_drop_points=100), quantized, sensitivity)
+    assert fp32_nodes == [] and candidates == [[]]
+
+
+def test_max_drop_zero_keeps_convs_fp32_worst_first_until_top1_is_kept(
+        small_fp32, sensitivity):
+    path, calibration, held_out = small_fp32
+    fp32 = OnnxRuntimeModel(path)
+    candidates = []
+
+    def wrong(images):  # another class than FP32's on every image
+        return np.eye(10, dtype=np.float32)[(fp32(images).argmax(1) + 1) % 10]
+
+    def quantized(fp32_nodes):  # a stand-in runtime: right once the two worst stay FP32
+        candidates.append(fp32_nodes)
+        return fp32 if len(fp32_nodes) >= 2 else wrong
+    worst_two = [row.node for row in sensitivity[:2]]
+    assert choose_fp32_convs(path, calibration, held_out, Int8Recipe(max_drop_points=0),
+                             quantized, sensitivity) == worst_two
+    assert candidates == [[], worst_two[:1], worst_two]
+    assert choose_fp32_convs(path, calibration, held_out, Int8Recipe(keep_fp32=3),
+                             quantized, sensitivity) == [row.node for row in sensitivity[:3]]
 
 
 @pytest.mark.parametrize('calibration, message', [

@@ -63,7 +63,7 @@ def rectified_sigmoid(logits: Tensor) -> Tensor:
                        0, 1)
 
 
-def initial_logits(fraction: Tensor) -> Tensor:
+def _initial_logits(fraction: Tensor) -> Tensor:
     """The ``v`` whose :func:`rectified_sigmoid` is ``fraction`` (each in ``(0, 1)``):
     fitting starts from the weights themselves."""
     fraction = fraction.clamp(1e-4, 1 - 1e-4)
@@ -94,7 +94,7 @@ def learned_kernel(conv: nn.Conv2d, inputs: Tensor, targets: Tensor, activation:
     kernel = conv.weight.detach()
     scale = kernel_scale(kernel, weight_max).view(-1, 1, 1, 1)
     floor = torch.floor(kernel / scale)
-    logits = nn.Parameter(initial_logits(kernel / scale - floor))
+    logits = nn.Parameter(_initial_logits(kernel / scale - floor))
     optimizer = torch.optim.Adam([logits], lr=schedule.learning_rate)
 
     def output(images: Tensor, levels: Tensor) -> Tensor:

@@ -2,8 +2,8 @@
 the top-1 comparison of two classifiers it (and every INT8 export) is judged by.
 
 :func:`layer_sensitivity` quantizes one conv at a time and measures how far the logits move
-(SQNR against FP32); :func:`fp32_convs` keeps the worst ones FP32, a given number of them
-or as few as keep top-1 within a bound (:func:`mixed_precision_nodes` on ONNX Runtime).
+(SQNR against FP32); :func:`choose_fp32_convs` keeps the worst ones FP32, a given number of
+them or as few as keep top-1 within a bound.
 """
 import math
 import os
@@ -131,90 +131,47 @@ def layer_sensitivity(fp32_path: str, calibration: Sequence[np.ndarray],
     return sorted(rows, key=lambda row: (row.sqnr_db, row.position))
 
 
-def check_mixed_precision(keep_fp32: int, max_drop_points: Optional[float],
-                          held_out: Optional[Iterable[tuple]]) -> bool:
-    """Whether a mixed-precision recipe is asked for (``keep_fp32`` convs, or within
-    ``max_drop_points`` of FP32); refuses in one line one that cannot work, before any
-    work.
+def choose_fp32_convs(fp32_path: str, calibration: Sequence[np.ndarray],
+                      held_out: Sequence[tuple], recipe,
+                      quantized: Callable[[List[str]], Logits],
+                      sensitivity: Optional[Sequence[LayerSensitivity]] = None) -> List[str]:
+    """The convs of an FP32 ONNX classifier that mixed precision keeps FP32, most
+    sensitive first, whatever the runtime: the ``recipe.keep_fp32`` worst; or, given
+    ``recipe.max_drop_points``, the fewest worst-first ones for which INT8 top-1 on
+    ``held_out`` stays within that many points of ONNX Runtime FP32 (every conv if need
+    be): what is deployed is measured, not the ranking's one-conv files.
+
+    Args:
+        fp32_path: the FP32 ONNX file.
+        calibration: see :func:`.qdq.quantize_int8`.
+        held_out: labelled ``(images, labels)`` batches not used for calibration; the
+            convs are ranked (:func:`layer_sensitivity`) and checked on them.
+        recipe: an :class:`.quantization.Int8Recipe` (its ``keep_fp32``,
+            ``max_drop_points`` and ``calibration_method``).
+        quantized: the runtime's INT8 model with the given convs kept FP32, as a logits
+            function; called once per candidate, fewest FP32 convs first.
+        sensitivity: that ranking when the caller already has it (same file,
+            calibration, images and method); None computes it.
 
     Raises:
-        ValueError: both or a negative one given, or mixed precision without ``held_out``
-            images to rank and check the convs on.
-    """
-    if keep_fp32 < 0 or (max_drop_points is not None and max_drop_points < 0):
-        raise ValueError('keep_fp32 and max_drop_points must not be negative')
-    if keep_fp32 and max_drop_points is not None:
-        raise ValueError('keep_fp32 and max_drop_points both choose the FP32 convs; '
-                         'pass one')
-    mixed = keep_fp32 > 0 or max_drop_points is not None
-    if mixed and held_out is None:
-        raise ValueError('mixed precision ranks the convs on held-out images; pass some')
-    return mixed
-
-
-def check_keep_fp32(keep_fp32: int, fp32_path: str) -> None:
-    """Refuse, in one line and before the ranking, to keep more convs FP32 than the
-    ONNX file ``fp32_path`` has.
-
-    Raises:
-        ValueError: naming the model's conv count.
+        ValueError: ``keep_fp32`` is more than the model's convs (before the ranking).
     """
     num_convs = len(conv_nodes(fp32_path))
-    if keep_fp32 > num_convs:
-        raise ValueError(f'keep_fp32 {keep_fp32}: the model has {num_convs} convs; keep '
-                         f'at most {num_convs} FP32')
-
-
-def fp32_convs(sensitivity: Sequence[LayerSensitivity], keep_fp32: int = 0,
-               max_drop_points: Optional[float] = None,
-               agreement_with: Optional[Callable[[List[str]], Agreement]] = None
-               ) -> 'tuple[List[str], Optional[Agreement]]':
-    """The convs mixed precision keeps FP32, most sensitive first, whatever the runtime:
-    the ``keep_fp32`` worst of ``sensitivity``; or, given ``max_drop_points``, the fewest
-    worst-first ones for which INT8 top-1 stays within ``max_drop_points`` of FP32 (every
-    conv if need be), with the agreement reached (None for ``keep_fp32``).
-
-    Args:
-        sensitivity: from :func:`layer_sensitivity`, worst first.
-        keep_fp32: how many convs to keep FP32.
-        max_drop_points: largest accepted top-1 loss, in percentage points.
-        agreement_with: quantizes the model with the given convs kept FP32 and compares
-            it with FP32 on labelled held-out images (:func:`top1_agreement`, FP32 as
-            the reference); called once per candidate, fewest FP32 convs first.
-    """
-    if max_drop_points is None:
-        return [row.node for row in sensitivity[:keep_fp32]], None
-    for keep in range(len(sensitivity) + 1):
-        nodes = [row.node for row in sensitivity[:keep]]
-        agreement = agreement_with(nodes)
+    if recipe.keep_fp32 > num_convs:
+        raise ValueError(f'keep_fp32 {recipe.keep_fp32}: the model has {num_convs} convs; '
+                         f'keep at most {num_convs} FP32')
+    if sensitivity is None:
+        sensitivity = layer_sensitivity(fp32_path, calibration,
+                                        [images for images, _ in held_out],
+                                        recipe.calibration_method)
+    worst_first = [row.node for row in sensitivity]
+    if recipe.max_drop_points is None:
+        return worst_first[:recipe.keep_fp32]
+    reference = OnnxRuntimeModel(fp32_path)
+    for keep in range(len(worst_first) + 1):
+        agreement = top1_agreement(reference, quantized(worst_first[:keep]), held_out)
         drop_points = 100 * (agreement.reference_correct - agreement.candidate_correct
                              ) / agreement.num_images
-        if drop_points <= max_drop_points:
+        if drop_points <= recipe.max_drop_points:
             break
-    return nodes, agreement
-
-
-def mixed_precision_nodes(fp32_path: str, calibration: Sequence[np.ndarray],
-                          held_out: Sequence[tuple], sensitivity: Sequence[LayerSensitivity],
-                          max_drop_points: float, method: str = 'minmax',
-                          weight_bits: int = 8) -> 'tuple[List[str], Agreement]':
-    """The fewest most-sensitive convs to keep FP32 for ONNX Runtime INT8 top-1 to stay
-    within ``max_drop_points`` of FP32 on ``held_out`` ``(images, labels)`` batches
-    (:func:`fp32_convs`), with the agreement reached.
-
-    Args:
-        fp32_path, calibration, method, weight_bits: see :func:`.qdq.quantize_int8`.
-        held_out: labelled batches not used for calibration.
-        sensitivity: from :func:`layer_sensitivity`, worst first.
-        max_drop_points: largest accepted top-1 loss, in percentage points.
-    """
-    with tempfile.TemporaryDirectory() as workdir:
-        candidate_path = os.path.join(workdir, 'mixed.onnx')
-
-        def agreement_with(fp32_nodes: List[str]) -> Agreement:
-            quantize_int8(fp32_path, candidate_path, calibration, overwrite=True,
-                          method=method, fp32_nodes=fp32_nodes, weight_bits=weight_bits)
-            return top1_agreement(OnnxRuntimeModel(fp32_path),
-                                  OnnxRuntimeModel(candidate_path), held_out)
-        return fp32_convs(sensitivity, max_drop_points=max_drop_points,
-                          agreement_with=agreement_with)
+    return worst_first[:keep]

@@ -27,7 +27,7 @@ from ..registry import MODELS
 from .onnx_runtime import LOAD_ERRORS, OnnxRuntimeModel
 
 
-def data_preprocessor_cfg(cfg: Config) -> dict:
+def _data_preprocessor_cfg(cfg: Config) -> dict:
     """The ``data_preprocessor`` the Runner gives the config's model: the model's own,
     else the config's top-level one, else mmpretrain's default ``ClsDataPreprocessor``."""
     preprocessor = (cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor')
@@ -68,7 +68,7 @@ class ExportedClassifier(BaseModel):
             first output is the logits ``(N, num_classes)`` (what
             ``tools/deployment/pytorch2onnx.py`` writes, FP32 or INT8).
         data_preprocessor: normalisation and batching, as for the PyTorch model (see
-            :func:`data_preprocessor_cfg`).
+            :func:`_data_preprocessor_cfg`).
         threads: the runtime's threads (default: its own).
         int8_kernels: ONNX Runtime's INT8 kernels (see
             :class:`.onnx_runtime.OnnxRuntimeModel`).
@@ -124,7 +124,7 @@ def exported_model_test_config(cfg: Config, model_file: str,
     except (RuntimeError, *LOAD_ERRORS) as error:  # OpenVINO raises RuntimeError
         raise _load_error(model_file, runtime, error) from error
     cfg.model = dict(type='ExportedClassifier', model_file=model_file,
-                     data_preprocessor=data_preprocessor_cfg(cfg), threads=threads,
+                     data_preprocessor=_data_preprocessor_cfg(cfg), threads=threads,
                      int8_kernels=int8_kernels)
     cfg.load_from = None
     return cfg
@@ -203,7 +203,7 @@ def preprocessed_batches(cfg: Config, dataloader_key: str, num_images: int,
             raise ConfigError(f'{cfg.filename}: cannot read the data of {dataloader_key} '
                               f'({message}); check data_root or prepare the data first '
                               '(the digits demo: python tools/demo.py)') from error
-        preprocessor = MODELS.build(data_preprocessor_cfg(cfg)).eval()
+        preprocessor = MODELS.build(_data_preprocessor_cfg(cfg)).eval()
     remaining = num_images
     for data in loader:
         if remaining <= 0:

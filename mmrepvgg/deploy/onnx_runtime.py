@@ -30,9 +30,12 @@ def _largest_int8_weight(path: str) -> int:
 
 
 def fixed_image_size(dims) -> Optional[Tuple[int, int]]:
-    """(H, W) of an ``(N, C, H, W)`` input whose H and W are integers, else None."""
-    height, width = list(dims)[2:4]
-    return (height, width) if isinstance(height, int) and isinstance(width, int) else None
+    """(H, W) of an ``(N, C, H, W)`` input whose H and W are integers, else None (also
+    for an input that is not an image batch)."""
+    dims = list(dims)
+    if len(dims) != 4 or not all(isinstance(side, int) for side in dims[2:]):
+        return None
+    return dims[2], dims[3]
 
 
 class OnnxRuntimeModel(nn.Module):

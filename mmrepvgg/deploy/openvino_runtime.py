@@ -7,7 +7,7 @@ The IR is converted from the same verified ONNX export the ONNX Runtime path use
 FakeQuantize ops on the activations (per tensor) and stores the weights as per-channel
 symmetric int8 constants, which OpenVINO's CPU plugin runs as integer convs. Mixed
 precision keeps the convs most sensitive to INT8 in FP32, chosen as for ONNX Runtime
-(:func:`_openvino_fp32_convs`). Two settings keep the comparison with FP32
+(:func:`.mixed_precision.choose_fp32_convs`). Two settings keep the comparison with FP32
 honest: weights are saved in FP32 (``save_model`` would store FP16 by default), and the
 CPU plugin runs the non-quantized parts in f32 (``INFERENCE_PRECISION_HINT``; on CPUs
 with AMX or AVX-512 BF16 it would pick bf16).
@@ -22,11 +22,9 @@ from torch import Tensor, nn
 
 from ..checkpoint import atomic_output, check_output
 from ..utils import require
-from .mixed_precision import (Agreement, LayerSensitivity, check_keep_fp32,
-                              check_mixed_precision, fp32_convs, layer_sensitivity,
-                              top1_agreement)
+from .mixed_precision import LayerSensitivity, choose_fp32_convs
 from .onnx_export import export_onnx
-from .onnx_runtime import OnnxRuntimeModel, fixed_image_size
+from .onnx_runtime import fixed_image_size
 from .qdq import check_calibration
 from .quantization import Int8Recipe
 from .signal_stack import signal_stack_kept
@@ -46,7 +44,7 @@ def _range_estimator(method: str):
             'percentile': range_estimator.RangeEstimatorParametersSet.MEAN_QUANTILE}[method]
 
 
-def ir_weights_path(xml_path: str) -> str:
+def _ir_weights_path(xml_path: str) -> str:
     """The ``.bin`` file an IR's ``.xml`` reads its weights from (same stem)."""
     return os.path.splitext(xml_path)[0] + '.bin'
 
@@ -155,46 +153,11 @@ def quantize_ir(fp32_onnx_path: str, calibration: Sequence[np.ndarray],
                 activations_range_estimator_params=_range_estimator(method)))
 
 
-def _openvino_fp32_convs(fp32_onnx_path: str, calibration: Sequence[np.ndarray],
-                         held_out: Sequence[tuple], recipe: Int8Recipe,
-                         sensitivity: Optional[Sequence[LayerSensitivity]] = None
-                         ) -> List[str]:
-    """The ONNX Conv nodes of ``fp32_onnx_path`` that OpenVINO mixed precision keeps FP32,
-    most sensitive first (:func:`.mixed_precision.fp32_convs`, ``recipe``'s
-    ``keep_fp32`` or ``max_drop_points``).
-
-    The convs are ranked by ONNX Runtime's :func:`.mixed_precision.layer_sensitivity` on
-    the same FP32 file: the ranking is a property of each layer's weights and activations
-    under the same scheme (per-channel int8 weights, per-tensor activations), computed
-    by one function for both runtimes; a per-conv NNCF ranking would cost one NNCF run
-    with statistics and bias correction per conv. The ``max_drop_points`` criterion is
-    measured on what is deployed: each candidate is quantized by NNCF and run by OpenVINO
-    against ONNX Runtime FP32 on ``held_out`` (labelled batches not used for
-    calibration). ``sensitivity``: that ranking when the caller already has it; None
-    computes it.
-
-    Raises:
-        ValueError: ``keep_fp32`` is more than the model's convs (before the ranking).
-    """
-    method = recipe.calibration_method
-    check_keep_fp32(recipe.keep_fp32, fp32_onnx_path)
-    if sensitivity is None:
-        sensitivity = layer_sensitivity(fp32_onnx_path, calibration,
-                                        [images for images, _ in held_out], method)
-    reference = OnnxRuntimeModel(fp32_onnx_path)
-
-    def agreement_with(fp32_nodes: List[str]) -> Agreement:
-        candidate = quantize_ir(fp32_onnx_path, calibration, method, fp32_nodes)
-        return top1_agreement(reference, OpenVINOModel(candidate), held_out)
-    return fp32_convs(sensitivity, recipe.keep_fp32, recipe.max_drop_points,
-                      agreement_with)[0]
-
-
 class OpenVINOReport(NamedTuple):
     """What :func:`export_openvino` wrote.
 
     Attributes:
-        path: absolute path of the ``.xml`` file (its weights: :func:`ir_weights_path`).
+        path: absolute path of the ``.xml`` file (its weights: the ``.bin`` beside it).
         fp32_nodes: ONNX Conv nodes kept FP32 (mixed precision), most sensitive first.
     """
     path: str
@@ -214,7 +177,7 @@ def onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
 
     Args:
         fp32_onnx_path: the FP32 ONNX file (only read).
-        xml_path: the ``.xml`` file to write; the weights go to :func:`ir_weights_path`.
+        xml_path: the ``.xml`` file to write; the weights go to the same stem's ``.bin``.
         calibration: see :func:`quantize_ir`.
         held_out: labelled batches mixed precision ranks and checks the convs on.
         recipe: its ``calibration_method`` (minmax or percentile), ``keep_fp32`` and
@@ -222,7 +185,7 @@ def onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
             defaults (opset: of the caller's ONNX export).
         overwrite: replace an existing IR.
         sensitivity: the conv ranking, if already computed (see
-            :func:`_openvino_fp32_convs`).
+            :func:`.mixed_precision.choose_fp32_convs`).
 
     Raises:
         FileExistsError: the ``.xml`` or ``.bin`` exists and ``overwrite`` is False.
@@ -238,15 +201,22 @@ def onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
     method = recipe.calibration_method
     fp32_nodes = []
     if mixed:
-        fp32_nodes = _openvino_fp32_convs(fp32_onnx_path, calibration, list(held_out),
-                                          recipe, sensitivity)
+        # Ranked by ONNX Runtime on the same FP32 file: the ranking is a property of each
+        # layer's weights and activations under the same scheme (per-channel int8
+        # weights, per-tensor activations), computed by one function for both runtimes;
+        # a per-conv NNCF ranking would cost one NNCF run with statistics and bias
+        # correction per conv. The max-drop candidates are NNCF's, run by OpenVINO.
+        fp32_nodes = choose_fp32_convs(
+            fp32_onnx_path, calibration, list(held_out), recipe,
+            lambda nodes: OpenVINOModel(quantize_ir(fp32_onnx_path, calibration, method,
+                                                    nodes)), sensitivity)
     ir_model = (openvino.convert_model(fp32_onnx_path) if calibration is None else
                 quantize_ir(fp32_onnx_path, calibration, method, fp32_nodes))
     with tempfile.TemporaryDirectory() as workdir:
         staged_xml = os.path.join(workdir, 'model.xml')
         openvino.save_model(ir_model, staged_xml, compress_to_fp16=False)
         # The .xml names its weights by the .bin's base name: keep the stem.
-        for staged, final in ((ir_weights_path(staged_xml), ir_weights_path(xml_path)),
+        for staged, final in ((_ir_weights_path(staged_xml), _ir_weights_path(xml_path)),
                               (staged_xml, xml_path)):
             with atomic_output(final, overwrite, [fp32_onnx_path]) as temporary_path:
                 with open(staged, 'rb') as source, open(temporary_path, 'wb') as target:
@@ -268,7 +238,7 @@ def _check_request(xml_path: str, overwrite: bool, calibration, recipe: Int8Reci
     if not xml_path.endswith('.xml'):
         raise ValueError(f'{xml_path}: an OpenVINO IR is an .xml file (with its .bin); '
                          'name the output NAME.xml')
-    for path in (xml_path, ir_weights_path(xml_path)):
+    for path in (xml_path, _ir_weights_path(xml_path)):
         check_output(path, inputs, overwrite)
     default = Int8Recipe()
     changed = [key for key in _ONNXRUNTIME_SETTINGS
@@ -276,7 +246,7 @@ def _check_request(xml_path: str, overwrite: bool, calibration, recipe: Int8Reci
     if changed:
         raise ValueError(f'INT8 recipe {", ".join(changed)}: ONNX Runtime settings; leave '
                          'them at their defaults for OpenVINO')
-    mixed = check_mixed_precision(recipe.keep_fp32, recipe.max_drop_points, held_out)
+    mixed = recipe.mixed_precision(held_out)
     if mixed and calibration is None:
         raise ValueError('mixed precision keeps convs FP32 in an INT8 IR; pass '
                          'calibration batches')

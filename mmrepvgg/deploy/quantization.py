@@ -17,8 +17,7 @@ from torch import nn
 
 from .adaround import adaround
 from .host_cpu import INT8_KERNELS, INT8_WEIGHT_MAX, Int8WeightChoice, host_cpu, int8_weight_choice
-from .mixed_precision import (Agreement, check_keep_fp32, check_mixed_precision, fp32_convs,
-                              layer_sensitivity, mixed_precision_nodes, top1_agreement)
+from .mixed_precision import Agreement, choose_fp32_convs, top1_agreement
 from .onnx_export import DEFAULT_OPSET, export_onnx
 from .onnx_runtime import OnnxRuntimeModel
 from .qdq import CALIBRATION_METHODS, ProgressCallback, check_calibration, quantize_int8
@@ -86,12 +85,19 @@ class Int8Recipe:
                 raise ValueError(f'INT8 recipe max_drop_points={self.max_drop_points!r}: '
                                  'pass a number of top-1 points')
             object.__setattr__(self, 'max_drop_points', float(self.max_drop_points))
-        check_mixed_precision(self.keep_fp32, self.max_drop_points, ())
+        if self.keep_fp32 < 0 or (self.max_drop_points or 0) < 0:
+            raise ValueError('INT8 recipe keep_fp32 and max_drop_points must not be negative')
+        if self.keep_fp32 and self.max_drop_points is not None:
+            raise ValueError('INT8 recipe keep_fp32 and max_drop_points both choose the '
+                             'FP32 convs; pass one')
 
-    @property
-    def mixed_precision(self) -> bool:
-        """Whether some convs stay FP32."""
-        return self.keep_fp32 > 0 or self.max_drop_points is not None
+    def mixed_precision(self, held_out: Optional[Iterable[tuple]]) -> bool:
+        """Whether some convs stay FP32; refuses in one line mixed precision without
+        ``held_out`` batches to rank and check the convs on."""
+        mixed = self.keep_fp32 > 0 or self.max_drop_points is not None
+        if mixed and held_out is None:
+            raise ValueError('mixed precision ranks the convs on held-out images; pass some')
+        return mixed
 
     @classmethod
     def from_options(cls, options: Optional[dict], **settings) -> 'Int8Recipe':
@@ -174,7 +180,7 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
                          f'{MIN_INT8_OPSET} or later')
     weights = int8_weight_choice(host_cpu(), recipe.weight_bits)
     method = recipe.calibration_method
-    mixed = check_mixed_precision(recipe.keep_fp32, recipe.max_drop_points, held_out)
+    mixed = recipe.mixed_precision(held_out)
     check_calibration(method, CALIBRATION_METHODS, calibration, 'ONNX Runtime')
     held_out = None if held_out is None else list(held_out)
     fp32_nodes: List[str] = []
@@ -189,15 +195,13 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
                 os.path.join(workdir, 'rounded.onnx'), input_shape, dynamic_batch=True,
                 opset=recipe.opset).path
         if mixed:
-            check_keep_fp32(recipe.keep_fp32, fp32.path)
-            sensitivity = layer_sensitivity(fp32.path, calibration,
-                                            [images for images, _ in held_out], method)
-            if recipe.max_drop_points is not None:
-                fp32_nodes, _ = mixed_precision_nodes(
-                    fp32.path, calibration, held_out, sensitivity, recipe.max_drop_points,
-                    method, weights.bits)
-            else:
-                fp32_nodes, _ = fp32_convs(sensitivity, recipe.keep_fp32)
+            def quantized(fp32_nodes: List[str]) -> OnnxRuntimeModel:
+                candidate_path = os.path.join(workdir, 'mixed.onnx')
+                quantize_int8(fp32.path, candidate_path, calibration, True, None, method,
+                              fp32_nodes, weight_bits=weights.bits)
+                return OnnxRuntimeModel(candidate_path)
+            fp32_nodes = choose_fp32_convs(fp32.path, calibration, held_out, recipe,
+                                           quantized)
         quantize_int8(quantized_path, int8_path, calibration, overwrite, recipe.progress,
                       method, fp32_nodes, weight_bits=weights.bits)
         agreement = (None if held_out is None else top1_agreement(
