@@ -183,6 +183,8 @@ def test_an_unknown_calibration_method_is_refused(small_fp32, tmp_path):
      'max_drop_points, weight_bits, rounding, int8_kernels'),
     (['--quantize', 'int8', '--int8-recipe', 'rounding=up'],
      "rounding='up': choose one of nearest, adaround"),
+    (['--quantize', 'int8', '--int8-recipe', 'keep_fp32'],
+     '--int8-recipe keep_fp32: write KEY=VALUE'),
 ])
 def test_recipe_options_that_cannot_work_are_refused_before_any_work(options, message,
                                                                      tmp_path, capsys):

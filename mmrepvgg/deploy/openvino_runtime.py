@@ -32,7 +32,7 @@ from .signal_stack import signal_stack_kept
 onnx = require('onnx', 'onnx')
 openvino = require('openvino', 'openvino')
 
-# Calibration methods NNCF offers under this project's names (see quantization.py).
+# Calibration methods NNCF offers under this project's names (see qdq.py).
 OPENVINO_CALIBRATION_METHODS = ('minmax', 'percentile')
 # The op types an ONNX Conv becomes (grouped convs, as in RepVGG-B1g2, are the second).
 CONVOLUTION_TYPES = ('Convolution', 'GroupConvolution')
@@ -109,7 +109,7 @@ def _openvino_convolutions(model, fp32_onnx_path: str, onnx_nodes: Sequence[str]
     for node in onnx_nodes:
         if node not in conv_outputs:
             raise ValueError(f'{node!r} is no Conv node of {fp32_onnx_path}; name one of '
-                             'its Conv nodes (quantization.conv_nodes)')
+                             'its Conv nodes (qdq.conv_nodes)')
         op = writers.get(conv_outputs[node])
         if op is not None and op.get_type_name() == 'Add':
             op = op.input_value(0).get_node()

@@ -48,6 +48,16 @@ except MissingExtraError as missing:
 MAX_SIDE = 4096  # larger inputs only exhaust memory: refused up front
 
 
+class RecipeAction(DictAction):
+    """mmengine's ``KEY=VALUE`` parsing, with one error line for a value without ``=``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for value in values:
+            if '=' not in value:
+                parser.error(f'{option_string} {value}: write KEY=VALUE, e.g. keep_fp32=2')
+        super().__call__(parser, namespace, values, option_string)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Export the deploy form of a RepVGG model to ONNX and check it with '
@@ -78,7 +88,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--check-images', type=int, default=512,
                         help='held-out test images on which INT8 and FP32 top-1 are '
                         'compared (default: 512)')
-    parser.add_argument('--int8-recipe', nargs='+', action=DictAction, metavar='KEY=VALUE',
+    parser.add_argument('--int8-recipe', nargs='+', action=RecipeAction, metavar='KEY=VALUE',
                         default={}, help='with --quantize int8: the INT8 recipe, e.g. '
                         'calibration_method=minmax|percentile|entropy (entropy: ONNX '
                         'Runtime only); keep_fp32=N (mixed precision: the N convs most '
