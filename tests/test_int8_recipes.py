@@ -196,3 +196,17 @@ def test_recipe_options_that_cannot_work_are_refused_before_any_work(options, me
                            str(output), *options])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not os.listdir(tmp_path)
+
+
+def test_the_int8_export_takes_every_knob_in_one_recipe():
+    """At most 6 parameters: what the recipe holds is not a parameter of its own."""
+    import dataclasses
+    import inspect
+    from mmrepvgg.deploy.quantization import export_int8
+    assert list(inspect.signature(export_int8).parameters) == [
+        'model', 'int8_path', 'calibration', 'held_out', 'recipe', 'overwrite']
+    assert [field.name for field in dataclasses.fields(Int8Recipe)] == [
+        'calibration_method', 'keep_fp32', 'max_drop_points', 'weight_bits', 'rounding',
+        'int8_kernels', 'opset', 'progress']
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Int8Recipe().keep_fp32 = 2

@@ -5,6 +5,7 @@ from typing import List, Optional, Tuple, Union
 
 import numpy as np
 import torch
+from google.protobuf.message import DecodeError
 from torch import Tensor, nn
 
 from ..utils import require
@@ -19,10 +20,14 @@ LOAD_ERRORS = (onnxruntime.capi.onnxruntime_pybind11_state.Fail,
                onnxruntime.capi.onnxruntime_pybind11_state.InvalidProtobuf)
 
 
-def _largest_int8_weight(path: str) -> int:
+def _largest_int8_weight(path: str) -> Optional[int]:
     """The largest ``|value|`` of the int8 initializers (the quantized weights) of an
-    ONNX file; 0 if it has none (an FP32 file)."""
-    graph = onnx.load(path).graph
+    ONNX file; 0 if it has none (an FP32 file), None if it is no ONNX file (the session
+    then says why, in its own words)."""
+    try:
+        graph = onnx.load(path).graph
+    except DecodeError:
+        return None
     largest = [int(np.abs(onnx.numpy_helper.to_array(tensor).astype(np.int16)).max())
                for tensor in graph.initializer
                if tensor.data_type == onnx.TensorProto.INT8]
