@@ -62,7 +62,7 @@ class OnnxRuntimeModel(nn.Module):
 
     Attributes:
         session: the ``onnxruntime.InferenceSession``.
-        int8_kernels: the kernels chosen and why (:class:`.host_cpu.Int8KernelChoice`).
+        kernel_choice: the INT8 kernels chosen and why (:class:`.host_cpu.Int8KernelChoice`).
         input_size: ``(H, W)`` fixed in the file, None if symbolic.
     """
 
@@ -76,9 +76,9 @@ class OnnxRuntimeModel(nn.Module):
         # Only x86 without VNNI needs to know the weights (7-bit ones keep u8s8 exact).
         weight_max = (_largest_int8_weight(path)
                       if int8_kernels == 'auto' and cpu.saturates_int16_pairs else None)
-        self.int8_kernels: Int8KernelChoice = int8_kernel_choice(cpu, int8_kernels,
-                                                                 weight_max)
-        for key, value in self.int8_kernels.session_entries().items():
+        self.kernel_choice: Int8KernelChoice = int8_kernel_choice(cpu, int8_kernels,
+                                                                  weight_max)
+        for key, value in self.kernel_choice.session_entries().items():
             options.add_session_config_entry(key, value)
         self.path = path
         self.session = onnxruntime.InferenceSession(path, options,

@@ -65,7 +65,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     runtime = ('OpenVINO' if args.model.endswith('.xml') else 'ONNX Runtime, INT8 kernels '
-               + runner.model.runtime.int8_kernels.kernels)
+               + runner.model.runtime.kernel_choice.kernels)
     print(f'CPU: {host_cpu(args.threads).describe()}; {runtime}')
     print(format_test_metrics(metrics))
     return 0
