@@ -15,7 +15,8 @@ from mmrepvgg.deploy.adaround import (RoundingSchedule, adaround, learned_kernel
                                       rectified_sigmoid, rounding_penalty)
 from mmrepvgg.deploy.onnx_export import export_onnx
 from mmrepvgg.models import reparameterize_model
-from mmrepvgg.deploy.quantization import export_int8, quantize_int8
+from mmrepvgg.deploy.qdq import quantize_int8
+from mmrepvgg.deploy.quantization import Int8Recipe, export_int8
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
 from mmrepvgg.synthetic import randomize_batch_norms_
 
@@ -129,7 +130,7 @@ def test_export_int8_with_adaround_compares_against_the_unrounded_model(
         labels = deploy_model(torch.from_numpy(images)).argmax(1).numpy()
     int8_path = str(tmp_path / 'int8.onnx')
     report = export_int8(model, int8_path, calibration, [(images, labels)],
-                         weight_bits='7', rounding='adaround')
+                         Int8Recipe(weight_bits='7', rounding='adaround'))
     assert report.rounding == 'adaround' and report.weights.bits == 7
     # FP32 is the model itself (labelled with its own classes), not the rounded one ...
     assert report.agreement.num_images == report.agreement.reference_correct == 16
@@ -144,8 +145,8 @@ def test_export_int8_with_adaround_compares_against_the_unrounded_model(
     assert len(int8_kernels) == len(nearest)
     assert any(not np.array_equal(kernel, levels)
                for kernel, levels in zip(int8_kernels, nearest))
-    with pytest.raises(ValueError, match='choose from nearest, adaround'):
-        export_int8(model, str(tmp_path / 'other.onnx'), calibration, rounding='up')
+    with pytest.raises(ValueError, match='choose one of nearest, adaround'):
+        Int8Recipe(rounding='up')
 
 
 @pytest.mark.parametrize('problem, arguments, message', [
@@ -180,6 +181,6 @@ def test_pytorch2onnx_int8_rounding_adaround_rounds_at_the_chosen_width(
     assert pytorch2onnx.main([f'{REPO_ROOT}/configs/digits/repvgg-A0_digits.py',
                               digits_train_checkpoint, str(output), '--quantize', 'int8',
                               '--calib-images', '32', '--check-images', '32',
-                              '--int8-weights', '7', '--int8-rounding', 'adaround']) == 0
+                              '--int8-recipe', 'weight_bits=7', 'rounding=adaround']) == 0
     assert calls == [7] and output.exists()
     assert '7-bit weights (requested), adaround rounding' in capsys.readouterr().out

@@ -82,9 +82,9 @@ def test_exports_take_the_test_pipeline_size_and_a_mismatch_is_one_line(
     assert pytorch2onnx.main([DIGITS_CONFIG, digits_train_checkpoint, default]) == 0
     assert pytorch2onnx.main([DIGITS_CONFIG, digits_train_checkpoint, resized,
                               '--shape', '64', '48']) == 0
-    from mmrepvgg.deploy.onnx_export import onnxruntime_session
-    assert onnxruntime_session(default).get_inputs()[0].shape[1:] == [3, 32, 32]
-    assert onnxruntime_session(resized).get_inputs()[0].shape[1:] == [3, 64, 48]
+    from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
+    assert OnnxRuntimeModel(default).session.get_inputs()[0].shape[1:] == [3, 32, 32]
+    assert OnnxRuntimeModel(resized).session.get_inputs()[0].shape[1:] == [3, 64, 48]
     capsys.readouterr()
     assert deployment_test.main([DIGITS_CONFIG, resized, '--work-dir', str(tmp_path)]) == 1
     error = capsys.readouterr().err.strip()

@@ -14,9 +14,9 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from mmrepvgg.deploy.onnx_eval import preprocessed_batches
-from mmrepvgg.deploy.onnx_export import onnxruntime_session
-from mmrepvgg.deploy.quantization import (Agreement, CalibrationBatches, onnx_logits,
-                                          output_nodes, top1_agreement)
+from mmrepvgg.deploy.mixed_precision import Agreement, top1_agreement
+from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
+from mmrepvgg.deploy.qdq import _CalibrationBatches, _output_nodes
 from mmrepvgg.engine import load_repvgg_config
 
 from conftest import REPO_ROOT, load_tool
@@ -86,7 +86,7 @@ def test_int8_logits_stay_close_to_fp32_on_digits(int8_export, digits_workspace,
                               '--shape', '32', '32']) == 0
     images = next(preprocessed_batches(load_repvgg_config(DIGITS_CONFIG),
                                        'test_dataloader', 64, shuffle=False)).images
-    fp32, int8 = (onnxruntime_session(path).run(None, {'input': images})[0]
+    fp32, int8 = (OnnxRuntimeModel(path)(images)
                   for path in (fp32_path, int8_export[0]))
     # A real quantization of the same function: close, but not bit-equal (measured 0.16
     # on the 6-epoch digits model; a different or broken graph is off by order 1).
@@ -113,7 +113,7 @@ def test_calibration_images_pass_through_the_config_preprocessing(digits_workspa
 def test_calibration_reader_feeds_every_batch_once_then_rewinds():
     batches = [np.zeros((2, 3, 4, 4), np.float32), np.ones((1, 3, 4, 4), np.float32)]
     seen = []
-    reader = CalibrationBatches(batches, 'input', lambda *counts: seen.append(counts))
+    reader = _CalibrationBatches(batches, 'input', lambda *counts: seen.append(counts))
     fed = [reader.get_next(), reader.get_next(), reader.get_next()]
     assert [feed['input'].shape[0] for feed in fed[:2]] == [2, 1] and fed[2] is None
     assert seen == [(1, 2, 2), (2, 2, 3)]
@@ -134,8 +134,8 @@ def _linear_model(path, weight):
 
 def test_top1_agreement_counts_agreeing_and_correct_images(tmp_path):
     identity_path = _linear_model(tmp_path / 'identity.onnx', [1, 0, 0, 1])
-    identity = onnx_logits(identity_path)
-    swapped = onnx_logits(_linear_model(tmp_path / 'swapped.onnx', [0, 1, 1, 0]))
+    identity = OnnxRuntimeModel(identity_path)
+    swapped = OnnxRuntimeModel(_linear_model(tmp_path / 'swapped.onnx', [0, 1, 1, 0]))
     images = np.array([[2, 1], [1, 2], [3, 0]], np.float32)  # identity says 0, 1, 0
     labels = np.array([0, 0, 1])
     agreement = top1_agreement(identity, identity, [(images, labels)])
@@ -145,7 +145,7 @@ def test_top1_agreement_counts_agreeing_and_correct_images(tmp_path):
     # image 0: only identity right; images 1 and 2: only swapped right
     assert agreement == (3, 0, 1, 2, 1, 2) and agreement.rate == 0
     assert agreement.top1_change_interval(z=0)[0] == pytest.approx(100 / 3)
-    assert output_nodes(identity_path) == ['head']
+    assert _output_nodes(identity_path) == ['head']
 
 
 @pytest.mark.parametrize('gained, lost', [(10, 30), (3, 4), (0, 12)])
@@ -195,7 +195,7 @@ def test_missing_onnxruntime_is_one_line_naming_the_extra(monkeypatch, capsys):
 def test_int8_file_takes_the_data_image_size_and_any_batch(int8_export):
     """The file's input is the size the config's test pipeline makes (32x32 digits),
     with a symbolic batch: the INT8 file runs batches of 1 and 5."""
-    session = onnxruntime_session(int8_export[0])
+    session = OnnxRuntimeModel(int8_export[0]).session
     (model_input, ) = session.get_inputs()
     assert model_input.shape[1:] == [3, 32, 32] and isinstance(model_input.shape[0], str)
     for batch in (1, 5):

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from mmrepvgg.deploy.onnx_export import export_onnx
-from mmrepvgg.deploy.quantization import (conv_nodes, layer_sensitivity, mixed_precision_nodes,
-                                          onnx_logits, quantize_int8, sqnr_db)
+from mmrepvgg.deploy.mixed_precision import choose_fp32_convs, layer_sensitivity, sqnr_db
+from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
+from mmrepvgg.deploy.qdq import conv_nodes, quantize_int8
+from mmrepvgg.deploy.quantization import Int8Recipe
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
 from mmrepvgg.synthetic import randomize_batch_norms_
 
@@ -29,7 +31,7 @@ def small_fp32(tmp_path_factory):
     calibration = [torch.randn(8, 3, 32, 32, generator=generator).numpy()
                    for _ in range(2)]
     images = torch.randn(16, 3, 32, 32, generator=generator).numpy()
-    labels = onnx_logits(path)(images).argmax(1)  # FP32 is right by construction
+    labels = OnnxRuntimeModel(path)(images).argmax(1)  # FP32 is right by construction
     return path, calibration, [(images, labels)]
 
 
@@ -95,17 +97,45 @@ def test_every_conv_kept_fp32_leaves_only_the_pooling_quantized(small_fp32, tmp_
     assert len(convs) == 22 and not dequantized & {name for node in convs
                                                    for name in node.input}
     images = held_out[0][0]
-    fp32 = onnx_logits(path)(images)
-    errors = [np.abs(onnx_logits(file)(images) - fp32).max() / np.abs(fp32).max()
+    fp32 = OnnxRuntimeModel(path)(images)
+    errors = [np.abs(OnnxRuntimeModel(file)(images) - fp32).max() / np.abs(fp32).max()
               for file in (mixed, full)]
     assert errors[0] < 0.02 and errors[0] < errors[1] / 3
 
 
-def test_max_drop_keeps_no_conv_fp32_when_any_drop_is_accepted(small_fp32, sensitivity):
+def test_max_drop_keeps_no_conv_fp32_when_any_drop_is_accepted(
+        small_fp32, sensitivity, tmp_path):
     path, calibration, held_out = small_fp32
-    fp32_nodes, agreement = mixed_precision_nodes(path, calibration, held_out, sensitivity,
-                                                  max_drop_points=100)
-    assert fp32_nodes == [] and agreement.num_images == 16
+    candidates = []
+
+    def quantized(fp32_nodes):
+        candidates.append(fp32_nodes)
+        candidate_path = str(tmp_path / f'{len(candidates)}.onnx')
+        quantize_int8(path, candidate_path, calibration, fp32_nodes=fp32_nodes)
+        return OnnxRuntimeModel(candidate_path)
+    fp32_nodes = choose_fp32_convs(path, calibration, held_out,
+                                   Int8Recipe(max_drop_points=100), quantized, sensitivity)
+    assert fp32_nodes == [] and candidates == [[]]
+
+
+def test_max_drop_zero_keeps_convs_fp32_worst_first_until_top1_is_kept(
+        small_fp32, sensitivity):
+    path, calibration, held_out = small_fp32
+    fp32 = OnnxRuntimeModel(path)
+    candidates = []
+
+    def wrong(images):  # another class than FP32's on every image
+        return np.eye(10, dtype=np.float32)[(fp32(images).argmax(1) + 1) % 10]
+
+    def quantized(fp32_nodes):  # a stand-in runtime: right once the two worst stay FP32
+        candidates.append(fp32_nodes)
+        return fp32 if len(fp32_nodes) >= 2 else wrong
+    worst_two = [row.node for row in sensitivity[:2]]
+    assert choose_fp32_convs(path, calibration, held_out, Int8Recipe(max_drop_points=0),
+                             quantized, sensitivity) == worst_two
+    assert candidates == [[], worst_two[:1], worst_two]
+    assert choose_fp32_convs(path, calibration, held_out, Int8Recipe(keep_fp32=3),
+                             quantized, sensitivity) == [row.node for row in sensitivity[:3]]
 
 
 @pytest.mark.parametrize('calibration, message', [
@@ -135,18 +165,26 @@ def test_an_unknown_calibration_method_is_refused(small_fp32, tmp_path):
 
 
 @pytest.mark.parametrize('options, message', [
-    (['--keep-fp32', '2'], 'add --quantize int8'),
-    (['--calib-method', 'entropy'], 'add --quantize int8'),
-    (['--int8-weights', '7'], 'add --quantize int8'),
-    (['--int8-rounding', 'adaround'], 'add --quantize int8'),
-    (['--quantize', 'int8', '--backend', 'openvino', '--int8-weights', '7'],
+    (['--int8-recipe', 'keep_fp32=2'], 'add --quantize int8'),
+    (['--int8-recipe', 'calibration_method=entropy'], 'add --quantize int8'),
+    (['--int8-recipe', 'weight_bits=7'], 'add --quantize int8'),
+    (['--int8-recipe', 'rounding=adaround'], 'add --quantize int8'),
+    (['--quantize', 'int8', '--backend', 'openvino', '--int8-recipe', 'weight_bits=7'],
      'drop them for --backend openvino'),
-    (['--quantize', 'int8', '--backend', 'openvino', '--int8-rounding', 'adaround'],
+    (['--quantize', 'int8', '--backend', 'openvino', '--int8-recipe', 'rounding=adaround'],
      'drop them for --backend openvino'),
-    (['--quantize', 'int8', '--keep-fp32', '2', '--max-drop', '0.5'], 'pass one'),
-    (['--quantize', 'int8', '--keep-fp32', '-1'], 'must not be negative'),
-    (['--quantize', 'int8', '--backend', 'openvino', '--calib-method', 'entropy'],
-     'the entropy method is an ONNX Runtime recipe'),
+    (['--quantize', 'int8', '--int8-recipe', 'keep_fp32=2', 'max_drop_points=0.5'],
+     'pass one'),
+    (['--quantize', 'int8', '--int8-recipe', 'keep_fp32=-1'], 'must not be negative'),
+    (['--quantize', 'int8', '--backend', 'openvino', '--int8-recipe',
+      'calibration_method=entropy'], 'the entropy method is an ONNX Runtime recipe'),
+    (['--quantize', 'int8', '--int8-recipe', 'keep_fp3=2'],
+     'unknown INT8 recipe key keep_fp3; valid keys: calibration_method, keep_fp32, '
+     'max_drop_points, weight_bits, rounding, int8_kernels'),
+    (['--quantize', 'int8', '--int8-recipe', 'rounding=up'],
+     "rounding='up': choose one of nearest, adaround"),
+    (['--quantize', 'int8', '--int8-recipe', 'keep_fp32'],
+     '--int8-recipe keep_fp32: write KEY=VALUE'),
 ])
 def test_recipe_options_that_cannot_work_are_refused_before_any_work(options, message,
                                                                      tmp_path, capsys):
@@ -158,3 +196,17 @@ def test_recipe_options_that_cannot_work_are_refused_before_any_work(options, me
                            str(output), *options])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not os.listdir(tmp_path)
+
+
+def test_the_int8_export_takes_every_knob_in_one_recipe():
+    """At most 6 parameters: what the recipe holds is not a parameter of its own."""
+    import dataclasses
+    import inspect
+    from mmrepvgg.deploy.quantization import export_int8
+    assert list(inspect.signature(export_int8).parameters) == [
+        'model', 'int8_path', 'calibration', 'held_out', 'recipe', 'overwrite']
+    assert [field.name for field in dataclasses.fields(Int8Recipe)] == [
+        'calibration_method', 'keep_fp32', 'max_drop_points', 'weight_bits', 'rounding',
+        'int8_kernels', 'opset', 'progress']
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Int8Recipe().keep_fp32 = 2

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
-from mmrepvgg.deploy.onnx_export import (ONNX_TOLERANCE, check_against_onnxruntime,
-                                         export_onnx, onnxruntime_session)
+from mmrepvgg.deploy.onnx_export import ONNX_TOLERANCE, check_against_onnxruntime, export_onnx
+from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
 from mmrepvgg.models import reparameterize_model
 from mmrepvgg.synthetic import randomize_batch_norms_
 
@@ -90,7 +90,7 @@ def test_cli_exports_a_dynamic_batch_by_default(a0_train_checkpoint, tmp_path):
     output = tmp_path / 'a0.onnx'
     assert pytorch2onnx.main([A0_CONFIG, a0_train_checkpoint, str(output),
                               '--shape', '32', '32']) == 0
-    session = onnxruntime_session(str(output))
+    session = OnnxRuntimeModel(str(output)).session
     (logits, ) = session.run(None, {'input': torch.randn(2, 3, 32, 32).numpy()})
     assert logits.shape == (2, 1000)
 
@@ -99,4 +99,20 @@ def test_cli_fixes_the_batch_on_request(a0_train_checkpoint, tmp_path):
     output = tmp_path / 'a0.onnx'
     assert pytorch2onnx.main([A0_CONFIG, a0_train_checkpoint, str(output), '--shape', '32',
                               '32', '--batch-size', '3', '--no-dynamic-batch']) == 0
-    assert onnxruntime_session(str(output)).get_inputs()[0].shape == [3, 3, 32, 32]
+    assert OnnxRuntimeModel(str(output)).session.get_inputs()[0].shape == [3, 3, 32, 32]
+
+
+def test_a_file_that_is_no_onnx_model_gets_onnx_runtimes_own_error_on_any_cpu(tmp_path,
+                                                                              monkeypatch):
+    """On x86 without VNNI the adapter reads the file's int8 weights before the session
+    opens it; a file that is no model must still fail as ONNX Runtime says."""
+    from mmrepvgg.deploy import onnx_runtime
+    from mmrepvgg.deploy.host_cpu import host_cpu
+    no_vnni = host_cpu(cpuinfo_text='model name : test CPU\nflags : avx2\n',
+                       architecture='x86_64')
+    assert no_vnni.saturates_int16_pairs
+    monkeypatch.setattr(onnx_runtime, 'host_cpu', lambda threads=None: no_vnni)
+    path = tmp_path / 'garbage.onnx'
+    path.write_bytes(b'not a model at all')
+    with pytest.raises(onnx_runtime.LOAD_ERRORS):
+        OnnxRuntimeModel(str(path))

@@ -13,7 +13,7 @@ from mmrepvgg.apis.convert import build_train_model, load_repvgg_weights  # noqa
 from mmrepvgg.deploy.onnx_eval import preprocessed_batches  # noqa: E402
 from mmrepvgg.deploy.onnx_export import torch_logits  # noqa: E402
 from mmrepvgg.models import reparameterize_model  # noqa: E402
-from mmrepvgg.deploy.openvino_runtime import export_openvino, openvino_logits  # noqa: E402
+from mmrepvgg.deploy.openvino_runtime import OpenVINOModel, export_openvino  # noqa: E402
 from mmrepvgg.engine import load_repvgg_config, parse_test_metrics  # noqa: E402
 from mmrepvgg.models import build_model, repvgg_classifier_cfg  # noqa: E402
 from mmrepvgg.synthetic import randomize_batch_norms_  # noqa: E402
@@ -33,7 +33,7 @@ def test_fp32_ir_computes_the_pytorch_deploy_model(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ['a0.bin', 'a0.xml']
     images = torch.randn(3, 3, 32, 32).numpy()  # another batch size than traced
     expected = torch_logits(reparameterize_model(model))(images)
-    actual = openvino_logits(xml_path)(images)
+    actual = OpenVINOModel(xml_path)(images)
     assert np.abs(actual - expected).max() / np.abs(expected).max() < 1e-4
 
 
@@ -61,7 +61,7 @@ def test_int8_ir_is_quantized_and_agrees_with_pytorch(int8_ir, digits_workspace,
     reference = torch_logits(reparameterize_model(model))
     batch = next(preprocessed_batches(cfg, 'test_dataloader', 96, shuffle=False))
     agreement = np.mean(reference(batch.images).argmax(1) ==
-                        openvino_logits(path)(batch.images).argmax(1))
+                        OpenVINOModel(path)(batch.images).argmax(1))
     assert agreement >= 0.85
 
 
@@ -177,7 +177,7 @@ def _positions(kept_weights, conv_weights) -> list:
 
 def test_convs_kept_fp32_are_exactly_the_ones_named(small_onnx):
     from mmrepvgg.deploy.openvino_runtime import quantize_ir
-    from mmrepvgg.deploy.quantization import conv_nodes
+    from mmrepvgg.deploy.qdq import conv_nodes
     path, _, conv_weights, calibration, _ = small_onnx
     names = conv_nodes(path)
     assert len(names) == len(conv_weights) == 1 + sum(SMALL_ARCH['num_blocks'])
@@ -203,10 +203,12 @@ def test_a_name_that_is_no_onnx_conv_is_refused_not_ignored(small_onnx, name):
 
 def test_keep_fp32_keeps_the_most_sensitive_convs_in_the_saved_ir(small_onnx, tmp_path):
     from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
-    from mmrepvgg.deploy.quantization import conv_nodes, layer_sensitivity
+    from mmrepvgg.deploy.mixed_precision import layer_sensitivity
+    from mmrepvgg.deploy.qdq import conv_nodes
+    from mmrepvgg.deploy.quantization import Int8Recipe
     path, _, conv_weights, calibration, held_out = small_onnx
-    report = onnx_to_openvino(path, str(tmp_path / 'mixed.xml'), calibration,
-                              keep_fp32=2, held_out=held_out)
+    report = onnx_to_openvino(path, str(tmp_path / 'mixed.xml'), calibration, held_out,
+                              Int8Recipe(keep_fp32=2))
     ranking = layer_sensitivity(path, calibration, [held_out[0][0]])
     assert report.fp32_nodes == [row.node for row in ranking[:2]]
     saved = openvino.Core().read_model(report.path)
@@ -216,14 +218,16 @@ def test_keep_fp32_keeps_the_most_sensitive_convs_in_the_saved_ir(small_onnx, tm
 
 def test_a_ranking_the_caller_already_has_is_used_as_given(small_onnx, tmp_path):
     from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
-    from mmrepvgg.deploy.quantization import LayerSensitivity, conv_nodes
+    from mmrepvgg.deploy.mixed_precision import LayerSensitivity
+    from mmrepvgg.deploy.qdq import conv_nodes
+    from mmrepvgg.deploy.quantization import Int8Recipe
     path, _, conv_weights, calibration, held_out = small_onnx
     names = conv_nodes(path)
     # Best first instead of worst first: a ranking no measurement would give.
     given = [LayerSensitivity(node, position, 0.0, 1.0)
              for position, node in reversed(list(enumerate(names)))]
-    report = onnx_to_openvino(path, str(tmp_path / 'given.xml'), calibration, keep_fp32=2,
-                              held_out=held_out, sensitivity=given)
+    report = onnx_to_openvino(path, str(tmp_path / 'given.xml'), calibration, held_out,
+                              Int8Recipe(keep_fp32=2), sensitivity=given)
     assert report.fp32_nodes == names[-1:-3:-1]
     saved = openvino.Core().read_model(report.path)
     last_two = [len(names) - 2, len(names) - 1]
@@ -232,36 +236,43 @@ def test_a_ranking_the_caller_already_has_is_used_as_given(small_onnx, tmp_path)
 
 def test_max_drop_keeps_convs_fp32_until_top1_is_within_the_bound(small_onnx, tmp_path):
     from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
+    from mmrepvgg.deploy.quantization import Int8Recipe
     path, _, _, calibration, held_out = small_onnx
-    strict = onnx_to_openvino(path, str(tmp_path / 'strict.xml'), calibration,
-                              max_drop_points=0, held_out=held_out)
+    strict = onnx_to_openvino(path, str(tmp_path / 'strict.xml'), calibration, held_out,
+                              Int8Recipe(max_drop_points=0))
     images, labels = held_out[0]
     # The labels are PyTorch FP32's classes: no drop means agreeing on every image.
-    assert (openvino_logits(strict.path)(images).argmax(1) == labels).all()
+    assert (OpenVINOModel(strict.path)(images).argmax(1) == labels).all()
     saved = openvino.Core().read_model(strict.path)
     assert len(_fp32_convs(saved)) == len(strict.fp32_nodes)
 
 
-@pytest.mark.parametrize('options, message', [
-    (dict(max_drop_points=0.3), 'ranks the convs on held-out images; pass some'),
-    (dict(keep_fp32=1), 'ranks the convs on held-out images; pass some'),
-    (dict(keep_fp32=1, max_drop_points=0.3, held_out=[]), 'pass one'),
-    (dict(keep_fp32=-1, held_out=[]), 'must not be negative'),
+@pytest.mark.parametrize('recipe, held_out, message', [
+    (dict(max_drop_points=0.3), None, 'ranks the convs on held-out images; pass some'),
+    (dict(keep_fp32=1), None, 'ranks the convs on held-out images; pass some'),
+    (dict(keep_fp32=1, max_drop_points=0.3), [], 'pass one'),
+    (dict(keep_fp32=-1), [], 'must not be negative'),
+    (dict(weight_bits='7', rounding='adaround'), None,
+     'weight_bits, rounding: ONNX Runtime settings; leave them at their defaults'),
 ])
 def test_a_mixed_recipe_that_cannot_work_is_refused_before_any_work(small_onnx, tmp_path,
-                                                                    options, message):
+                                                                    recipe, held_out,
+                                                                    message):
+    from mmrepvgg.deploy.quantization import Int8Recipe
     path, model, _, calibration, _ = small_onnx
     with pytest.raises(ValueError, match=message) as error:
         export_openvino(model, str(tmp_path / 'a.xml'), (1, 3, 32, 32), calibration,
-                        **options)
+                        held_out, Int8Recipe(**recipe))
     assert '\n' not in str(error.value) and not os.listdir(tmp_path)
 
 
 def test_mixed_precision_without_calibration_is_refused(small_onnx, tmp_path):
     from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
+    from mmrepvgg.deploy.quantization import Int8Recipe
     path, _, _, _, held_out = small_onnx
     with pytest.raises(ValueError, match='pass calibration batches'):
-        onnx_to_openvino(path, str(tmp_path / 'a.xml'), keep_fp32=1, held_out=held_out)
+        onnx_to_openvino(path, str(tmp_path / 'a.xml'), None, held_out,
+                         Int8Recipe(keep_fp32=1))
     assert not os.listdir(tmp_path)
 
 
@@ -290,7 +301,7 @@ def _tool_mixed_ir(workspace, checkpoint: str, name: str, *recipe: str) -> tuple
 def test_tool_keeps_the_named_number_of_convs_fp32(digits_workspace,
                                                    digits_train_checkpoint):
     _, printed, fp32_count = _tool_mixed_ir(digits_workspace, digits_train_checkpoint,
-                                            'a0_keep2.xml', '--keep-fp32', '2',
+                                            'a0_keep2.xml', '--int8-recipe', 'keep_fp32=2',
                                             '--check-images', '32')
     assert 'mixed precision: 2 conv(s) kept FP32, most sensitive first: /model/' in printed
     assert fp32_count == 2
@@ -300,7 +311,8 @@ def test_tool_keeps_the_named_number_of_convs_fp32(digits_workspace,
 def test_tool_max_drop_is_met_on_the_check_images(digits_workspace, digits_train_checkpoint,
                                                   monkeypatch):
     output, printed, fp32_count = _tool_mixed_ir(digits_workspace, digits_train_checkpoint,
-                                                 'a0_max_drop.xml', '--max-drop', '2',
+                                                 'a0_max_drop.xml', '--int8-recipe',
+                                                 'max_drop_points=2',
                                                  '--check-images', '48')
     assert fp32_count == (printed.count('/model/') if 'mixed precision:' in printed else 0)
     # Independently: PyTorch FP32 against the IR on the same 48 test images.
@@ -311,7 +323,7 @@ def test_tool_max_drop_is_met_on_the_check_images(digits_workspace, digits_train
     batch = next(preprocessed_batches(cfg, 'test_dataloader', 48, shuffle=False))
     fp32_correct = (torch_logits(reparameterize_model(model))(batch.images).argmax(1) ==
                     batch.labels).sum()
-    int8_correct = (openvino_logits(output)(batch.images).argmax(1) ==
+    int8_correct = (OpenVINOModel(output)(batch.images).argmax(1) ==
                     batch.labels).sum()
     # 2 points of 48 images is 0 images; the tool compares with ONNX Runtime FP32, which
     # may differ from PyTorch on an image.
@@ -323,7 +335,7 @@ def test_tool_refuses_more_fp32_convs_than_the_model_has(
     monkeypatch.chdir(digits_workspace)
     assert pytorch2onnx.main([DIGITS_CONFIG, digits_train_checkpoint,
                               str(tmp_path / 'a.xml'), '--backend', 'openvino',
-                              '--quantize', 'int8', '--keep-fp32', '99',
+                              '--quantize', 'int8', '--int8-recipe', 'keep_fp32=99',
                               '--calib-images', '8', '--check-images', '8']) == 1
     error = capsys.readouterr().err.strip()
     assert error == ('error: keep_fp32 99: the model has 22 convs; keep at most 22 FP32')

@@ -20,21 +20,21 @@ from mmrepvgg.models import build_model, repvgg_classifier_cfg  # noqa: E402
 CASE_SCRIPT = '''
 import gc, os, signal, sys, threading
 import numpy as np
-from mmrepvgg.deploy.openvino_runtime import compiled_model, openvino_logits, quantize_ir
+from mmrepvgg.deploy.openvino_runtime import OpenVINOModel, quantize_ir
 onnx_path, case = sys.argv[1:]
 images = np.zeros((2, 3, 32, 32), np.float32)
 if case == 'dropped in the order they were made':
-    first, second = openvino_logits(onnx_path), openvino_logits(onnx_path)
+    first, second = OpenVINOModel(onnx_path), OpenVINOModel(onnx_path)
     first(images), second(images)
     del first; gc.collect()
     del second; gc.collect()
 elif case == 'dropped on another thread':
-    models = [compiled_model(onnx_path)]
+    models = [OpenVINOModel(onnx_path)]
     dropper = threading.Thread(target=models.clear)
     dropper.start(); dropper.join(); gc.collect()
 elif case == 'quantized by NNCF, then both dropped':
-    fp32 = compiled_model(onnx_path)
-    int8 = compiled_model(quantize_ir(onnx_path, [images]))
+    fp32 = OpenVINOModel(onnx_path)
+    int8 = OpenVINOModel(quantize_ir(onnx_path, [images]))
     del fp32; gc.collect()
     del int8; gc.collect()
 caught = []

@@ -12,9 +12,11 @@ from torch.nn import functional
 
 from mmrepvgg.deploy.onnx_export import torch_logits
 from mmrepvgg.models import reparameterize_model
-from mmrepvgg.deploy.qat import (FakeQuantizedConv, FakeQuantizedConvBN, fake_quantize,
-                                 finetune_qat, prepare_qat, strip_qat)
-from mmrepvgg.deploy.quantization import export_int8, onnx_logits, top1_agreement
+from mmrepvgg.deploy.fake_quant import FakeQuantizedConv, fake_quantize
+from mmrepvgg.deploy.qat import FakeQuantizedConvBN, finetune_qat, prepare_qat, strip_qat
+from mmrepvgg.deploy.mixed_precision import top1_agreement
+from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
+from mmrepvgg.deploy.quantization import export_int8
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
 from mmrepvgg.synthetic import randomize_batch_norms_
 
@@ -150,7 +152,7 @@ def test_fake_quantized_deploy_model_is_closer_to_onnxruntime_int8_than_fp32_is(
     int8_path = str(tmp_path / 'int8.onnx')
     export_int8(model, int8_path, calibration)
     images = torch.randn(16, 3, 32, 32).numpy()
-    int8 = onnx_logits(int8_path)(images)
+    int8 = OnnxRuntimeModel(int8_path)(images)
     fp32 = torch_logits(model)(images)
     fake_model = fake_quantize(copy.deepcopy(model), calibration)
     assert sum(isinstance(module, FakeQuantizedConv) for module in fake_model.modules()
@@ -189,7 +191,7 @@ def test_finetuning_trains_the_bns_folds_back_exactly_and_exports_real_int8(tmp_
     assert report.agreement.num_images == 16
     assert len(int8_conv_weights(report.path)) == NUM_CONVS_A0
     # The QAT forward models the INT8 file: it predicts its classes better than FP32 does.
-    int8 = onnx_logits(report.path)
+    int8 = OnnxRuntimeModel(report.path)
     fake_agreement = top1_agreement(lambda _: fake_logits, int8, batches)
     fp32_agreement = top1_agreement(torch_logits(deploy_model), int8, batches)
     assert fake_agreement.num_agree >= fp32_agreement.num_agree

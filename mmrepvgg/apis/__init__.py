@@ -7,8 +7,7 @@ from .convert import (ConfigError, ConversionReport, build_train_model, convert_
                       load_repvgg_checkpoint, load_repvgg_weights, repvgg_convert,
                       verify_fusion)
 from .image_classification import get_model, inference_model, list_images
-from .inference import (INFERENCE_BACKENDS, InferenceModel, OnnxRuntimeInferenceModel,
-                        prepare_for_inference)
+from .inference import prepare_for_inference
 
 __all__ = ['get_model', 'inference_model', 'repvgg_convert', 'convert_checkpoint',
            'ConversionReport', 'prepare_for_inference', 'ConfigError']

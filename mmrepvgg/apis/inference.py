@@ -42,36 +42,6 @@ class InferenceModel(nn.Module):
             return self._runner[0](images.contiguous(memory_format=torch.channels_last))
 
 
-class OnnxRuntimeInferenceModel(nn.Module):
-    """A model held by an ONNX Runtime session (CPU): NCHW float images in, the first
-    output (logits ``(N, num_classes)``) out as a tensor."""
-
-    def __init__(self, session: Any):
-        super().__init__()
-        self.session = session
-        self.input_name = session.get_inputs()[0].name
-
-    def forward(self, images: Tensor) -> Tensor:
-        """``images``: ``(N, C, H, W)`` float32, preprocessed as for the PyTorch model."""
-        outputs = self.session.run(None, {self.input_name: images.detach().float().cpu()
-                                          .contiguous().numpy()})
-        return torch.from_numpy(outputs[0])
-
-
-class OpenVINOInferenceModel(nn.Module):
-    """A model compiled by OpenVINO for the CPU: NCHW float images in, the first output
-    (logits ``(N, num_classes)``) out as a tensor."""
-
-    def __init__(self, logits: Any):
-        super().__init__()
-        self.logits = logits  # images (N, C, H, W) float32 NumPy -> logits NumPy
-
-    def forward(self, images: Tensor) -> Tensor:
-        """``images``: ``(N, C, H, W)`` float32, preprocessed as for the PyTorch model."""
-        return torch.from_numpy(self.logits(images.detach().float().cpu().contiguous()
-                                            .numpy()))
-
-
 def _calibration_batches(backend: str, calibration_images: Optional[Sequence[Tensor]]):
     if not calibration_images:
         raise ValueError(f"backend={backend!r} needs calibration_images: a few "
@@ -80,31 +50,25 @@ def _calibration_batches(backend: str, calibration_images: Optional[Sequence[Ten
     return [images.detach().float().cpu().numpy() for images in calibration_images]
 
 
-def _openvino_int8(deploy_model: nn.Module,
-                   calibration_images: Optional[Sequence[Tensor]],
-                   num_threads: Optional[int]) -> OpenVINOInferenceModel:
-    # Imported here: openvino and nncf are the optional [openvino] extra.
-    from ..deploy.openvino_runtime import export_openvino, openvino_logits
-    batches = _calibration_batches('openvino-int8', calibration_images)
+def _int8_model(deploy_model: nn.Module, backend: str,
+                calibration_images: Optional[Sequence[Tensor]],
+                num_threads: Optional[int]) -> nn.Module:
+    """The INT8 file of ``backend`` written to a temporary folder and loaded by the
+    runtime's adapter (which holds the model in memory)."""
+    batches = _calibration_batches(backend, calibration_images)
     with tempfile.TemporaryDirectory() as workdir:
-        xml_path = export_openvino(deploy_model, os.path.join(workdir, 'int8.xml'),
-                                   (1, *batches[0].shape[1:]), batches).path
-        logits = openvino_logits(xml_path, num_threads)  # holds the model in memory
-    return OpenVINOInferenceModel(logits)
-
-
-def _onnxruntime_int8(deploy_model: nn.Module,
-                      calibration_images: Optional[Sequence[Tensor]],
-                      num_threads: Optional[int]) -> OnnxRuntimeInferenceModel:
-    # Imported here: onnx and onnxruntime are the optional [onnx] extra.
-    from ..deploy.onnx_export import onnxruntime_session
-    from ..deploy.quantization import export_int8
-    batches = _calibration_batches('onnxruntime-int8', calibration_images)
-    with tempfile.TemporaryDirectory() as workdir:
-        int8_path = os.path.join(workdir, 'int8.onnx')
-        export_int8(deploy_model, int8_path, batches)
-        session = onnxruntime_session(int8_path, num_threads)  # holds the model in memory
-    return OnnxRuntimeInferenceModel(session)
+        if backend == 'onnxruntime-int8':
+            # Imported here: onnx and onnxruntime are the optional [onnx] extra.
+            from ..deploy.onnx_runtime import OnnxRuntimeModel
+            from ..deploy.quantization import export_int8
+            path = export_int8(deploy_model, os.path.join(workdir, 'int8.onnx'),
+                               batches).path
+            return OnnxRuntimeModel(path, num_threads)
+        # openvino and nncf are the optional [openvino] extra.
+        from ..deploy.openvino_runtime import OpenVINOModel, export_openvino
+        path = export_openvino(deploy_model, os.path.join(workdir, 'int8.xml'),
+                               (1, *batches[0].shape[1:]), batches).path
+        return OpenVINOModel(path, num_threads)
 
 
 def prepare_for_inference(model: nn.Module, backend: str = 'eager',
@@ -144,17 +108,16 @@ def prepare_for_inference(model: nn.Module, backend: str = 'eager',
 
     Returns:
         An :class:`InferenceModel` (its ``deploy_model`` holds the converted weights), or
-        for ``'onnxruntime-int8'`` an :class:`OnnxRuntimeInferenceModel`, for
-        ``'openvino-int8'`` an :class:`OpenVINOInferenceModel`.
+        for ``'onnxruntime-int8'`` a :class:`mmrepvgg.deploy.onnx_runtime.OnnxRuntimeModel`,
+        for ``'openvino-int8'`` a :class:`mmrepvgg.deploy.openvino_runtime.OpenVINOModel`
+        (images tensor in, logits tensor out, as the PyTorch model).
     """
     if backend not in INFERENCE_BACKENDS:
         raise ValueError(f'unknown inference backend {backend!r}; choose one of '
                          f'{", ".join(INFERENCE_BACKENDS)}')
     deploy_model = reparameterize_model(model, inplace)
-    if backend == 'onnxruntime-int8':
-        return _onnxruntime_int8(deploy_model, calibration_images, num_threads)
-    if backend == 'openvino-int8':
-        return _openvino_int8(deploy_model, calibration_images, num_threads)
+    if backend in ('onnxruntime-int8', 'openvino-int8'):
+        return _int8_model(deploy_model, backend, calibration_images, num_threads)
     for param in deploy_model.parameters():
         param.requires_grad_(False)
     deploy_model.to(memory_format=torch.channels_last)

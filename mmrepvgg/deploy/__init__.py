@@ -1,7 +1,15 @@
-"""Deployment runtimes: ONNX export, the ONNX Runtime session, INT8 quantization and the
-evaluation of an exported model on a config's test set.
+"""Deployment runtimes. What users reach, each in its module (nothing is re-exported here:
+the modules need the optional ``[onnx]`` or ``[openvino]`` extra, imported through
+:func:`mmrepvgg.utils.require`, and ``host_cpu`` must import without them):
+
+- :func:`.onnx_export.export_onnx`: the deploy form as a verified FP32 ONNX file;
+- :func:`.quantization.export_int8` with an :class:`.quantization.Int8Recipe`: static INT8
+  for ONNX Runtime;
+- :func:`.openvino_runtime.export_openvino`: an OpenVINO IR, FP32 or INT8;
+- :class:`.onnx_runtime.OnnxRuntimeModel` and :class:`.openvino_runtime.OpenVINOModel`: the
+  one adapter per runtime (images in, logits out), used by the tools, the APIs and the
+  benchmark alike.
 
 Layer order: ``reparam`` -> ``models`` -> ``checkpoint`` -> ``engine`` -> ``deploy`` ->
-``apis`` -> ``analysis``; nothing here imports ``apis`` or ``analysis``. The optional
-runtimes (onnx, onnxruntime) are imported through :func:`mmrepvgg.utils.require`.
+``apis``; nothing here imports ``apis``.
 """

@@ -13,7 +13,7 @@ rectified sigmoid of :func:`rectified_sigmoid`, ``v`` learned by Adam) is fitted
 ``act(conv(x_q))`` matches the FP32 model's ``act(conv(x))`` in mean square, where ``x_q``
 is the block's input in the model whose earlier blocks are already rounded, with every
 conv input rounded to uint8 as the runtime will (min-max ranges of the calibration
-images; :func:`.qat.fake_quantize`). A penalty (:func:`rounding_penalty`) drives each
+images; :func:`.fake_quant.fake_quantize`). A penalty (:func:`rounding_penalty`) drives each
 ``h`` to 0 or 1 as its exponent anneals from 20 to 2; then ``h`` is rounded to 0 or 1.
 
 The result is an FP32 model whose weights lie exactly on the grid the runtime computes
@@ -31,7 +31,7 @@ from torch.nn import functional
 
 from ..models import RepVGGBlock, reparameterize_model
 from .host_cpu import INT8_WEIGHT_MAX
-from .qat import FakeQuantizedConv, fake_quantize, kernel_scale
+from .fake_quant import FakeQuantizedConv, fake_quantize, kernel_scale
 
 # The stretch of the rectified sigmoid: h reaches exactly 0 and 1 at finite v.
 STRETCH_LOW, STRETCH_HIGH = -0.1, 1.1
@@ -63,7 +63,7 @@ def rectified_sigmoid(logits: Tensor) -> Tensor:
                        0, 1)
 
 
-def initial_logits(fraction: Tensor) -> Tensor:
+def _initial_logits(fraction: Tensor) -> Tensor:
     """The ``v`` whose :func:`rectified_sigmoid` is ``fraction`` (each in ``(0, 1)``):
     fitting starts from the weights themselves."""
     fraction = fraction.clamp(1e-4, 1 - 1e-4)
@@ -87,14 +87,14 @@ def learned_kernel(conv: nn.Conv2d, inputs: Tensor, targets: Tensor, activation:
                    weight_max: int, schedule: RoundingSchedule = RoundingSchedule(),
                    generator: torch.Generator = None) -> Tensor:
     """``conv``'s kernel ``(C_out, C_in // groups, k, k)`` rounded up or down to its grid
-    (multiples of :func:`.qat.kernel_scale` within ``+-weight_max``) so that
+    (multiples of :func:`.fake_quant.kernel_scale` within ``+-weight_max``) so that
     ``activation(conv(inputs))`` approaches ``targets`` ``(N, C_out, H', W')``; each
     channel's largest weight keeps its level (``+-weight_max``). ``conv`` is not
     changed."""
     kernel = conv.weight.detach()
     scale = kernel_scale(kernel, weight_max).view(-1, 1, 1, 1)
     floor = torch.floor(kernel / scale)
-    logits = nn.Parameter(initial_logits(kernel / scale - floor))
+    logits = nn.Parameter(_initial_logits(kernel / scale - floor))
     optimizer = torch.optim.Adam([logits], lr=schedule.learning_rate)
 
     def output(images: Tensor, levels: Tensor) -> Tensor:

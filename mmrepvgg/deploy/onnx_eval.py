@@ -2,15 +2,16 @@
 Runner runs the PyTorch model: same dataloader, same ``data_preprocessor``
 (normalisation), same evaluator.
 
-- :class:`OnnxRuntimeClassifier` and :class:`OpenVINOClassifier` stand in for the
-  config's model in a Runner's test loop (``tools/deployment/test.py``);
+- :class:`ExportedClassifier` stands in for the config's model in a Runner's test loop
+  (``tools/deployment/test.py``), running the file through the runtime's adapter
+  (:class:`.onnx_runtime.OnnxRuntimeModel` or :class:`.openvino_runtime.OpenVINOModel`);
 - :func:`preprocessed_batches` yields model-ready image batches of a config's dataset
   (INT8 calibration and agreement checks);
 - :func:`pipeline_image_size` reads the image size the config's test pipeline makes.
 """
 import copy
 import os
-from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -19,14 +20,14 @@ from mmengine.model import BaseModel
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from mmpretrain.structures import DataSample
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..config_file import ConfigError
 from ..registry import MODELS
-from .onnx_export import onnxruntime, onnxruntime_session
+from .onnx_runtime import LOAD_ERRORS, OnnxRuntimeModel
 
 
-def data_preprocessor_cfg(cfg: Config) -> dict:
+def _data_preprocessor_cfg(cfg: Config) -> dict:
     """The ``data_preprocessor`` the Runner gives the config's model: the model's own,
     else the config's top-level one, else mmpretrain's default ``ClsDataPreprocessor``."""
     preprocessor = (cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor')
@@ -47,77 +48,52 @@ def logits_to_predictions(logits: Tensor,
             for sample, score, label in zip(samples, scores, labels)]
 
 
-class ExportedClassifier(BaseModel):
-    """An exported classifier behind mmengine's model interface: :meth:`forward` runs
-    ``self.logits`` (images ``(N, C, H, W)`` float32 -> logits ``(N, num_classes)``)
-    on the preprocessed batch, after checking the batch has the file's image size."""
+def _runtime_model(model_file: str, threads: Optional[int], int8_kernels: str) -> nn.Module:
+    """The runtime adapter of an exported file: OpenVINO for an ``.xml`` IR, else ONNX
+    Runtime."""
+    if model_file.endswith('.xml'):
+        from .openvino_runtime import OpenVINOModel  # the [openvino] extra
+        return OpenVINOModel(model_file, threads)
+    return OnnxRuntimeModel(model_file, threads, int8_kernels)
 
-    model_file: str
-    logits: Callable[[np.ndarray], np.ndarray]
-    input_size: Optional[Tuple[int, int]]  # (H, W) fixed in the file, None if symbolic
+
+@MODELS.register_module()
+class ExportedClassifier(BaseModel):
+    """An exported classifier behind mmengine's model interface: :meth:`forward` runs the
+    file on the preprocessed batch, after checking the batch has the file's image size.
+
+    Args:
+        model_file: an ONNX file, or an OpenVINO IR ``.xml`` (with its ``.bin``), whose
+            first input takes the preprocessed images ``(N, C, H, W)`` float32 and whose
+            first output is the logits ``(N, num_classes)`` (what
+            ``tools/deployment/pytorch2onnx.py`` writes, FP32 or INT8).
+        data_preprocessor: normalisation and batching, as for the PyTorch model (see
+            :func:`_data_preprocessor_cfg`).
+        threads: the runtime's threads (default: its own).
+        int8_kernels: ONNX Runtime's INT8 kernels (see
+            :class:`.onnx_runtime.OnnxRuntimeModel`).
+    """
+
+    def __init__(self, model_file: str, data_preprocessor: Optional[dict] = None,
+                 threads: Optional[int] = None, int8_kernels: str = 'auto'):
+        super().__init__(data_preprocessor=data_preprocessor or
+                         dict(type='ClsDataPreprocessor'))
+        self.model_file = model_file
+        self.runtime = _runtime_model(model_file, threads, int8_kernels)
 
     def forward(self, inputs: Tensor, data_samples: Optional[List[DataSample]] = None,
                 mode: str = 'predict') -> List[DataSample]:
         if mode != 'predict':
             raise ValueError(f"an exported model only predicts; got mode={mode!r}")
         data_size = tuple(inputs.shape[2:])
-        if self.input_size is not None and data_size != self.input_size:
+        input_size = self.runtime.input_size
+        if input_size is not None and data_size != input_size:
             raise ConfigError(
-                f'{self.model_file} takes {self.input_size[0]}x{self.input_size[1]} '
+                f'{self.model_file} takes {input_size[0]}x{input_size[1]} '
                 f"images but the config's test pipeline makes {data_size[0]}x"
                 f'{data_size[1]}; export again with --shape {data_size[0]} {data_size[1]} '
                 '(or without --shape: the export takes the pipeline size)')
-        logits = self.logits(inputs.float().numpy())
-        return logits_to_predictions(torch.from_numpy(np.asarray(logits)), data_samples)
-
-
-def _fixed_size(dims: Sequence) -> Optional[Tuple[int, int]]:
-    """(H, W) of an ``(N, C, H, W)`` input whose H and W are integers, else None."""
-    height, width = dims[2:4]
-    return (height, width) if isinstance(height, int) and isinstance(width, int) else None
-
-
-@MODELS.register_module()
-class OnnxRuntimeClassifier(ExportedClassifier):
-    """An ONNX classifier run by ONNX Runtime (CPU).
-
-    Args:
-        onnx_file: an ONNX file whose first input takes the preprocessed images
-            ``(N, C, H, W)`` float32 and whose first output is the logits
-            ``(N, num_classes)`` (what ``tools/deployment/pytorch2onnx.py`` writes, FP32
-            or INT8).
-        data_preprocessor: normalisation and batching, as for the PyTorch model (see
-            :func:`data_preprocessor_cfg`).
-        num_threads: ONNX Runtime intra-op threads (default: ONNX Runtime's).
-        int8_kernels: see :func:`.onnx_export.onnxruntime_session`.
-    """
-
-    def __init__(self, onnx_file: str, data_preprocessor: Optional[dict] = None,
-                 num_threads: Optional[int] = None, int8_kernels: str = 'auto'):
-        super().__init__(data_preprocessor=data_preprocessor or
-                         dict(type='ClsDataPreprocessor'))
-        self.model_file = onnx_file
-        self.session = onnxruntime_session(onnx_file, num_threads, int8_kernels)
-        model_input = self.session.get_inputs()[0]
-        self.input_size = _fixed_size(model_input.shape)
-        self.logits = lambda images: self.session.run(None, {model_input.name: images})[0]
-
-
-@MODELS.register_module()
-class OpenVINOClassifier(ExportedClassifier):
-    """An OpenVINO IR classifier (``.xml`` + ``.bin``) run on the CPU; arguments as for
-    :class:`OnnxRuntimeClassifier` (``xml_file`` instead of ``onnx_file``)."""
-
-    def __init__(self, xml_file: str, data_preprocessor: Optional[dict] = None,
-                 num_threads: Optional[int] = None):
-        super().__init__(data_preprocessor=data_preprocessor or
-                         dict(type='ClsDataPreprocessor'))
-        from .openvino_runtime import compiled_model, openvino_logits  # [openvino] extra
-        self.model_file = xml_file
-        shape = compiled_model(xml_file, num_threads).input(0).get_partial_shape()
-        self.input_size = _fixed_size([dim.get_length() if dim.is_static else None
-                                       for dim in shape])
-        self.logits = openvino_logits(xml_file, num_threads)
+        return logits_to_predictions(self.runtime(inputs.float()), data_samples)
 
 
 def _load_error(model_file: str, runtime: str, error: Exception) -> ConfigError:
@@ -127,12 +103,11 @@ def _load_error(model_file: str, runtime: str, error: Exception) -> ConfigError:
 
 
 def exported_model_test_config(cfg: Config, model_file: str,
-                               num_threads: Optional[int] = None,
+                               threads: Optional[int] = None,
                                int8_kernels: str = 'auto') -> Config:
-    """``cfg`` (in place) with its model replaced by the exported ``model_file``: an
-    ``.xml`` OpenVINO IR (:class:`OpenVINOClassifier`), else an ONNX file
-    (:class:`OnnxRuntimeClassifier`); no checkpoint to load; dataloader and evaluator
-    are unchanged.
+    """``cfg`` (in place) with its model replaced by the exported ``model_file`` (an
+    :class:`ExportedClassifier`: an ``.xml`` OpenVINO IR, else an ONNX file); no
+    checkpoint to load; dataloader and evaluator are unchanged.
 
     Raises:
         ConfigError: ``model_file`` is missing, empty, or not a model the runtime loads.
@@ -143,25 +118,14 @@ def exported_model_test_config(cfg: Config, model_file: str,
     if os.path.getsize(model_file) == 0:
         raise ConfigError(f'{model_file}: the file is empty (0 bytes); export it again '
                           'with tools/deployment/pytorch2onnx.py')
-    preprocessor = data_preprocessor_cfg(cfg)
-    if model_file.endswith('.xml'):
-        from .openvino_runtime import compiled_model
-        try:
-            compiled_model(model_file, num_threads)  # fail here, in one line
-        except RuntimeError as error:
-            raise _load_error(model_file, 'OpenVINO', error) from error
-        cfg.model = dict(type='OpenVINOClassifier', xml_file=model_file,
-                         data_preprocessor=preprocessor, num_threads=num_threads)
-    else:
-        try:
-            onnxruntime_session(model_file, num_threads, int8_kernels)
-        except (onnxruntime.capi.onnxruntime_pybind11_state.Fail,
-                onnxruntime.capi.onnxruntime_pybind11_state.InvalidGraph,
-                onnxruntime.capi.onnxruntime_pybind11_state.InvalidProtobuf) as error:
-            raise _load_error(model_file, 'ONNX Runtime', error) from error
-        cfg.model = dict(type='OnnxRuntimeClassifier', onnx_file=model_file,
-                         data_preprocessor=preprocessor, num_threads=num_threads,
-                         int8_kernels=int8_kernels)
+    runtime = 'OpenVINO' if model_file.endswith('.xml') else 'ONNX Runtime'
+    try:  # fail here, in one line
+        _runtime_model(model_file, threads, int8_kernels)
+    except (RuntimeError, *LOAD_ERRORS) as error:  # OpenVINO raises RuntimeError
+        raise _load_error(model_file, runtime, error) from error
+    cfg.model = dict(type='ExportedClassifier', model_file=model_file,
+                     data_preprocessor=_data_preprocessor_cfg(cfg), threads=threads,
+                     int8_kernels=int8_kernels)
     cfg.load_from = None
     return cfg
 
@@ -239,7 +203,7 @@ def preprocessed_batches(cfg: Config, dataloader_key: str, num_images: int,
             raise ConfigError(f'{cfg.filename}: cannot read the data of {dataloader_key} '
                               f'({message}); check data_root or prepare the data first '
                               '(the digits demo: python tools/demo.py)') from error
-        preprocessor = MODELS.build(data_preprocessor_cfg(cfg)).eval()
+        preprocessor = MODELS.build(_data_preprocessor_cfg(cfg)).eval()
     remaining = num_images
     for data in loader:
         if remaining <= 0:

@@ -6,7 +6,7 @@ ReLUs, pooling, a linear head) is exactly what the TorchScript exporter handles 
 """
 import os
 import warnings
-from typing import List, NamedTuple, Optional, Sequence
+from typing import List, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -16,10 +16,9 @@ from ..checkpoint import atomic_output
 from ..models import RepVGGBlock, reparameterize_model
 from ..numerics import max_relative_error
 from ..utils import require
-from .host_cpu import host_cpu, int8_kernel_choice
+from .onnx_runtime import OnnxRuntimeModel
 
 onnx = require('onnx', 'onnx')
-onnxruntime = require('onnxruntime', 'onnx')
 
 DEFAULT_OPSET = 17
 # float32 rounding differs between runtimes (summation order); 1e-4 relative is far below
@@ -76,40 +75,6 @@ def torch_logits(model: nn.Module):
     return logits
 
 
-def largest_int8_weight(path: str) -> int:
-    """The largest ``|value|`` of the int8 initializers (the quantized weights) of an
-    ONNX file; 0 if it has none (an FP32 file)."""
-    graph = onnx.load(path).graph
-    largest = [int(np.abs(onnx.numpy_helper.to_array(tensor).astype(np.int16)).max())
-               for tensor in graph.initializer
-               if tensor.data_type == onnx.TensorProto.INT8]
-    return max(largest, default=0)
-
-
-def onnxruntime_session(path: str, num_threads: Optional[int] = None,
-                        int8_kernels: str = 'auto') -> onnxruntime.InferenceSession:
-    """A CPU ONNX Runtime session; ``num_threads`` intra-op threads (default: ORT's).
-
-    Its worker threads block instead of spinning between runs: spinning threads would
-    take the cores from whatever runs next (PyTorch, in the benchmark's round-robin).
-    Quantized ops use the INT8 kernels accurate on this CPU for the file's weights
-    (:func:`.host_cpu.int8_kernel_choice`; ``int8_kernels`` ``'u8s8'`` or ``'u8u8'``
-    forces them); an FP32 model is not affected.
-    """
-    options = onnxruntime.SessionOptions()
-    if num_threads is not None:
-        options.intra_op_num_threads = num_threads
-    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
-    cpu = host_cpu(num_threads)
-    # Only x86 without VNNI needs to know the weights (7-bit ones keep u8s8 exact there).
-    weight_max = (largest_int8_weight(path)
-                  if int8_kernels == 'auto' and cpu.saturates_int16_pairs else None)
-    choice = int8_kernel_choice(cpu, int8_kernels, weight_max)
-    for key, value in choice.session_entries().items():
-        options.add_session_config_entry(key, value)
-    return onnxruntime.InferenceSession(path, options, providers=['CPUExecutionProvider'])
-
-
 def check_against_onnxruntime(model: nn.Module, path: str,
                               batches: Sequence[Tensor]) -> float:
     """The worst ``max |torch - onnxruntime| / max |torch|`` over ``batches``.
@@ -120,16 +85,15 @@ def check_against_onnxruntime(model: nn.Module, path: str,
         batches: image batches ``(N, C, H, W)``.
     """
     onnx.checker.check_model(path, full_check=True)
-    session = onnxruntime_session(path)
-    input_name = session.get_inputs()[0].name
+    runtime = OnnxRuntimeModel(path)
     errors: List[float] = []
     wrapped = _OutputTensors(model)
     for images in batches:
         with torch.no_grad():
             expected = wrapped(images)
-        actual = session.run(None, {input_name: images.numpy()})
+        actual = runtime.run(images.numpy())
         errors.append(max_relative_error(list(expected),
-                                         [torch.from_numpy(np.asarray(out)) for out in actual]))
+                                         [torch.from_numpy(out) for out in actual]))
     return max(errors)
 
 

@@ -8,6 +8,12 @@ with ``--backend openvino``, an OpenVINO IR (``.xml`` + ``.bin``; INT8 by NNCF).
         epoch_6.pth a0_int8.onnx --quantize int8 --calib-images 256
     python tools/deployment/pytorch2onnx.py configs/digits/repvgg-A0_digits.py \
         epoch_6.pth a0_int8.xml --backend openvino --quantize int8
+    python tools/deployment/pytorch2onnx.py configs/digits/repvgg-A0_digits.py \
+        epoch_6.pth a0_int8.onnx --quantize int8 --int8-recipe max_drop_points=0.5
+
+``--int8-recipe`` sets the fields of :class:`mmrepvgg.deploy.quantization.Int8Recipe`
+(calibration method, mixed precision, weight bits, rounding, INT8 kernels); its defaults
+are the automatic per-CPU choice.
 
 The input size is the one the config's test pipeline makes unless ``--shape``; the batch
 dimension is dynamic unless ``--no-dynamic-batch``. A train-form checkpoint is fused
@@ -28,19 +34,28 @@ from mmrepvgg.model_zoo import checkpoint_file
 from mmrepvgg.models import image_channels
 
 try:
-    from mmrepvgg.deploy.host_cpu import (INT8_KERNELS, INT8_WEIGHT_MAX, host_cpu,
-                                          int8_kernel_choice)
+    from mmrepvgg.deploy.host_cpu import INT8_WEIGHT_MAX, host_cpu, int8_kernel_choice
+    from mmrepvgg.deploy.mixed_precision import top1_agreement
     from mmrepvgg.deploy.onnx_eval import pipeline_image_size, preprocessed_batches
     from mmrepvgg.deploy.onnx_export import (DEFAULT_OPSET, OnnxExportError, export_onnx,
                                              torch_logits)
-    from mmrepvgg.deploy.quantization import (CALIBRATION_METHODS, WEIGHT_ROUNDINGS,
-                                              export_int8, top1_agreement)
+    from mmrepvgg.deploy.quantization import Int8Recipe, export_int8
     from mmrepvgg.dense.segmentation import export_segmentor_onnx
     from mmrepvgg.models import reparameterize_model
 except MissingExtraError as missing:
     sys.exit(f'error: {missing}')
 
 MAX_SIDE = 4096  # larger inputs only exhaust memory: refused up front
+
+
+class RecipeAction(DictAction):
+    """mmengine's ``KEY=VALUE`` parsing, with one error line for a value without ``=``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for value in values:
+            if '=' not in value:
+                parser.error(f'{option_string} {value}: write KEY=VALUE, e.g. keep_fp32=2')
+        super().__call__(parser, namespace, values, option_string)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -68,32 +83,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--quantize', choices=('int8', ),
                         help='int8: static per-channel INT8 (QDQ for ONNX Runtime, NNCF for '
                         "OpenVINO), calibrated on the config's training images")
-    parser.add_argument('--calib-method', choices=tuple(CALIBRATION_METHODS),
-                        default='minmax', help='how activation ranges are drawn from the '
-                        'calibration images (default: minmax; entropy: ONNX Runtime only)')
     parser.add_argument('--calib-images', type=int, default=256,
                         help='training images to calibrate on (default: 256)')
     parser.add_argument('--check-images', type=int, default=512,
                         help='held-out test images on which INT8 and FP32 top-1 are '
                         'compared (default: 512)')
-    parser.add_argument('--keep-fp32', type=int, default=0, metavar='N',
-                        help='mixed precision: keep the N convs most sensitive to INT8 '
-                        '(ranked on the check images) in FP32')
-    parser.add_argument('--max-drop', type=float, metavar='POINTS',
-                        help='mixed precision: keep as few sensitive convs FP32 as needed '
-                        'for INT8 top-1 on the check images to stay within POINTS of FP32')
-    parser.add_argument('--int8-kernels', choices=('auto', *INT8_KERNELS), default='auto',
-                        help='ONNX Runtime x64 INT8 kernels of the check (default: auto, '
-                        'u8u8 on x86 CPUs without VNNI for 8-bit weights, else u8s8)')
-    parser.add_argument('--int8-weights', choices=('auto', *map(str, INT8_WEIGHT_MAX)),
-                        default='auto', help='bits of the INT8 weights (default: auto, 7 on '
-                        'x86 CPUs without VNNI, which keeps their fast u8s8 kernels exact; '
-                        'else 8); ONNX Runtime only')
-    parser.add_argument('--int8-rounding', choices=tuple(WEIGHT_ROUNDINGS), default='nearest',
-                        help='how the INT8 weights are rounded: nearest (default), or '
-                        'adaround, learned per conv on the calibration images (minutes; '
-                        'recovers most of what 7-bit weights cost plain RepVGG); ONNX '
-                        'Runtime only')
+    parser.add_argument('--int8-recipe', nargs='+', action=RecipeAction, metavar='KEY=VALUE',
+                        default={}, help='with --quantize int8: the INT8 recipe, e.g. '
+                        'calibration_method=minmax|percentile|entropy (entropy: ONNX '
+                        'Runtime only); keep_fp32=N (mixed precision: the N convs most '
+                        'sensitive to INT8, ranked on the check images, stay FP32) or '
+                        'max_drop_points=POINTS (as few as keep INT8 top-1 on the check '
+                        'images within POINTS of FP32); ONNX Runtime only: '
+                        'weight_bits=auto|8|7 (auto: 7 on x86 CPUs without VNNI, which keeps '
+                        'their fast u8s8 kernels exact), rounding=nearest|adaround (learned '
+                        'per conv on the calibration images; minutes), '
+                        'int8_kernels=auto|u8s8|u8u8 (of the check)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config entries, e.g. '
                         'train_dataloader.dataset.data_root=DIR')
@@ -111,22 +116,20 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error('--quantize int8 writes a dynamic-batch file; drop --no-dynamic-batch')
     if args.quantize and args.opset < 13:
         parser.error(f'--opset {args.opset}: per-channel INT8 needs opset 13 or later')
-    mixed = args.keep_fp32 or args.max_drop is not None
-    onnxruntime_recipe = args.int8_weights != 'auto' or args.int8_rounding != 'nearest'
-    recipe = mixed or args.calib_method != 'minmax' or onnxruntime_recipe
-    if recipe and not args.quantize:
-        parser.error('--calib-method, --keep-fp32, --max-drop, --int8-weights and '
-                     '--int8-rounding choose an INT8 recipe; add --quantize int8')
-    if onnxruntime_recipe and args.backend == 'openvino':
-        parser.error('--int8-weights and --int8-rounding set the ONNX Runtime file; drop '
-                     'them for --backend openvino')
-    if args.keep_fp32 < 0 or (args.max_drop is not None and args.max_drop < 0):
-        parser.error('--keep-fp32 and --max-drop must not be negative')
-    if args.keep_fp32 and args.max_drop is not None:
-        parser.error('--keep-fp32 N and --max-drop POINTS both choose the FP32 convs; '
-                     'pass one')
+    if args.int8_recipe and not args.quantize:
+        parser.error('--int8-recipe chooses an INT8 recipe; add --quantize int8')
+    try:
+        args.recipe = Int8Recipe.from_options(args.int8_recipe, opset=args.opset,
+                                              progress=print_progress)
+    except ValueError as error:
+        parser.error(f'--int8-recipe: {error}')
+    onnxruntime_only = sorted(set(args.int8_recipe) & {'weight_bits', 'rounding',
+                                                       'int8_kernels'})
+    if onnxruntime_only and args.backend == 'openvino':
+        parser.error(f'--int8-recipe {", ".join(onnxruntime_only)} set the ONNX Runtime '
+                     'file; drop them for --backend openvino')
     if args.backend == 'openvino':
-        if args.calib_method == 'entropy':
+        if args.recipe.calibration_method == 'entropy':
             parser.error('--backend openvino: the entropy method is an ONNX Runtime '
                          'recipe; choose minmax or percentile, or use --backend onnxruntime')
         if not args.output.endswith('.xml'):
@@ -179,11 +182,8 @@ def export_quantized(args: argparse.Namespace, cfg, model, size) -> int:
     cpu = host_cpu()
     if args.backend == 'openvino':
         return export_openvino_ir(args, model, size, calibration, held_out, cpu)
-    report = export_int8(model, args.output, calibration, held_out, args.force,
-                         print_progress, args.opset, args.calib_method, args.keep_fp32,
-                         args.max_drop, args.int8_kernels, args.int8_weights,
-                         args.int8_rounding)
-    kernels = int8_kernel_choice(cpu, args.int8_kernels,
+    report = export_int8(model, args.output, calibration, held_out, args.recipe, args.force)
+    kernels = int8_kernel_choice(cpu, args.recipe.int8_kernels,
                                  INT8_WEIGHT_MAX[report.weights.bits])
     print(f'exported {args.output} (INT8 QDQ, per-channel {report.weights.bits}-bit weights '
           f'({report.weights.reason}), {report.rounding} rounding, {report.method} '
@@ -200,13 +200,12 @@ def export_quantized(args: argparse.Namespace, cfg, model, size) -> int:
 
 def export_openvino_ir(args: argparse.Namespace, model, size, calibration, held_out,
                        cpu) -> int:
-    from mmrepvgg.deploy.openvino_runtime import export_openvino, openvino_logits
+    from mmrepvgg.deploy.openvino_runtime import OpenVINOModel, export_openvino
     report = export_openvino(model, args.output, (1, image_channels(model), *size),
-                             calibration, args.force, args.calib_method, args.opset,
-                             args.keep_fp32, args.max_drop, held_out)
+                             calibration, held_out, args.recipe, args.force)
     xml_path = report.path
     precision = ('FP32' if calibration is None else
-                 f'INT8 (NNCF, {args.calib_method} calibration on '
+                 f'INT8 (NNCF, {args.recipe.calibration_method} calibration on '
                  f'{sum(len(batch) for batch in calibration)} training images)')
     print(f'exported {xml_path} and its .bin (OpenVINO IR, {precision}, input (N, '
           f'{image_channels(model)}, {size[0]}, {size[1]}))')
@@ -214,7 +213,7 @@ def export_openvino_ir(args: argparse.Namespace, model, size, calibration, held_
     print(f'CPU: {cpu.describe()}')
     if held_out:
         agreement = top1_agreement(torch_logits(reparameterize_model(model)),
-                                   openvino_logits(xml_path), held_out)
+                                   OpenVINOModel(xml_path), held_out)
         print_agreement(agreement, 'PyTorch FP32', 'OpenVINO ' + precision.split()[0])
     return 0
 

@@ -18,7 +18,7 @@ from mmrepvgg.engine import (ConfigError, build_runner, format_test_metrics,
                              load_repvgg_config, prepare_test_config)
 
 try:
-    from mmrepvgg.deploy.host_cpu import INT8_KERNELS, host_cpu, int8_kernel_choice
+    from mmrepvgg.deploy.host_cpu import INT8_KERNELS, host_cpu
     from mmrepvgg.deploy.onnx_eval import exported_model_test_config
 except MissingExtraError as missing:
     sys.exit(f'error: {missing}')
@@ -64,10 +64,9 @@ def main(argv=None) -> int:
               'or prepare the data first (the digits demo: python tools/demo.py)',
               file=sys.stderr)
         return 1
-    cpu = host_cpu(args.threads)
     runtime = ('OpenVINO' if args.model.endswith('.xml') else 'ONNX Runtime, INT8 kernels '
-               + int8_kernel_choice(cpu, args.int8_kernels).kernels)
-    print(f'CPU: {cpu.describe()}; {runtime}')
+               + runner.model.runtime.kernel_choice.kernels)
+    print(f'CPU: {host_cpu(args.threads).describe()}; {runtime}')
     print(format_test_metrics(metrics))
     return 0
 
