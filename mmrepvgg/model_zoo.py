@@ -11,14 +11,16 @@ Installed from a wheel, ``configs/``, ``tools/`` and ``model-index.yml`` ship in
 package's ``.mim`` folder (as mmpretrain ships them, for ``mim train``); in a checkout or an
 editable install they are read from the repository.
 """
+import fnmatch
 import functools
 import os
 import re
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 import yaml
 
-from .checkpoint import checkpoint_local_path
+# The downloader only: the checkpoint package's fitting reads zoo names through this module.
+from .checkpoint.remote import checkpoint_local_path
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 MODEL_INDEX = 'model-index.yml'
@@ -84,6 +86,17 @@ def zoo_models() -> Dict[str, ZooModel]:
     with open(os.path.join(root, METAFILE)) as stream:
         entries = yaml.safe_load(stream)['Models']
     return {entry['Name'].lower(): _zoo_model(entry, root) for entry in entries}
+
+
+def list_models(pattern: Optional[str] = None) -> List[str]:
+    """The zoo's model names, sorted, as ``mmpretrain.list_models`` gives them (lower case):
+    all of them, or those starting with the shell-style ``pattern`` (``'repvgg-a0*'``,
+    ``'*deploy'``; any letter case), each one a name :func:`mmrepvgg.get_model` takes."""
+    names = list(zoo_models())
+    if pattern is not None:
+        # mmpretrain's rule: a pattern matches names with any ending.
+        names = fnmatch.filter(names, pattern.lower() + '*')
+    return sorted(names)
 
 
 def find_model(name: str) -> Optional[ZooModel]:
