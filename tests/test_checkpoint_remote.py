@@ -11,7 +11,8 @@ import threading
 import pytest
 import torch
 
-from mmrepvgg.checkpoint import CheckpointError, checkpoint_local_path, load_checkpoint_file
+from mmrepvgg.checkpoint import CheckpointError, load_checkpoint_file
+from mmrepvgg.checkpoint.remote import checkpoint_local_path
 from mmrepvgg.checkpoint import remote
 from test_checkpoint_safe_io import os_system
 

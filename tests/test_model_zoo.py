@@ -10,11 +10,12 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
-from mmrepvgg.apis import ConfigError, build_train_model, get_model, inference_model
+from mmrepvgg.apis import ConfigError, get_model, inference_model
+from mmrepvgg.apis.convert import build_train_model
 from mmrepvgg.engine import load_repvgg_config
 from mmrepvgg.model_zoo import checkpoint_source, find_model, zoo_models
-from mmrepvgg.models import (ARCH_SETTINGS, RepVGG, build_model, repvgg_classifier_cfg,
-                             resolve_arch)
+from mmrepvgg.models import ARCH_SETTINGS, RepVGG, build_model, repvgg_classifier_cfg
+from mmrepvgg.models.arch import resolve_arch
 from mmrepvgg.published import PUBLISHED
 from mmrepvgg.synthetic import randomize_batch_norms_
 

@@ -11,7 +11,8 @@ import argparse
 import sys
 
 from mmrepvgg.apis import ConfigError, convert_checkpoint
-from mmrepvgg.checkpoint import LAYOUTS, CheckpointError
+from mmrepvgg.checkpoint import CheckpointError
+from mmrepvgg.checkpoint.layouts import LAYOUTS
 from mmrepvgg.model_zoo import checkpoint_file
 
 

@@ -63,7 +63,7 @@ def repvgg_prefix(model: nn.Module) -> Optional[str]:
 
 
 def _read_project_state(checkpoint: Any, name: str,
-                       layout_name: Optional[str] = None) -> ProjectState:
+                        layout_name: Optional[str] = None) -> ProjectState:
     """The state dict of a checkpoint in this project's layout, its health checked.
 
     Args:
@@ -104,7 +104,7 @@ def _dtype_fits(source: torch.dtype, target: torch.dtype) -> bool:
 
 
 def _form_hint(source_form: str, model_state: StateDict, name: str) -> Optional[str]:
-    model_form = 'deploy' if any(DEPLOY_PART in key for key in model_state) else 'train'
+    model_form = 'deploy' if any(_DEPLOY_PART in key for key in model_state) else 'train'
     if source_form == model_form:
         return None
     if source_form == 'deploy':

@@ -68,7 +68,7 @@ def _arch_shape_of_setting(arch, base_channels: int = 64) -> _ArchShape:
     groups = {index: count for index, count in (arch['group_layer_map'] or {}).items()
               if count > 1 and index <= sum(arch['num_blocks'])}
     return _ArchShape(stem_channels, tuple(arch['num_blocks']), widths, groups,
-                     arch['se_cfg'] is not None)
+                      arch['se_cfg'] is not None)
 
 
 def _matching_arch_names(shape: _ArchShape) -> List[str]:
