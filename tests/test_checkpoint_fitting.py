@@ -11,7 +11,8 @@ from mmrepvgg.apis.convert import build_train_model
 from mmrepvgg.checkpoint import CheckpointError, load_checkpoint
 from mmrepvgg.checkpoint.layouts import LAYOUTS, from_project_layout
 from mmrepvgg.engine import load_repvgg_config
-from mmrepvgg.models import RepVGG, build_model, repvgg_classifier_cfg
+from mmrepvgg.models import (RepVGG, RepVGGBlock, build_model, reparameterize_model,
+                             repvgg_classifier_cfg)
 
 TINY_ARCH = dict(num_blocks=(1, 1, 1, 1), width_factor=(0.25, 0.25, 0.25, 0.5))
 
@@ -69,6 +70,62 @@ def test_half_precision_checkpoint_loads_into_a_float_model():
     model = tiny_classifier()
     load_checkpoint(model, half, name='ck.pth')
     torch.testing.assert_close(model.head.fc.weight, half['head.fc.weight'].float())
+
+
+def test_load_checkpoint_reads_a_path_and_names_it_in_messages(tmp_path):
+    source = tiny_classifier()
+    path = tmp_path / 'epoch_3.pth'
+    torch.save({'state_dict': source.state_dict(), 'meta': {'epoch': 3}}, path)
+    model = tiny_classifier()
+    fitted = load_checkpoint(model, str(path))
+    assert fitted.skipped == [] and fitted.source.form == 'train'
+    for key, value in torch.load(path, weights_only=True)['state_dict'].items():
+        torch.testing.assert_close(model.state_dict()[key], value)
+    deeper = build_model(repvgg_classifier_cfg(dict(TINY_ARCH, num_blocks=(2, 1, 1, 1)),
+                                               num_classes=3))
+    with pytest.raises(CheckpointError, match=f'^{path}: holds an unpublished RepVGG'):
+        load_checkpoint(deeper, str(path))
+
+
+def test_load_checkpoint_of_a_dict_without_a_name_says_the_checkpoint():
+    state_dict = dict(tiny_classifier().state_dict())
+    del state_dict['head.fc.bias']
+    with pytest.raises(CheckpointError, match="^the checkpoint: lacks 1 tensor the model "
+                                              "needs, e.g. 'head.fc.bias'"):
+        load_checkpoint(tiny_classifier(), state_dict)
+
+
+def test_load_checkpoint_reads_a_zoo_name_from_its_published_url(monkeypatch):
+    from mmrepvgg.checkpoint import fitting
+    from mmrepvgg.model_zoo import find_model
+    name = 'repvgg-A0_deploy_3rdparty_4xb64-coslr-120e_in1k'
+    read = []
+    monkeypatch.setattr(fitting, 'load_checkpoint_file',
+                        lambda source: read.append(source) or {'state_dict': {}})
+    with pytest.raises(CheckpointError, match='^https://.*: holds no tensors'):
+        load_checkpoint(tiny_classifier(), name.upper())
+    assert read == [find_model(name).weights]  # the published train-form file
+
+
+def test_load_checkpoint_refuses_an_unknown_mode_before_reading():
+    with pytest.raises(ValueError, match="mode must be one of .*'finetune'.*, got 'strict'"):
+        load_checkpoint(tiny_classifier(), '/nonexistent.pth', mode='strict')
+
+
+def test_convert_mode_fuses_the_model_for_a_deploy_checkpoint_exact_mode_refuses_it():
+    source = tiny_classifier().eval()
+    deploy_source = reparameterize_model(source)
+    images = torch.randn(2, 3, 32, 32)
+    model = tiny_classifier()
+    fitted = load_checkpoint(model, deploy_source.state_dict(), 'convert')
+    assert fitted.source.form == 'deploy'
+    assert all(block.deploy for block in model.modules() if isinstance(block, RepVGGBlock))
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(images, mode='tensor'),
+                                   source(images, mode='tensor'), rtol=1e-4, atol=1e-4)
+    with pytest.raises(CheckpointError, match='is a deploy .* checkpoint but the config '
+                                              'builds the train form'):
+        load_checkpoint(tiny_classifier(), deploy_source.state_dict(), name='d.pth')
 
 
 def test_finetuning_skips_a_head_of_another_size_and_lists_it():

@@ -63,6 +63,18 @@ def test_checkpoint_source_maps_zoo_names_to_urls_and_keeps_paths_and_urls():
     assert checkpoint_source('https://example.org/x.pth') == 'https://example.org/x.pth'
 
 
+def test_list_models_gives_the_zoo_names_as_mmpretrain_lists_them():
+    import mmpretrain
+    import mmrepvgg
+    ours = set(zoo_models())
+    assert mmrepvgg.list_models() == sorted(ours)
+    for pattern in ('repvgg-a0', 'repvgg-b1g2*deploy', '*_deploy_'):
+        expected = [name for name in mmpretrain.list_models(pattern) if name in ours]
+        assert mmrepvgg.list_models(pattern) == expected, pattern
+    assert mmrepvgg.list_models('repvgg-A0') == [A0_TRAIN.lower(), A0_DEPLOY.lower()]
+    assert mmrepvgg.list_models('resnet') == []
+
+
 def test_mmpretrain_list_models_lists_the_zoo():
     from mmpretrain import list_models
     listed = set(list_models('repvgg*'))
