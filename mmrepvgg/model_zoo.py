@@ -5,7 +5,8 @@ the published figures, the config of each name and the published checkpoint URLs
 the 12 variants has two names, e.g. ``repvgg-A0_3rdparty_4xb64-coslr-120e_in1k`` (train
 form, its config under ``configs/``) and ``repvgg-A0_deploy_3rdparty_4xb64-coslr-120e_in1k``
 (deploy form, ``configs/deploy/``); both name the published train-form checkpoint, which
-the deploy name reaches through ``Converted From``.
+the deploy name reaches through ``Converted From``. Pure data: the checkpoint layer reads
+zoo names through :func:`checkpoint_source`.
 
 Installed from a wheel, ``configs/``, ``tools/`` and ``model-index.yml`` ship in the
 package's ``.mim`` folder (as mmpretrain ships them, for ``mim train``); in a checkout or an
@@ -18,9 +19,6 @@ import re
 from typing import Dict, List, NamedTuple, Optional
 
 import yaml
-
-# The downloader only: the checkpoint package's fitting reads zoo names through this module.
-from .checkpoint.remote import checkpoint_local_path
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 MODEL_INDEX = 'model-index.yml'
@@ -109,17 +107,6 @@ def checkpoint_source(name_or_path_or_url: str) -> str:
     published (train-form) checkpoint; a path or URL is returned unchanged."""
     model = find_model(name_or_path_or_url)
     return model.weights if model is not None else name_or_path_or_url
-
-
-def checkpoint_file(name_or_path_or_url: str) -> str:
-    """The local file a tool reads for its checkpoint argument: a path as it is; a zoo name
-    or an ``http(s)://`` URL downloaded once into the project's cache
-    (:mod:`mmrepvgg.checkpoint.remote`).
-
-    Raises:
-        CheckpointError: the download failed.
-    """
-    return checkpoint_local_path(checkpoint_source(name_or_path_or_url))
 
 
 @functools.lru_cache(maxsize=None)

@@ -221,7 +221,8 @@ def test_converter_reads_its_source_from_a_url(server, tmp_path, a0_train_checkp
 
 def test_zoo_name_reads_the_cached_download_of_its_published_url(server, tmp_path,
                                                                  a0_train_checkpoint_bytes):
-    from mmrepvgg.model_zoo import checkpoint_file, checkpoint_source
+    from mmrepvgg.checkpoint.fitting import checkpoint_file
+    from mmrepvgg.model_zoo import checkpoint_source
     url = checkpoint_source(A0_ZOO_NAME)
     assert url.startswith('https://') and url.endswith('-883ab98c.pth')
     content_hash = hashlib.sha256(a0_train_checkpoint_bytes).hexdigest()

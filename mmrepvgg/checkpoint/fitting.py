@@ -28,6 +28,7 @@ from .inspection import describe_state_arch, first_unusable_tensor
 from .layouts import (LAYOUTS, LayoutError, ProjectState, StateDict, to_project_layout,
                       unwrap_state_dict)
 from .reader import load_checkpoint_file
+from .remote import checkpoint_local_path
 
 FIT_MODES = ('exact', 'convert', 'finetune')
 _BATCH_COUNTER = 'num_batches_tracked'
@@ -244,6 +245,17 @@ def _refuse_rest_problems(missing: List[str], refused_unexpected: List[str],
             'use the config it was trained with')
     for problem in mismatched.values():
         raise CheckpointError(f'{name}: {problem}')
+
+
+def checkpoint_file(source: str) -> str:
+    """The local file a tool reads for its checkpoint argument: a path as it is; a zoo name
+    (its published weights) or an ``http(s)://`` URL downloaded once into the project's
+    cache (:mod:`.remote`).
+
+    Raises:
+        CheckpointError: the download failed.
+    """
+    return checkpoint_local_path(checkpoint_source(source))
 
 
 def load_checkpoint(model: nn.Module,

@@ -12,7 +12,7 @@ from mmengine.device import get_device
 from mmengine.runner import Runner
 
 from ..checkpoint import atomic_output
-from ..model_zoo import checkpoint_file
+from ..checkpoint.fitting import checkpoint_file
 from ..registry import RUNNERS
 from .config import ConfigError, check_dataloaders, load_repvgg_config
 from .dist import setup_distributed
