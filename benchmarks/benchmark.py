@@ -22,8 +22,8 @@ from lab.benchmark import (BenchmarkSettings, arch_name, run_inference_benchmark
                            run_training_benchmark)
 from lab.report import format_report, markdown_table
 from lab.rows import COMPILED, DEPLOY, INT8_ONNXRUNTIME, INT8_OPENVINO, ONNXRUNTIME, RECOMMENDED
-from mmrepvgg.apis.convert import ConfigError, build_train_model, load_repvgg_weights
-from mmrepvgg.checkpoint import CheckpointError, atomic_output, check_output
+from mmrepvgg.apis.convert import ConfigError, build_train_model
+from mmrepvgg.checkpoint import CheckpointError, atomic_output, check_output, load_checkpoint
 from mmrepvgg.models import ARCH_SETTINGS
 from mmrepvgg.synthetic import randomize_batch_norms_
 
@@ -186,7 +186,7 @@ def main(argv=None) -> int:
     try:
         model = build_train_model(args.config)
         if args.checkpoint:
-            state, _ = load_repvgg_weights(model, args.checkpoint)
+            state = load_checkpoint(model, args.checkpoint, 'convert').source
             if state.form == 'deploy':
                 raise CheckpointError(f'{args.checkpoint} is in deploy form; the benchmark '
                                       'compares both forms of the same weights, pass a '

@@ -38,11 +38,11 @@ from typing import Optional
 import numpy as np
 
 from lab.emulated_cpu import seen_cpu
-from mmrepvgg.apis.convert import build_train_model, load_repvgg_weights
-from mmrepvgg.checkpoint import CheckpointError, atomic_output, check_output
-from mmrepvgg.engine import (ConfigError, build_runner, load_repvgg_config,
-                             prepare_test_config)
-from mmrepvgg.model_zoo import checkpoint_file
+from mmrepvgg.apis.convert import build_train_model
+from mmrepvgg.checkpoint import CheckpointError, atomic_output, check_output, load_checkpoint
+from mmrepvgg.checkpoint.fitting import checkpoint_file
+from mmrepvgg.engine import ConfigError, load_repvgg_config
+from mmrepvgg.engine.runner import build_runner, prepare_test_config
 from mmrepvgg.utils import MissingExtraError
 
 try:
@@ -101,7 +101,7 @@ def load_checkpoint_model(config: str, checkpoint: str) -> tuple:
     checkpoint_path = checkpoint_file(checkpoint)
     cfg = load_repvgg_config(config)
     model = build_train_model(cfg)
-    load_repvgg_weights(model, checkpoint_path)
+    load_checkpoint(model, checkpoint_path, 'convert')
     return cfg, model, checkpoint_path
 
 

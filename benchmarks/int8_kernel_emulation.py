@@ -16,13 +16,12 @@ import torch
 
 from lab.emulated_cpu import seen_cpu
 from lab.kernel_emulation import IntegerConvEmulation
-from mmrepvgg.apis.convert import build_train_model, load_repvgg_weights
-from mmrepvgg.checkpoint import CheckpointError
+from mmrepvgg.apis.convert import build_train_model
+from mmrepvgg.checkpoint import CheckpointError, load_checkpoint
 from mmrepvgg.deploy.host_cpu import INT8_WEIGHT_MAX
 from mmrepvgg.deploy.onnx_eval import preprocessed_batches
 from mmrepvgg.deploy.qat import fake_quantize
 from mmrepvgg.engine import ConfigError, load_repvgg_config
-from mmrepvgg.model_zoo import checkpoint_file
 from mmrepvgg.models import reparameterize_model
 
 
@@ -43,7 +42,7 @@ def main(argv=None) -> int:
     try:
         cfg = load_repvgg_config(args.config)
         model = build_train_model(cfg)
-        load_repvgg_weights(model, checkpoint_file(args.checkpoint))
+        load_checkpoint(model, args.checkpoint, 'convert')
         calibration = [batch.images for batch in preprocessed_batches(
             cfg, 'train_dataloader', args.calib_images, shuffle=True,
             pipeline_from='test_dataloader')]

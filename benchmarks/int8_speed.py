@@ -23,7 +23,8 @@ from mmrepvgg.apis import repvgg_convert
 from mmrepvgg.deploy.host_cpu import int8_kernel_choice
 from mmrepvgg.deploy.onnx_export import onnxruntime_session
 from mmrepvgg.deploy.quantization import quantize_int8
-from mmrepvgg.models import ARCH_SETTINGS, EXTRA_ARCH_SETTINGS
+from mmrepvgg.models import ARCH_SETTINGS
+from mmrepvgg.models.arch import EXTRA_ARCH_SETTINGS
 from mmrepvgg.utils import MissingExtraError
 
 

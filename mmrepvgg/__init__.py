@@ -1,21 +1,45 @@
 """mmrepvgg: RepVGG for mmpretrain / mmengine, with exact structural re-parameterization.
 
-Importing the package only registers: the ``mmrepvgg`` scope and its modules (see
-:mod:`mmrepvgg.registry`) and the published model zoo with mmpretrain's ``ModelHub``.
+The public API is :data:`__all__` (one line each in docs/api.md); everything else is the
+package's own. Importing the package only registers: the ``mmrepvgg`` scope and its modules
+(see :mod:`mmrepvgg.registry`) and the published model zoo with mmpretrain's ``ModelHub``.
 torch's allow-list, mmengine's checkpoint loaders, warnings filters and loggers stay as
-they were; the project's own loads go through :mod:`mmrepvgg.checkpoint.reader`.
+they were; the project's own loads go through :mod:`mmrepvgg.checkpoint.reader`. The
+exporters need the ``deploy`` extra (onnx, onnxruntime) and are imported on first use.
 """
+import importlib
 import warnings
 
 with warnings.catch_warnings():  # restores the process's filters on exit
     # mmcv-lite has no compiled ops; mmpretrain's import warns about one never used here.
     warnings.filterwarnings('ignore', message='Fail to import ``MultiScaleDeformableAttention``')
     from .version import __version__
-    from . import models  # noqa: F401  (registers RepVGG)
-    from .apis import repvgg_convert
-    from .model_zoo import register_model_zoo
+    from .apis import (convert_checkpoint, get_model, inference_model, prepare_for_inference,
+                       repvgg_convert)
+    from .checkpoint import CheckpointError, load_checkpoint
+    from .config_file import ConfigError
+    from .model_zoo import list_models, register_model_zoo
+    from .models import QARepVGGBlock, RepVGG, RepVGGBlock, reparameterize_model
 
-__all__ = ['__version__', 'repvgg_convert']
+__all__ = ['__version__', 'get_model', 'list_models', 'inference_model', 'reparameterize_model',
+           'repvgg_convert', 'convert_checkpoint', 'load_checkpoint', 'prepare_for_inference',
+           'export_onnx', 'export_int8', 'RepVGG', 'RepVGGBlock', 'QARepVGGBlock',
+           'CheckpointError', 'ConfigError']
+
+# Public names whose module needs an optional extra: imported when first asked for.
+_LAZY_EXPORTS = {'export_onnx': 'mmrepvgg.deploy.onnx_export',
+                 'export_int8': 'mmrepvgg.deploy.quantization'}
+
+
+def __getattr__(name: str):
+    if name in _LAZY_EXPORTS:
+        return getattr(importlib.import_module(_LAZY_EXPORTS[name]), name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_EXPORTS))
+
 
 # So that mmpretrain's list_models('repvgg*') and get_model(name) find the published zoo.
 register_model_zoo()

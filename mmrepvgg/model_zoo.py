@@ -5,20 +5,20 @@ the published figures, the config of each name and the published checkpoint URLs
 the 12 variants has two names, e.g. ``repvgg-A0_3rdparty_4xb64-coslr-120e_in1k`` (train
 form, its config under ``configs/``) and ``repvgg-A0_deploy_3rdparty_4xb64-coslr-120e_in1k``
 (deploy form, ``configs/deploy/``); both name the published train-form checkpoint, which
-the deploy name reaches through ``Converted From``.
+the deploy name reaches through ``Converted From``. Pure data: the checkpoint layer reads
+zoo names through :func:`checkpoint_source`.
 
 Installed from a wheel, ``configs/``, ``tools/`` and ``model-index.yml`` ship in the
 package's ``.mim`` folder (as mmpretrain ships them, for ``mim train``); in a checkout or an
 editable install they are read from the repository.
 """
+import fnmatch
 import functools
 import os
 import re
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 import yaml
-
-from .checkpoint import checkpoint_local_path
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 MODEL_INDEX = 'model-index.yml'
@@ -86,6 +86,17 @@ def zoo_models() -> Dict[str, ZooModel]:
     return {entry['Name'].lower(): _zoo_model(entry, root) for entry in entries}
 
 
+def list_models(pattern: Optional[str] = None) -> List[str]:
+    """The zoo's model names, sorted, as ``mmpretrain.list_models`` gives them (lower case):
+    all of them, or those starting with the shell-style ``pattern`` (``'repvgg-a0*'``,
+    ``'*deploy'``; any letter case), each one a name :func:`mmrepvgg.get_model` takes."""
+    names = list(zoo_models())
+    if pattern is not None:
+        # mmpretrain's rule: a pattern matches names with any ending.
+        names = fnmatch.filter(names, pattern.lower() + '*')
+    return sorted(names)
+
+
 def find_model(name: str) -> Optional[ZooModel]:
     """The zoo model of ``name`` (any letter case), or None."""
     return zoo_models().get(name.lower())
@@ -96,17 +107,6 @@ def checkpoint_source(name_or_path_or_url: str) -> str:
     published (train-form) checkpoint; a path or URL is returned unchanged."""
     model = find_model(name_or_path_or_url)
     return model.weights if model is not None else name_or_path_or_url
-
-
-def checkpoint_file(name_or_path_or_url: str) -> str:
-    """The local file a tool reads for its checkpoint argument: a path as it is; a zoo name
-    or an ``http(s)://`` URL downloaded once into the project's cache
-    (:mod:`mmrepvgg.checkpoint.remote`).
-
-    Raises:
-        CheckpointError: the download failed.
-    """
-    return checkpoint_local_path(checkpoint_source(name_or_path_or_url))
 
 
 @functools.lru_cache(maxsize=None)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from mmengine.config import Config
 
-from mmrepvgg.apis import build_train_model
+from mmrepvgg.apis.convert import build_train_model
 from mmrepvgg.models import repvgg_classifier_cfg
 from mmrepvgg.synthetic import randomize_batch_norms_
 

@@ -6,7 +6,8 @@ from checkpoint_fixtures import file_fingerprint
 from mmengine.config import Config
 from torch import nn
 
-from mmrepvgg.apis import build_train_model, convert_checkpoint
+from mmrepvgg.apis import convert_checkpoint
+from mmrepvgg.apis.convert import build_train_model
 from mmrepvgg.models import RepVGGBlock
 from mmrepvgg.registry import MODELS
 from mmrepvgg.numerics import max_relative_error

@@ -6,11 +6,13 @@ import torch
 from checkpoint_fixtures import trained_classifier, write_classifier_config
 from mmengine.config import Config
 
-from mmrepvgg.apis import build_train_model, convert_checkpoint
-from mmrepvgg.checkpoint import (LAYOUTS, CheckpointError, from_project_layout,
-                                 load_fitted_state)
+from mmrepvgg.apis import convert_checkpoint
+from mmrepvgg.apis.convert import build_train_model
+from mmrepvgg.checkpoint import CheckpointError, load_checkpoint
+from mmrepvgg.checkpoint.layouts import LAYOUTS, from_project_layout
 from mmrepvgg.engine import load_repvgg_config
-from mmrepvgg.models import RepVGG, build_model, repvgg_classifier_cfg
+from mmrepvgg.models import (RepVGG, RepVGGBlock, build_model, reparameterize_model,
+                             repvgg_classifier_cfg)
 
 TINY_ARCH = dict(num_blocks=(1, 1, 1, 1), width_factor=(0.25, 0.25, 0.25, 0.5))
 
@@ -24,7 +26,7 @@ def test_head_of_other_input_width_is_not_reported_as_a_class_count():
     state_dict = dict(model.state_dict())
     state_dict['head.fc.weight'] = torch.zeros(3, 7)
     with pytest.raises(CheckpointError) as error:
-        load_fitted_state(model, state_dict, 'ck.pth')
+        load_checkpoint(model, state_dict, name='ck.pth')
     assert 'takes 7 input channels' in str(error.value)
     assert 'classes' not in str(error.value)
 
@@ -33,7 +35,7 @@ def test_arch_mismatch_of_an_unpublished_shape_reads_as_a_sentence():
     checkpoint = build_model(repvgg_classifier_cfg(
         dict(TINY_ARCH, width_factor=(0.5, 0.5, 0.5, 0.5)), num_classes=3)).state_dict()
     with pytest.raises(CheckpointError, match='use a config that builds it$') as error:
-        load_fitted_state(tiny_classifier(), checkpoint, 'ck.pth')
+        load_checkpoint(tiny_classifier(), checkpoint, name='ck.pth')
     assert 'holds an unpublished RepVGG (stem 32' in str(error.value)
     assert 'the an' not in str(error.value)
 
@@ -44,7 +46,7 @@ def test_state_dict_without_batch_counters_loads_with_the_counters_at_zero():
     without_counters = {key: value for key, value in source.state_dict().items()
                         if not key.endswith('num_batches_tracked')}
     model = tiny_classifier()
-    fitted = load_fitted_state(model, without_counters, 'ck.pth')
+    fitted = load_checkpoint(model, without_counters, name='ck.pth')
     assert len(fitted.filled) == sum(key.endswith('num_batches_tracked')
                                      for key in model.state_dict())
     assert int(model.backbone.stem.branch_3x3.norm.num_batches_tracked) == 0
@@ -58,7 +60,7 @@ def test_integer_tensor_in_place_of_a_float_one_is_refused():
     state_dict['head.fc.bias'] = torch.zeros(3, dtype=torch.int64)
     with pytest.raises(CheckpointError, match="'head.fc.bias' is torch.int64, the model's "
                                               'torch.float32'):
-        load_fitted_state(model, state_dict, 'ck.pth')
+        load_checkpoint(model, state_dict, name='ck.pth')
 
 
 def test_half_precision_checkpoint_loads_into_a_float_model():
@@ -66,15 +68,71 @@ def test_half_precision_checkpoint_loads_into_a_float_model():
     half = {key: value.half() if value.is_floating_point() else value
             for key, value in source.state_dict().items()}
     model = tiny_classifier()
-    load_fitted_state(model, half, 'ck.pth')
+    load_checkpoint(model, half, name='ck.pth')
     torch.testing.assert_close(model.head.fc.weight, half['head.fc.weight'].float())
+
+
+def test_load_checkpoint_reads_a_path_and_names_it_in_messages(tmp_path):
+    source = tiny_classifier()
+    path = tmp_path / 'epoch_3.pth'
+    torch.save({'state_dict': source.state_dict(), 'meta': {'epoch': 3}}, path)
+    model = tiny_classifier()
+    fitted = load_checkpoint(model, str(path))
+    assert fitted.skipped == [] and fitted.source.form == 'train'
+    for key, value in torch.load(path, weights_only=True)['state_dict'].items():
+        torch.testing.assert_close(model.state_dict()[key], value)
+    deeper = build_model(repvgg_classifier_cfg(dict(TINY_ARCH, num_blocks=(2, 1, 1, 1)),
+                                               num_classes=3))
+    with pytest.raises(CheckpointError, match=f'^{path}: holds an unpublished RepVGG'):
+        load_checkpoint(deeper, str(path))
+
+
+def test_load_checkpoint_of_a_dict_without_a_name_says_the_checkpoint():
+    state_dict = dict(tiny_classifier().state_dict())
+    del state_dict['head.fc.bias']
+    with pytest.raises(CheckpointError, match="^the checkpoint: lacks 1 tensor the model "
+                                              "needs, e.g. 'head.fc.bias'"):
+        load_checkpoint(tiny_classifier(), state_dict)
+
+
+def test_load_checkpoint_reads_a_zoo_name_from_its_published_url(monkeypatch):
+    from mmrepvgg.checkpoint import fitting
+    from mmrepvgg.model_zoo import find_model
+    name = 'repvgg-A0_deploy_3rdparty_4xb64-coslr-120e_in1k'
+    read = []
+    monkeypatch.setattr(fitting, 'load_checkpoint_file',
+                        lambda source: read.append(source) or {'state_dict': {}})
+    with pytest.raises(CheckpointError, match='^https://.*: holds no tensors'):
+        load_checkpoint(tiny_classifier(), name.upper())
+    assert read == [find_model(name).weights]  # the published train-form file
+
+
+def test_load_checkpoint_refuses_an_unknown_mode_before_reading():
+    with pytest.raises(ValueError, match="mode must be one of .*'finetune'.*, got 'strict'"):
+        load_checkpoint(tiny_classifier(), '/nonexistent.pth', mode='strict')
+
+
+def test_convert_mode_fuses_the_model_for_a_deploy_checkpoint_exact_mode_refuses_it():
+    source = tiny_classifier().eval()
+    deploy_source = reparameterize_model(source)
+    images = torch.randn(2, 3, 32, 32)
+    model = tiny_classifier()
+    fitted = load_checkpoint(model, deploy_source.state_dict(), 'convert')
+    assert fitted.source.form == 'deploy'
+    assert all(block.deploy for block in model.modules() if isinstance(block, RepVGGBlock))
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(images, mode='tensor'),
+                                   source(images, mode='tensor'), rtol=1e-4, atol=1e-4)
+    with pytest.raises(CheckpointError, match='is a deploy .* checkpoint but the config '
+                                              'builds the train form'):
+        load_checkpoint(tiny_classifier(), deploy_source.state_dict(), name='d.pth')
 
 
 def test_finetuning_skips_a_head_of_another_size_and_lists_it():
     source = tiny_classifier(num_classes=1000)
     model = tiny_classifier(num_classes=3)
     initial_head = model.head.fc.weight.detach().clone()
-    fitted = load_fitted_state(model, source.state_dict(), 'in1k.pth', mode='finetune')
+    fitted = load_checkpoint(model, source.state_dict(), 'finetune', name='in1k.pth')
     skipped_keys = [entry.split(' ')[0] for entry in fitted.skipped]
     assert skipped_keys == ['head.fc.bias', 'head.fc.weight']
     assert fitted.skipped[0] == 'head.fc.bias ((1000,) in the checkpoint, (3,) in the model)'
@@ -93,7 +151,7 @@ def test_finetuning_reads_weights_published_in_the_official_layout():
         LAYOUTS['official'])
     assert 'stage0.rbr_dense.conv.weight' in official and 'linear.weight' in official
     model = tiny_classifier(num_classes=3)
-    fitted = load_fitted_state(model, official, 'RepVGG-tiny-train.pth', mode='finetune')
+    fitted = load_checkpoint(model, official, 'finetune', name='RepVGG-tiny-train.pth')
     assert fitted.source.layout == 'official'
     skipped_keys = [entry.split(' ')[0] for entry in fitted.skipped]
     assert skipped_keys == ['head.fc.bias', 'head.fc.weight']
@@ -106,7 +164,7 @@ def test_finetuning_refuses_a_backbone_that_does_not_fit():
                                                num_classes=3))
     with pytest.raises(CheckpointError, match='holds an unpublished RepVGG .* but the '
                                               'config builds an unpublished RepVGG'):
-        load_fitted_state(tiny_classifier(), source.state_dict(), 'ck.pth', mode='finetune')
+        load_checkpoint(tiny_classifier(), source.state_dict(), 'finetune', name='ck.pth')
 
 
 def test_classifier_saved_under_a_wrapper_prefix_converts_with_its_head(tmp_path):

@@ -20,11 +20,11 @@ from timm.models.byobnet import ByobNet, ByoModelCfg, _rep_vgg_bcfg
 from timm.utils.model import reparameterize_model
 from torch import nn
 
-from mmrepvgg.apis import build_train_model, convert_checkpoint, load_repvgg_weights
-from mmrepvgg.checkpoint import (LAYOUTS, CheckpointError, LayoutError, detect_layout,
-                                 from_project_layout, load_checkpoint_file,
-                                 to_project_layout)
-from mmrepvgg.checkpoint.layouts import OFFICIAL_LAYOUT
+from mmrepvgg.apis import convert_checkpoint
+from mmrepvgg.apis.convert import build_train_model
+from mmrepvgg.checkpoint import CheckpointError, load_checkpoint, load_checkpoint_file
+from mmrepvgg.checkpoint.layouts import (LAYOUTS, OFFICIAL_LAYOUT, LayoutError, detect_layout,
+                                         from_project_layout, to_project_layout)
 from mmrepvgg.models import RepVGG, reparameterize_blocks, repvgg_classifier_cfg
 from mmrepvgg.models.arch import ARCH_SETTINGS, resolve_arch
 from mmrepvgg.numerics import max_relative_error
@@ -155,7 +155,8 @@ def test_official_train_checkpoint_loads_and_computes_the_official_function(
     torch.save(checkpoint, path)
     model = build_train_model(classifier_config(arch, 7))
 
-    state, dropped = load_repvgg_weights(model, str(path))
+    fitted = load_checkpoint(model, str(path), 'convert')
+    state, dropped = fitted.source, fitted.skipped
 
     assert (state.layout, state.form, dropped) == ('official', 'train', [])
     assert max_relative_error(logits(official, IMAGES), logits(model, IMAGES)) < 1e-5
@@ -165,7 +166,7 @@ def test_official_deploy_checkpoint_loads_as_deploy_model(tmp_path):
     official = randomize_batch_norms_(OfficialRepVGG('A0', 7), seed=4).eval()
     official_deploy = OfficialRepVGG('A0', 7, deploy=True).eval()
     fused = build_train_model(classifier_config('A0', 7))
-    load_repvgg_weights(fused, _saved(tmp_path, official.state_dict()))
+    load_checkpoint(fused, _saved(tmp_path, official.state_dict()), 'convert')
     reparameterize_blocks(fused)
     exported = from_project_layout(
         {key[len('backbone.'):]: value for key, value in fused.state_dict().items()
@@ -175,7 +176,8 @@ def test_official_deploy_checkpoint_loads_as_deploy_model(tmp_path):
     official_deploy.load_state_dict(exported)  # the official deploy model accepts it
     model = build_train_model(classifier_config('A0', 7))
 
-    state, _ = load_repvgg_weights(model, _saved(tmp_path, exported, 'RepVGG-deploy.pth'))
+    state = load_checkpoint(model, _saved(tmp_path, exported, 'RepVGG-deploy.pth'),
+                            'convert').source
 
     assert (state.layout, state.form) == ('official', 'deploy')
     assert max_relative_error(logits(official, IMAGES), logits(model, IMAGES)) < 1e-5
@@ -217,7 +219,7 @@ def test_timm_checkpoint_loads_and_computes_the_timm_function(tmp_path, timm_nam
         reference = reparameterize_model(reference)
     model = build_train_model(classifier_config(arch, 5))
 
-    state, _ = load_repvgg_weights(model, _saved(tmp_path, reference.state_dict()))
+    state = load_checkpoint(model, _saved(tmp_path, reference.state_dict()), 'convert').source
 
     assert (state.layout, state.form) == ('timm', form)
     assert max_relative_error(logits(reference, IMAGES), logits(model, IMAGES)) < 1e-5
@@ -234,7 +236,7 @@ def test_timm_squeeze_excitation_maps_onto_se_layer(tmp_path):
     assert any('.attn.fc1.' in key for key in reference.state_dict())
     model = build_train_model(classifier_config(SMALL_SE_ARCH, 5))
 
-    load_repvgg_weights(model, _saved(tmp_path, reference.state_dict()), src_format='timm')
+    load_checkpoint(model, _saved(tmp_path, reference.state_dict()), 'convert', layout='timm')
 
     assert max_relative_error(logits(reference, IMAGES), logits(model, IMAGES)) < 1e-5
 
@@ -286,4 +288,4 @@ def test_unknown_layout_is_a_clear_error(tmp_path):
     model = build_train_model(classifier_config('A0', 10))
     with pytest.raises(CheckpointError, match='holds no RepVGG block weights in the '
                        'mmrepvgg/mmpretrain, official or timm layout'):
-        load_repvgg_weights(model, path)
+        load_checkpoint(model, path, 'convert')

@@ -11,7 +11,8 @@ import threading
 import pytest
 import torch
 
-from mmrepvgg.checkpoint import CheckpointError, checkpoint_local_path, load_checkpoint_file
+from mmrepvgg.checkpoint import CheckpointError, load_checkpoint_file
+from mmrepvgg.checkpoint.remote import checkpoint_local_path
 from mmrepvgg.checkpoint import remote
 from test_checkpoint_safe_io import os_system
 
@@ -220,7 +221,8 @@ def test_converter_reads_its_source_from_a_url(server, tmp_path, a0_train_checkp
 
 def test_zoo_name_reads_the_cached_download_of_its_published_url(server, tmp_path,
                                                                  a0_train_checkpoint_bytes):
-    from mmrepvgg.model_zoo import checkpoint_file, checkpoint_source
+    from mmrepvgg.checkpoint.fitting import checkpoint_file
+    from mmrepvgg.model_zoo import checkpoint_source
     url = checkpoint_source(A0_ZOO_NAME)
     assert url.startswith('https://') and url.endswith('-883ab98c.pth')
     content_hash = hashlib.sha256(a0_train_checkpoint_bytes).hexdigest()

@@ -222,7 +222,7 @@ def test_test_tool_dumps_predictions_atomically_and_never_over_an_existing_file(
     from checkpoint_fixtures import REPO_ROOT
     from conftest import load_tool
 
-    from mmrepvgg.apis import build_train_model
+    from mmrepvgg.apis.convert import build_train_model
     config = str(REPO_ROOT / 'configs' / 'digits' / 'repvgg-A0_digits.py')
     checkpoint = tmp_path / 'digits.pth'
     torch.save({'state_dict': build_train_model(config).state_dict()}, checkpoint)

@@ -30,7 +30,7 @@ from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS  # noqa: E402
 from mmseg.registry import MODELS as MMSEG_MODELS  # noqa: E402
 
 from conftest import REPO_ROOT, load_tool  # noqa: E402
-from mmrepvgg.apis import build_train_model  # noqa: E402
+from mmrepvgg.apis.convert import build_train_model  # noqa: E402
 from mmrepvgg.models import RepVGG, RepVGGBlock, build_model, reparameterize_blocks  # noqa: E402
 from mmrepvgg.numerics import max_relative_error, max_relative_output_error  # noqa: E402
 from mmrepvgg.synthetic import randomize_batch_norms_  # noqa: E402

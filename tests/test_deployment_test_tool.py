@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mmrepvgg.deploy.onnx_eval import logits_to_predictions
-from mmrepvgg.engine import parse_test_metrics
+from mmrepvgg.engine.runner import parse_test_metrics
 
 from conftest import REPO_ROOT, load_tool
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmrepvgg.models import BLOCK_TYPES
+from mmrepvgg.models.repvgg import BLOCK_TYPES
 
 TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4}
 

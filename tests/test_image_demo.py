@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from mmrepvgg.apis import list_images
+from mmrepvgg.apis.image_classification import list_images
 from mmrepvgg.datasets import DIGITS_CLASSES
 from mmrepvgg.engine import run_test
 from mmrepvgg.utils import torch_threads

@@ -12,9 +12,9 @@ PACKAGE_DIR = os.path.join(REPO_ROOT, 'mmrepvgg')
 # Lowest first; a module may import its own layer and those below it.
 LAYERS = [
     ('utils', 'version', 'registry', 'numerics', 'synthetic', 'reparam'),
-    ('models', 'datasets'),
+    ('models', 'datasets', 'model_zoo'),
     ('checkpoint', ),
-    ('model_zoo', 'config_file'),
+    ('config_file', ),
     ('engine', ),
     ('deploy', 'dense'),
     ('apis', ),

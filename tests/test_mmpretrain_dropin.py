@@ -8,7 +8,8 @@ from mmpretrain.models.backbones.repvgg import RepVGG as MMPretrainRepVGG
 from mmpretrain.models.backbones.repvgg import RepVGGBlock as MMPretrainRepVGGBlock
 from torch import nn
 
-from mmrepvgg.models import RepVGG, RepVGGBlock, resolve_arch
+from mmrepvgg.models import RepVGG, RepVGGBlock
+from mmrepvgg.models.arch import resolve_arch
 from mmrepvgg.numerics import max_relative_error
 from mmrepvgg.synthetic import randomize_batch_norms_
 

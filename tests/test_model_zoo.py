@@ -10,11 +10,12 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
-from mmrepvgg.apis import ConfigError, build_train_model, get_model, inference_model
+from mmrepvgg.apis import ConfigError, get_model, inference_model
+from mmrepvgg.apis.convert import build_train_model
 from mmrepvgg.engine import load_repvgg_config
 from mmrepvgg.model_zoo import checkpoint_source, find_model, zoo_models
-from mmrepvgg.models import (ARCH_SETTINGS, RepVGG, build_model, repvgg_classifier_cfg,
-                             resolve_arch)
+from mmrepvgg.models import ARCH_SETTINGS, RepVGG, build_model, repvgg_classifier_cfg
+from mmrepvgg.models.arch import resolve_arch
 from mmrepvgg.synthetic import randomize_batch_norms_
 
 from conftest import REPO_ROOT
@@ -59,6 +60,18 @@ def test_checkpoint_source_maps_zoo_names_to_urls_and_keeps_paths_and_urls():
     assert checkpoint_source(A0_DEPLOY.upper()) == url
     assert checkpoint_source('work_dirs/epoch_6.pth') == 'work_dirs/epoch_6.pth'
     assert checkpoint_source('https://example.org/x.pth') == 'https://example.org/x.pth'
+
+
+def test_list_models_gives_the_zoo_names_as_mmpretrain_lists_them():
+    import mmpretrain
+    import mmrepvgg
+    ours = set(zoo_models())
+    assert mmrepvgg.list_models() == sorted(ours)
+    for pattern in ('repvgg-a0', 'repvgg-b1g2*deploy', '*_deploy_'):
+        expected = [name for name in mmpretrain.list_models(pattern) if name in ours]
+        assert mmrepvgg.list_models(pattern) == expected, pattern
+    assert mmrepvgg.list_models('repvgg-A0') == [A0_TRAIN.lower(), A0_DEPLOY.lower()]
+    assert mmrepvgg.list_models('resnet') == []
 
 
 def test_mmpretrain_list_models_lists_the_zoo():

@@ -9,12 +9,14 @@ import torch
 
 openvino = pytest.importorskip('openvino')  # the [openvino] extra (requirements/tests.txt)
 
-from mmrepvgg.apis.convert import build_train_model, load_repvgg_weights  # noqa: E402
+from mmrepvgg.apis.convert import build_train_model  # noqa: E402
+from mmrepvgg.checkpoint import load_checkpoint  # noqa: E402
 from mmrepvgg.deploy.onnx_eval import preprocessed_batches  # noqa: E402
 from mmrepvgg.deploy.onnx_export import torch_logits  # noqa: E402
 from mmrepvgg.models import reparameterize_model  # noqa: E402
 from mmrepvgg.deploy.openvino_runtime import OpenVINOModel, export_openvino  # noqa: E402
-from mmrepvgg.engine import load_repvgg_config, parse_test_metrics  # noqa: E402
+from mmrepvgg.engine import load_repvgg_config  # noqa: E402
+from mmrepvgg.engine.runner import parse_test_metrics  # noqa: E402
 from mmrepvgg.models import build_model, repvgg_classifier_cfg  # noqa: E402
 from mmrepvgg.synthetic import randomize_batch_norms_  # noqa: E402
 
@@ -57,7 +59,7 @@ def test_int8_ir_is_quantized_and_agrees_with_pytorch(int8_ir, digits_workspace,
     monkeypatch.chdir(digits_workspace)
     cfg = load_repvgg_config(DIGITS_CONFIG)
     model = build_train_model(cfg)
-    load_repvgg_weights(model, digits_train_checkpoint)
+    load_checkpoint(model, digits_train_checkpoint, 'convert')
     reference = torch_logits(reparameterize_model(model))
     batch = next(preprocessed_batches(cfg, 'test_dataloader', 96, shuffle=False))
     agreement = np.mean(reference(batch.images).argmax(1) ==
@@ -319,7 +321,7 @@ def test_tool_max_drop_is_met_on_the_check_images(digits_workspace, digits_train
     monkeypatch.chdir(digits_workspace)
     cfg = load_repvgg_config(DIGITS_CONFIG)
     model = build_train_model(cfg)
-    load_repvgg_weights(model, digits_train_checkpoint)
+    load_checkpoint(model, digits_train_checkpoint, 'convert')
     batch = next(preprocessed_batches(cfg, 'test_dataloader', 48, shuffle=False))
     fp32_correct = (torch_logits(reparameterize_model(model))(batch.images).argmax(1) ==
                     batch.labels).sum()

@@ -11,7 +11,8 @@ from torch import nn
 
 import mmrepvgg
 from mmrepvgg.apis import convert_checkpoint
-from mmrepvgg.checkpoint import CheckpointError, to_project_layout
+from mmrepvgg.checkpoint import CheckpointError
+from mmrepvgg.checkpoint.layouts import to_project_layout
 from mmrepvgg.models import (ARCH_SETTINGS, QARepVGGBlock, RepVGG, RepVGGArgumentError,
                              RepVGGBlock, build_model, reparameterize_blocks,
                              repvgg_classifier_cfg)

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmrepvgg.models import QARepVGGBlock, RepVGG, RepVGGBlock, image_channels
+from mmrepvgg.models import QARepVGGBlock, RepVGG, RepVGGBlock
+from mmrepvgg.models.repvgg import image_channels
 from mmrepvgg.synthetic import randomize_batch_norms_
 
 BLOCK_TYPES = [RepVGGBlock, QARepVGGBlock]

@@ -8,8 +8,9 @@ import sys
 import pytest
 
 from mmrepvgg.apis import ConfigError
-from mmrepvgg.checkpoint import CheckpointError, load_fitted_state
-from mmrepvgg.engine import load_repvgg_config, parse_test_metrics
+from mmrepvgg.checkpoint import CheckpointError, load_checkpoint
+from mmrepvgg.engine import load_repvgg_config
+from mmrepvgg.engine.runner import parse_test_metrics
 
 from conftest import REPO_ROOT, load_tool
 
@@ -107,4 +108,4 @@ def test_checkpoint_of_the_other_form_is_rejected_before_testing(checkpoint_form
     backbones = {'train': RepVGG('A0'), 'deploy': RepVGG('A0', deploy=True)}
     checkpoint = {'state_dict': backbones[checkpoint_form].state_dict()}
     with pytest.raises(CheckpointError, match=hint):
-        load_fitted_state(backbones[model_form], checkpoint, 'checkpoint.pth')
+        load_checkpoint(backbones[model_form], checkpoint, name='checkpoint.pth')

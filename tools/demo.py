@@ -20,10 +20,10 @@ os.environ.setdefault('OMP_NUM_THREADS', '1')
 import torch  # noqa: E402
 
 from mmrepvgg.analysis.timing import time_interleaved  # noqa: E402
-from mmrepvgg.apis import ConfigError, convert_checkpoint  # noqa: E402
+from mmrepvgg.apis import ConfigError, convert_checkpoint, get_model  # noqa: E402
 from mmrepvgg.checkpoint import CheckpointError  # noqa: E402
 from mmrepvgg.datasets import prepare_digits  # noqa: E402
-from mmrepvgg.engine import load_model, run_test, run_train  # noqa: E402
+from mmrepvgg.engine import run_test, run_train  # noqa: E402
 from mmrepvgg.utils import MissingExtraError  # noqa: E402
 
 TRAIN_CONFIG = 'configs/digits/repvgg-A0_digits.py'
@@ -94,8 +94,8 @@ def main():
                            run_test, DEPLOY_CONFIG, deploy_checkpoint, args.work_dir)
 
     print('\n=== inference speed, same weights and batch', flush=True)
-    train_model = load_model(TRAIN_CONFIG, train_checkpoint)
-    deploy_model = load_model(DEPLOY_CONFIG, deploy_checkpoint)
+    train_model = get_model(TRAIN_CONFIG, pretrained=train_checkpoint, device='cpu')
+    deploy_model = get_model(DEPLOY_CONFIG, pretrained=deploy_checkpoint, device='cpu')
     images = torch.randn(args.benchmark_batch, 3, 32, 32,
                          generator=torch.Generator().manual_seed(0))
     # Round-robin rounds expose both forms to the same background load; medians of 10.

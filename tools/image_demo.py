@@ -15,7 +15,8 @@ import sys
 import numpy as np
 from mmpretrain.utils import progress
 
-from mmrepvgg.apis import ConfigError, get_model, inference_model, list_images
+from mmrepvgg.apis import ConfigError, get_model, inference_model
+from mmrepvgg.apis.image_classification import list_images
 from mmrepvgg.checkpoint import CheckpointError, atomic_output, check_output
 from mmrepvgg.models import reparameterize_blocks
 

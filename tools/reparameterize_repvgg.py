@@ -11,8 +11,9 @@ import argparse
 import sys
 
 from mmrepvgg.apis import ConfigError, convert_checkpoint
-from mmrepvgg.checkpoint import LAYOUTS, CheckpointError
-from mmrepvgg.model_zoo import checkpoint_file
+from mmrepvgg.checkpoint import CheckpointError
+from mmrepvgg.checkpoint.layouts import LAYOUTS
+from mmrepvgg.checkpoint.fitting import checkpoint_file
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -12,7 +12,9 @@ import sys
 from mmengine.config import DictAction
 
 from mmrepvgg.checkpoint import CheckpointError
-from mmrepvgg.engine import LAUNCHERS, ConfigError, format_test_metrics, run_test
+from mmrepvgg.engine import ConfigError, run_test
+from mmrepvgg.engine.dist import LAUNCHERS
+from mmrepvgg.engine.runner import format_test_metrics
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -23,7 +23,8 @@ import torch
 from mmengine.config import DictAction
 
 from mmrepvgg.checkpoint import CheckpointError
-from mmrepvgg.engine import LAUNCHERS, ConfigError, run_train
+from mmrepvgg.engine import ConfigError, run_train
+from mmrepvgg.engine.dist import LAUNCHERS
 
 
 def parse_args(argv=None) -> argparse.Namespace:

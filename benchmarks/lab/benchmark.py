@@ -22,13 +22,15 @@ from mmrepvgg.analysis.complexity import count_complexity
 from mmrepvgg.analysis.timing import time_interleaved
 from mmrepvgg.apis.convert import repvgg_convert
 from mmrepvgg.apis.inference import InferenceModel, prepare_for_inference
-from mmrepvgg.checkpoint import repvgg_prefix
+from mmrepvgg.checkpoint.fitting import repvgg_prefix
 from mmrepvgg.deploy.host_cpu import INT8_WEIGHT_MAX, int8_kernel_choice, int8_weight_choice
 from mmrepvgg.deploy.onnx_export import export_onnx, onnxruntime, onnxruntime_session
 from mmrepvgg.deploy.quantization import quantize_int8
 from mmrepvgg.model_zoo import zoo_models
-from mmrepvgg.models import (ARCH_SETTINGS, RepVGG, build_model, image_channels,
-                             reparameterize_blocks, repvgg_classifier_cfg, resolve_arch)
+from mmrepvgg.models import (ARCH_SETTINGS, RepVGG, build_model, reparameterize_blocks,
+                             repvgg_classifier_cfg)
+from mmrepvgg.models.arch import resolve_arch
+from mmrepvgg.models.repvgg import image_channels
 from mmrepvgg.numerics import max_relative_error
 from mmrepvgg.synthetic import randomize_batch_norms_
 from mmrepvgg.utils import MissingExtraError, torch_threads

@@ -1,7 +1,8 @@
 """One-call conversions of train-form RepVGG models and checkpoints to their deploy form.
 
-Reading and fitting checkpoints live in :mod:`mmrepvgg.checkpoint`; the fusion math in
-:mod:`mmrepvgg.reparam`; this module chains them and verifies the result.
+Reading and loading checkpoints live in :mod:`mmrepvgg.checkpoint`
+(:func:`~mmrepvgg.checkpoint.load_checkpoint`); the fusion math in :mod:`mmrepvgg.reparam`;
+this module chains them and verifies the result.
 """
 import copy
 import os
@@ -10,13 +11,14 @@ from typing import Any, Callable, List, NamedTuple, Optional, Tuple, Union
 from mmengine.config import Config
 from torch import nn
 
-from ..checkpoint import (LAYOUTS, CheckpointError, LayoutError, ProjectState,
-                          describe_state_arch, fit_project_state, from_project_layout,
-                          check_output, load_checkpoint_file, read_project_state,
-                          repvgg_prefix, save_checkpoint_atomic)
+from ..checkpoint import (CheckpointError, check_output, load_checkpoint,
+                          load_checkpoint_file, save_checkpoint_atomic)
+from ..checkpoint.fitting import repvgg_prefix
+from ..checkpoint.inspection import describe_state_arch
+from ..checkpoint.layouts import LAYOUTS, LayoutError, from_project_layout
 from ..config_file import PROJECT_SCOPE, ConfigError, names_project_repvgg, read_config
-from ..models import (RepVGGBlock, build_model, image_channels, reparameterize_blocks,
-                      reparameterize_model)
+from ..models import RepVGGBlock, build_model, reparameterize_model
+from ..models.repvgg import image_channels
 from ..numerics import max_relative_output_error
 from ..version import __version__
 
@@ -35,7 +37,7 @@ class ConversionReport(NamedTuple):
     """What :func:`convert_checkpoint` did.
 
     Attributes:
-        src_layout: detected (or forced) source layout, see ``mmrepvgg.checkpoint.LAYOUTS``.
+        src_layout: detected (or forced) source layout, see ``mmrepvgg.checkpoint.layouts.LAYOUTS``.
         src_form: ``'train'`` or ``'deploy'`` (then nothing was fused).
         arch: the variant the weights have, e.g. ``'RepVGG-A0'``.
         num_fused_blocks: RepVGG blocks fused.
@@ -161,42 +163,6 @@ def build_train_model(config: Union[str, Config]) -> nn.Module:
     return model
 
 
-def load_repvgg_checkpoint(model: nn.Module, checkpoint: Any, src: str,
-                           src_format: Optional[str] = None) -> Tuple[ProjectState, List[str]]:
-    """:func:`load_repvgg_weights` for a checkpoint already read by
-    :func:`load_checkpoint_file` (``src`` names it in messages), so that a caller that
-    also needs its ``meta`` reads the file once."""
-    state = read_project_state(checkpoint, src, src_format)
-    if state.form == 'deploy':
-        reparameterize_blocks(model)
-    fitted = fit_project_state(model, state, src, mode='convert')
-    model.load_state_dict(fitted.state_dict)
-    return state, fitted.skipped
-
-
-def load_repvgg_weights(model: nn.Module,
-                        src: str,
-                        src_format: Optional[str] = None) -> Tuple[ProjectState, List[str]]:
-    """Load a RepVGG checkpoint of any known layout into ``model``, checking it first.
-
-    Args:
-        model: a model holding RepVGG blocks, in train form for a train-form checkpoint.
-            A deploy-form checkpoint makes ``model`` deploy (fused) before loading.
-        src: checkpoint path, read with :func:`load_checkpoint_file`.
-        src_format: a key of ``mmrepvgg.checkpoint.LAYOUTS``; detected when ``None``.
-
-    Returns:
-        The renamed checkpoint, and ``'key (why)'`` for the tensors of ``src`` the model
-        has no place for (e.g. a classifier given to a bare backbone), which were not
-        loaded.
-
-    Raises:
-        CheckpointError: see :func:`mmrepvgg.checkpoint.read_project_state` and
-            :func:`mmrepvgg.checkpoint.fit_project_state` (``'convert'`` mode).
-    """
-    return load_repvgg_checkpoint(model, load_checkpoint_file(src), src, src_format)
-
-
 def verify_fusion(train_model: nn.Module,
                   tolerance: float = VERIFY_TOLERANCE) -> Tuple[nn.Module, float, float]:
     """Fuse ``train_model`` in float64, check both forms agree, return the deploy model.
@@ -261,9 +227,10 @@ def convert_checkpoint(config: Union[str, Config],
                        tolerance: float = VERIFY_TOLERANCE) -> ConversionReport:
     """Convert a train checkpoint of any known layout into a verified deploy checkpoint.
 
-    Builds the train form of ``config``'s model, loads ``src`` into it (see
-    :func:`load_repvgg_weights`), fuses every RepVGG block (see :func:`verify_fusion`), and
-    writes ``dst`` atomically. ``src`` is only read.
+    Builds the train form of ``config``'s model, loads ``src`` into it
+    (:func:`~mmrepvgg.checkpoint.load_checkpoint`, ``'convert'`` mode: tensors the model
+    has no place for are left out, with a notice), fuses every RepVGG block (see
+    :func:`verify_fusion`), and writes ``dst`` atomically. ``src`` is only read.
 
     Args:
         config: a train or deploy config path (or :class:`Config`) of a model holding
@@ -294,7 +261,8 @@ def convert_checkpoint(config: Union[str, Config],
         raise CheckpointError(str(error)) from None
     model = build_train_model(config)
     checkpoint = load_checkpoint_file(src)
-    state, skipped = load_repvgg_checkpoint(model, checkpoint, src, src_format)
+    fitted = load_checkpoint(model, checkpoint, 'convert', src_format, name=src)
+    state, skipped = fitted.source, fitted.skipped
     notices = [f'{src}: {len(skipped)} tensors the model has no place for were not used, '
                f'e.g. {skipped[0]}'] if skipped else []
     if state.form == 'deploy':

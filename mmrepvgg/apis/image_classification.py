@@ -14,13 +14,12 @@ from mmengine.registry import DefaultScope
 from mmpretrain.apis import ImageClassificationInferencer, ModelHub
 from torch import nn
 
-from ..checkpoint import CheckpointError, load_checkpoint_file
+from ..checkpoint import CheckpointError, load_checkpoint, load_checkpoint_file
 from ..config_file import ConfigError, read_config
 from ..model_zoo import checkpoint_source, find_model
 from ..models import build_model, reparameterize_blocks, reparameterize_model
 from ..registry import DATASETS
-from .convert import (CLASSIFIER_SCOPES, count_train_form_blocks,
-                      load_repvgg_checkpoint)
+from .convert import CLASSIFIER_SCOPES, count_train_form_blocks
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 
@@ -105,7 +104,7 @@ def get_model(model: Union[str, Config],
     deploy = config.model.backbone.get('deploy', False)
     if pretrained:
         # Load into the train form: published checkpoints hold it; a deploy-form
-        # checkpoint fuses the model before loading (load_repvgg_checkpoint).
+        # checkpoint fuses the model before loading ('convert' mode).
         config.model.backbone.deploy = False
     # The one builder of the project (mmrepvgg scope), with what mmpretrain's get_model
     # sets on the model it returns.
@@ -116,8 +115,8 @@ def get_model(model: Union[str, Config],
     classifier._config = config
     if pretrained:
         source = checkpoint_source(pretrained)
-        checkpoint = load_checkpoint_file(source)
-        load_repvgg_checkpoint(classifier, checkpoint, source)
+        checkpoint = load_checkpoint_file(source)  # read once: its meta names the classes
+        load_checkpoint(classifier, checkpoint, 'convert', name=source)
         if deploy:
             reparameterize_blocks(classifier)
         classifier._dataset_meta = _dataset_meta(checkpoint, config, source)

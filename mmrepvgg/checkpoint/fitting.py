@@ -1,4 +1,5 @@
-"""Fitting a checkpoint's tensors to a model, with one message naming what does not fit.
+""":func:`load_checkpoint`: the one way weights get into a model, with one message naming
+what does not fit.
 
 mmengine loads ``load_from`` non-strictly: a tensor of another shape is skipped with a log
 line and the model is evaluated with random layers. Here every tensor is checked first, in
@@ -6,7 +7,8 @@ one of three modes (:data:`FIT_MODES`):
 
 - ``'exact'`` (testing, resuming): the checkpoint holds exactly the model's tensors;
 - ``'convert'``: as exact, but tensors the model has no place for (the classifier of a
-  checkpoint converted with a bare backbone) are skipped;
+  checkpoint converted with a bare backbone) are skipped, and a deploy-form checkpoint
+  fuses the model's blocks before loading;
 - ``'finetune'`` (``load_from`` of a training run): the RepVGG backbone must fit exactly;
   everything else that does not fit (a 1000-class head for a 10-class task) is skipped and
   listed, keeping the model's own initialisation.
@@ -14,20 +16,25 @@ one of three modes (:data:`FIT_MODES`):
 Keys may be in any known layout (see :mod:`.layouts`); BatchNorm ``num_batches_tracked``
 counters missing from a checkpoint are filled with zero, as ``torch`` does.
 """
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
-from ..models import RepVGG
+from ..model_zoo import checkpoint_source
+from ..models import RepVGG, reparameterize_blocks
+from .errors import CheckpointError
 from .inspection import describe_state_arch, first_unusable_tensor
 from .layouts import (LAYOUTS, LayoutError, ProjectState, StateDict, to_project_layout,
                       unwrap_state_dict)
-from .errors import CheckpointError
+from .reader import load_checkpoint_file
+from .remote import checkpoint_local_path
 
 FIT_MODES = ('exact', 'convert', 'finetune')
-BATCH_COUNTER = 'num_batches_tracked'
-DEPLOY_PART = '.branch_reparam.'
+_BATCH_COUNTER = 'num_batches_tracked'
+_DEPLOY_PART = '.branch_reparam.'
+# What messages call a checkpoint handed over as a dict, when the caller names none.
+_UNNAMED = 'the checkpoint'
 
 
 class FittedState(NamedTuple):
@@ -56,12 +63,12 @@ def repvgg_prefix(model: nn.Module) -> Optional[str]:
     return paths[0] + '.' if paths[0] else ''
 
 
-def read_project_state(checkpoint: Any, name: str,
-                       layout_name: Optional[str] = None) -> ProjectState:
+def _read_project_state(checkpoint: Any, name: str,
+                        layout_name: Optional[str] = None) -> ProjectState:
     """The state dict of a checkpoint in this project's layout, its health checked.
 
     Args:
-        checkpoint: as read by :func:`~.reading.load_checkpoint_file`: a state dict, bare
+        checkpoint: as read by :func:`~.reader.load_checkpoint_file`: a state dict, bare
             or wrapped (see :func:`~.layouts.unwrap_state_dict`).
         name: the file, for messages.
         layout_name: a key of ``LAYOUTS``; detected when ``None``.
@@ -98,7 +105,7 @@ def _dtype_fits(source: torch.dtype, target: torch.dtype) -> bool:
 
 
 def _form_hint(source_form: str, model_state: StateDict, name: str) -> Optional[str]:
-    model_form = 'deploy' if any(DEPLOY_PART in key for key in model_state) else 'train'
+    model_form = 'deploy' if any(_DEPLOY_PART in key for key in model_state) else 'train'
     if source_form == model_form:
         return None
     if source_form == 'deploy':
@@ -170,21 +177,19 @@ def _outer_wrapper(source_prefix: str, prefix: str) -> str:
         if prefix and source_prefix.endswith(prefix) else ''
 
 
-def fit_project_state(model: nn.Module, source: ProjectState, name: str,
-                      mode: str = 'exact') -> FittedState:
+def _fit_project_state(model: nn.Module, source: ProjectState, name: str,
+                       mode: str = 'exact') -> FittedState:
     """Check ``source`` against ``model`` and return what to load.
 
     Args:
         model: the model to load into (not changed here).
-        source: from :func:`read_project_state`.
+        source: from :func:`_read_project_state`.
         name: the file, for messages.
         mode: one of :data:`FIT_MODES`.
 
     Raises:
         CheckpointError: the first thing that does not fit, with the fix.
     """
-    if mode not in FIT_MODES:
-        raise ValueError(f'mode must be one of {FIT_MODES}, got {mode!r}')
     model_state = model.state_dict()
     form_hint = _form_hint(source.form, model_state, name)
     if form_hint is not None:
@@ -192,7 +197,7 @@ def fit_project_state(model: nn.Module, source: ProjectState, name: str,
     prefix = repvgg_prefix(model)
     prefix = source.source_prefix if prefix is None else prefix
     filled = [key for key in model_state
-              if key.endswith(BATCH_COUNTER) and key.startswith(prefix)
+              if key.endswith(_BATCH_COUNTER) and key.startswith(prefix)
               and key[len(prefix):] not in source.backbone]
     backbone = {**{key[len(prefix):]: model_state[key].clone() for key in filled},
                 **source.backbone}
@@ -206,7 +211,7 @@ def fit_project_state(model: nn.Module, source: ProjectState, name: str,
     model_rest = {key: tensor for key, tensor in model_state.items()
                   if not key.startswith(prefix)}
     for key in model_rest:
-        if key.endswith(BATCH_COUNTER) and key not in rest:
+        if key.endswith(_BATCH_COUNTER) and key not in rest:
             rest[key] = model_rest[key].clone()
             filled.append(key)
     unexpected = sorted(set(rest) - set(model_rest))
@@ -242,16 +247,56 @@ def _refuse_rest_problems(missing: List[str], refused_unexpected: List[str],
         raise CheckpointError(f'{name}: {problem}')
 
 
-def load_fitted_state(model: nn.Module, checkpoint: Any, name: str,
-                      mode: str = 'exact', layout_name: Optional[str] = None) -> FittedState:
-    """Fit ``checkpoint`` (see :func:`read_project_state`) to ``model`` and load it.
-
-    In ``'finetune'`` mode the tensors listed in ``skipped`` keep the model's values.
+def checkpoint_file(source: str) -> str:
+    """The local file a tool reads for its checkpoint argument: a path as it is; a zoo name
+    (its published weights) or an ``http(s)://`` URL downloaded once into the project's
+    cache (:mod:`.remote`).
 
     Raises:
-        CheckpointError: see :func:`read_project_state` and :func:`fit_project_state`.
+        CheckpointError: the download failed.
     """
-    fitted = fit_project_state(model, read_project_state(checkpoint, name, layout_name),
-                               name, mode)
+    return checkpoint_local_path(checkpoint_source(source))
+
+
+def load_checkpoint(model: nn.Module,
+                    source: Union[str, dict],
+                    mode: str = 'exact',
+                    layout: Optional[str] = None,
+                    name: Optional[str] = None) -> FittedState:
+    """Load a checkpoint into ``model`` after checking every tensor fits (mmengine's
+    ``load_checkpoint``, refusing instead of skipping).
+
+    Args:
+        model: the model to load into: a RepVGG backbone, a classifier, a segmentor...
+        source: a path, an ``http(s)://`` URL or a model zoo name (its published weights),
+            read with :func:`~.reader.load_checkpoint_file` (no stored code runs); or a
+            checkpoint already read that way (a state dict, bare or wrapped).
+        mode: one of :data:`FIT_MODES` (see the module docstring).
+        layout: the source's key layout, a key of :data:`~.layouts.LAYOUTS`
+            (``'mmrepvgg'``, ``'official'``, ``'timm'``); detected when ``None``.
+        name: what messages call the checkpoint; defaults to the path or URL read, or
+            ``'the checkpoint'`` for a dict.
+
+    Returns:
+        What was loaded: the checkpoint in this project's layout (``source.form`` tells
+        ``'train'`` from ``'deploy'``), the tensors loaded, and those skipped (``'finetune'``
+        mode: kept as the model had them; ``'convert'``: not used) or filled.
+
+    Raises:
+        CheckpointError: unreadable, unknown layout, an unusable tensor, or the first
+            tensor that does not fit, with the fix.
+        ValueError: an unknown ``mode``.
+    """
+    if mode not in FIT_MODES:
+        raise ValueError(f'mode must be one of {FIT_MODES}, got {mode!r}')
+    if isinstance(source, str):
+        path_or_url = checkpoint_source(source)
+        name = name or path_or_url
+        source = load_checkpoint_file(path_or_url)
+    name = name or _UNNAMED
+    state = _read_project_state(source, name, layout)
+    if mode == 'convert' and state.form == 'deploy':
+        reparameterize_blocks(model)
+    fitted = _fit_project_state(model, state, name, mode)
     model.load_state_dict(fitted.state_dict, strict=mode != 'finetune')
     return fitted

@@ -16,7 +16,7 @@ _BLOCK_KERNEL = re.compile(
     r'\.weight$', re.ASCII)
 
 
-class ArchShape(NamedTuple):
+class _ArchShape(NamedTuple):
     """The shape facts that tell RepVGG variants apart.
 
     Attributes:
@@ -33,8 +33,8 @@ class ArchShape(NamedTuple):
     has_se: bool
 
 
-def arch_shape_of_state(backbone: StateDict) -> ArchShape:
-    """Read :class:`ArchShape` from the 3x3 kernels ``(C_out, C_in // groups, 3, 3)``."""
+def _arch_shape_of_state(backbone: StateDict) -> _ArchShape:
+    """Read :class:`_ArchShape` from the 3x3 kernels ``(C_out, C_in // groups, 3, 3)``."""
     kernels: Dict[Tuple[int, int], torch.Size] = {}
     for key, tensor in backbone.items():
         match = _BLOCK_KERNEL.match(key)
@@ -57,29 +57,29 @@ def arch_shape_of_state(backbone: StateDict) -> ArchShape:
             in_channels = widths[number - 1]
             block_index += 1
     has_se = any('.se_layer.' in key for key in backbone)
-    return ArchShape(stem_width, depths, widths, groups, has_se)
+    return _ArchShape(stem_width, depths, widths, groups, has_se)
 
 
-def arch_shape_of_setting(arch, base_channels: int = 64) -> ArchShape:
-    """The :class:`ArchShape` a variant name or arch dict builds (see ``RepVGG``)."""
+def _arch_shape_of_setting(arch, base_channels: int = 64) -> _ArchShape:
+    """The :class:`_ArchShape` a variant name or arch dict builds (see ``RepVGG``)."""
     arch = resolve_arch(arch)
     widths = stage_widths(arch, base_channels)
     stem_channels = stem_width(arch, base_channels)
     groups = {index: count for index, count in (arch['group_layer_map'] or {}).items()
               if count > 1 and index <= sum(arch['num_blocks'])}
-    return ArchShape(stem_channels, tuple(arch['num_blocks']), widths, groups,
-                     arch['se_cfg'] is not None)
+    return _ArchShape(stem_channels, tuple(arch['num_blocks']), widths, groups,
+                      arch['se_cfg'] is not None)
 
 
-def matching_arch_names(shape: ArchShape) -> List[str]:
+def _matching_arch_names(shape: _ArchShape) -> List[str]:
     """The published variants (:data:`ARCH_SETTINGS`) with exactly this shape."""
-    return [name for name in ARCH_SETTINGS if arch_shape_of_setting(name) == shape]
+    return [name for name in ARCH_SETTINGS if _arch_shape_of_setting(name) == shape]
 
 
-def describe_arch(shape: ArchShape, family: str = 'RepVGG') -> str:
+def _describe_arch(shape: _ArchShape, family: str = 'RepVGG') -> str:
     """``'RepVGG-B1g4'`` (``family`` the block family), or the shape facts when no
     published variant matches."""
-    names = matching_arch_names(shape)
+    names = _matching_arch_names(shape)
     if names:
         return ' / '.join(f'{family}-{name}' for name in names)
     groups = f', groups {shape.groups}' if shape.groups else ''
@@ -89,11 +89,11 @@ def describe_arch(shape: ArchShape, family: str = 'RepVGG') -> str:
 
 
 def describe_state_arch(backbone: StateDict) -> str:
-    """:func:`describe_arch` of a backbone state dict: ``'QARepVGG-A0'`` for train-form
+    """:func:`_describe_arch` of a backbone state dict: ``'QARepVGG-A0'`` for train-form
     QARepVGG blocks (a ``post_norm`` after the branch sum), ``'RepVGG-A0'`` otherwise (the
     deploy forms of both are the same network)."""
     family = 'QARepVGG' if any('.post_norm.' in key for key in backbone) else 'RepVGG'
-    return describe_arch(arch_shape_of_state(backbone), family)
+    return _describe_arch(_arch_shape_of_state(backbone), family)
 
 
 def first_unusable_tensor(state_dict: StateDict) -> Optional[Tuple[str, str]]:

@@ -149,7 +149,7 @@ def unwrap_state_dict(checkpoint: object) -> StateDict:
     return tensors
 
 
-def count_block_keys(state_dict: Iterable[str], layout: KeyLayout) -> int:
+def _count_block_keys(state_dict: Iterable[str], layout: KeyLayout) -> int:
     """How many keys name a RepVGG block tensor in ``layout``."""
     pattern = layout.block_pattern()
     return sum(1 for key in state_dict if pattern.match(key))
@@ -162,7 +162,7 @@ def detect_layout(state_dict: Iterable[str]) -> KeyLayout:
         LayoutError: no key names a RepVGG block tensor in any layout.
     """
     keys = list(state_dict)
-    counts = {name: count_block_keys(keys, layout) for name, layout in LAYOUTS.items()}
+    counts = {name: _count_block_keys(keys, layout) for name, layout in LAYOUTS.items()}
     best = max(counts, key=counts.get)
     if counts[best] == 0:
         raise LayoutError('holds no RepVGG block weights in the mmrepvgg/mmpretrain, '

@@ -3,23 +3,21 @@ through the project's reader and fitting, not mmengine's non-strict load.
 
 mmengine's ``Pretrained`` loads whatever keys match and logs the rest: A1 weights in an A0
 model, or a checkpoint in another layout, give a partly random backbone and a run that
-goes on. This initializer reads the file with :func:`~.reader.load_checkpoint_file` and
-fits it in ``'finetune'`` mode (:func:`~.fitting.load_fitted_state`): the RepVGG backbone
-must fit exactly, in any layout; what else does not fit (a 1000-class head) keeps its
-initialisation and is named in one log line.
+goes on. This initializer loads with :func:`~.fitting.load_checkpoint` in ``'finetune'``
+mode: the RepVGG backbone must fit exactly, in any layout; what else does not fit (a
+1000-class head) keeps its initialisation and is named in one log line.
 """
 from mmengine.logging import print_log
 from torch import nn
 
 from ..registry import WEIGHT_INITIALIZERS
-from .fitting import load_fitted_state
-from .reader import load_checkpoint_file
+from .fitting import load_checkpoint
 
 
 @WEIGHT_INITIALIZERS.register_module(name='Pretrained')
 class PretrainedInit:
-    """Load ``checkpoint`` (a path or ``http(s)://`` URL) into the module it initialises
-    (a RepVGG backbone or a whole classifier).
+    """Load ``checkpoint`` (a path, ``http(s)://`` URL or model zoo name) into the module
+    it initialises (a RepVGG backbone or a whole classifier).
 
     Raises:
         CheckpointError: unreadable file, or a backbone that does not fit exactly.
@@ -36,8 +34,7 @@ class PretrainedInit:
             if hasattr(child, 'init_weights') and not getattr(child, 'is_init', False):
                 child.init_weights()
                 child.is_init = True
-        fitted = load_fitted_state(module, load_checkpoint_file(self.checkpoint),
-                                   self.checkpoint, mode='finetune')
+        fitted = load_checkpoint(module, self.checkpoint, mode='finetune')
         skipped = f'; not loaded, kept as initialised: {"; ".join(fitted.skipped)}' \
             if fitted.skipped else ''
         print_log(f'loaded {len(fitted.state_dict)} tensors from {self.checkpoint} into '

@@ -18,7 +18,7 @@ def _backbone_type(cfg: Config) -> Optional[str]:
     return backbone.get('type') if isinstance(backbone, dict) else None
 
 
-def check_cfg_options(cfg: Config, cfg_options: Dict[str, Any], config_path: str) -> None:
+def _check_cfg_options(cfg: Config, cfg_options: Dict[str, Any], config_path: str) -> None:
     """Reject ``--cfg-options`` keys that are typos of existing ones.
 
     Every dotted key must follow existing dicts down to its last part. The last part may
@@ -69,7 +69,7 @@ def load_repvgg_config(config_path: str,
     Raises:
         ConfigError: the file is missing or unreadable, its model has no ``RepVGG``
             backbone, it resolves types outside the ``mmrepvgg`` scope, or an override
-            key is a typo (see :func:`check_cfg_options`).
+            key is a typo (see :func:`_check_cfg_options`).
     """
     cfg = read_config(config_path)
     backbone_type = _backbone_type(cfg)
@@ -85,7 +85,7 @@ def load_repvgg_config(config_path: str,
             f"'{PROJECT_SCOPE}' or type='{PROJECT_SCOPE}.{REPVGG_TYPE}', and custom_imports = "
             "dict(imports=['mmrepvgg'])")
     if cfg_options:
-        check_cfg_options(cfg, cfg_options, config_path)
+        _check_cfg_options(cfg, cfg_options, config_path)
         cfg.merge_from_dict(cfg_options)
     return cfg
 

@@ -27,7 +27,7 @@ LAUNCHER_VARIABLES = {
 }
 
 
-def check_launcher_environment(launcher: str, environ: Mapping[str, str]) -> None:
+def _check_launcher_environment(launcher: str, environ: Mapping[str, str]) -> None:
     """Fail with one line when ``launcher``'s environment variables are missing.
 
     Raises:
@@ -71,11 +71,11 @@ def setup_distributed(cfg: Config, launcher: str) -> None:
 
     Raises:
         ConfigError: the launcher's environment variables are missing (see
-            :func:`check_launcher_environment`).
+            :func:`_check_launcher_environment`).
     """
     if launcher not in LAUNCHERS:
         raise ValueError(f'launcher must be one of {LAUNCHERS}, got {launcher!r}')
-    check_launcher_environment(launcher, os.environ)
+    _check_launcher_environment(launcher, os.environ)
     cfg.launcher = launcher
     if launcher == 'none' or torch.cuda.is_available():
         return

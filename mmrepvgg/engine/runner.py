@@ -10,11 +10,9 @@ from typing import Any, Dict, Optional
 from mmengine.config import Config
 from mmengine.device import get_device
 from mmengine.runner import Runner
-from torch import nn
 
-from ..checkpoint import atomic_output, load_checkpoint_file, load_fitted_state
-from ..model_zoo import checkpoint_file
-from ..models import build_model
+from ..checkpoint import atomic_output
+from ..checkpoint.fitting import checkpoint_file
 from ..registry import RUNNERS
 from .config import ConfigError, check_dataloaders, load_repvgg_config
 from .dist import setup_distributed
@@ -147,20 +145,6 @@ def build_runner(cfg: Config) -> Runner:
     except (KeyError, TypeError, ValueError) as error:
         message = str(error).strip().strip('"')
         raise ConfigError(f'the config does not build: {message}') from error
-
-
-def load_model(config_path: str, checkpoint_path: str) -> nn.Module:
-    """The model of ``config_path`` with exactly the tensors of ``checkpoint_path``, in
-    eval mode on the CPU.
-
-    Raises:
-        ConfigError: see :func:`load_repvgg_config`.
-        CheckpointError: unreadable file, or tensors that do not fit the model exactly.
-    """
-    model = build_model(load_repvgg_config(config_path).model)
-    load_fitted_state(model, load_checkpoint_file(checkpoint_path), checkpoint_path,
-                      mode='exact')
-    return model
 
 
 def run_train(config_path: str,

@@ -4,7 +4,7 @@ mmengine's ``Runner.load_checkpoint`` (behind ``load_from``, ``resume`` and
 ``load_or_resume``) loads non-strictly: a tensor of another shape, a stray tensor or a
 missing layer only produce a log line, and the run goes on with random layers. This Runner
 reads the file with :func:`mmrepvgg.checkpoint.load_checkpoint_file` (no pickle code runs)
-and fits it with :func:`mmrepvgg.checkpoint.load_fitted_state`; the checkpoint it hands
+and loads it with :func:`mmrepvgg.checkpoint.load_checkpoint`; the checkpoint it hands
 back to mmengine has no config text in its meta (mmengine's ``resume`` would run
 ``Config.fromstring`` on it: a config is code, a checkpoint only data):
 
@@ -22,7 +22,7 @@ from typing import Any
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
-from ..checkpoint import CheckpointError, load_checkpoint_file, load_fitted_state
+from ..checkpoint import CheckpointError, load_checkpoint, load_checkpoint_file
 from ..registry import RUNNERS
 
 RESUME_META_KEYS = ('epoch', 'iter')
@@ -30,7 +30,7 @@ RESUME_META_KEYS = ('epoch', 'iter')
 CONFIG_TEXT_META_KEYS = ('config', 'cfg')
 
 
-def without_config_text(checkpoint: Any) -> Any:
+def _without_config_text(checkpoint: Any) -> Any:
     """``checkpoint`` with ``meta`` lacking :data:`CONFIG_TEXT_META_KEYS` (a shallow copy)."""
     if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get('meta'), dict)):
         return checkpoint
@@ -39,7 +39,7 @@ def without_config_text(checkpoint: Any) -> Any:
     return {**checkpoint, 'meta': meta}
 
 
-def check_resumable(checkpoint: Any, filename: str) -> None:
+def _check_resumable(checkpoint: Any, filename: str) -> None:
     """Raise unless ``checkpoint`` was saved by a training run that can continue.
 
     Raises:
@@ -60,7 +60,7 @@ def check_resumable(checkpoint: Any, filename: str) -> None:
 @RUNNERS.register_module()
 class RepVGGRunner(Runner):
     """:class:`mmengine.runner.Runner` whose ``load_checkpoint`` is safe and exact (see
-    the module docstring); built by :func:`mmrepvgg.engine.build_runner`."""
+    the module docstring); built by :func:`mmrepvgg.engine.runner.build_runner`."""
 
     # 'exact' (test, val, resume) or 'finetune' (load_from of a training run).
     _fit_mode = 'exact'
@@ -107,14 +107,14 @@ class RepVGGRunner(Runner):
         Raises:
             CheckpointError: unreadable, not resumable, or not fitting the model.
         """
-        checkpoint = without_config_text(load_checkpoint_file(filename))
+        checkpoint = _without_config_text(load_checkpoint_file(filename))
         exact = strict or self._resuming or self._fit_mode == 'exact'
         if self._resuming:
-            check_resumable(checkpoint, filename)
+            _check_resumable(checkpoint, filename)
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         model = self.model.module if is_model_wrapper(self.model) else self.model
-        fitted = load_fitted_state(model, checkpoint, filename,
-                                   mode='exact' if exact else 'finetune')
+        fitted = load_checkpoint(model, checkpoint, 'exact' if exact else 'finetune',
+                                 name=filename)
         if fitted.skipped:
             self.logger.warning(
                 f'notice: {filename}: {len(fitted.skipped)} tensors not loaded, kept as '

@@ -16,7 +16,7 @@ from ..reparam import (BatchNormStats, KernelBias, fuse_qarepvgg_branches,
                        fuse_repvgg_branches)
 
 
-def batch_norm_stats(norm: _BatchNorm) -> BatchNormStats:
+def _batch_norm_stats(norm: _BatchNorm) -> BatchNormStats:
     """The eval-mode tensors of a (Sync)BatchNorm module, not detached: a fusion computed
     from them is differentiable in ``weight`` and ``bias``."""
     if norm.running_mean is None:
@@ -26,7 +26,7 @@ def batch_norm_stats(norm: _BatchNorm) -> BatchNormStats:
                           norm.eps)
 
 
-def build_batch_norm(norm_cfg: dict, channels: int) -> _BatchNorm:
+def _build_batch_norm(norm_cfg: dict, channels: int) -> _BatchNorm:
     """The norm layer of ``norm_cfg``, refused unless it is a BatchNorm (BN, SyncBN, ...).
 
     Only a BatchNorm is an affine map per channel in eval mode, which is what folds into
@@ -131,7 +131,7 @@ class RepVGGBlock(BaseModule):
     def _build_train_branches(self) -> None:
         self.branch_3x3 = self._conv_norm(3)
         self.branch_1x1 = self._conv_norm(1)
-        self.branch_norm = (build_batch_norm(self.norm_cfg, self.in_channels)
+        self.branch_norm = (_build_batch_norm(self.norm_cfg, self.in_channels)
                             if self.has_identity else None)
 
     def _conv(self, kernel_size: int, bias: bool, **factory_kwargs) -> nn.Conv2d:
@@ -147,7 +147,7 @@ class RepVGGBlock(BaseModule):
     def _conv_norm(self, kernel_size: int, with_norm: bool = True) -> nn.Sequential:
         layers = OrderedDict(conv=self._conv(kernel_size, bias=False))
         if with_norm:
-            layers['norm'] = build_batch_norm(self.norm_cfg, self.out_channels)
+            layers['norm'] = _build_batch_norm(self.norm_cfg, self.out_channels)
         return nn.Sequential(layers)
 
     def _branch_sum(self, x: Tensor) -> Tensor:
@@ -172,9 +172,9 @@ class RepVGGBlock(BaseModule):
 
     def _fuse_train_branches(self) -> KernelBias:
         return fuse_repvgg_branches(
-            self.branch_3x3.conv.weight, batch_norm_stats(self.branch_3x3.norm),
-            self.branch_1x1.conv.weight, batch_norm_stats(self.branch_1x1.norm),
-            None if self.branch_norm is None else batch_norm_stats(self.branch_norm),
+            self.branch_3x3.conv.weight, _batch_norm_stats(self.branch_3x3.norm),
+            self.branch_1x1.conv.weight, _batch_norm_stats(self.branch_1x1.norm),
+            None if self.branch_norm is None else _batch_norm_stats(self.branch_norm),
             self.groups)
 
     def get_equivalent_kernel_bias(self) -> KernelBias:
@@ -235,7 +235,7 @@ class QARepVGGBlock(RepVGGBlock):
     def _build_train_branches(self) -> None:
         self.branch_3x3 = self._conv_norm(3)
         self.branch_1x1 = self._conv_norm(1, with_norm=False)
-        self.post_norm = build_batch_norm(self.norm_cfg, self.out_channels)
+        self.post_norm = _build_batch_norm(self.norm_cfg, self.out_channels)
 
     def _branch_sum(self, x: Tensor) -> Tensor:
         out = self.branch_3x3(x) + self.branch_1x1(x)
@@ -245,9 +245,9 @@ class QARepVGGBlock(RepVGGBlock):
 
     def _fuse_train_branches(self) -> KernelBias:
         return fuse_qarepvgg_branches(
-            self.branch_3x3.conv.weight, batch_norm_stats(self.branch_3x3.norm),
+            self.branch_3x3.conv.weight, _batch_norm_stats(self.branch_3x3.norm),
             self.branch_1x1.conv.weight, self.has_identity,
-            batch_norm_stats(self.post_norm), self.groups)
+            _batch_norm_stats(self.post_norm), self.groups)
 
 
 def reparameterize_blocks(model: nn.Module) -> int:

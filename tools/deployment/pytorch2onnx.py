@@ -27,11 +27,10 @@ import torch
 from mmengine.config import DictAction
 
 from mmrepvgg.utils import MissingExtraError
-from mmrepvgg.apis.convert import ConfigError, build_train_model, load_repvgg_weights
-from mmrepvgg.checkpoint import CheckpointError, check_output
+from mmrepvgg.apis.convert import ConfigError, build_train_model
+from mmrepvgg.checkpoint import CheckpointError, check_output, load_checkpoint
 from mmrepvgg.engine import load_repvgg_config
-from mmrepvgg.model_zoo import checkpoint_file
-from mmrepvgg.models import image_channels
+from mmrepvgg.models.repvgg import image_channels
 
 try:
     from mmrepvgg.deploy.host_cpu import INT8_WEIGHT_MAX, host_cpu, int8_kernel_choice
@@ -233,7 +232,7 @@ def main(argv=None) -> int:
                               'cover classifiers; drop --quantize and --backend for an FP32 '
                               'ONNX segmentor')
         model = build_train_model(cfg)
-        state, _ = load_repvgg_weights(model, checkpoint_file(args.checkpoint))
+        state = load_checkpoint(model, args.checkpoint, 'convert').source
         if state.form == 'train':
             print(f'notice: {args.checkpoint} is in train form; fusing its blocks into the '
                   'deploy form before the export')

@@ -14,8 +14,8 @@ import sys
 from mmengine.config import DictAction
 
 from mmrepvgg.utils import MissingExtraError
-from mmrepvgg.engine import (ConfigError, build_runner, format_test_metrics,
-                             load_repvgg_config, prepare_test_config)
+from mmrepvgg.engine import ConfigError, load_repvgg_config
+from mmrepvgg.engine.runner import build_runner, format_test_metrics, prepare_test_config
 
 try:
     from mmrepvgg.deploy.host_cpu import INT8_KERNELS, host_cpu
