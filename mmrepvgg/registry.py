@@ -29,7 +29,9 @@ def _child_of(parent: Registry, *locations: str) -> Registry:
     return registry
 
 
-RUNNERS = _child_of(mmpretrain_registry.RUNNERS)
+# The location makes RepVGGRunner registered whenever a config's runner_type names it, also
+# in another project's tool that only imported mmrepvgg (custom_imports).
+RUNNERS = _child_of(mmpretrain_registry.RUNNERS, 'mmrepvgg.engine')
 RUNNER_CONSTRUCTORS = _child_of(mmpretrain_registry.RUNNER_CONSTRUCTORS)
 LOOPS = _child_of(mmpretrain_registry.LOOPS)
 HOOKS = _child_of(mmpretrain_registry.HOOKS)
