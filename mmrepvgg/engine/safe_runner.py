@@ -13,7 +13,11 @@ back to mmengine has no config text in its meta (mmengine's ``resume`` would run
   other tensors that do not (a 1000-class ImageNet head) keep their initialisation and are
   listed in one warning;
 - ``resume``: exact, and the file must be a training checkpoint (``meta.epoch``,
-  ``meta.iter``, ``message_hub``).
+  ``meta.iter``, ``message_hub``) whose training state (optimizer, schedulers, message
+  hub) fits the run as data (:func:`~mmrepvgg.engine.resume_state.check_training_state`).
+
+The shipped configs name this Runner (``runner_type``), so mmpretrain's, mmseg's and
+mmdet's own tools build it too (docs/trust_in_other_tools.md).
 
 Every refusal is a :class:`~mmrepvgg.checkpoint.CheckpointError` with one line to show.
 """
@@ -24,6 +28,7 @@ from mmengine.runner import Runner
 
 from ..checkpoint import CheckpointError, load_checkpoint_file, load_fitted_state
 from ..registry import RUNNERS
+from .resume_state import check_training_state
 
 RESUME_META_KEYS = ('epoch', 'iter')
 # Where mmengine's checkpoints keep the config's Python text.
@@ -111,6 +116,7 @@ class RepVGGRunner(Runner):
         exact = strict or self._resuming or self._fit_mode == 'exact'
         if self._resuming:
             check_resumable(checkpoint, filename)
+            self._check_training_state(checkpoint, filename)
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         model = self.model.module if is_model_wrapper(self.model) else self.model
         fitted = load_fitted_state(model, checkpoint, filename,
@@ -122,3 +128,14 @@ class RepVGGRunner(Runner):
         self._has_loaded = True
         self.logger.info(f'Load checkpoint from {filename}')
         return checkpoint
+
+    def _check_training_state(self, checkpoint: dict, filename: str) -> None:
+        """Build the optimizer and schedulers as mmengine's resume does next (``train()``
+        has built them already), and check the stored state against them."""
+        has_optimizer_state = 'optimizer' in checkpoint or 'param_schedulers' in checkpoint
+        if has_optimizer_state and self.optim_wrapper is not None:
+            self.optim_wrapper = self.build_optim_wrapper(self.optim_wrapper)
+            if self.param_schedulers is not None:
+                self.param_schedulers = self.build_param_scheduler(self.param_schedulers)
+        check_training_state(checkpoint, self.optim_wrapper if has_optimizer_state else None,
+                             self.param_schedulers, self.message_hub, filename)
