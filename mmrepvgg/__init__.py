@@ -7,7 +7,11 @@ they were; the project's own loads go through :mod:`mmrepvgg.checkpoint.reader`.
 """
 import warnings
 
-with warnings.catch_warnings():  # restores the process's filters on exit
+from .utils import global_rngs_kept
+
+# Restores the process's warnings filters and random generators (rich, imported through
+# mmengine, draws from Python's) on exit.
+with warnings.catch_warnings(), global_rngs_kept():
     # mmcv-lite has no compiled ops; mmpretrain's import warns about one never used here.
     warnings.filterwarnings('ignore', message='Fail to import ``MultiScaleDeformableAttention``')
     from .version import __version__
