@@ -18,6 +18,7 @@ laughs"), unfold into gigabytes. :func:`check_training_state` refuses, in one li
   run's ``state_dict()``; optimizer state tensors of their parameter's shape (or scalars,
   such as Adam's step count); message hub entries of the types mmengine's hooks read.
 """
+from collections import deque
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -79,9 +80,10 @@ def check_training_state(checkpoint: dict, optim_wrapper: Optional[OptimWrapper]
 
 def _check_plain_bounded_tree(tree: Any, where: str) -> None:
     """Refuse shared containers of containers, other than data, and over-large trees."""
-    seen_ids, num_nodes, stack = set(), 0, [(tree, where)]
-    while stack:
-        node, path = stack.pop()
+    # Breadth first: a shared container is named where it is first met again.
+    seen_ids, num_nodes, queue = set(), 0, deque([(tree, where)])
+    while queue:
+        node, path = queue.popleft()
         num_nodes += 1
         if num_nodes > MAX_STATE_NODES:
             raise _Refused(f'{where} has over {MAX_STATE_NODES} entries')
@@ -95,7 +97,7 @@ def _check_plain_bounded_tree(tree: Any, where: str) -> None:
                 raise _Refused(f'{path} is a container that appears more than once (a '
                                'shared reference, which loading would copy per use)')
             seen_ids.add(id(node))
-        stack.extend(children)
+        queue.extend(children)
 
 
 def _children(node: Any, path: str) -> Iterator[Tuple[Any, str]]:
