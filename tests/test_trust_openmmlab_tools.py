@@ -79,14 +79,20 @@ def test_packaged_train_resume_never_runs_the_checkpoints_config(
     assert last_line(result).startswith(f'mmrepvgg.checkpoint.errors.CheckpointError: {evil}: ')
 
 
-def test_packaged_detection_test_refuses_weights_that_do_not_fit(workspace, tmp_path):
-    """mmengine's Runner would load nothing of it, warn, and evaluate random weights."""
-    evil = plain_data_checkpoint_running_code(tmp_path / 'other.pth', tmp_path / 'PWNED')
+@pytest.mark.parametrize('tool', ['mmseg', 'mmdet'])
+def test_packaged_test_refuses_weights_that_do_not_fit(workspace, tmp_path, tool):
+    """mmengine's Runner would load nothing of it, warn, and evaluate random weights.
+    mmdet's test.py builds the config's runner_type; mmseg's builds mmengine's Runner
+    whatever the config says, and the configs' RepVGGCheckpointGuard hook loads instead."""
+    other = plain_data_checkpoint_running_code(tmp_path / 'other.pth', tmp_path / 'PWNED')
+    package, config = (mmseg, SEG_CONFIG) if tool == 'mmseg' else (mmdet, DET_CONFIG)
     result = run_tool(workspace, '-m', 'mmrepvgg.dense.mmcv_lite',
-                      packaged_tool(mmdet, 'test.py'), DET_CONFIG, evil,
+                      packaged_tool(package, 'test.py'), config, other,
                       '--work-dir', str(tmp_path / 'work'))
     assert result.returncode != 0
-    assert 'holds no RepVGG block weights' in last_line(result)
+    assert last_line(result) == (
+        f'mmrepvgg.checkpoint.errors.CheckpointError: {other}: holds no RepVGG block weights '
+        'in the mmrepvgg/mmpretrain, official or timm layout (first keys: weight)')
 
 
 @pytest.fixture(scope='module')
@@ -113,6 +119,15 @@ def test_packaged_segmentation_train_resumes_its_own_checkpoint(
     result = resume_seg(workspace, seg_training_checkpoint, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / 'iter_3.pth').is_file()
+
+
+def test_packaged_segmentation_test_evaluates_a_fitting_checkpoint(
+        workspace, seg_training_checkpoint, tmp_path):
+    result = run_tool(workspace, packaged_tool(mmseg, 'test.py'), SEG_CONFIG,
+                      str(seg_training_checkpoint), '--work-dir', str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f'Load checkpoint from {seg_training_checkpoint}' in result.stdout + result.stderr
+    assert 'mIoU' in result.stdout + result.stderr
 
 
 def test_packaged_segmentation_train_refuses_a_momentum_buffer_of_another_shape(
