@@ -1,7 +1,8 @@
-"""mmseg's and mmdet's own packaged tools (``<pkg>/.mim/tools/*.py``, what ``mim train``
-runs), given the shipped configs, build the project's Runner: they read checkpoints with
-the project's reader, never run a checkpoint's stored config text, fit ``load_from``
-exactly and check a resumed training state (docs/trust_in_other_tools.md).
+"""mmseg's, mmdet's and mmpretrain's own packaged tools (``<pkg>/.mim/tools/*.py``, what
+``mim train`` runs), given the shipped configs, build the project's Runner (mmseg's
+``test.py``: its guard hook): they read checkpoints with the project's reader, never run a
+checkpoint's stored config text, fit ``load_from`` exactly and check a resumed training
+state (docs/trust_in_other_tools.md).
 
 Each tool runs as users run it, a subprocess in a folder holding the digit canvases at the
 configs' ``data/digit_canvases``. The reference for what a tool would do without the
@@ -13,6 +14,7 @@ import subprocess
 import sys
 
 import mmdet
+import mmpretrain
 import mmseg
 import pytest
 import torch
@@ -20,9 +22,13 @@ from conftest import REPO_ROOT
 
 from mmrepvgg.checkpoint import load_checkpoint_file
 from mmrepvgg.datasets import prepare_digit_canvases
+from mmrepvgg.datasets.digits import prepare_digits
 
 SEG_CONFIG = os.path.join(REPO_ROOT, 'configs/mmseg/digits/fcn_repvgg-A0-d8_digits.py')
 DET_CONFIG = os.path.join(REPO_ROOT, 'configs/mmdet/digits/fcos_repvgg-A0_fpn_digits.py')
+CLS_CONFIG = os.path.join(REPO_ROOT, 'configs/digits/repvgg-A0_digits.py')
+TOOL_CONFIGS = {'mmseg': (mmseg, SEG_CONFIG), 'mmdet': (mmdet, DET_CONFIG),
+                'mmpretrain': (mmpretrain, CLS_CONFIG)}
 # Two iterations of two canvases: enough for a training checkpoint with optimizer state.
 SEG_SHORT_RUN = ['train_cfg.max_iters=2', 'train_cfg.val_interval=2',
                  'default_hooks.checkpoint.interval=2', 'train_dataloader.batch_size=2',
@@ -35,9 +41,11 @@ def packaged_tool(package, name: str) -> str:
 
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory):
-    """A folder with data/digit_canvases, where the digits configs look for it."""
+    """A folder with data/digit_canvases and data/digits, where the digits configs look
+    for them."""
     folder = tmp_path_factory.mktemp('openmmlab_tools')
     prepare_digit_canvases(str(folder / 'data' / 'digit_canvases'), num_train=4, num_val=2)
+    prepare_digits(str(folder / 'data' / 'digits'))
     return folder
 
 
@@ -64,12 +72,13 @@ def last_line(result: subprocess.CompletedProcess) -> str:
 @pytest.mark.parametrize('tool, resume_args', [
     ('mmseg', ['--resume', '--cfg-options', 'load_from={evil}']),
     ('mmdet', ['--resume', '{evil}']),
-], ids=['mmseg', 'mmdet'])
+    ('mmpretrain', ['--resume', '{evil}']),
+], ids=['mmseg', 'mmdet', 'mmpretrain'])
 def test_packaged_train_resume_never_runs_the_checkpoints_config(
         workspace, tmp_path, tool, resume_args):
     marker = tmp_path / 'PWNED'
     evil = plain_data_checkpoint_running_code(tmp_path / 'evil.pth', marker)
-    package, config = (mmseg, SEG_CONFIG) if tool == 'mmseg' else (mmdet, DET_CONFIG)
+    package, config = TOOL_CONFIGS[tool]
     result = run_tool(workspace, packaged_tool(package, 'train.py'), config,
                       '--work-dir', str(tmp_path / 'work'),
                       *[arg.format(evil=evil) for arg in resume_args])
@@ -85,7 +94,7 @@ def test_packaged_test_refuses_weights_that_do_not_fit(workspace, tmp_path, tool
     mmdet's test.py builds the config's runner_type; mmseg's builds mmengine's Runner
     whatever the config says, and the configs' RepVGGCheckpointGuard hook loads instead."""
     other = plain_data_checkpoint_running_code(tmp_path / 'other.pth', tmp_path / 'PWNED')
-    package, config = (mmseg, SEG_CONFIG) if tool == 'mmseg' else (mmdet, DET_CONFIG)
+    package, config = TOOL_CONFIGS[tool]
     result = run_tool(workspace, '-m', 'mmrepvgg.dense.mmcv_lite',
                       packaged_tool(package, 'test.py'), config, other,
                       '--work-dir', str(tmp_path / 'work'))
