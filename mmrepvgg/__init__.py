@@ -10,7 +10,11 @@ exporters need the ``deploy`` extra (onnx, onnxruntime) and are imported on firs
 import importlib
 import warnings
 
-with warnings.catch_warnings():  # restores the process's filters on exit
+from .utils import global_rngs_kept
+
+# Restores the process's warnings filters and random generators (rich, imported through
+# mmengine, draws from Python's) on exit.
+with warnings.catch_warnings(), global_rngs_kept():
     # mmcv-lite has no compiled ops; mmpretrain's import warns about one never used here.
     warnings.filterwarnings('ignore', message='Fail to import ``MultiScaleDeformableAttention``')
     from .version import __version__

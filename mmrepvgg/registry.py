@@ -29,10 +29,12 @@ def _child_of(parent: Registry, *locations: str) -> Registry:
     return registry
 
 
-RUNNERS = _child_of(mmpretrain_registry.RUNNERS)
+# The locations register RepVGGRunner and RepVGGCheckpointGuard whenever a config names
+# them, also in another project's tool that only imported mmrepvgg (custom_imports).
+RUNNERS = _child_of(mmpretrain_registry.RUNNERS, 'mmrepvgg.engine')
 RUNNER_CONSTRUCTORS = _child_of(mmpretrain_registry.RUNNER_CONSTRUCTORS)
 LOOPS = _child_of(mmpretrain_registry.LOOPS)
-HOOKS = _child_of(mmpretrain_registry.HOOKS)
+HOOKS = _child_of(mmpretrain_registry.HOOKS, 'mmrepvgg.engine')
 LOG_PROCESSORS = _child_of(mmpretrain_registry.LOG_PROCESSORS)
 OPTIMIZERS = _child_of(mmpretrain_registry.OPTIMIZERS)
 OPTIM_WRAPPERS = _child_of(mmpretrain_registry.OPTIM_WRAPPERS)

@@ -1,10 +1,12 @@
 """Optional dependencies, imported when a feature first needs them; the torch thread
-count held for a block of work."""
+count held for a block of work; the global random generators kept as they were."""
 import contextlib
 import importlib
+import random
 from types import ModuleType
 from typing import Iterator, Optional
 
+import numpy as np
 import torch
 
 
@@ -38,3 +40,18 @@ def torch_threads(count: Optional[int]) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def global_rngs_kept() -> Iterator[None]:
+    """Run the block, then give Python's, numpy's and torch's CPU global random generators
+    back the states they had. The block draws from a fork of them, so ``torch.manual_seed``
+    still decides, say, a built model's initial weights, while the caller's own stream of
+    random numbers (data order, augmentation) is not shifted by the library call."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)

@@ -7,6 +7,8 @@ distinct recipe, on the smallest variant that has it."""
 import glob
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -117,6 +119,43 @@ def test_config_selects_this_projects_repvgg_of_its_variant(train_name):
     # Scoped, so that mmpretrain's get_model (default scope 'mmpretrain') builds ours too.
     assert cfg.model.backbone.type == 'mmrepvgg.RepVGG'
     assert cfg.model.backbone.arch == arch_of(train_name)
+
+
+# Every shipped config, of this project, mmseg and mmdet, photos included.
+SHIPPED_CONFIGS = sorted(
+    os.path.relpath(path, CONFIG_DIR)
+    for path in glob.glob(os.path.join(CONFIG_DIR, '**', '*.py'), recursive=True)
+    if '/_base_/' not in path)
+RUNNER_LOOKUP = """
+import sys
+import mmrepvgg, mmrepvgg.dense.mmcv_lite  # the configs' custom_imports
+assert 'mmrepvgg.engine' not in sys.modules
+from mmengine.registry import RUNNERS
+from mmdet.registry import RUNNERS as MMDET_RUNNERS
+from mmseg.registry import RUNNERS as MMSEG_RUNNERS
+found = [registry.get('mmrepvgg.RepVGGRunner') for registry in
+         (RUNNERS, MMSEG_RUNNERS, MMDET_RUNNERS)]
+from mmrepvgg.engine import RepVGGRunner
+print(all(runner is RepVGGRunner for runner in found))
+"""
+
+
+@pytest.mark.parametrize('name', SHIPPED_CONFIGS)
+def test_every_shipped_config_selects_the_projects_runner(name):
+    """mmpretrain's, mmseg's and mmdet's own tools build ``runner_type`` (see
+    docs/trust_in_other_tools.md); mmseg's test.py ignores it, its configs add the guard."""
+    cfg = Config.fromfile(os.path.join(CONFIG_DIR, name), import_custom_modules=False)
+    assert cfg.runner_type == 'mmrepvgg.RepVGGRunner'
+    assert cfg.custom_imports.imports[0] == 'mmrepvgg'
+    if name.startswith('mmseg/'):
+        assert dict(type='mmrepvgg.RepVGGCheckpointGuard') in cfg.custom_hooks
+
+
+def test_the_runner_type_resolves_from_every_projects_registry_after_the_import():
+    result = subprocess.run([sys.executable, '-c', RUNNER_LOOKUP], capture_output=True,
+                            text=True, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == 'True'
 
 
 def recipe_config(train_name: str) -> str:

@@ -2,6 +2,10 @@
 # (ImageClassifier, ImageNet, Mixup, ...) falls through to mmpretrain and mmengine.
 default_scope = 'mmrepvgg'
 custom_imports = dict(imports=['mmrepvgg'], allow_failed_imports=False)
+# mmpretrain's own tools/train.py and test.py (and mim train) build this Runner too: it reads
+# checkpoints with the project's reader, never runs a checkpoint's stored config and fits
+# load_from exactly (docs/trust_in_other_tools.md).
+runner_type = 'mmrepvgg.RepVGGRunner'
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),

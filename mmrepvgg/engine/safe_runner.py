@@ -13,17 +13,24 @@ back to mmengine has no config text in its meta (mmengine's ``resume`` would run
   other tensors that do not (a 1000-class ImageNet head) keep their initialisation and are
   listed in one warning;
 - ``resume``: exact, and the file must be a training checkpoint (``meta.epoch``,
-  ``meta.iter``, ``message_hub``).
+  ``meta.iter``, ``message_hub``) whose training state (optimizer, schedulers, message
+  hub) fits the run as data (:func:`~mmrepvgg.engine.resume_state.check_training_state`).
+
+The shipped configs name this Runner (``runner_type``), so mmpretrain's, mmseg's and
+mmdet's own tools build it too; :class:`RepVGGCheckpointGuard` covers a tool that ignores
+``runner_type`` (docs/trust_in_other_tools.md).
 
 Every refusal is a :class:`~mmrepvgg.checkpoint.CheckpointError` with one line to show.
 """
 from typing import Any
 
+from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmengine.runner import Runner
+from mmengine.runner import BaseLoop, Runner
 
 from ..checkpoint import CheckpointError, load_checkpoint, load_checkpoint_file
-from ..registry import RUNNERS
+from ..registry import HOOKS, RUNNERS
+from .resume_state import check_training_state
 
 RESUME_META_KEYS = ('epoch', 'iter')
 # Where mmengine's checkpoints keep the config's Python text.
@@ -55,6 +62,19 @@ def _check_resumable(checkpoint: Any, filename: str) -> None:
             f'{filename}: cannot resume from it, it has no {lacking[0]} (it was not saved '
             'by a training run: a converted, published or hand-made file); to start from '
             f'its weights, train with --cfg-options load_from={filename}')
+
+
+def _fit_into_runner(runner: Runner, checkpoint: dict, filename: str, mode: str) -> None:
+    """Load the read ``checkpoint`` into ``runner``'s model, fitted in ``mode``."""
+    runner.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    fitted = load_checkpoint(model, checkpoint, mode, name=filename)
+    if fitted.skipped:
+        runner.logger.warning(
+            f'notice: {filename}: {len(fitted.skipped)} tensors not loaded, kept as '
+            f'initialised (fine-tuning): {"; ".join(fitted.skipped)}')
+    runner._has_loaded = True
+    runner.logger.info(f'Load checkpoint from {filename}')
 
 
 @RUNNERS.register_module()
@@ -111,14 +131,44 @@ class RepVGGRunner(Runner):
         exact = strict or self._resuming or self._fit_mode == 'exact'
         if self._resuming:
             _check_resumable(checkpoint, filename)
-        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
-        model = self.model.module if is_model_wrapper(self.model) else self.model
-        fitted = load_checkpoint(model, checkpoint, 'exact' if exact else 'finetune',
-                                 name=filename)
-        if fitted.skipped:
-            self.logger.warning(
-                f'notice: {filename}: {len(fitted.skipped)} tensors not loaded, kept as '
-                f'initialised (fine-tuning): {"; ".join(fitted.skipped)}')
-        self._has_loaded = True
-        self.logger.info(f'Load checkpoint from {filename}')
+            self._check_training_state(checkpoint, filename)
+        _fit_into_runner(self, checkpoint, filename, 'exact' if exact else 'finetune')
         return checkpoint
+
+    def _check_training_state(self, checkpoint: dict, filename: str) -> None:
+        """Build the optimizer and schedulers as mmengine's resume does next (``train()``
+        has built them already), and check the stored state against them."""
+        has_optimizer_state = 'optimizer' in checkpoint or 'param_schedulers' in checkpoint
+        if has_optimizer_state and self.optim_wrapper is not None:
+            self.optim_wrapper = self.build_optim_wrapper(self.optim_wrapper)
+            if self.param_schedulers is not None:
+                self.param_schedulers = self.build_param_scheduler(self.param_schedulers)
+        check_training_state(checkpoint, self.optim_wrapper if has_optimizer_state else None,
+                             self.param_schedulers, self.message_hub, filename)
+
+
+@HOOKS.register_module()
+class RepVGGCheckpointGuard(Hook):
+    """Where a tool builds mmengine's own Runner whatever the config's ``runner_type``
+    (mmseg's ``tools/test.py``), loads ``load_from`` as :class:`RepVGGRunner` would, before
+    mmengine's non-strict load (``before_run`` comes first, and mmengine skips its load
+    once one was made), and refuses ``resume``. With :class:`RepVGGRunner` it does nothing.
+
+    Raises:
+        CheckpointError: unreadable, not fitting, or a resume.
+    """
+    priority = 'VERY_HIGH'
+
+    def before_run(self, runner: Runner) -> None:
+        if isinstance(runner, RepVGGRunner) or runner._has_loaded or not (
+                runner._load_from or runner._resume):
+            return
+        if runner._resume:
+            raise CheckpointError(
+                'this tool built mmengine\'s own Runner, which would resume without the '
+                'project\'s checks; resume with a tool that builds the config\'s runner_type '
+                '(this project\'s, mmpretrain\'s, mmseg\'s or mmdet\'s tools/train.py)')
+        filename = runner._load_from
+        training = isinstance(runner._train_loop, BaseLoop)  # built by train() only
+        _fit_into_runner(runner, _without_config_text(load_checkpoint_file(filename)),
+                         filename, 'finetune' if training else 'exact')

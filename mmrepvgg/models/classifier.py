@@ -6,6 +6,7 @@ from mmengine.registry import DefaultScope
 from torch import nn
 
 from ..registry import MODELS
+from ..utils import global_rngs_kept
 from .arch import stage_widths
 
 
@@ -36,7 +37,8 @@ def build_model(model_cfg: dict, scope: str = 'mmrepvgg') -> nn.Module:
     """Build a model dict in the ``mmrepvgg`` scope (``RepVGG`` is this project's, whatever
     the current default scope), as described (train or deploy form), in eval mode.
     ``scope`` names another one for models of other projects (``'mmseg'``, ``'mmdet'``),
-    whose configs name the backbone ``'mmrepvgg.RepVGG'``."""
-    with DefaultScope.overwrite_default_scope(scope):
+    whose configs name the backbone ``'mmrepvgg.RepVGG'``. The initial weights are drawn
+    from a fork of torch's global generator, which is left as it was."""
+    with DefaultScope.overwrite_default_scope(scope), global_rngs_kept():
         model = MODELS.build(copy.deepcopy(model_cfg))
     return model.eval()

@@ -4,6 +4,10 @@
 default_scope = 'mmdet'
 custom_imports = dict(imports=['mmrepvgg', 'mmrepvgg.dense.mmcv_lite'],
                       allow_failed_imports=False)
+# mmdet's own tools/train.py and test.py build this Runner too: it reads checkpoints with
+# the project's reader, never runs a checkpoint's stored config and fits load_from exactly
+# (docs/trust_in_other_tools.md).
+runner_type = 'mmrepvgg.RepVGGRunner'
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50),

@@ -1,0 +1,247 @@
+"""A resumed training state, checked as data against the run before mmengine or torch sees it.
+
+mmengine's ``Runner.resume`` hands a checkpoint's ``optimizer`` to torch's
+``Optimizer.load_state_dict``, each ``param_schedulers`` entry to a scheduler's
+``load_state_dict`` and ``message_hub`` to ``MessageHub.load_state_dict``. Those trust what
+they get: a momentum buffer of another shape is taken and fails at the first step; a
+scheduler's ``load_state_dict`` is ``self.__dict__.update(state)``, so a stored key
+``optimizer`` replaces the optimizer the scheduler drives; torch copies the optimizer state
+leaf by leaf, so a few KB of lists that hold one shared list twice, nested ("billion
+laughs"), unfold into gigabytes. :func:`check_training_state` refuses, in one line:
+
+- a container (dict, list, tuple, set) met twice that holds containers: the file stores it
+  once, its consumers copy it once per reference;
+- more than :data:`MAX_STATE_NODES` nodes in a section, counting shared leaves per use;
+- anything but plain data (containers, strings, numbers, tensors, numpy values, mmengine
+  ``HistoryBuffer``);
+- a structure other than the run's own: the same keys, lengths and kinds of value as the
+  run's ``state_dict()``; optimizer state tensors of their parameter's shape (or scalars,
+  such as Adam's step count); message hub entries of the types mmengine's hooks read.
+"""
+from collections import deque
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+from mmengine.logging import HistoryBuffer, MessageHub
+from mmengine.optim import OptimWrapper, OptimWrapperDict
+
+from ..checkpoint import CheckpointError
+
+# An ImageNet model with one parameter group per tensor stays below a tenth of it.
+MAX_STATE_NODES = 1_000_000
+CONTAINERS = (dict, list, tuple, set, frozenset)
+SCALARS = (str, bytes, bool, int, float, type(None))
+DATA_LEAVES = (*SCALARS, torch.Tensor, np.ndarray, np.generic, HistoryBuffer)
+MESSAGE_HUB_KEYS = ('log_scalars', 'runtime_info', 'resumed_keys')
+# Message hub entries that mmengine's hooks and loops act on, and the type each must have
+# (CheckpointHook builds file names to delete from keep_ckpt_ids).
+RUNTIME_INFO_TYPES = {'epoch': int, 'iter': int, 'max_epochs': int, 'max_iters': int,
+                      'keep_ckpt_ids': list, 'loop_stage': str, 'last_ckpt': str}
+
+
+class _Refused(Exception):
+    """What is wrong, with where in the state, e.g. ``optimizer.state.3.momentum_buffer``."""
+
+
+def check_training_state(checkpoint: dict, optim_wrapper: Optional[OptimWrapper],
+                         param_schedulers: Any, message_hub: MessageHub,
+                         filename: str) -> None:
+    """Raise unless the training state of ``checkpoint`` fits this run, as data.
+
+    Args:
+        checkpoint: read by the project's reader; its ``optimizer``, ``param_schedulers``
+            and ``message_hub`` entries are checked, where present.
+        optim_wrapper: the run's built wrapper (or :class:`OptimWrapperDict`), or None
+            when the run has none (the entry is then not loaded by mmengine either).
+        param_schedulers: the run's built schedulers: a list, a dict of lists, or None.
+        message_hub: the run's message hub.
+        filename: named in the error.
+
+    Raises:
+        CheckpointError: one line naming the entry, what is wrong and what to do.
+    """
+    sections = [('message_hub', message_hub.state_dict(), _check_message_hub)]
+    if optim_wrapper is not None:
+        sections.append(('optimizer', optim_wrapper, _check_optimizer))
+    if param_schedulers is not None:
+        sections.append(('param_schedulers', param_schedulers, _check_schedulers))
+    try:
+        for key, run_side, check in sections:
+            if key in checkpoint:
+                _check_plain_bounded_tree(checkpoint[key], key)
+                check(run_side, checkpoint[key], key)
+    except _Refused as refusal:
+        raise CheckpointError(
+            f'{filename}: cannot resume from it, its training state does not fit this run '
+            f'({refusal}); resume with the config it was saved by, or start from its '
+            f'weights with --cfg-options load_from={filename}') from None
+
+
+def _check_plain_bounded_tree(tree: Any, where: str) -> None:
+    """Refuse shared containers of containers, other than data, and over-large trees."""
+    # Breadth first: a shared container is named where it is first met again.
+    seen_ids, num_nodes, queue = set(), 0, deque([(tree, where)])
+    while queue:
+        node, path = queue.popleft()
+        num_nodes += 1
+        if num_nodes > MAX_STATE_NODES:
+            raise _Refused(f'{where} has over {MAX_STATE_NODES} entries')
+        if isinstance(node, DATA_LEAVES):
+            continue
+        if not isinstance(node, CONTAINERS):
+            raise _Refused(f'{path} holds a {type(node).__name__}, not training state data')
+        children = list(_children(node, path))
+        if any(isinstance(child, CONTAINERS) and len(child) for child, _ in children):
+            if id(node) in seen_ids:  # the checkpoint stays alive: ids are not reused
+                raise _Refused(f'{path} is a container that appears more than once (a '
+                               'shared reference, which loading would copy per use)')
+            seen_ids.add(id(node))
+        queue.extend(children)
+
+
+def _children(node: Any, path: str) -> Iterator[Tuple[Any, str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key, f'{path} key'
+            yield value, f'{path}.{key}'
+    else:
+        for index, value in enumerate(node):
+            yield value, f'{path}.{index}'
+
+
+def _check_like(reference: Any, loaded: Any, path: str) -> None:
+    """``loaded`` has the structure of ``reference``: dicts with the same keys, sequences
+    of the same length, tensors of the same shape, scalars of the same kind."""
+    if isinstance(reference, dict):
+        _require_keys(loaded, list(reference), path)
+        for key, value in reference.items():
+            _check_like(value, loaded[key], f'{path}.{key}')
+    elif isinstance(reference, (list, tuple)):
+        if not isinstance(loaded, (list, tuple)) or len(loaded) != len(reference):
+            raise _Refused(f'{path} is {_describe(loaded)}, this run has a sequence of '
+                           f'{len(reference)}')
+        for index, (expected, value) in enumerate(zip(reference, loaded)):
+            _check_like(expected, value, f'{path}.{index}')
+    elif isinstance(reference, torch.Tensor):
+        if not isinstance(loaded, torch.Tensor) or loaded.shape != reference.shape:
+            raise _Refused(f'{path} is {_describe(loaded)}, this run has a tensor of shape '
+                           f'{tuple(reference.shape)}')
+    elif _kind(loaded) != _kind(reference):
+        raise _Refused(f'{path} is {_describe(loaded)}, this run has {_describe(reference)}')
+
+
+def _kind(value: Any) -> str:
+    """Numbers are one kind (a float hyperparameter may be stored as an int); a bool is not
+    a number here."""
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        return 'number'
+    return type(value).__name__
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f'a tensor of shape {tuple(value.shape)}'
+    if isinstance(value, (list, tuple)):
+        return f'a sequence of {len(value)}'
+    return f'a {type(value).__name__}'
+
+
+def _require_keys(loaded: Any, keys: List[Any], path: str) -> None:
+    if not isinstance(loaded, dict):
+        raise _Refused(f'{path} is {_describe(loaded)}, this run has a dict')
+    missing = [key for key in keys if key not in loaded]
+    extra = [key for key in loaded if key not in keys]
+    if missing or extra:
+        raise _Refused(f'{path} has ' + (f'no key {missing[0]!r}' if missing else
+                                         f'a key {extra[0]!r} this run does not have'))
+
+
+def _check_optimizer(optim_wrapper: OptimWrapper, loaded: Any, where: str) -> None:
+    if isinstance(optim_wrapper, OptimWrapperDict):
+        wrappers = dict(optim_wrapper.items())
+        _require_keys(loaded, list(wrappers), where)
+        for name, wrapper in wrappers.items():
+            _check_one_optimizer(wrapper, loaded[name], f'{where}.{name}')
+    else:
+        _check_one_optimizer(optim_wrapper, loaded, where)
+
+
+def _check_one_optimizer(wrapper: OptimWrapper, loaded: Any, where: str) -> None:
+    """The wrapper's state (param groups, an AMP loss scaler) like the run's; each
+    parameter's state tensors of that parameter's shape, or scalars."""
+    reference = wrapper.state_dict()
+    _require_keys(loaded, list(reference), where)
+    for key, value in reference.items():
+        if key != 'state':
+            _check_like(value, loaded[key], f'{where}.{key}')
+    parameters = _parameters_by_stored_id(wrapper.optimizer, loaded['param_groups'], where)
+    if not isinstance(loaded['state'], dict):
+        raise _Refused(f'{where}.state is {_describe(loaded["state"])}, not a dict')
+    for stored_id, parameter_state in loaded['state'].items():
+        path = f'{where}.state.{stored_id}'
+        if stored_id not in parameters:
+            raise _Refused(f'{path} belongs to no parameter of the param groups')
+        if not isinstance(parameter_state, dict):
+            raise _Refused(f'{path} is {_describe(parameter_state)}, not a dict')
+        shape = parameters[stored_id].shape
+        for name, value in parameter_state.items():
+            if isinstance(value, torch.Tensor) and value.shape not in (shape, torch.Size()):
+                raise _Refused(f'{path}.{name} is {_describe(value)}, its parameter has '
+                               f'shape {tuple(shape)}')
+            if not isinstance(value, (torch.Tensor, int, float, bool, type(None))):
+                raise _Refused(f'{path}.{name} is {_describe(value)}, not a tensor or number')
+
+
+def _parameters_by_stored_id(optimizer: torch.optim.Optimizer, loaded_groups: List[dict],
+                             where: str) -> Dict[int, torch.Tensor]:
+    """The run's parameter each stored id stands for: torch pairs them by position."""
+    parameters = {}
+    for group, loaded_group in zip(optimizer.param_groups, loaded_groups):
+        for stored_id, parameter in zip(loaded_group['params'], group['params']):
+            if stored_id in parameters:
+                raise _Refused(f'{where}.param_groups names parameter {stored_id} twice')
+            parameters[stored_id] = parameter
+    return parameters
+
+
+def _check_schedulers(param_schedulers: Any, loaded: Any, where: str) -> None:
+    """Each scheduler's state with exactly the run's keys (``load_state_dict`` sets every
+    stored key as an attribute) and values of the same structure."""
+    if isinstance(param_schedulers, dict):
+        _require_keys(loaded, list(param_schedulers), where)
+        for name, schedulers in param_schedulers.items():
+            _check_like([s.state_dict() for s in schedulers], loaded[name], f'{where}.{name}')
+    else:
+        _check_like([s.state_dict() for s in param_schedulers], loaded, where)
+
+
+def _check_message_hub(reference: dict, loaded: Any, where: str) -> None:
+    _require_keys(loaded, list(reference), where)
+    expected_types = {'log_scalars': (HistoryBuffer, 'a HistoryBuffer'),
+                      'resumed_keys': (bool, 'a bool')}
+    for section in MESSAGE_HUB_KEYS:
+        entries = loaded[section]
+        if not isinstance(entries, dict):
+            raise _Refused(f'{where}.{section} is {_describe(entries)}, not a dict')
+        for key, value in entries.items():
+            path = f'{where}.{section}.{key}'
+            if not isinstance(key, str):
+                raise _Refused(f'{where}.{section} has a key of type {type(key).__name__}')
+            if section in expected_types and not isinstance(value, expected_types[section][0]):
+                raise _Refused(f'{path} is {_describe(value)}, not '
+                               f'{expected_types[section][1]}')
+            if section == 'runtime_info':
+                _check_runtime_info(key, value, path)
+
+
+def _check_runtime_info(key: str, value: Any, path: str) -> None:
+    expected = RUNTIME_INFO_TYPES.get(key)
+    if expected is None:
+        return
+    wrong = (not isinstance(value, expected) or isinstance(value, bool)
+             or (key == 'keep_ckpt_ids' and not all(
+                 isinstance(step, int) and not isinstance(step, bool) for step in value)))
+    if wrong:
+        spelled = 'a list of int' if key == 'keep_ckpt_ids' else f'a {expected.__name__}'
+        raise _Refused(f'{path} is {_describe(value)}, not {spelled}')
