@@ -29,7 +29,8 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..models import RepVGG, RepVGGBlock, image_channels, reparameterize_model
+from ..models import RepVGG, RepVGGBlock, reparameterize_model
+from ..models.repvgg import image_channels
 from ..numerics import max_relative_output_error
 
 # Verified in float64 like the fusion (mmrepvgg.apis.convert.VERIFY_TOLERANCE): rounding
