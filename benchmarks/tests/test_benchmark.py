@@ -52,6 +52,16 @@ def _known_rows():
     return rows
 
 
+def _report_results(inference: list, **info) -> dict:
+    """What a run returns, for the report: a made-up machine and these rows."""
+    return dict(
+        machine=dict(cpu='cpu', logical_cpus=2, torch_threads=2, torch='t', mmpretrain='m',
+                     onnxruntime='o', load_average_1min=1.0),
+        settings=dict(input_size=[224, 224], warmup=1, rounds=1),
+        roof=dict(gmacs_per_s=30.0, shape=[8, 256, 56, 56]), deploy_gmacs_per_image=1.36,
+        conversion=[], inference=inference, **info)
+
+
 def test_ratios_divide_each_row_by_the_mmpretrain_row_of_the_same_run():
     rows = _known_rows()
     assert rows[INT8_ONNXRUNTIME]['ratio_to_mmpretrain_deploy'] == pytest.approx(4.0)
@@ -75,12 +85,7 @@ def test_int8_target_row_compares_to_three_times_mmpretrain_deploy(int8_seconds,
 
 def test_inference_table_prints_the_ratio_of_the_rows_it_prints():
     rows = _known_rows()
-    results = dict(
-        machine=dict(cpu='cpu', logical_cpus=2, torch_threads=2, torch='t', mmpretrain='m',
-                     onnxruntime='o', load_average_1min=1.0),
-        settings=dict(input_size=[224, 224], warmup=1, rounds=1),
-        roof=dict(gmacs_per_s=30.0, shape=[8, 256, 56, 56]), deploy_gmacs_per_image=1.36,
-        conversion=[], inference=[dict(path=path, **row) for path, row in rows.items()])
+    results = _report_results([dict(path=path, **row) for path, row in rows.items()])
     table = format_inference(results)
     assert f'| {INT8_ONNXRUNTIME} | 16 | 80.0 | 200.0 | 0.00 | 4.00 | - |' in table
     assert f'| {MMPRETRAIN_DEPLOY} | 16 | 20.0 | 800.0 | 0.00 | 1.00 | - |' in table
@@ -120,12 +125,7 @@ def test_without_the_openvino_extra_the_benchmark_has_no_openvino_rows_and_says_
     assert openvino_runners_if_installed(str(tmp_path / 'absent.onnx'), (1, 3, 32, 32), 1,
                                          info) == {}
     assert 'mmrepvgg[openvino]' in info['openvino_missing'] and 'openvino' not in info
-    results = dict(
-        machine=dict(cpu='cpu', logical_cpus=2, torch_threads=2, torch='t', mmpretrain='m',
-                     onnxruntime='o', load_average_1min=1.0),
-        settings=dict(input_size=[224, 224], warmup=1, rounds=1),
-        roof=dict(gmacs_per_s=30.0, shape=[8, 256, 56, 56]), deploy_gmacs_per_image=1.36,
-        conversion=[], inference=[], **info)
+    results = _report_results([], **info)
     assert f"No OpenVINO rows: {info['openvino_missing']}" in format_inference(results)
 
 
@@ -138,12 +138,7 @@ def test_without_torchao_the_benchmark_has_no_pytorch_int8_row_and_says_why(monk
                                          width_factor=(0.25, 0.25, 0.25, 0.25)))
     assert torch_int8_runner_if_installed(model, (1, 3, 32, 32), info) == {}
     assert 'mmrepvgg[torch-int8]' in info['torch_int8_missing'] and 'torchao' not in info
-    results = dict(
-        machine=dict(cpu='cpu', logical_cpus=2, torch_threads=2, torch='t', mmpretrain='m',
-                     onnxruntime='o', load_average_1min=1.0),
-        settings=dict(input_size=[224, 224], warmup=1, rounds=1),
-        roof=dict(gmacs_per_s=30.0, shape=[8, 256, 56, 56]), deploy_gmacs_per_image=1.36,
-        conversion=[], inference=[], **info)
+    results = _report_results([], **info)
     (line, ) = [line for line in format_inference(results).splitlines() if 'INT8' in line]
     assert line == f"No PyTorch INT8 row: {info['torch_int8_missing']}"
 
