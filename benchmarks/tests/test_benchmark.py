@@ -143,7 +143,7 @@ def test_without_torchao_the_benchmark_has_no_pytorch_int8_row_and_says_why(monk
     assert line == f"No PyTorch INT8 row: {info['torch_int8_missing']}"
 
 
-@pytest.mark.slow  # ~30-100 s on 2 shared cores: torch.compile and an ONNX export
+@pytest.mark.slow  # ~30-150 s on 2 shared cores: torch.compile (FP32, PT2E INT8), ONNX export
 def test_quick_benchmark_writes_every_promised_row(tmp_path, capsys):
     output = tmp_path / 'quick.json'
     run_threads = 2
