@@ -13,8 +13,8 @@ CPU's cores (its caches and clocks stay this CPU's). The lab's instruments see t
 emulated CPU (:mod:`lab.emulated_cpu`): their CPU line reads "AVX2; ... hidden from CPUID:
 AVX2-only CPU emulated" and their INT8 rows get its weights and kernels. The package's own
 tools read /proc/cpuinfo, which still lists the hidden instruction sets: name their INT8
-kernels and weight width (``--int8-kernels``, ``--int8-weights``). Exits with the
-command's exit status.
+kernels and weight width (``pytorch2onnx.py --int8-recipe int8_kernels=... weight_bits=...``,
+``tools/deployment/test.py --int8-kernels``). Exits with the command's exit status.
 """
 import argparse
 import os

@@ -135,7 +135,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='backbone whose conversion is timed (default: B3; the '
                         "config's with --quick)")
     parser.add_argument('--no-compile', action='store_true',
-                        help='leave out the torch.compile row (~30 s per shape)')
+                        help='leave out the rows run by torch.compile, FP32 and PyTorch '
+                        'INT8 (~30 s per shape)')
     parser.add_argument('--train', action='store_true',
                         help='measure training (batch 32) instead of inference')
     parser.add_argument('--quick', action='store_true',

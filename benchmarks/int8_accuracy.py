@@ -33,7 +33,6 @@ import multiprocessing
 import os
 import sys
 import time
-from typing import Optional
 
 import numpy as np
 
@@ -47,13 +46,15 @@ from mmrepvgg.utils import MissingExtraError
 
 try:
     from mmrepvgg.deploy.adaround import RoundingSchedule, adaround
-    from mmrepvgg.deploy.host_cpu import int8_kernel_choice
+    from lab.qat import finetune_qat, prepare_qat, strip_qat
+    from mmrepvgg.deploy.host_cpu import INT8_WEIGHT_MAX, int8_kernel_choice, int8_weight_choice
+    from mmrepvgg.deploy.mixed_precision import (choose_fp32_convs, layer_sensitivity,
+                                                 top1_agreement)
     from mmrepvgg.deploy.onnx_eval import exported_model_test_config, preprocessed_batches
-    from mmrepvgg.deploy.onnx_export import export_onnx, largest_int8_weight, torch_logits
-    from mmrepvgg.deploy.qat import finetune_qat, prepare_qat, strip_qat
-    from mmrepvgg.deploy.quantization import (CALIBRATION_METHODS, export_int8,
-                                              layer_sensitivity, mixed_precision_nodes,
-                                              onnx_logits, quantize_int8, top1_agreement)
+    from mmrepvgg.deploy.onnx_export import export_onnx, torch_logits
+    from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
+    from mmrepvgg.deploy.qdq import CALIBRATION_METHODS, quantize_int8
+    from mmrepvgg.deploy.quantization import Int8Recipe, export_int8
     from mmrepvgg.models import reparameterize_model
 except MissingExtraError as missing:
     sys.exit(f'error: {missing}')
@@ -124,12 +125,12 @@ class Measurement:
         self.rows = []
 
     @staticmethod
-    def kernels_here(int8_path: Optional[str] = None) -> str:
+    def kernels_here(weight_bits: int = 8) -> str:
         """The ONNX Runtime INT8 kernels accurate on the CPU this process sees (the
         AVX2-only emulation included, which the package's own choice, reading
-        /proc/cpuinfo, does not see) for the weights of ``int8_path`` (None: 8 bits)."""
-        weight_max = None if int8_path is None else largest_int8_weight(int8_path)
-        return int8_kernel_choice(seen_cpu().cpu, weight_max=weight_max).kernels
+        /proc/cpuinfo, does not see) for weights of ``weight_bits``."""
+        return int8_kernel_choice(seen_cpu().cpu,
+                                  weight_max=INT8_WEIGHT_MAX[weight_bits]).kernels
 
     def path(self, recipe: str, suffix: str = '.onnx') -> str:
         file_stem = f'{self.name}_{recipe}'.replace(os.sep, '_')
@@ -157,7 +158,7 @@ class Measurement:
         size = self.calibration[0].shape[1:]
         fp32_path = self.path('fp32')
         export_onnx(self.model, fp32_path, (1, *size), overwrite=True)
-        self.add('onnxruntime', 'fp32', fp32_path, onnx_logits(fp32_path, num_threads=1),
+        self.add('onnxruntime', 'fp32', fp32_path, OnnxRuntimeModel(fp32_path, 1),
                  runner_top1(self.config, fp32_path, work_dir))
         cpu_kernels = self.kernels_here()
         other_kernels = 'u8u8' if cpu_kernels == 'u8s8' else 'u8s8'
@@ -167,7 +168,7 @@ class Measurement:
                           method=method)
             for kernels in (cpu_kernels, other_kernels):
                 self.add('onnxruntime', f'ptq {method}', int8_path,
-                         onnx_logits(int8_path, kernels, 1),
+                         OnnxRuntimeModel(int8_path, 1, kernels),
                          runner_top1(self.config, int8_path, work_dir, kernels),
                          int8_kernels=kernels)
         # What a CPU without VNNI gets by default: 7-bit weights on the fast u8s8 kernels.
@@ -175,7 +176,7 @@ class Measurement:
         quantize_int8(fp32_path, seven_bit_path, self.calibration, overwrite=True,
                       weight_bits=7)
         self.add('onnxruntime', 'ptq minmax, 7-bit weights', seven_bit_path,
-                 onnx_logits(seven_bit_path, 'u8s8', 1),
+                 OnnxRuntimeModel(seven_bit_path, 1, 'u8s8'),
                  runner_top1(self.config, seven_bit_path, work_dir, 'u8s8'),
                  int8_kernels='u8s8')
         if args.adaround_iterations:
@@ -183,13 +184,20 @@ class Measurement:
         check = self.calibration_check()
         sensitivity = layer_sensitivity(fp32_path, self.calibration,
                                         [images for images, _ in check])
-        fp32_nodes, _ = mixed_precision_nodes(fp32_path, self.calibration, check,
-                                              sensitivity, args.max_drop)
+        candidate_path = self.path('int8_mixed_candidate')
+
+        def quantized(nodes):
+            quantize_int8(fp32_path, candidate_path, self.calibration, overwrite=True,
+                          fp32_nodes=nodes)
+            return OnnxRuntimeModel(candidate_path, 1, cpu_kernels)
+        fp32_nodes = choose_fp32_convs(fp32_path, self.calibration, check,
+                                       Int8Recipe(max_drop_points=args.max_drop), quantized,
+                                       sensitivity)
         mixed_path = self.path('int8_mixed')
         quantize_int8(fp32_path, mixed_path, self.calibration, overwrite=True,
                       fp32_nodes=fp32_nodes)
         self.add('onnxruntime', f'ptq minmax + mixed (max drop {args.max_drop})',
-                 mixed_path, onnx_logits(mixed_path, cpu_kernels, 1),
+                 mixed_path, OnnxRuntimeModel(mixed_path, 1, cpu_kernels),
                  runner_top1(self.config, mixed_path, work_dir, cpu_kernels),
                  fp32_convs=len(fp32_nodes))
         self.sensitivity = sensitivity
@@ -212,7 +220,7 @@ class Measurement:
             int8_path = self.path(f'int8_minmax_adaround_{bits}bit')
             quantize_int8(rounded_path, int8_path, self.calibration, overwrite=True,
                           weight_bits=bits)
-            self.add('onnxruntime', recipe, int8_path, onnx_logits(int8_path, kernels, 1),
+            self.add('onnxruntime', recipe, int8_path, OnnxRuntimeModel(int8_path, 1, kernels),
                      runner_top1(self.config, int8_path, self.args.work_dir, kernels),
                      int8_kernels=kernels)
 
@@ -237,11 +245,14 @@ class Measurement:
         losses = finetune_qat(model, self.train_batches, self.args.qat_epochs,
                               self.args.qat_lr)
         qat_path = self.path('int8_qat')
-        export_int8(strip_qat(model), qat_path, self.calibration, overwrite=True)
-        kernels = self.kernels_here(qat_path)
+        # The weights and kernels of the CPU this process sees (emulation included).
+        weight_bits = int8_weight_choice(seen_cpu().cpu).bits
+        export_int8(strip_qat(model), qat_path, self.calibration,
+                    recipe=Int8Recipe(weight_bits=weight_bits), overwrite=True)
+        kernels = self.kernels_here(weight_bits)
         self.add('onnxruntime', f'qat (BN re-inserted) {self.args.qat_epochs} epochs lr '
                  f'{self.args.qat_lr:g} + ptq minmax',
-                 qat_path, onnx_logits(qat_path, kernels, 1),
+                 qat_path, OnnxRuntimeModel(qat_path, 1, kernels),
                  runner_top1(self.config, qat_path, self.args.work_dir, kernels),
                  qat_losses=losses)
 
@@ -249,22 +260,24 @@ class Measurement:
         """OpenVINO rows, each IR converted from the FP32 ONNX file already written (no
         ONNX export follows an OpenVINO run in this process: see docs/int8.md)."""
         from mmrepvgg.deploy.openvino_runtime import (OPENVINO_CALIBRATION_METHODS,
-                                                      onnx_to_openvino, openvino_logits)
+                                                      OpenVINOModel, onnx_to_openvino)
         max_drop = self.args.max_drop
-        # The ONNX Runtime rows' ranking: the same file, calibration and check images.
-        mixed = dict(max_drop_points=max_drop, held_out=self.calibration_check(),
-                     sensitivity=self.sensitivity)
-        recipes = [('fp32', 'fp32', None, {}), *(
-            (f'ptq {method}', f'ptq_{method}', method, {})
+        recipes = [('fp32', 'fp32', None, False), *(
+            (f'ptq {method}', f'ptq_{method}', method, False)
             for method in OPENVINO_CALIBRATION_METHODS),
-            (f'ptq minmax + mixed (max drop {max_drop})', 'ptq_minmax_mixed', 'minmax', mixed)]
-        for recipe, file_stem, method, recipe_options in recipes:
+            (f'ptq minmax + mixed (max drop {max_drop})', 'ptq_minmax_mixed', 'minmax', True)]
+        for recipe, file_stem, method, mixed in recipes:
+            # Mixed precision ranks as the ONNX Runtime rows do: the same file,
+            # calibration, check images and sensitivity.
             report = onnx_to_openvino(
                 fp32_path, self.path(f'openvino_{file_stem}', '.xml'),
-                None if method is None else self.calibration, overwrite=True,
-                method=method or 'minmax', num_threads=1, **recipe_options)
-            extra = dict(fp32_convs=len(report.fp32_nodes)) if recipe_options else {}
-            self.add('openvino', recipe, report.path, openvino_logits(report.path, 1),
+                None if method is None else self.calibration,
+                self.calibration_check() if mixed else None,
+                Int8Recipe(calibration_method=method or 'minmax',
+                           max_drop_points=max_drop if mixed else None),
+                overwrite=True, sensitivity=self.sensitivity if mixed else None)
+            extra = dict(fp32_convs=len(report.fp32_nodes)) if mixed else {}
+            self.add('openvino', recipe, report.path, OpenVINOModel(report.path, 1),
                      runner_top1(self.config, report.path, self.args.work_dir), **extra)
 
 

@@ -20,7 +20,7 @@ from mmrepvgg.apis.convert import build_train_model
 from mmrepvgg.checkpoint import CheckpointError, load_checkpoint
 from mmrepvgg.deploy.host_cpu import INT8_WEIGHT_MAX
 from mmrepvgg.deploy.onnx_eval import preprocessed_batches
-from mmrepvgg.deploy.qat import fake_quantize
+from mmrepvgg.deploy.fake_quant import fake_quantize
 from mmrepvgg.engine import ConfigError, load_repvgg_config
 from mmrepvgg.models import reparameterize_model
 

@@ -15,17 +15,16 @@ import tempfile
 import torch
 
 from lab.benchmark import (FP32_ONNX_FILE, INT8_ONNX_FILE, onnxruntime_runners,
-                           random_train_classifier)
+                           openvino_runners_if_installed, random_train_classifier)
 from lab.emulated_cpu import seen_cpu
-from lab.rows import INT8_ONNXRUNTIME, INT8_OPENVINO, ONNXRUNTIME, OPENVINO
+from lab.rows import INT8_ONNXRUNTIME, ONNXRUNTIME
 from mmrepvgg.analysis.timing import time_interleaved
 from mmrepvgg.apis import repvgg_convert
 from mmrepvgg.deploy.host_cpu import int8_kernel_choice
-from mmrepvgg.deploy.onnx_export import onnxruntime_session
-from mmrepvgg.deploy.quantization import quantize_int8
+from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
+from mmrepvgg.deploy.qdq import quantize_int8
 from mmrepvgg.models import ARCH_SETTINGS
 from mmrepvgg.models.arch import EXTRA_ARCH_SETTINGS
-from mmrepvgg.utils import MissingExtraError
 
 
 def main(argv=None) -> int:
@@ -50,23 +49,18 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as workdir:
             runners, _ = onnxruntime_runners(deploy_model, workdir, shape, args.threads,
                                              weight_bits=8)
-            session = onnxruntime_session(os.path.join(workdir, INT8_ONNX_FILE),
-                                          args.threads, other)
-            runners[f'{INT8_ONNXRUNTIME} ({other} forced)'] = lambda images: session.run(
-                None, {'input': images.numpy()})
+            runners[f'{INT8_ONNXRUNTIME} ({other} forced)'] = OnnxRuntimeModel(
+                os.path.join(workdir, INT8_ONNX_FILE), args.threads, other)
             seven_bit_path = os.path.join(workdir, 'deploy_int8_7bit.onnx')
             quantize_int8(os.path.join(workdir, FP32_ONNX_FILE), seven_bit_path,
                           [images.numpy()], weight_bits=7)
-            seven_bit = onnxruntime_session(seven_bit_path, args.threads, 'u8s8')
-            runners[f'{INT8_ONNXRUNTIME} (7-bit weights, u8s8)'] = (
-                lambda images: seven_bit.run(None, {'input': images.numpy()}))
-            try:
-                from mmrepvgg.deploy.openvino_runtime import openvino_runners
-                openvino = openvino_runners(os.path.join(workdir, FP32_ONNX_FILE), workdir,
-                                            shape, args.threads)
-                runners.update({OPENVINO: openvino['fp32'], INT8_OPENVINO: openvino['int8']})
-            except MissingExtraError as missing:
-                print(f'notice: no OpenVINO rows ({missing})')
+            runners[f'{INT8_ONNXRUNTIME} (7-bit weights, u8s8)'] = OnnxRuntimeModel(
+                seven_bit_path, args.threads, 'u8s8')
+            info = {}
+            runners.update(openvino_runners_if_installed(
+                os.path.join(workdir, FP32_ONNX_FILE), shape, args.threads, info))
+            if 'openvino_missing' in info:
+                print(f"notice: no OpenVINO rows ({info['openvino_missing']})")
             candidates = {name: (lambda run: lambda: run(images))(run)
                           for name, run in runners.items()}
 

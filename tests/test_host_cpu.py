@@ -7,11 +7,11 @@ import os
 import numpy as np
 import pytest
 
-from mmrepvgg.deploy import onnx_export
+from mmrepvgg.deploy import onnx_runtime
 from mmrepvgg.deploy.host_cpu import (X64_QUANT_PRECISION_KEY, host_cpu, int8_kernel_choice,
                                       int8_weight_choice, parse_cpuinfo)
 from mmrepvgg.deploy.onnx_eval import preprocessed_batches
-from mmrepvgg.deploy.onnx_export import onnxruntime_session
+from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
 from mmrepvgg.engine import load_repvgg_config
 
 from conftest import REPO_ROOT, int8_conv_weights, load_tool
@@ -111,9 +111,9 @@ def test_this_machine_is_described_from_its_own_cpuinfo():
 @pytest.mark.parametrize('kernels', ['u8s8', 'u8u8'])
 def test_the_session_carries_the_chosen_kernels(kernels, tmp_path):
     from test_int8 import _linear_model
-    session = onnxruntime_session(_linear_model(tmp_path / 'm.onnx', [1, 0, 0, 1]),
-                                  int8_kernels=kernels)
-    options = session.get_session_options()
+    model = OnnxRuntimeModel(_linear_model(tmp_path / 'm.onnx', [1, 0, 0, 1]),
+                             int8_kernels=kernels)
+    options = model.session.get_session_options()
     if kernels == 'u8u8':
         assert options.get_session_config_entry(X64_QUANT_PRECISION_KEY) == '1'
     else:
@@ -135,10 +135,10 @@ def test_int8_is_accurate_on_both_kernel_paths_and_with_7_bit_weights(
     assert pytorch2onnx.main([DIGITS_CONFIG, digits_train_checkpoint, fp32_path]) == 0
     assert pytorch2onnx.main([DIGITS_CONFIG, digits_train_checkpoint, int8_path,
                               '--quantize', 'int8', '--calib-images', '64',
-                              '--check-images', '32', '--int8-kernels', 'u8u8']) == 0
+                              '--check-images', '32', '--int8-recipe', 'int8_kernels=u8u8']) == 0
     assert pytorch2onnx.main([DIGITS_CONFIG, digits_train_checkpoint, seven_bit_path,
                               '--quantize', 'int8', '--calib-images', '64',
-                              '--check-images', '32', '--int8-weights', '7']) == 0
+                              '--check-images', '32', '--int8-recipe', 'weight_bits=7']) == 0
     assert 'per-channel 7-bit weights (requested)' in capsys.readouterr().out
     eight_bit, seven_bit = int8_conv_weights(int8_path), int8_conv_weights(seven_bit_path)
     assert len(eight_bit) == len(seven_bit) > 10
@@ -146,20 +146,20 @@ def test_int8_is_accurate_on_both_kernel_paths_and_with_7_bit_weights(
     assert max(np.abs(weight.astype(int)).max() for weight in seven_bit) == 64
     images = next(preprocessed_batches(load_repvgg_config(DIGITS_CONFIG),
                                        'test_dataloader', 64, shuffle=False)).images
-    fp32 = onnxruntime_session(fp32_path).run(None, {'input': images})[0]
+    fp32 = OnnxRuntimeModel(fp32_path)(images)
     scale = np.abs(fp32).max()
-    int8 = {kernels: onnxruntime_session(int8_path, int8_kernels=kernels).run(
-        None, {'input': images})[0] for kernels in ('u8s8', 'u8u8')}
-    int8['7-bit'] = onnxruntime_session(seven_bit_path).run(None, {'input': images})[0]
+    int8 = {kernels: OnnxRuntimeModel(int8_path, int8_kernels=kernels)(images)
+            for kernels in ('u8s8', 'u8u8')}
+    int8['7-bit'] = OnnxRuntimeModel(seven_bit_path)(images)
     for logits in int8.values():
         assert np.abs(logits - fp32).max() / scale < 0.3
         assert np.mean(logits.argmax(1) == fp32.argmax(1)) >= 0.85
     assert np.abs(int8['u8s8'] - int8['u8u8']).max() / scale < 1e-3
 
     avx2_host = host_cpu(cpuinfo_text=AVX2_ONLY_CPUINFO, architecture='x86_64')
-    monkeypatch.setattr(onnx_export, 'host_cpu', lambda threads=None: avx2_host)
+    monkeypatch.setattr(onnx_runtime, 'host_cpu', lambda threads=None: avx2_host)
     for path, x64_entry in ((seven_bit_path, False), (int8_path, True), (fp32_path, False)):
-        options = onnxruntime_session(path).get_session_options()
+        options = OnnxRuntimeModel(path).session.get_session_options()
         if x64_entry:
             assert options.get_session_config_entry(X64_QUANT_PRECISION_KEY) == '1'
         else:

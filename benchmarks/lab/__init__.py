@@ -7,4 +7,6 @@
 - :mod:`.rows`: the names of its rows; :mod:`.report`: its Markdown tables (plain data,
   no torch); :mod:`.plotting`: the PNGs of ``docs/benchmarks.md`` (the ``plot`` extra);
 - :mod:`.kernel_emulation`: a Python model of ONNX Runtime's x86 integer conv kernels.
+- :mod:`.qat`: quantization-aware fine-tuning of the deploy form (``int8_accuracy.py``'s
+  QAT rows).
 """

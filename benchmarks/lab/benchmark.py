@@ -5,6 +5,7 @@ Every comparison runs in one process, with the same weights, timed round-robin (
 built directly, the same train-form weights loaded, its ``switch_to_deploy()``).
 """
 import copy
+import importlib.metadata
 import os
 import platform
 import tempfile
@@ -13,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import mmpretrain
+import numpy as np
 import torch
 import torchvision
 from mmpretrain.models.backbones import RepVGG as MMPretrainRepVGG
@@ -24,8 +26,10 @@ from mmrepvgg.apis.convert import repvgg_convert
 from mmrepvgg.apis.inference import InferenceModel, prepare_for_inference
 from mmrepvgg.checkpoint.fitting import repvgg_prefix
 from mmrepvgg.deploy.host_cpu import INT8_WEIGHT_MAX, int8_kernel_choice, int8_weight_choice
-from mmrepvgg.deploy.onnx_export import export_onnx, onnxruntime, onnxruntime_session
-from mmrepvgg.deploy.quantization import quantize_int8
+from mmrepvgg.deploy.onnx_export import export_onnx
+from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel, onnxruntime
+from mmrepvgg.deploy.qdq import quantize_int8
+from mmrepvgg.deploy.torch_int8 import TorchInt8Error, quantize_pt2e_model
 from mmrepvgg.model_zoo import zoo_models
 from mmrepvgg.models import (ARCH_SETTINGS, RepVGG, build_model, reparameterize_blocks,
                              repvgg_classifier_cfg)
@@ -37,8 +41,9 @@ from mmrepvgg.utils import MissingExtraError, torch_threads
 
 from .emulated_cpu import seen_cpu
 from .roof import conv3x3_roof
-from .rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, INT8_OPENVINO, MMPRETRAIN_DEPLOY,
-                   ONNXRUNTIME, OPENVINO, RECOMMENDED, RESNET18, RESNET50, TRAIN)
+from .rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, INT8_OPENVINO, INT8_PYTORCH,
+                   MMPRETRAIN_DEPLOY, ONNXRUNTIME, OPENVINO, RECOMMENDED, RESNET18, RESNET50,
+                   TRAIN)
 
 
 # The files :func:`onnxruntime_runners` writes in its ``workdir``.
@@ -149,53 +154,70 @@ def _batch_runner(model: Callable, images: torch.Tensor) -> Callable[[], object]
     return run_batch
 
 
+def _random_calibration(input_shape: Sequence[int]) -> List[np.ndarray]:
+    """Two random batches of ``input_shape`` ``(N, C, H, W)`` float32: enough to calibrate
+    an INT8 model for timing, which does not depend on the values (for accuracy,
+    ``tools/deployment/pytorch2onnx.py --quantize int8`` calibrates on real images)."""
+    generator = np.random.default_rng(0)
+    return [generator.standard_normal(input_shape).astype(np.float32) for _ in range(2)]
+
+
 def onnxruntime_runners(deploy_model: nn.Module, workdir: str, input_shape: Sequence[int],
                         num_threads: Optional[int], weight_bits: Optional[int] = None
-                        ) -> Tuple[Dict[str, Callable], float]:
-    """FP32 and static INT8 ONNX Runtime sessions of ``deploy_model`` as
-    ``{row name: f(images) -> outputs}``, and the FP32 file's max relative error.
+                        ) -> Tuple[Dict[str, OnnxRuntimeModel], float]:
+    """FP32 and static INT8 ONNX Runtime models of ``deploy_model`` (images tensor in,
+    logits tensor out) as ``{row name: model}``, and the FP32 file's max relative error.
 
-    The INT8 file is calibrated on two random batches of ``input_shape`` ``(N, C, H,
-    W)``: enough for timing, which does not depend on the values (for accuracy,
-    ``tools/deployment/pytorch2onnx.py --quantize int8`` calibrates on real images). Its
-    weights have ``weight_bits`` bits, by default what the tools write on the CPU this
-    process sees (:func:`mmrepvgg.deploy.host_cpu.int8_weight_choice`: 7 on x86 without
-    VNNI, the AVX2-only emulation included), and its session runs the kernels chosen for
-    them there.
+    The INT8 file is calibrated on :func:`_random_calibration` batches. Its weights have
+    ``weight_bits`` bits, by default what the tools write on the CPU this process sees
+    (:func:`mmrepvgg.deploy.host_cpu.int8_weight_choice`: 7 on x86 without VNNI, the
+    AVX2-only emulation included), and it runs the kernels chosen for them there.
     """
     fp32_path = os.path.join(workdir, FP32_ONNX_FILE)
     int8_path = os.path.join(workdir, INT8_ONNX_FILE)
     report = export_onnx(deploy_model, fp32_path, input_shape, dynamic_batch=True)
-    generator = torch.Generator().manual_seed(0)
     cpu = seen_cpu(num_threads).cpu
     if weight_bits is None:
         weight_bits = int8_weight_choice(cpu).bits
-    quantize_int8(fp32_path, int8_path, [torch.randn(*input_shape, generator=generator)
-                                         .numpy() for _ in range(2)], weight_bits=weight_bits)
-    runners = {}
+    quantize_int8(fp32_path, int8_path, _random_calibration(input_shape),
+                  weight_bits=weight_bits)
+    # The emulated CPU's kernels: the adapter's 'auto' would read /proc/cpuinfo.
     kernels = int8_kernel_choice(cpu, weight_max=INT8_WEIGHT_MAX[weight_bits]).kernels
-    for name, path in ((ONNXRUNTIME, fp32_path), (INT8_ONNXRUNTIME, int8_path)):
-        session = onnxruntime_session(path, num_threads, kernels)
-        runners[name] = (lambda session: lambda images: session.run(
-            None, {'input': images.numpy()}))(session)
-    return runners, report.max_relative_error
+    return {name: OnnxRuntimeModel(path, num_threads, kernels)
+            for name, path in ((ONNXRUNTIME, fp32_path), (INT8_ONNXRUNTIME, int8_path))
+            }, report.max_relative_error
 
 
-def openvino_runners_if_installed(fp32_onnx_path: str, workdir: str,
-                                  input_shape: Sequence[int], num_threads: int,
-                                  info: dict) -> Dict[str, Callable]:
-    """OpenVINO FP32 and INT8 (NNCF) rows converted from the FP32 ONNX file the ONNX
-    Runtime rows run (same graph, same weights); sets ``info['openvino']`` to its version,
-    or, without the ``[openvino]`` extra, returns none and sets ``info['openvino_missing']``
-    to why."""
+def openvino_runners_if_installed(fp32_onnx_path: str, input_shape: Sequence[int],
+                                  num_threads: Optional[int], info: dict) -> Dict[str, nn.Module]:
+    """OpenVINO FP32 and INT8 (NNCF, calibrated on :func:`_random_calibration` batches)
+    models of the FP32 ONNX file the ONNX Runtime rows run (same graph, same weights);
+    sets ``info['openvino']`` to its version, or, without the ``[openvino]`` extra,
+    returns none and sets ``info['openvino_missing']`` to why."""
     try:
-        from mmrepvgg.deploy.openvino_runtime import openvino, openvino_runners
+        from mmrepvgg.deploy.openvino_runtime import OpenVINOModel, openvino, quantize_ir
     except MissingExtraError as missing:
         info['openvino_missing'] = str(missing)
         return {}
     info['openvino'] = openvino.__version__
-    runners = openvino_runners(fp32_onnx_path, workdir, input_shape, num_threads)
-    return {OPENVINO: runners['fp32'], INT8_OPENVINO: runners['int8']}
+    int8_ir = quantize_ir(fp32_onnx_path, _random_calibration(input_shape))
+    return {OPENVINO: OpenVINOModel(fp32_onnx_path, num_threads),
+            INT8_OPENVINO: OpenVINOModel(int8_ir, num_threads)}
+
+
+def torch_int8_runner_if_installed(deploy_model: nn.Module, input_shape: Sequence[int],
+                                   info: dict) -> Dict[str, nn.Module]:
+    """The PyTorch INT8 model of ``deploy_model`` (PT2E, calibrated on
+    :func:`_random_calibration` batches), run at torch's threads; sets ``info['torchao']``
+    to its version, or, without torchao (the ``[torch-int8]`` extra) or a torch that can
+    export, returns none and sets ``info['torch_int8_missing']`` to why."""
+    try:
+        model = quantize_pt2e_model(deploy_model, _random_calibration(input_shape))
+    except (MissingExtraError, TorchInt8Error) as missing:
+        info['torch_int8_missing'] = str(missing)
+        return {}
+    info['torchao'] = importlib.metadata.version('torchao')
+    return {INT8_PYTORCH: model}
 
 
 def inference_candidates(train_model: nn.Module, batch_sizes: Sequence[int],
@@ -220,8 +242,11 @@ def inference_candidates(train_model: nn.Module, batch_sizes: Sequence[int],
             torch.get_num_threads())
         models.update(runners)
         models.update(openvino_runners_if_installed(
-            os.path.join(workdir, FP32_ONNX_FILE), workdir,
+            os.path.join(workdir, FP32_ONNX_FILE),
             (min(batch_sizes), in_channels, height, width), torch.get_num_threads(), info))
+        if compile_model:  # PT2E INT8 runs through torch.compile
+            models.update(torch_int8_runner_if_installed(
+                deploy_model, (min(batch_sizes), in_channels, height, width), info))
     models[MMPRETRAIN_DEPLOY] = mmpretrain_copy(train_model).to(device)
     models[RESNET18] = torchvision.models.resnet18().to(device).eval()
     models[RESNET50] = torchvision.models.resnet50().to(device).eval()

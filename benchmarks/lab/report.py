@@ -26,12 +26,13 @@ def _machine_line(results: dict) -> str:
               if machine.get('cpu_hidden_isa') else '')
     int8 = (f"; ONNX Runtime INT8: {machine['int8_weight_bits']}-bit weights on "
             f"{machine['int8_kernels']} kernels" if machine.get('int8_weight_bits') else '')
-    openvino = f", openvino {results['openvino']}" if 'openvino' in results else ''
+    extras = ''.join(f", {name} {results[name]}" for name in ('openvino', 'torchao')
+                     if name in results)
     return (f"Machine: {machine['cpu']} ({isa}{cap}{hidden}{int8}), {machine['logical_cpus']} "
             f"logical CPUs, "
             f"{machine['torch_threads']} torch threads; torch {machine['torch']}, "
             f"mmpretrain {machine['mmpretrain']}, onnxruntime {machine['onnxruntime']}"
-            f"{openvino}; "
+            f"{extras}; "
             f"1-min load average {machine['load_average_1min']:.1f} at the start, "
             f"{results.get('load_average_1min_end', float('nan')):.1f} at the end.")
 
@@ -61,6 +62,8 @@ def format_inference(results: dict) -> str:
                                  'speedup'), conversion))
     if 'openvino_missing' in results:
         parts.append(f"No OpenVINO rows: {results['openvino_missing']}")
+    if 'torch_int8_missing' in results:
+        parts.append(f"No PyTorch INT8 row: {results['torch_int8_missing']}")
     if 'onnx_max_relative_error' in results:
         parts.append(f"ONNX Runtime vs PyTorch max relative error: "
                      f"{results['onnx_max_relative_error']:.1e}")

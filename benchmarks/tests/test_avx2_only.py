@@ -147,7 +147,7 @@ def test_the_kernel_emulation_pairs_products_as_onnx_runtimes_avx2_conv_does(tmp
     from torch import nn
 
     from lab.kernel_emulation import integer_conv
-    from mmrepvgg.deploy.qat import FakeQuantizedConv
+    from mmrepvgg.deploy.fake_quant import FakeQuantizedConv
     pattern = np.array([[127, -127, 127], [127, 127, 127], [127, -127, 0]], np.int8)
     weights = np.repeat(np.repeat(pattern[:, :, None, None], 3, axis=2), 3, axis=3)
     inputs = np.random.default_rng(0).integers(200, 256, (1, 3, 5, 5), dtype=np.uint8)
@@ -204,7 +204,7 @@ def test_int8_export_of_7_bit_weights_is_accurate_on_an_avx2_only_cpu(
     run = run_as_avx2_only(sys.executable, os.path.join(REPO_ROOT,
                                                         'tools/deployment/pytorch2onnx.py'),
                            DIGITS_CONFIG, digits_train_checkpoint, str(output), '--quantize',
-                           'int8', '--int8-weights', '7', '--calib-images', '64',
+                           'int8', '--int8-recipe', 'weight_bits=7', '--calib-images', '64',
                            '--check-images', '96', cwd=digits_workspace, OMP_NUM_THREADS='1')
     assert run.returncode == 0, run.stderr[-3000:]
     assert 'per-channel 7-bit weights' in run.stdout

@@ -3,6 +3,7 @@
 Speed itself is not asserted here (the CPU is shared); the numbers are in
 docs/benchmarks.md and the targets are checked in the benchmark's own output.
 """
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -12,10 +13,11 @@ import pytest
 import torch
 
 from lab.benchmark import (add_ratios, mmpretrain_copy, openvino_runners_if_installed,
-                           random_train_classifier)
+                           random_train_classifier, torch_int8_runner_if_installed)
 from lab.report import format_inference
-from lab.rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, INT8_OPENVINO, MMPRETRAIN_DEPLOY,
-                      ONNXRUNTIME, OPENVINO, RECOMMENDED, RESNET18, RESNET50, TRAIN)
+from lab.rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, INT8_OPENVINO, INT8_PYTORCH,
+                      MMPRETRAIN_DEPLOY, ONNXRUNTIME, OPENVINO, RECOMMENDED, RESNET18,
+                      RESNET50, TRAIN)
 from mmrepvgg.analysis.timing import Timing
 from mmrepvgg.numerics import max_relative_error
 
@@ -24,7 +26,7 @@ from conftest import int8_conv_weights, load_tool
 REPO = Path(__file__).resolve().parents[2]
 A0_CONFIG = str(REPO / 'configs/repvgg-A0_4xb64-coslr-120e_in1k.py')
 ALL_PATHS = {TRAIN, DEPLOY, RECOMMENDED, COMPILED, ONNXRUNTIME, INT8_ONNXRUNTIME,
-             OPENVINO, INT8_OPENVINO, MMPRETRAIN_DEPLOY, RESNET18, RESNET50}
+             OPENVINO, INT8_OPENVINO, INT8_PYTORCH, MMPRETRAIN_DEPLOY, RESNET18, RESNET50}
 SCALED_PATHS = {DEPLOY, RECOMMENDED, MMPRETRAIN_DEPLOY}
 VARIANT_PATHS = {TRAIN, DEPLOY, RECOMMENDED, MMPRETRAIN_DEPLOY, ONNXRUNTIME, INT8_ONNXRUNTIME}
 
@@ -50,6 +52,16 @@ def _known_rows():
     return rows
 
 
+def _report_results(inference: list, **info) -> dict:
+    """What a run returns, for the report: a made-up machine and these rows."""
+    return dict(
+        machine=dict(cpu='cpu', logical_cpus=2, torch_threads=2, torch='t', mmpretrain='m',
+                     onnxruntime='o', load_average_1min=1.0),
+        settings=dict(input_size=[224, 224], warmup=1, rounds=1),
+        roof=dict(gmacs_per_s=30.0, shape=[8, 256, 56, 56]), deploy_gmacs_per_image=1.36,
+        conversion=[], inference=inference, **info)
+
+
 def test_ratios_divide_each_row_by_the_mmpretrain_row_of_the_same_run():
     rows = _known_rows()
     assert rows[INT8_ONNXRUNTIME]['ratio_to_mmpretrain_deploy'] == pytest.approx(4.0)
@@ -73,12 +85,7 @@ def test_int8_target_row_compares_to_three_times_mmpretrain_deploy(int8_seconds,
 
 def test_inference_table_prints_the_ratio_of_the_rows_it_prints():
     rows = _known_rows()
-    results = dict(
-        machine=dict(cpu='cpu', logical_cpus=2, torch_threads=2, torch='t', mmpretrain='m',
-                     onnxruntime='o', load_average_1min=1.0),
-        settings=dict(input_size=[224, 224], warmup=1, rounds=1),
-        roof=dict(gmacs_per_s=30.0, shape=[8, 256, 56, 56]), deploy_gmacs_per_image=1.36,
-        conversion=[], inference=[dict(path=path, **row) for path, row in rows.items()])
+    results = _report_results([dict(path=path, **row) for path, row in rows.items()])
     table = format_inference(results)
     assert f'| {INT8_ONNXRUNTIME} | 16 | 80.0 | 200.0 | 0.00 | 4.00 | - |' in table
     assert f'| {MMPRETRAIN_DEPLOY} | 16 | 20.0 | 800.0 | 0.00 | 1.00 | - |' in table
@@ -115,19 +122,28 @@ def test_without_the_openvino_extra_the_benchmark_has_no_openvino_rows_and_says_
     monkeypatch.setitem(sys.modules, 'openvino', None)  # import openvino fails
     monkeypatch.delitem(sys.modules, 'mmrepvgg.deploy.openvino_runtime', raising=False)
     info = {}
-    assert openvino_runners_if_installed(str(tmp_path / 'absent.onnx'), str(tmp_path),
-                                         (1, 3, 32, 32), 1, info) == {}
+    assert openvino_runners_if_installed(str(tmp_path / 'absent.onnx'), (1, 3, 32, 32), 1,
+                                         info) == {}
     assert 'mmrepvgg[openvino]' in info['openvino_missing'] and 'openvino' not in info
-    results = dict(
-        machine=dict(cpu='cpu', logical_cpus=2, torch_threads=2, torch='t', mmpretrain='m',
-                     onnxruntime='o', load_average_1min=1.0),
-        settings=dict(input_size=[224, 224], warmup=1, rounds=1),
-        roof=dict(gmacs_per_s=30.0, shape=[8, 256, 56, 56]), deploy_gmacs_per_image=1.36,
-        conversion=[], inference=[], **info)
+    results = _report_results([], **info)
     assert f"No OpenVINO rows: {info['openvino_missing']}" in format_inference(results)
 
 
-@pytest.mark.slow  # ~30-100 s on 2 shared cores: torch.compile and an ONNX export
+def test_without_torchao_the_benchmark_has_no_pytorch_int8_row_and_says_why(monkeypatch):
+    for name in [name for name in sys.modules if name.split('.')[0] == 'torchao']:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, 'torchao', None)  # import torchao fails
+    info = {}
+    model = random_train_classifier(dict(num_blocks=(1, 1, 1, 1),
+                                         width_factor=(0.25, 0.25, 0.25, 0.25)))
+    assert torch_int8_runner_if_installed(model, (1, 3, 32, 32), info) == {}
+    assert 'mmrepvgg[torch-int8]' in info['torch_int8_missing'] and 'torchao' not in info
+    results = _report_results([], **info)
+    (line, ) = [line for line in format_inference(results).splitlines() if 'INT8' in line]
+    assert line == f"No PyTorch INT8 row: {info['torch_int8_missing']}"
+
+
+@pytest.mark.slow  # ~30-150 s on 2 shared cores: torch.compile (FP32, PT2E INT8), ONNX export
 def test_quick_benchmark_writes_every_promised_row(tmp_path, capsys):
     output = tmp_path / 'quick.json'
     run_threads = 2
@@ -156,11 +172,12 @@ def test_quick_benchmark_writes_every_promised_row(tmp_path, capsys):
             assert rows[path]['fraction_of_conv_roof'] == pytest.approx(
                 rows[path]['images_per_s'] * results['deploy_gmacs_per_image']
                 / roof['gmacs_per_s'])
-        for path in (INT8_ONNXRUNTIME, INT8_OPENVINO):  # an FP32 roof: FP32 rows only
+        for path in (INT8_ONNXRUNTIME, INT8_OPENVINO, INT8_PYTORCH):  # FP32 roof: FP32 rows
             assert 'fraction_of_conv_roof' not in rows[path]
     assert results['onnx_max_relative_error'] < 1e-4
     import openvino
     assert results['openvino'] == openvino.__version__
+    assert results['torchao'] == importlib.metadata.version('torchao')
     (conversion, ) = results['conversion']
     assert conversion['arch'] == 'A0' and conversion['rounds'] == 1
     assert conversion['speedup'] == pytest.approx(conversion['mmpretrain_s'] /
@@ -295,7 +312,8 @@ def test_the_machine_line_names_the_emulated_cpu_and_the_int8_weights_and_kernel
     results = dict(machine=machine, settings=dict(input_size=[224, 224], warmup=1, rounds=1),
                    roof=dict(gmacs_per_s=30.0, shape=[8, 256, 56, 56]),
                    deploy_gmacs_per_image=1.36, conversion=[], inference=[])
-    line = format_inference(results).splitlines()[0]
+    line = format_inference(dict(results, openvino='v', torchao='a')).splitlines()[0]
     assert line.startswith('Machine: Xeon (AVX2; AVX-512, AVX512-VNNI hidden from CPUID: '
                            'AVX2-only CPU emulated; ONNX Runtime INT8: 7-bit weights on u8s8 '
                            'kernels), 2 logical CPUs')
+    assert 'onnxruntime o, openvino v, torchao a;' in line

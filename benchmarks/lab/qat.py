@@ -1,6 +1,6 @@
 """Quantization-aware fine-tuning (QAT) of the deploy form, with BN re-inserted as the
 official repository does, then exported to real INT8 by the usual path
-(:func:`.quantization.export_int8`).
+(:func:`mmrepvgg.deploy.quantization.export_int8`).
 
 A fused deploy conv ``y = W * x + b`` has no normalization left, so fine-tuning it directly
 is badly conditioned. :func:`prepare_qat` therefore splits each one into a bias-free conv
@@ -20,8 +20,8 @@ batch-statistics BN; in eval mode the module computes the folded conv exactly as
 stripped model does. Gradients pass through the rounding unchanged (the straight-through
 estimator of ``torch.fake_quantize_*``).
 
-The rounding itself (:func:`.fake_quant.fake_quantize_kernel`, the input ranges) is
-post-training INT8's, from :mod:`.fake_quant`.
+The rounding itself (:func:`mmrepvgg.deploy.fake_quant.fake_quantize_kernel`, the input
+ranges) is post-training INT8's, from :mod:`mmrepvgg.deploy.fake_quant`.
 """
 from typing import Iterable, List, Sequence
 
@@ -29,11 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..reparam import BatchNormStats, KernelBias, fuse_conv_bn
-# FakeQuantizedConv, fake_quantize and kernel_scale are imported from here by the lab's
-# kernel emulation until it imports them from .fake_quant.
-from .fake_quant import (FakeQuantizedConv, _ObservedInput, _wrap_and_calibrate,  # noqa: F401
-                         fake_quantize, fake_quantize_kernel, kernel_scale)
+from mmrepvgg.deploy.fake_quant import (_ObservedInput, _wrap_and_calibrate,
+                                        fake_quantize_kernel)
+from mmrepvgg.reparam import BatchNormStats, KernelBias, fuse_conv_bn
 
 
 class FakeQuantizedConvBN(_ObservedInput):
@@ -166,8 +164,9 @@ def finetune_qat(model: nn.Module, batches: Iterable[tuple], epochs: int,
 
 def strip_qat(model: nn.Module) -> nn.Module:
     """Fold every :class:`FakeQuantizedConvBN`'s BN into its conv (kernel and bias, in
-    float64 by :func:`.reparam.fuse_conv_bn`) and put the conv in its place (in place);
-    the model is then an ordinary deploy model for :func:`.quantization.export_int8`."""
+    float64 by :func:`mmrepvgg.reparam.fuse_conv_bn`) and put the conv in its place (in place);
+    the model is then an ordinary deploy model for
+    :func:`mmrepvgg.deploy.quantization.export_int8`."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, FakeQuantizedConvBN):
