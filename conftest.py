@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmrepvgg.utils import torch_threads
+from mmrepvgg._utils import torch_threads
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 

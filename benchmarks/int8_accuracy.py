@@ -42,18 +42,18 @@ from mmrepvgg.checkpoint import CheckpointError, atomic_output, check_output, lo
 from mmrepvgg.checkpoint.fitting import checkpoint_file
 from mmrepvgg.engine import ConfigError, load_repvgg_config
 from mmrepvgg.engine.runner import build_runner, prepare_test_config
-from mmrepvgg.utils import MissingExtraError
+from mmrepvgg._utils import MissingExtraError
 
 try:
-    from mmrepvgg.deploy.adaround import RoundingSchedule, adaround
+    from mmrepvgg.deploy._adaround import RoundingSchedule, adaround
     from lab.qat import finetune_qat, prepare_qat, strip_qat
-    from mmrepvgg.deploy.host_cpu import INT8_WEIGHT_MAX, int8_kernel_choice, int8_weight_choice
-    from mmrepvgg.deploy.mixed_precision import (choose_fp32_convs, layer_sensitivity,
-                                                 top1_agreement)
-    from mmrepvgg.deploy.onnx_eval import exported_model_test_config, preprocessed_batches
+    from mmrepvgg.deploy._host_cpu import INT8_WEIGHT_MAX, int8_kernel_choice, int8_weight_choice
+    from mmrepvgg.deploy._mixed_precision import (choose_fp32_convs, layer_sensitivity,
+                                                  top1_agreement)
+    from mmrepvgg.deploy._onnx_eval import exported_model_test_config, preprocessed_batches
     from mmrepvgg.deploy.onnx_export import export_onnx, torch_logits
     from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
-    from mmrepvgg.deploy.qdq import CALIBRATION_METHODS, quantize_int8
+    from mmrepvgg.deploy._qdq import CALIBRATION_METHODS, quantize_int8
     from mmrepvgg.deploy.quantization import Int8Recipe, export_int8
     from mmrepvgg.models import reparameterize_model
 except MissingExtraError as missing:

@@ -18,9 +18,9 @@ from lab.emulated_cpu import seen_cpu
 from lab.kernel_emulation import IntegerConvEmulation
 from mmrepvgg.apis.convert import build_train_model
 from mmrepvgg.checkpoint import CheckpointError, load_checkpoint
-from mmrepvgg.deploy.host_cpu import INT8_WEIGHT_MAX
-from mmrepvgg.deploy.onnx_eval import preprocessed_batches
-from mmrepvgg.deploy.fake_quant import fake_quantize
+from mmrepvgg.deploy._host_cpu import INT8_WEIGHT_MAX
+from mmrepvgg.deploy._onnx_eval import preprocessed_batches
+from mmrepvgg.deploy._fake_quant import fake_quantize
 from mmrepvgg.engine import ConfigError, load_repvgg_config
 from mmrepvgg.models import reparameterize_model
 

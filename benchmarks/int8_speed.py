@@ -18,11 +18,11 @@ from lab.benchmark import (FP32_ONNX_FILE, INT8_ONNX_FILE, onnxruntime_runners,
                            openvino_runners_if_installed, random_train_classifier)
 from lab.emulated_cpu import seen_cpu
 from lab.rows import INT8_ONNXRUNTIME, ONNXRUNTIME
-from mmrepvgg.analysis.timing import time_interleaved
+from mmrepvgg.analysis._timing import time_interleaved
 from mmrepvgg.apis import repvgg_convert
-from mmrepvgg.deploy.host_cpu import int8_kernel_choice
+from mmrepvgg.deploy._host_cpu import int8_kernel_choice
 from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
-from mmrepvgg.deploy.qdq import quantize_int8
+from mmrepvgg.deploy._qdq import quantize_int8
 from mmrepvgg.models import ARCH_SETTINGS
 from mmrepvgg.models.arch import EXTRA_ARCH_SETTINGS
 

@@ -4,13 +4,13 @@ The public API is :data:`__all__` (one line each in docs/api.md); everything els
 package's own. Importing the package only registers: the ``mmrepvgg`` scope and its modules
 (see :mod:`mmrepvgg.registry`) and the published model zoo with mmpretrain's ``ModelHub``.
 torch's allow-list, mmengine's checkpoint loaders, warnings filters and loggers stay as
-they were; the project's own loads go through :mod:`mmrepvgg.checkpoint.reader`. The
+they were; the project's own loads go through :mod:`mmrepvgg.checkpoint._reader`. The
 exporters need the ``deploy`` extra (onnx, onnxruntime) and are imported on first use.
 """
 import importlib
 import warnings
 
-from .utils import global_rngs_kept
+from ._utils import global_rngs_kept
 
 # Restores the process's warnings filters and random generators (rich, imported through
 # mmengine, draws from Python's) on exit.
@@ -21,7 +21,7 @@ with warnings.catch_warnings(), global_rngs_kept():
     from .apis import (convert_checkpoint, get_model, inference_model, prepare_for_inference,
                        repvgg_convert)
     from .checkpoint import CheckpointError, load_checkpoint
-    from .config_file import ConfigError
+    from ._config_file import ConfigError
     from .model_zoo import list_models, register_model_zoo
     from .models import QARepVGGBlock, RepVGG, RepVGGBlock, reparameterize_model
 

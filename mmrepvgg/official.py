@@ -12,7 +12,7 @@ by this project's models, so that its snippets run as written::
   as a new ``nn.Module`` is (eval mode for ``deploy=True``); ``model(images)`` returns
   logits ``(N, 1000)``. Its
   ``load_state_dict`` also takes the official and timm key layouts (renamed on the way in,
-  see :mod:`mmrepvgg.checkpoint.layouts`).
+  see :mod:`mmrepvgg.checkpoint._layouts`).
 - ``func_dict`` (``'RepVGG-A0'`` -> factory) and ``get_RepVGG_func_by_name(name)``.
 - ``repvgg_model_convert(model, save_path=None, do_copy=True)`` and
   ``repvgg_convert(model, build_func, save_path=None)``: the deploy model; ``save_path``
@@ -27,7 +27,7 @@ from torch import nn
 
 from .apis.convert import repvgg_convert as _fuse
 from .checkpoint import save_checkpoint_atomic
-from .checkpoint.layouts import PROJECT_LAYOUT, LayoutError, detect_layout, to_project_layout
+from .checkpoint._layouts import PROJECT_LAYOUT, LayoutError, detect_layout, to_project_layout
 from .models import build_model, repvgg_classifier_cfg
 
 

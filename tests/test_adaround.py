@@ -11,14 +11,14 @@ from onnx import numpy_helper
 from torch import nn
 from torch.nn import functional
 
-from mmrepvgg.deploy.adaround import (RoundingSchedule, adaround, learned_kernel,
-                                      rectified_sigmoid, rounding_penalty)
+from mmrepvgg.deploy._adaround import (RoundingSchedule, adaround, learned_kernel,
+                                       rectified_sigmoid, rounding_penalty)
 from mmrepvgg.deploy.onnx_export import export_onnx
 from mmrepvgg.models import reparameterize_model
-from mmrepvgg.deploy.qdq import quantize_int8
+from mmrepvgg.deploy._qdq import quantize_int8
 from mmrepvgg.deploy.quantization import Int8Recipe, export_int8
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
-from mmrepvgg.synthetic import randomize_batch_norms_
+from mmrepvgg._synthetic import randomize_batch_norms_
 
 SMALL_ARCH = dict(num_blocks=(1, 2, 2, 1), width_factor=(0.5, 0.5, 0.5, 1))  # 7 convs
 WEIGHT_MAX = {8: 127, 7: 64}  # ONNX Runtime's int8 and reduce_range weight ranges

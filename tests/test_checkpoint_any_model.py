@@ -10,8 +10,8 @@ from mmrepvgg.apis import convert_checkpoint
 from mmrepvgg.apis.convert import build_train_model
 from mmrepvgg.models import RepVGGBlock
 from mmrepvgg.registry import MODELS
-from mmrepvgg.numerics import max_relative_error
-from mmrepvgg.synthetic import randomize_batch_norms_
+from mmrepvgg._numerics import max_relative_error
+from mmrepvgg._synthetic import randomize_batch_norms_
 
 SMALL_ARCH = dict(num_blocks=(1, 2, 1, 1), width_factor=(0.25, 0.25, 0.25, 0.5))
 

@@ -10,7 +10,7 @@ import torch
 from mmengine.logging import HistoryBuffer
 
 from mmrepvgg.checkpoint import CheckpointError, load_checkpoint_file
-from mmrepvgg.checkpoint.reader import view_exceeds_storage
+from mmrepvgg.checkpoint._reader import view_exceeds_storage
 
 
 def saved(tmp_path, content, name='model.pth', **save_options):

@@ -9,7 +9,7 @@ from mmengine.config import Config
 from mmrepvgg.apis import convert_checkpoint
 from mmrepvgg.apis.convert import build_train_model
 from mmrepvgg.checkpoint import CheckpointError, load_checkpoint
-from mmrepvgg.checkpoint.layouts import LAYOUTS, from_project_layout
+from mmrepvgg.checkpoint._layouts import LAYOUTS, from_project_layout
 from mmrepvgg.engine import load_repvgg_config
 from mmrepvgg.models import (RepVGG, RepVGGBlock, build_model, reparameterize_model,
                              repvgg_classifier_cfg)

@@ -23,12 +23,12 @@ from torch import nn
 from mmrepvgg.apis import convert_checkpoint
 from mmrepvgg.apis.convert import build_train_model
 from mmrepvgg.checkpoint import CheckpointError, load_checkpoint, load_checkpoint_file
-from mmrepvgg.checkpoint.layouts import (LAYOUTS, OFFICIAL_LAYOUT, LayoutError, detect_layout,
-                                         from_project_layout, to_project_layout)
+from mmrepvgg.checkpoint._layouts import (LAYOUTS, OFFICIAL_LAYOUT, LayoutError, detect_layout,
+                                          from_project_layout, to_project_layout)
 from mmrepvgg.models import RepVGG, reparameterize_blocks, repvgg_classifier_cfg
 from mmrepvgg.models.arch import ARCH_SETTINGS, resolve_arch
-from mmrepvgg.numerics import max_relative_error
-from mmrepvgg.synthetic import randomize_batch_norms_
+from mmrepvgg._numerics import max_relative_error
+from mmrepvgg._synthetic import randomize_batch_norms_
 
 # The published official RepVGG-A0 key list has 351 train-form and 46 deploy-form keys.
 OFFICIAL_A0_TRAIN_KEYS, OFFICIAL_A0_DEPLOY_KEYS = 351, 46

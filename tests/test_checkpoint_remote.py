@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from mmrepvgg.checkpoint import CheckpointError, load_checkpoint_file
-from mmrepvgg.checkpoint.remote import checkpoint_local_path
-from mmrepvgg.checkpoint import remote
+from mmrepvgg.checkpoint._remote import checkpoint_local_path
+from mmrepvgg.checkpoint import _remote as remote
 from test_checkpoint_safe_io import os_system
 
 

@@ -23,7 +23,7 @@ for name in ('mmrepvgg', 'mmrepvgg.checkpoint'):
     package = types.ModuleType(name)
     package.__path__ = [{str(REPO_ROOT)!r} + '/' + name.replace('.', '/')]
     sys.modules[name] = package
-from mmrepvgg.checkpoint.writing import atomic_output
+from mmrepvgg.checkpoint._writing import atomic_output
 with atomic_output(sys.argv[1]) as partial_path:
     with open(partial_path, 'wb') as stream:
         stream.write(b'half of a checkpoint')
@@ -247,7 +247,7 @@ def test_test_tool_dumps_predictions_atomically_and_never_over_an_existing_file(
 
 def test_stale_sweep_leaves_the_partial_files_of_other_hosts(tmp_path):
     """A folder shared between nodes: a PID of another host says nothing here."""
-    from mmrepvgg.checkpoint.writing import _host, sweep_stale_partials
+    from mmrepvgg.checkpoint._writing import _host, sweep_stale_partials
     dead_pid = 2**22 + 1  # above Linux's pid_max: no such process
     own = tmp_path / f'.deploy.pth.{_host()}.{dead_pid}.0a1b2c3d.partial'
     other = tmp_path / f'.deploy.pth.other-node-7.{dead_pid}.0a1b2c3d.partial'
@@ -261,7 +261,7 @@ def test_stale_sweep_leaves_the_partial_files_of_other_hosts(tmp_path):
 FILE_SIZE_LIMITED_SAVE = BLOCKED_WRITER.split('from mmrepvgg')[0] + '''
 import resource, torch
 from mmrepvgg.checkpoint.errors import CheckpointError
-from mmrepvgg.checkpoint.writing import save_checkpoint_atomic
+from mmrepvgg.checkpoint._writing import save_checkpoint_atomic
 resource.setrlimit(resource.RLIMIT_FSIZE, (100000, 100000))
 try:
     save_checkpoint_atomic({'weight': torch.zeros(10**6)}, sys.argv[1])
@@ -282,7 +282,7 @@ def test_a_file_size_limit_mid_write_is_one_line_and_leaves_nothing(tmp_path):
 
 CTRL_C_INSIDE_TORCH_SAVE = BLOCKED_WRITER.split('from mmrepvgg')[0] + '''
 import os, signal, torch
-from mmrepvgg.checkpoint.writing import save_checkpoint_atomic
+from mmrepvgg.checkpoint._writing import save_checkpoint_atomic
 
 
 class PressesCtrlC:

@@ -1,7 +1,7 @@
 """RepVGG inside mmsegmentation and mmdetection: registries, the backbone's dense-prediction
 options against independent references, whole-model conversion and segmentor ONNX export.
 
-mmcv-lite lacks mmcv's compiled ops; the stand-in of :mod:`mmrepvgg.dense.mmcv_ops` lets
+mmcv-lite lacks mmcv's compiled ops; the stand-in of :mod:`mmrepvgg.dense._mmcv_ops` lets
 mmseg and mmdet import, and raises if a test path calls a compiled op (none does: a call
 would fail the test). NMS runs on torchvision's.
 """
@@ -18,7 +18,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from torch.nn import functional as F
 
-from mmrepvgg.dense.mmcv_ops import MissingMmcvOpError, install_mmcv_ops_stand_in
+from mmrepvgg.dense._mmcv_ops import MissingMmcvOpError, install_mmcv_ops_stand_in
 
 install_mmcv_ops_stand_in()
 
@@ -32,8 +32,8 @@ from mmseg.registry import MODELS as MMSEG_MODELS  # noqa: E402
 from conftest import REPO_ROOT, load_tool  # noqa: E402
 from mmrepvgg.apis.convert import build_train_model  # noqa: E402
 from mmrepvgg.models import RepVGG, RepVGGBlock, build_model, reparameterize_blocks  # noqa: E402
-from mmrepvgg.numerics import max_relative_error, max_relative_output_error  # noqa: E402
-from mmrepvgg.synthetic import randomize_batch_norms_  # noqa: E402
+from mmrepvgg._numerics import max_relative_error, max_relative_output_error  # noqa: E402
+from mmrepvgg._synthetic import randomize_batch_norms_  # noqa: E402
 
 SEG_CONFIG = f'{REPO_ROOT}/configs/mmseg/fcn_repvgg-A0-d8_4xb4-80k_ade20k-512x512.py'
 SEG_DEPLOY = f'{REPO_ROOT}/configs/mmseg/deploy/fcn_repvgg-A0-d8_deploy_4xb4-80k_ade20k-512x512.py'

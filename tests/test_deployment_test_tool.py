@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from mmrepvgg.deploy.onnx_eval import logits_to_predictions
+from mmrepvgg.deploy._onnx_eval import logits_to_predictions
 from mmrepvgg.engine.runner import parse_test_metrics
 
 from conftest import REPO_ROOT, load_tool
@@ -94,7 +94,7 @@ def test_exports_take_the_test_pipeline_size_and_a_mismatch_is_one_line(
 
 def test_the_imagenet_test_pipeline_size_is_its_center_crop():
     from mmengine.config import Config
-    from mmrepvgg.deploy.onnx_eval import pipeline_image_size
+    from mmrepvgg.deploy._onnx_eval import pipeline_image_size
     config = Config.fromfile(os.path.join(REPO_ROOT,
                                           'configs/repvgg-A0_4xb64-coslr-120e_in1k.py'))
     assert pipeline_image_size(config) == (224, 224)  # ResizeEdge 256, CenterCrop 224

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
 
-from mmrepvgg.engine.dist import setup_distributed, slurm_process_env
+from mmrepvgg.engine._dist import setup_distributed, slurm_process_env
 
 from conftest import REPO_ROOT
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from mmrepvgg.deploy import equalization
-from mmrepvgg.deploy.equalization import (EqualizationError, equalization_scales,
-                                          equalize_model, input_channel_ranges,
-                                          output_channel_ranges, verify_equalization)
+from mmrepvgg.deploy import _equalization as equalization
+from mmrepvgg.deploy._equalization import (EqualizationError, equalization_scales,
+                                           equalize_model, input_channel_ranges,
+                                           output_channel_ranges, verify_equalization)
 from mmrepvgg.models import RepVGG, build_model, repvgg_classifier_cfg
 
 # Small widths keep each published variant's depth, groups and SE layers.

@@ -8,7 +8,7 @@ import pytest
 from mmrepvgg.apis.image_classification import list_images
 from mmrepvgg.datasets import DIGITS_CLASSES
 from mmrepvgg.engine import run_test
-from mmrepvgg.utils import torch_threads
+from mmrepvgg._utils import torch_threads
 
 from conftest import REPO_ROOT, load_tool
 

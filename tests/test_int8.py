@@ -13,10 +13,10 @@ import torch
 from onnx import TensorProto, helper
 from PIL import Image
 
-from mmrepvgg.deploy.onnx_eval import preprocessed_batches
-from mmrepvgg.deploy.mixed_precision import Agreement, top1_agreement
+from mmrepvgg.deploy._onnx_eval import preprocessed_batches
+from mmrepvgg.deploy._mixed_precision import Agreement, top1_agreement
 from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
-from mmrepvgg.deploy.qdq import _CalibrationBatches, _output_nodes
+from mmrepvgg.deploy._qdq import _CalibrationBatches, _output_nodes
 from mmrepvgg.engine import load_repvgg_config
 
 from conftest import REPO_ROOT, load_tool

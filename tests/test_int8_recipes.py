@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from mmrepvgg.deploy.onnx_export import export_onnx
-from mmrepvgg.deploy.mixed_precision import choose_fp32_convs, layer_sensitivity, sqnr_db
+from mmrepvgg.deploy._mixed_precision import choose_fp32_convs, layer_sensitivity, sqnr_db
 from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
-from mmrepvgg.deploy.qdq import conv_nodes, quantize_int8
+from mmrepvgg.deploy._qdq import conv_nodes, quantize_int8
 from mmrepvgg.deploy.quantization import Int8Recipe
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
-from mmrepvgg.synthetic import randomize_batch_norms_
+from mmrepvgg._synthetic import randomize_batch_norms_
 
 from test_int8 import _linear_model
 

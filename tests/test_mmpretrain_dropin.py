@@ -10,8 +10,8 @@ from torch import nn
 
 from mmrepvgg.models import RepVGG, RepVGGBlock
 from mmrepvgg.models.arch import resolve_arch
-from mmrepvgg.numerics import max_relative_error
-from mmrepvgg.synthetic import randomize_batch_norms_
+from mmrepvgg._numerics import max_relative_error
+from mmrepvgg._synthetic import randomize_batch_norms_
 
 
 def parameter_names(cls) -> set:

@@ -9,7 +9,7 @@ from mmrepvgg.models import build_model, repvgg_classifier_cfg
 from mmrepvgg.deploy.onnx_export import ONNX_TOLERANCE, check_against_onnxruntime, export_onnx
 from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
 from mmrepvgg.models import reparameterize_model
-from mmrepvgg.synthetic import randomize_batch_norms_
+from mmrepvgg._synthetic import randomize_batch_norms_
 
 from conftest import load_tool
 
@@ -107,7 +107,7 @@ def test_a_file_that_is_no_onnx_model_gets_onnx_runtimes_own_error_on_any_cpu(tm
     """On x86 without VNNI the adapter reads the file's int8 weights before the session
     opens it; a file that is no model must still fail as ONNX Runtime says."""
     from mmrepvgg.deploy import onnx_runtime
-    from mmrepvgg.deploy.host_cpu import host_cpu
+    from mmrepvgg.deploy._host_cpu import host_cpu
     no_vnni = host_cpu(cpuinfo_text='model name : test CPU\nflags : avx2\n',
                        architecture='x86_64')
     assert no_vnni.saturates_int16_pairs

@@ -11,14 +11,14 @@ openvino = pytest.importorskip('openvino')  # the [openvino] extra (requirements
 
 from mmrepvgg.apis.convert import build_train_model  # noqa: E402
 from mmrepvgg.checkpoint import load_checkpoint  # noqa: E402
-from mmrepvgg.deploy.onnx_eval import preprocessed_batches  # noqa: E402
+from mmrepvgg.deploy._onnx_eval import preprocessed_batches  # noqa: E402
 from mmrepvgg.deploy.onnx_export import torch_logits  # noqa: E402
 from mmrepvgg.models import reparameterize_model  # noqa: E402
 from mmrepvgg.deploy.openvino_runtime import OpenVINOModel, export_openvino  # noqa: E402
 from mmrepvgg.engine import load_repvgg_config  # noqa: E402
 from mmrepvgg.engine.runner import parse_test_metrics  # noqa: E402
 from mmrepvgg.models import build_model, repvgg_classifier_cfg  # noqa: E402
-from mmrepvgg.synthetic import randomize_batch_norms_  # noqa: E402
+from mmrepvgg._synthetic import randomize_batch_norms_  # noqa: E402
 
 from conftest import REPO_ROOT, load_tool  # noqa: E402
 from test_int8 import export_in_workspace  # noqa: E402
@@ -109,7 +109,7 @@ def test_missing_openvino_is_one_line_naming_the_extra(digits_workspace,
 
 def test_prepare_for_inference_openvino_int8_is_close_to_pytorch_but_quantized():
     from mmrepvgg.apis.inference import prepare_for_inference
-    from mmrepvgg.numerics import max_relative_error
+    from mmrepvgg._numerics import max_relative_error
     torch.manual_seed(0)
     model = randomize_batch_norms_(build_model(repvgg_classifier_cfg('A0', num_classes=10)))
     generator = torch.Generator().manual_seed(1)
@@ -179,7 +179,7 @@ def _positions(kept_weights, conv_weights) -> list:
 
 def test_convs_kept_fp32_are_exactly_the_ones_named(small_onnx):
     from mmrepvgg.deploy.openvino_runtime import quantize_ir
-    from mmrepvgg.deploy.qdq import conv_nodes
+    from mmrepvgg.deploy._qdq import conv_nodes
     path, _, conv_weights, calibration, _ = small_onnx
     names = conv_nodes(path)
     assert len(names) == len(conv_weights) == 1 + sum(SMALL_ARCH['num_blocks'])
@@ -205,8 +205,8 @@ def test_a_name_that_is_no_onnx_conv_is_refused_not_ignored(small_onnx, name):
 
 def test_keep_fp32_keeps_the_most_sensitive_convs_in_the_saved_ir(small_onnx, tmp_path):
     from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
-    from mmrepvgg.deploy.mixed_precision import layer_sensitivity
-    from mmrepvgg.deploy.qdq import conv_nodes
+    from mmrepvgg.deploy._mixed_precision import layer_sensitivity
+    from mmrepvgg.deploy._qdq import conv_nodes
     from mmrepvgg.deploy.quantization import Int8Recipe
     path, _, conv_weights, calibration, held_out = small_onnx
     report = onnx_to_openvino(path, str(tmp_path / 'mixed.xml'), calibration, held_out,
@@ -220,8 +220,8 @@ def test_keep_fp32_keeps_the_most_sensitive_convs_in_the_saved_ir(small_onnx, tm
 
 def test_a_ranking_the_caller_already_has_is_used_as_given(small_onnx, tmp_path):
     from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
-    from mmrepvgg.deploy.mixed_precision import LayerSensitivity
-    from mmrepvgg.deploy.qdq import conv_nodes
+    from mmrepvgg.deploy._mixed_precision import LayerSensitivity
+    from mmrepvgg.deploy._qdq import conv_nodes
     from mmrepvgg.deploy.quantization import Int8Recipe
     path, _, conv_weights, calibration, held_out = small_onnx
     names = conv_nodes(path)

@@ -1,5 +1,5 @@
 """OpenVINO's CPU plugin gives a thread an alternate signal stack and, when it is destroyed,
-may put back one it has already unmapped (mmrepvgg/deploy/signal_stack.py says how). Models
+may put back one it has already unmapped (mmrepvgg/deploy/_signal_stack.py says how). Models
 compiled or quantized through this package leave the calling thread a usable stack, in any
 order of destruction and on any thread: a Python signal handler still runs afterwards.
 Each case runs in a fresh interpreter, since a broken stack kills the process at its next

@@ -16,7 +16,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from mmrepvgg.datasets import prepare_digits
-from mmrepvgg.utils import MissingExtraError, require
+from mmrepvgg._utils import MissingExtraError, require
 
 from conftest import REPO_ROOT
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from mmrepvgg.datasets import photos
-from mmrepvgg.utils import MissingExtraError
+from mmrepvgg._utils import MissingExtraError
 
 
 @pytest.fixture

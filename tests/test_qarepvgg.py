@@ -12,12 +12,12 @@ from torch import nn
 import mmrepvgg
 from mmrepvgg.apis import convert_checkpoint
 from mmrepvgg.checkpoint import CheckpointError
-from mmrepvgg.checkpoint.layouts import to_project_layout
+from mmrepvgg.checkpoint._layouts import to_project_layout
 from mmrepvgg.models import (ARCH_SETTINGS, QARepVGGBlock, RepVGG, RepVGGArgumentError,
                              RepVGGBlock, build_model, reparameterize_blocks,
                              repvgg_classifier_cfg)
-from mmrepvgg.numerics import max_relative_error
-from mmrepvgg.synthetic import randomize_batch_norms_
+from mmrepvgg._numerics import max_relative_error
+from mmrepvgg._synthetic import randomize_batch_norms_
 
 from conftest import REPO_ROOT
 from published_figures import PUBLISHED

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from mmrepvgg.checkpoint import CheckpointError, load_checkpoint_file
-from mmrepvgg.checkpoint.pickle_machine import MAX_NESTING
+from mmrepvgg.checkpoint._pickle_machine import MAX_NESTING
 
 HOSTILE_FILES = []  # every file made here, for the plain-torch comparison at the end
 

@@ -17,7 +17,7 @@ from mmrepvgg.apis import convert_checkpoint
 from mmrepvgg.checkpoint import CheckpointError
 from mmrepvgg.models import RepVGGBlock
 from mmrepvgg.registry import MODELS
-from mmrepvgg.numerics import max_relative_error
+from mmrepvgg._numerics import max_relative_error
 
 from conftest import load_tool
 

@@ -15,8 +15,8 @@ import mmrepvgg
 from mmrepvgg.models import (ARCH_SETTINGS, RepVGG, RepVGGArgumentError, RepVGGBlock,
                              reparameterize_blocks, repvgg_classifier_cfg)
 from mmrepvgg.models.arch import SE_1_16
-from mmrepvgg.numerics import max_relative_error
-from mmrepvgg.synthetic import randomize_batch_norms_
+from mmrepvgg._numerics import max_relative_error
+from mmrepvgg._synthetic import randomize_batch_norms_
 
 from published_figures import PUBLISHED
 

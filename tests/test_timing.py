@@ -1,10 +1,10 @@
-"""Round-robin timing (mmrepvgg.analysis.timing, which tools/dense_demo.py times the train
+"""Round-robin timing (mmrepvgg.analysis._timing, which tools/dense_demo.py times the train
 and deploy forms with): each row's figures are those of the calls timed, whatever the
 clock."""
 import pytest
 
-from mmrepvgg.analysis import timing
-from mmrepvgg.analysis.timing import Timing
+from mmrepvgg.analysis import _timing as timing
+from mmrepvgg.analysis._timing import Timing
 
 
 def test_timing_rows_are_computed_from_the_measured_seconds():

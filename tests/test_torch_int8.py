@@ -14,7 +14,7 @@ from mmrepvgg.apis import get_model
 from mmrepvgg.deploy import torch_int8
 from mmrepvgg.deploy.torch_int8 import TorchInt8Error, quantize_pt2e_model
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
-from mmrepvgg.utils import MissingExtraError
+from mmrepvgg._utils import MissingExtraError
 
 from conftest import REPO_ROOT
 

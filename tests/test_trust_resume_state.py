@@ -1,5 +1,5 @@
 """A resumed training state is checked as data against the run before mmengine or torch
-sees it (:func:`mmrepvgg.engine.resume_state.check_training_state`, called by
+sees it (:func:`mmrepvgg.engine._resume_state.check_training_state`, called by
 ``RepVGGRunner`` on ``resume``).
 
 Each attack is first shown to pass what it targets (torch's ``Optimizer.load_state_dict``,
@@ -19,8 +19,8 @@ from mmengine.optim import CosineAnnealingLR, LinearLR, OptimWrapper
 from torch import nn
 
 from mmrepvgg.checkpoint import CheckpointError, load_checkpoint_file
-from mmrepvgg.engine import resume_state
-from mmrepvgg.engine.resume_state import check_training_state
+from mmrepvgg.engine import _resume_state as resume_state
+from mmrepvgg.engine._resume_state import check_training_state
 from mmrepvgg.engine.safe_runner import RepVGGRunner
 
 FILENAME = 'epoch_3.pth'

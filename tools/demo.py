@@ -19,12 +19,12 @@ os.environ.setdefault('OMP_NUM_THREADS', '1')
 
 import torch  # noqa: E402
 
-from mmrepvgg.analysis.timing import time_interleaved  # noqa: E402
+from mmrepvgg.analysis._timing import time_interleaved  # noqa: E402
 from mmrepvgg.apis import ConfigError, convert_checkpoint, get_model  # noqa: E402
 from mmrepvgg.checkpoint import CheckpointError  # noqa: E402
 from mmrepvgg.datasets import prepare_digits  # noqa: E402
 from mmrepvgg.engine import run_test, run_train  # noqa: E402
-from mmrepvgg.utils import MissingExtraError  # noqa: E402
+from mmrepvgg._utils import MissingExtraError  # noqa: E402
 
 TRAIN_CONFIG = 'configs/digits/repvgg-A0_digits.py'
 DEPLOY_CONFIG = 'configs/digits/deploy/repvgg-A0_deploy_digits.py'

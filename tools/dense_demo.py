@@ -21,10 +21,10 @@ import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmrepvgg.analysis.timing import time_interleaved  # noqa: E402
+from mmrepvgg.analysis._timing import time_interleaved  # noqa: E402
 from mmrepvgg.apis import convert_checkpoint  # noqa: E402
 from mmrepvgg.datasets import prepare_digit_canvases  # noqa: E402
-from mmrepvgg.utils import MissingExtraError  # noqa: E402
+from mmrepvgg._utils import MissingExtraError  # noqa: E402
 
 TASKS = {  # name: (train config, deploy config, metric key, shown as, in % per unit)
     'segmentation': ('configs/mmseg/digits/fcn_repvgg-A0-d8_digits.py',

@@ -12,7 +12,7 @@ import sys
 
 from mmrepvgg.apis import ConfigError, convert_checkpoint
 from mmrepvgg.checkpoint import CheckpointError
-from mmrepvgg.checkpoint.layouts import LAYOUTS
+from mmrepvgg.checkpoint._layouts import LAYOUTS
 from mmrepvgg.checkpoint.fitting import checkpoint_file
 
 

@@ -13,7 +13,7 @@ from mmengine.config import DictAction
 
 from mmrepvgg.checkpoint import CheckpointError
 from mmrepvgg.engine import ConfigError, run_test
-from mmrepvgg.engine.dist import LAUNCHERS
+from mmrepvgg.engine._dist import LAUNCHERS
 from mmrepvgg.engine.runner import format_test_metrics
 
 

@@ -24,7 +24,7 @@ from mmengine.config import DictAction
 
 from mmrepvgg.checkpoint import CheckpointError
 from mmrepvgg.engine import ConfigError, run_train
-from mmrepvgg.engine.dist import LAUNCHERS
+from mmrepvgg.engine._dist import LAUNCHERS
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,7 +1,7 @@
 """Inference and training speed of RepVGG next to mmpretrain's RepVGG and ResNets.
 
 Every comparison runs in one process, with the same weights, timed round-robin (see
-:mod:`mmrepvgg.analysis.timing`); ratios are to mmpretrain 1.2.0's deploy RepVGG (its class
+:mod:`mmrepvgg.analysis._timing`); ratios are to mmpretrain 1.2.0's deploy RepVGG (its class
 built directly, the same train-form weights loaded, its ``switch_to_deploy()``).
 """
 import copy
@@ -21,23 +21,23 @@ from mmpretrain.models.backbones import RepVGG as MMPretrainRepVGG
 from torch import nn
 
 from mmrepvgg.analysis.complexity import count_complexity
-from mmrepvgg.analysis.timing import time_interleaved
+from mmrepvgg.analysis._timing import time_interleaved
 from mmrepvgg.apis.convert import repvgg_convert
 from mmrepvgg.apis.inference import InferenceModel, prepare_for_inference
 from mmrepvgg.checkpoint.fitting import repvgg_prefix
-from mmrepvgg.deploy.host_cpu import INT8_WEIGHT_MAX, int8_kernel_choice, int8_weight_choice
+from mmrepvgg.deploy._host_cpu import INT8_WEIGHT_MAX, int8_kernel_choice, int8_weight_choice
 from mmrepvgg.deploy.onnx_export import export_onnx
 from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel, onnxruntime
-from mmrepvgg.deploy.qdq import quantize_int8
+from mmrepvgg.deploy._qdq import quantize_int8
 from mmrepvgg.deploy.torch_int8 import TorchInt8Error, quantize_pt2e_model
 from mmrepvgg.model_zoo import zoo_models
 from mmrepvgg.models import (ARCH_SETTINGS, RepVGG, build_model, reparameterize_blocks,
                              repvgg_classifier_cfg)
 from mmrepvgg.models.arch import resolve_arch
 from mmrepvgg.models.repvgg import image_channels
-from mmrepvgg.numerics import max_relative_error
-from mmrepvgg.synthetic import randomize_batch_norms_
-from mmrepvgg.utils import MissingExtraError, torch_threads
+from mmrepvgg._numerics import max_relative_error
+from mmrepvgg._synthetic import randomize_batch_norms_
+from mmrepvgg._utils import MissingExtraError, torch_threads
 
 from .emulated_cpu import seen_cpu
 from .roof import conv3x3_roof
@@ -170,7 +170,7 @@ def onnxruntime_runners(deploy_model: nn.Module, workdir: str, input_shape: Sequ
 
     The INT8 file is calibrated on :func:`_random_calibration` batches. Its weights have
     ``weight_bits`` bits, by default what the tools write on the CPU this process sees
-    (:func:`mmrepvgg.deploy.host_cpu.int8_weight_choice`: 7 on x86 without VNNI, the
+    (:func:`mmrepvgg.deploy._host_cpu.int8_weight_choice`: 7 on x86 without VNNI, the
     AVX2-only emulation included), and it runs the kernels chosen for them there.
     """
     fp32_path = os.path.join(workdir, FP32_ONNX_FILE)

@@ -2,13 +2,13 @@
 
 ``as_avx2_only.py`` preloads a library (``avx2_only.c``) that hides AVX-512, VNNI and AMX
 from CPUID, so that ONNX Runtime, oneDNN and numpy run their AVX2 kernels on a VNNI CPU.
-/proc/cpuinfo still lists the hidden flags, so :func:`mmrepvgg.deploy.host_cpu.host_cpu`
+/proc/cpuinfo still lists the hidden flags, so :func:`mmrepvgg.deploy._host_cpu.host_cpu`
 describes the real CPU; here the library is found in the process's memory map and the
 CPU is described as the emulated one, with what it hides named beside the figures.
 """
 from typing import Dict, NamedTuple, Optional
 
-from mmrepvgg.deploy.host_cpu import ISA_FLAGS, HostCpu, host_cpu
+from mmrepvgg.deploy._host_cpu import ISA_FLAGS, HostCpu, host_cpu
 
 from .avx2_only_library import avx2_only_loaded
 
@@ -28,8 +28,8 @@ class SeenCpu(NamedTuple):
 
     Attributes:
         cpu: the CPU with only the instruction sets the process can use (what
-            :func:`~mmrepvgg.deploy.host_cpu.int8_kernel_choice` and
-            :func:`~mmrepvgg.deploy.host_cpu.int8_weight_choice` are to be asked about).
+            :func:`~mmrepvgg.deploy._host_cpu.int8_kernel_choice` and
+            :func:`~mmrepvgg.deploy._host_cpu.int8_weight_choice` are to be asked about).
         hidden_isa: the instruction sets the CPU has but the process cannot see (the
             emulation), e.g. ``('AVX-512', 'AVX512-VNNI')``; empty without it.
     """
@@ -55,7 +55,7 @@ def _read(path: str) -> str:
 
 def seen_cpu(threads: Optional[int] = None, cpuinfo_text: Optional[str] = None,
              architecture: Optional[str] = None, maps_text: Optional[str] = None) -> SeenCpu:
-    """:func:`~mmrepvgg.deploy.host_cpu.host_cpu` (same arguments) as this process sees it.
+    """:func:`~mmrepvgg.deploy._host_cpu.host_cpu` (same arguments) as this process sees it.
 
     Args:
         maps_text: a /proc/self/maps text (default: this process's for this machine,

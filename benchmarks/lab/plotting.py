@@ -6,7 +6,7 @@ so plotting works without a display and changes nothing in the caller's matplotl
 """
 from typing import Dict, List
 
-from mmrepvgg.utils import require
+from mmrepvgg._utils import require
 
 from .rows import DEPLOY, INT8_ONNXRUNTIME, MMPRETRAIN_DEPLOY, ONNXRUNTIME, RECOMMENDED, TRAIN
 

@@ -3,7 +3,7 @@ against."""
 import torch
 from torch import nn
 
-from mmrepvgg.analysis.timing import time_interleaved
+from mmrepvgg.analysis._timing import time_interleaved
 
 
 def conv3x3_roof(batch_size: int = 8, channels: int = 256, size: int = 56,

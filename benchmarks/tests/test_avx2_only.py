@@ -147,7 +147,7 @@ def test_the_kernel_emulation_pairs_products_as_onnx_runtimes_avx2_conv_does(tmp
     from torch import nn
 
     from lab.kernel_emulation import integer_conv
-    from mmrepvgg.deploy.fake_quant import FakeQuantizedConv
+    from mmrepvgg.deploy._fake_quant import FakeQuantizedConv
     pattern = np.array([[127, -127, 127], [127, 127, 127], [127, -127, 0]], np.int8)
     weights = np.repeat(np.repeat(pattern[:, :, None, None], 3, axis=2), 3, axis=3)
     inputs = np.random.default_rng(0).integers(200, 256, (1, 3, 5, 5), dtype=np.uint8)
@@ -175,7 +175,7 @@ LAB_ENVIRONMENT = dict(PYTHONPATH=os.pathsep.join(filter(None, [
     os.path.join(REPO_ROOT, 'benchmarks'), os.environ.get('PYTHONPATH')])))
 SEEN_CPU_SCRIPT = """
 from lab.emulated_cpu import seen_cpu
-from mmrepvgg.deploy.host_cpu import int8_kernel_choice, int8_weight_choice
+from mmrepvgg.deploy._host_cpu import int8_kernel_choice, int8_weight_choice
 seen = seen_cpu(1)
 print(seen.describe())
 print(int8_weight_choice(seen.cpu).bits, int8_kernel_choice(seen.cpu).kernels)

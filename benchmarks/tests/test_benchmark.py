@@ -18,8 +18,8 @@ from lab.report import format_inference
 from lab.rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, INT8_OPENVINO, INT8_PYTORCH,
                       MMPRETRAIN_DEPLOY, ONNXRUNTIME, OPENVINO, RECOMMENDED, RESNET18,
                       RESNET50, TRAIN)
-from mmrepvgg.analysis.timing import Timing
-from mmrepvgg.numerics import max_relative_error
+from mmrepvgg.analysis._timing import Timing
+from mmrepvgg._numerics import max_relative_error
 
 from conftest import int8_conv_weights, load_tool
 

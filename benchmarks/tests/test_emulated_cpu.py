@@ -4,7 +4,7 @@ named as hidden, and the package's INT8 choice then gives the AVX2-only recipe. 
 maps and /proc/cpuinfo excerpts are written here as Linux prints them."""
 from lab.avx2_only_library import AVX2_ONLY_LIBRARY
 from lab.emulated_cpu import seen_cpu
-from mmrepvgg.deploy.host_cpu import int8_kernel_choice, int8_weight_choice
+from mmrepvgg.deploy._host_cpu import int8_kernel_choice, int8_weight_choice
 
 VNNI_CPUINFO = """processor\t: 0
 model name\t: Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz

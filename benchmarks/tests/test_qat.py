@@ -13,12 +13,12 @@ from torch.nn import functional
 from lab.qat import FakeQuantizedConvBN, finetune_qat, prepare_qat, strip_qat
 from mmrepvgg.deploy.onnx_export import torch_logits
 from mmrepvgg.models import reparameterize_model
-from mmrepvgg.deploy.fake_quant import FakeQuantizedConv, fake_quantize
-from mmrepvgg.deploy.mixed_precision import top1_agreement
+from mmrepvgg.deploy._fake_quant import FakeQuantizedConv, fake_quantize
+from mmrepvgg.deploy._mixed_precision import top1_agreement
 from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
 from mmrepvgg.deploy.quantization import export_int8
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
-from mmrepvgg.synthetic import randomize_batch_norms_
+from mmrepvgg._synthetic import randomize_batch_norms_
 
 from conftest import int8_conv_weights
 

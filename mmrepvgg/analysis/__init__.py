@@ -1,6 +1,6 @@
 """Performance analysis: complexity counting (:mod:`.complexity`: parameters and
 multiply-adds with mmengine's ``FlopAnalyzer``) and round-robin timing on a shared machine
-(:mod:`.timing`). The benchmarks that use them live outside the package, in ``benchmarks/``.
+(:mod:`._timing`). The benchmarks that use them live outside the package, in ``benchmarks/``.
 """
 from .complexity import Complexity, count_complexity
 

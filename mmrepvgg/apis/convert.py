@@ -14,12 +14,12 @@ from torch import nn
 from ..checkpoint import (CheckpointError, check_output, load_checkpoint,
                           load_checkpoint_file, save_checkpoint_atomic)
 from ..checkpoint.fitting import repvgg_prefix
-from ..checkpoint.inspection import describe_state_arch
-from ..checkpoint.layouts import LAYOUTS, LayoutError, from_project_layout
-from ..config_file import PROJECT_SCOPE, ConfigError, names_project_repvgg, read_config
+from ..checkpoint._inspection import describe_state_arch
+from ..checkpoint._layouts import LAYOUTS, LayoutError, from_project_layout
+from .._config_file import PROJECT_SCOPE, ConfigError, names_project_repvgg, read_config
 from ..models import RepVGGBlock, build_model, reparameterize_model
 from ..models.repvgg import image_channels
-from ..numerics import max_relative_output_error
+from .._numerics import max_relative_output_error
 from ..version import __version__
 
 # The fusion is verified on a float64 copy of the model, where rounding (~1e-16 per
@@ -37,7 +37,8 @@ class ConversionReport(NamedTuple):
     """What :func:`convert_checkpoint` did.
 
     Attributes:
-        src_layout: detected (or forced) source layout, see ``mmrepvgg.checkpoint.layouts.LAYOUTS``.
+        src_layout: detected (or forced) source layout, see
+            ``mmrepvgg.checkpoint._layouts.LAYOUTS``.
         src_form: ``'train'`` or ``'deploy'`` (then nothing was fused).
         arch: the variant the weights have, e.g. ``'RepVGG-A0'``.
         num_fused_blocks: RepVGG blocks fused.
@@ -173,7 +174,7 @@ def verify_fusion(train_model: nn.Module,
     Returns:
         ``(deploy model in train_model's dtype, relative error in float64, relative error
         of the returned model against train_model in their dtype)``; see
-        :func:`mmrepvgg.numerics.max_relative_output_error`.
+        :func:`mmrepvgg._numerics.max_relative_output_error`.
 
     Raises:
         CheckpointError: the float64 forms differ by more than ``tolerance``: the fusion

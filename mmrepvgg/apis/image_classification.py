@@ -15,7 +15,7 @@ from mmpretrain.apis import ImageClassificationInferencer, ModelHub
 from torch import nn
 
 from ..checkpoint import CheckpointError, load_checkpoint, load_checkpoint_file
-from ..config_file import ConfigError, read_config
+from .._config_file import ConfigError, read_config
 from ..model_zoo import checkpoint_source, find_model
 from ..models import build_model, reparameterize_blocks, reparameterize_model
 from ..registry import DATASETS
@@ -81,7 +81,7 @@ def get_model(model: Union[str, Config],
 
     Raises:
         ConfigError: an unknown name or missing config file (see
-            :func:`mmrepvgg.config_file.read_config`).
+            :func:`mmrepvgg._config_file.read_config`).
         ValueError: ``pretrained=True`` for a config (only zoo names have published
             weights).
         CheckpointError: the checkpoint cannot be read or does not fit the model.

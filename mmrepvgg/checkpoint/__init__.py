@@ -5,12 +5,12 @@ Public: :func:`load_checkpoint` (read and fit weights into a model, in a mode) a
 the atomic writers :func:`save_checkpoint_atomic`, :func:`atomic_output` and
 :func:`check_output`, and :class:`CheckpointError`. The modules:
 
-- :mod:`.reader`: every load of the project; reads a path, URL or .safetensors file as
-  inert data, executing nothing stored in it (:mod:`.remote` downloads URLs); its pickles
-  are read by :mod:`.pickle_machine`.
-- :mod:`.writing`: write atomically, never over an input, never leaving partial files.
-- :mod:`.layouts`: the mmrepvgg/mmpretrain, official and timm key layouts as data.
-- :mod:`.inspection`: the architecture and health a state dict reveals.
+- :mod:`._reader`: every load of the project; reads a path, URL or .safetensors file as
+  inert data, executing nothing stored in it (:mod:`._remote` downloads URLs); its pickles
+  are read by :mod:`._pickle_machine`.
+- :mod:`._writing`: write atomically, never over an input, never leaving partial files.
+- :mod:`._layouts`: the mmrepvgg/mmpretrain, official and timm key layouts as data.
+- :mod:`._inspection`: the architecture and health a state dict reveals.
 - :mod:`.fitting`: :func:`load_checkpoint`: whether a checkpoint fits a model, what to
   load, what does not fit.
 - :mod:`.pretrained`: the ``mmrepvgg.Pretrained`` initializer configs start from weights with.
@@ -18,8 +18,8 @@ the atomic writers :func:`save_checkpoint_atomic`, :func:`atomic_output` and
 from . import pretrained  # noqa: F401  (registers mmrepvgg.Pretrained)
 from .errors import CheckpointError
 from .fitting import FittedState, load_checkpoint
-from .reader import load_checkpoint_file
-from .writing import atomic_output, check_output, save_checkpoint_atomic
+from ._reader import load_checkpoint_file
+from ._writing import atomic_output, check_output, save_checkpoint_atomic
 
 __all__ = ['CheckpointError', 'FittedState', 'load_checkpoint', 'load_checkpoint_file',
            'atomic_output', 'check_output', 'save_checkpoint_atomic']

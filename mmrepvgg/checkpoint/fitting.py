@@ -13,7 +13,7 @@ one of three modes (:data:`FIT_MODES`):
   everything else that does not fit (a 1000-class head for a 10-class task) is skipped and
   listed, keeping the model's own initialisation.
 
-Keys may be in any known layout (see :mod:`.layouts`); BatchNorm ``num_batches_tracked``
+Keys may be in any known layout (see :mod:`._layouts`); BatchNorm ``num_batches_tracked``
 counters missing from a checkpoint are filled with zero, as ``torch`` does.
 """
 from typing import Any, Dict, List, NamedTuple, Optional, Union
@@ -24,11 +24,11 @@ from torch import Tensor, nn
 from ..model_zoo import checkpoint_source
 from ..models import RepVGG, reparameterize_blocks
 from .errors import CheckpointError
-from .inspection import describe_state_arch, first_unusable_tensor
-from .layouts import (LAYOUTS, LayoutError, ProjectState, StateDict, to_project_layout,
-                      unwrap_state_dict)
-from .reader import load_checkpoint_file
-from .remote import checkpoint_local_path
+from ._inspection import describe_state_arch, first_unusable_tensor
+from ._layouts import (LAYOUTS, LayoutError, ProjectState, StateDict, to_project_layout,
+                       unwrap_state_dict)
+from ._reader import load_checkpoint_file
+from ._remote import checkpoint_local_path
 
 FIT_MODES = ('exact', 'convert', 'finetune')
 _BATCH_COUNTER = 'num_batches_tracked'
@@ -250,7 +250,7 @@ def _refuse_rest_problems(missing: List[str], refused_unexpected: List[str],
 def checkpoint_file(source: str) -> str:
     """The local file a tool reads for its checkpoint argument: a path as it is; a zoo name
     (its published weights) or an ``http(s)://`` URL downloaded once into the project's
-    cache (:mod:`.remote`).
+    cache (:mod:`._remote`).
 
     Raises:
         CheckpointError: the download failed.

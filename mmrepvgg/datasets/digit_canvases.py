@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from ..utils import require
+from .._utils import require
 from .digits import DIGITS_CLASSES, DIGITS_MAX_VALUE, SPLIT_SEED, VAL_FRACTION, _split_indices
 
 CANVAS_SIZE = 64  # pixels; four 32x32 quadrants, one digit at most in each

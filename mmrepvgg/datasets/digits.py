@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from ..utils import require
+from .._utils import require
 
 DIGITS_CLASSES = tuple(str(digit) for digit in range(10))
 # Pixel values in scikit-learn's digits are ink counts 0..16 (a 4x4 block of a 32x32

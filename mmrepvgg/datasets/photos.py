@@ -23,7 +23,7 @@ from typing import Callable, Dict, NamedTuple
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from ..utils import require
+from .._utils import require
 
 
 def _skimage(name: str) -> Callable[[], np.ndarray]:

@@ -1,5 +1,5 @@
 """Imported by the mmseg and mmdet configs (``custom_imports``): under mmcv-lite, installs
-the ``mmcv._ext`` stand-in of :mod:`mmrepvgg.dense.mmcv_ops` so that mmseg's and mmdet's
+the ``mmcv._ext`` stand-in of :mod:`mmrepvgg.dense._mmcv_ops` so that mmseg's and mmdet's
 own tools can build their models; with a full mmcv it does nothing.
 
 Tools that import ``mmcv.ops`` before they read the config (mmdet's ``tools/test.py``)
@@ -10,7 +10,7 @@ run through it::
 import runpy
 import sys
 
-from .mmcv_ops import install_mmcv_ops_stand_in
+from ._mmcv_ops import install_mmcv_ops_stand_in
 
 install_mmcv_ops_stand_in()
 

@@ -1,6 +1,6 @@
 """Deployment runtimes. What users reach, each in its module (nothing is re-exported here:
 the modules need the optional ``[onnx]`` or ``[openvino]`` extra, imported through
-:func:`mmrepvgg.utils.require`, and ``host_cpu`` must import without them):
+:func:`mmrepvgg._utils.require`, and ``host_cpu`` must import without them):
 
 - :func:`.onnx_export.export_onnx`: the deploy form as a verified FP32 ONNX file;
 - :func:`.quantization.export_int8` with an :class:`.quantization.Int8Recipe`: static INT8

@@ -14,8 +14,8 @@ from torch import Tensor, nn
 
 from ..checkpoint import atomic_output
 from ..models import RepVGGBlock, reparameterize_model
-from ..numerics import max_relative_error
-from ..utils import require
+from .._numerics import max_relative_error
+from .._utils import require
 from .onnx_runtime import OnnxRuntimeModel
 
 onnx = require('onnx', 'onnx')

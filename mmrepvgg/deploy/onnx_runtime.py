@@ -8,8 +8,8 @@ import torch
 from google.protobuf.message import DecodeError
 from torch import Tensor, nn
 
-from ..utils import require
-from .host_cpu import Int8KernelChoice, host_cpu, int8_kernel_choice
+from .._utils import require
+from ._host_cpu import Int8KernelChoice, host_cpu, int8_kernel_choice
 
 onnx = require('onnx', 'onnx')
 onnxruntime = require('onnxruntime', 'onnx')

@@ -21,13 +21,13 @@ import torch
 from torch import Tensor, nn
 
 from ..checkpoint import atomic_output, check_output
-from ..utils import require
-from .mixed_precision import LayerSensitivity, choose_fp32_convs
+from .._utils import require
+from ._mixed_precision import LayerSensitivity, choose_fp32_convs
 from .onnx_export import export_onnx
 from .onnx_runtime import fixed_image_size
-from .qdq import check_calibration
+from ._qdq import check_calibration
 from .quantization import Int8Recipe
-from .signal_stack import signal_stack_kept
+from ._signal_stack import signal_stack_kept
 
 onnx = require('onnx', 'onnx')
 openvino = require('openvino', 'openvino')

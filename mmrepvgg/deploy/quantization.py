@@ -1,11 +1,11 @@
 """INT8 export: the deploy form of a model as a static INT8 ONNX file for ONNX Runtime,
-calibrated on real, preprocessed images (:mod:`.qdq`) and checked against the FP32 file
+calibrated on real, preprocessed images (:mod:`._qdq`) and checked against the FP32 file
 on held-out images; how, beyond that default, is one :class:`Int8Recipe`.
 
-The recipe's defaults are the automatic per-CPU choice (:mod:`.host_cpu`: 7-bit weights on
+The recipe's defaults are the automatic per-CPU choice (:mod:`._host_cpu`: 7-bit weights on
 x86 CPUs without VNNI, the INT8 kernels accurate for the file's weights). What it can add:
-another calibration method, mixed precision (:mod:`.mixed_precision`: the convs most
-sensitive to INT8 kept FP32) and learned rounding of the weights (:mod:`.adaround`).
+another calibration method, mixed precision (:mod:`._mixed_precision`: the convs most
+sensitive to INT8 kept FP32) and learned rounding of the weights (:mod:`._adaround`).
 """
 import dataclasses
 import os
@@ -15,18 +15,18 @@ from typing import Iterable, List, NamedTuple, Optional
 import numpy as np
 from torch import nn
 
-from .adaround import adaround
-from .host_cpu import INT8_KERNELS, INT8_WEIGHT_MAX, Int8WeightChoice, host_cpu, int8_weight_choice
-from .mixed_precision import Agreement, choose_fp32_convs, top1_agreement
+from ._adaround import adaround
+from ._host_cpu import INT8_KERNELS, INT8_WEIGHT_MAX, Int8WeightChoice, host_cpu, int8_weight_choice
+from ._mixed_precision import Agreement, choose_fp32_convs, top1_agreement
 from .onnx_export import DEFAULT_OPSET, export_onnx
 from .onnx_runtime import OnnxRuntimeModel
-from .qdq import CALIBRATION_METHODS, ProgressCallback, check_calibration, quantize_int8
+from ._qdq import CALIBRATION_METHODS, ProgressCallback, check_calibration, quantize_int8
 
 # How export_int8 rounds the weights to their grid.
 WEIGHT_ROUNDINGS = {
     'nearest': "the runtime's: each weight to its nearest level",
     'adaround': 'learned per conv on the calibration images to keep its output '
-                '(mmrepvgg.deploy.adaround; minutes)',
+                '(mmrepvgg.deploy._adaround; minutes)',
 }
 # Per-channel QDQ needs this opset or later.
 MIN_INT8_OPSET = 13

@@ -10,7 +10,7 @@ per-channel symmetric int8 weights), the calibration batches set the activation 
 convolutions. The first call with each new input shape compiles (seconds).
 
 On x86 CPUs without VNNI the integer kernels add pairs of ``u8 x s8`` products in a
-saturating int16 (see :mod:`.host_cpu`); torchao's remedy, activations of 7 bits
+saturating int16 (see :mod:`._host_cpu`); torchao's remedy, activations of 7 bits
 (``reduce_range``), is the default there.
 """
 from typing import Any, List, Optional, Sequence, Union
@@ -21,8 +21,8 @@ from torch import Tensor, nn
 from torch._inductor import config as inductor_config
 
 from ..models import reparameterize_model
-from ..utils import require
-from .host_cpu import host_cpu
+from .._utils import require
+from ._host_cpu import host_cpu
 
 TORCHAO_EXTRA = 'torch-int8'
 QUANTIZE_PT2E_MODULE = 'torchao.quantization.pt2e.quantize_pt2e'
@@ -128,7 +128,7 @@ def quantize_pt2e_model(model: nn.Module,
 
     Raises:
         TorchInt8Error: this torch has no usable ``torch.export``.
-        mmrepvgg.utils.MissingExtraError: torchao is not installed (``[torch-int8]``).
+        mmrepvgg._utils.MissingExtraError: torchao is not installed (``[torch-int8]``).
         ValueError: no calibration batches.
     """
     check_torch_export()

@@ -2,8 +2,8 @@
 and :func:`run_test` (what the two tools do, in process; ``run_test`` returns the metrics),
 :func:`load_repvgg_config` (a config read and checked for this project),
 :class:`RepVGGRunner` and :class:`ConfigError`. The tools' helpers live in
-:mod:`.runner`, :mod:`.config` and :mod:`.dist`."""
-from .config import ConfigError, load_repvgg_config
+:mod:`.runner`, :mod:`._config` and :mod:`._dist`."""
+from ._config import ConfigError, load_repvgg_config
 from .runner import run_test, run_train
 from .safe_runner import RepVGGRunner
 

@@ -14,8 +14,8 @@ from mmengine.runner import Runner
 from ..checkpoint import atomic_output
 from ..checkpoint.fitting import checkpoint_file
 from ..registry import RUNNERS
-from .config import ConfigError, check_dataloaders, load_repvgg_config
-from .dist import setup_distributed
+from ._config import ConfigError, check_dataloaders, load_repvgg_config
+from ._dist import setup_distributed
 from .safe_runner import RepVGGRunner
 
 

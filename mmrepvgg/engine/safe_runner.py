@@ -14,7 +14,7 @@ back to mmengine has no config text in its meta (mmengine's ``resume`` would run
   listed in one warning;
 - ``resume``: exact, and the file must be a training checkpoint (``meta.epoch``,
   ``meta.iter``, ``message_hub``) whose training state (optimizer, schedulers, message
-  hub) fits the run as data (:func:`~mmrepvgg.engine.resume_state.check_training_state`).
+  hub) fits the run as data (:func:`~mmrepvgg.engine._resume_state.check_training_state`).
 
 The shipped configs name this Runner (``runner_type``), so mmpretrain's, mmseg's and
 mmdet's own tools build it too; :class:`RepVGGCheckpointGuard` covers a tool that ignores
@@ -30,7 +30,7 @@ from mmengine.runner import BaseLoop, Runner
 
 from ..checkpoint import CheckpointError, load_checkpoint, load_checkpoint_file
 from ..registry import HOOKS, RUNNERS
-from .resume_state import check_training_state
+from ._resume_state import check_training_state
 
 RESUME_META_KEYS = ('epoch', 'iter')
 # Where mmengine's checkpoints keep the config's Python text.

@@ -6,7 +6,7 @@ from mmengine.registry import DefaultScope
 from torch import nn
 
 from ..registry import MODELS
-from ..utils import global_rngs_kept
+from .._utils import global_rngs_kept
 from .arch import stage_widths
 
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from mmrepvgg.analysis import count_complexity
-from mmrepvgg.engine.config import ConfigError, load_repvgg_config
+from mmrepvgg.engine._config import ConfigError, load_repvgg_config
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -26,16 +26,16 @@ import numpy as np
 import torch
 from mmengine.config import DictAction
 
-from mmrepvgg.utils import MissingExtraError
+from mmrepvgg._utils import MissingExtraError
 from mmrepvgg.apis.convert import ConfigError, build_train_model
 from mmrepvgg.checkpoint import CheckpointError, check_output, load_checkpoint
 from mmrepvgg.engine import load_repvgg_config
 from mmrepvgg.models.repvgg import image_channels
 
 try:
-    from mmrepvgg.deploy.host_cpu import INT8_WEIGHT_MAX, host_cpu, int8_kernel_choice
-    from mmrepvgg.deploy.mixed_precision import top1_agreement
-    from mmrepvgg.deploy.onnx_eval import pipeline_image_size, preprocessed_batches
+    from mmrepvgg.deploy._host_cpu import INT8_WEIGHT_MAX, host_cpu, int8_kernel_choice
+    from mmrepvgg.deploy._mixed_precision import top1_agreement
+    from mmrepvgg.deploy._onnx_eval import pipeline_image_size, preprocessed_batches
     from mmrepvgg.deploy.onnx_export import (DEFAULT_OPSET, OnnxExportError, export_onnx,
                                              torch_logits)
     from mmrepvgg.deploy.quantization import Int8Recipe, export_int8

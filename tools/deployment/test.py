@@ -13,13 +13,13 @@ import sys
 
 from mmengine.config import DictAction
 
-from mmrepvgg.utils import MissingExtraError
+from mmrepvgg._utils import MissingExtraError
 from mmrepvgg.engine import ConfigError, load_repvgg_config
 from mmrepvgg.engine.runner import build_runner, format_test_metrics, prepare_test_config
 
 try:
-    from mmrepvgg.deploy.host_cpu import INT8_KERNELS, host_cpu
-    from mmrepvgg.deploy.onnx_eval import exported_model_test_config
+    from mmrepvgg.deploy._host_cpu import INT8_KERNELS, host_cpu
+    from mmrepvgg.deploy._onnx_eval import exported_model_test_config
 except MissingExtraError as missing:
     sys.exit(f'error: {missing}')
 

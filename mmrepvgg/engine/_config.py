@@ -5,8 +5,8 @@ from typing import Any, Dict, Iterable, Optional
 
 from mmengine.config import Config
 
-from ..config_file import (PROJECT_SCOPE, REPVGG_TYPE, ConfigError, names_project_repvgg,
-                           read_config)
+from .._config_file import (PROJECT_SCOPE, REPVGG_TYPE, ConfigError, names_project_repvgg,
+                            read_config)
 
 DIGITS_DATA_HINT = ('create it with: python tools/demo.py (or python -c "from '
                     'mmrepvgg.datasets import prepare_digits; prepare_digits()")')

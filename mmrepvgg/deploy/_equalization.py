@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ..models import RepVGG, RepVGGBlock, reparameterize_model
 from ..models.repvgg import image_channels
-from ..numerics import max_relative_output_error
+from .._numerics import max_relative_output_error
 
 # Verified in float64 like the fusion (mmrepvgg.apis.convert.VERIFY_TOLERANCE): rounding
 # there stays near 1e-16 per operation, a wrong scale moves the outputs by far more.

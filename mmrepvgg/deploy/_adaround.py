@@ -30,8 +30,8 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from ..models import RepVGGBlock, reparameterize_model
-from .host_cpu import INT8_WEIGHT_MAX
-from .fake_quant import FakeQuantizedConv, fake_quantize, kernel_scale
+from ._host_cpu import INT8_WEIGHT_MAX
+from ._fake_quant import FakeQuantizedConv, fake_quantize, kernel_scale
 
 # The stretch of the rectified sigmoid: h reaches exactly 0 and 1 at finite v.
 STRETCH_LOW, STRETCH_HIGH = -0.1, 1.1
@@ -147,7 +147,7 @@ def _captured(model: nn.Module, module: nn.Module, calibration: Sequence[np.ndar
 def adaround(model: nn.Module, calibration: Sequence[np.ndarray], weight_bits: int = 8,
              schedule: RoundingSchedule = RoundingSchedule(), seed: int = 0) -> nn.Module:
     """A deploy-form copy of ``model`` whose RepVGG convs hold learned-rounding weights
-    on the INT8 grid of ``weight_bits`` (8: +-127; 7: +-64, see :mod:`.host_cpu`).
+    on the INT8 grid of ``weight_bits`` (8: +-127; 7: +-64, see :mod:`._host_cpu`).
 
     Args:
         model: a model holding RepVGG blocks, train or deploy form (not changed).

@@ -1,7 +1,7 @@
 """What a RepVGG state dict says about itself: its architecture, its health.
 
 Works on backbone-relative keys of this project's layout (see
-:func:`mmrepvgg.checkpoint.layouts.to_project_layout`), in either form.
+:func:`mmrepvgg.checkpoint._layouts.to_project_layout`), in either form.
 """
 import re
 from typing import Dict, List, NamedTuple, Optional, Tuple
@@ -9,7 +9,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 import torch
 
 from ..models.arch import ARCH_SETTINGS, resolve_arch, stage_widths, stem_width
-from .layouts import StateDict
+from ._layouts import StateDict
 
 _BLOCK_KERNEL = re.compile(
     r'^(?:stem|stage_(?P<stage>\d+)\.(?P<index>\d+))\.(?:branch_3x3\.conv|branch_reparam)'

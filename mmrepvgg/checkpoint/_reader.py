@@ -1,7 +1,7 @@
 """The one checkpoint reader: bytes in, inert data out, nothing from the file ever runs.
 
 Every load of the project ends here. The file is opened once and read whole; ``torch.load``
-never sees it. Pickles are read by :mod:`.pickle_machine`, with numpy's and mmengine's
+never sees it. Pickles are read by :mod:`._pickle_machine`, with numpy's and mmengine's
 globals added here; tensors are views of the file's bytes, each byte in one storage at
 most, so time and memory are linear in the file's size.
 
@@ -30,9 +30,9 @@ import torch
 from mmengine.logging import HistoryBuffer
 
 from .errors import CheckpointError
-from .pickle_machine import (CALLS, NAMES, NEW_OBJECTS, REFUSAL_HINTS, STORAGE_DTYPES, Global,
-                             PickleMachine, Refused, Unfinished, is_int)
-from .remote import checkpoint_local_path, forget_download
+from ._pickle_machine import (CALLS, NAMES, NEW_OBJECTS, REFUSAL_HINTS, STORAGE_DTYPES, Global,
+                              PickleMachine, Refused, Unfinished, is_int)
+from ._remote import checkpoint_local_path, forget_download
 
 ZIP_MAGIC = b'PK\x03\x04'
 # A zip record's local header: magic, 22 bytes this reader skips, name and extra lengths.
@@ -435,7 +435,7 @@ def read_checkpoint(path: str) -> Any:
 
 def load_checkpoint_file(source: str) -> Any:
     """Read the checkpoint at a path or ``http(s)://`` URL with :func:`read_checkpoint`; a
-    URL is downloaded once into the project's cache (:mod:`.remote`), and removed from it
+    URL is downloaded once into the project's cache (:mod:`._remote`), and removed from it
     if the reader refuses it.
 
     Raises:

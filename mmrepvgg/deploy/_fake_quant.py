@@ -1,7 +1,7 @@
 """Post-training INT8 as PyTorch computes it: each deploy conv's kernel rounded to
 symmetric integers per output channel (scale ``max |w| / weight_max``) and its input to the
 uint8 levels of the min-max range of the calibration images (including 0), with
-straight-through gradients (``torch.fake_quantize_*``). :mod:`.adaround` fits the rounding
+straight-through gradients (``torch.fake_quantize_*``). :mod:`._adaround` fits the rounding
 of each conv against it.
 """
 from typing import List, Sequence, Tuple

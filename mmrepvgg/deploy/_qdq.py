@@ -22,7 +22,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 
 from ..checkpoint import atomic_output
-from ..utils import require
+from .._utils import require
 from .onnx_runtime import OnnxRuntimeModel
 
 onnx = require('onnx', 'onnx')
@@ -114,7 +114,7 @@ def quantize_int8(fp32_path: str, int8_path: str, calibration: Sequence[np.ndarr
         only_nodes: quantize these nodes only (None: every node it can).
         weight_bits: 8, or 7 (weights within +-64, ONNX Runtime's ``reduce_range``: what
             keeps the u8s8 kernels of x86 CPUs without VNNI exact, see
-            :mod:`.host_cpu`).
+            :mod:`._host_cpu`).
 
     Raises:
         FileExistsError: ``int8_path`` exists and ``overwrite`` is False.

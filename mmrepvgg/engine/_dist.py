@@ -14,7 +14,7 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
 
-from ..config_file import ConfigError
+from .._config_file import ConfigError
 
 LAUNCHERS = ('none', 'pytorch', 'slurm')
 DEFAULT_MASTER_PORT = '29500'

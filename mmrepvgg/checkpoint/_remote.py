@@ -21,7 +21,7 @@ import urllib.request
 from mmengine.dist import barrier, get_dist_info
 
 from .errors import CheckpointError
-from .writing import atomic_output
+from ._writing import atomic_output
 
 URL_PREFIXES = ('http://', 'https://')
 READ_TIMEOUT_S = 60.0

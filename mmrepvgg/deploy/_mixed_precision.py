@@ -13,7 +13,7 @@ from typing import Callable, Iterable, List, NamedTuple, Optional, Sequence
 import numpy as np
 
 from .onnx_runtime import OnnxRuntimeModel
-from .qdq import conv_nodes, quantize_int8
+from ._qdq import conv_nodes, quantize_int8
 
 
 class Agreement(NamedTuple):

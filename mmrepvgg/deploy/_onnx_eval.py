@@ -22,7 +22,7 @@ from mmengine.runner import Runner
 from mmpretrain.structures import DataSample
 from torch import Tensor, nn
 
-from ..config_file import ConfigError
+from .._config_file import ConfigError
 from ..registry import MODELS
 from .onnx_runtime import LOAD_ERRORS, OnnxRuntimeModel
 
