@@ -33,8 +33,10 @@ def package_modules():
 
 
 def layer_of(relative_path: str) -> str:
-    """``models/repvgg.py`` -> ``models``; ``reparam.py`` -> ``reparam``."""
-    return relative_path.split(os.sep)[0].removesuffix('.py')
+    """``models/repvgg.py`` -> ``models``; ``reparam.py`` -> ``reparam``; a private module
+    is in the layer of its name (``_numerics.py`` -> ``numerics``)."""
+    name = relative_path.split(os.sep)[0].removesuffix('.py')
+    return name if name == '__init__' else name.removeprefix('_')
 
 
 def imported_layers(relative_path: str):
@@ -57,7 +59,7 @@ def imported_layers(relative_path: str):
             continue
         for parts in names:
             if parts[0] == 'mmrepvgg' and len(parts) > 1:
-                yield parts[1], node.lineno
+                yield parts[1].removeprefix('_'), node.lineno
 
 
 @pytest.mark.parametrize('relative_path', [path for path in package_modules()
