@@ -100,6 +100,12 @@ def test_a_bound_that_is_no_number_of_points_is_refused(points):
         Int8Recipe(accuracy_bound_points=points)
 
 
+@pytest.mark.parametrize('written', ['none', 'None'])
+def test_a_bound_of_none_on_the_command_line_turns_the_check_off(written):
+    assert Int8Recipe.from_options({'accuracy_bound_points': written}
+                                   ).accuracy_bound_points is None
+
+
 def test_the_default_recipe_is_bounded_at_one_point():
     assert Int8Recipe().accuracy_bound_points == 1.0
     assert dataclasses.replace(Int8Recipe(), accuracy_bound_points=None

@@ -119,8 +119,8 @@ class Int8Recipe:
     @classmethod
     def from_options(cls, options: Optional[dict], **settings) -> 'Int8Recipe':
         """The recipe of ``options`` ``{field: value}`` (what ``--int8-recipe KEY=VALUE``
-        parses to) and ``settings`` (fields the caller sets itself, e.g. ``opset``,
-        ``progress``).
+        parses to; ``'none'``, in any case, is None) and ``settings`` (fields the caller
+        sets itself, e.g. ``opset``, ``progress``).
 
         Raises:
             ValueError: a key that is no settable field (naming the valid ones), or a
@@ -132,7 +132,9 @@ class Int8Recipe:
         if unknown:
             raise ValueError(f'unknown INT8 recipe key {", ".join(unknown)}; valid keys: '
                              f'{", ".join(keys)}')
-        return cls(**(options or {}), **settings)
+        options = {key: None if isinstance(value, str) and value.lower() == 'none' else value
+                   for key, value in (options or {}).items()}
+        return cls(**options, **settings)
 
 
 class Int8Report(NamedTuple):
