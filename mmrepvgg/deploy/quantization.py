@@ -69,6 +69,7 @@ class Int8Recipe:
             held-out images, in points; past it, :func:`export_int8` applies the
             :data:`RECIPE_STEPS` the recipe does not already hold, cheapest first, until
             the drop is within it. None: quantize as the recipe says, no steps added.
+            ONNX Runtime only (OpenVINO: ``max_drop_points``).
         progress: called with (batch done, batches, images so far) after each
             calibration batch; not part of the recipe's identity.
     """
