@@ -1,13 +1,18 @@
 """tools/deployment/test.py evaluates an ONNX file exactly as tools/test.py evaluates the
 checkpoint it was exported from."""
 import os
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
-from mmrepvgg.deploy._onnx_eval import logits_to_predictions
+from mmrepvgg.apis.convert import build_train_model
+from mmrepvgg.checkpoint import load_checkpoint
+from mmrepvgg.deploy._onnx_eval import logits_to_predictions, preprocessed_batches
+from mmrepvgg.engine import load_repvgg_config
 from mmrepvgg.engine.runner import parse_test_metrics
 
 from conftest import REPO_ROOT, load_tool
@@ -35,6 +40,40 @@ def test_fp32_onnx_top1_equals_tools_test_top1_on_the_same_checkpoint(
     checkpoint_metrics = parse_test_metrics(checkpoint_test.stdout)
     assert set(onnx_metrics) == set(checkpoint_metrics) == {'accuracy/top1'}
     assert onnx_metrics['accuracy/top1'] == checkpoint_metrics['accuracy/top1']
+
+
+@pytest.mark.slow  # torch.compile of the quantized A0: tens of seconds on 2 cores
+def test_torch_int8_backend_reports_the_configs_metric_near_pytorch_fp32(
+        digits_workspace, digits_train_checkpoint, monkeypatch, capsys):
+    pytest.importorskip('torchao')
+    monkeypatch.chdir(digits_workspace)
+    cfg = load_repvgg_config(DIGITS_CONFIG)
+    model = build_train_model(cfg)
+    load_checkpoint(model, digits_train_checkpoint, 'convert')
+    images, labels = (np.concatenate(part) for part in zip(*preprocessed_batches(
+        cfg, 'test_dataloader', 10_000, shuffle=False)))
+    with torch.no_grad():
+        fp32_top1 = 100 * np.mean(model(torch.from_numpy(images)).numpy().argmax(1) == labels)
+
+    assert deployment_test.main([DIGITS_CONFIG, digits_train_checkpoint, '--backend',
+                                 'torch-int8', '--calib-images', '64', '--work-dir',
+                                 str(digits_workspace / 'torch_int8_test')]) == 0
+    printed = capsys.readouterr().out
+    metrics = parse_test_metrics(printed)
+    assert set(metrics) == {'accuracy/top1'} and len(labels) == 360
+    # The 1-epoch model has close runners-up that a real quantization flips now and then;
+    # a wrong graph or unnormalised images land near chance (10 %).
+    assert abs(metrics['accuracy/top1'] - fp32_top1) <= 5.0
+    assert 'PyTorch INT8 (PT2E, x86 Inductor quantizer, 64 calibration images)' in printed
+    assert re.search(r'^CPU: \S', printed, re.MULTILINE)
+
+
+def test_torch_int8_backend_refuses_onnx_runtime_kernels_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        deployment_test.main([DIGITS_CONFIG, 'CKPT', '--backend', 'torch-int8',
+                              '--int8-kernels', 'u8u8'])
+    assert exit_info.value.code == 2
+    assert 'drop it for --backend torch-int8' in capsys.readouterr().err
 
 
 def test_predictions_are_softmax_scores_with_the_arg_max_label():

@@ -68,9 +68,30 @@ def test_int8_path_stays_close_to_the_deploy_model_but_is_quantized():
     assert 1e-5 < error < 0.3
 
 
-def test_int8_path_asks_for_calibration_images():
+@pytest.mark.slow  # torch.compile of the quantized graph: tens of seconds on 2 cores
+def test_torch_int8_path_is_the_pt2e_model_close_to_the_deploy_model():
+    pytest.importorskip('torchao')
+    from mmrepvgg.deploy.torch_int8 import PT2EInt8Model
+    torch.manual_seed(0)
+    train_model = randomize_batch_norms_(build_model(repvgg_classifier_cfg(
+        dict(num_blocks=(1, 1, 1, 1), width_factor=(1, 1, 1, 1)), num_classes=3,
+        base_channels=8)))
+    generator = torch.Generator().manual_seed(1)
+    calibration = [torch.randn(8, 3, 32, 32, generator=generator) for _ in range(4)]
+    images = torch.randn(8, 3, 32, 32, generator=generator)
+    with torch.no_grad():
+        expected = repvgg_convert(train_model)(images)
+    int8_model = prepare_for_inference(train_model, backend='torch-int8',
+                                       calibration_images=calibration)
+    assert isinstance(int8_model, PT2EInt8Model)
+    # 8-bit rounding through 5 convs, neither FP32 nor another function.
+    assert 1e-5 < max_relative_error(expected, int8_model(images)) < 0.3
+
+
+@pytest.mark.parametrize('backend', ['onnxruntime-int8', 'torch-int8'])
+def test_int8_paths_ask_for_calibration_images(backend):
     with pytest.raises(ValueError, match='needs calibration_images'):
-        prepare_for_inference(_train_classifier('A0'), backend='onnxruntime-int8')
+        prepare_for_inference(_train_classifier('A0'), backend=backend)
 
 
 def test_the_inference_model_holds_each_weight_once_under_the_deploy_models_name():

@@ -13,6 +13,8 @@ import torch
 from onnx import TensorProto, helper
 from PIL import Image
 
+from mmrepvgg.apis.convert import build_train_model
+from mmrepvgg.checkpoint import load_checkpoint
 from mmrepvgg.deploy._onnx_eval import preprocessed_batches
 from mmrepvgg.deploy._mixed_precision import Agreement, top1_agreement
 from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
@@ -49,15 +51,36 @@ def int8_export(digits_workspace, digits_train_checkpoint):
 
 def test_int8_export_reports_calibration_progress_and_agreement(int8_export):
     _, printed = int8_export
-    # 64 calibration images in the digits training batches of 32.
-    assert re.findall(r'calibrating: batch (\d)/(\d) \((\d+) images\)', printed) == [
-        ('1', '2', '32'), ('2', '2', '64')]
+    # 64 calibration images in the digits training batches of 32, once per recipe tried.
+    progress = re.findall(r'calibrating: batch (\d)/(\d) \((\d+) images\)', printed)
+    assert progress and progress == [('1', '2', '32'), ('2', '2', '64')] * (len(progress) // 2)
     agreement = re.search(r'agreement on (\d+) held-out test images: ([\d.]+) % '
                           r'\((\d+)/(\d+)\)', printed)
     assert agreement, printed
     images, rate, agree, total = agreement.groups()
     assert images == total == '96'
     assert float(rate) == pytest.approx(100 * int(agree) / int(total), abs=0.005)
+
+
+def test_the_default_export_keeps_top1_within_one_point_of_pytorch_or_says_so(
+        int8_export, digits_workspace, digits_train_checkpoint, monkeypatch):
+    path, printed = int8_export
+    monkeypatch.chdir(digits_workspace)
+    cfg = load_repvgg_config(DIGITS_CONFIG)
+    model = build_train_model(cfg)
+    load_checkpoint(model, digits_train_checkpoint, 'convert')
+    images, labels = (np.concatenate(part) for part in zip(*preprocessed_batches(
+        cfg, 'test_dataloader', 96, shuffle=False)))  # the tool's --check-images 96
+    with torch.no_grad():
+        fp32_top1 = np.mean(model(torch.from_numpy(images)).numpy().argmax(1) == labels)
+    int8_top1 = np.mean(OnnxRuntimeModel(path)(images).argmax(1) == labels)
+    change_points = 100 * (int8_top1 - fp32_top1)
+    outcome = printed.strip().splitlines()[-1]
+    assert outcome.startswith('INT8 recipe: minmax calibration')
+    assert f'top-1 change {change_points:+.2f} points' in outcome
+    assert outcome.endswith('within the 1-point bound' if change_points >= -1.0 else
+                            'keep more convs FP32)')
+    assert re.search(r'^CPU: .+ ONNX Runtime INT8 kernels', printed, re.MULTILINE)
 
 
 def test_int8_file_holds_per_channel_int8_convs_and_fp32_logits(int8_export):

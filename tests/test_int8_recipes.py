@@ -180,7 +180,11 @@ def test_an_unknown_calibration_method_is_refused(small_fp32, tmp_path):
       'calibration_method=entropy'], 'the entropy method is an ONNX Runtime recipe'),
     (['--quantize', 'int8', '--int8-recipe', 'keep_fp3=2'],
      'unknown INT8 recipe key keep_fp3; valid keys: calibration_method, keep_fp32, '
-     'max_drop_points, weight_bits, rounding, int8_kernels'),
+     'max_drop_points, weight_bits, rounding, int8_kernels, accuracy_bound_points'),
+    (['--quantize', 'int8', '--backend', 'openvino', '--int8-recipe',
+      'accuracy_bound_points=2'], 'drop them for --backend openvino'),
+    (['--quantize', 'int8', '--int8-recipe', 'accuracy_bound_points=-1'],
+     'must not be negative'),
     (['--quantize', 'int8', '--int8-recipe', 'rounding=up'],
      "rounding='up': choose one of nearest, adaround"),
     (['--quantize', 'int8', '--int8-recipe', 'keep_fp32'],
@@ -207,6 +211,6 @@ def test_the_int8_export_takes_every_knob_in_one_recipe():
         'model', 'int8_path', 'calibration', 'held_out', 'recipe', 'overwrite']
     assert [field.name for field in dataclasses.fields(Int8Recipe)] == [
         'calibration_method', 'keep_fp32', 'max_drop_points', 'weight_bits', 'rounding',
-        'int8_kernels', 'opset', 'progress']
+        'int8_kernels', 'opset', 'accuracy_bound_points', 'progress']
     with pytest.raises(dataclasses.FrozenInstanceError):
         Int8Recipe().keep_fp32 = 2

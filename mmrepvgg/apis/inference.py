@@ -6,7 +6,8 @@ oneDNN's direct convolution: NHWC (channels-last) activations, no autograd bookk
 which inductor pre-packs every kernel and fuses bias and ReLU into the conv. Compiling
 costs seconds per new input shape, so it is opt-in. Faster still, at a small cost in
 accuracy, is static INT8 in ONNX Runtime or OpenVINO (``backend='onnxruntime-int8'`` or
-``'openvino-int8'``; see :func:`prepare_for_inference`). What each path gained on which
+``'openvino-int8'``; see :func:`prepare_for_inference`), or inside PyTorch
+(``'torch-int8'``: PT2E and Inductor). What each path gained on which
 machine: docs/benchmarks.md.
 """
 import os
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 
 from ..models import reparameterize_model
 
-INFERENCE_BACKENDS = ('eager', 'compile', 'onnxruntime-int8', 'openvino-int8')
+INFERENCE_BACKENDS = ('eager', 'compile', 'onnxruntime-int8', 'openvino-int8', 'torch-int8')
 
 
 class InferenceModel(nn.Module):
@@ -99,23 +100,35 @@ def prepare_for_inference(model: nn.Module, backend: str = 'eager',
             ``'openvino-int8'``: the same deploy form quantized by NNCF and compiled by
             OpenVINO for the CPU (:mod:`mmrepvgg.deploy.openvino_runtime`); needs the
             ``[openvino]`` extra and ``calibration_images``.
+            ``'torch-int8'``: the deploy form quantized inside PyTorch by PT2E with the
+            x86 Inductor quantizer and compiled by Inductor
+            (:func:`mmrepvgg.deploy.torch_int8.quantize_pt2e_model`); needs the
+            ``[torch-int8]`` extra (torchao) and ``calibration_images``; the first call
+            with each new input shape compiles (seconds).
         inplace: convert ``model`` itself instead of a deep copy.
         calibration_images: for the INT8 backends: batches ``(N, C, H, W)`` of
             real training images, preprocessed as the model receives them (a few hundred
             images in all; ``tools/deployment/pytorch2onnx.py --quantize int8`` takes them
             from a config's dataloader).
-        num_threads: for the INT8 backends: the runtime's threads (default: its own).
+        num_threads: for the ONNX Runtime and OpenVINO backends: the runtime's threads
+            (default: its own); PyTorch's are ``torch.set_num_threads``'s.
 
     Returns:
         An :class:`InferenceModel` (its ``deploy_model`` holds the converted weights), or
         for ``'onnxruntime-int8'`` a :class:`mmrepvgg.deploy.onnx_runtime.OnnxRuntimeModel`,
-        for ``'openvino-int8'`` a :class:`mmrepvgg.deploy.openvino_runtime.OpenVINOModel`
+        for ``'openvino-int8'`` a :class:`mmrepvgg.deploy.openvino_runtime.OpenVINOModel`,
+        for ``'torch-int8'`` a :class:`mmrepvgg.deploy.torch_int8.PT2EInt8Model`
         (images tensor in, logits tensor out, as the PyTorch model).
     """
     if backend not in INFERENCE_BACKENDS:
         raise ValueError(f'unknown inference backend {backend!r}; choose one of '
                          f'{", ".join(INFERENCE_BACKENDS)}')
     deploy_model = reparameterize_model(model, inplace)
+    if backend == 'torch-int8':
+        # Imported here: torchao is the optional [torch-int8] extra.
+        from ..deploy.torch_int8 import quantize_pt2e_model
+        return quantize_pt2e_model(deploy_model, _calibration_batches(backend,
+                                                                      calibration_images))
     if backend in ('onnxruntime-int8', 'openvino-int8'):
         return _int8_model(deploy_model, backend, calibration_images, num_threads)
     for param in deploy_model.parameters():

@@ -5,6 +5,7 @@ Runner runs the PyTorch model: same dataloader, same ``data_preprocessor``
 - :class:`ExportedClassifier` stands in for the config's model in a Runner's test loop
   (``tools/deployment/test.py``), running the file through the runtime's adapter
   (:class:`.onnx_runtime.OnnxRuntimeModel` or :class:`.openvino_runtime.OpenVINOModel`);
+  :class:`RuntimeClassifier` does the same for a model already in memory (PyTorch INT8);
 - :func:`preprocessed_batches` yields model-ready image batches of a config's dataset
   (INT8 calibration and agreement checks);
 - :func:`pipeline_image_size` reads the image size the config's test pipeline makes.
@@ -57,18 +58,50 @@ def _runtime_model(model_file: str, threads: Optional[int], int8_kernels: str) -
     return OnnxRuntimeModel(model_file, threads, int8_kernels)
 
 
+class RuntimeClassifier(BaseModel):
+    """A classifier run outside PyTorch's autograd (a runtime adapter, or PyTorch's INT8
+    model) behind mmengine's model interface: :meth:`forward` runs it on the
+    preprocessed batch, after checking the batch has the image size it takes.
+
+    Args:
+        runtime: images ``(N, C, H, W)`` float32 in, logits ``(N, num_classes)`` out; its
+            ``input_size`` ``(H, W)``, where it has one, is checked against the data's.
+        name: what the messages call it, e.g. its file.
+        data_preprocessor: normalisation and batching, as for the PyTorch model (see
+            :func:`_data_preprocessor_cfg`).
+    """
+
+    def __init__(self, runtime: nn.Module, name: str, data_preprocessor: Optional[dict] = None):
+        super().__init__(data_preprocessor=data_preprocessor or
+                         dict(type='ClsDataPreprocessor'))
+        self.name = name
+        self.runtime = runtime
+
+    def forward(self, inputs: Tensor, data_samples: Optional[List[DataSample]] = None,
+                mode: str = 'predict') -> List[DataSample]:
+        if mode != 'predict':
+            raise ValueError(f"{self.name} only predicts; got mode={mode!r}")
+        data_size = tuple(inputs.shape[2:])
+        input_size = getattr(self.runtime, 'input_size', None)
+        if input_size is not None and data_size != input_size:
+            raise ConfigError(
+                f'{self.name} takes {input_size[0]}x{input_size[1]} '
+                f"images but the config's test pipeline makes {data_size[0]}x"
+                f'{data_size[1]}; export again with --shape {data_size[0]} {data_size[1]} '
+                '(or without --shape: the export takes the pipeline size)')
+        return logits_to_predictions(self.runtime(inputs.float()), data_samples)
+
+
 @MODELS.register_module()
-class ExportedClassifier(BaseModel):
-    """An exported classifier behind mmengine's model interface: :meth:`forward` runs the
-    file on the preprocessed batch, after checking the batch has the file's image size.
+class ExportedClassifier(RuntimeClassifier):
+    """An exported classifier file behind mmengine's model interface.
 
     Args:
         model_file: an ONNX file, or an OpenVINO IR ``.xml`` (with its ``.bin``), whose
             first input takes the preprocessed images ``(N, C, H, W)`` float32 and whose
             first output is the logits ``(N, num_classes)`` (what
             ``tools/deployment/pytorch2onnx.py`` writes, FP32 or INT8).
-        data_preprocessor: normalisation and batching, as for the PyTorch model (see
-            :func:`_data_preprocessor_cfg`).
+        data_preprocessor: see :class:`RuntimeClassifier`.
         threads: the runtime's threads (default: its own).
         int8_kernels: ONNX Runtime's INT8 kernels (see
             :class:`.onnx_runtime.OnnxRuntimeModel`).
@@ -76,24 +109,15 @@ class ExportedClassifier(BaseModel):
 
     def __init__(self, model_file: str, data_preprocessor: Optional[dict] = None,
                  threads: Optional[int] = None, int8_kernels: str = 'auto'):
-        super().__init__(data_preprocessor=data_preprocessor or
-                         dict(type='ClsDataPreprocessor'))
+        super().__init__(_runtime_model(model_file, threads, int8_kernels), model_file,
+                         data_preprocessor)
         self.model_file = model_file
-        self.runtime = _runtime_model(model_file, threads, int8_kernels)
 
-    def forward(self, inputs: Tensor, data_samples: Optional[List[DataSample]] = None,
-                mode: str = 'predict') -> List[DataSample]:
-        if mode != 'predict':
-            raise ValueError(f"an exported model only predicts; got mode={mode!r}")
-        data_size = tuple(inputs.shape[2:])
-        input_size = self.runtime.input_size
-        if input_size is not None and data_size != input_size:
-            raise ConfigError(
-                f'{self.model_file} takes {input_size[0]}x{input_size[1]} '
-                f"images but the config's test pipeline makes {data_size[0]}x"
-                f'{data_size[1]}; export again with --shape {data_size[0]} {data_size[1]} '
-                '(or without --shape: the export takes the pipeline size)')
-        return logits_to_predictions(self.runtime(inputs.float()), data_samples)
+
+def runtime_classifier(cfg: Config, runtime: nn.Module, name: str) -> RuntimeClassifier:
+    """``runtime`` (images in, logits out) behind the ``data_preprocessor`` the config's
+    own model has, ready to stand in for it as a Runner's model."""
+    return RuntimeClassifier(runtime, name, _data_preprocessor_cfg(cfg))
 
 
 def _load_error(model_file: str, runtime: str, error: Exception) -> ConfigError:

@@ -226,7 +226,7 @@ def onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
 
 
 # Recipe fields only the ONNX Runtime file has.
-_ONNXRUNTIME_SETTINGS = ('weight_bits', 'rounding', 'int8_kernels')
+_ONNXRUNTIME_SETTINGS = ('weight_bits', 'rounding', 'int8_kernels', 'accuracy_bound_points')
 
 
 def _check_request(xml_path: str, overwrite: bool, calibration, recipe: Int8Recipe,

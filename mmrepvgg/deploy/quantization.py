@@ -6,16 +6,24 @@ The recipe's defaults are the automatic per-CPU choice (:mod:`._host_cpu`: 7-bit
 x86 CPUs without VNNI, the INT8 kernels accurate for the file's weights). What it can add:
 another calibration method, mixed precision (:mod:`._mixed_precision`: the convs most
 sensitive to INT8 kept FP32) and learned rounding of the weights (:mod:`._adaround`).
+
+Accuracy-bounded by default: given held-out images, :func:`export_int8` measures INT8
+top-1 against FP32 and, while it drops by more than ``Int8Recipe.accuracy_bound_points``,
+applies the next of :data:`RECIPE_STEPS`, cheapest first: cross-layer equalization
+(:mod:`._equalization`), learned rounding, FP32 fallback of the most sensitive convs.
 """
 import dataclasses
 import os
+import shutil
 import tempfile
-from typing import Iterable, List, NamedTuple, Optional
+from typing import Callable, Iterable, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 from torch import nn
 
+from ..checkpoint import atomic_output
 from ._adaround import adaround
+from ._equalization import equalize_model
 from ._host_cpu import INT8_KERNELS, INT8_WEIGHT_MAX, Int8WeightChoice, host_cpu, int8_weight_choice
 from ._mixed_precision import Agreement, choose_fp32_convs, top1_agreement
 from .onnx_export import DEFAULT_OPSET, export_onnx
@@ -57,6 +65,11 @@ class Int8Recipe:
         int8_kernels: the ONNX Runtime INT8 kernels of the held-out comparison
             (``'auto'``, ``'u8s8'`` or ``'u8u8'``, see :class:`.onnx_runtime.OnnxRuntimeModel`).
         opset: ONNX opset version of the export (INT8: 13 or later).
+        accuracy_bound_points: the largest accepted INT8 top-1 drop against FP32 on the
+            held-out images, in points; past it, :func:`export_int8` applies the
+            :data:`RECIPE_STEPS` the recipe does not already hold, cheapest first, until
+            the drop is within it. None: quantize as the recipe says, no steps added.
+            ONNX Runtime only (OpenVINO: ``max_drop_points``).
         progress: called with (batch done, batches, images so far) after each
             calibration batch; not part of the recipe's identity.
     """
@@ -67,6 +80,7 @@ class Int8Recipe:
     rounding: str = 'nearest'
     int8_kernels: str = 'auto'
     opset: int = DEFAULT_OPSET
+    accuracy_bound_points: Optional[float] = 1.0
     progress: Optional[ProgressCallback] = dataclasses.field(default=None, compare=False,
                                                              repr=False)
 
@@ -79,14 +93,18 @@ class Int8Recipe:
         if isinstance(self.keep_fp32, bool) or not isinstance(self.keep_fp32, int):
             raise ValueError(f'INT8 recipe keep_fp32={self.keep_fp32!r}: pass a number '
                              'of convs')
-        if self.max_drop_points is not None:
-            if isinstance(self.max_drop_points, bool) or not isinstance(
-                    self.max_drop_points, (int, float)):
-                raise ValueError(f'INT8 recipe max_drop_points={self.max_drop_points!r}: '
-                                 'pass a number of top-1 points')
-            object.__setattr__(self, 'max_drop_points', float(self.max_drop_points))
-        if self.keep_fp32 < 0 or (self.max_drop_points or 0) < 0:
-            raise ValueError('INT8 recipe keep_fp32 and max_drop_points must not be negative')
+        for key in ('max_drop_points', 'accuracy_bound_points'):
+            points = getattr(self, key)
+            if points is None:
+                continue
+            if isinstance(points, bool) or not isinstance(points, (int, float)):
+                raise ValueError(f'INT8 recipe {key}={points!r}: pass a number of top-1 '
+                                 'points')
+            object.__setattr__(self, key, float(points))
+        if min(self.keep_fp32, self.max_drop_points or 0,
+               self.accuracy_bound_points or 0) < 0:
+            raise ValueError('INT8 recipe keep_fp32, max_drop_points and '
+                             'accuracy_bound_points must not be negative')
         if self.keep_fp32 and self.max_drop_points is not None:
             raise ValueError('INT8 recipe keep_fp32 and max_drop_points both choose the '
                              'FP32 convs; pass one')
@@ -102,8 +120,8 @@ class Int8Recipe:
     @classmethod
     def from_options(cls, options: Optional[dict], **settings) -> 'Int8Recipe':
         """The recipe of ``options`` ``{field: value}`` (what ``--int8-recipe KEY=VALUE``
-        parses to) and ``settings`` (fields the caller sets itself, e.g. ``opset``,
-        ``progress``).
+        parses to; ``'none'``, in any case, is None) and ``settings`` (fields the caller
+        sets itself, e.g. ``opset``, ``progress``).
 
         Raises:
             ValueError: a key that is no settable field (naming the valid ones), or a
@@ -115,7 +133,9 @@ class Int8Recipe:
         if unknown:
             raise ValueError(f'unknown INT8 recipe key {", ".join(unknown)}; valid keys: '
                              f'{", ".join(keys)}')
-        return cls(**(options or {}), **settings)
+        options = {key: None if isinstance(value, str) and value.lower() == 'none' else value
+                   for key, value in (options or {}).items()}
+        return cls(**options, **settings)
 
 
 class Int8Report(NamedTuple):
@@ -131,6 +151,11 @@ class Int8Report(NamedTuple):
         weights: the weight width and why (:func:`.host_cpu.int8_weight_choice`).
         agreement: INT8 against FP32 on the held-out images (None without any).
         rounding: how the weights were rounded (a key of :data:`WEIGHT_ROUNDINGS`).
+        steps: the :data:`RECIPE_STEPS` added to the recipe to keep the accuracy bound,
+            in the order applied (empty: the recipe as given).
+        bound_points: the accuracy bound that was checked (None: not checked, either
+            none in the recipe or no held-out images).
+        cpu: the CPU quantized and measured on (:meth:`.host_cpu.HostCpu.describe`).
     """
     path: str
     calibration_images: int
@@ -140,6 +165,146 @@ class Int8Report(NamedTuple):
     weights: Int8WeightChoice
     agreement: Optional[Agreement]
     rounding: str = 'nearest'
+    steps: Tuple[str, ...] = ()
+    bound_points: Optional[float] = None
+    cpu: str = ''
+
+    @property
+    def drop_points(self) -> Optional[float]:
+        """FP32 top-1 minus INT8 top-1 on the held-out images, in points."""
+        return None if self.agreement is None else _drop_points(self.agreement)
+
+    def describe_outcome(self) -> str:
+        """One line: the recipe chosen and how it met (or missed) the accuracy bound."""
+        recipe = ' + '.join((f'{self.method} calibration', *self.steps))
+        if self.agreement is None:
+            return f'INT8 recipe: {recipe}; accuracy not checked (no held-out images)'
+        low, high = self.agreement.top1_change_interval()
+        change_points = 0.0 - self.drop_points  # 0.0 -: no '-0.00'
+        measured = (f'top-1 change {change_points:+.2f} points (95 % interval '
+                    f'{low:+.2f} to {high:+.2f}), agreement {100 * self.agreement.rate:.2f} % '
+                    f'on {self.agreement.num_images} held-out images')
+        if self.bound_points is None:
+            return f'INT8 recipe: {recipe}; {measured}'
+        if self.drop_points <= self.bound_points:
+            return (f'INT8 recipe: {recipe}; {measured}: within the '
+                    f'{self.bound_points:g}-point bound')
+        return (f'INT8 recipe: {recipe}; {measured}: past the {self.bound_points:g}-point '
+                'bound after every recipe step (pass --int8-recipe keep_fp32=N to keep more '
+                'convs FP32)')
+
+
+def _drop_points(agreement: Agreement) -> float:
+    return 100 * (agreement.reference_correct - agreement.candidate_correct
+                  ) / agreement.num_images
+
+
+class _Candidate(NamedTuple):
+    """One way to quantize: the PyTorch model the file is made from, how its weights are
+    rounded, the convs kept FP32 and the recipe steps added so far."""
+    model: nn.Module
+    rounding: str
+    fp32_nodes: Tuple[str, ...]
+    steps: Tuple[str, ...] = ()
+    source_path: Optional[str] = None  # its FP32 ONNX file, once exported
+
+
+class _Context(NamedTuple):
+    """What every candidate is quantized and judged with."""
+    fp32_path: str  # the FP32 file of the user's model: the reference
+    workdir: str
+    input_shape: Tuple[int, ...]
+    calibration: List[np.ndarray]
+    held_out: Optional[List[tuple]]
+    recipe: Int8Recipe
+    weight_bits: int
+
+
+def _source_file(context: _Context, candidate: _Candidate, name: str) -> str:
+    """The FP32 ONNX file ``candidate`` is quantized from."""
+    if candidate.source_path is not None:
+        return candidate.source_path
+    if candidate.rounding == 'nearest' and not candidate.steps:
+        return context.fp32_path
+    model = candidate.model
+    if candidate.rounding == 'adaround':
+        model = adaround(model, context.calibration, context.weight_bits)
+    return export_onnx(model, os.path.join(context.workdir, f'{name}_fp32.onnx'),
+                       context.input_shape, dynamic_batch=True,
+                       opset=context.recipe.opset).path
+
+
+def _quantize(context: _Context, source_path: str, fp32_nodes, name: str) -> str:
+    int8_path = os.path.join(context.workdir, f'{name}_int8.onnx')
+    quantize_int8(source_path, int8_path, context.calibration, True, context.recipe.progress,
+                  context.recipe.calibration_method, list(fp32_nodes),
+                  weight_bits=context.weight_bits)
+    return int8_path
+
+
+def _fp32_convs(context: _Context, source_path: str, recipe: Int8Recipe) -> List[str]:
+    """:func:`.mixed_precision.choose_fp32_convs` ranked and checked on ``source_path``."""
+    def quantized(fp32_nodes: List[str]) -> OnnxRuntimeModel:
+        return OnnxRuntimeModel(_quantize(context, source_path, fp32_nodes, 'mixed'))
+    return choose_fp32_convs(source_path, context.calibration, context.held_out, recipe,
+                             quantized)
+
+
+# Each step: the candidate with one more recipe applied, or None where it holds it already.
+def _with_equalization(context: _Context, candidate: _Candidate) -> Optional[_Candidate]:
+    equalized, _ = equalize_model(candidate.model)
+    return candidate._replace(model=equalized, source_path=None,
+                              steps=candidate.steps + ('cross-layer equalization', ))
+
+
+def _with_learned_rounding(context: _Context, candidate: _Candidate) -> Optional[_Candidate]:
+    if candidate.rounding == 'adaround':
+        return None
+    return candidate._replace(rounding='adaround', source_path=None,
+                              steps=candidate.steps + ('learned rounding', ))
+
+
+def _with_fp32_fallback(context: _Context, candidate: _Candidate) -> Optional[_Candidate]:
+    if candidate.fp32_nodes or context.recipe.mixed_precision(context.held_out):
+        return None
+    recipe = dataclasses.replace(context.recipe,
+                                 max_drop_points=context.recipe.accuracy_bound_points)
+    source_path = _source_file(context, candidate, 'fallback')
+    fp32_nodes = _fp32_convs(context, source_path, recipe)
+    return candidate._replace(fp32_nodes=tuple(fp32_nodes), source_path=source_path,
+                              steps=candidate.steps + ('FP32 fallback of the most sensitive '
+                                                       f'{len(fp32_nodes)} conv(s)', ))
+
+
+def _next_candidate(context: _Context, candidate: _Candidate,
+                    pending: List['RecipeStep']) -> Optional[_Candidate]:
+    """``candidate`` with the first of the ``pending`` steps that applies to it (those
+    tried are removed from ``pending``), or None when none is left."""
+    while pending:
+        stepped = pending.pop(0)(context, candidate)
+        if stepped is not None:
+            return stepped
+    return None
+
+
+def _quantized_candidate(context: _Context, candidate: _Candidate) -> Tuple[str, _Candidate]:
+    """``(INT8 file, candidate)``: the candidate quantized, its FP32 convs chosen first
+    where the user's recipe asks for mixed precision."""
+    source_path = _source_file(context, candidate, str(len(candidate.steps)))
+    candidate = candidate._replace(source_path=source_path)
+    if not candidate.fp32_nodes and context.recipe.mixed_precision(context.held_out):
+        candidate = candidate._replace(
+            fp32_nodes=tuple(_fp32_convs(context, source_path, context.recipe)))
+    return (_quantize(context, source_path, candidate.fp32_nodes, str(len(candidate.steps))),
+            candidate)
+
+
+RecipeStep = Callable[[_Context, _Candidate], Optional[_Candidate]]
+# Applied in this order, cheapest first, while INT8 top-1 is past the accuracy bound: each
+# keeps the ones before it. Equalization is exact and takes a second; learned rounding
+# fits every conv (minutes); FP32 fallback gives up INT8 speed where it keeps accuracy.
+RECIPE_STEPS: Tuple[RecipeStep, ...] = (_with_equalization, _with_learned_rounding,
+                                        _with_fp32_fallback)
 
 
 def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
@@ -147,7 +312,9 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
                 recipe: Optional[Int8Recipe] = None, overwrite: bool = False) -> Int8Report:
     """Export the deploy form of ``model`` to a temporary FP32 ONNX file (dynamic batch,
     the calibration images' size), quantize it to ``int8_path`` as ``recipe`` says, then
-    (given ``held_out`` ``(images, labels)`` batches) compare the two on them.
+    (given ``held_out`` ``(images, labels)`` batches) compare the two on them; while INT8
+    top-1 is more than ``recipe.accuracy_bound_points`` below FP32, quantize again with
+    the next of :data:`RECIPE_STEPS` added. The file written is the last one tried.
 
     Args:
         model: a model holding RepVGG blocks, train or deploy form (not changed).
@@ -155,13 +322,13 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
             as it was).
         calibration: preprocessed image batches ``(N, C, H, W)`` float32, as the model
             receives them; the activation ranges come from them.
-        held_out: labelled batches not used for calibration; None skips the comparison.
-            Mixed precision ranks and checks the convs on them.
+        held_out: labelled batches not used for calibration; None skips the comparison
+            (and the accuracy bound). Mixed precision ranks and checks the convs on them.
         recipe: how to quantize (default: :class:`Int8Recipe`'s automatic choice). With
             ``rounding='adaround'`` the file is quantized from the model with
             learned-rounding weights, which lie on the INT8 grid; the FP32 side of the
-            comparison (and of the sensitivity ranking) stays ``model``. Convs kept FP32
-            by mixed precision hold the rounded weights.
+            comparison stays ``model``. Mixed precision ranks the convs of the file being
+            quantized (equalized, rounded), and convs kept FP32 hold its weights.
         overwrite: replace an existing ``int8_path``.
 
     Raises:
@@ -178,35 +345,30 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
     if recipe.opset < MIN_INT8_OPSET:
         raise ValueError(f'opset {recipe.opset}: per-channel INT8 needs opset '
                          f'{MIN_INT8_OPSET} or later')
-    weights = int8_weight_choice(host_cpu(), recipe.weight_bits)
-    method = recipe.calibration_method
-    mixed = recipe.mixed_precision(held_out)
-    check_calibration(method, CALIBRATION_METHODS, calibration, 'ONNX Runtime')
+    cpu = host_cpu()
+    weights = int8_weight_choice(cpu, recipe.weight_bits)
+    recipe.mixed_precision(held_out)
+    check_calibration(recipe.calibration_method, CALIBRATION_METHODS, calibration,
+                      'ONNX Runtime')
     held_out = None if held_out is None else list(held_out)
-    fp32_nodes: List[str] = []
+    bound = None if held_out is None else recipe.accuracy_bound_points
     with tempfile.TemporaryDirectory() as workdir:
         input_shape = (1, *calibration[0].shape[1:])
         fp32 = export_onnx(model, os.path.join(workdir, 'fp32.onnx'), input_shape,
                            dynamic_batch=True, opset=recipe.opset)
-        quantized_path = fp32.path
-        if recipe.rounding == 'adaround':
-            quantized_path = export_onnx(
-                adaround(model, calibration, weights.bits),
-                os.path.join(workdir, 'rounded.onnx'), input_shape, dynamic_batch=True,
-                opset=recipe.opset).path
-        if mixed:
-            def quantized(fp32_nodes: List[str]) -> OnnxRuntimeModel:
-                candidate_path = os.path.join(workdir, 'mixed.onnx')
-                quantize_int8(fp32.path, candidate_path, calibration, True, None, method,
-                              fp32_nodes, weight_bits=weights.bits)
-                return OnnxRuntimeModel(candidate_path)
-            fp32_nodes = choose_fp32_convs(fp32.path, calibration, held_out, recipe,
-                                           quantized)
-        quantize_int8(quantized_path, int8_path, calibration, overwrite, recipe.progress,
-                      method, fp32_nodes, weight_bits=weights.bits)
-        agreement = (None if held_out is None else top1_agreement(
-            OnnxRuntimeModel(fp32.path), OnnxRuntimeModel(int8_path, None, recipe.int8_kernels),
-            held_out))
+        context = _Context(fp32.path, workdir, input_shape, calibration, held_out, recipe,
+                           weights.bits)
+        candidate, pending = _Candidate(model, recipe.rounding, ()), list(RECIPE_STEPS)
+        while candidate is not None:
+            candidate_path, chosen = _quantized_candidate(context, candidate)
+            agreement = None if held_out is None else top1_agreement(
+                OnnxRuntimeModel(fp32.path),
+                OnnxRuntimeModel(candidate_path, None, recipe.int8_kernels), held_out)
+            within = bound is None or _drop_points(agreement) <= bound
+            candidate = None if within else _next_candidate(context, chosen, pending)
+        with atomic_output(int8_path, overwrite) as partial_path:
+            shutil.copyfile(candidate_path, partial_path)
     return Int8Report(os.path.abspath(int8_path), sum(len(batch) for batch in calibration),
-                      method, fp32_nodes, fp32.max_relative_error, weights, agreement,
-                      recipe.rounding)
+                      recipe.calibration_method, list(chosen.fp32_nodes),
+                      fp32.max_relative_error, weights, agreement, chosen.rounding, chosen.steps,
+                      bound, cpu.describe())

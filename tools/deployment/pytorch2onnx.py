@@ -12,8 +12,10 @@ with ``--backend openvino``, an OpenVINO IR (``.xml`` + ``.bin``; INT8 by NNCF).
         epoch_6.pth a0_int8.onnx --quantize int8 --int8-recipe max_drop_points=0.5
 
 ``--int8-recipe`` sets the fields of :class:`mmrepvgg.deploy.quantization.Int8Recipe`
-(calibration method, mixed precision, weight bits, rounding, INT8 kernels); its defaults
-are the automatic per-CPU choice.
+(calibration method, mixed precision, weight bits, rounding, INT8 kernels, accuracy bound);
+its defaults are the automatic per-CPU choice, accuracy-bounded: past a 1-point top-1 drop
+on the check images, cheaper-first recipe steps are added until the drop is within it,
+and the last line printed names the recipe chosen and the change it measured.
 
 The input size is the one the config's test pipeline makes unless ``--shape``; the batch
 dimension is dynamic unless ``--no-dynamic-batch``. A train-form checkpoint is fused
@@ -97,7 +99,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'weight_bits=auto|8|7 (auto: 7 on x86 CPUs without VNNI, which keeps '
                         'their fast u8s8 kernels exact), rounding=nearest|adaround (learned '
                         'per conv on the calibration images; minutes), '
-                        'int8_kernels=auto|u8s8|u8u8 (of the check)')
+                        'int8_kernels=auto|u8s8|u8u8 (of the check); '
+                        'accuracy_bound_points=POINTS|none (default 1.0: past that top-1 drop '
+                        'on the check images, cross-layer equalization, then learned '
+                        'rounding, then FP32 fallback of the most sensitive convs are added '
+                        'until it holds; none: the recipe as given)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config entries, e.g. '
                         'train_dataloader.dataset.data_root=DIR')
@@ -122,8 +128,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                               progress=print_progress)
     except ValueError as error:
         parser.error(f'--int8-recipe: {error}')
-    onnxruntime_only = sorted(set(args.int8_recipe) & {'weight_bits', 'rounding',
-                                                       'int8_kernels'})
+    onnxruntime_only = sorted(set(args.int8_recipe) & {
+        'weight_bits', 'rounding', 'int8_kernels', 'accuracy_bound_points'})
     if onnxruntime_only and args.backend == 'openvino':
         parser.error(f'--int8-recipe {", ".join(onnxruntime_only)} set the ONNX Runtime '
                      'file; drop them for --backend openvino')
@@ -194,6 +200,7 @@ def export_quantized(args: argparse.Namespace, cfg, model, size) -> int:
     print(f'CPU: {cpu.describe()}; ONNX Runtime INT8 kernels: {kernels.kernels} '
           f'({kernels.reason})')
     print_agreement(report.agreement, 'FP32', 'INT8')
+    print(report.describe_outcome())
     return 0
 
 
@@ -222,15 +229,24 @@ def main(argv=None) -> int:
     try:
         check_output(args.output, overwrite=args.force)  # before any work
         cfg = load_repvgg_config(args.config, args.cfg_options)
+        if cfg.get('default_scope') == 'mmdet' and args.quantize:
+            raise ConfigError(f'{args.config}: a detector config; INT8 of a detector needs '
+                              'its backbone and neck exported apart from the FP32 box '
+                              'decoding and NMS of its head, which is not built; convert it '
+                              'with tools/reparameterize_repvgg.py instead')
         if cfg.get('default_scope') == 'mmdet':
             raise ConfigError(f'{args.config}: a detector config; ONNX export covers '
                               'classifiers and mmseg segmentors (detection post-processing '
                               'does not export); convert it with '
                               'tools/reparameterize_repvgg.py instead')
-        if cfg.get('default_scope') == 'mmseg' and (args.quantize or args.backend != 'onnxruntime'):
-            raise ConfigError(f'{args.config}: a segmentor config; INT8 and OpenVINO export '
-                              'cover classifiers; drop --quantize and --backend for an FP32 '
-                              'ONNX segmentor')
+        if cfg.get('default_scope') == 'mmseg' and args.quantize:
+            raise ConfigError(f'{args.config}: a segmentor config; INT8 of a segmentor '
+                              "needs calibration on its training images and an mIoU check, "
+                              'which are not built; drop --quantize for an FP32 ONNX '
+                              'segmentor')
+        if cfg.get('default_scope') == 'mmseg' and args.backend != 'onnxruntime':
+            raise ConfigError(f'{args.config}: a segmentor config; OpenVINO export covers '
+                              'classifiers; drop --backend for an FP32 ONNX segmentor')
         model = build_train_model(cfg)
         state = load_checkpoint(model, args.checkpoint, 'convert').source
         if state.form == 'train':
