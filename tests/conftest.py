@@ -53,6 +53,18 @@ def digits_workspace(tmp_path_factory):
     return workspace
 
 
+@contextlib.contextmanager
+def working_directory(path):
+    """``contextlib.chdir`` (Python 3.11) on Python 3.10 too: the block runs in ``path``, and
+    the process goes back to the folder it was in."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 @pytest.fixture
 def tool_env():
     """Environment for tool subprocesses: one thread each (2 shared cores; idle OpenMP
@@ -69,7 +81,7 @@ def digits_train_checkpoint(digits_workspace):
     its accuracy."""
     work_dir = digits_workspace / 'short_train'
     train = load_tool('tools/train.py')
-    with contextlib.chdir(digits_workspace), torch_threads(1):
+    with working_directory(digits_workspace), torch_threads(1):
         return_code = train.main([
             os.path.join(REPO_ROOT, 'configs/digits/repvgg-A0_digits.py'), '--work-dir',
             str(work_dir), '--cfg-options', 'train_cfg.max_epochs=1',

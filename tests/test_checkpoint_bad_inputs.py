@@ -26,7 +26,7 @@ from test_checkpoint_safe_io import eval_through_rebuild_from_type, save_attack
 from mmrepvgg.datasets import prepare_digits
 from mmrepvgg.models import reparameterize_blocks
 
-from conftest import load_tool
+from conftest import load_tool, working_directory
 
 TOOL = REPO_ROOT / 'tools' / 'reparameterize_repvgg.py'
 DIGITS_CONFIG = REPO_ROOT / 'configs' / 'digits' / 'repvgg-A0_digits.py'
@@ -450,7 +450,7 @@ def run_case(tool: str, name: str, folder: Path, workspace: Path) -> CaseResult:
                     if path.is_file()}
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
-            contextlib.chdir(cwd):
+            working_directory(cwd):
         try:
             exit_code = load_tool(f'tools/{tool}.py').main(argv)
         except Exception:  # recorded, so that only this case fails, as a traceback

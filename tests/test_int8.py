@@ -19,7 +19,7 @@ from mmrepvgg.deploy.quantization import (Agreement, CalibrationBatches, onnx_lo
                                           output_nodes, top1_agreement)
 from mmrepvgg.engine import load_repvgg_config
 
-from conftest import REPO_ROOT, load_tool
+from conftest import REPO_ROOT, load_tool, working_directory
 
 DIGITS_CONFIG = os.path.join(REPO_ROOT, 'configs/digits/repvgg-A0_digits.py')
 DIGITS_MEAN, DIGITS_STD = 77.84, 95.89  # configs/digits/repvgg-A0_digits.py
@@ -31,7 +31,7 @@ def export_in_workspace(workspace, checkpoint: str, output, *options: str) -> st
     """Run pytorch2onnx on the digits config in ``workspace`` (its data_root is
     relative): what it printed; it must succeed."""
     printed = StringIO()
-    with contextlib.chdir(workspace), contextlib.redirect_stdout(printed):
+    with working_directory(workspace), contextlib.redirect_stdout(printed):
         code = pytorch2onnx.main([DIGITS_CONFIG, checkpoint, str(output), *options])
     assert code == 0, printed.getvalue()
     return printed.getvalue()
