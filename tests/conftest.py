@@ -2,11 +2,13 @@
 session's one trained digits checkpoint; tool modules loaded for in-process tests."""
 import contextlib
 import importlib.util
+import io
 import os
 import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from mmrepvgg.utils import torch_threads
@@ -51,6 +53,31 @@ def digits_workspace(tmp_path_factory):
     workspace = tmp_path_factory.mktemp('digits_workspace')
     prepare_digits(str(workspace / 'data' / 'digits'))
     return workspace
+
+
+def needs_newer_torch(available: bool, feature: str):
+    """Skip mark for a test of ``feature`` where this torch lacks it (torch 2.1, the oldest
+    supported, in CI's lower-bound environment); ``-ra`` prints the reason."""
+    return pytest.mark.skipif(
+        not available, reason=f'{feature}: not in torch {torch.__version__}, a newer torch has it')
+
+
+def torch_saves(make_tensor) -> bool:
+    """Whether this torch builds ``make_tensor()`` and ``torch.save``s it (float8 storages,
+    nested and jagged tensors pickle only in torch releases after 2.1)."""
+    try:
+        torch.save(make_tensor(), io.BytesIO())
+    except (AttributeError, KeyError, RuntimeError):
+        return False
+    return True
+
+
+# nncf (the openvino extra's quantizer) imports torch.uint16 (torch >= 2.3).
+needs_torch_for_nncf = needs_newer_torch(hasattr(torch, 'uint16'),
+                                         'nncf (INT8 with OpenVINO) imports torch.uint16')
+# torch.serialization's weights_only allow-list (add_safe_globals, get_safe_globals).
+needs_safe_globals = needs_newer_torch(hasattr(torch.serialization, 'get_safe_globals'),
+                                       'torch.serialization.get_safe_globals')
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from mmrepvgg.analysis import timing
 from mmrepvgg.analysis.timing import Timing
 from mmrepvgg.numerics import max_relative_error
 
-from conftest import int8_conv_weights, load_tool
+from conftest import int8_conv_weights, load_tool, needs_torch_for_nncf
 
 REPO = Path(__file__).resolve().parents[1]
 A0_CONFIG = str(REPO / 'configs/repvgg-A0_4xb64-coslr-120e_in1k.py')
@@ -279,6 +279,7 @@ def test_benchmark_refuses_a_deploy_checkpoint(tmp_path, capsys):
     assert 'pass a train-form checkpoint' in capsys.readouterr().err
 
 
+@needs_torch_for_nncf
 def test_benchmark_json_never_replaces_a_file_that_appears_during_the_run(
         tmp_path, capsys, monkeypatch):
     output = tmp_path / 'results.json'

@@ -17,6 +17,8 @@ from mmrepvgg.checkpoint import CheckpointError, load_checkpoint_file
 from mmrepvgg.engine.safe_runner import RepVGGRunner
 from test_checkpoint_safe_io import eval_through_rebuild_from_type, save_attack
 
+from conftest import needs_safe_globals
+
 PROCESS_STATE_AROUND_IMPORT = '''
 import logging, warnings, torch, mmengine.runner, mmpretrain.models
 from mmengine.runner import CheckpointLoader
@@ -36,6 +38,7 @@ print('unchanged')
 '''
 
 
+@needs_safe_globals
 def test_import_changes_no_loader_allow_list_warnings_filter_or_logger():
     result = subprocess.run([sys.executable, '-c', PROCESS_STATE_AROUND_IMPORT],
                             capture_output=True, text=True)

@@ -19,6 +19,7 @@ import numpy as np
 from torch import nn
 
 from ..checkpoint import atomic_output, check_output
+from ..compat import require_nncf
 from ..utils import require
 from .onnx_export import DEFAULT_OPSET, export_onnx
 from .quantization import (Agreement, LayerSensitivity, check_calibration, check_keep_fp32,
@@ -36,7 +37,7 @@ CONVOLUTION_TYPES = ('Convolution', 'GroupConvolution')
 
 
 def _range_estimator(method: str):
-    range_estimator = require('nncf.quantization.range_estimator', 'openvino')
+    range_estimator = require_nncf('nncf.quantization.range_estimator')
     return {'minmax': range_estimator.RangeEstimatorParametersSet.MINMAX,
             'percentile': range_estimator.RangeEstimatorParametersSet.MEAN_QUANTILE}[method]
 
@@ -119,8 +120,8 @@ def quantize_ir(fp32_onnx_path: str, calibration: Sequence[np.ndarray],
         MissingExtraError: NNCF is not installed.
     """
     check_calibration(method, OPENVINO_CALIBRATION_METHODS, calibration, 'OpenVINO')
-    nncf = require('nncf', 'openvino')
-    advanced = require('nncf.quantization.advanced_parameters', 'openvino')
+    nncf = require_nncf()
+    advanced = require_nncf('nncf.quantization.advanced_parameters')
     model = openvino.convert_model(fp32_onnx_path)
     ignored = openvino_convolutions(model, fp32_onnx_path, fp32_nodes)
     # NNCF compiles the model in CPU plugins of its own: the calling thread keeps its
