@@ -146,10 +146,11 @@ def build_case(name, folder: Path):
         torch.save({**_tensors(model), 'meta': {'best': np.float64(72.4),
                                                 'history': np.arange(3.0)}}, src,
                    _use_new_zipfile_serialization=False)
-        numpy_2_pickle = src.read_bytes()
-        assert b'numpy._core.multiarray' in numpy_2_pickle
-        src.write_bytes(numpy_2_pickle.replace(b'numpy._core.multiarray',
-                                               b'numpy.core.multiarray'))
+        # NumPy 2 writes numpy._core names; NumPy 1 already wrote numpy.core ones.
+        numpy_1_pickle = src.read_bytes().replace(b'numpy._core.multiarray',
+                                                  b'numpy.core.multiarray')
+        assert b'numpy.core.multiarray' in numpy_1_pickle
+        src.write_bytes(numpy_1_pickle)
     elif name == 'SRC is an OrderedDict whose pickled state shadows get':
         shadowing = collections.OrderedDict(_tensors(model))
         shadowing.__dict__['get'] = 'not a method'
