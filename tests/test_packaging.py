@@ -13,10 +13,12 @@ import zipfile
 from email.parser import Parser
 
 import pytest
+import torch
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from mmrepvgg.compat import require_nncf
 from mmrepvgg.datasets import prepare_digits
 from mmrepvgg.utils import MissingExtraError, require
 
@@ -226,6 +228,14 @@ def test_missing_optional_dependency_names_the_extra():
                        match=r'^no_such_module is not installed .*pip install '
                        r'"mmrepvgg\[demo\]"$'):
         require('no_such_module', 'demo')
+
+
+def test_int8_with_openvino_on_a_torch_without_uint16_names_the_torch_it_needs(monkeypatch):
+    monkeypatch.delattr(torch, 'uint16', raising=False)  # as in torch 2.1
+    with pytest.raises(MissingExtraError, match=r'^INT8 with OpenVINO needs torch >= 2\.3: '
+                       r'nncf imports torch\.uint16, .*quantize with ONNX Runtime$') as error:
+        require_nncf()
+    assert '\n' not in str(error.value)
 
 
 def test_digits_without_scikit_learn_says_to_install_the_demo_extra(tmp_path, monkeypatch):
