@@ -161,6 +161,7 @@ def test_without_the_openvino_extra_the_benchmark_has_no_openvino_rows_and_says_
 
 
 @pytest.mark.slow  # ~30-100 s on 2 shared cores: torch.compile and an ONNX export
+@needs_torch_for_nncf  # a promised row is OpenVINO INT8
 def test_quick_benchmark_writes_every_promised_row(tmp_path, capsys):
     output = tmp_path / 'quick.json'
     run_threads = 2

@@ -204,6 +204,7 @@ def _promised_rows(max_drop: str) -> list:
 
 
 @pytest.mark.slow
+@needs_torch_for_nncf  # a promised row is OpenVINO INT8
 def test_int8_accuracy_measures_every_promised_recipe_and_writes_json_and_plots(
         tiny_digits, tiny_checkpoint, tmp_path, capsys):
     pytest.importorskip('openvino')  # the OpenVINO rows: the [openvino] extra
