@@ -5,11 +5,13 @@ both folders see the same session fixtures and ``from conftest import ...`` name
 module."""
 import contextlib
 import importlib.util
+import io
 import os
 import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from mmrepvgg._utils import torch_threads
@@ -56,6 +58,43 @@ def digits_workspace(tmp_path_factory):
     return workspace
 
 
+def needs_newer_torch(available: bool, feature: str):
+    """Skip mark for a test of ``feature`` where this torch lacks it (torch 2.1, the oldest
+    supported, in CI's lower-bound environment); ``-ra`` prints the reason."""
+    return pytest.mark.skipif(
+        not available, reason=f'{feature}: not in torch {torch.__version__}, a newer torch has it')
+
+
+def torch_saves(make_tensor) -> bool:
+    """Whether this torch builds ``make_tensor()`` and ``torch.save``s it (float8 storages,
+    nested and jagged tensors pickle only in torch releases after 2.1)."""
+    try:
+        torch.save(make_tensor(), io.BytesIO())
+    except (AttributeError, KeyError, RuntimeError):
+        return False
+    return True
+
+
+# nncf (the openvino extra's quantizer) imports torch.uint16 (torch >= 2.3).
+needs_torch_for_nncf = needs_newer_torch(hasattr(torch, 'uint16'),
+                                         'nncf (INT8 with OpenVINO) imports torch.uint16')
+# torch.serialization's weights_only allow-list (add_safe_globals, get_safe_globals).
+needs_safe_globals = needs_newer_torch(hasattr(torch.serialization, 'get_safe_globals'),
+                                       'torch.serialization.get_safe_globals')
+
+
+@contextlib.contextmanager
+def working_directory(path):
+    """``contextlib.chdir`` (Python 3.11) on Python 3.10 too: the block runs in ``path``, and
+    the process goes back to the folder it was in."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 @pytest.fixture
 def tool_env():
     """Environment for tool subprocesses: one thread each (2 shared cores; idle OpenMP
@@ -72,7 +111,7 @@ def digits_train_checkpoint(digits_workspace):
     its accuracy."""
     work_dir = digits_workspace / 'short_train'
     train = load_tool('tools/train.py')
-    with contextlib.chdir(digits_workspace), torch_threads(1):
+    with working_directory(digits_workspace), torch_threads(1):
         return_code = train.main([
             os.path.join(REPO_ROOT, 'configs/digits/repvgg-A0_digits.py'), '--work-dir',
             str(work_dir), '--cfg-options', 'train_cfg.max_epochs=1',

@@ -23,8 +23,13 @@ def read_requirements(path):
                 if line.strip() and not line.startswith('#')]
 
 
+# mmcv, full or lite, is not required: a full mmcv (CUDA ops, built for one torch) comes from
+# `mim install` (the mim extra, requirements/mminstall.txt, as OpenMMLab packages declare it);
+# the lite extra is for environments without one. Installing mmcv-lite over a full mmcv would
+# mix two distributions' files in one `mmcv` module.
+MMCV_LITE = 'mmcv-lite>=2.0.0,<2.4.0'
 EXTRAS = {
-    'onnx': ['onnx', 'onnxruntime'],
+    'onnx': ['onnx>=1.16', 'onnxruntime>=1.19'],
     'demo': ['scikit-learn'],
     'plot': ['matplotlib'],
     'openvino': ['openvino', 'nncf'],  # second INT8 runtime (mmrepvgg.deploy.openvino_runtime)
@@ -107,16 +112,20 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(include=['mmrepvgg', 'mmrepvgg.*']),
     cmdclass={'build_py': BuildPyWithMim, 'sdist': SdistTrackedOnly},
-    python_requires='>=3.11',
+    python_requires='>=3.10',
     install_requires=read_requirements('requirements/install.txt'),
     extras_require={
         **EXTRAS,
         'all': sorted({package for packages in EXTRAS.values() for package in packages}),
+        'lite': [MMCV_LITE],
+        'mim': read_requirements('requirements/mminstall.txt'),
         'tests': read_requirements('requirements/tests.txt'),
     },
     license='Apache-2.0',
     classifiers=[
         'License :: OSI Approved :: Apache Software License',
         'Programming Language :: Python :: 3',
+        'Programming Language :: Python :: 3.10',
+        'Programming Language :: Python :: 3.11',
     ],
 )

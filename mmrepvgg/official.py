@@ -28,6 +28,7 @@ from torch import nn
 from .apis.convert import repvgg_convert as _fuse
 from .checkpoint import save_checkpoint_atomic
 from .checkpoint._layouts import PROJECT_LAYOUT, LayoutError, detect_layout, to_project_layout
+from ._compat import register_load_state_dict_pre_hook
 from .models import build_model, repvgg_classifier_cfg
 
 
@@ -52,7 +53,7 @@ def _factory(arch: str) -> Callable[..., nn.Module]:
     def create(deploy: bool = False, use_checkpoint: bool = False) -> nn.Module:
         model = build_model(repvgg_classifier_cfg(arch, deploy=deploy,
                                                   with_cp=use_checkpoint))
-        model.register_load_state_dict_pre_hook(_rename_external_layouts)
+        register_load_state_dict_pre_hook(model, _rename_external_layouts)
         # Train mode as a new nn.Module is; a deploy model only infers (and training it
         # would warn).
         return model.train(not deploy)

@@ -26,7 +26,7 @@ from test_checkpoint_safe_io import eval_through_rebuild_from_type, save_attack
 from mmrepvgg.datasets import prepare_digits
 from mmrepvgg.models import reparameterize_blocks
 
-from conftest import load_tool
+from conftest import load_tool, needs_newer_torch, torch_saves, working_directory
 
 TOOL = REPO_ROOT / 'tools' / 'reparameterize_repvgg.py'
 DIGITS_CONFIG = REPO_ROOT / 'configs' / 'digits' / 'repvgg-A0_digits.py'
@@ -146,10 +146,11 @@ def build_case(name, folder: Path):
         torch.save({**_tensors(model), 'meta': {'best': np.float64(72.4),
                                                 'history': np.arange(3.0)}}, src,
                    _use_new_zipfile_serialization=False)
-        numpy_2_pickle = src.read_bytes()
-        assert b'numpy._core.multiarray' in numpy_2_pickle
-        src.write_bytes(numpy_2_pickle.replace(b'numpy._core.multiarray',
-                                               b'numpy.core.multiarray'))
+        # NumPy 2 writes numpy._core names; NumPy 1 already wrote numpy.core ones.
+        numpy_1_pickle = src.read_bytes().replace(b'numpy._core.multiarray',
+                                                  b'numpy.core.multiarray')
+        assert b'numpy.core.multiarray' in numpy_1_pickle
+        src.write_bytes(numpy_1_pickle)
     elif name == 'SRC is an OrderedDict whose pickled state shadows get':
         shadowing = collections.OrderedDict(_tensors(model))
         shadowing.__dict__['get'] = 'not a method'
@@ -417,6 +418,15 @@ ACCEPTED_INPUTS = [
      'into RepVGG; not loaded, kept as initialised: head.fc.bias'),
 ]
 ALL_CASES = BAD_INPUTS + ACCEPTED_INPUTS
+# Cases whose file this torch cannot write (torch.save of float8 tensors: torch 2.1 cannot).
+FLOAT8_SAVES = torch_saves(lambda: torch.ones(1).to(torch.float8_e4m3fn))
+UNBUILDABLE = set() if FLOAT8_SAVES else {'SRC holds float8 tensors'}
+needs_float8_save = needs_newer_torch(FLOAT8_SAVES, 'torch.save of float8 tensors')
+
+
+def case_params(cases):
+    return [pytest.param(*case, marks=needs_float8_save) if case[1] in UNBUILDABLE else case
+            for case in cases]
 
 
 def shown_line(result, start: str) -> str:
@@ -450,7 +460,7 @@ def run_case(tool: str, name: str, folder: Path, workspace: Path) -> CaseResult:
                     if path.is_file()}
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
-            contextlib.chdir(cwd):
+            working_directory(cwd):
         try:
             exit_code = load_tool(f'tools/{tool}.py').main(argv)
         except Exception:  # recorded, so that only this case fails, as a traceback
@@ -465,7 +475,7 @@ def run_case(tool: str, name: str, folder: Path, workspace: Path) -> CaseResult:
 
 def run_all_cases(new_folder, workspace: Path):
     return {(tool, name): run_case(tool, name, new_folder(), workspace)
-            for tool, name, _ in ALL_CASES}
+            for tool, name, _ in ALL_CASES if name not in UNBUILDABLE}
 
 
 @pytest.fixture(scope='module')
@@ -474,7 +484,7 @@ def results(tmp_path_factory, digits_workspace):
     return run_all_cases(lambda: tmp_path_factory.mktemp('case'), digits_workspace)
 
 
-@pytest.mark.parametrize('tool, name, expected', BAD_INPUTS,
+@pytest.mark.parametrize('tool, name, expected', case_params(BAD_INPUTS),
                          ids=[f'{tool}: {name}' for tool, name, _ in BAD_INPUTS])
 def test_bad_input_gives_one_line_error_and_nonzero_exit(tool, name, expected, results):
     result = results[tool, name]
@@ -552,6 +562,7 @@ def render_table(results):
     return '\n'.join(lines) + '\n'
 
 
+@needs_float8_save
 def test_docs_table_lists_every_bad_input_with_the_line_users_see(results):
     assert DOC.read_text() == render_table(results), (
         'docs/bad_inputs.md is stale; regenerate: .venv/bin/python '

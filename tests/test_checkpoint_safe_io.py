@@ -15,7 +15,7 @@ import types
 import pytest
 import torch
 from checkpoint_fixtures import write_classifier_config
-from conftest import load_tool
+from conftest import load_tool, needs_safe_globals
 
 import mmrepvgg  # noqa: F401  (routes mmengine's loading through the safe reader)
 from mmrepvgg.checkpoint import CheckpointError, load_checkpoint_file
@@ -158,6 +158,7 @@ except Exception as error:
 '''
 
 
+@needs_safe_globals
 def test_import_leaves_torchs_allow_list_alone_and_plain_torch_load_refuses(tmp_path):
     marker = tmp_path / 'PWNED'
     path = save_attack(tmp_path / 'evil.pth', eval_through_rebuild_from_type, marker)
@@ -168,6 +169,7 @@ def test_import_leaves_torchs_allow_list_alone_and_plain_torch_load_refuses(tmp_
     assert not marker.exists()
 
 
+@needs_safe_globals
 def test_our_load_leaves_torchs_allow_list_as_the_user_set_it(tmp_path):
     import numpy as np
     torch.save({'weight': torch.ones(1)}, tmp_path / 'model.pth')

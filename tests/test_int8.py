@@ -21,7 +21,7 @@ from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
 from mmrepvgg.deploy._qdq import _CalibrationBatches, _output_nodes
 from mmrepvgg.engine import load_repvgg_config
 
-from conftest import REPO_ROOT, load_tool
+from conftest import REPO_ROOT, load_tool, working_directory
 
 DIGITS_CONFIG = os.path.join(REPO_ROOT, 'configs/digits/repvgg-A0_digits.py')
 DIGITS_MEAN, DIGITS_STD = 77.84, 95.89  # configs/digits/repvgg-A0_digits.py
@@ -33,7 +33,7 @@ def export_in_workspace(workspace, checkpoint: str, output, *options: str) -> st
     """Run pytorch2onnx on the digits config in ``workspace`` (its data_root is
     relative): what it printed; it must succeed."""
     printed = StringIO()
-    with contextlib.chdir(workspace), contextlib.redirect_stdout(printed):
+    with working_directory(workspace), contextlib.redirect_stdout(printed):
         code = pytorch2onnx.main([DIGITS_CONFIG, checkpoint, str(output), *options])
     assert code == 0, printed.getvalue()
     return printed.getvalue()

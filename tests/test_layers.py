@@ -11,7 +11,7 @@ from conftest import REPO_ROOT
 PACKAGE_DIR = os.path.join(REPO_ROOT, 'mmrepvgg')
 # Lowest first; a module may import its own layer and those below it.
 LAYERS = [
-    ('utils', 'version', 'registry', 'numerics', 'synthetic', 'reparam'),
+    ('utils', 'compat', 'version', 'registry', 'numerics', 'synthetic', 'reparam'),
     ('models', 'datasets', 'model_zoo'),
     ('checkpoint', ),
     ('config_file', ),

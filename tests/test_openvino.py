@@ -20,7 +20,7 @@ from mmrepvgg.engine.runner import parse_test_metrics  # noqa: E402
 from mmrepvgg.models import build_model, repvgg_classifier_cfg  # noqa: E402
 from mmrepvgg._synthetic import randomize_batch_norms_  # noqa: E402
 
-from conftest import REPO_ROOT, load_tool  # noqa: E402
+from conftest import REPO_ROOT, load_tool, needs_torch_for_nncf  # noqa: E402
 from test_int8 import export_in_workspace  # noqa: E402
 
 DIGITS_CONFIG = os.path.join(REPO_ROOT, 'configs/digits/repvgg-A0_digits.py')
@@ -48,6 +48,7 @@ def int8_ir(digits_workspace, digits_train_checkpoint):
     return str(output), printed
 
 
+@needs_torch_for_nncf
 def test_int8_ir_is_quantized_and_agrees_with_pytorch(int8_ir, digits_workspace,
                                                       digits_train_checkpoint, monkeypatch):
     path, printed = int8_ir
@@ -67,6 +68,7 @@ def test_int8_ir_is_quantized_and_agrees_with_pytorch(int8_ir, digits_workspace,
     assert agreement >= 0.85
 
 
+@needs_torch_for_nncf
 def test_deployment_test_tool_evaluates_the_ir(int8_ir, digits_workspace, tmp_path,
                                                monkeypatch, capsys):
     monkeypatch.chdir(digits_workspace)
@@ -107,6 +109,7 @@ def test_missing_openvino_is_one_line_naming_the_extra(digits_workspace,
     assert not os.listdir(tmp_path)
 
 
+@needs_torch_for_nncf
 def test_prepare_for_inference_openvino_int8_is_close_to_pytorch_but_quantized():
     from mmrepvgg.apis.inference import prepare_for_inference
     from mmrepvgg._numerics import max_relative_error
@@ -177,6 +180,7 @@ def _positions(kept_weights, conv_weights) -> list:
             for kept in kept_weights]
 
 
+@needs_torch_for_nncf
 def test_convs_kept_fp32_are_exactly_the_ones_named(small_onnx):
     from mmrepvgg.deploy.openvino_runtime import quantize_ir
     from mmrepvgg.deploy._qdq import conv_nodes
@@ -196,6 +200,7 @@ def test_convs_kept_fp32_are_exactly_the_ones_named(small_onnx):
 
 @pytest.mark.parametrize('name', ['/model/backbone/stem/act/Relu',  # a node, not a Conv
                                   '/model/backbone/stem/branch_reparam/Conv/WithoutBiases'])
+@needs_torch_for_nncf
 def test_a_name_that_is_no_onnx_conv_is_refused_not_ignored(small_onnx, name):
     from mmrepvgg.deploy.openvino_runtime import quantize_ir
     path, _, _, calibration, _ = small_onnx
@@ -203,6 +208,7 @@ def test_a_name_that_is_no_onnx_conv_is_refused_not_ignored(small_onnx, name):
         quantize_ir(path, calibration, fp32_nodes=[name])
 
 
+@needs_torch_for_nncf
 def test_keep_fp32_keeps_the_most_sensitive_convs_in_the_saved_ir(small_onnx, tmp_path):
     from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
     from mmrepvgg.deploy._mixed_precision import layer_sensitivity
@@ -218,6 +224,7 @@ def test_keep_fp32_keeps_the_most_sensitive_convs_in_the_saved_ir(small_onnx, tm
     assert sorted(_positions(_fp32_convs(saved), conv_weights)) == sorted(positions)
 
 
+@needs_torch_for_nncf
 def test_a_ranking_the_caller_already_has_is_used_as_given(small_onnx, tmp_path):
     from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
     from mmrepvgg.deploy._mixed_precision import LayerSensitivity
@@ -236,6 +243,7 @@ def test_a_ranking_the_caller_already_has_is_used_as_given(small_onnx, tmp_path)
     assert sorted(_positions(_fp32_convs(saved), conv_weights)) == last_two
 
 
+@needs_torch_for_nncf
 def test_max_drop_keeps_convs_fp32_until_top1_is_within_the_bound(small_onnx, tmp_path):
     from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
     from mmrepvgg.deploy.quantization import Int8Recipe
@@ -301,6 +309,7 @@ def _tool_mixed_ir(workspace, checkpoint: str, name: str, *recipe: str) -> tuple
     return str(output), printed, len(_fp32_convs(openvino.Core().read_model(output)))
 
 
+@needs_torch_for_nncf
 @pytest.mark.slow  # ranks 22 convs (one quantization each)
 def test_tool_keeps_the_named_number_of_convs_fp32(digits_workspace,
                                                    digits_train_checkpoint):
@@ -311,6 +320,7 @@ def test_tool_keeps_the_named_number_of_convs_fp32(digits_workspace,
     assert fp32_count == 2
 
 
+@needs_torch_for_nncf
 @pytest.mark.slow  # ranks 22 convs (one quantization each)
 def test_tool_max_drop_is_met_on_the_check_images(digits_workspace, digits_train_checkpoint,
                                                   monkeypatch):

@@ -15,6 +15,8 @@ pytest.importorskip('openvino')  # the [openvino] extra (requirements/tests.txt)
 from mmrepvgg.deploy.onnx_export import export_onnx  # noqa: E402
 from mmrepvgg.models import build_model, repvgg_classifier_cfg  # noqa: E402
 
+from conftest import needs_torch_for_nncf  # noqa: E402
+
 # Each case makes OpenVINO models through the package, drops them, then has a Python
 # handler catch a signal; faulthandler on, as in a pytest worker.
 CASE_SCRIPT = '''
@@ -56,7 +58,8 @@ def small_onnx_path(tmp_path_factory):
 
 @pytest.mark.parametrize('case', ['dropped in the order they were made',
                                   'dropped on another thread',
-                                  'quantized by NNCF, then both dropped'])
+                                  pytest.param('quantized by NNCF, then both dropped',
+                                               marks=needs_torch_for_nncf)])
 def test_a_python_signal_handler_runs_after_openvino_models_are_dropped(small_onnx_path,
                                                                         case):
     run = subprocess.run([sys.executable, '-X', 'faulthandler', '-c', CASE_SCRIPT,

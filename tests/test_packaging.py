@@ -13,8 +13,12 @@ import zipfile
 from email.parser import Parser
 
 import pytest
+import torch
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
+from mmrepvgg._compat import require_nncf
 from mmrepvgg.datasets import prepare_digits
 from mmrepvgg._utils import MissingExtraError, require
 
@@ -101,23 +105,75 @@ def test_wheel_ships_the_tracked_metafile_configs_and_tools_under_mim_and_nothin
     assert not in_sdist & set(UNTRACKED)
 
 
-def test_wheel_metadata_has_ranges_python_3_11_and_the_extras(built):
-    _, wheel, _ = built
+def wheel_metadata(wheel):
     archive = zipfile.ZipFile(wheel)
     metadata_name, = [name for name in archive.namelist() if name.endswith('/METADATA')]
-    metadata = Parser().parsestr(archive.read(metadata_name).decode())
-    assert metadata['Requires-Python'] == '>=3.11'  # the tests use contextlib.chdir
-    requires = metadata.get_all('Requires-Dist')
-    base = {Requirement(req) for req in requires if 'extra ==' not in req}
+    return Parser().parsestr(archive.read(metadata_name).decode())
+
+
+def requirements_of(metadata, extra=None) -> set:
+    """The Requires-Dist entries of the base install (``extra`` None) or of one extra."""
+    requirements = {Requirement(req) for req in metadata.get_all('Requires-Dist')}
+    if extra is None:
+        return {req for req in requirements if not req.marker}
+    return {req for req in requirements if req.marker and req.marker.evaluate({'extra': extra})}
+
+
+def test_wheel_metadata_has_ranges_python_3_10_and_the_extras(built):
+    _, wheel, _ = built
+    metadata = wheel_metadata(wheel)
+    assert metadata['Requires-Python'] == '>=3.10'
+    base = requirements_of(metadata)
     assert base == {Requirement(req) for req in read_requirements('install.txt')}
     assert not any(spec.operator == '==' for req in base for spec in req.specifier)
-    assert {'onnx', 'demo', 'plot', 'openvino', 'photos', 'seg', 'det', 'all'} <= set(
-        metadata.get_all('Provides-Extra'))
-    extra_all = {Requirement(req).name for req in requires if "extra == 'all'" in
-                 req.replace('"', "'")}
-    assert extra_all == {'onnx', 'onnxruntime', 'scikit-learn', 'matplotlib', 'openvino', 'nncf',
-                         'scikit-image', 'mmsegmentation', 'ftfy', 'regex', 'mmdet'}
-    assert any(name.endswith('LICENSE') for name in archive.namelist())
+    assert {'onnx', 'demo', 'plot', 'openvino', 'photos', 'seg', 'det', 'all', 'lite',
+            'mim'} <= set(metadata.get_all('Provides-Extra'))
+    assert {req.name for req in requirements_of(metadata, 'all')} == {
+        'onnx', 'onnxruntime', 'scikit-learn', 'matplotlib', 'openvino', 'nncf', 'scikit-image',
+        'mmsegmentation', 'ftfy', 'regex', 'mmdet'}
+    assert {(req.name, req.specifier) for req in requirements_of(metadata, 'mim')} == {
+        (req.name, req.specifier) for req in map(Requirement, read_requirements('mminstall.txt'))}
+    assert any(name.endswith('LICENSE') for name in zipfile.ZipFile(wheel).namelist())
+
+
+def test_only_the_lite_and_mim_extras_name_an_mmcv(built):
+    """A full mmcv (compiled for one torch and CUDA) stays: neither `pip install mmrepvgg`
+    nor an extra other than lite may pull mmcv-lite's files over it, nor another mmcv."""
+    _, wheel, _ = built
+    metadata = wheel_metadata(wheel)
+    mmcv_names = {'mmcv', 'mmcv-lite', 'mmcv-full'}
+    for extra in [None, *metadata.get_all('Provides-Extra')]:
+        names = {req.name for req in requirements_of(metadata, extra)} & mmcv_names
+        assert names == {'lite': {'mmcv-lite'}, 'mim': {'mmcv'}}.get(extra, set()), extra
+
+
+def test_wheel_metadata_admits_the_lower_bound_environment_and_starts_there(built):
+    """requirements/lowerbound.txt (what CI's Python 3.10 environment installs) satisfies
+    every requirement it pins, mmcv-lite standing in for mmcv; each declared lower bound is
+    the release series CI tries there, so nothing older is admitted untried."""
+    _, wheel, _ = built
+    metadata = wheel_metadata(wheel)
+    assert SpecifierSet(metadata['Requires-Python']).contains('3.10.0')
+    pins = {}
+    for line in read_requirements('lowerbound.txt'):
+        pin = Requirement(line)
+        spec, = pin.specifier
+        assert spec.operator == '==', line
+        pins[pin.name] = Version(spec.version)
+    pins.setdefault('mmcv', pins['mmcv-lite'])
+    checked = set()
+    for extra in (None, 'lite', 'mim', 'onnx', 'seg', 'det'):
+        for req in requirements_of(metadata, extra):
+            if req.name in pins:
+                assert req.specifier.contains(pins[req.name]), (req, pins[req.name])
+                checked.add(req.name)
+    assert {'torch', 'torchvision', 'numpy', 'mmengine', 'mmpretrain', 'mmcv', 'mmcv-lite',
+            'onnx', 'onnxruntime', 'mmsegmentation', 'mmdet'} <= checked
+    for req in requirements_of(metadata):
+        for spec in req.specifier:
+            if spec.operator == '>=':
+                lowest = Version(spec.version).release
+                assert pins[req.name].release[:len(lowest)] == lowest, (req, pins[req.name])
 
 
 @pytest.mark.slow  # a clean venv with torch: a few minutes, mostly copying wheels
@@ -136,7 +192,8 @@ def test_wheel_installed_with_its_declared_dependencies_runs_outside_the_checkou
         python = str(venv / 'bin' / 'python')
         pinned = [line for line in read_requirements('runtime.txt')
                   if line.startswith(('torch==', 'torchvision=='))]
-        for requirements in (pinned, [wheel]):
+        # mmcv-lite through the lite extra: a clean venv has no full mmcv.
+        for requirements in (pinned, [f'{wheel}[lite]']):
             installed = subprocess.run([python, '-m', 'pip', 'install', '-q', '--no-compile',
                                         *requirements],
                                        cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -172,6 +229,14 @@ def test_missing_optional_dependency_names_the_extra():
                        match=r'^no_such_module is not installed .*pip install '
                        r'"mmrepvgg\[demo\]"$'):
         require('no_such_module', 'demo')
+
+
+def test_int8_with_openvino_on_a_torch_without_uint16_names_the_torch_it_needs(monkeypatch):
+    monkeypatch.delattr(torch, 'uint16', raising=False)  # as in torch 2.1
+    with pytest.raises(MissingExtraError, match=r'^INT8 with OpenVINO needs torch >= 2\.3: '
+                       r'nncf imports torch\.uint16, .*quantize with ONNX Runtime$') as error:
+        require_nncf()
+    assert '\n' not in str(error.value)
 
 
 def test_digits_without_scikit_learn_says_to_install_the_demo_extra(tmp_path, monkeypatch):

@@ -83,7 +83,9 @@ import logging, sys, warnings, torch, mmengine.runner, mmpretrain.models
 from mmengine.runner import CheckpointLoader
 
 def state():
-    return (dict(CheckpointLoader._schemes), set(torch.serialization.get_safe_globals()),
+    # torch < 2.4 has no allow-list to read (get_safe_globals); the rest is checked there too
+    allow_list = getattr(torch.serialization, 'get_safe_globals', list)()
+    return (dict(CheckpointLoader._schemes), set(allow_list),
             list(warnings.filters), logging.getLogger().level,
             list(logging.getLogger().handlers))
 

@@ -80,6 +80,12 @@ class Reduce:
 
 
 # --- numpy: dtypes and arrays a file chooses (the measured segfault: an object array) ---
+# The functions numpy's own pickles call (in numpy.core.multiarray before numpy 2, in
+# numpy._core.multiarray since).
+NUMPY_RECONSTRUCT = np.zeros(1).__reduce__()[0]
+NUMPY_SCALAR = np.float64(0).__reduce__()[0]
+
+
 @pytest.mark.parametrize('value', [
     np.array([None, 1], dtype=object),
     np.zeros(2, dtype=[('a', 'f4'), ('b', 'i4')]),
@@ -90,8 +96,8 @@ class Reduce:
     Reduce(np.dtype, ('f8', False, True), (3, '<', None, None, None, -1, -1, 63)),  # flags
     Reduce(np.dtype, ('f8', False, True), (3, '<', None, ('a', ), {'a': (np.dtype('O'), 0)},
                                            8, 1, 63)),
-    Reduce(np._core.multiarray._reconstruct, (np.ndarray, (1000, ), b'b')),
-    Reduce(np._core.multiarray.scalar, (np.dtype('f8'), b'\0' * 4)),
+    Reduce(NUMPY_RECONSTRUCT, (np.ndarray, (1000, ), b'b')),
+    Reduce(NUMPY_SCALAR, (np.dtype('f8'), b'\0' * 4)),
 ], ids=['object', 'structured', 'void', 'unicode', 'object dtype', 'big-endian',
         'dtype flags', 'dtype fields', 'reconstruct shape', 'scalar size'])
 @pytest.mark.parametrize('zip_format', [True, False], ids=['zip', 'legacy'])

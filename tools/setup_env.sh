@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install mmrepvgg with its pinned runtime and test
+# Create a virtualenv (if missing) and install mmrepvgg with a pinned runtime set and the test
 # requirements, the seg and det extras (mmsegmentation, mmdetection) included, so that the
 # tests cover them. Safe to re-run: pip skips what is already installed.
+#   VENV     the folder (default .venv)
+#   RUNTIME  the pinned set (default requirements/runtime.txt; requirements/lowerbound.txt
+#            is the oldest stack CI tries, tools/setup_lower_env.sh)
+#   PYTHON   the interpreter that creates the venv (default python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+RUNTIME=${RUNTIME:-requirements/runtime.txt}
 PYTHON=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 pip_install() {
-    .venv/bin/python -m pip install -q --disable-pip-version-check "$@" > .venv/pip.log 2>&1 \
-        || { cat .venv/pip.log; echo "setup_env.sh: pip install $* failed" >&2; exit 1; }
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@" > "$VENV/pip.log" 2>&1 \
+        || { cat "$VENV/pip.log"; echo "setup_env.sh: pip install $* failed" >&2; exit 1; }
 }
-pip_install -r requirements/runtime.txt -r requirements/tests.txt -r requirements/seg.txt \
+pip_install -r "$RUNTIME" -r requirements/tests.txt -r requirements/seg.txt \
     -r requirements/det.txt
 pip_install --no-deps -e .
-.venv/bin/python -c "import mmrepvgg, torch; print('mmrepvgg', mmrepvgg.__version__, 'torch', torch.__version__)"
+"$VENV/bin/python" -c "import mmrepvgg, torch, numpy, mmcv; print('mmrepvgg', mmrepvgg.__version__, \
+'torch', torch.__version__, 'numpy', numpy.__version__, 'mmcv', mmcv.__version__)"

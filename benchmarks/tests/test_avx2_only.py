@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import onnx
+import onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import REPO_ROOT, int8_conv_weights
@@ -49,7 +50,8 @@ def python_as_avx2_only(code: str, *arguments: str) -> str:
 
 def test_the_command_and_its_children_see_avx2_and_no_avx512_vnni_or_amx():
     probe = ('import torch, numpy\n'
-             'features = numpy._core._multiarray_umath.__cpu_features__\n'
+             'core = getattr(numpy, "_core", None) or numpy.core\n'  # numpy.core before 2
+             'features = core._multiarray_umath.__cpu_features__\n'
              'print(torch.backends.cpu.get_cpu_capability(), features["AVX2"], '
              'features["AVX512F"], features["AVX512_ICL"])\n')
     child = f'import subprocess, sys; subprocess.run([sys.executable, "-c", {probe!r}])'
@@ -84,6 +86,9 @@ def _matmul_integer_file(weights: np.ndarray, path) -> str:
     return str(path)
 
 
+@pytest.mark.skipif(onnxruntime.__version__.startswith('1.19.'), reason=(
+    'onnxruntime 1.19 aborts in this MatMulInteger on an AVX2-only CPU (a failed bounds '
+    'assertion); newer onnxruntime runs it'))
 def test_onnxruntime_u8s8_saturates_int16_pairs_of_8_bit_weights_and_is_exact_otherwise(
         tmp_path):
     """Column 0 holds 8-bit weights (127: a pair of 255 x 127 products is 64770, past

@@ -21,7 +21,7 @@ from lab.rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, INT8_OPENVINO, INT8_PY
 from mmrepvgg.analysis._timing import Timing
 from mmrepvgg._numerics import max_relative_error
 
-from conftest import int8_conv_weights, load_tool
+from conftest import int8_conv_weights, load_tool, needs_torch_for_nncf
 
 REPO = Path(__file__).resolve().parents[2]
 A0_CONFIG = str(REPO / 'configs/repvgg-A0_4xb64-coslr-120e_in1k.py')
@@ -144,6 +144,7 @@ def test_without_torchao_the_benchmark_has_no_pytorch_int8_row_and_says_why(monk
 
 
 @pytest.mark.slow  # ~30-150 s on 2 shared cores: torch.compile (FP32, PT2E INT8), ONNX export
+@needs_torch_for_nncf  # a promised row is OpenVINO INT8
 def test_quick_benchmark_writes_every_promised_row(tmp_path, capsys):
     output = tmp_path / 'quick.json'
     run_threads = 2
@@ -263,6 +264,7 @@ def test_benchmark_refuses_a_deploy_checkpoint(tmp_path, capsys):
     assert 'pass a train-form checkpoint' in capsys.readouterr().err
 
 
+@needs_torch_for_nncf
 def test_benchmark_json_never_replaces_a_file_that_appears_during_the_run(
         tmp_path, capsys, monkeypatch):
     output = tmp_path / 'results.json'

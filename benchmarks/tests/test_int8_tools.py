@@ -26,7 +26,7 @@ from PIL import Image
 
 from mmrepvgg.apis.convert import build_train_model
 
-from conftest import REPO_ROOT, load_tool
+from conftest import REPO_ROOT, load_tool, needs_torch_for_nncf
 
 TOOLS = os.path.join(REPO_ROOT, 'benchmarks')
 DIGITS_CONFIG = os.path.join(REPO_ROOT, 'configs', 'digits', 'repvgg-A0_digits.py')
@@ -204,6 +204,7 @@ def _promised_rows(max_drop: str) -> list:
 
 
 @pytest.mark.slow
+@needs_torch_for_nncf  # a promised row is OpenVINO INT8
 def test_int8_accuracy_measures_every_promised_recipe_and_writes_json_and_plots(
         tiny_digits, tiny_checkpoint, tmp_path, capsys):
     pytest.importorskip('openvino')  # the OpenVINO rows: the [openvino] extra
@@ -406,6 +407,7 @@ def _markdown_rows(printed: str) -> dict:
             ([cell.strip() for cell in line.strip('|').split('|')] for line in lines[1:])}
 
 
+@needs_torch_for_nncf
 def test_int8_speed_prints_every_row_with_ratios_of_its_images_per_s(capsys):
     pytest.importorskip('openvino')  # the OpenVINO rows: the [openvino] extra
     from lab.rows import INT8_ONNXRUNTIME, INT8_OPENVINO, ONNXRUNTIME, OPENVINO

@@ -54,7 +54,9 @@ def export_segmentor_onnx(segmentor: nn.Module,
     try:
         return export_onnx(SegmentationLogits(segmentor), path, input_shape,
                            dynamic_batch=dynamic_batch, opset=opset, overwrite=overwrite)
-    except torch.onnx.OnnxExporterError as error:  # nothing was written (atomic output)
+    # torch.onnx.errors: the TorchScript exporter's (torch.onnx.OnnxExporterError is the other
+    # exporter's class in torch 2.1). Nothing was written (atomic output).
+    except torch.onnx.errors.OnnxExporterError as error:
         first_line = str(error).strip().splitlines()[0].split(' Please ')[0]
         raise OnnxExportError(
             f'the segmentor does not export at {input_shape[2]}x{input_shape[3]} '

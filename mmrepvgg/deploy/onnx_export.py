@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..checkpoint import atomic_output
+from .._compat import torchscript_onnx_export
 from ..models import RepVGGBlock, reparameterize_model
 from .._numerics import max_relative_error
 from .._utils import require
@@ -148,9 +149,9 @@ def export_onnx(model: nn.Module,
             # The TorchScript exporter announces its deprecation; see the module docstring.
             warnings.simplefilter('ignore', category=DeprecationWarning)
             warnings.simplefilter('ignore', category=FutureWarning)
-            torch.onnx.export(_OutputTensors(deploy_model), (example, ), temporary_path,
-                              dynamo=False, opset_version=opset, input_names=['input'],
-                              output_names=output_names, dynamic_axes=dynamic_axes)
+            torchscript_onnx_export(_OutputTensors(deploy_model), (example, ), temporary_path,
+                                    opset_version=opset, input_names=['input'],
+                                    output_names=output_names, dynamic_axes=dynamic_axes)
         relative_error = check_against_onnxruntime(deploy_model, temporary_path,
                                                    check_batches)
         if not relative_error <= tolerance:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..checkpoint import atomic_output, check_output
+from .._compat import require_nncf
 from .._utils import require
 from ._mixed_precision import LayerSensitivity, choose_fp32_convs
 from .onnx_export import export_onnx
@@ -39,7 +40,7 @@ CONVOLUTION_TYPES = ('Convolution', 'GroupConvolution')
 
 
 def _range_estimator(method: str):
-    range_estimator = require('nncf.quantization.range_estimator', 'openvino')
+    range_estimator = require_nncf('nncf.quantization.range_estimator')
     return {'minmax': range_estimator.RangeEstimatorParametersSet.MINMAX,
             'percentile': range_estimator.RangeEstimatorParametersSet.MEAN_QUANTILE}[method]
 
@@ -137,8 +138,8 @@ def quantize_ir(fp32_onnx_path: str, calibration: Sequence[np.ndarray],
         MissingExtraError: NNCF is not installed.
     """
     check_calibration(method, OPENVINO_CALIBRATION_METHODS, calibration, 'OpenVINO')
-    nncf = require('nncf', 'openvino')
-    advanced = require('nncf.quantization.advanced_parameters', 'openvino')
+    nncf = require_nncf()
+    advanced = require_nncf('nncf.quantization.advanced_parameters')
     model = openvino.convert_model(fp32_onnx_path)
     ignored = _openvino_convolutions(model, fp32_onnx_path, fp32_nodes)
     # NNCF compiles the model in CPU plugins of its own: the calling thread keeps its
