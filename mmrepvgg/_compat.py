@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from .utils import MissingExtraError, require
+from ._utils import MissingExtraError, require
 
 
 def torchscript_onnx_export(module: torch.nn.Module, args: tuple, path: str, **options) -> None:
