@@ -8,7 +8,7 @@ CPU is described as the emulated one, with what it hides named beside the figure
 """
 from typing import Dict, NamedTuple, Optional
 
-from mmrepvgg.deploy._host_cpu import ISA_FLAGS, HostCpu, host_cpu
+from mmrepvgg.deploy._host_cpu import ISA_FLAGS, HostCpu, _read, host_cpu
 
 from .avx2_only_library import avx2_only_loaded
 
@@ -43,14 +43,6 @@ class SeenCpu(NamedTuple):
 
     def as_dict(self) -> Dict[str, object]:
         return {**self.cpu.as_dict(), 'hidden_isa': list(self.hidden_isa)}
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as stream:
-            return stream.read()
-    except OSError:
-        return ''
 
 
 def seen_cpu(threads: Optional[int] = None, cpuinfo_text: Optional[str] = None,
