@@ -182,5 +182,6 @@ def test_pytorch2onnx_int8_rounding_adaround_rounds_at_the_chosen_width(
                               digits_train_checkpoint, str(output), '--quantize', 'int8',
                               '--calib-images', '32', '--check-images', '32',
                               '--int8-recipe', 'weight_bits=7', 'rounding=adaround']) == 0
-    assert calls == [7] and output.exists()
+    # AdaRound ran at the chosen width (again if the accuracy bound added steps after it)
+    assert calls and set(calls) == {7} and output.exists()
     assert '7-bit weights (requested), adaround rounding' in capsys.readouterr().out

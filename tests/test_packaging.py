@@ -126,11 +126,11 @@ def test_wheel_metadata_has_ranges_python_3_10_and_the_extras(built):
     base = requirements_of(metadata)
     assert base == {Requirement(req) for req in read_requirements('install.txt')}
     assert not any(spec.operator == '==' for req in base for spec in req.specifier)
-    assert {'onnx', 'demo', 'plot', 'openvino', 'photos', 'seg', 'det', 'all', 'lite',
-            'mim'} <= set(metadata.get_all('Provides-Extra'))
+    assert {'onnx', 'demo', 'plot', 'openvino', 'torch-int8', 'photos', 'seg', 'det', 'all',
+            'lite', 'mim'} <= set(metadata.get_all('Provides-Extra'))
     assert {req.name for req in requirements_of(metadata, 'all')} == {
-        'onnx', 'onnxruntime', 'scikit-learn', 'matplotlib', 'openvino', 'nncf', 'scikit-image',
-        'mmsegmentation', 'ftfy', 'regex', 'mmdet'}
+        'onnx', 'onnxruntime', 'scikit-learn', 'matplotlib', 'openvino', 'nncf', 'torchao',
+        'scikit-image', 'mmsegmentation', 'ftfy', 'regex', 'mmdet'}
     assert {(req.name, req.specifier) for req in requirements_of(metadata, 'mim')} == {
         (req.name, req.specifier) for req in map(Requirement, read_requirements('mminstall.txt'))}
     assert any(name.endswith('LICENSE') for name in zipfile.ZipFile(wheel).namelist())
