@@ -16,7 +16,7 @@ import numpy as np
 from mmpretrain.utils import progress
 
 from mmrepvgg.apis import ConfigError, get_model, inference_model
-from mmrepvgg.apis.image_classification import list_images
+from mmrepvgg.apis.image_classification import check_image, list_images
 from mmrepvgg.checkpoint import CheckpointError, atomic_output, check_output
 from mmrepvgg.models import reparameterize_blocks
 
@@ -60,6 +60,8 @@ def check_args(args: argparse.Namespace) -> list:
     if not images:
         raise ValueError(f'{args.images}: holds no image file (by extension); pass a folder '
                          'of .jpg/.png images')
+    for image in images:  # before the model is built: from the headers, nothing decoded
+        check_image(image)
     return images
 
 

@@ -7,11 +7,13 @@ a deploy model when the config asks for one, and run inference on the deploy for
 """
 import copy
 import os
+import warnings
 from typing import Any, List, Optional, Sequence, Union
 
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from mmpretrain.apis import ImageClassificationInferencer, ModelHub
+from PIL import Image
 from torch import nn
 
 from ..checkpoint import CheckpointError, load_checkpoint, load_checkpoint_file
@@ -22,6 +24,9 @@ from ..registry import DATASETS
 from .convert import CLASSIFIER_SCOPES, count_train_form_blocks
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
+# PIL's default decompression-bomb bound (about 0.25 GiB decoded as 8-bit RGB); the
+# inferencer decodes with OpenCV, which has none of its own.
+MAX_IMAGE_PIXELS = 89_478_485
 
 
 def _config_dataset_meta(config: Config) -> dict:
@@ -141,6 +146,33 @@ def list_images(image_or_folder: str) -> List[str]:
                   if file_name.lower().endswith(IMAGE_EXTENSIONS))
 
 
+def check_image(path: str) -> None:
+    """Check from its header, before anything decodes it, that ``path`` is an image of at
+    most :data:`MAX_IMAGE_PIXELS` pixels.
+
+    Raises:
+        ValueError: one line naming the file: missing, empty, not an image, too large.
+    """
+    try:
+        if os.path.getsize(path) == 0:
+            raise ValueError(f'{path}: is empty (0 bytes); pass an image file')
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            with Image.open(path) as image:  # reads the header only
+                width, height = image.size
+    except Image.DecompressionBombError:
+        width, height = -1, -1  # past twice PIL's bound: PIL did not say the size
+    except OSError as error:  # PIL's UnidentifiedImageError is one
+        reason = error.strerror or 'not an image PIL can read'
+        raise ValueError(f'{path}: cannot be read as an image ({reason}); pass a .jpg or '
+                         '.png image') from None
+    if width < 0 or width * height > MAX_IMAGE_PIXELS:
+        size = f'{width}x{height} pixels' if width >= 0 else \
+            f'more than {2 * MAX_IMAGE_PIXELS} pixels'
+        raise ValueError(f'{path}: declares {size}; at most {MAX_IMAGE_PIXELS} pixels are '
+                         'decoded, resize it first')
+
+
 def inference_model(model: Union[nn.Module, str, Config],
                     images: Union[str, Sequence[str]],
                     pretrained: Union[bool, str] = True,
@@ -163,12 +195,18 @@ def inference_model(model: Union[nn.Module, str, Config],
         ``ImageClassificationInferencer`` returns them: ``pred_label`` (int),
         ``pred_score`` (float), ``pred_scores`` (``(num_classes,)`` array of softmax
         scores) and ``pred_class`` (the class name, when the model knows them).
+
+    Raises:
+        ValueError: an image is missing, empty, not an image or has more than
+            :data:`MAX_IMAGE_PIXELS` pixels (:func:`check_image`), before any is decoded.
     """
     if not isinstance(model, nn.Module):
         model = get_model(model, pretrained=pretrained, device=device)
     elif count_train_form_blocks(model):
         model = reparameterize_model(model)
     paths = list_images(images) if isinstance(images, str) else list(images)
+    for path in paths:
+        check_image(path)
     inferencer = ImageClassificationInferencer(model)
     results = inferencer(paths, batch_size=batch_size)
     return results[0] if isinstance(images, str) and not os.path.isdir(images) else results
