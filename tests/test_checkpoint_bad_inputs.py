@@ -190,6 +190,12 @@ def build_case(name, folder: Path):
         nan_var = torch.full((48, ), float('nan'))
         src = saved(_tensors(model, **{'backbone.stem.branch_3x3.norm.running_var': nan_var}),
                     'diverged.pth')
+    elif name == 'SRC has BatchNorm statistics whose fused kernel overflows float32':
+        # Finite, until the fusion divides the weight by sqrt(running_var + eps) ~ 0.003.
+        src = saved(_tensors(model, **{'backbone.stem.branch_3x3.norm.weight':
+                                       torch.full((48, ), 3e38),
+                                       'backbone.stem.branch_3x3.norm.running_var':
+                                       torch.zeros(48)}), 'overflowing.pth')
     elif name == 'SRC lacks the head (backbone only)':
         src = saved({'state_dict': {key: value for key, value in model.state_dict().items()
                                     if key.startswith('backbone.')}}, 'backbone_only.pth')
@@ -299,6 +305,8 @@ def build_runner_case(tool: str, name: str, folder: Path, workspace: Path):
         changes['head.fc.weight'] = torch.full_like(state['head.fc.weight'], float('nan'))
     elif name == 'a negative BatchNorm running variance':
         changes['backbone.stem.branch_3x3.norm.running_var'] = -torch.ones(48)
+    elif name == 'head weights that overflow float32 (finite, logits infinite)':
+        changes['head.fc.weight'] = torch.full_like(state['head.fc.weight'], 3e38)
     elif name == 'a meta tensor (a shape without values)':
         changes['head.fc.bias'] = torch.empty(10, device='meta')
     elif name == 'a train-form checkpoint with the deploy config':
@@ -348,6 +356,8 @@ BAD_INPUTS = [(REPARAMETERIZE, name, expected) for name, expected in [
     ('SRC head size differs (100 classes, config 10)', 'model.head.num_classes=100'),
     ('SRC has NaN weights', 'holds NaN or infinite values'),
     ('SRC has a negative BatchNorm running variance', 'running variance with 48 negative'),
+    ('SRC has BatchNorm statistics whose fused kernel overflows float32',
+     'backbone.stem.branch_reparam.weight is not finite in torch.float32'),
     ('SRC lacks the head (backbone only)', 'lacks 2 tensors the model needs'),
     ('SRC mixes train and deploy blocks', 'mixes train-form'),
     ('SRC holds float8 tensors', 'makes a tensor of a dtype no RepVGG checkpoint holds'),
@@ -375,6 +385,8 @@ BAD_INPUTS = [(REPARAMETERIZE, name, expected) for name, expected in [
     ('NaN in the head', "'head.fc.weight' holds NaN or infinite values"),
     ('a negative BatchNorm running variance', 'running variance with 48 negative values'),
     ('a meta tensor (a shape without values)', 'makes a meta tensor'),
+    ('head weights that overflow float32 (finite, logits infinite)',
+     'gives NaN or infinite outputs (outputs[0].pred_score) on test batch 0'),
     ('a train-form checkpoint with the deploy config',
      'convert it with tools/reparameterize_repvgg.py'),
     ('the data root does not exist', 'is not a folder'),
