@@ -1,5 +1,6 @@
 """Optional dependencies, imported when a feature first needs them; the torch thread
-count held for a block of work; the global random generators kept as they were."""
+count held for a block of work; the global random generators kept as they were; the input
+image sizes the tools accept."""
 import contextlib
 import importlib
 import random
@@ -8,6 +9,20 @@ from typing import Iterator, Optional
 
 import numpy as np
 import torch
+
+
+# RepVGG downsamples 32x; past 4096 pixels a side, a tool's input only exhausts memory.
+MIN_INPUT_SIDE, MAX_INPUT_SIDE = 32, 4096
+
+
+def input_shape_problem(option: str, height: int, width: int) -> str:
+    """What is wrong with ``option`` ``height width`` (in pixels) as a tool's input image
+    size, and the fix; ``''`` when it is fine."""
+    if MIN_INPUT_SIDE <= min(height, width) and max(height, width) <= MAX_INPUT_SIDE:
+        return ''
+    return (f'{option} {height} {width}: RepVGG downsamples 32x and larger inputs only '
+            f'exhaust memory; pass a height and width from {MIN_INPUT_SIDE} to '
+            f'{MAX_INPUT_SIDE}')
 
 
 class MissingExtraError(ImportError):

@@ -85,6 +85,9 @@ def png_declaring(width: int, height: int) -> bytes:
     ('empty folder', 'holds no image file'),
     ('existing out', 'exists; choose a new file name'),
     ('unknown model', ''),
+    ('--device nonsense', "device 'nonsense': not a device name; pass cpu or cuda:N"),
+    ('--device cuda:7', "device 'cuda:7': this machine has "),
+    ('--device mps', "device 'mps': only cpu and cuda:N are supported"),
     ('empty image (0 bytes)', 'x.png: is empty (0 bytes)'),
     ('not an image', 'x.png: cannot be read as an image'),
     ('PNG declaring 10000x10000 pixels', 'x.png: declares 10000x10000 pixels; at most '
@@ -94,7 +97,7 @@ def png_declaring(width: int, height: int) -> bytes:
 ])
 def test_image_demo_bad_input_gives_one_error_line_and_keeps_files(
         case, expected, digits_checkpoint, tmp_path, capsys):
-    image_path = tmp_path / 'empty'
+    image_path = tmp_path / 'images'
     image_path.mkdir()
     out = tmp_path / 'results.json'
     out.write_text('keep me')
@@ -105,12 +108,13 @@ def test_image_demo_bad_input_gives_one_error_line_and_keeps_files(
                          str(out)],
         'unknown model': [str(image_path), 'repvgg-Z9', digits_checkpoint],
     }.get(case, [str(image_path), DIGITS_CONFIG, digits_checkpoint])
-    image_bytes = {'unknown model': png_declaring(32, 32), 'empty image (0 bytes)': b'',
-                   'not an image': b'not an image',
+    if case.startswith('--device'):
+        args += case.split()
+    image_bytes = {'empty image (0 bytes)': b'', 'not an image': b'not an image',
                    'PNG declaring 10000x10000 pixels': png_declaring(10000, 10000),
                    'PNG declaring 32000x33000 pixels': png_declaring(32000, 33000)}
-    if case in image_bytes:
-        (image_path / 'x.png').write_bytes(image_bytes[case])
+    if case != 'empty folder':
+        (image_path / 'x.png').write_bytes(image_bytes.get(case, png_declaring(32, 32)))
     return_code, output, errors = run_image_demo(*args, capsys=capsys)
     assert return_code == 1
     assert output == ''

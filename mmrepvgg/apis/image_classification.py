@@ -14,6 +14,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from mmpretrain.apis import ImageClassificationInferencer, ModelHub
 from PIL import Image
+import torch
 from torch import nn
 
 from ..checkpoint import CheckpointError, load_checkpoint, load_checkpoint_file
@@ -60,7 +61,33 @@ def _dataset_meta(checkpoint: Any, config: Config, source: str) -> dict:
                                                        for name in classes)):
         raise CheckpointError(f'{source}: meta.dataset_meta holds no list of class names; '
                               're-save the checkpoint, or drop its meta')
+    num_classes = config.model.get('head', {}).get('num_classes')
+    if isinstance(num_classes, int) and len(classes) != num_classes:
+        raise CheckpointError(f'{source}: meta.dataset_meta names {len(classes)} classes but '
+                              f'the model\'s head has {num_classes}; re-save the checkpoint '
+                              'with its own class names, or drop its meta')
     return {**dataset_meta, 'classes': tuple(classes)}
+
+
+def _checked_device(device: str) -> torch.device:
+    """``device`` as torch names it, if this machine has it.
+
+    Raises:
+        ConfigError: not a device name, or a GPU this machine does not have.
+    """
+    try:
+        torch_device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f'device {device!r}: not a device name; pass cpu or cuda:N') \
+            from None
+    if torch_device.type == 'cuda':
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (torch_device.index or 0) >= count:
+            raise ConfigError(f'device {device!r}: this machine has {count} CUDA GPU(s); '
+                              'pass cpu' + (' or cuda:0' if count else ''))
+    elif torch_device.type != 'cpu':
+        raise ConfigError(f'device {device!r}: only cpu and cuda:N are supported; pass cpu')
+    return torch_device
 
 
 def get_model(model: Union[str, Config],
@@ -86,11 +113,15 @@ def get_model(model: Union[str, Config],
 
     Raises:
         ConfigError: an unknown name or missing config file (see
-            :func:`mmrepvgg._config_file.read_config`).
+            :func:`mmrepvgg._config_file.read_config`); a ``device`` that is no device
+            name or a GPU this machine lacks.
         ValueError: ``pretrained=True`` for a config (only zoo names have published
             weights).
-        CheckpointError: the checkpoint cannot be read or does not fit the model.
+        CheckpointError: the checkpoint cannot be read or does not fit the model, or its
+            class names are not as many as the head's classes.
     """
+    if device is not None:
+        device = _checked_device(device)
     config = copy.deepcopy(model) if isinstance(model, Config) else read_config(model)
     if config.get('default_scope') not in CLASSIFIER_SCOPES:
         raise ConfigError(f"{model if isinstance(model, str) else 'the config'}: an "

@@ -26,12 +26,12 @@ import sys
 
 import numpy as np
 import torch
-from mmengine.config import DictAction
 
-from mmrepvgg._utils import MissingExtraError
+from mmrepvgg._utils import MissingExtraError, input_shape_problem
 from mmrepvgg.apis.convert import ConfigError, build_train_model
 from mmrepvgg.checkpoint import CheckpointError, check_output, load_checkpoint
 from mmrepvgg.engine import load_repvgg_config
+from mmrepvgg.engine._config import KeyValueAction
 from mmrepvgg.models.repvgg import image_channels
 
 try:
@@ -45,18 +45,6 @@ try:
     from mmrepvgg.models import reparameterize_model
 except MissingExtraError as missing:
     sys.exit(f'error: {missing}')
-
-MAX_SIDE = 4096  # larger inputs only exhaust memory: refused up front
-
-
-class RecipeAction(DictAction):
-    """mmengine's ``KEY=VALUE`` parsing, with one error line for a value without ``=``."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        for value in values:
-            if '=' not in value:
-                parser.error(f'{option_string} {value}: write KEY=VALUE, e.g. keep_fp32=2')
-        super().__call__(parser, namespace, values, option_string)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -89,7 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--check-images', type=int, default=512,
                         help='held-out test images on which INT8 and FP32 top-1 are '
                         'compared (default: 512)')
-    parser.add_argument('--int8-recipe', nargs='+', action=RecipeAction, metavar='KEY=VALUE',
+    parser.add_argument('--int8-recipe', nargs='+', action=KeyValueAction, metavar='KEY=VALUE',
                         default={}, help='with --quantize int8: the INT8 recipe, e.g. '
                         'calibration_method=minmax|percentile|entropy (entropy: ONNX '
                         'Runtime only); keep_fp32=N (mixed precision: the N convs most '
@@ -104,14 +92,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'on the check images, cross-layer equalization, then learned '
                         'rounding, then FP32 fallback of the most sensitive convs are added '
                         'until it holds; none: the recipe as given)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-                        help='override config entries, e.g. '
+    parser.add_argument('--cfg-options', nargs='+', action=KeyValueAction,
+                        metavar='KEY=VALUE', help='override config entries, e.g. '
                         'train_dataloader.dataset.data_root=DIR')
     parser.add_argument('--force', action='store_true', help='overwrite an existing OUTPUT')
     args = parser.parse_args(argv)
-    if args.shape and not all(32 <= side <= MAX_SIDE for side in args.shape):
-        parser.error(f'--shape {args.shape[0]} {args.shape[1]}: RepVGG downsamples 32x; '
-                     f'pass a height and width from 32 to {MAX_SIDE}')
+    if args.shape and input_shape_problem('--shape', *args.shape):
+        parser.error(input_shape_problem('--shape', *args.shape))
     if min(args.batch_size, args.calib_images, args.check_images) < 1:
         parser.error('--batch-size, --calib-images and --check-images must be positive')
     if not 7 <= args.opset <= 20:

@@ -16,7 +16,6 @@ import argparse
 import sys
 
 import torch
-from mmengine.config import DictAction
 
 from mmrepvgg._utils import MissingExtraError
 from mmrepvgg.apis import prepare_for_inference
@@ -24,6 +23,7 @@ from mmrepvgg.apis.convert import build_train_model
 from mmrepvgg.checkpoint import CheckpointError, load_checkpoint
 from mmrepvgg.checkpoint.fitting import checkpoint_file
 from mmrepvgg.engine import ConfigError, load_repvgg_config
+from mmrepvgg.engine._config import KeyValueAction
 from mmrepvgg.engine.runner import build_runner, format_test_metrics, prepare_test_config
 
 try:
@@ -59,7 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--int8-kernels', choices=('auto', *INT8_KERNELS), default='auto',
                         help='ONNX Runtime x64 INT8 kernels (default: auto, u8u8 on x86 '
                         'CPUs without VNNI, else u8s8)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+    parser.add_argument('--cfg-options', nargs='+', action=KeyValueAction,
+                        metavar='KEY=VALUE',
                         help='override config entries, e.g. test_dataloader.batch_size=16')
     args = parser.parse_args(argv)
     if args.threads is not None and args.threads < 1:
