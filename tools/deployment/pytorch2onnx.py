@@ -27,7 +27,8 @@ import sys
 import numpy as np
 import torch
 
-from mmrepvgg._utils import MissingExtraError, input_shape_problem
+from mmrepvgg._utils import (MAX_BATCH_IMAGES, MAX_DATASET_IMAGES, MissingExtraError,
+                             input_shape_problem, int_in)
 from mmrepvgg.apis.convert import ConfigError, build_train_model
 from mmrepvgg.checkpoint import CheckpointError, check_output, load_checkpoint
 from mmrepvgg.engine import load_repvgg_config
@@ -58,7 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help="input image size (default: the size the config's test "
                         'pipeline makes); calibration and check images are resized to it')
-    parser.add_argument('--batch-size', type=int, default=1,
+    parser.add_argument('--batch-size', type=int_in(1, MAX_BATCH_IMAGES), default=1,
                         help='batch size traced (default: 1); fixed in the file with '
                         '--no-dynamic-batch')
     parser.add_argument('--dynamic-batch', action=argparse.BooleanOptionalAction,
@@ -72,9 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--quantize', choices=('int8', ),
                         help='int8: static per-channel INT8 (QDQ for ONNX Runtime, NNCF for '
                         "OpenVINO), calibrated on the config's training images")
-    parser.add_argument('--calib-images', type=int, default=256,
+    parser.add_argument('--calib-images', type=int_in(1, MAX_DATASET_IMAGES), default=256,
                         help='training images to calibrate on (default: 256)')
-    parser.add_argument('--check-images', type=int, default=512,
+    parser.add_argument('--check-images', type=int_in(1, MAX_DATASET_IMAGES), default=512,
                         help='held-out test images on which INT8 and FP32 top-1 are '
                         'compared (default: 512)')
     parser.add_argument('--int8-recipe', nargs='+', action=KeyValueAction, metavar='KEY=VALUE',
@@ -99,8 +100,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.shape and input_shape_problem('--shape', *args.shape):
         parser.error(input_shape_problem('--shape', *args.shape))
-    if min(args.batch_size, args.calib_images, args.check_images) < 1:
-        parser.error('--batch-size, --calib-images and --check-images must be positive')
     if not 7 <= args.opset <= 20:
         parser.error(f'--opset {args.opset}: the exporter supports opsets 7 to 20; '
                      f'{DEFAULT_OPSET} is the default')
