@@ -32,26 +32,21 @@ def _first_non_finite_field(value: Any, name: str, depth: int = 0) -> Optional[s
 
 
 class FiniteOutputsCheck(Hook):
-    """Refuse, in one line, a model whose test or validation outputs hold NaN or an
-    infinity, at the first batch that does (before any metric is computed).
+    """Refuse, in one line, a model whose test outputs hold NaN or an infinity, at the
+    first batch that does (before any metric is computed). Validation during training is
+    left alone: a diverging run shows it in its metrics and keeps its checkpoints.
 
     Raises:
         CheckpointError: naming the model and the output field.
     """
     priority = 'VERY_HIGH'
 
-    def _check(self, runner, batch_idx: int, outputs: Any, mode: str) -> None:
+    def after_test_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         field = _first_non_finite_field(outputs, 'outputs')
         if field is None:
             return
         model = getattr(runner.model, 'name', None) or runner._load_from or 'the model'
         raise CheckpointError(
-            f'{model}: gives NaN or infinite outputs ({field}) on {mode} batch {batch_idx}; '
+            f'{model}: gives NaN or infinite outputs ({field}) on test batch {batch_idx}; '
             'its weights are damaged (NaN, or too large for float32), so it is not '
             'evaluated; export or convert it again from a good checkpoint')
-
-    def after_test_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        self._check(runner, batch_idx, outputs, 'test')
-
-    def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        self._check(runner, batch_idx, outputs, 'validation')

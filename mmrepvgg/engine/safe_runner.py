@@ -20,9 +20,9 @@ The shipped configs name this Runner (``runner_type``), so mmpretrain's, mmseg's
 mmdet's own tools build it too; :class:`RepVGGCheckpointGuard` covers a tool that ignores
 ``runner_type`` (docs/trust_in_other_tools.md).
 
-A model whose test or validation outputs hold NaN or an infinity is refused at the first
-such batch (:class:`~mmrepvgg.engine._finite_outputs.FiniteOutputsCheck`), whatever it is
-(PyTorch, an exported file, PyTorch INT8).
+A model whose test outputs hold NaN or an infinity is refused at the first such batch
+(:class:`~mmrepvgg.engine._finite_outputs.FiniteOutputsCheck`), whatever it is (PyTorch,
+an exported file, PyTorch INT8).
 
 Every refusal is a :class:`~mmrepvgg.checkpoint.CheckpointError` with one line to show.
 """
