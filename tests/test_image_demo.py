@@ -86,7 +86,7 @@ def png_declaring(width: int, height: int) -> bytes:
     ('existing out', 'exists; choose a new file name'),
     ('unknown model', ''),
     ('--device nonsense', "device 'nonsense': not a device name; pass cpu or cuda:N"),
-    ('--device cuda:7', "device 'cuda:7': this machine has "),
+    ('--device cuda:999', "device 'cuda:999': this machine has "),
     ('--device mps', "device 'mps': only cpu and cuda:N are supported"),
     ('empty image (0 bytes)', 'x.png: is empty (0 bytes)'),
     ('not an image', 'x.png: cannot be read as an image'),

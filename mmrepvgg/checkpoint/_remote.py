@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from mmengine.dist import barrier, get_dist_info
 
@@ -81,11 +81,11 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def _declared_bytes(url: str, content_length: str) -> int:
+def _declared_bytes(url: str, content_length: Optional[str]) -> int:
     """The size a ``Content-Length`` header declares, in bytes; -1 if it declares none."""
     if content_length is None:
         return -1
-    if not content_length.strip().isdigit():
+    if not (content_length.strip().isascii() and content_length.strip().isdigit()):
         raise CheckpointError(f'{url}: the server declares a Content-Length of '
                               f'{content_length[:40]!r}, not a number of bytes; check the URL')
     declared = int(content_length)
