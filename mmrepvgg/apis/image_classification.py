@@ -82,7 +82,8 @@ def _checked_device(device: str) -> torch.device:
             from None
     if torch_device.type == 'cuda':
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (torch_device.index or 0) >= count:
+        index = torch_device.index or 0  # torch wraps an index past 127 below 0
+        if not 0 <= index < count:
             raise ConfigError(f'device {device!r}: this machine has {count} CUDA GPU(s); '
                               'pass cpu' + (' or cuda:0' if count else ''))
     elif torch_device.type != 'cpu':
