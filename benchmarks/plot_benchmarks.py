@@ -28,6 +28,10 @@ def main(argv=None) -> int:
         print(f'error: {args.results}: cannot read benchmark JSON ({error}); pass the file '
               'benchmark.py --json wrote', file=sys.stderr)
         return 1
+    if not isinstance(results, dict):
+        print(f'error: {args.results}: holds a JSON {type(results).__name__}, not the object '
+              'benchmark.py --json writes; pass that file', file=sys.stderr)
+        return 1
     os.makedirs(args.out_dir, exist_ok=True)
     for file_name, plot in PLOTS.items():
         path = os.path.join(args.out_dir, file_name)

@@ -1,13 +1,48 @@
 """Optional dependencies, imported when a feature first needs them; the torch thread
-count held for a block of work; the global random generators kept as they were."""
+count held for a block of work; the global random generators kept as they were; the input
+image sizes and counts the tools accept."""
+import argparse
 import contextlib
 import importlib
 import random
 from types import ModuleType
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
+
+
+# RepVGG downsamples 32x; past 4096 pixels a side, a tool's input only exhausts memory.
+MIN_INPUT_SIDE, MAX_INPUT_SIDE = 32, 4096
+# Counts the tools' options accept: images in one forward pass (1024 ImageNet-size images
+# are 0.6 GB of input), images of a dataset to use, CPU threads.
+MAX_BATCH_IMAGES, MAX_DATASET_IMAGES, MAX_THREADS = 1024, 10**7, 1024
+
+
+def input_shape_problem(option: str, height: int, width: int) -> str:
+    """What is wrong with ``option`` ``height width`` (in pixels) as a tool's input image
+    size, and the fix; ``''`` when it is fine."""
+    if MIN_INPUT_SIDE <= min(height, width) and max(height, width) <= MAX_INPUT_SIDE:
+        return ''
+    return (f'{option} {height} {width}: RepVGG downsamples 32x and larger inputs only '
+            f'exhaust memory; pass a height and width from {MIN_INPUT_SIDE} to '
+            f'{MAX_INPUT_SIDE}')
+
+
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer from ``low`` to ``high``, else argparse's one
+    error line (a count of 0 or -1 would fail deep in the work; 10**9 would exhaust
+    memory)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f'{value}: pass {low} to {high}')
+        return value
+    parse.__name__ = 'integer'  # what argparse's messages call the type
+    return parse
 
 
 class MissingExtraError(ImportError):

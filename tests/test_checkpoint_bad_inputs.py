@@ -191,6 +191,12 @@ def build_case(name, folder: Path):
         nan_var = torch.full((48, ), float('nan'))
         src = saved(_tensors(model, **{'backbone.stem.branch_3x3.norm.running_var': nan_var}),
                     'diverged.pth')
+    elif name == 'SRC has BatchNorm statistics whose fused kernel overflows float32':
+        # Finite, until the fusion divides the weight by sqrt(running_var + eps) ~ 0.003.
+        src = saved(_tensors(model, **{'backbone.stem.branch_3x3.norm.weight':
+                                       torch.full((48, ), 3e38),
+                                       'backbone.stem.branch_3x3.norm.running_var':
+                                       torch.zeros(48)}), 'overflowing.pth')
     elif name == 'SRC lacks the head (backbone only)':
         src = saved({'state_dict': {key: value for key, value in model.state_dict().items()
                                     if key.startswith('backbone.')}}, 'backbone_only.pth')
@@ -264,6 +270,8 @@ def build_runner_case(tool: str, name: str, folder: Path, workspace: Path):
                                                            message_hub={}))]
         elif name == 'the digits data does not exist yet':
             cwd = folder
+        elif name == '--work-dir is a file':
+            (folder / 'work').write_text('notes')
         elif name == 'load_from with a backbone that does not fit (A1 weights, A0 config)':
             argv.append(f'load_from={digits_checkpoint(folder, "a1.pth", arch="A1")}')
         elif name.startswith('init_cfg mmrepvgg.Pretrained'):
@@ -300,6 +308,8 @@ def build_runner_case(tool: str, name: str, folder: Path, workspace: Path):
         changes['head.fc.weight'] = torch.full_like(state['head.fc.weight'], float('nan'))
     elif name == 'a negative BatchNorm running variance':
         changes['backbone.stem.branch_3x3.norm.running_var'] = -torch.ones(48)
+    elif name == 'head weights that overflow float32 (finite, logits infinite)':
+        changes['head.fc.weight'] = torch.full_like(state['head.fc.weight'], 3e38)
     elif name == 'a meta tensor (a shape without values)':
         changes['head.fc.bias'] = torch.empty(10, device='meta')
     elif name == 'a train-form checkpoint with the deploy config':
@@ -308,6 +318,16 @@ def build_runner_case(tool: str, name: str, folder: Path, workspace: Path):
         extra = [f'test_dataloader.dataset.data_root={folder / "no_data"}']
     elif name == 'test_dataloader.batch_size=-1':
         extra = ['test_dataloader.batch_size=-1']
+    elif name == 'test_dataloader.num_workers=-1':
+        extra = ['test_dataloader.num_workers=-1']
+    elif name in ('the data root is an http:// URL', 'the data root is an s3:// URL'):
+        scheme = name.split()[-2]
+        extra = [f'test_dataloader.dataset.data_root={scheme}example.com/digits']
+    elif name == 'the data folder has no val/ folder':
+        (folder / 'data' / 'train').mkdir(parents=True)
+        extra = [f'test_dataloader.dataset.data_root={folder / "data"}']
+    elif name == '--work-dir is a file':
+        (folder / 'work').write_text('notes')
     elif name in ('--launcher pytorch without torchrun', '--launcher slurm outside Slurm'):
         work_dir.append('--launcher=' + name.split()[1])
     elif name == 'argparse.Namespace in meta':
@@ -349,6 +369,8 @@ BAD_INPUTS = [(REPARAMETERIZE, name, expected) for name, expected in [
     ('SRC head size differs (100 classes, config 10)', 'model.head.num_classes=100'),
     ('SRC has NaN weights', 'holds NaN or infinite values'),
     ('SRC has a negative BatchNorm running variance', 'running variance with 48 negative'),
+    ('SRC has BatchNorm statistics whose fused kernel overflows float32',
+     'backbone.stem.branch_reparam.weight is not finite in torch.float32'),
     ('SRC lacks the head (backbone only)', 'lacks 2 tensors the model needs'),
     ('SRC mixes train and deploy blocks', 'mixes train-form'),
     ('SRC holds float8 tensors', 'makes a tensor of a dtype no RepVGG checkpoint holds'),
@@ -376,10 +398,18 @@ BAD_INPUTS = [(REPARAMETERIZE, name, expected) for name, expected in [
     ('NaN in the head', "'head.fc.weight' holds NaN or infinite values"),
     ('a negative BatchNorm running variance', 'running variance with 48 negative values'),
     ('a meta tensor (a shape without values)', 'makes a meta tensor'),
+    ('head weights that overflow float32 (finite, logits infinite)',
+     'gives NaN or infinite outputs (outputs[0].pred_score) on test batch 0'),
     ('a train-form checkpoint with the deploy config',
      'convert it with tools/reparameterize_repvgg.py'),
     ('the data root does not exist', 'is not a folder'),
     ('test_dataloader.batch_size=-1', 'set a positive integer'),
+    ('test_dataloader.num_workers=-1', 'num_workers is -1'),
+    ('the data root is an http:// URL', "'http://example.com/digits' of <repo>/configs/"
+     'digits/repvgg-A0_digits.py is a URL'),
+    ('the data root is an s3:// URL', 'is a URL; the datasets read local folders'),
+    ('the data folder has no val/ folder', "has no 'val' folder"),
+    ('--work-dir is a file', '--work-dir <dir>/work: is a file, not a folder'),
     ('--launcher pytorch without torchrun', 'RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT not set'),
     ('--launcher slurm outside Slurm',
      'SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_NODELIST not set'),
@@ -388,6 +418,7 @@ BAD_INPUTS = [(REPARAMETERIZE, name, expected) for name, expected in [
     ('--resume from a checkpoint whose message hub is empty',
      'its training state does not fit this run'),
     ('the digits data does not exist yet', 'create it with: python tools/demo.py'),
+    ('--work-dir is a file', '--work-dir <dir>/work: is a file, not a folder'),
     ('load_from with a backbone that does not fit (A1 weights, A0 config)',
      'holds RepVGG-A1 weights but the config builds RepVGG-A0'),
     ('init_cfg mmrepvgg.Pretrained with A1 weights (A0 config)',
@@ -504,6 +535,19 @@ def test_formerly_refused_input_is_accepted(tool, name, start, results):
     assert result.exit_code == 0, (result.out + result.err)[-3000:]
     assert 'Traceback' not in result.err + result.out
     assert shown_line(result, start).startswith(start)
+
+
+@pytest.mark.parametrize('tool', ['train', 'test', 'deployment/test', 'deployment/pytorch2onnx'])
+def test_cfg_options_entry_without_a_value_is_one_argparse_line(tool, capsys):
+    """mmengine's DictAction raised ValueError (a traceback) for KEY without =VALUE."""
+    argv = [str(DIGITS_CONFIG)] + (['CHECKPOINT'] if tool != 'train' else []) + \
+        (['OUT.onnx'] if tool.endswith('pytorch2onnx') else []) + \
+        ['--cfg-options', 'train_cfg.max_epochs']
+    with pytest.raises(SystemExit) as exit_info:
+        load_tool(f'tools/{tool}.py').main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith('error: --cfg-options train_cfg.max_epochs: write KEY=VALUE')
 
 
 def test_deploy_checkpoint_as_src_converts_as_a_no_op_with_a_notice(tmp_path, capsys):

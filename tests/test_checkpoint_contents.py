@@ -193,10 +193,16 @@ def test_truncated_safetensors_file_is_refused_in_one_line(tmp_path):
     assert_one_line_refusal(str(path), 'cut.safetensors: not a readable safetensors file')
 
 
+DIGIT_NAMES = tuple(f'digit {digit}' for digit in range(10))
+
+
 @pytest.mark.parametrize('meta, classes', [
-    ('not a dict', None), ({'dataset_meta': [1, 2]}, 'refused'),
-    ({'dataset_meta': {'classes': 5}}, 'refused'),
-    ({'dataset_meta': {'classes': ['cat', 'dog']}}, ('cat', 'dog')),
+    ('not a dict', None),
+    ({'dataset_meta': [1, 2]}, 'meta.dataset_meta holds no list of class names'),
+    ({'dataset_meta': {'classes': 5}}, 'meta.dataset_meta holds no list of class names'),
+    ({'dataset_meta': {'classes': ['cat', 'dog']}},  # fewer than the head's 10: an IndexError
+     "meta.dataset_meta names 2 classes but the model's head has 10"),
+    ({'dataset_meta': {'classes': list(DIGIT_NAMES)}}, DIGIT_NAMES),
 ])
 def test_class_names_in_meta_are_a_list_of_strings_or_refused_in_one_line(
         tmp_path, meta, classes):
@@ -206,9 +212,8 @@ def test_class_names_in_meta_are_a_list_of_strings_or_refused_in_one_line(
     config = write_classifier_config(tmp_path)
     path = saved(tmp_path, {'state_dict': trained_classifier(config).state_dict(),
                             'meta': meta})
-    if classes == 'refused':
-        with pytest.raises(CheckpointError, match='meta.dataset_meta holds no list of class '
-                           'names') as error:
+    if isinstance(classes, str):
+        with pytest.raises(CheckpointError, match=classes) as error:
             get_model(str(config), pretrained=path)
         assert '\n' not in str(error.value)
         return

@@ -103,3 +103,36 @@ def test_pretrained_initializer_fits_the_backbone_exactly_and_skips_the_head(
         model.init_weights()
     for key, tensor in source.backbone.state_dict().items():
         torch.testing.assert_close(model.backbone.state_dict()[key], tensor, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('prefix', ['backbone', 'backbone.'])
+def test_pretrained_initializer_takes_mmpretrains_prefix_form(tmp_path, prefix):
+    """init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone') on a backbone
+    (mmpretrain's usual form) raised TypeError."""
+    from mmrepvgg.models import build_model, repvgg_classifier_cfg
+    source = build_model(repvgg_classifier_cfg('A0', num_classes=1000))
+    path = tmp_path / 'classifier.pth'
+    torch.save({'state_dict': source.state_dict()}, path)
+    cfg = repvgg_classifier_cfg('A0', num_classes=10)
+    cfg['backbone']['init_cfg'] = dict(type='Pretrained', checkpoint=str(path),
+                                       prefix=prefix, map_location='cpu')
+    model = build_model(cfg)
+    with DefaultScope.overwrite_default_scope('mmrepvgg'):
+        model.init_weights()
+    for key, tensor in source.backbone.state_dict().items():
+        torch.testing.assert_close(model.backbone.state_dict()[key], tensor, rtol=0, atol=0)
+
+
+def test_pretrained_initializer_prefix_no_key_has_is_one_line(tmp_path):
+    from mmrepvgg.models import build_model, repvgg_classifier_cfg
+    path = tmp_path / 'classifier.pth'
+    torch.save({'state_dict': build_model(repvgg_classifier_cfg('A0')).state_dict()}, path)
+    cfg = repvgg_classifier_cfg('A0')
+    cfg['backbone']['init_cfg'] = dict(type='Pretrained', checkpoint=str(path),
+                                       prefix='encoder')
+    model = build_model(cfg)
+    with DefaultScope.overwrite_default_scope('mmrepvgg'), pytest.raises(
+            CheckpointError, match=r"classifier.pth: holds no tensor under 'encoder.' "
+            r"\(init_cfg prefix='encoder'\)") as error:
+        model.init_weights()
+    assert '\n' not in str(error.value)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mmrepvgg.checkpoint import CheckpointError, load_checkpoint_file
-from mmrepvgg.checkpoint._remote import checkpoint_local_path
+from mmrepvgg.checkpoint.fitting import checkpoint_file
 from mmrepvgg.checkpoint import _remote as remote
 from test_checkpoint_safe_io import os_system
 
@@ -77,7 +77,7 @@ def test_url_is_downloaded_once_into_the_projects_cache_named_by_content(server,
     assert requests == ['/models/repvgg_a0.pth']
     for checkpoint in (first, second):
         torch.testing.assert_close(checkpoint['state_dict']['w'], torch.ones(3))
-    cached = checkpoint_local_path(url)
+    cached = checkpoint_file(url)
     assert os.path.dirname(cached) == str(tmp_path / 'cache' / 'checkpoints')
     assert os.path.basename(cached).endswith(f'-{hashlib.sha256(content).hexdigest()}.pth')
     assert not (tmp_path / 'torch_home').exists()  # torch hub's folder is never used
@@ -120,6 +120,81 @@ def test_download_whose_sha256_differs_from_its_file_name_is_refused(server, tmp
     assert cache_entries(tmp_path) == []
 
 
+CAPTIVE_PORTAL_PAGE = b'<html><body>Sign in to the hotel Wi-Fi</body></html>'
+
+
+@pytest.mark.parametrize('load', [load_checkpoint_file, checkpoint_file],
+                         ids=['reader', 'tool_path'])
+def test_refused_download_names_the_url_and_leaves_the_cache_empty_whichever_way_it_came(
+        server, tmp_path, load):
+    """A tool resolves a URL to its cached file before reading it: a refused download
+    must not enter the cache that way either, or one portal page poisons the URL."""
+    base_url, files, requests = server
+    url = f'{base_url}/zoo/a0.pth'
+    files['/zoo/a0.pth'] = CAPTIVE_PORTAL_PAGE
+    with pytest.raises(CheckpointError, match=rf'^{url}: not a PyTorch checkpoint') as error:
+        load(url)
+    assert '\n' not in str(error.value)
+    assert cache_entries(tmp_path) == []
+
+    files['/zoo/a0.pth'] = checkpoint_bytes({'w': torch.ones(2)})  # the network is back
+    torch.testing.assert_close(load_checkpoint_file(checkpoint_file(url))['w'], torch.ones(2))
+    assert requests == ['/zoo/a0.pth', '/zoo/a0.pth']
+
+
+def test_cached_file_the_reader_refuses_is_removed_when_read_by_its_path(server, tmp_path):
+    """A file cached by an older version that read downloads only later."""
+    base_url, files, _ = server
+    url = f'{base_url}/zoo/a0.pth'
+    files['/zoo/a0.pth'] = checkpoint_bytes({'w': torch.ones(2)})
+    cached = checkpoint_file(url)
+    with open(cached, 'wb') as stream:
+        stream.write(CAPTIVE_PORTAL_PAGE)
+    with pytest.raises(CheckpointError, match='not a PyTorch checkpoint'):
+        load_checkpoint_file(cached)
+    assert cache_entries(tmp_path) == []
+
+
+def redirects_to(location):
+    def handler_function(handler, release):
+        handler.send_response(302)
+        handler.send_header('Location', location)
+        handler.send_header('Content-Length', '0')
+        handler.end_headers()
+    return handler_function
+
+
+def test_redirect_off_http_is_refused_in_one_line(server, tmp_path):
+    base_url, files, requests = server
+    files['/a0.pth'] = redirects_to('ftp://127.0.0.1/a0.pth')
+    with pytest.raises(CheckpointError, match=rf'^{base_url}/a0.pth: the server redirects to '
+                       r"'ftp://127.0.0.1/a0.pth', which is not http\(s\)") as error:
+        load_checkpoint_file(f'{base_url}/a0.pth')
+    assert '\n' not in str(error.value)
+    assert cache_entries(tmp_path) == []
+
+
+def test_redirect_within_http_is_followed(server):
+    base_url, files, requests = server
+    files['/a0.pth'] = redirects_to('/mirror/a0.pth')
+    files['/mirror/a0.pth'] = checkpoint_bytes({'w': torch.ones(1)})
+    torch.testing.assert_close(load_checkpoint_file(f'{base_url}/a0.pth')['w'], torch.ones(1))
+    assert requests == ['/a0.pth', '/mirror/a0.pth']
+
+
+def test_cache_that_is_a_file_gives_one_line(server, tmp_path, monkeypatch):
+    base_url, files, _ = server
+    files['/a0.pth'] = checkpoint_bytes({'w': torch.ones(1)})
+    not_a_folder = tmp_path / 'cache_file'
+    not_a_folder.write_bytes(b'user data')
+    monkeypatch.setenv('MMREPVGG_CACHE', str(not_a_folder))
+    with pytest.raises(CheckpointError, match=r'a0.pth: cannot be downloaded into .*cache_file/'
+                       r'checkpoints \(.*\); point MMREPVGG_CACHE at a writable folder') as error:
+        load_checkpoint_file(f'{base_url}/a0.pth')
+    assert '\n' not in str(error.value)
+    assert not_a_folder.read_bytes() == b'user data'
+
+
 def hangs_after_headers(handler, release):
     handler.send_response(200)
     handler.send_header('Content-Length', '1000')
@@ -153,6 +228,14 @@ def too_large_without_length(handler, release):
     handler.close_connection = True
 
 
+def declares_no_number(handler, release):
+    handler.send_response(200)
+    handler.send_header('Content-Length', 'abc')
+    handler.end_headers()
+    handler.wfile.write(b'\0' * 10)
+    handler.close_connection = True
+
+
 def declares_too_much(handler, release):
     handler.send_response(200)
     handler.send_header('Content-Length', str(10**12))
@@ -165,6 +248,7 @@ def declares_too_much(handler, release):
     (cut_short, r'download was interrupted \(IncompleteRead\)'),
     (too_large_without_length, r'sends more than the 4096 bytes a checkpoint may have'),
     (declares_too_much, r'is 1000000000000 bytes, more than the 4096 bytes'),
+    (declares_no_number, r"declares a Content-Length of 'abc', not a number of bytes"),
 ])
 def test_hostile_servers_give_one_line_and_leave_nothing(server, tmp_path, monkeypatch,
                                                          behaviour, expected):

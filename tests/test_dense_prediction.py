@@ -201,7 +201,8 @@ def test_the_image_classification_api_refuses_a_dense_config_in_one_line(config,
                                                                          capsys):
     image_demo = load_tool('tools/image_demo.py')
     image = tmp_path / 'image.png'
-    image.write_bytes(b'')  # never opened: the config is refused first
+    from PIL import Image
+    Image.new('RGB', (32, 32)).save(image)  # a valid image: the config is what is refused
     assert image_demo.main([str(image), config, str(tmp_path / 'none.pth')]) == 1
     (line, ) = capsys.readouterr().err.strip().splitlines()
     scope = 'mmseg' if config == SEG_CONFIG else 'mmdet'

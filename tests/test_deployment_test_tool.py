@@ -161,3 +161,62 @@ def test_absurd_shapes_are_refused_before_any_work(shape, tmp_path, capsys):
     assert exit_info.value.code == 2
     assert 'pass a height and width from 32 to 4096' in capsys.readouterr().err
     assert not os.listdir(tmp_path)
+
+
+def _onnx_with(onnx_file, tmp_path, name, edit):
+    """A copy of ``onnx_file`` named ``name``, its ONNX graph changed by ``edit``."""
+    import onnx
+    model = onnx.load(onnx_file)
+    edit(model)
+    edited = str(tmp_path / name)
+    onnx.save(model, edited)
+    return edited
+
+
+@pytest.fixture
+def digits_onnx(digits_workspace, digits_train_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.chdir(digits_workspace)  # the config's data_root is relative
+    onnx_file = str(tmp_path / 'fp32.onnx')
+    assert pytorch2onnx.main([DIGITS_CONFIG, digits_train_checkpoint, onnx_file]) == 0
+    return onnx_file
+
+
+def test_onnx_file_with_nan_weights_is_not_evaluated(digits_onnx, tmp_path, capsys):
+    """Issue 24: all-NaN weights were evaluated at 0.0 % with exit 0."""
+    from onnx import numpy_helper
+
+    def all_nan(model):
+        for initializer in model.graph.initializer:
+            values = numpy_helper.to_array(initializer)
+            if values.dtype == np.float32:
+                initializer.CopyFrom(numpy_helper.from_array(np.full_like(values, np.nan),
+                                                             initializer.name))
+
+    nan_onnx = _onnx_with(digits_onnx, tmp_path, 'nan.onnx', all_nan)
+    capsys.readouterr()
+    assert deployment_test.main([DIGITS_CONFIG, nan_onnx, '--work-dir', str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert 'test metrics' not in captured.out
+    error = captured.err.strip().splitlines()[-1]
+    assert error.startswith(f'error: {nan_onnx}: gives NaN or infinite outputs')
+    assert 'Traceback' not in captured.err
+
+
+def test_onnx_file_whose_output_is_not_logits_is_one_line(digits_onnx, tmp_path, capsys):
+    import onnx
+
+    def rank_1_output(model):
+        logits = model.graph.output[0]
+        model.graph.node.append(onnx.helper.make_node(
+            'ReduceMax', [logits.name], ['max_logit'], keepdims=0, axes=[1]))
+        model.graph.output.remove(logits)
+        model.graph.output.append(onnx.helper.make_tensor_value_info(
+            'max_logit', onnx.TensorProto.FLOAT, ['N']))
+
+    rank_1 = _onnx_with(digits_onnx, tmp_path, 'rank1.onnx', rank_1_output)
+    capsys.readouterr()
+    assert deployment_test.main([DIGITS_CONFIG, rank_1, '--work-dir', str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    error = captured.err.strip().splitlines()[-1]
+    assert error.startswith(f'error: {rank_1} gives an output of shape (')
+    assert 'not logits (N, num_classes)' in error and 'Traceback' not in captured.err

@@ -84,9 +84,15 @@ def test_get_flops_cli_names_a_missing_config(capsys):
     assert 'missing.py: no such config file' in capsys.readouterr().err
 
 
-def test_get_flops_cli_rejects_an_input_smaller_than_the_stride(capsys):
+@pytest.mark.parametrize('shape', [['8', '8'], ['100000', '100000'], ['224', '5000']],
+                         ids=['smaller than the stride', '10^10 pixels', 'one side too long'])
+def test_get_flops_cli_rejects_an_input_size_out_of_bounds(capsys, shape):
+    """Issue 24: 100000x100000 tried to allocate about 120 GB."""
     with pytest.raises(SystemExit) as exit_info:
         get_flops.main([str(REPO / 'configs/repvgg-A0_4xb64-coslr-120e_in1k.py'),
-                        '--shape', '8', '8'])
+                        '--shape', *shape])
     assert exit_info.value.code == 2
-    assert 'at least 32' in capsys.readouterr().err
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith(f'--shape {shape[0]} {shape[1]}: RepVGG downsamples 32x and '
+                          'larger inputs only exhaust memory; pass a height and width from '
+                          '32 to 4096')

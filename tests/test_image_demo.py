@@ -2,6 +2,8 @@
 images with the digit classes, and its top-1 over the val images is tools/test.py's."""
 import json
 import os
+import struct
+import zlib
 
 import pytest
 
@@ -68,11 +70,34 @@ def test_image_demo_classifies_one_image_and_names_its_class(digits_workspace,
     assert result_line.split(': ')[1].split(' ')[0] in DIGITS_CLASSES
 
 
-@pytest.mark.parametrize('case', ['missing image', 'empty folder', 'existing out',
-                                  'unknown model'])
+def png_declaring(width: int, height: int) -> bytes:
+    """A small PNG file whose header declares ``width`` x ``height`` RGB pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack('>I', len(data)) + kind + data + struct.pack(
+            '>I', zlib.crc32(kind + data))
+    header = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header)
+            + chunk(b'IDAT', zlib.compress(b'\0' * 4096)) + chunk(b'IEND', b''))
+
+
+@pytest.mark.parametrize('case, expected', [
+    ('missing image', 'no such image or folder'),
+    ('empty folder', 'holds no image file'),
+    ('existing out', 'exists; choose a new file name'),
+    ('unknown model', ''),
+    ('--device nonsense', "device 'nonsense': not a device name; pass cpu or cuda:N"),
+    ('--device cuda:999', "device 'cuda:999': this machine has "),
+    ('--device mps', "device 'mps': only cpu and cuda:N are supported"),
+    ('empty image (0 bytes)', 'x.png: is empty (0 bytes)'),
+    ('not an image', 'x.png: cannot be read as an image'),
+    ('PNG declaring 10000x10000 pixels', 'x.png: declares 10000x10000 pixels; at most '
+     '89478485 pixels are decoded'),
+    ('PNG declaring 32000x33000 pixels', 'x.png: declares more than 178956970 pixels; '
+     'at most 89478485'),
+])
 def test_image_demo_bad_input_gives_one_error_line_and_keeps_files(
-        case, digits_checkpoint, tmp_path, capsys):
-    image_path = tmp_path / 'empty'
+        case, expected, digits_checkpoint, tmp_path, capsys):
+    image_path = tmp_path / 'images'
     image_path.mkdir()
     out = tmp_path / 'results.json'
     out.write_text('keep me')
@@ -82,11 +107,17 @@ def test_image_demo_bad_input_gives_one_error_line_and_keeps_files(
         'existing out': [str(image_path), DIGITS_CONFIG, digits_checkpoint, '--out',
                          str(out)],
         'unknown model': [str(image_path), 'repvgg-Z9', digits_checkpoint],
-    }[case]
-    if case == 'unknown model':
-        (image_path / 'x.png').write_bytes(b'not read')
+    }.get(case, [str(image_path), DIGITS_CONFIG, digits_checkpoint])
+    if case.startswith('--device'):
+        args += case.split()
+    image_bytes = {'empty image (0 bytes)': b'', 'not an image': b'not an image',
+                   'PNG declaring 10000x10000 pixels': png_declaring(10000, 10000),
+                   'PNG declaring 32000x33000 pixels': png_declaring(32000, 33000)}
+    if case != 'empty folder':
+        (image_path / 'x.png').write_bytes(image_bytes.get(case, png_declaring(32, 32)))
     return_code, output, errors = run_image_demo(*args, capsys=capsys)
     assert return_code == 1
     assert output == ''
     assert errors.startswith('error: ') and errors.count('\n') == 1
+    assert expected in errors
     assert out.read_text() == 'keep me'

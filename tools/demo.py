@@ -24,20 +24,25 @@ from mmrepvgg.apis import ConfigError, convert_checkpoint, get_model  # noqa: E4
 from mmrepvgg.checkpoint import CheckpointError  # noqa: E402
 from mmrepvgg.datasets import prepare_digits  # noqa: E402
 from mmrepvgg.engine import run_test, run_train  # noqa: E402
-from mmrepvgg._utils import MissingExtraError  # noqa: E402
+from mmrepvgg._utils import MAX_BATCH_IMAGES, MissingExtraError, int_in  # noqa: E402
 
 TRAIN_CONFIG = 'configs/digits/repvgg-A0_digits.py'
 DEPLOY_CONFIG = 'configs/digits/deploy/repvgg-A0_deploy_digits.py'
 DATA_ROOT = 'data/digits'
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--work-dir', default='work_dirs/digits_demo',
                         help='folder for logs and checkpoints (default: %(default)s)')
-    parser.add_argument('--benchmark-batch', type=int, default=64,
+    parser.add_argument('--benchmark-batch', type=int_in(1, MAX_BATCH_IMAGES),
+                        default=64,
                         help='images per forward in the speed comparison (default: 64)')
-    return parser.parse_args()
+    args = parser.parse_args(argv)
+    if os.path.exists(args.work_dir) and not os.path.isdir(args.work_dir):
+        parser.error(f'--work-dir {args.work_dir}: is a file, not a folder; pass a folder '
+                     'for the logs and checkpoints')
+    return args
 
 
 def run_step(title: str, command: str, function, *function_args):
@@ -50,8 +55,8 @@ def run_step(title: str, command: str, function, *function_args):
         sys.exit(f'error: step "{title}" failed: {error}')
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
     step_seconds = {}
 

@@ -24,7 +24,8 @@ from mmengine.runner import Runner  # noqa: E402
 from mmrepvgg.analysis._timing import time_interleaved  # noqa: E402
 from mmrepvgg.apis import convert_checkpoint  # noqa: E402
 from mmrepvgg.datasets import prepare_digit_canvases  # noqa: E402
-from mmrepvgg._utils import MissingExtraError  # noqa: E402
+from mmrepvgg._utils import (MAX_BATCH_IMAGES, MAX_DATASET_IMAGES,  # noqa: E402
+                             MissingExtraError, int_in)
 
 TASKS = {  # name: (train config, deploy config, metric key, shown as, in % per unit)
     'segmentation': ('configs/mmseg/digits/fcn_repvgg-A0-d8_digits.py',
@@ -35,6 +36,8 @@ TASKS = {  # name: (train config, deploy config, metric key, shown as, in % per 
                   'coco/bbox_mAP', 'mAP (%)', 100),  # COCO mAP over IoU 0.5:0.95, in 0-1
 }
 DATA_ROOT = 'data/digit_canvases'
+# Beyond these a demo run would take days.
+MAX_SEG_ITERS, MAX_DET_EPOCHS = 10**6, 10**4
 
 
 def parse_args(argv=None):
@@ -43,13 +46,15 @@ def parse_args(argv=None):
                         help='folder for logs and checkpoints (default: %(default)s)')
     parser.add_argument('--data-root', default=DATA_ROOT,
                         help='canvases folder, written once (default: %(default)s)')
-    parser.add_argument('--num-train', type=int, default=800, help='train canvases')
-    parser.add_argument('--num-val', type=int, default=200, help='val canvases')
-    parser.add_argument('--seg-iters', type=int, help="segmentor iterations (default: the "
-                        "config's)")
-    parser.add_argument('--det-epochs', type=int, help="detector epochs (default: the "
-                        "config's)")
-    parser.add_argument('--benchmark-batch', type=int, default=16,
+    parser.add_argument('--num-train', type=int_in(1, MAX_DATASET_IMAGES), default=800,
+                        help='train canvases')
+    parser.add_argument('--num-val', type=int_in(1, MAX_DATASET_IMAGES), default=200,
+                        help='val canvases')
+    parser.add_argument('--seg-iters', type=int_in(1, MAX_SEG_ITERS),
+                        help="segmentor iterations (default: the config's)")
+    parser.add_argument('--det-epochs', type=int_in(1, MAX_DET_EPOCHS),
+                        help="detector epochs (default: the config's)")
+    parser.add_argument('--benchmark-batch', type=int_in(1, MAX_BATCH_IMAGES), default=16,
                         help='images per forward in the speed comparison (default: 16)')
     return parser.parse_args(argv)
 

@@ -15,8 +15,9 @@ import sys
 import numpy as np
 from mmpretrain.utils import progress
 
+from mmrepvgg._utils import MAX_BATCH_IMAGES, MAX_DATASET_IMAGES, int_in
 from mmrepvgg.apis import ConfigError, get_model, inference_model
-from mmrepvgg.apis.image_classification import list_images
+from mmrepvgg.apis.image_classification import check_image, list_images
 from mmrepvgg.checkpoint import CheckpointError, atomic_output, check_output
 from mmrepvgg.models import reparameterize_blocks
 
@@ -26,10 +27,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('images', help='an image file or a folder of images (recursive)')
     parser.add_argument('model', help='config file or model zoo name')
     parser.add_argument('checkpoint', help='checkpoint path, URL or model zoo name')
-    parser.add_argument('--topk', type=int, default=5,
+    parser.add_argument('--topk', type=int_in(1, MAX_DATASET_IMAGES), default=5,
                         help='classes to show per image (default: %(default)s)')
     parser.add_argument('--device', default='cpu', help='e.g. cpu, cuda:0 (default: cpu)')
-    parser.add_argument('--batch-size', type=int, default=8,
+    parser.add_argument('--batch-size', type=int_in(1, MAX_BATCH_IMAGES), default=8,
                         help='images per forward pass (default: %(default)s)')
     parser.add_argument('--out', help='new .json file for the results (never overwritten)')
     return parser.parse_args(argv)
@@ -45,8 +46,6 @@ def top_classes(result: dict, classes, topk: int) -> list:
 
 def check_args(args: argparse.Namespace) -> list:
     """The images to classify; raises ValueError naming the argument at fault."""
-    if args.topk < 1 or args.batch_size < 1:
-        raise ValueError('--topk and --batch-size must be at least 1')
     if args.out is not None:
         try:
             check_output(args.out, inputs=(args.model, args.checkpoint, args.images))
@@ -60,6 +59,8 @@ def check_args(args: argparse.Namespace) -> list:
     if not images:
         raise ValueError(f'{args.images}: holds no image file (by extension); pass a folder '
                          'of .jpg/.png images')
+    for image in images:  # before the model is built: from the headers, nothing decoded
+        check_image(image)
     return images
 
 

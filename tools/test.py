@@ -9,10 +9,9 @@ A re-parameterized checkpoint (tools/reparameterize_repvgg.py) goes with the dep
 import argparse
 import sys
 
-from mmengine.config import DictAction
-
 from mmrepvgg.checkpoint import CheckpointError
 from mmrepvgg.engine import ConfigError, run_test
+from mmrepvgg.engine._config import KeyValueAction
 from mmrepvgg.engine._dist import LAUNCHERS
 from mmrepvgg.engine.runner import format_test_metrics
 
@@ -24,7 +23,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--work-dir', help='folder for the test log '
                         '(default: work_dirs/<config name>)')
     parser.add_argument('--out', help='also dump every prediction into this new .pkl file')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+    parser.add_argument('--cfg-options', nargs='+', action=KeyValueAction,
+                        metavar='KEY=VALUE',
                         help='override config entries, e.g. test_dataloader.batch_size=16')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none',
                         help='job launcher (set by dist_test.sh / slurm_test.sh)')

@@ -20,10 +20,10 @@ import sys
 from typing import Optional
 
 import torch
-from mmengine.config import DictAction
 
 from mmrepvgg.checkpoint import CheckpointError
 from mmrepvgg.engine import ConfigError, run_train
+from mmrepvgg.engine._config import KeyValueAction
 from mmrepvgg.engine._dist import LAUNCHERS
 
 
@@ -38,7 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--amp', action='store_true', help='mixed-precision training (GPU)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr to the actual total batch size')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+    parser.add_argument('--cfg-options', nargs='+', action=KeyValueAction,
+                        metavar='KEY=VALUE',
                         help='override config entries, e.g. train_cfg.max_epochs=1')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none',
                         help='job launcher (set by dist_train.sh / slurm_train.sh)')

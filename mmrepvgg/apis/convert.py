@@ -14,7 +14,7 @@ from torch import nn
 from ..checkpoint import (CheckpointError, check_output, load_checkpoint,
                           load_checkpoint_file, save_checkpoint_atomic)
 from ..checkpoint.fitting import repvgg_prefix
-from ..checkpoint._inspection import describe_state_arch
+from ..checkpoint._inspection import describe_state_arch, first_unusable_tensor
 from ..checkpoint._layouts import LAYOUTS, LayoutError, from_project_layout
 from .._config_file import PROJECT_SCOPE, ConfigError, names_project_repvgg, read_config
 from ..models import RepVGGBlock, build_model, reparameterize_model
@@ -178,7 +178,8 @@ def verify_fusion(train_model: nn.Module,
 
     Raises:
         CheckpointError: the float64 forms differ by more than ``tolerance``: the fusion
-            (or the model's weights) is wrong.
+            (or the model's weights) is wrong; or a fused tensor is not finite in the
+            model's dtype.
     """
     dtype = next(train_model.parameters()).dtype
     input_shape = (VERIFY_INPUT_SIZE[0], image_channels(train_model), *VERIFY_INPUT_SIZE[1:])
@@ -190,6 +191,12 @@ def verify_fusion(train_model: nn.Module,
                               f'float64 (relative, tolerance {tolerance:.0e}): the fusion '
                               'is wrong; nothing written')
     deploy_model.to(dtype)
+    unusable = first_unusable_tensor(deploy_model.state_dict())
+    if unusable is not None:
+        raise CheckpointError(f'the fused {unusable[0]} is not finite in {dtype} (BatchNorm '
+                              'statistics such as a running_var near 0 with a large weight '
+                              'overflow it); the checkpoint is damaged, use another one; '
+                              'nothing written')
     return deploy_model, error_float64, max_relative_output_error(train_model, deploy_model,
                                                                   input_shape)
 

@@ -7,11 +7,14 @@ a deploy model when the config asks for one, and run inference on the deploy for
 """
 import copy
 import os
+import warnings
 from typing import Any, List, Optional, Sequence, Union
 
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from mmpretrain.apis import ImageClassificationInferencer, ModelHub
+from PIL import Image
+import torch
 from torch import nn
 
 from ..checkpoint import CheckpointError, load_checkpoint, load_checkpoint_file
@@ -22,6 +25,9 @@ from ..registry import DATASETS
 from .convert import CLASSIFIER_SCOPES, count_train_form_blocks
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
+# PIL's default decompression-bomb bound (about 0.25 GiB decoded as 8-bit RGB); the
+# inferencer decodes with OpenCV, which has none of its own.
+MAX_IMAGE_PIXELS = 89_478_485
 
 
 def _config_dataset_meta(config: Config) -> dict:
@@ -55,7 +61,34 @@ def _dataset_meta(checkpoint: Any, config: Config, source: str) -> dict:
                                                        for name in classes)):
         raise CheckpointError(f'{source}: meta.dataset_meta holds no list of class names; '
                               're-save the checkpoint, or drop its meta')
+    num_classes = config.model.get('head', {}).get('num_classes')
+    if isinstance(num_classes, int) and len(classes) != num_classes:
+        raise CheckpointError(f'{source}: meta.dataset_meta names {len(classes)} classes but '
+                              f'the model\'s head has {num_classes}; re-save the checkpoint '
+                              'with its own class names, or drop its meta')
     return {**dataset_meta, 'classes': tuple(classes)}
+
+
+def _checked_device(device: str) -> torch.device:
+    """``device`` as torch names it, if this machine has it.
+
+    Raises:
+        ConfigError: not a device name, or a GPU this machine does not have.
+    """
+    try:
+        torch_device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f'device {device!r}: not a device name; pass cpu or cuda:N') \
+            from None
+    if torch_device.type == 'cuda':
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = torch_device.index or 0  # torch wraps an index past 127 below 0
+        if not 0 <= index < count:
+            raise ConfigError(f'device {device!r}: this machine has {count} CUDA GPU(s); '
+                              'pass cpu' + (' or cuda:0' if count else ''))
+    elif torch_device.type != 'cpu':
+        raise ConfigError(f'device {device!r}: only cpu and cuda:N are supported; pass cpu')
+    return torch_device
 
 
 def get_model(model: Union[str, Config],
@@ -81,11 +114,15 @@ def get_model(model: Union[str, Config],
 
     Raises:
         ConfigError: an unknown name or missing config file (see
-            :func:`mmrepvgg._config_file.read_config`).
+            :func:`mmrepvgg._config_file.read_config`); a ``device`` that is no device
+            name or a GPU this machine lacks.
         ValueError: ``pretrained=True`` for a config (only zoo names have published
             weights).
-        CheckpointError: the checkpoint cannot be read or does not fit the model.
+        CheckpointError: the checkpoint cannot be read or does not fit the model, or its
+            class names are not as many as the head's classes.
     """
+    if device is not None:
+        device = _checked_device(device)
     config = copy.deepcopy(model) if isinstance(model, Config) else read_config(model)
     if config.get('default_scope') not in CLASSIFIER_SCOPES:
         raise ConfigError(f"{model if isinstance(model, str) else 'the config'}: an "
@@ -141,6 +178,33 @@ def list_images(image_or_folder: str) -> List[str]:
                   if file_name.lower().endswith(IMAGE_EXTENSIONS))
 
 
+def check_image(path: str) -> None:
+    """Check from its header, before anything decodes it, that ``path`` is an image of at
+    most :data:`MAX_IMAGE_PIXELS` pixels.
+
+    Raises:
+        ValueError: one line naming the file: missing, empty, not an image, too large.
+    """
+    try:
+        if os.path.getsize(path) == 0:
+            raise ValueError(f'{path}: is empty (0 bytes); pass an image file')
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            with Image.open(path) as image:  # reads the header only
+                width, height = image.size
+    except Image.DecompressionBombError:
+        width, height = -1, -1  # past twice PIL's bound: PIL did not say the size
+    except OSError as error:  # PIL's UnidentifiedImageError is one
+        reason = error.strerror or 'not an image PIL can read'
+        raise ValueError(f'{path}: cannot be read as an image ({reason}); pass a .jpg or '
+                         '.png image') from None
+    if width < 0 or width * height > MAX_IMAGE_PIXELS:
+        size = f'{width}x{height} pixels' if width >= 0 else \
+            f'more than {2 * MAX_IMAGE_PIXELS} pixels'
+        raise ValueError(f'{path}: declares {size}; at most {MAX_IMAGE_PIXELS} pixels are '
+                         'decoded, resize it first')
+
+
 def inference_model(model: Union[nn.Module, str, Config],
                     images: Union[str, Sequence[str]],
                     pretrained: Union[bool, str] = True,
@@ -163,12 +227,18 @@ def inference_model(model: Union[nn.Module, str, Config],
         ``ImageClassificationInferencer`` returns them: ``pred_label`` (int),
         ``pred_score`` (float), ``pred_scores`` (``(num_classes,)`` array of softmax
         scores) and ``pred_class`` (the class name, when the model knows them).
+
+    Raises:
+        ValueError: an image is missing, empty, not an image or has more than
+            :data:`MAX_IMAGE_PIXELS` pixels (:func:`check_image`), before any is decoded.
     """
     if not isinstance(model, nn.Module):
         model = get_model(model, pretrained=pretrained, device=device)
     elif count_train_form_blocks(model):
         model = reparameterize_model(model)
     paths = list_images(images) if isinstance(images, str) else list(images)
+    for path in paths:
+        check_image(path)
     inferencer = ImageClassificationInferencer(model)
     results = inferencer(paths, batch_size=batch_size)
     return results[0] if isinstance(images, str) and not os.path.isdir(images) else results

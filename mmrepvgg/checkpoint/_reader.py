@@ -435,15 +435,26 @@ def read_checkpoint(path: str) -> Any:
 
 def load_checkpoint_file(source: str) -> Any:
     """Read the checkpoint at a path or ``http(s)://`` URL with :func:`read_checkpoint`; a
-    URL is downloaded once into the project's cache (:mod:`._remote`), and removed from it
-    if the reader refuses it.
+    URL is downloaded once into the project's cache (:mod:`._remote`); a cached file the
+    reader refuses is removed from it.
 
     Raises:
         CheckpointError: one line naming the file, what is wrong and what to do.
     """
-    path = checkpoint_local_path(source)
+    path = local_checkpoint_file(source)
     try:
         return read_checkpoint(path)
     except CheckpointError:
-        forget_download(source, path)
+        forget_download(path)
         raise
+
+
+def local_checkpoint_file(source: str) -> str:
+    """The local file holding the checkpoint at a path or ``http(s)://`` URL: a URL is
+    downloaded once into the project's cache and kept only if :func:`read_checkpoint`
+    accepts it (:mod:`._remote`).
+
+    Raises:
+        CheckpointError: the download failed or was refused; the message names the URL.
+    """
+    return checkpoint_local_path(source, read_checkpoint)

@@ -5,8 +5,10 @@ never torch hub's folder, which mmengine's ``open-mmlab://`` and similar loaders
 a full unpickler. A download is named by the URL's and the content's SHA-256
 (``checkpoints/<url hash>-<content hash>.pth``), not by a name the URL chooses; it has a
 connect/read timeout, a total time limit and a size limit, is written atomically (an
-interrupted download leaves nothing), and a file the reader refuses is removed. Under
-distributed training rank 0 downloads while the other ranks wait.
+interrupted download leaves nothing) and enters the cache only once the reader has read
+it, so a refused file (a captive portal's HTML page) never stays there; redirects stay on
+http(s), and every error names the URL. Under distributed training rank 0 downloads while
+the other ranks wait.
 """
 import glob
 import hashlib
@@ -17,6 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from typing import Any, Callable, Optional
 
 from mmengine.dist import barrier, get_dist_info
 
@@ -65,16 +68,41 @@ def cached_download(url: str) -> str:
         if found else ''
 
 
+class _RefusedRedirect(Exception):
+    """The server redirected to a URL that is not http(s) (e.g. ``ftp://``, ``file://``)."""
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib's redirects, less those leaving http(s): urllib alone follows ``ftp://``."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if not newurl.lower().startswith(URL_PREFIXES):
+            raise _RefusedRedirect(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _declared_bytes(url: str, content_length: Optional[str]) -> int:
+    """The size a ``Content-Length`` header declares, in bytes; -1 if it declares none."""
+    if content_length is None:
+        return -1
+    if not (content_length.strip().isascii() and content_length.strip().isdigit()):
+        raise CheckpointError(f'{url}: the server declares a Content-Length of '
+                              f'{content_length[:40]!r}, not a number of bytes; check the URL')
+    declared = int(content_length)
+    if declared > MAX_DOWNLOAD_BYTES:
+        raise CheckpointError(f'{url}: is {declared} bytes, more than the '
+                              f'{MAX_DOWNLOAD_BYTES} bytes a checkpoint may have')
+    return declared
+
+
 def _download(url: str, partial_path: str) -> str:
     """Write ``url``'s bytes to ``partial_path``; return their SHA-256."""
     deadline = time.monotonic() + TOTAL_TIMEOUT_S
     digest, received = hashlib.sha256(), 0
-    with urllib.request.urlopen(url, timeout=READ_TIMEOUT_S) as response, \
+    opener = urllib.request.build_opener(_HttpOnlyRedirects)
+    with opener.open(url, timeout=READ_TIMEOUT_S) as response, \
             open(partial_path, 'wb') as stream:
-        declared = response.headers.get('Content-Length')
-        if declared is not None and int(declared) > MAX_DOWNLOAD_BYTES:
-            raise CheckpointError(f'{url}: is {int(declared)} bytes, more than the '
-                                  f'{MAX_DOWNLOAD_BYTES} bytes a checkpoint may have')
+        declared = _declared_bytes(url, response.headers.get('Content-Length'))
         while True:
             chunk = response.read1(_CHUNK_BYTES)  # what has arrived: the deadline holds
             if not chunk:
@@ -88,13 +116,34 @@ def _download(url: str, partial_path: str) -> str:
                                       's; run again on a faster connection')
             digest.update(chunk)
             stream.write(chunk)
-        if declared is not None and received != int(declared):
-            raise http.client.IncompleteRead(b'', int(declared) - received)
+        if declared >= 0 and received != declared:
+            raise http.client.IncompleteRead(b'', declared - received)
     return digest.hexdigest()
 
 
-def _fetch(url: str) -> str:
+def _make_cache_dir(url: str) -> str:
     folder = cache_dir()
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise CheckpointError(f'{url}: cannot be downloaded into {folder} ({error.strerror}); '
+                              'point MMREPVGG_CACHE at a writable folder') from None
+    return folder
+
+
+def _verified(url: str, partial_path: str, verify: Callable[[str], Any]) -> None:
+    """Run ``verify`` on the download at ``partial_path``; its refusal names ``url``."""
+    try:
+        verify(partial_path)
+    except CheckpointError as error:
+        message = str(error)
+        if message.startswith(f'{partial_path}: '):
+            message = message[len(partial_path) + 2:]
+        raise CheckpointError(f'{url}: {message}') from None
+
+
+def _fetch(url: str, verify: Callable[[str], Any]) -> str:
+    folder = _make_cache_dir(url)
     # Unique per writer: the next step renames it to the name its content gives.
     incoming = os.path.join(folder, f'.{_url_hash(url)}.{socket.gethostname()}.'
                                     f'{os.getpid()}.incoming')
@@ -106,9 +155,13 @@ def _fetch(url: str) -> str:
                 raise CheckpointError(f'{url}: download is damaged (its SHA-256 starts with '
                                       f'{content_hash[:len(expected)]}, the file name says '
                                       f'{expected}); run again')
+            _verified(url, partial_path, verify)
         final = os.path.join(folder, f'{_url_hash(url)}-{content_hash}{_extension(url)}')
         os.replace(incoming, final)
         return final
+    except _RefusedRedirect as error:
+        raise CheckpointError(f'{url}: the server redirects to {str(error)[:200]!r}, which is '
+                              'not http(s); pass the http(s) URL of the file') from None
     except urllib.error.HTTPError as error:
         raise CheckpointError(f'{url}: download failed (HTTP {error.code} {error.reason}); '
                               'check the URL') from error
@@ -126,20 +179,21 @@ def _fetch(url: str) -> str:
             os.unlink(incoming)
 
 
-def checkpoint_local_path(source: str) -> str:
+def checkpoint_local_path(source: str, verify: Callable[[str], Any]) -> str:
     """The local file holding checkpoint ``source``: a path (``~`` expanded) as it is; an
-    ``http(s)://`` URL downloaded on first use (see the module docstring).
+    ``http(s)://`` URL downloaded on first use (see the module docstring) and kept only if
+    ``verify`` (the reader, given the downloaded file's path) accepts it.
 
     Raises:
         CheckpointError: the download failed (HTTP error, unreachable host, timeout, too
-            large, interrupted, hash mismatch).
+            large, interrupted, hash mismatch, redirect off http(s), refused by ``verify``).
     """
     if not source.startswith(URL_PREFIXES):
         return os.path.expanduser(source)
     rank, world_size = get_dist_info()
     if rank == 0 and not cached_download(source):
         try:
-            _fetch(source)
+            _fetch(source, verify)
         finally:
             if world_size > 1:
                 barrier()
@@ -151,11 +205,11 @@ def checkpoint_local_path(source: str) -> str:
     return cached
 
 
-def forget_download(source: str, path: str) -> None:
-    """Remove ``path`` if it is the cached download of URL ``source`` (the reader refused
-    it: it must not stay where another load could find it)."""
-    if source.startswith(URL_PREFIXES) and os.path.dirname(os.path.abspath(path)) == \
-            os.path.abspath(cache_dir()):
+def forget_download(path: str) -> None:
+    """Remove ``path`` if it is a cached download (the reader refused it, e.g. a file cached
+    before downloads were read on arrival: it must not stay where another load finds it),
+    whether the caller gave the URL or the cached file's path."""
+    if os.path.dirname(os.path.abspath(path)) == os.path.abspath(cache_dir()):
         try:
             os.unlink(path)
         except FileNotFoundError:

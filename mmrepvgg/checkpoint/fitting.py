@@ -27,8 +27,7 @@ from .errors import CheckpointError
 from ._inspection import describe_state_arch, first_unusable_tensor
 from ._layouts import (LAYOUTS, LayoutError, ProjectState, StateDict, to_project_layout,
                        unwrap_state_dict)
-from ._reader import load_checkpoint_file
-from ._remote import checkpoint_local_path
+from ._reader import load_checkpoint_file, local_checkpoint_file
 
 FIT_MODES = ('exact', 'convert', 'finetune')
 _BATCH_COUNTER = 'num_batches_tracked'
@@ -250,12 +249,12 @@ def _refuse_rest_problems(missing: List[str], refused_unexpected: List[str],
 def checkpoint_file(source: str) -> str:
     """The local file a tool reads for its checkpoint argument: a path as it is; a zoo name
     (its published weights) or an ``http(s)://`` URL downloaded once into the project's
-    cache (:mod:`._remote`).
+    cache and kept only if the reader accepts it (:mod:`._remote`).
 
     Raises:
-        CheckpointError: the download failed.
+        CheckpointError: the download failed or was refused; the message names the URL.
     """
-    return checkpoint_local_path(checkpoint_source(source))
+    return local_checkpoint_file(checkpoint_source(source))
 
 
 def load_checkpoint(model: nn.Module,

@@ -5,12 +5,20 @@ mmengine's ``Pretrained`` loads whatever keys match and logs the rest: A1 weight
 model, or a checkpoint in another layout, give a partly random backbone and a run that
 goes on. This initializer loads with :func:`~.fitting.load_checkpoint` in ``'finetune'``
 mode: the RepVGG backbone must fit exactly, in any layout; what else does not fit (a
-1000-class head) keeps its initialisation and is named in one log line.
+1000-class head) keeps its initialisation and is named in one log line. mmpretrain's usual
+form, ``prefix='backbone'`` (the backbone's tensors of a whole classifier's checkpoint), is
+taken as mmengine's ``Pretrained`` takes it.
 """
+from typing import Optional
+
 from mmengine.logging import print_log
 from torch import nn
 
 from ..registry import WEIGHT_INITIALIZERS
+from ._layouts import LayoutError, unwrap_state_dict
+from ._reader import load_checkpoint_file
+from .errors import CheckpointError
+from ..model_zoo import checkpoint_source
 from .fitting import load_checkpoint
 
 
@@ -19,12 +27,41 @@ class PretrainedInit:
     """Load ``checkpoint`` (a path, ``http(s)://`` URL or model zoo name) into the module
     it initialises (a RepVGG backbone or a whole classifier).
 
+    Args:
+        checkpoint: the weights.
+        prefix: load only the tensors under ``prefix.`` (e.g. ``'backbone'``), without it,
+            as mmengine's ``Pretrained`` does.
+        map_location: mmengine's; tensors are read on the CPU and copied to the module's
+            device, so it is not needed.
+
     Raises:
-        CheckpointError: unreadable file, or a backbone that does not fit exactly.
+        CheckpointError: unreadable file, no tensor under ``prefix``, or a backbone that
+            does not fit exactly.
     """
 
-    def __init__(self, checkpoint: str):
+    def __init__(self, checkpoint: str, prefix: Optional[str] = None,
+                 map_location: Optional[str] = None):
         self.checkpoint = checkpoint
+        self.prefix = prefix
+
+    def _source(self):
+        """What to load: the checkpoint's name, or its tensors under ``prefix``."""
+        if not self.prefix:
+            return self.checkpoint
+        try:
+            state_dict = unwrap_state_dict(load_checkpoint_file(
+                checkpoint_source(self.checkpoint)))
+        except LayoutError as error:
+            raise CheckpointError(f'{self.checkpoint}: {error}') from None
+        start = f'{self.prefix.rstrip(".")}.'
+        selected = {key[len(start):]: tensor for key, tensor in state_dict.items()
+                    if key.startswith(start)}
+        if not selected:
+            raise CheckpointError(f'{self.checkpoint}: holds no tensor under {start!r} '
+                                  f"(init_cfg prefix={self.prefix!r}), e.g. "
+                                  f'{next(iter(state_dict))!r}; set the prefix its keys have, '
+                                  'or drop it')
+        return selected
 
     def __call__(self, module: nn.Module) -> None:
         # mmengine runs a scoped initializer before the children's own init_weights (only
@@ -34,7 +71,8 @@ class PretrainedInit:
             if hasattr(child, 'init_weights') and not getattr(child, 'is_init', False):
                 child.init_weights()
                 child.is_init = True
-        fitted = load_checkpoint(module, self.checkpoint, mode='finetune')
+        fitted = load_checkpoint(module, self._source(), mode='finetune',
+                                 name=self.checkpoint)
         skipped = f'; not loaded, kept as initialised: {"; ".join(fitted.skipped)}' \
             if fitted.skipped else ''
         print_log(f'loaded {len(fitted.state_dict)} tensors from {self.checkpoint} into '

@@ -89,7 +89,13 @@ class RuntimeClassifier(BaseModel):
                 f"images but the config's test pipeline makes {data_size[0]}x"
                 f'{data_size[1]}; export again with --shape {data_size[0]} {data_size[1]} '
                 '(or without --shape: the export takes the pipeline size)')
-        return logits_to_predictions(self.runtime(inputs.float()), data_samples)
+        logits = self.runtime(inputs.float())
+        if logits.dim() != 2 or len(logits) != len(inputs):
+            raise ConfigError(
+                f'{self.name} gives an output of shape {tuple(logits.shape)} for '
+                f'{len(inputs)} images, not logits (N, num_classes); pass a classifier '
+                'exported by tools/deployment/pytorch2onnx.py')
+        return logits_to_predictions(logits, data_samples)
 
 
 @MODELS.register_module()

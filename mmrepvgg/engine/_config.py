@@ -3,13 +3,24 @@ import difflib
 import os
 from typing import Any, Dict, Iterable, Optional
 
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 
 from .._config_file import (PROJECT_SCOPE, REPVGG_TYPE, ConfigError, names_project_repvgg,
                             read_config)
 
 DIGITS_DATA_HINT = ('create it with: python tools/demo.py (or python -c "from '
                     'mmrepvgg.datasets import prepare_digits; prepare_digits()")')
+
+
+class KeyValueAction(DictAction):
+    """mmengine's ``KEY=VALUE`` option parser (``--cfg-options``), where an entry without
+    ``=`` is an argparse error line (mmengine's raises a ValueError with a traceback)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for entry in values:
+            if '=' not in entry:
+                parser.error(f'{option_string} {entry}: write KEY=VALUE')
+        super().__call__(parser, namespace, values, option_string)
 
 
 def _backbone_type(cfg: Config) -> Optional[str]:
@@ -92,7 +103,8 @@ def load_repvgg_config(config_path: str,
 
 def check_dataloaders(cfg: Config, loader_names: Iterable[str], config_path: str) -> None:
     """Fail before the Runner starts if a dataloader cannot work: a ``batch_size`` that is
-    not a positive integer, or a local ``dataset.data_root`` folder that does not exist.
+    not a positive integer, a negative ``num_workers``, a ``dataset.data_root`` that is a
+    URL or no folder, or a ``dataset.data_prefix`` folder missing from it.
 
     Args:
         loader_names: the dataloaders the run uses, e.g. ``('train_dataloader',
@@ -111,14 +123,40 @@ def check_dataloaders(cfg: Config, loader_names: Iterable[str], config_path: str
             raise ConfigError(f'{loader_name}.batch_size is {batch_size!r} in {config_path}; '
                               f'set a positive integer, e.g. --cfg-options '
                               f'{loader_name}.batch_size=32')
+        num_workers = loader.get('num_workers', 0)
+        if not isinstance(num_workers, int) or isinstance(num_workers, bool) or \
+                num_workers < 0:
+            raise ConfigError(f'{loader_name}.num_workers is {num_workers!r} in {config_path}; '
+                              f'set 0 (load in the main process) or more, e.g. --cfg-options '
+                              f'{loader_name}.num_workers=2')
         dataset = loader.get('dataset')
-        data_root = dataset.get('data_root') if isinstance(dataset, dict) else None
-        # Remote roots (s3://, http://) are read by mmengine's file backends.
-        if isinstance(data_root, str) and data_root and '://' not in data_root \
-                and not os.path.isdir(data_root):
-            fix = (DIGITS_DATA_HINT if 'digits' in data_root else
-                   f'put the data there or pass --cfg-options {loader_name}.dataset.'
-                   'data_root=FOLDER')
-            where = '' if os.path.isabs(data_root) else f' (relative to {os.getcwd()})'
-            raise ConfigError(f'{loader_name}.dataset.data_root {data_root!r} of '
-                              f'{config_path} is not a folder{where}; {fix}')
+        if isinstance(dataset, dict):
+            _check_data_folders(dataset, loader_name, config_path)
+
+
+def _check_data_folders(dataset: dict, loader_name: str, config_path: str) -> None:
+    """A dataset's ``data_root`` must be a local folder, and its image folder
+    (``data_prefix``) one inside it."""
+    data_root = dataset.get('data_root')
+    if not isinstance(data_root, str) or not data_root:
+        return
+    key = f'{loader_name}.dataset.data_root'
+    if '://' in data_root:
+        raise ConfigError(f'{key} {data_root!r} of {config_path} is a URL; the datasets '
+                          f'read local folders: download the data and pass --cfg-options '
+                          f'{key}=FOLDER')
+    where = '' if os.path.isabs(data_root) else f' (relative to {os.getcwd()})'
+    if not os.path.isdir(data_root):
+        fix = (DIGITS_DATA_HINT if 'digits' in data_root else
+               f'put the data there or pass --cfg-options {key}=FOLDER')
+        raise ConfigError(f'{key} {data_root!r} of {config_path} is not a folder{where}; '
+                          f'{fix}')
+    prefix = dataset.get('data_prefix')
+    if isinstance(prefix, dict):
+        prefix = prefix.get('img_path')
+    if isinstance(prefix, str) and prefix and '://' not in prefix and \
+            not os.path.isdir(os.path.join(data_root, prefix)):
+        raise ConfigError(f'{data_root!r}{where} has no {prefix!r} folder, which '
+                          f'{loader_name}.dataset.data_prefix of {config_path} names; put '
+                          f'the images there (one folder per class) or pass --cfg-options '
+                          f'{loader_name}.dataset.data_prefix=FOLDER')

@@ -46,6 +46,9 @@ def _set_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> Non
     elif cfg.get('work_dir') is None:
         config_name = os.path.splitext(os.path.basename(config_path))[0]
         cfg.work_dir = os.path.join('work_dirs', config_name)
+    if os.path.exists(cfg.work_dir) and not os.path.isdir(cfg.work_dir):
+        raise ConfigError(f'--work-dir {cfg.work_dir}: is a file, not a folder; pass a '
+                          'folder for the logs and checkpoints')
 
 
 def prepare_train_config(cfg: Config,

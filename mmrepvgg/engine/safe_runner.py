@@ -20,6 +20,10 @@ The shipped configs name this Runner (``runner_type``), so mmpretrain's, mmseg's
 mmdet's own tools build it too; :class:`RepVGGCheckpointGuard` covers a tool that ignores
 ``runner_type`` (docs/trust_in_other_tools.md).
 
+A model whose test outputs hold NaN or an infinity is refused at the first such batch
+(:class:`~mmrepvgg.engine._finite_outputs.FiniteOutputsCheck`), whatever it is (PyTorch,
+an exported file, PyTorch INT8).
+
 Every refusal is a :class:`~mmrepvgg.checkpoint.CheckpointError` with one line to show.
 """
 from typing import Any
@@ -30,6 +34,7 @@ from mmengine.runner import BaseLoop, Runner
 
 from ..checkpoint import CheckpointError, load_checkpoint, load_checkpoint_file
 from ..registry import HOOKS, RUNNERS
+from ._finite_outputs import FiniteOutputsCheck
 from ._resume_state import check_training_state
 
 RESUME_META_KEYS = ('epoch', 'iter')
@@ -85,6 +90,10 @@ class RepVGGRunner(Runner):
     # 'exact' (test, val, resume) or 'finetune' (load_from of a training run).
     _fit_mode = 'exact'
     _resuming = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_hook(FiniteOutputsCheck())
 
     def train(self):
         self._fit_mode = 'finetune'

@@ -10,6 +10,7 @@ conventions printed (the published table's and mmengine's default).
 import argparse
 import sys
 
+from mmrepvgg._utils import input_shape_problem
 from mmrepvgg.analysis import count_complexity
 from mmrepvgg.engine._config import ConfigError, load_repvgg_config
 
@@ -21,9 +22,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--shape', type=int, nargs=2, default=[224, 224],
                         metavar=('H', 'W'), help='input image size (default: 224 224)')
     args = parser.parse_args(argv)
-    if min(args.shape) < 32:
-        parser.error(f'--shape {args.shape[0]} {args.shape[1]}: RepVGG downsamples 32x; '
-                     'pass a height and width of at least 32')
+    if input_shape_problem('--shape', *args.shape):
+        parser.error(input_shape_problem('--shape', *args.shape))
     return args
 
 

@@ -26,12 +26,13 @@ import sys
 
 import numpy as np
 import torch
-from mmengine.config import DictAction
 
-from mmrepvgg._utils import MissingExtraError
+from mmrepvgg._utils import (MAX_BATCH_IMAGES, MAX_DATASET_IMAGES, MissingExtraError,
+                             input_shape_problem, int_in)
 from mmrepvgg.apis.convert import ConfigError, build_train_model
 from mmrepvgg.checkpoint import CheckpointError, check_output, load_checkpoint
 from mmrepvgg.engine import load_repvgg_config
+from mmrepvgg.engine._config import KeyValueAction
 from mmrepvgg.models.repvgg import image_channels
 
 try:
@@ -46,18 +47,6 @@ try:
 except MissingExtraError as missing:
     sys.exit(f'error: {missing}')
 
-MAX_SIDE = 4096  # larger inputs only exhaust memory: refused up front
-
-
-class RecipeAction(DictAction):
-    """mmengine's ``KEY=VALUE`` parsing, with one error line for a value without ``=``."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        for value in values:
-            if '=' not in value:
-                parser.error(f'{option_string} {value}: write KEY=VALUE, e.g. keep_fp32=2')
-        super().__call__(parser, namespace, values, option_string)
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -70,7 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help="input image size (default: the size the config's test "
                         'pipeline makes); calibration and check images are resized to it')
-    parser.add_argument('--batch-size', type=int, default=1,
+    parser.add_argument('--batch-size', type=int_in(1, MAX_BATCH_IMAGES), default=1,
                         help='batch size traced (default: 1); fixed in the file with '
                         '--no-dynamic-batch')
     parser.add_argument('--dynamic-batch', action=argparse.BooleanOptionalAction,
@@ -84,12 +73,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--quantize', choices=('int8', ),
                         help='int8: static per-channel INT8 (QDQ for ONNX Runtime, NNCF for '
                         "OpenVINO), calibrated on the config's training images")
-    parser.add_argument('--calib-images', type=int, default=256,
+    parser.add_argument('--calib-images', type=int_in(1, MAX_DATASET_IMAGES), default=256,
                         help='training images to calibrate on (default: 256)')
-    parser.add_argument('--check-images', type=int, default=512,
+    parser.add_argument('--check-images', type=int_in(1, MAX_DATASET_IMAGES), default=512,
                         help='held-out test images on which INT8 and FP32 top-1 are '
                         'compared (default: 512)')
-    parser.add_argument('--int8-recipe', nargs='+', action=RecipeAction, metavar='KEY=VALUE',
+    parser.add_argument('--int8-recipe', nargs='+', action=KeyValueAction, metavar='KEY=VALUE',
                         default={}, help='with --quantize int8: the INT8 recipe, e.g. '
                         'calibration_method=minmax|percentile|entropy (entropy: ONNX '
                         'Runtime only); keep_fp32=N (mixed precision: the N convs most '
@@ -104,16 +93,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'on the check images, cross-layer equalization, then learned '
                         'rounding, then FP32 fallback of the most sensitive convs are added '
                         'until it holds; none: the recipe as given)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-                        help='override config entries, e.g. '
+    parser.add_argument('--cfg-options', nargs='+', action=KeyValueAction,
+                        metavar='KEY=VALUE', help='override config entries, e.g. '
                         'train_dataloader.dataset.data_root=DIR')
     parser.add_argument('--force', action='store_true', help='overwrite an existing OUTPUT')
     args = parser.parse_args(argv)
-    if args.shape and not all(32 <= side <= MAX_SIDE for side in args.shape):
-        parser.error(f'--shape {args.shape[0]} {args.shape[1]}: RepVGG downsamples 32x; '
-                     f'pass a height and width from 32 to {MAX_SIDE}')
-    if min(args.batch_size, args.calib_images, args.check_images) < 1:
-        parser.error('--batch-size, --calib-images and --check-images must be positive')
+    if args.shape and input_shape_problem('--shape', *args.shape):
+        parser.error(input_shape_problem('--shape', *args.shape))
     if not 7 <= args.opset <= 20:
         parser.error(f'--opset {args.opset}: the exporter supports opsets 7 to 20; '
                      f'{DEFAULT_OPSET} is the default')

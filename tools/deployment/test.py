@@ -16,14 +16,14 @@ import argparse
 import sys
 
 import torch
-from mmengine.config import DictAction
 
-from mmrepvgg._utils import MissingExtraError
+from mmrepvgg._utils import MAX_DATASET_IMAGES, MAX_THREADS, MissingExtraError, int_in
 from mmrepvgg.apis import prepare_for_inference
 from mmrepvgg.apis.convert import build_train_model
 from mmrepvgg.checkpoint import CheckpointError, load_checkpoint
 from mmrepvgg.checkpoint.fitting import checkpoint_file
 from mmrepvgg.engine import ConfigError, load_repvgg_config
+from mmrepvgg.engine._config import KeyValueAction
 from mmrepvgg.engine.runner import build_runner, format_test_metrics, prepare_test_config
 
 try:
@@ -48,24 +48,21 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'OpenVINO (.xml) (default); torch-int8: MODEL is a checkpoint, '
                         'quantized inside PyTorch (PT2E, [torch-int8] extra) on '
                         "--calib-images of the config's training images")
-    parser.add_argument('--calib-images', type=int, default=256,
+    parser.add_argument('--calib-images', type=int_in(1, MAX_DATASET_IMAGES), default=256,
                         help='with --backend torch-int8: training images to calibrate on '
                         '(default: 256)')
     parser.add_argument('--work-dir', help='folder for the test log '
                         '(default: work_dirs/<config name>)')
     parser.add_argument('--out', help='also dump every prediction into this new .pkl file')
-    parser.add_argument('--threads', type=int,
+    parser.add_argument('--threads', type=int_in(1, MAX_THREADS),
                         help="runtime threads (default: the runtime's)")
     parser.add_argument('--int8-kernels', choices=('auto', *INT8_KERNELS), default='auto',
                         help='ONNX Runtime x64 INT8 kernels (default: auto, u8u8 on x86 '
                         'CPUs without VNNI, else u8s8)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+    parser.add_argument('--cfg-options', nargs='+', action=KeyValueAction,
+                        metavar='KEY=VALUE',
                         help='override config entries, e.g. test_dataloader.batch_size=16')
     args = parser.parse_args(argv)
-    if args.threads is not None and args.threads < 1:
-        parser.error(f'--threads {args.threads}: pass a positive number of threads')
-    if args.calib_images < 1:
-        parser.error(f'--calib-images {args.calib_images}: pass a positive number of images')
     if args.backend == 'torch-int8' and args.int8_kernels != 'auto':
         parser.error('--int8-kernels chooses ONNX Runtime kernels; drop it for --backend '
                      'torch-int8')
