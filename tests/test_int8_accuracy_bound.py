@@ -1,7 +1,6 @@
 """The accuracy-bounded INT8 default: past the bound (1 top-1 point against FP32 on the
 held-out images by default) export_int8 adds recipe steps, cheapest first, and says which; the
 reference top-1 is PyTorch's FP32, the INT8 top-1 ONNX Runtime's on the written file."""
-import contextlib
 import dataclasses
 
 import numpy as np
@@ -16,6 +15,7 @@ from mmrepvgg.deploy.quantization import Int8Recipe, export_int8
 from mmrepvgg.engine import load_repvgg_config
 from mmrepvgg.models import reparameterize_model
 
+from conftest import working_directory
 from test_int8 import DIGITS_CONFIG
 
 # One output channel of a conv inside a chain made this much larger and the next conv's
@@ -38,7 +38,7 @@ def digits_data(digits_workspace):
     """``(calibration batches, held-out images, held-out labels)`` of the digits config:
     64 training images, the 360 test images."""
     cfg = load_repvgg_config(DIGITS_CONFIG)
-    with contextlib.chdir(digits_workspace):
+    with working_directory(digits_workspace):
         calibration = [batch.images for batch in preprocessed_batches(
             cfg, 'train_dataloader', 64, shuffle=True, pipeline_from='test_dataloader')]
         held_out = [(batch.images, batch.labels) for batch in preprocessed_batches(

@@ -18,6 +18,11 @@ from mmrepvgg._utils import MissingExtraError
 
 from conftest import REPO_ROOT
 
+try:
+    from torch.export import Dim  # noqa: F401  (PT2E's dynamic batch; torch >= 2.2)
+except ImportError:
+    pytest.skip(f'PT2E quantization (torch.export.Dim, torchao): not in torch {torch.__version__}, '
+                'a newer torch has it', allow_module_level=True)
 pytest.importorskip('torchao')
 
 DIGITS_CONFIG = os.path.join(REPO_ROOT, 'configs/digits/repvgg-A0_digits.py')

@@ -21,7 +21,7 @@ from lab.rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, INT8_OPENVINO, INT8_PY
 from mmrepvgg.analysis._timing import Timing
 from mmrepvgg._numerics import max_relative_error
 
-from conftest import int8_conv_weights, load_tool, needs_torch_for_nncf
+from conftest import int8_conv_weights, load_tool, needs_newer_torch, needs_torch_for_nncf
 
 REPO = Path(__file__).resolve().parents[2]
 A0_CONFIG = str(REPO / 'configs/repvgg-A0_4xb64-coslr-120e_in1k.py')
@@ -129,6 +129,8 @@ def test_without_the_openvino_extra_the_benchmark_has_no_openvino_rows_and_says_
     assert f"No OpenVINO rows: {info['openvino_missing']}" in format_inference(results)
 
 
+@needs_newer_torch(hasattr(torch, 'export') and hasattr(torch.export, 'Dim'),
+                   'PT2E (torch.export.Dim), checked before torchao')
 def test_without_torchao_the_benchmark_has_no_pytorch_int8_row_and_says_why(monkeypatch):
     for name in [name for name in sys.modules if name.split('.')[0] == 'torchao']:
         monkeypatch.delitem(sys.modules, name)
