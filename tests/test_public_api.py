@@ -1,6 +1,8 @@
 """The public API: exactly the names of ``mmrepvgg.__all__``, each importable, documented
 and listed in docs/api.md; sub-packages re-export only their public names; and importing
 the package changes nothing in the process and loads no optional runtime."""
+import ast
+import glob
 import importlib
 import inspect
 import os
@@ -112,3 +114,30 @@ def test_import_changes_no_loader_allow_list_warnings_filter_or_logger():
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == 'unchanged'
+
+
+def package_modules():
+    """(path relative to mmrepvgg/, source) of every module of the package."""
+    root = os.path.join(REPO_ROOT, 'mmrepvgg')
+    for path in sorted(glob.glob('**/*.py', root_dir=root, recursive=True)):
+        with open(os.path.join(root, path)) as stream:
+            yield path, stream.read()
+
+
+def test_no_module_of_the_package_is_longer_than_450_lines():
+    long_modules = {path: source.count('\n') for path, source in package_modules()
+                    if source.count('\n') > 450}
+    assert not long_modules, f'split these modules: {long_modules}'
+
+
+def test_public_modules_define_at_most_120_public_functions_and_classes():
+    """A module is private when a part of its path starts with '_' (PEP 8: its names are
+    internal, whatever they are called); a public module's public names are what a user
+    may reach. The package's names a user should reach first are ``mmrepvgg.__all__``."""
+    public = [f'{path}:{node.name}' for path, source in package_modules()
+              if not any(part.startswith('_') and part != '__init__.py'
+                         for part in path.split(os.sep))
+              for node in ast.parse(source).body
+              if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+              and not node.name.startswith('_')]
+    assert len(public) <= 120, public

@@ -441,20 +441,9 @@ def load_checkpoint_file(source: str) -> Any:
     Raises:
         CheckpointError: one line naming the file, what is wrong and what to do.
     """
-    path = local_checkpoint_file(source)
+    path = checkpoint_local_path(source, read_checkpoint)  # cached once the reader accepts it
     try:
         return read_checkpoint(path)
     except CheckpointError:
         forget_download(path)
         raise
-
-
-def local_checkpoint_file(source: str) -> str:
-    """The local file holding the checkpoint at a path or ``http(s)://`` URL: a URL is
-    downloaded once into the project's cache and kept only if :func:`read_checkpoint`
-    accepts it (:mod:`._remote`).
-
-    Raises:
-        CheckpointError: the download failed or was refused; the message names the URL.
-    """
-    return checkpoint_local_path(source, read_checkpoint)

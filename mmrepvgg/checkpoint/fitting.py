@@ -27,7 +27,8 @@ from .errors import CheckpointError
 from ._inspection import describe_state_arch, first_unusable_tensor
 from ._layouts import (LAYOUTS, LayoutError, ProjectState, StateDict, to_project_layout,
                        unwrap_state_dict)
-from ._reader import load_checkpoint_file, local_checkpoint_file
+from ._reader import load_checkpoint_file, read_checkpoint
+from ._remote import checkpoint_local_path
 
 FIT_MODES = ('exact', 'convert', 'finetune')
 _BATCH_COUNTER = 'num_batches_tracked'
@@ -254,7 +255,7 @@ def checkpoint_file(source: str) -> str:
     Raises:
         CheckpointError: the download failed or was refused; the message names the URL.
     """
-    return local_checkpoint_file(checkpoint_source(source))
+    return checkpoint_local_path(checkpoint_source(source), read_checkpoint)
 
 
 def load_checkpoint(model: nn.Module,
