@@ -19,15 +19,9 @@ from ..checkpoint._layouts import LAYOUTS, LayoutError, from_project_layout
 from .._config_file import PROJECT_SCOPE, ConfigError, names_project_repvgg, read_config
 from ..models import RepVGGBlock, build_model, reparameterize_model
 from ..models.repvgg import image_channels
-from .._numerics import max_relative_output_error
+from .._numerics import VERIFY_INPUT_SIZE, VERIFY_TOLERANCE, max_relative_output_error
 from ..version import __version__
 
-# The fusion is verified on a float64 copy of the model, where rounding (~1e-16 per
-# operation, amplified through the layers) stays far below this bound, while a wrong
-# kernel or bias changes the outputs by orders of magnitude more. In float32 the same
-# rounding reaches 1e-4 on deep variants (D2se), too close to tell from a real error.
-VERIFY_TOLERANCE = 1e-10
-VERIFY_INPUT_SIZE = (2, 64, 64)  # (batch, height, width): small, yet 2x2 after stride 32
 DST_FORMATS = ('mmrepvgg', 'official')
 # Config scopes whose models build in the mmrepvgg scope (classifiers; no scope at all).
 CLASSIFIER_SCOPES = (None, PROJECT_SCOPE, 'mmpretrain')

@@ -16,7 +16,7 @@ the next, so the pairs are swept a few times (:data:`EQUALIZATION_SWEEPS`).
 
 Ranges are ``max |w|`` (the symmetric weight grid's range). The math is in float64 on a
 float64 copy of the model, verified there against the unequalized copy like the fusion
-(:data:`EQUALIZATION_TOLERANCE`), and rounded once to the model's dtype.
+(:data:`mmrepvgg._numerics.VERIFY_TOLERANCE`, as the fusion), and rounded once to the model's dtype.
 
 Pairs are equalized only where nothing but a positively homogeneous activation lies
 between the two convs: a block with a squeeze-excitation layer (D2se) is skipped by name,
@@ -31,12 +31,8 @@ from torch import Tensor, nn
 
 from ..models import RepVGG, RepVGGBlock, reparameterize_model
 from ..models.repvgg import image_channels
-from .._numerics import max_relative_output_error
+from .._numerics import VERIFY_INPUT_SIZE, VERIFY_TOLERANCE, max_relative_output_error
 
-# Verified in float64 like the fusion (mmrepvgg.apis.convert.VERIFY_TOLERANCE): rounding
-# there stays near 1e-16 per operation, a wrong scale moves the outputs by far more.
-EQUALIZATION_TOLERANCE = 1e-10
-VERIFY_INPUT_SIZE = (2, 64, 64)  # (batch, height, width), 2x2 after stride 32
 # Sweeps over the chain: each one equalizes every pair once, the later ones settle the
 # convs that belong to two pairs.
 EQUALIZATION_SWEEPS = 8
@@ -192,7 +188,7 @@ def equalize_chains(model: nn.Module,
 
 def verify_equalization(original: nn.Module, equalized: nn.Module,
                         input_shape: Sequence[int],
-                        tolerance: float = EQUALIZATION_TOLERANCE) -> float:
+                        tolerance: float = VERIFY_TOLERANCE) -> float:
     """The relative output error of ``equalized`` against ``original`` (compare float64
     copies) on a random batch of ``input_shape`` ``(N, C, H, W)``.
 
@@ -210,7 +206,7 @@ def verify_equalization(original: nn.Module, equalized: nn.Module,
 
 def equalize_model(model: nn.Module, inplace: bool = False,
                    sweeps: int = EQUALIZATION_SWEEPS,
-                   tolerance: float = EQUALIZATION_TOLERANCE,
+                   tolerance: float = VERIFY_TOLERANCE,
                    input_shape: Optional[Sequence[int]] = None
                    ) -> Tuple[nn.Module, EqualizationReport]:
     """Cross-layer equalization of ``model``'s deploy form, verified in float64.
