@@ -29,8 +29,10 @@ Every refusal is a :class:`~mmrepvgg.checkpoint.CheckpointError` with one line t
 from typing import Any
 
 from mmengine.hooks import Hook
+from mmengine.logging import MMLogger
 from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop, Runner
+from mmengine.visualization import Visualizer
 
 from ..checkpoint import CheckpointError, load_checkpoint, load_checkpoint_file
 from ..registry import HOOKS, RUNNERS
@@ -94,6 +96,21 @@ class RepVGGRunner(Runner):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.register_hook(FiniteOutputsCheck())
+
+    def build_logger(self, *args, **kwargs) -> MMLogger:
+        """mmengine's logger, under a name no earlier run of this process holds.
+
+        mmengine names a run's logger and visualizer by its config and the second it
+        started, and hands back an existing instance of that name: a second run started
+        by the same process within that second would log to the first run's streams
+        and files. A taken name gets a suffix (``_2``, ``_3``, ...).
+        """
+        base_name, run = self._experiment_name, 1
+        while (MMLogger.check_instance_created(self._experiment_name)
+               or Visualizer.check_instance_created(self._experiment_name)):
+            run += 1
+            self._experiment_name = f'{base_name}_{run}'
+        return super().build_logger(*args, **kwargs)
 
     def train(self):
         self._fit_mode = 'finetune'
