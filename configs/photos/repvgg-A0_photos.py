@@ -1,7 +1,7 @@
 # RepVGG-A0 on the photos data set (no download): 12 classes, one per photo shipped inside
 # scikit-image, scikit-learn and matplotlib; 2,880 train / 960 val 64x64 crops, the val
 # crops from a region of each photo no train crop shows, under data/photos, written by
-# mmrepvgg.datasets.prepare_photos; read at 32x32. The digits recipe, with random resized
+# benchmarks/lab/photos.py; read at 32x32. The digits recipe, with random resized
 # crops and flips for 18 epochs: measured, A0 top-1 65.10 % -> 68.65 % and QARepVGG-A0
 # 63.96 % -> 70.21 % against 6 epochs without them (which fit the train crops: 97 %).
 _base_ = '../digits/repvgg-A0_digits.py'

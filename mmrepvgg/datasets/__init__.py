@@ -1,7 +1,5 @@
-from .digit_canvases import SEGMENTATION_CLASSES, CanvasSplit, prepare_digit_canvases
-from .digits import DIGITS_CLASSES, DigitsSplit, prepare_digits
-from .photos import PHOTO_CLASSES, PhotosSplit, prepare_photos
+from .digit_canvases import SEGMENTATION_CLASSES, prepare_digit_canvases
+from .digits import DIGITS_CLASSES, PreparedSplit, prepare_digits
 
-__all__ = ['DIGITS_CLASSES', 'DigitsSplit', 'prepare_digits', 'SEGMENTATION_CLASSES',
-           'CanvasSplit', 'prepare_digit_canvases', 'PHOTO_CLASSES', 'PhotosSplit',
-           'prepare_photos']
+__all__ = ['DIGITS_CLASSES', 'PreparedSplit', 'prepare_digits', 'SEGMENTATION_CLASSES',
+           'prepare_digit_canvases']

@@ -1,46 +1,31 @@
-"""scikit-learn's handwritten digits pasted onto larger canvases: a small semantic
-segmentation set (a mask per digit class) and a detection set (a box per digit), offline.
-
-Each canvas is ``CANVAS_SIZE`` pixels square, black, with one to ``MAX_DIGITS_PER_CANVAS``
-real 8x8 digits enlarged (bilinear) to 16-24 pixels, each in its own quadrant so that
-they never overlap. Train canvases use only the train digits of
-:func:`mmrepvgg.datasets.digits.prepare_digits`' split, val canvases only the val digits.
-:func:`prepare_digit_canvases` writes, in the layouts mmseg's ``BaseSegDataset`` and
-mmdet's ``CocoDataset`` read::
+"""scikit-learn's digits pasted onto black ``CANVAS_SIZE`` canvases, one to three per canvas
+(each enlarged to 16-24 pixels, in its own quadrant): a small segmentation and detection
+set, offline. Train canvases use only the train digits of :func:`.digits.prepare_digits`'
+split, val canvases only the val digits. Written in the layouts of mmseg's
+``BaseSegDataset`` and mmdet's ``CocoDataset``::
 
     data_root/
     ├── images/{train,val}/canvas_0000.png   grey canvases
     ├── masks/{train,val}/canvas_0000.png    0 background, 1 + digit where the ink is
-    └── annotations/{train,val}.json         COCO boxes (x, y, w, h) of the ink, category = digit
+    └── annotations/{train,val}.json         COCO boxes (x, y, w, h) of the ink
 """
 import json
 import os
-import shutil
-import tempfile
-from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
 from .._utils import require
-from .digits import DIGITS_CLASSES, DIGITS_MAX_VALUE, SPLIT_SEED, VAL_FRACTION, _split_indices
+from .digits import (DIGITS_CLASSES, SPLIT_SEED, VAL_FRACTION, PreparedSplit, _count_pngs,
+                     _grey_png, _split_indices, _write_atomically)
 
 CANVAS_SIZE = 64  # pixels; four 32x32 quadrants, one digit at most in each
 MAX_DIGITS_PER_CANVAS = 3
 DIGIT_SIZES = (16, 20, 24)  # pixels, the enlarged digit's side
-# A pixel is ink (masked, inside the box) from this grey level on (0-255): a quarter of
-# the full 16 ink counts of scikit-learn's digits.
+# Ink (masked, inside the box) from this grey level (0-255) on: a quarter of full ink.
 INK_THRESHOLD = 64
 SEGMENTATION_CLASSES = ('background', ) + DIGITS_CLASSES
 SPLITS = ('train', 'val')
-
-
-class CanvasSplit(NamedTuple):
-    """What :func:`prepare_digit_canvases` found or wrote."""
-    data_root: str
-    num_train: int
-    num_val: int
-    created: bool
 
 
 def _paste_canvas(digit_images: np.ndarray, labels: np.ndarray, rng: np.random.Generator):
@@ -53,8 +38,7 @@ def _paste_canvas(digit_images: np.ndarray, labels: np.ndarray, rng: np.random.G
     quadrants = rng.permutation(4)[:num_digits]
     for quadrant, index in zip(quadrants.tolist(), rng.integers(0, len(labels), num_digits)):
         size = int(rng.choice(DIGIT_SIZES))
-        pixels = np.rint(digit_images[index] * (255 / DIGITS_MAX_VALUE)).astype(np.uint8)
-        digit = np.asarray(Image.fromarray(pixels).resize((size, size), Image.BILINEAR))
+        digit = np.asarray(_grey_png(digit_images[index]).resize((size, size), Image.BILINEAR))
         top = quadrant // 2 * quadrant_size + int(rng.integers(0, quadrant_size - size + 1))
         left = quadrant % 2 * quadrant_size + int(rng.integers(0, quadrant_size - size + 1))
         canvas[top:top + size, left:left + size] = digit
@@ -88,50 +72,34 @@ def _write_split(root: str, split: str, num_canvases: int, digit_images: np.ndar
         json.dump(dict(images=images, annotations=annotations, categories=categories), stream)
 
 
-def _count_canvases(data_root: str, split: str) -> int:
-    folder = os.path.join(data_root, 'images', split)
-    return sum(name.endswith('.png') for name in os.listdir(folder)) \
-        if os.path.isdir(folder) else 0
-
-
 def prepare_digit_canvases(data_root: str = 'data/digit_canvases',
                            num_train: int = 800,
                            num_val: int = 200,
-                           seed: int = SPLIT_SEED) -> CanvasSplit:
-    """Write the canvases into ``data_root`` once; later calls only check what is there.
-
-    The folder appears complete or not at all (written in a temporary sibling, then
-    renamed).
-
-    Args:
-        data_root: the folder to create.
-        num_train, num_val: canvases per split.
-        seed: seed of the digit split and of the pasting.
+                           seed: int = SPLIT_SEED) -> PreparedSplit:
+    """Write ``num_train`` and ``num_val`` canvases into ``data_root`` once (complete or
+    not at all); later calls only check what is there. ``seed`` seeds the digit split and
+    the pasting.
 
     Raises:
         MissingExtraError: scikit-learn is not installed (the ``demo`` extra).
-        FileExistsError: ``data_root`` exists with other canvas counts (remove it or
-            choose another folder).
+        FileExistsError: ``data_root`` exists with other canvas counts.
     """
     digits = require('sklearn.datasets', 'demo').load_digits()
     if os.path.exists(data_root):
-        counts = tuple(_count_canvases(data_root, split) for split in SPLITS)
+        counts = tuple(_count_pngs(os.path.join(data_root, 'images', split))
+                       for split in SPLITS)
         if counts != (num_train, num_val):
             raise FileExistsError(
                 f'{data_root} exists but does not hold {num_train} train and {num_val} val '
                 f'canvases under images/{{train,val}}/ (found {counts[0]} and {counts[1]}); '
                 'remove it or pick another data_root')
-        return CanvasSplit(data_root, *counts, created=False)
+        return PreparedSplit(data_root, *counts, created=False)
     split_indices = _split_indices(digits.target, VAL_FRACTION, seed)
-    parent = os.path.dirname(os.path.abspath(data_root))
-    os.makedirs(parent, exist_ok=True)
-    staging_root = tempfile.mkdtemp(dir=parent, prefix=f'.{os.path.basename(data_root)}.')
-    try:
+
+    def write(root: str) -> None:
         for split, count, indices in zip(SPLITS, (num_train, num_val), split_indices):
-            _write_split(staging_root, split, count, digits.images[indices],
-                         digits.target[indices], seed)
-        os.rename(staging_root, data_root)
-    except BaseException:
-        shutil.rmtree(staging_root, ignore_errors=True)
-        raise
-    return CanvasSplit(data_root, num_train, num_val, created=True)
+            _write_split(root, split, count, digits.images[indices], digits.target[indices],
+                         seed)
+
+    _write_atomically(data_root, write)
+    return PreparedSplit(data_root, num_train, num_val, created=True)

@@ -1,17 +1,9 @@
-"""The published RepVGG architectures as data (Ding et al., 2021, Tables 2 and 3).
-
-An architecture is a dict in the key layout mmpretrain uses, so a custom ``arch`` written
-for mmpretrain's RepVGG works here too:
-
-- ``num_blocks``: blocks per stage, stage 1 to 4 (the stem is extra);
-- ``width_factor``: per-stage multiplier ``a`` (stages 1-3) or ``b`` (stage 4) of the
-  base widths ``64 * 2**i``;
-- ``group_layer_map``: ``{global block index: groups}``, the stem being block 0, or
-  ``None``;
-- ``se_cfg``: keyword arguments of the squeeze-excitation layer every block applies, or
-  ``None``;
-- ``stem_channels``: upper bound of the stem width, which is
-  ``min(stem_channels, base_channels * width_factor[0])``.
+"""The RepVGG architectures as data (Ding et al., 2021, Tables 2 and 3), in mmpretrain's
+key layout, so a custom ``arch`` written for mmpretrain's RepVGG works here too:
+``num_blocks`` (per stage, stem excluded), ``width_factor`` (per-stage multiplier of the
+base widths ``64 * 2**i``), ``group_layer_map`` (``{global block index: groups}``, stem =
+block 0), ``se_cfg`` (every block's SE layer) and ``stem_channels`` (upper bound of the
+stem width).
 """
 from typing import Dict, Tuple, Union
 
@@ -52,8 +44,8 @@ EXTRA_ARCH_SETTINGS: Dict[str, dict] = {
 
 
 class RepVGGArgumentError(ValueError, AssertionError):
-    """An argument that cannot build a RepVGG. Also an ``AssertionError`` because
-    mmpretrain's RepVGG asserts on the same arguments: code catching that keeps working."""
+    """An argument that cannot build a RepVGG (an ``AssertionError`` too, as mmpretrain's
+    RepVGG asserts on the same arguments)."""
 
 
 _DEFAULTS = dict(group_layer_map=None, se_cfg=None, stem_channels=64)
@@ -61,13 +53,13 @@ _REQUIRED = ('num_blocks', 'width_factor')
 
 
 def resolve_arch(arch: Union[str, dict]) -> dict:
-    """Return the complete architecture dict for a variant name or a custom dict.
+    """The complete architecture dict of a variant name or a custom dict.
 
     Raises:
         TypeError: ``arch`` is neither a name nor a dict.
         KeyError: a custom dict lacks ``num_blocks`` or ``width_factor``.
-        RepVGGArgumentError: an unknown variant name, an unknown key, stages of unequal
-            count, or grouped blocks beyond the last block.
+        RepVGGArgumentError: an unknown name or key, stages of unequal count, or grouped
+            blocks beyond the last block.
     """
     known = {**ARCH_SETTINGS, **EXTRA_ARCH_SETTINGS}
     if isinstance(arch, str):

@@ -1,5 +1,4 @@
-"""The published RepVGG classifier as a config dict, and building model dicts in the
-``mmrepvgg`` scope."""
+"""The published classifiers' model dict, and building model dicts in a scope."""
 import copy
 
 from mmengine.registry import DefaultScope
@@ -12,16 +11,9 @@ from .arch import stage_widths
 
 def repvgg_classifier_cfg(arch, deploy: bool = False, num_classes: int = 1000,
                           base_channels: int = 64, **backbone_kwargs) -> dict:
-    """The model dict of the published classifiers: ``ImageClassifier`` with a RepVGG
-    backbone, global average pooling and a linear head over the stage-4 channels.
-
-    Args:
-        arch (str | dict): variant name or custom arch dict (see :mod:`.arch`).
-        deploy: build the backbone in deploy form.
-        num_classes: classes of the linear head.
-        base_channels: the backbone's ``base_channels``.
-        **backbone_kwargs: further backbone arguments (e.g. ``with_cp=True``).
-    """
+    """The model dict of the published classifiers: ``ImageClassifier``, a RepVGG backbone
+    of ``arch`` (further arguments in ``backbone_kwargs``), global average pooling and a
+    ``num_classes`` linear head."""
     stage_4_channels = stage_widths(arch, base_channels)[-1]
     return dict(
         type='ImageClassifier',
@@ -34,11 +26,9 @@ def repvgg_classifier_cfg(arch, deploy: bool = False, num_classes: int = 1000,
 
 
 def build_model(model_cfg: dict, scope: str = 'mmrepvgg') -> nn.Module:
-    """Build a model dict in the ``mmrepvgg`` scope (``RepVGG`` is this project's, whatever
-    the current default scope), as described (train or deploy form), in eval mode.
-    ``scope`` names another one for models of other projects (``'mmseg'``, ``'mmdet'``),
-    whose configs name the backbone ``'mmrepvgg.RepVGG'``. The initial weights are drawn
-    from a fork of torch's global generator, which is left as it was."""
+    """Build ``model_cfg`` in eval mode, in the ``mmrepvgg`` scope (``RepVGG`` is this
+    project's whatever the default scope) or another one (``'mmseg'``, ``'mmdet'``). The
+    initial weights come from a fork of torch's global generator, left as it was."""
     with DefaultScope.overwrite_default_scope(scope), global_rngs_kept():
         model = MODELS.build(copy.deepcopy(model_cfg))
     return model.eval()

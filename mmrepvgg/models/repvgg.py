@@ -26,45 +26,35 @@ class RepVGG(BaseBackbone):
     """RepVGG backbone: `RepVGG: Making VGG-style ConvNets Great Again
     <https://arxiv.org/abs/2101.03697>`_.
 
-    A stem block (stride 2) then four stages of :class:`RepVGGBlock`; the first block of
-    stage ``i`` has ``strides[i]`` and widens to ``int(base_channels * 2**i *
-    width_factor[i])`` channels. The state-dict layout (``stem``, ``stage_1`` ..
-    ``stage_4``, ``ppf``) and the arguments are those of mmpretrain's RepVGG, so its
-    checkpoints and configs work unchanged.
+    A stem block (stride 2), then four stages of blocks whose first has ``strides[i]`` and
+    ``int(base_channels * 2**i * width_factor[i])`` channels. Arguments and state-dict
+    layout (``stem``, ``stage_1`` .. ``stage_4``, ``ppf``) are mmpretrain's RepVGG's.
 
     Args:
-        arch (str | dict): a variant name from
-            :data:`mmrepvgg.models.arch.ARCH_SETTINGS` (A0, A1, A2, B0, B1, B1g2, B1g4,
-            B2, B2g4, B3, B3g4, D2se), one of mmpretrain's unpublished extras (B2g2, B3g2,
-            yolox-pai-small) or a custom dict, see :mod:`mmrepvgg.models.arch`.
+        arch (str | dict): a variant of :data:`~mmrepvgg.models.arch.ARCH_SETTINGS`, one
+            of mmpretrain's unpublished B2g2, B3g2, yolox-pai-small, or a custom dict.
         in_channels (int): image channels. Defaults to 3.
-        base_channels (int): width of stage 1 before ``width_factor``. Defaults to 64.
-        out_indices (Sequence[int]): stages (0-3, negative counts from the end) whose
-            outputs are returned. Defaults to ``(3, )``.
-        strides (Sequence[int]): stride of each stage's first block.
-            Defaults to ``(2, 2, 2, 2)``.
-        dilations (Sequence[int]): dilation of each stage. Defaults to ``(1, 1, 1, 1)``.
-        frozen_stages (int): -1 freezes nothing, 0 the stem, ``k`` the stem and stages
-            1..k (eval mode, no gradient). Defaults to -1.
-        conv_cfg (dict, optional): conv layers, for ``build_conv_layer``; ``None`` is
-            ``nn.Conv2d``. Defaults to None.
-        norm_cfg (dict): norm layers, e.g. ``dict(type='SyncBN')``.
-            Defaults to ``dict(type='BN')``.
+        base_channels (int): stage-1 width before ``width_factor``. Defaults to 64.
+        out_indices (Sequence[int]): stages (0-3, negative from the end) whose outputs
+            are returned. Defaults to ``(3, )``.
+        strides (Sequence[int]): each stage's first stride. Defaults to ``(2, 2, 2, 2)``.
+        dilations (Sequence[int]): each stage's dilation. Defaults to ``(1, 1, 1, 1)``.
+        frozen_stages (int): -1 freezes nothing, ``k`` the stem and stages 1..k (eval mode,
+            no gradient). Defaults to -1.
+        conv_cfg (dict, optional): conv layers; ``None`` is ``nn.Conv2d``.
+        norm_cfg (dict): a BatchNorm. Defaults to ``dict(type='BN')``.
         act_cfg (dict): activation. Defaults to ``dict(type='ReLU')``.
-        with_cp (bool): activation checkpointing in every block. Defaults to False.
+        with_cp (bool): activation checkpointing. Defaults to False.
         deploy (bool): build the fused plain form. Defaults to False.
-        norm_eval (bool): keep BN layers in eval mode while training (frozen running
-            statistics). Defaults to False.
-        add_ppf (bool): append YOLOX-PAI's pyramid pooling (:class:`MTSPPF`) to the last
-            stage; it is not re-parameterized. Defaults to False.
-        block_type (str): ``'repvgg'`` (:class:`RepVGGBlock`) or ``'qarepvgg'``
-            (:class:`QARepVGGBlock`, the quantization-friendly block of Chu et al.,
-            2024). The deploy forms are identical. Defaults to ``'repvgg'``.
-        init_cfg (list[dict], optional): initialisation; defaults to Kaiming for convs
-            and constant 1 for norms.
+        norm_eval (bool): keep BN layers in eval mode while training. Defaults to False.
+        add_ppf (bool): append YOLOX-PAI's :class:`MTSPPF` (not re-parameterized).
+            Defaults to False.
+        block_type (str): ``'repvgg'`` or ``'qarepvgg'`` (:class:`QARepVGGBlock`); the
+            deploy forms are identical. Defaults to ``'repvgg'``.
+        init_cfg (list[dict], optional): Kaiming for convs, 1 for norms by default.
 
     Shape:
-        ``(N, in_channels, H, W)`` -> a tuple with, per ``out_indices`` entry ``i``,
+        ``(N, in_channels, H, W)`` -> a tuple, per ``out_indices`` entry ``i``, of
         ``(N, C_i, H / 2**(i + 2), W / 2**(i + 2))`` for the default strides.
     """
 
@@ -145,15 +135,11 @@ class RepVGG(BaseBackbone):
                 outs.append(x)
         return tuple(outs)
 
-    def _frozen_modules(self):
+    def _freeze_stages(self):
         if self.frozen_stages < 0:
             return
-        yield self.stem
-        for stage_name in self.stages[:self.frozen_stages]:
-            yield getattr(self, stage_name)
-
-    def _freeze_stages(self):
-        for module in self._frozen_modules():
+        frozen_names = ['stem', *self.stages[:self.frozen_stages]]
+        for module in map(self.get_submodule, frozen_names):
             module.eval()
             for param in module.parameters():
                 param.requires_grad = False
@@ -179,19 +165,15 @@ class RepVGG(BaseBackbone):
 
 
 def image_channels(model: nn.Module) -> int:
-    """Channels of the images ``model`` takes: the ``in_channels`` of its RepVGG
-    backbone's stem (wherever the backbone sits in module order: a neck or head made of
-    RepVGG blocks may be registered before it).
+    """The ``in_channels`` of the RepVGG backbone in ``model``, wherever it sits.
 
     Raises:
         ValueError: ``model`` holds no RepVGG backbone, or several that disagree.
     """
     channels = {module.stem.in_channels for module in model.modules()
                 if isinstance(module, RepVGG)}
-    if not channels:
-        raise ValueError('cannot tell the image channels: the model holds no RepVGG '
-                         'backbone')
-    if len(channels) > 1:
-        raise ValueError(f'cannot tell the image channels: its RepVGG backbones take '
-                         f'{sorted(channels)}')
+    if len(channels) != 1:
+        found = (f'its RepVGG backbones take {sorted(channels)}' if channels
+                 else 'the model holds no RepVGG backbone')
+        raise ValueError(f'cannot tell the image channels: {found}')
     return channels.pop()

@@ -1,5 +1,4 @@
-"""The RepVGG and QARepVGG blocks: three branches while training, one 3x3 conv once
-deployed."""
+"""The RepVGG and QARepVGG blocks: three branches while training, one 3x3 conv deployed."""
 import copy
 from collections import OrderedDict
 from typing import Optional
@@ -17,8 +16,7 @@ from ..reparam import (BatchNormStats, KernelBias, fuse_qarepvgg_branches,
 
 
 def _batch_norm_stats(norm: _BatchNorm) -> BatchNormStats:
-    """The eval-mode tensors of a (Sync)BatchNorm module, not detached: a fusion computed
-    from them is differentiable in ``weight`` and ``bias``."""
+    """The eval-mode tensors of a BatchNorm, not detached (the fusion stays differentiable)."""
     if norm.running_mean is None:
         raise ValueError(f'{type(norm).__name__} has no running statistics '
                          '(track_running_stats=False) and cannot be fused')
@@ -27,13 +25,8 @@ def _batch_norm_stats(norm: _BatchNorm) -> BatchNormStats:
 
 
 def _build_batch_norm(norm_cfg: dict, channels: int) -> _BatchNorm:
-    """The norm layer of ``norm_cfg``, refused unless it is a BatchNorm (BN, SyncBN, ...).
-
-    Only a BatchNorm is an affine map per channel in eval mode, which is what folds into
-    the fused conv; GroupNorm or LayerNorm normalise over a whole sample, so a block with
-    them has no equivalent plain conv. Refusing here, as mmpretrain's RepVGG does, stops
-    the model at build rather than at conversion after training.
-    """
+    # Only a BatchNorm is a per-channel affine map in eval mode, which folds into a conv;
+    # refused at build (as mmpretrain does) rather than at conversion after training.
     norm = build_norm_layer(norm_cfg, channels)[1]
     if not isinstance(norm, _BatchNorm):
         raise TypeError(f'RepVGG blocks need a BatchNorm norm_cfg (BN, SyncBN), got '
@@ -43,35 +36,29 @@ def _build_batch_norm(norm_cfg: dict, channels: int) -> _BatchNorm:
 
 
 class RepVGGBlock(BaseModule):
-    """``act(se(conv3x3_bn(x) + conv1x1_bn(x) + bn(x)))``, or ``act(se(conv3x3(x)))``.
+    """``act(se(conv3x3_bn(x) + conv1x1_bn(x) + bn(x)))``, deployed ``act(se(conv3x3(x)))``.
 
-    The identity branch exists only where ``in_channels == out_channels`` and
-    ``stride == 1``. Module names follow mmpretrain's checkpoints: ``branch_3x3.conv``,
-    ``branch_3x3.norm``, ``branch_1x1.{conv,norm}``, ``branch_norm``, ``branch_reparam``,
-    ``se_layer``. The constructor takes mmpretrain's ``RepVGGBlock`` arguments.
+    The identity branch exists only where ``in_channels == out_channels`` and ``stride ==
+    1``. Arguments and module names (``branch_3x3.{conv,norm}``, ``branch_1x1.{conv,norm}``,
+    ``branch_norm``, ``branch_reparam``, ``se_layer``) are mmpretrain's ``RepVGGBlock``'s.
 
     Args:
-        in_channels (int): input channels ``C_in``.
-        out_channels (int): output channels ``C_out``.
-        stride (int): stride of both convolutions. Defaults to 1.
-        padding (int, optional): padding of the 3x3 convolution; must equal ``dilation``
-            (only then do the 1x1 and identity branches read the pixel of the 3x3 centre
-            tap). ``None`` means ``dilation``. Defaults to None.
-        dilation (int): dilation of the 3x3 convolution. Defaults to 1.
-        groups (int): groups of both convolutions. Defaults to 1.
-        padding_mode (str): padding mode of the 3x3 convolution (the centre tap never
-            reads padding, so any mode fuses exactly). Defaults to ``'zeros'``.
-        se_cfg (dict, optional): arguments of the squeeze-excitation layer applied to the
-            summed branches, before the activation; ``None`` for none. Defaults to None.
-        with_cp (bool): recompute the branches in backward (activation checkpointing) to
-            save memory. Defaults to False.
-        conv_cfg (dict, optional): the convolution layers, for ``build_conv_layer``; they
-            must compute a plain convolution for the fusion to hold. Defaults to None
-            (``nn.Conv2d``).
-        norm_cfg (dict): the norm layers. Defaults to ``dict(type='BN')``.
+        in_channels (int): ``C_in``.
+        out_channels (int): ``C_out``.
+        stride (int): stride of both convs. Defaults to 1.
+        padding (int, optional): must equal ``dilation`` (only then do the branches add up
+            pixel by pixel); ``None`` means ``dilation``.
+        dilation (int): dilation of the 3x3 conv. Defaults to 1.
+        groups (int): groups of both convs. Defaults to 1.
+        padding_mode (str): of the 3x3 conv; any mode fuses exactly (the centre tap never
+            reads padding). Defaults to ``'zeros'``.
+        se_cfg (dict, optional): squeeze-excitation after the sum, or ``None``.
+        with_cp (bool): activation checkpointing. Defaults to False.
+        conv_cfg (dict, optional): for ``build_conv_layer``; must build a plain conv.
+        norm_cfg (dict): a BatchNorm. Defaults to ``dict(type='BN')``.
         act_cfg (dict): the activation. Defaults to ``dict(type='ReLU')``.
         deploy (bool): build the fused single-conv form. Defaults to False.
-        init_cfg (dict, optional): mmengine initialisation config. Defaults to None.
+        init_cfg (dict, optional): mmengine initialisation config.
 
     Shape:
         ``(N, C_in, H, W) -> (N, C_out, ceil(H / stride), ceil(W / stride))``.
@@ -115,7 +102,6 @@ class RepVGGBlock(BaseModule):
         self.norm_cfg = norm_cfg
         self.act_cfg = act_cfg
         self.deploy = deploy
-
         if deploy:
             self.branch_reparam = self._conv(3, bias=True)
         else:
@@ -125,7 +111,6 @@ class RepVGGBlock(BaseModule):
 
     @property
     def has_identity(self) -> bool:
-        """Whether the train form adds its input: same width and stride 1."""
         return self.in_channels == self.out_channels and self.stride == 1
 
     def _build_train_branches(self) -> None:
@@ -151,7 +136,6 @@ class RepVGGBlock(BaseModule):
         return nn.Sequential(layers)
 
     def _branch_sum(self, x: Tensor) -> Tensor:
-        """The train form's summed branches (before SE and activation)."""
         out = self.branch_3x3(x) + self.branch_1x1(x)
         if self.branch_norm is not None:
             out = out + self.branch_norm(x)
@@ -159,16 +143,12 @@ class RepVGGBlock(BaseModule):
 
     def _pre_activation(self, x: Tensor) -> Tensor:
         out = self.branch_reparam(x) if self.deploy else self._branch_sum(x)
-        if self.se_layer is not None:
-            out = self.se_layer(out)
-        return out
+        return out if self.se_layer is None else self.se_layer(out)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.with_cp and x.requires_grad:
-            out = checkpoint(self._pre_activation, x, use_reentrant=False)
-        else:
-            out = self._pre_activation(x)
-        return self.act(out)
+            return self.act(checkpoint(self._pre_activation, x, use_reentrant=False))
+        return self.act(self._pre_activation(x))
 
     def _fuse_train_branches(self) -> KernelBias:
         return fuse_repvgg_branches(
@@ -180,11 +160,9 @@ class RepVGGBlock(BaseModule):
     def get_equivalent_kernel_bias(self) -> KernelBias:
         """The deploy conv's ``(kernel (C_out, C_in // groups, 3, 3), bias (C_out,))``.
 
-        The official repository's name and meaning: the block's eval-mode function (BN
-        running statistics) as one conv, differentiable in the branch weights and the BN
-        affine parameters, so that a loss on it (the official custom L2 penalty, or
-        quantization-aware training) trains the branches. For a deployed block, its conv's
-        own parameters.
+        As in the official repository: the block's eval-mode function as one conv,
+        differentiable in the branch weights and BN affine parameters, so that a loss on
+        it (the official custom L2, quantization-aware training) trains the branches.
         """
         if self.deploy:
             return self.branch_reparam.weight, self.branch_reparam.bias
@@ -192,17 +170,13 @@ class RepVGGBlock(BaseModule):
 
     @torch.no_grad()
     def switch_to_deploy(self) -> 'RepVGGBlock':
-        """Replace the branches by their fused 3x3 conv, in place; a no-op if deployed.
-
-        The fused parameters need a gradient exactly when the 3x3 branch's weight did, so
-        a frozen stage stays frozen.
-        """
+        """Replace the branches by their fused 3x3 conv, in place (a frozen block stays
+        frozen); a no-op if deployed."""
         if self.deploy:
             return self
         kernel, bias = self.get_equivalent_kernel_bias()
         requires_grad = self.branch_3x3.conv.weight.requires_grad
-        # Built on the meta device: random initialisation would only cost time, the
-        # fused tensors become its parameters as they are.
+        # On the meta device: random initialisation would only cost time.
         fused_conv = self._conv(3, bias=True, device='meta')
         fused_conv.weight = nn.Parameter(kernel, requires_grad=requires_grad)
         fused_conv.bias = nn.Parameter(bias, requires_grad=requires_grad)
@@ -214,20 +188,14 @@ class RepVGGBlock(BaseModule):
 
 
 class QARepVGGBlock(RepVGGBlock):
-    """The quantization-aware block of Chu et al., "Make RepVGG Greater Again: A
-    Quantization-aware Approach" (AAAI 2024): ``act(se(post_norm(conv3x3_bn(x) +
-    conv1x1(x) + x)))``.
+    """The quantization-aware block of Chu et al., "Make RepVGG Greater Again" (AAAI 2024):
+    ``act(se(post_norm(conv3x3_bn(x) + conv1x1(x) + x)))``.
 
-    Only the 3x3 branch has a BN; the 1x1 branch and the identity (same width, stride 1)
-    add unnormalised, and one BN (``post_norm``) follows the sum. The paper's reason: the
-    BN-scaled 1x1 and identity branches put outliers into RepVGG's fused kernel and the
-    three separately normalised branches widen the activations, both ruinous for per-tensor
-    INT8. The post-sum BN comes before SE so that it folds into the fused conv: the deploy
-    form (``branch_reparam``, then SE and activation) and its state dict are exactly
-    :class:`RepVGGBlock`'s. Train-form keys: ``branch_3x3.{conv,norm}``,
-    ``branch_1x1.conv``, ``post_norm``.
-
-    Takes the arguments of :class:`RepVGGBlock`.
+    The unnormalised 1x1 and identity branches keep outliers out of the fused kernel, which
+    per-tensor INT8 needs. ``post_norm`` precedes SE so that it folds into the fused conv:
+    the deploy form and its state dict are :class:`RepVGGBlock`'s. Train-form keys:
+    ``branch_3x3.{conv,norm}``, ``branch_1x1.conv``, ``post_norm``. Takes
+    :class:`RepVGGBlock`'s arguments.
     """
 
     train_modules = ('branch_3x3', 'branch_1x1', 'post_norm')
@@ -239,9 +207,7 @@ class QARepVGGBlock(RepVGGBlock):
 
     def _branch_sum(self, x: Tensor) -> Tensor:
         out = self.branch_3x3(x) + self.branch_1x1(x)
-        if self.has_identity:
-            out = out + x
-        return self.post_norm(out)
+        return self.post_norm(out + x if self.has_identity else out)
 
     def _fuse_train_branches(self) -> KernelBias:
         return fuse_qarepvgg_branches(
@@ -251,14 +217,11 @@ class QARepVGGBlock(RepVGGBlock):
 
 
 def reparameterize_blocks(model: nn.Module) -> int:
-    """Fuse every :class:`RepVGGBlock` inside ``model`` in place.
-
-    Works on any module tree (a backbone, a classifier, a detector). Modules with a
-    ``deploy`` flag that contain blocks get ``deploy = True`` so they rebuild in deploy
-    form from their config.
+    """Fuse every :class:`RepVGGBlock` inside any ``model`` in place; modules holding blocks
+    that have a ``deploy`` flag get ``deploy = True`` (so they rebuild in deploy form).
 
     Returns:
-        The number of blocks that were fused (0 for an already deployed model).
+        The number of blocks fused (0 for a deployed model).
     """
     num_fused = 0
     for module in model.modules():
@@ -273,10 +236,8 @@ def reparameterize_blocks(model: nn.Module) -> int:
 
 
 def reparameterize_model(model: nn.Module, inplace: bool = False) -> nn.Module:
-    """The deploy form of ``model`` in eval mode: a deep copy (``model`` itself with
-    ``inplace``) whose train-form blocks are fused by :func:`reparameterize_blocks`; a
-    deployed model comes back unchanged. The one copy-and-fuse of the package (timm's
-    ``reparameterize_model`` has the same contract)."""
+    """The deploy form of ``model`` in eval mode, as timm's ``reparameterize_model``: a deep
+    copy (``model`` itself with ``inplace``) fused by :func:`reparameterize_blocks`."""
     deploy_model = model if inplace else copy.deepcopy(model)
     reparameterize_blocks(deploy_model)
     return deploy_model.eval()

@@ -1,5 +1,4 @@
-"""The spatial pyramid pooling block YOLOX-PAI appends to its RepVGG backbone
-(``add_ppf=True`` in :class:`~mmrepvgg.models.RepVGG`, as in mmpretrain)."""
+"""The spatial pyramid pooling of YOLOX-PAI's RepVGG backbone (``RepVGG(add_ppf=True)``)."""
 import torch
 from mmcv.cnn import ConvModule
 from mmengine.model import BaseModule
@@ -7,16 +6,13 @@ from torch import Tensor, nn
 
 
 class MTSPPF(BaseModule):
-    """Halve the channels (1x1 conv), max-pool three times in a row, concatenate the four
-    maps and project them (1x1 conv): receptive fields of 1, k, 2k-1 and 3k-2 pixels at
-    the cost of one pooling size.
-
-    Module names (``conv1``, ``conv2``, each ``ConvModule`` with ``conv`` and ``bn``) are
-    mmpretrain's, so its checkpoints load unchanged.
+    """Halve the channels (1x1 conv), max-pool three times in a row (receptive fields 1, k,
+    2k-1, 3k-2), concatenate the four maps and project them (1x1 conv). Module names
+    (``conv1``, ``conv2``) are mmpretrain's.
 
     Args:
-        in_channels (int): input channels ``C_in``.
-        out_channels (int): output channels ``C_out``.
+        in_channels (int): ``C_in``.
+        out_channels (int): ``C_out``.
         norm_cfg (dict): the norm layers. Defaults to ``dict(type='BN')``.
         act_cfg (dict): the activation. Defaults to ``dict(type='ReLU')``.
         kernel_size (int): pooling size ``k`` (stride 1, same padding). Defaults to 5.

@@ -9,7 +9,7 @@ square of a random scale of its region (:data:`CROP_SCALES`), at a random positi
 flipped left-right half of the time, with brightness, contrast and saturation jittered,
 saved as a ``CROP_SIZE`` RGB PNG. The draw is seeded: the same crops on every machine.
 :func:`prepare_photos` writes them in the one-folder-per-class layout of
-``CustomDataset`` (as :mod:`.digits` does)::
+``CustomDataset`` (as :mod:`mmrepvgg.datasets.digits` does)::
 
     data_root/
     ├── train/<photo>/crop_0000.png ...
@@ -23,7 +23,7 @@ from typing import Callable, Dict, NamedTuple
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from .._utils import require
+from mmrepvgg._utils import require
 
 
 def _skimage(name: str) -> Callable[[], np.ndarray]:

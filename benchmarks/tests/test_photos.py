@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmrepvgg.datasets import photos
+from lab import photos
 from mmrepvgg._utils import MissingExtraError
 
 
