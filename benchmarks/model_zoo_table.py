@@ -2,7 +2,7 @@
 
     python benchmarks/model_zoo_table.py > table.md
 """
-from mmrepvgg.model_zoo import resource_root, zoo_models
+from mmrepvgg.model_zoo import _zoo_models, resource_root
 
 COLUMNS = ('Name (train form)', 'Epochs', 'Params (M) train / deploy',
            'FLOPs (G) train / deploy', 'Top-1 (%)', 'Top-5 (%)', 'Config train / deploy',
@@ -12,7 +12,7 @@ COLUMNS = ('Name (train form)', 'Epochs', 'Params (M) train / deploy',
 def model_zoo_table() -> str:
     """The markdown table: one row per variant, train and deploy forms side by side."""
     by_arch = {}
-    for model in zoo_models().values():
+    for model in _zoo_models().values():
         by_arch.setdefault(model.arch, {})['deploy' if model.deploy else 'train'] = model
     prefix = resource_root() + '/'
     lines = ['| ' + ' | '.join(COLUMNS) + ' |', '|' + '---|' * len(COLUMNS)]

@@ -1,11 +1,8 @@
 """mmrepvgg: RepVGG for mmpretrain / mmengine, with exact structural re-parameterization.
 
-The public API is :data:`__all__` (one line each in docs/api.md); everything else is the
-package's own. Importing the package only registers: the ``mmrepvgg`` scope and its modules
-(see :mod:`mmrepvgg.registry`) and the published model zoo with mmpretrain's ``ModelHub``.
-torch's allow-list, mmengine's checkpoint loaders, warnings filters and loggers stay as
-they were; the project's own loads go through :mod:`mmrepvgg.checkpoint._reader`. The
-exporters need the ``deploy`` extra (onnx, onnxruntime) and are imported on first use.
+The public API is :data:`__all__` (docs/api.md). Importing the package only registers the
+``mmrepvgg`` scope, its modules and the model zoo with mmpretrain's ``ModelHub``; the
+exporters (the ``onnx`` extra) are imported on first use.
 """
 import importlib
 import warnings
@@ -22,7 +19,7 @@ with warnings.catch_warnings(), global_rngs_kept():
                        repvgg_convert)
     from .checkpoint import CheckpointError, load_checkpoint
     from ._config_file import ConfigError
-    from .model_zoo import list_models, register_model_zoo
+    from .model_zoo import list_models
     from .models import QARepVGGBlock, RepVGG, RepVGGBlock, reparameterize_model
 
 __all__ = ['__version__', 'get_model', 'list_models', 'inference_model', 'reparameterize_model',
@@ -43,7 +40,3 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(set(globals()) | set(_LAZY_EXPORTS))
-
-
-# So that mmpretrain's list_models('repvgg*') and get_model(name) find the published zoo.
-register_model_zoo()

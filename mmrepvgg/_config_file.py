@@ -1,9 +1,5 @@
-"""Reading an mmengine config file, with errors a user can act on.
-
-Every API and tool that takes a config takes it here, so each accepts the same three
-forms (see :func:`resolve_config_path`). Configs are Python and run when read: a config
-must be trusted like code (checkpoints need not be).
-"""
+"""Reading an mmengine config file, with errors a user can act on. Configs are Python and
+run when read: a config must be trusted like code (checkpoints need not be)."""
 import os
 from typing import Any, Optional
 
@@ -16,39 +12,25 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message names the file, the problem and the fix."""
 
 
-def resolve_config_path(name_or_path: str) -> str:
-    """The config file meant by ``name_or_path``, from any working directory:
-
-    - an existing file, as it is;
-    - a model zoo name (``repvgg-A0_3rdparty_4xb64-coslr-120e_in1k``, any letter case):
-      the config of that name;
-    - a relative path of one of the project's configs (``configs/digits/repvgg-A0_digits.py``):
-      that file in the installed package (or the checkout).
-
-    Anything else is returned unchanged, for :func:`read_config` to name.
-    """
-    if os.path.isfile(name_or_path):
-        return name_or_path
-    zoo_model = find_model(name_or_path)
-    if zoo_model is not None:
-        return zoo_model.config
-    packaged = os.path.join(resource_root(), name_or_path)
-    if not os.path.isabs(name_or_path) and os.path.isfile(packaged):
-        return packaged
-    return name_or_path
-
-
 def read_config(name_or_path: str) -> Config:
-    """``Config.fromfile`` of :func:`resolve_config_path`, turning every failure into one
-    :class:`ConfigError` line.
+    """The config of an existing file, a model zoo name (any letter case), or a relative path
+    of one of the project's configs (``configs/digits/repvgg-A0_digits.py``) found in the
+    installed package or the checkout, from any working directory.
 
     Raises:
         ConfigError: no such file or zoo name, or a file with a syntax error, a missing
-            ``_base_`` file or a failing import.
+            ``_base_`` file or a failing import; one line.
     """
-    path = resolve_config_path(name_or_path)
-    if not os.path.isfile(path):
-        raise ConfigError(f'{path}: no such config file or model zoo name; check the path, '
+    zoo_model = find_model(name_or_path)
+    packaged = os.path.join(resource_root(), name_or_path)
+    if os.path.isfile(name_or_path):
+        path = name_or_path
+    elif zoo_model is not None:
+        path = zoo_model.config
+    elif not os.path.isabs(name_or_path) and os.path.isfile(packaged):
+        path = packaged
+    else:
+        raise ConfigError(f'{name_or_path}: no such config file or model zoo name; check the path, '
                           "e.g. configs/digits/repvgg-A0_digits.py, or see "
                           "mmpretrain.list_models('repvgg*') for the names")
     try:

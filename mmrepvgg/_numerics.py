@@ -6,10 +6,8 @@ import torch
 from torch import Tensor, nn
 
 # A function-preserving rewrite (fusion, equalization) is verified on a float64 copy of the
-# model, where rounding (~1e-16 per operation, amplified through the layers) stays far below
-# this bound, while a wrong kernel or bias changes the outputs by orders of magnitude more.
-# In float32 the same rounding reaches 1e-4 on deep variants (D2se), too close to tell from
-# a real error.
+# model, where rounding stays far below this bound while a wrong kernel or bias exceeds it
+# by orders of magnitude; in float32 deep variants' rounding comes too close to tell.
 VERIFY_TOLERANCE = 1e-10
 VERIFY_INPUT_SIZE = (2, 64, 64)  # (batch, height, width): small, yet 2x2 after stride 32
 
@@ -25,7 +23,7 @@ def max_relative_error(reference: Union[Tensor, Sequence[Tensor]],
                for ref, out in zip(reference, other))
 
 
-def output_tensors(model: nn.Module, inputs: Tensor) -> List[Tensor]:
+def _output_tensors(model: nn.Module, inputs: Tensor) -> List[Tensor]:
     """The model's raw outputs (mmengine models in ``mode='tensor'``), flattened."""
     if 'mode' in inspect.signature(model.forward).parameters:
         outputs = model(inputs, mode='tensor')
@@ -46,11 +44,10 @@ def output_tensors(model: nn.Module, inputs: Tensor) -> List[Tensor]:
 @torch.no_grad()
 def max_relative_output_error(reference: nn.Module, candidate: nn.Module,
                               input_shape: Sequence[int], seed: int = 0) -> float:
-    """``max |reference(x) - candidate(x)| / max |reference(x)|`` over the outputs for one
-    standard-normal batch ``x`` of ``input_shape`` ``(N, C, H, W)`` drawn with ``seed``, in
-    the dtype of ``reference``'s parameters; both models are put in eval mode."""
+    """:func:`max_relative_error` of both eval-mode models' outputs on one standard-normal
+    batch ``(N, C, H, W)`` drawn with ``seed``, in the dtype of ``reference``."""
     dtype = next(reference.parameters()).dtype
     generator = torch.Generator().manual_seed(seed)
     inputs = torch.randn(*input_shape, generator=generator, dtype=torch.float64).to(dtype)
-    return max_relative_error(output_tensors(reference.eval(), inputs),
-                              output_tensors(candidate.eval(), inputs))
+    return max_relative_error(_output_tensors(reference.eval(), inputs),
+                              _output_tensors(candidate.eval(), inputs))

@@ -1,6 +1,5 @@
-"""Optional dependencies, imported when a feature first needs them; the torch thread
-count held for a block of work; the global random generators kept as they were; the input
-image sizes and counts the tools accept."""
+"""Optional dependencies imported on first need; the torch thread count and the global
+random generators kept as they were; the input sizes and counts the tools accept."""
 import argparse
 import contextlib
 import importlib
@@ -11,7 +10,6 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import torch
 
-
 # RepVGG downsamples 32x; past 4096 pixels a side, a tool's input only exhausts memory.
 MIN_INPUT_SIDE, MAX_INPUT_SIDE = 32, 4096
 # Counts the tools' options accept: images in one forward pass (1024 ImageNet-size images
@@ -20,8 +18,8 @@ MAX_BATCH_IMAGES, MAX_DATASET_IMAGES, MAX_THREADS = 1024, 10**7, 1024
 
 
 def input_shape_problem(option: str, height: int, width: int) -> str:
-    """What is wrong with ``option`` ``height width`` (in pixels) as a tool's input image
-    size, and the fix; ``''`` when it is fine."""
+    """What is wrong with ``option height width`` (pixels) as a tool's input size, and the
+    fix; ``''`` when it is fine."""
     if MIN_INPUT_SIDE <= min(height, width) and max(height, width) <= MAX_INPUT_SIDE:
         return ''
     return (f'{option} {height} {width}: RepVGG downsamples 32x and larger inputs only '
@@ -30,9 +28,8 @@ def input_shape_problem(option: str, height: int, width: int) -> str:
 
 
 def int_in(low: int, high: int) -> Callable[[str], int]:
-    """An argparse ``type``: an integer from ``low`` to ``high``, else argparse's one
-    error line (a count of 0 or -1 would fail deep in the work; 10**9 would exhaust
-    memory)."""
+    """An argparse ``type``: an integer from ``low`` to ``high``, else argparse's one error
+    line (a count of 0 would fail deep in the work; 10**9 would exhaust memory)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -50,8 +47,7 @@ class MissingExtraError(ImportError):
 
 
 def require(module: str, extra: str) -> ModuleType:
-    """Import ``module`` (e.g. ``'sklearn.datasets'``), an optional dependency installed by
-    ``pip install "mmrepvgg[<extra>]"``.
+    """Import ``module``, an optional dependency of ``pip install "mmrepvgg[<extra>]"``.
 
     Raises:
         MissingExtraError: ``module`` cannot be imported; one line naming the extra.
@@ -65,9 +61,8 @@ def require(module: str, extra: str) -> ModuleType:
 
 
 @contextlib.contextmanager
-def torch_threads(count: Optional[int]) -> Iterator[None]:
-    """Run the block with ``count`` torch intra-op threads (unchanged for None), then give
-    the process back the count it had."""
+def _torch_threads(count: Optional[int]) -> Iterator[None]:
+    """Run the block with ``count`` torch threads (unchanged for None), then restore."""
     previous = torch.get_num_threads()
     if count:
         torch.set_num_threads(count)
@@ -79,10 +74,9 @@ def torch_threads(count: Optional[int]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def global_rngs_kept() -> Iterator[None]:
-    """Run the block, then give Python's, numpy's and torch's CPU global random generators
-    back the states they had. The block draws from a fork of them, so ``torch.manual_seed``
-    still decides, say, a built model's initial weights, while the caller's own stream of
-    random numbers (data order, augmentation) is not shifted by the library call."""
+    """Run the block, then give Python's, numpy's and torch's CPU global generators back
+    their states: ``torch.manual_seed`` still decides what the block draws, while the
+    caller's own stream of random numbers is not shifted by the library call."""
     python_state, numpy_state = random.getstate(), np.random.get_state()
     try:
         with torch.random.fork_rng(devices=[]):

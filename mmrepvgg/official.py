@@ -1,25 +1,15 @@
-"""The official RepVGG repository's Python API (DingXiaoH/RepVGG, ``repvgg.py``), served
-by this project's models, so that its snippets run as written::
+"""The official RepVGG repository's Python API (DingXiaoH/RepVGG, ``repvgg.py``) on this
+project's models, so that its snippets run as written::
 
     from mmrepvgg.official import create_RepVGG_A0, repvgg_model_convert
     train_model = create_RepVGG_A0(deploy=False)
     train_model.load_state_dict(torch.load('RepVGG-A0-train.pth'))
     deploy_model = repvgg_model_convert(train_model, save_path='RepVGG-A0-deploy.pth')
 
-- ``create_RepVGG_<variant>(deploy=False, use_checkpoint=False)`` for every variant the
-  official ``func_dict`` names (:data:`OFFICIAL_VARIANTS`: the published ones and the
-  unpublished B2g2 and B3g2): the 1000-class ImageNet classifier, in train mode
-  as a new ``nn.Module`` is (eval mode for ``deploy=True``); ``model(images)`` returns
-  logits ``(N, 1000)``. Its
-  ``load_state_dict`` also takes the official and timm key layouts (renamed on the way in,
-  see :mod:`mmrepvgg.checkpoint._layouts`).
-- ``func_dict`` (``'RepVGG-A0'`` -> factory) and ``get_RepVGG_func_by_name(name)``.
-- ``repvgg_model_convert(model, save_path=None, do_copy=True)`` and
-  ``repvgg_convert(model, build_func, save_path=None)``: the deploy model; ``save_path``
-  receives a bare state dict as ``torch.save(model.state_dict(), save_path)`` writes it
-  in the official repository (atomically here, replacing an existing file as torch.save
-  does), so ``create_RepVGG_A0(deploy=True).load_state_dict(torch.load(save_path))``
-  reads it back.
+``create_RepVGG_<variant>(deploy=False, use_checkpoint=False)`` builds the 1000-class
+classifier of every variant of the official ``func_dict``; its ``load_state_dict`` also
+takes the official and timm key layouts. ``save_path`` receives a bare state dict, as the
+official ``torch.save(model.state_dict(), save_path)`` writes it (atomically here).
 """
 from typing import Callable, Dict, Optional
 
@@ -28,7 +18,6 @@ from torch import nn
 from .apis.convert import repvgg_convert as _fuse
 from .checkpoint import save_checkpoint_atomic
 from .checkpoint._layouts import PROJECT_LAYOUT, LayoutError, detect_layout, to_project_layout
-from ._compat import register_load_state_dict_pre_hook
 from .models import build_model, repvgg_classifier_cfg
 
 
@@ -53,7 +42,11 @@ def _factory(arch: str) -> Callable[..., nn.Module]:
     def create(deploy: bool = False, use_checkpoint: bool = False) -> nn.Module:
         model = build_model(repvgg_classifier_cfg(arch, deploy=deploy,
                                                   with_cp=use_checkpoint))
-        register_load_state_dict_pre_hook(model, _rename_external_layouts)
+        if hasattr(model, 'register_load_state_dict_pre_hook'):
+            model.register_load_state_dict_pre_hook(_rename_external_layouts)
+        else:  # torch 2.1 has only the private spelling (same hook arguments)
+            model._register_load_state_dict_pre_hook(_rename_external_layouts,
+                                                     with_module=True)
         # Train mode as a new nn.Module is; a deploy model only infers (and training it
         # would warn).
         return model.train(not deploy)

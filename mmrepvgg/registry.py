@@ -1,15 +1,6 @@
-"""Registries of the ``mmrepvgg`` scope, children of mmpretrain's.
-
-A config with ``default_scope = 'mmrepvgg'`` looks every ``type`` up here first and then in
-mmpretrain and mmengine, so ``type='RepVGG'`` builds this project's backbone while
-``ImageClassifier``, ``ImageNet`` or ``Mixup`` still come from mmpretrain. mmengine imports
-this module by name when it switches to the scope.
-
-Every registry is also listed among the children of mmengine's root registry, under the
-scope name: mmengine resolves a scoped name (``'mmrepvgg.RepVGG'``) met in another
-project's registry (mmseg's, mmdet's, mmpretrain's) by looking the scope up among the
-root's children only, and would not find a grandchild. The lookup of unscoped names is
-unchanged: it still climbs from here to mmpretrain and then mmengine.
+"""Registries of the ``mmrepvgg`` scope, children of mmpretrain's: under
+``default_scope = 'mmrepvgg'`` a ``type`` is looked up here, then in mmpretrain and mmengine.
+mmengine imports this module by name when it switches to the scope.
 """
 from mmengine.registry import Registry
 from mmpretrain import registry as mmpretrain_registry
@@ -22,9 +13,9 @@ def _child_of(parent: Registry, *locations: str) -> Registry:
     # parents'; inheriting them makes mmpretrain register e.g. UniversalVisualizer in time.
     registry = Registry(parent.name, parent=parent, scope=SCOPE,
                         locations=[*parent._locations, *locations])
-    # A second link, from the root, so that ``'mmrepvgg.<name>'`` resolves from any
-    # registry of the tree (see the module docstring); the parent link stays the only one
-    # that unscoped lookups follow.
+    # A second link, from the root: mmengine resolves a scoped ``'mmrepvgg.<name>'`` met in
+    # another project's registry (mmseg's, mmdet's) among the root's children only.
+    # Unscoped lookups still climb the parent link alone.
     parent._get_root_registry().children[SCOPE] = registry
     return registry
 

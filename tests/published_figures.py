@@ -6,7 +6,7 @@ the 1000-class linear head; top-1/top-5 in % on ImageNet-1k val.
 """
 from typing import Dict, NamedTuple
 
-from mmrepvgg.model_zoo import zoo_models
+from mmrepvgg.model_zoo import _zoo_models
 
 
 class PublishedFigures(NamedTuple):
@@ -20,7 +20,7 @@ class PublishedFigures(NamedTuple):
 
 
 def _published_figures() -> Dict[str, PublishedFigures]:
-    forms = {(model.arch, model.deploy): model for model in zoo_models().values()}
+    forms = {(model.arch, model.deploy): model for model in _zoo_models().values()}
     return {
         arch: PublishedFigures(train.epochs, train.params_m, forms[arch, True].params_m,
                                train.gmacs, forms[arch, True].gmacs, train.top1, train.top5)

@@ -13,7 +13,7 @@ from PIL import Image
 from mmrepvgg.apis import ConfigError, get_model, inference_model
 from mmrepvgg.apis.convert import build_train_model
 from mmrepvgg.engine import load_repvgg_config
-from mmrepvgg.model_zoo import checkpoint_source, find_model, zoo_models
+from mmrepvgg.model_zoo import _zoo_models, checkpoint_source, find_model
 from mmrepvgg.models import ARCH_SETTINGS, RepVGG, build_model, repvgg_classifier_cfg
 from mmrepvgg.models.arch import resolve_arch
 from mmrepvgg._synthetic import randomize_batch_norms_
@@ -36,12 +36,12 @@ def a0_checkpoint(tmp_path_factory):
 
 
 def test_zoo_has_a_train_and_a_deploy_name_for_every_published_variant():
-    models = zoo_models().values()
+    models = _zoo_models().values()
     assert sorted((model.arch, model.deploy) for model in models) == \
         sorted((arch, deploy) for arch in ARCH_SETTINGS for deploy in (False, True))
 
 
-@pytest.mark.parametrize('model', zoo_models().values(), ids=lambda model: model.name)
+@pytest.mark.parametrize('model', _zoo_models().values(), ids=lambda model: model.name)
 def test_zoo_entry_names_its_config_and_the_published_checkpoint(model):
     config = Config.fromfile(model.config)
     assert config.model.backbone.arch == model.arch
@@ -65,7 +65,7 @@ def test_checkpoint_source_maps_zoo_names_to_urls_and_keeps_paths_and_urls():
 def test_list_models_gives_the_zoo_names_as_mmpretrain_lists_them():
     import mmpretrain
     import mmrepvgg
-    ours = set(zoo_models())
+    ours = set(_zoo_models())
     assert mmrepvgg.list_models() == sorted(ours)
     for pattern in ('repvgg-a0', 'repvgg-b1g2*deploy', '*_deploy_'):
         expected = [name for name in mmpretrain.list_models(pattern) if name in ours]
@@ -77,7 +77,7 @@ def test_list_models_gives_the_zoo_names_as_mmpretrain_lists_them():
 def test_mmpretrain_list_models_lists_the_zoo():
     from mmpretrain import list_models
     listed = set(list_models('repvgg*'))
-    assert {name for name in zoo_models()} <= listed
+    assert {name for name in _zoo_models()} <= listed
 
 
 @pytest.mark.parametrize('name', [A0_TRAIN, A0_DEPLOY])

@@ -30,14 +30,14 @@ from mmrepvgg.deploy.onnx_export import export_onnx
 from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel, onnxruntime
 from mmrepvgg.deploy._qdq import quantize_int8
 from mmrepvgg.deploy.torch_int8 import TorchInt8Error, quantize_pt2e_model
-from mmrepvgg.model_zoo import zoo_models
+from mmrepvgg.model_zoo import _zoo_models
 from mmrepvgg.models import (ARCH_SETTINGS, RepVGG, build_model, reparameterize_blocks,
                              repvgg_classifier_cfg)
 from mmrepvgg.models.arch import resolve_arch
 from mmrepvgg.models.repvgg import image_channels
 from mmrepvgg._numerics import max_relative_error
 from mmrepvgg._synthetic import randomize_batch_norms_
-from mmrepvgg._utils import MissingExtraError, torch_threads
+from mmrepvgg._utils import MissingExtraError, _torch_threads
 
 from .emulated_cpu import seen_cpu
 from .roof import conv3x3_roof
@@ -343,7 +343,7 @@ def measure_variants(archs: Sequence[str], settings: BenchmarkSettings) -> List[
                                     settings.input_size,
                                     replace(settings, rounds=settings.variant_rounds))
         add_ratios(timings)
-        top1 = next((model.top1 for model in zoo_models().values()
+        top1 = next((model.top1 for model in _zoo_models().values()
                      if model.arch == arch and not model.deploy), None)
         for name, timing in timings.items():
             rows.append(dict(arch=arch, path=name, top1=top1,
@@ -357,7 +357,7 @@ def run_inference_benchmark(train_model: nn.Module, settings: BenchmarkSettings)
     """Everything but training: the comparison table at each batch size, the 3x3-conv roof
     and the fraction of it the deploy model reaches, conversion times, scaling and the
     variant sweep. Returns a JSON-ready dict (see docs/benchmarks.md)."""
-    with torch_threads(settings.threads):  # given back afterwards
+    with _torch_threads(settings.threads):  # given back afterwards
         results = dict(machine=machine_description(), settings=asdict(settings))
         in_channels = image_channels(train_model)
         results['conversion'] = [time_conversion(settings.conversion_arch,
@@ -445,7 +445,7 @@ def run_training_probe(probe: TrainingProbe) -> TrainingProbe:
 
 def run_training_benchmark(settings: BenchmarkSettings, arch: str = 'A0') -> dict:
     """Training rows (see :func:`measure_training`) with the machine and settings."""
-    with torch_threads(settings.threads):  # given back afterwards
+    with _torch_threads(settings.threads):  # given back afterwards
         return dict(machine=machine_description(), settings=asdict(settings),
                     training=measure_training(settings, arch),
                     load_average_1min_end=os.getloadavg()[0])

@@ -1,7 +1,7 @@
 """The README's model zoo table, generated from configs/metafile.yml by
 benchmarks/model_zoo_table.py: one row per variant, with the published figures of both
 forms."""
-from mmrepvgg.model_zoo import zoo_models
+from mmrepvgg.model_zoo import _zoo_models
 from mmrepvgg.models import ARCH_SETTINGS
 
 from conftest import REPO_ROOT, load_tool
@@ -11,7 +11,7 @@ def test_model_zoo_table_has_one_row_per_variant_with_metafile_figures():
     table = load_tool('benchmarks/model_zoo_table.py').model_zoo_table().splitlines()
     rows = [line for line in table[2:] if line.startswith('| `repvgg-')]
     assert len(rows) == len(ARCH_SETTINGS)
-    train, deploy = (next(model for model in zoo_models().values()
+    train, deploy = (next(model for model in _zoo_models().values()
                           if model.arch == 'D2se' and model.deploy == form)
                      for form in (False, True))
     d2se_row = next(row for row in rows if 'D2se' in row)
