@@ -25,7 +25,7 @@ from lab.rows import COMPILED, DEPLOY, INT8_ONNXRUNTIME, INT8_OPENVINO, ONNXRUNT
 from mmrepvgg.apis.convert import ConfigError, build_train_model
 from mmrepvgg.checkpoint import CheckpointError, atomic_output, check_output, load_checkpoint
 from mmrepvgg.models import ARCH_SETTINGS
-from mmrepvgg._synthetic import randomize_batch_norms_
+from lab.synthetic import randomize_batch_norms_
 
 
 # The acceptance targets of the performance issue, checked on every run's figures (the

@@ -9,7 +9,7 @@ from mmengine.config import Config
 
 from mmrepvgg.apis.convert import build_train_model
 from mmrepvgg.models import repvgg_classifier_cfg
-from mmrepvgg._synthetic import randomize_batch_norms_
+from lab.synthetic import randomize_batch_norms_
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ from mmrepvgg.models import reparameterize_model
 from mmrepvgg.deploy._qdq import quantize_int8
 from mmrepvgg.deploy.quantization import Int8Recipe, export_int8
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
-from mmrepvgg._synthetic import randomize_batch_norms_
+from lab.synthetic import randomize_batch_norms_
 
 SMALL_ARCH = dict(num_blocks=(1, 2, 2, 1), width_factor=(0.5, 0.5, 0.5, 1))  # 7 convs
 WEIGHT_MAX = {8: 127, 7: 64}  # ONNX Runtime's int8 and reduce_range weight ranges

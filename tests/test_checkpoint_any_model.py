@@ -11,7 +11,7 @@ from mmrepvgg.apis.convert import build_train_model
 from mmrepvgg.models import RepVGGBlock
 from mmrepvgg.registry import MODELS
 from mmrepvgg._numerics import max_relative_error
-from mmrepvgg._synthetic import randomize_batch_norms_
+from lab.synthetic import randomize_batch_norms_
 
 SMALL_ARCH = dict(num_blocks=(1, 2, 1, 1), width_factor=(0.25, 0.25, 0.25, 0.5))
 

@@ -28,7 +28,7 @@ from mmrepvgg.checkpoint._layouts import (LAYOUTS, OFFICIAL_LAYOUT, LayoutError,
 from mmrepvgg.models import RepVGG, reparameterize_blocks, repvgg_classifier_cfg
 from mmrepvgg.models.arch import ARCH_SETTINGS, resolve_arch
 from mmrepvgg._numerics import max_relative_error
-from mmrepvgg._synthetic import randomize_batch_norms_
+from lab.synthetic import randomize_batch_norms_
 
 # The published official RepVGG-A0 key list has 351 train-form and 46 deploy-form keys.
 OFFICIAL_A0_TRAIN_KEYS, OFFICIAL_A0_DEPLOY_KEYS = 351, 46

@@ -23,7 +23,7 @@ from mmrepvgg.model_zoo import find_model
 from mmrepvgg.models import ARCH_SETTINGS, RepVGG, build_model, repvgg_classifier_cfg
 from mmrepvgg.models.repvgg import DEFAULT_INIT_CFG
 from mmrepvgg.registry import DATASETS
-from mmrepvgg._synthetic import randomize_batch_norms_
+from lab.synthetic import randomize_batch_norms_
 
 from conftest import REPO_ROOT
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
-from mmrepvgg._synthetic import randomize_batch_norms_
+from lab.synthetic import randomize_batch_norms_
 
 from conftest import REPO_ROOT
 

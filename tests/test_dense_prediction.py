@@ -33,7 +33,7 @@ from conftest import REPO_ROOT, load_tool  # noqa: E402
 from mmrepvgg.apis.convert import build_train_model  # noqa: E402
 from mmrepvgg.models import RepVGG, RepVGGBlock, build_model, reparameterize_blocks  # noqa: E402
 from mmrepvgg._numerics import max_relative_error, max_relative_output_error  # noqa: E402
-from mmrepvgg._synthetic import randomize_batch_norms_  # noqa: E402
+from lab.synthetic import randomize_batch_norms_  # noqa: E402
 
 SEG_CONFIG = f'{REPO_ROOT}/configs/mmseg/fcn_repvgg-A0-d8_4xb4-80k_ade20k-512x512.py'
 SEG_DEPLOY = f'{REPO_ROOT}/configs/mmseg/deploy/fcn_repvgg-A0-d8_deploy_4xb4-80k_ade20k-512x512.py'

@@ -6,7 +6,7 @@ from mmrepvgg.models import build_model, repvgg_classifier_cfg
 from mmrepvgg.apis import repvgg_convert
 from mmrepvgg.apis.inference import prepare_for_inference
 from mmrepvgg._numerics import max_relative_error
-from mmrepvgg._synthetic import randomize_batch_norms_
+from lab.synthetic import randomize_batch_norms_
 
 TOLERANCE = 1e-5
 

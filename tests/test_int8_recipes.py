@@ -14,7 +14,7 @@ from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
 from mmrepvgg.deploy._qdq import conv_nodes, quantize_int8
 from mmrepvgg.deploy.quantization import Int8Recipe
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
-from mmrepvgg._synthetic import randomize_batch_norms_
+from lab.synthetic import randomize_batch_norms_
 
 from test_int8 import _linear_model
 

@@ -11,7 +11,7 @@ from torch import nn
 from mmrepvgg.models import RepVGG, RepVGGBlock
 from mmrepvgg.models.arch import resolve_arch
 from mmrepvgg._numerics import max_relative_error
-from mmrepvgg._synthetic import randomize_batch_norms_
+from lab.synthetic import randomize_batch_norms_
 
 
 def parameter_names(cls) -> set:

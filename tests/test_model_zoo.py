@@ -16,7 +16,7 @@ from mmrepvgg.engine import load_repvgg_config
 from mmrepvgg.model_zoo import _zoo_models, checkpoint_source, find_model
 from mmrepvgg.models import ARCH_SETTINGS, RepVGG, build_model, repvgg_classifier_cfg
 from mmrepvgg.models.arch import resolve_arch
-from mmrepvgg._synthetic import randomize_batch_norms_
+from lab.synthetic import randomize_batch_norms_
 
 from conftest import REPO_ROOT
 

@@ -15,7 +15,7 @@ from mmrepvgg.official import (create_RepVGG_A0, create_RepVGG_B1g2, func_dict,
                                get_RepVGG_func_by_name, repvgg_convert,
                                repvgg_model_convert)
 from mmrepvgg._numerics import max_relative_error
-from mmrepvgg._synthetic import randomize_batch_norms_
+from lab.synthetic import randomize_batch_norms_
 
 SMALL_IMAGES = (2, 3, 32, 32)
 # The official func_dict also names backbone-only builders, which are no RepVGG classifier.

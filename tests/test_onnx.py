@@ -9,7 +9,7 @@ from mmrepvgg.models import build_model, repvgg_classifier_cfg
 from mmrepvgg.deploy.onnx_export import ONNX_TOLERANCE, check_against_onnxruntime, export_onnx
 from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
 from mmrepvgg.models import reparameterize_model
-from mmrepvgg._synthetic import randomize_batch_norms_
+from lab.synthetic import randomize_batch_norms_
 
 from conftest import load_tool
 

@@ -18,7 +18,7 @@ from mmrepvgg.deploy.openvino_runtime import OpenVINOModel, export_openvino  # n
 from mmrepvgg.engine import load_repvgg_config  # noqa: E402
 from mmrepvgg.engine.runner import parse_test_metrics  # noqa: E402
 from mmrepvgg.models import build_model, repvgg_classifier_cfg  # noqa: E402
-from mmrepvgg._synthetic import randomize_batch_norms_  # noqa: E402
+from lab.synthetic import randomize_batch_norms_  # noqa: E402
 
 from conftest import REPO_ROOT, load_tool, needs_torch_for_nncf  # noqa: E402
 from test_int8 import export_in_workspace  # noqa: E402

@@ -17,7 +17,7 @@ from mmrepvgg.models import (ARCH_SETTINGS, QARepVGGBlock, RepVGG, RepVGGArgumen
                              RepVGGBlock, build_model, reparameterize_blocks,
                              repvgg_classifier_cfg)
 from mmrepvgg._numerics import max_relative_error
-from mmrepvgg._synthetic import randomize_batch_norms_
+from lab.synthetic import randomize_batch_norms_
 
 from conftest import REPO_ROOT
 from published_figures import PUBLISHED

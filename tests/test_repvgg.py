@@ -16,7 +16,7 @@ from mmrepvgg.models import (ARCH_SETTINGS, RepVGG, RepVGGArgumentError, RepVGGB
                              reparameterize_blocks, repvgg_classifier_cfg)
 from mmrepvgg.models.arch import SE_1_16
 from mmrepvgg._numerics import max_relative_error
-from mmrepvgg._synthetic import randomize_batch_norms_
+from lab.synthetic import randomize_batch_norms_
 
 from published_figures import PUBLISHED
 

@@ -7,7 +7,7 @@ from torch import nn
 
 from mmrepvgg.models import QARepVGGBlock, RepVGG, RepVGGBlock
 from mmrepvgg.models.repvgg import image_channels
-from mmrepvgg._synthetic import randomize_batch_norms_
+from lab.synthetic import randomize_batch_norms_
 
 BLOCK_TYPES = [RepVGGBlock, QARepVGGBlock]
 

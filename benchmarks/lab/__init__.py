@@ -9,5 +9,6 @@
 - :mod:`.kernel_emulation`: a Python model of ONNX Runtime's x86 integer conv kernels.
 - :mod:`.qat`: quantization-aware fine-tuning of the deploy form (``int8_accuracy.py``'s
   QAT rows).
+- :mod:`.synthetic`: trained-looking random BN statistics (for tests, too);
 - :mod:`.photos`: the photos data set of the INT8 recipes (the ``photos`` extra).
 """

@@ -36,7 +36,7 @@ from mmrepvgg.models import (ARCH_SETTINGS, RepVGG, build_model, reparameterize_
 from mmrepvgg.models.arch import resolve_arch
 from mmrepvgg.models.repvgg import image_channels
 from mmrepvgg._numerics import max_relative_error
-from mmrepvgg._synthetic import randomize_batch_norms_
+from lab.synthetic import randomize_batch_norms_
 from mmrepvgg._utils import MissingExtraError, _torch_threads
 
 from .emulated_cpu import seen_cpu

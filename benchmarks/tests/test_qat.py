@@ -18,7 +18,7 @@ from mmrepvgg.deploy._mixed_precision import top1_agreement
 from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
 from mmrepvgg.deploy.quantization import export_int8
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
-from mmrepvgg._synthetic import randomize_batch_norms_
+from lab.synthetic import randomize_batch_norms_
 
 from conftest import int8_conv_weights
 

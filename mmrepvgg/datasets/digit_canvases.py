@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image
 
 from .._utils import require
-from .digits import (DIGITS_CLASSES, SPLIT_SEED, VAL_FRACTION, PreparedSplit, _count_pngs,
-                     _grey_png, _split_indices, _write_atomically)
+from .digits import (DIGITS_CLASSES, SPLIT_SEED, VAL_FRACTION, PreparedSplit, _grey_png,
+                     _prepare, _split_indices)
 
 CANVAS_SIZE = 64  # pixels; four 32x32 quadrants, one digit at most in each
 MAX_DIGITS_PER_CANVAS = 3
@@ -85,15 +85,6 @@ def prepare_digit_canvases(data_root: str = 'data/digit_canvases',
         FileExistsError: ``data_root`` exists with other canvas counts.
     """
     digits = require('sklearn.datasets', 'demo').load_digits()
-    if os.path.exists(data_root):
-        counts = tuple(_count_pngs(os.path.join(data_root, 'images', split))
-                       for split in SPLITS)
-        if counts != (num_train, num_val):
-            raise FileExistsError(
-                f'{data_root} exists but does not hold {num_train} train and {num_val} val '
-                f'canvases under images/{{train,val}}/ (found {counts[0]} and {counts[1]}); '
-                'remove it or pick another data_root')
-        return PreparedSplit(data_root, *counts, created=False)
     split_indices = _split_indices(digits.target, VAL_FRACTION, seed)
 
     def write(root: str) -> None:
@@ -101,5 +92,5 @@ def prepare_digit_canvases(data_root: str = 'data/digit_canvases',
             _write_split(root, split, count, digits.images[indices], digits.target[indices],
                          seed)
 
-    _write_atomically(data_root, write)
-    return PreparedSplit(data_root, num_train, num_val, created=True)
+    return _prepare(data_root, ('images/train', 'images/val'), (num_train, num_val), write,
+                    'digit canvases data set')

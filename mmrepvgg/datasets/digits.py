@@ -8,7 +8,7 @@ written once in the one-folder-per-class layout of mmpretrain's ``CustomDataset`
 import os
 import shutil
 import tempfile
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Tuple
 
 import numpy as np
 from PIL import Image
@@ -48,9 +48,19 @@ def _count_pngs(folder: str) -> int:
     return sum(name.endswith('.png') for _, _, names in os.walk(folder) for name in names)
 
 
-def _write_atomically(data_root: str, write: Callable[[str], None]) -> None:
-    """``write(folder)`` into a temporary sibling of ``data_root``, then renamed to it: the
-    data set appears complete or not at all."""
+def _prepare(data_root: str, folders: Tuple[str, str], expected: Tuple[int, int],
+             write: Callable[[str], None], name: str) -> PreparedSplit:
+    """Check the data set in ``data_root`` (``expected`` PNG files under the train and val
+    ``folders``), or, if there is none, ``write(folder)`` it into a temporary sibling
+    renamed to ``data_root``: it appears complete or not at all."""
+    if os.path.exists(data_root):
+        counts = tuple(_count_pngs(os.path.join(data_root, folder)) for folder in folders)
+        if counts != expected:
+            raise FileExistsError(
+                f'{data_root} exists but is not the {name} (expected {expected[0]} and '
+                f'{expected[1]} PNG files under {folders[0]}/ and {folders[1]}/, found '
+                f'{counts[0]} and {counts[1]}); remove it or pick another data_root')
+        return PreparedSplit(data_root, *counts, created=False)
     parent = os.path.dirname(os.path.abspath(data_root))
     os.makedirs(parent, exist_ok=True)
     staging_root = tempfile.mkdtemp(dir=parent, prefix=f'.{os.path.basename(data_root)}.')
@@ -60,6 +70,7 @@ def _write_atomically(data_root: str, write: Callable[[str], None]) -> None:
     except BaseException:
         shutil.rmtree(staging_root, ignore_errors=True)
         raise
+    return PreparedSplit(data_root, *expected, created=True)
 
 
 def prepare_digits(data_root: str = 'data/digits',
@@ -78,15 +89,6 @@ def prepare_digits(data_root: str = 'data/digits',
     """
     digits = require('sklearn.datasets', 'demo').load_digits()
     splits = dict(zip(('train', 'val'), _split_indices(digits.target, val_fraction, seed)))
-    expected = tuple(len(indices) for indices in splits.values())
-    if os.path.exists(data_root):
-        counts = tuple(_count_pngs(os.path.join(data_root, split)) for split in splits)
-        if counts != expected:
-            raise FileExistsError(
-                f'{data_root} exists but is not the digits data set of this split '
-                f'(expected {expected[0]} and {expected[1]} PNG files in train/<digit>/ and '
-                'val/<digit>/); remove it or pick another data_root')
-        return PreparedSplit(data_root, *counts, created=False)
 
     def write(root: str) -> None:
         for split, indices in splits.items():
@@ -96,5 +98,6 @@ def prepare_digits(data_root: str = 'data/digits',
                 _grey_png(digits.images[index]).save(
                     os.path.join(folder, f'digit_{index:04d}.png'))
 
-    _write_atomically(data_root, write)
-    return PreparedSplit(data_root, *expected, created=True)
+    expected = tuple(len(indices) for indices in splits.values())
+    return _prepare(data_root, ('train', 'val'), expected, write,
+                    'digits data set of this split')
