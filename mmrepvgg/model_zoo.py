@@ -1,10 +1,6 @@
-"""The published RepVGG model zoo, read from ``configs/metafile.yml`` (listed by
-``model-index.yml``, as in OpenMMLab projects): the one source of each name's config,
-published figures and checkpoint URL.
-
-Each of the 12 variants has a train-form name (``repvgg-A0_3rdparty_4xb64-coslr-120e_in1k``,
-its config under ``configs/``) and a deploy-form one (``repvgg-A0_deploy_...``,
-``configs/deploy/``); both name the published train-form checkpoint. Importing the module
+"""The published model zoo, read from ``configs/metafile.yml``: each variant's train-form
+and deploy-form names (``repvgg-A0_3rdparty_4xb64-coslr-120e_in1k``, ``repvgg-A0_deploy_...``)
+with their config, figures and the train-form checkpoint URL. Importing the module
 registers the zoo with mmpretrain's ``ModelHub``.
 """
 import fnmatch
@@ -36,8 +32,8 @@ class _ZooModel(NamedTuple):
 
 
 def resource_root() -> str:
-    """The folder holding ``configs/``, ``tools/`` and ``model-index.yml``: the package's
-    ``.mim`` when installed from a wheel (as mmpretrain ships them), else the checkout."""
+    """The folder of ``configs/``, ``tools/`` and ``model-index.yml``: the package's ``.mim``
+    when installed from a wheel, else the checkout."""
     mim_root = os.path.join(PACKAGE_DIR, '.mim')
     return mim_root if os.path.isdir(mim_root) else os.path.dirname(PACKAGE_DIR)
 

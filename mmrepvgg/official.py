@@ -6,10 +6,8 @@ project's models, so that its snippets run as written::
     train_model.load_state_dict(torch.load('RepVGG-A0-train.pth'))
     deploy_model = repvgg_model_convert(train_model, save_path='RepVGG-A0-deploy.pth')
 
-``create_RepVGG_<variant>(deploy=False, use_checkpoint=False)`` builds the 1000-class
-classifier of every variant of the official ``func_dict``; its ``load_state_dict`` also
-takes the official and timm key layouts. ``save_path`` receives a bare state dict, as the
-official ``torch.save(model.state_dict(), save_path)`` writes it (atomically here).
+A factory's model also loads the official and timm key layouts; ``save_path`` receives a
+bare state dict, as the official repository writes it (atomically here).
 """
 from typing import Callable, Dict, Optional
 
@@ -47,9 +45,7 @@ def _factory(arch: str) -> Callable[..., nn.Module]:
         else:  # torch 2.1 has only the private spelling (same hook arguments)
             model._register_load_state_dict_pre_hook(_rename_external_layouts,
                                                      with_module=True)
-        # Train mode as a new nn.Module is; a deploy model only infers (and training it
-        # would warn).
-        return model.train(not deploy)
+        return model.train(not deploy)  # as a new nn.Module, unless it only infers
 
     create.__name__ = create.__qualname__ = f'create_RepVGG_{arch}'
     create.__doc__ = (f'RepVGG-{arch}, 1000 ImageNet classes, as the official '

@@ -21,7 +21,7 @@ def _child_of(parent: Registry, *locations: str) -> Registry:
 
 
 # The locations register RepVGGRunner and RepVGGCheckpointGuard whenever a config names
-# them, also in another project's tool that only imported mmrepvgg (custom_imports).
+# them, also in another project's tool (custom_imports).
 RUNNERS = _child_of(mmpretrain_registry.RUNNERS, 'mmrepvgg.engine')
 RUNNER_CONSTRUCTORS = _child_of(mmpretrain_registry.RUNNER_CONSTRUCTORS)
 LOOPS = _child_of(mmpretrain_registry.LOOPS)

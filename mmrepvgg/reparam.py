@@ -15,8 +15,7 @@ KernelBias = Tuple[Tensor, Tensor]
 
 
 class BatchNormStats(NamedTuple):
-    """An eval-mode BatchNorm, tensors ``(C,)``; ``weight`` and ``bias`` ``None`` for
-    ``affine=False``."""
+    """An eval-mode BatchNorm, tensors ``(C,)`` (``weight``, ``bias`` None if not affine)."""
     running_mean: Tensor
     running_var: Tensor
     weight: Optional[Tensor]
@@ -38,12 +37,9 @@ def _batch_norm_affine(bn: BatchNormStats) -> KernelBias:
 
 
 def _scale_kernel(kernel: Tensor, scale: Tensor) -> Tensor:
-    """``kernel * scale`` per output channel, in the dtype of ``kernel``.
-
-    The product is taken in float32 or wider: exact to float64 precision for float64
-    kernels, else within two float32 roundings; float64 products would triple the memory
-    traffic of converting a large model for a gain far below a float32 conv's rounding.
-    """
+    """``kernel * scale`` per output channel, in the dtype of ``kernel``."""
+    # In float32 or wider: float64 products would triple the memory traffic of converting
+    # a large model for a gain far below the rounding of a float32 conv.
     product_dtype = torch.promote_types(kernel.dtype, torch.float32)
     scaled = kernel.to(product_dtype) * scale.to(product_dtype).reshape(-1, 1, 1, 1)
     return scaled.to(kernel.dtype)
@@ -65,19 +61,16 @@ def identity_kernel_1x1(channels: int,
                         groups: int = 1,
                         dtype: torch.dtype = torch.float32,
                         device: Optional[torch.device] = None) -> Tensor:
-    """The 1x1 (grouped) conv kernel ``(channels, channels // groups, 1, 1)`` of ``y = x``.
-
-    Output channel ``c`` reads local input ``c % (channels // groups)`` of its group.
+    """The 1x1 (grouped) conv kernel ``(channels, channels // groups, 1, 1)`` of ``y = x``:
+    output channel ``c`` reads local input ``c % (channels // groups)`` of its group.
 
     Raises:
         ValueError: ``channels`` is not a multiple of ``groups``.
     """
     if channels % groups:
         raise ValueError(f'{channels} channels cannot be split into {groups} groups')
-    kernel = torch.zeros(channels, channels // groups, 1, 1, dtype=dtype, device=device)
-    out_channel = torch.arange(channels, device=device)
-    kernel[out_channel, out_channel % (channels // groups), 0, 0] = 1
-    return kernel
+    eye = torch.eye(channels // groups, dtype=dtype, device=device)
+    return eye.repeat(groups, 1).reshape(channels, channels // groups, 1, 1)
 
 
 def fuse_repvgg_branches(kernel_3x3: Tensor,
@@ -119,19 +112,12 @@ def fuse_qarepvgg_branches(kernel_3x3: Tensor,
                            bn_post: BatchNormStats,
                            groups: int = 1) -> KernelBias:
     """The 3x3 conv ``(kernel, bias)`` equal to a QARepVGG block (Chu et al., AAAI 2024)
-    before its activation: ``bn_post(bn_3x3(conv3x3(x)) + conv1x1(x) + x)``.
+    before its activation: ``bn_post(bn_3x3(conv3x3(x)) + conv1x1(x) + x)``, the identity
+    only ``with_identity`` (``C_in == C_out``, stride 1).
 
     The 1x1 kernel and the identity add to the centre taps unscaled; ``bn_post``'s
-    ``(scale, shift)`` then folds in as ``(kernel * scale, bias * scale + shift)``.
-
-    Args:
-        kernel_3x3: ``(C_out, C_in // groups, 3, 3)``, followed by ``bn_3x3``.
-        kernel_1x1: ``(C_out, C_in // groups, 1, 1)``, no BN.
-        with_identity: whether the block adds its input (``C_in == C_out``, stride 1).
-        bn_post: the BN over the summed branches.
-
-    Returns:
-        As :func:`fuse_repvgg_branches` (the two BN scales multiplied in float64 first).
+    ``(scale, shift)`` then folds in as ``(kernel * scale, bias * scale + shift)``. Shapes
+    and rounding as in :func:`fuse_repvgg_branches`.
     """
     exact = torch.float64
     scale_3x3, shift_3x3 = _batch_norm_affine(bn_3x3)

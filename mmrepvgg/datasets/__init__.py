@@ -1,5 +1,5 @@
-from .digit_canvases import SEGMENTATION_CLASSES, prepare_digit_canvases
-from .digits import DIGITS_CLASSES, PreparedSplit, prepare_digits
+"""The offline demo data: scikit-learn's digits, and digit canvases for dense prediction."""
+from .digit_canvases import prepare_digit_canvases
+from .digits import DIGITS_CLASSES, prepare_digits
 
-__all__ = ['DIGITS_CLASSES', 'PreparedSplit', 'prepare_digits', 'SEGMENTATION_CLASSES',
-           'prepare_digit_canvases']
+__all__ = ['DIGITS_CLASSES', 'prepare_digits', 'prepare_digit_canvases']

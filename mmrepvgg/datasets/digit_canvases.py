@@ -1,8 +1,6 @@
-"""scikit-learn's digits pasted onto black ``CANVAS_SIZE`` canvases, one to three per canvas
-(each enlarged to 16-24 pixels, in its own quadrant): a small segmentation and detection
-set, offline. Train canvases use only the train digits of :func:`.digits.prepare_digits`'
-split, val canvases only the val digits. Written in the layouts of mmseg's
-``BaseSegDataset`` and mmdet's ``CocoDataset``::
+"""scikit-learn's digits pasted onto black canvases, one to three per canvas, each enlarged
+in its own quadrant: a small offline segmentation and detection set (train canvases from
+the train digits of :mod:`.digits`' split only), in mmseg's and mmdet's layouts::
 
     data_root/
     ├── images/{train,val}/canvas_0000.png   grey canvases
@@ -16,15 +14,14 @@ import numpy as np
 from PIL import Image
 
 from .._utils import require
-from .digits import (DIGITS_CLASSES, SPLIT_SEED, VAL_FRACTION, PreparedSplit, _grey_png,
-                     _prepare, _split_indices)
+from .digits import (DIGITS_CLASSES, SPLIT_SEED, VAL_FRACTION, _grey_png, _prepare,
+                     _PreparedSplit, _split_indices)
 
 CANVAS_SIZE = 64  # pixels; four 32x32 quadrants, one digit at most in each
 MAX_DIGITS_PER_CANVAS = 3
 DIGIT_SIZES = (16, 20, 24)  # pixels, the enlarged digit's side
 # Ink (masked, inside the box) from this grey level (0-255) on: a quarter of full ink.
 INK_THRESHOLD = 64
-SEGMENTATION_CLASSES = ('background', ) + DIGITS_CLASSES
 SPLITS = ('train', 'val')
 
 
@@ -75,10 +72,9 @@ def _write_split(root: str, split: str, num_canvases: int, digit_images: np.ndar
 def prepare_digit_canvases(data_root: str = 'data/digit_canvases',
                            num_train: int = 800,
                            num_val: int = 200,
-                           seed: int = SPLIT_SEED) -> PreparedSplit:
-    """Write ``num_train`` and ``num_val`` canvases into ``data_root`` once (complete or
-    not at all); later calls only check what is there. ``seed`` seeds the digit split and
-    the pasting.
+                           seed: int = SPLIT_SEED) -> _PreparedSplit:
+    """Write ``num_train`` and ``num_val`` canvases into ``data_root`` once; later calls
+    only check what is there. ``seed`` seeds the digit split and the pasting.
 
     Raises:
         MissingExtraError: scikit-learn is not installed (the ``demo`` extra).

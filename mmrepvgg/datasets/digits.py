@@ -22,8 +22,8 @@ VAL_FRACTION = 0.2
 SPLIT_SEED = 0
 
 
-class PreparedSplit(NamedTuple):
-    """What a ``prepare_*`` function found or wrote: image counts, and whether it wrote."""
+class _PreparedSplit(NamedTuple):
+    """What a ``prepare_*`` function found or wrote."""
     data_root: str
     num_train: int
     num_val: int
@@ -49,10 +49,10 @@ def _count_pngs(folder: str) -> int:
 
 
 def _prepare(data_root: str, folders: Tuple[str, str], expected: Tuple[int, int],
-             write: Callable[[str], None], name: str) -> PreparedSplit:
+             write: Callable[[str], None], name: str) -> _PreparedSplit:
     """Check the data set in ``data_root`` (``expected`` PNG files under the train and val
-    ``folders``), or, if there is none, ``write(folder)`` it into a temporary sibling
-    renamed to ``data_root``: it appears complete or not at all."""
+    ``folders``), or ``write(folder)`` it to a temporary sibling renamed to ``data_root``,
+    so that it appears complete or not at all."""
     if os.path.exists(data_root):
         counts = tuple(_count_pngs(os.path.join(data_root, folder)) for folder in folders)
         if counts != expected:
@@ -60,7 +60,7 @@ def _prepare(data_root: str, folders: Tuple[str, str], expected: Tuple[int, int]
                 f'{data_root} exists but is not the {name} (expected {expected[0]} and '
                 f'{expected[1]} PNG files under {folders[0]}/ and {folders[1]}/, found '
                 f'{counts[0]} and {counts[1]}); remove it or pick another data_root')
-        return PreparedSplit(data_root, *counts, created=False)
+        return _PreparedSplit(data_root, *counts, created=False)
     parent = os.path.dirname(os.path.abspath(data_root))
     os.makedirs(parent, exist_ok=True)
     staging_root = tempfile.mkdtemp(dir=parent, prefix=f'.{os.path.basename(data_root)}.')
@@ -70,12 +70,12 @@ def _prepare(data_root: str, folders: Tuple[str, str], expected: Tuple[int, int]
     except BaseException:
         shutil.rmtree(staging_root, ignore_errors=True)
         raise
-    return PreparedSplit(data_root, *expected, created=True)
+    return _PreparedSplit(data_root, *expected, created=True)
 
 
 def prepare_digits(data_root: str = 'data/digits',
                    val_fraction: float = VAL_FRACTION,
-                   seed: int = SPLIT_SEED) -> PreparedSplit:
+                   seed: int = SPLIT_SEED) -> _PreparedSplit:
     """Write the digits into ``data_root`` once; later calls only check what is there.
 
     Args:

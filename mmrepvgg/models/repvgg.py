@@ -24,33 +24,24 @@ BLOCK_TYPES = {'repvgg': RepVGGBlock, 'qarepvgg': QARepVGGBlock}
 @MODELS.register_module()
 class RepVGG(BaseBackbone):
     """RepVGG backbone: `RepVGG: Making VGG-style ConvNets Great Again
-    <https://arxiv.org/abs/2101.03697>`_.
-
-    A stem block (stride 2), then four stages of blocks whose first has ``strides[i]`` and
-    ``int(base_channels * 2**i * width_factor[i])`` channels. Arguments and state-dict
-    layout (``stem``, ``stage_1`` .. ``stage_4``, ``ppf``) are mmpretrain's RepVGG's.
+    <https://arxiv.org/abs/2101.03697>`_, with mmpretrain's arguments and state-dict layout
+    (``stem``, ``stage_1`` .. ``stage_4``, ``ppf``).
 
     Args:
-        arch (str | dict): a variant of :data:`~mmrepvgg.models.arch.ARCH_SETTINGS`, one
-            of mmpretrain's unpublished B2g2, B3g2, yolox-pai-small, or a custom dict.
-        in_channels (int): image channels. Defaults to 3.
-        base_channels (int): stage-1 width before ``width_factor``. Defaults to 64.
-        out_indices (Sequence[int]): stages (0-3, negative from the end) whose outputs
-            are returned. Defaults to ``(3, )``.
-        strides (Sequence[int]): each stage's first stride. Defaults to ``(2, 2, 2, 2)``.
-        dilations (Sequence[int]): each stage's dilation. Defaults to ``(1, 1, 1, 1)``.
-        frozen_stages (int): -1 freezes nothing, ``k`` the stem and stages 1..k (eval mode,
-            no gradient). Defaults to -1.
-        conv_cfg (dict, optional): conv layers; ``None`` is ``nn.Conv2d``.
-        norm_cfg (dict): a BatchNorm. Defaults to ``dict(type='BN')``.
-        act_cfg (dict): activation. Defaults to ``dict(type='ReLU')``.
-        with_cp (bool): activation checkpointing. Defaults to False.
-        deploy (bool): build the fused plain form. Defaults to False.
-        norm_eval (bool): keep BN layers in eval mode while training. Defaults to False.
+        arch (str | dict): a variant of :data:`~mmrepvgg.models.arch.ARCH_SETTINGS`,
+            mmpretrain's unpublished B2g2, B3g2 or yolox-pai-small, or a custom dict.
+        in_channels (int): image channels.
+        base_channels (int): stage ``i`` has ``int(base_channels * 2**i *
+            width_factor[i])`` channels.
+        out_indices (Sequence[int]): stages (0-3, negative from the end) to return.
+        strides, dilations (Sequence[int]): each stage's first stride, its dilation.
+        frozen_stages (int): -1 freezes nothing, ``k`` the stem and stages 1..k.
+        conv_cfg, norm_cfg, act_cfg (dict): a plain conv, a BatchNorm, the activation.
+        with_cp (bool): activation checkpointing.
+        deploy (bool): build the fused plain form.
+        norm_eval (bool): keep BN layers in eval mode while training.
         add_ppf (bool): append YOLOX-PAI's :class:`MTSPPF` (not re-parameterized).
-            Defaults to False.
-        block_type (str): ``'repvgg'`` or ``'qarepvgg'`` (:class:`QARepVGGBlock`); the
-            deploy forms are identical. Defaults to ``'repvgg'``.
+        block_type (str): ``'repvgg'`` or ``'qarepvgg'``; the deploy forms are identical.
         init_cfg (list[dict], optional): Kaiming for convs, 1 for norms by default.
 
     Shape:

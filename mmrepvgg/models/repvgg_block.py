@@ -39,25 +39,20 @@ class RepVGGBlock(BaseModule):
     """``act(se(conv3x3_bn(x) + conv1x1_bn(x) + bn(x)))``, deployed ``act(se(conv3x3(x)))``.
 
     The identity branch exists only where ``in_channels == out_channels`` and ``stride ==
-    1``. Arguments and module names (``branch_3x3.{conv,norm}``, ``branch_1x1.{conv,norm}``,
-    ``branch_norm``, ``branch_reparam``, ``se_layer``) are mmpretrain's ``RepVGGBlock``'s.
+    1``. Arguments and module names (``branch_3x3``, ``branch_1x1``, ``branch_norm``,
+    ``branch_reparam``, ``se_layer``) are mmpretrain's ``RepVGGBlock``'s.
 
     Args:
-        in_channels (int): ``C_in``.
-        out_channels (int): ``C_out``.
-        stride (int): stride of both convs. Defaults to 1.
+        in_channels, out_channels (int): ``C_in``, ``C_out``.
+        stride, dilation, groups (int): of the convs (dilation: the 3x3 one's).
         padding (int, optional): must equal ``dilation`` (only then do the branches add up
             pixel by pixel); ``None`` means ``dilation``.
-        dilation (int): dilation of the 3x3 conv. Defaults to 1.
-        groups (int): groups of both convs. Defaults to 1.
-        padding_mode (str): of the 3x3 conv; any mode fuses exactly (the centre tap never
-            reads padding). Defaults to ``'zeros'``.
+        padding_mode (str): of the 3x3 conv; any mode fuses (the centre tap never reads
+            padding).
         se_cfg (dict, optional): squeeze-excitation after the sum, or ``None``.
-        with_cp (bool): activation checkpointing. Defaults to False.
-        conv_cfg (dict, optional): for ``build_conv_layer``; must build a plain conv.
-        norm_cfg (dict): a BatchNorm. Defaults to ``dict(type='BN')``.
-        act_cfg (dict): the activation. Defaults to ``dict(type='ReLU')``.
-        deploy (bool): build the fused single-conv form. Defaults to False.
+        with_cp (bool): activation checkpointing.
+        conv_cfg, norm_cfg, act_cfg (dict): a plain conv, a BatchNorm, the activation.
+        deploy (bool): build the fused single-conv form.
         init_cfg (dict, optional): mmengine initialisation config.
 
     Shape:
@@ -158,12 +153,9 @@ class RepVGGBlock(BaseModule):
             self.groups)
 
     def get_equivalent_kernel_bias(self) -> KernelBias:
-        """The deploy conv's ``(kernel (C_out, C_in // groups, 3, 3), bias (C_out,))``.
-
-        As in the official repository: the block's eval-mode function as one conv,
-        differentiable in the branch weights and BN affine parameters, so that a loss on
-        it (the official custom L2, quantization-aware training) trains the branches.
-        """
+        """The deploy conv's ``(kernel (C_out, C_in // groups, 3, 3), bias (C_out,))``, as
+        the official repository's: differentiable in the branch weights and BN affine
+        parameters, so that a loss on it (custom L2, QAT) trains the branches."""
         if self.deploy:
             return self.branch_reparam.weight, self.branch_reparam.bias
         return self._fuse_train_branches()
@@ -188,14 +180,12 @@ class RepVGGBlock(BaseModule):
 
 
 class QARepVGGBlock(RepVGGBlock):
-    """The quantization-aware block of Chu et al., "Make RepVGG Greater Again" (AAAI 2024):
-    ``act(se(post_norm(conv3x3_bn(x) + conv1x1(x) + x)))``.
+    """The block of Chu et al., "Make RepVGG Greater Again" (AAAI 2024), with
+    :class:`RepVGGBlock`'s arguments: ``act(se(post_norm(conv3x3_bn(x) + conv1x1(x) + x)))``.
 
-    The unnormalised 1x1 and identity branches keep outliers out of the fused kernel, which
-    per-tensor INT8 needs. ``post_norm`` precedes SE so that it folds into the fused conv:
-    the deploy form and its state dict are :class:`RepVGGBlock`'s. Train-form keys:
-    ``branch_3x3.{conv,norm}``, ``branch_1x1.conv``, ``post_norm``. Takes
-    :class:`RepVGGBlock`'s arguments.
+    Unnormalised 1x1 and identity branches keep outliers out of the fused kernel (for
+    per-tensor INT8); ``post_norm`` precedes SE so that it folds: the deploy form is
+    :class:`RepVGGBlock`'s.
     """
 
     train_modules = ('branch_3x3', 'branch_1x1', 'post_norm')
@@ -217,12 +207,8 @@ class QARepVGGBlock(RepVGGBlock):
 
 
 def reparameterize_blocks(model: nn.Module) -> int:
-    """Fuse every :class:`RepVGGBlock` inside any ``model`` in place; modules holding blocks
-    that have a ``deploy`` flag get ``deploy = True`` (so they rebuild in deploy form).
-
-    Returns:
-        The number of blocks fused (0 for a deployed model).
-    """
+    """Fuse every :class:`RepVGGBlock` inside any ``model`` in place and return how many;
+    modules holding blocks that have a ``deploy`` flag get ``deploy = True``."""
     num_fused = 0
     for module in model.modules():
         if isinstance(module, RepVGGBlock) and not module.deploy:

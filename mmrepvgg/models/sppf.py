@@ -6,20 +6,10 @@ from torch import Tensor, nn
 
 
 class MTSPPF(BaseModule):
-    """Halve the channels (1x1 conv), max-pool three times in a row (receptive fields 1, k,
-    2k-1, 3k-2), concatenate the four maps and project them (1x1 conv). Module names
-    (``conv1``, ``conv2``) are mmpretrain's.
-
-    Args:
-        in_channels (int): ``C_in``.
-        out_channels (int): ``C_out``.
-        norm_cfg (dict): the norm layers. Defaults to ``dict(type='BN')``.
-        act_cfg (dict): the activation. Defaults to ``dict(type='ReLU')``.
-        kernel_size (int): pooling size ``k`` (stride 1, same padding). Defaults to 5.
-
-    Shape:
-        ``(N, C_in, H, W) -> (N, C_out, H, W)``.
-    """
+    """Halve the channels (1x1 conv), max-pool three times in a row with ``kernel_size``
+    ``k`` (receptive fields 1, k, 2k-1, 3k-2), concatenate the four maps and project them
+    (1x1 conv), ``(N, in_channels, H, W) -> (N, out_channels, H, W)``. Arguments and module
+    names are mmpretrain's."""
 
     def __init__(self,
                  in_channels: int,
