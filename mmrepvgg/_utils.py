@@ -47,11 +47,8 @@ class MissingExtraError(ImportError):
 
 
 def require(module: str, extra: str) -> ModuleType:
-    """Import ``module``, an optional dependency of ``pip install "mmrepvgg[<extra>]"``.
-
-    Raises:
-        MissingExtraError: ``module`` cannot be imported; one line naming the extra.
-    """
+    """Import ``module``, an optional dependency of ``pip install "mmrepvgg[<extra>]"``;
+    raises :class:`MissingExtraError`, one line naming the extra, if it is missing."""
     try:
         return importlib.import_module(module)
     except ImportError as error:

@@ -16,14 +16,13 @@ saved as a ``CROP_SIZE`` RGB PNG. The draw is seeded: the same crops on every ma
     └── val/<photo>/crop_0000.png ...
 """
 import os
-import shutil
-import tempfile
-from typing import Callable, Dict, NamedTuple
+from typing import Callable, Dict
 
 import numpy as np
 from PIL import Image, ImageEnhance
 
 from mmrepvgg._utils import require
+from mmrepvgg.datasets.digits import _prepare
 
 
 def _skimage(name: str) -> Callable[[], np.ndarray]:
@@ -64,14 +63,6 @@ SPLIT_SEED = 0
 TRAIN_SHARE = 2 / 3  # of each photo's width: the training region (left)
 
 
-class PhotosSplit(NamedTuple):
-    """What :func:`prepare_photos` found or wrote."""
-    data_root: str
-    num_train: int
-    num_val: int
-    created: bool
-
-
 def photo_rgb(name: str) -> Image.Image:
     """The photo of class ``name`` as an RGB image (grey and binary ones replicated)."""
     pixels = np.asarray(PHOTO_SOURCES[name]())
@@ -94,12 +85,6 @@ def random_crop(region: Image.Image, rng: np.random.Generator) -> Image.Image:
     return crop
 
 
-def _count_images(split_root: str) -> int:
-    return sum(file_name.endswith('.png') for name in PHOTO_CLASSES
-               if os.path.isdir(os.path.join(split_root, name))
-               for file_name in os.listdir(os.path.join(split_root, name)))
-
-
 def _write_crops(root: str, seed: int) -> None:
     for class_index, name in enumerate(PHOTO_CLASSES):
         photo = photo_rgb(name)
@@ -115,43 +100,20 @@ def _write_crops(root: str, seed: int) -> None:
                     os.path.join(folder, f'crop_{index:04d}.png'))
 
 
-def prepare_photos(data_root: str = 'data/photos', seed: int = SPLIT_SEED) -> PhotosSplit:
-    """Write the photo crops into ``data_root`` once; later calls only check what is
-    there. The folder appears complete or not at all (written into a temporary sibling,
-    then renamed).
-
-    Args:
-        data_root: the folder to create. Defaults to ``'data/photos'``.
-        seed: seed of the crops. Defaults to 0.
-
-    Returns:
-        The split sizes (2,880 train / 960 val crops) and whether this call wrote them.
+def prepare_photos(data_root: str = 'data/photos', seed: int = SPLIT_SEED):
+    """Write the photo crops (2,880 train / 960 val) into ``data_root`` once, seeded with
+    ``seed``; later calls only check what is there (as
+    :func:`mmrepvgg.datasets.prepare_digits`).
 
     Raises:
         MissingExtraError: scikit-image, scikit-learn or matplotlib is missing (the
             ``photos`` extra).
-        FileExistsError: ``data_root`` exists but does not hold these crops (the message
-            says to remove it or choose another folder).
+        FileExistsError: ``data_root`` exists but does not hold these crops.
     """
+    def write(root: str) -> None:
+        for module in ('skimage.data', 'sklearn.datasets', 'matplotlib.cbook'):
+            require(module, 'photos')  # a missing package fails before any crop is cut
+        _write_crops(root, seed)
+
     expected = (TRAIN_PER_CLASS * len(PHOTO_CLASSES), VAL_PER_CLASS * len(PHOTO_CLASSES))
-    if os.path.exists(data_root):
-        counts = tuple(_count_images(os.path.join(data_root, split))
-                       for split in ('train', 'val'))
-        if counts != expected:
-            raise FileExistsError(
-                f'{data_root} exists but is not the photos data set (expected '
-                f'{expected[0]} and {expected[1]} PNG files in train/<photo>/ and '
-                'val/<photo>/); remove it or pick another data_root')
-        return PhotosSplit(data_root, *counts, created=False)
-    for module in ('skimage.data', 'sklearn.datasets', 'matplotlib.cbook'):
-        require(module, 'photos')  # a missing package fails before anything is written
-    parent = os.path.dirname(os.path.abspath(data_root))
-    os.makedirs(parent, exist_ok=True)
-    staging_root = tempfile.mkdtemp(dir=parent, prefix=f'.{os.path.basename(data_root)}.')
-    try:
-        _write_crops(staging_root, seed)
-        os.rename(staging_root, data_root)
-    except BaseException:
-        shutil.rmtree(staging_root, ignore_errors=True)
-        raise
-    return PhotosSplit(data_root, *expected, created=True)
+    return _prepare(data_root, ('train', 'val'), expected, write, 'photos data set')

@@ -39,7 +39,7 @@ def _split_indices(labels: np.ndarray, val_fraction: float, seed: int):
 
 
 def _grey_png(pixels: np.ndarray) -> Image.Image:
-    """A digit's ink counts ``(8, 8)`` as a grey image."""
+    """A digit's ink counts ``(H, W)`` as a grey image."""
     return Image.fromarray(np.rint(pixels * (255 / DIGITS_MAX_VALUE)).astype(np.uint8), 'L')
 
 
@@ -76,12 +76,9 @@ def _prepare(data_root: str, folders: Tuple[str, str], expected: Tuple[int, int]
 def prepare_digits(data_root: str = 'data/digits',
                    val_fraction: float = VAL_FRACTION,
                    seed: int = SPLIT_SEED) -> _PreparedSplit:
-    """Write the digits into ``data_root`` once; later calls only check what is there.
-
-    Args:
-        val_fraction: share of each class held out for ``val`` (0.2: 1,437 train / 360
-            val images).
-        seed: seed of the stratified split.
+    """Write the digits into ``data_root`` once, ``val_fraction`` of each class held out for
+    ``val`` by a split seeded with ``seed`` (0.2: 1,437 train / 360 val images); later calls
+    only check what is there.
 
     Raises:
         MissingExtraError: scikit-learn is not installed (the ``demo`` extra).
