@@ -1,11 +1,7 @@
-"""Learned rounding of the deploy convs' weights to the INT8 grid (AdaRound: Nagel et al.,
-ICML 2020): each weight goes to the level just below or just above it so that each RepVGG
-conv's output on calibration images stays closest to FP32 (docs/int8.md).
-
-The weights stay on the grid the runtime computes from them (each channel keeps its largest
-weight, so the scale is unchanged): quantizing the FP32 file rounds nothing. The fit runs
-against INT8 as PyTorch computes it (:class:`_FakeQuantizedConv`: rounded kernels, inputs on
-the uint8 levels of their calibration range, straight-through gradients).
+"""Learned rounding of the deploy convs' weights to the INT8 grid (AdaRound, Nagel et al.,
+ICML 2020; docs/int8.md), fitted against INT8 as PyTorch computes it
+(:class:`_FakeQuantizedConv`). Each channel keeps its largest weight, so the runtime's scale
+is unchanged and quantizing the FP32 file rounds nothing more.
 """
 import copy
 from typing import List, NamedTuple, Sequence, Tuple
@@ -23,22 +19,21 @@ STRETCH_LOW, STRETCH_HIGH = -0.1, 1.1
 
 
 def _kernel_scale(kernel: Tensor, weight_max: int = 127) -> Tensor:
-    """``max |w| / weight_max`` per output channel of ``kernel`` ``(C_out, C_in // groups,
-    k, k)``: ``(C_out,)`` scales of symmetric integer weights within ``+-weight_max``."""
+    """``(C_out,)`` ``max |w| / weight_max`` per output channel of ``kernel``."""
     return torch.clamp(kernel.detach().abs().amax(dim=(1, 2, 3)), min=1e-8) / weight_max
 
 
 def _fake_quantize_kernel(kernel: Tensor, weight_max: int = 127) -> Tensor:
     """``kernel`` rounded to :func:`_kernel_scale`'s grid and back (straight-through)."""
     scale = _kernel_scale(kernel, weight_max)
-    return torch.fake_quantize_per_channel_affine(
-        kernel, scale, torch.zeros_like(scale, dtype=torch.int32), 0, -weight_max,
-        weight_max)
+    zero_points = torch.zeros_like(scale, dtype=torch.int32)
+    return torch.fake_quantize_per_channel_affine(kernel, scale, zero_points, 0, -weight_max,
+                                                  weight_max)
 
 
 class _ObservedInput(nn.Module):
-    """A conv input's per-tensor uint8 quantization: while ``observing``, the range widens
-    to every input seen (from ``[0, 0]``, so it holds 0); then inputs are rounded to it."""
+    """A conv input's uint8 quantization: while ``observing``, the range widens to every
+    input seen (from ``[0, 0]``, so it holds 0); then inputs are rounded to it."""
 
     def __init__(self):
         super().__init__()
@@ -63,8 +58,7 @@ class _ObservedInput(nn.Module):
 
 
 class _FakeQuantizedConv(_ObservedInput):
-    """A deploy conv (``self.conv``) whose kernel (within ``+-weight_max``) and input are
-    rounded to INT8 in the forward pass, once calibrated."""
+    """A deploy conv whose kernel and input are rounded to INT8 once calibrated."""
 
     def __init__(self, conv: nn.Conv2d, weight_max: int = 127):
         super().__init__()
@@ -107,12 +101,8 @@ def _wrap_and_calibrate(model: nn.Module, calibration: Sequence[np.ndarray],
 
 def _fake_quantize(model: nn.Module, calibration: Sequence[np.ndarray],
                    weight_max: int = 127) -> nn.Module:
-    """``model`` itself, its blocks fused and every conv a calibrated
-    :class:`_FakeQuantizedConv`; ``calibration``: preprocessed batches ``(N, C, H, W)``.
-
-    Raises:
-        ValueError: no calibration images, no conv, or a model already prepared.
-    """
+    """``model`` itself, its blocks fused and every conv a :class:`_FakeQuantizedConv`
+    calibrated on preprocessed batches ``(N, C, H, W)``."""
     for wrapper in _wrap_and_calibrate(model, calibration, _FakeQuantizedConv):
         wrapper.observing = False
         wrapper.weight_max = weight_max
@@ -120,9 +110,8 @@ def _fake_quantize(model: nn.Module, calibration: Sequence[np.ndarray],
 
 
 class _RoundingSchedule(NamedTuple):
-    """How each conv's rounding is fitted (the paper's settings, fewer iterations).
-    ``warmup``: the fraction of the iterations without the penalty; ``sharpness``: the
-    penalty's exponent, annealed from the first to the second value."""
+    """The fit of each conv: the paper's settings, fewer iterations; ``warmup`` iterations
+    (a fraction) without the penalty, whose exponent anneals over ``sharpness``."""
     iterations: int = 500
     batch_size: int = 32
     learning_rate: float = 1e-2
@@ -145,10 +134,8 @@ def _rounding_penalty(offsets: Tensor, sharpness: float) -> Tensor:
 def _learned_kernel(conv: nn.Conv2d, inputs: Tensor, targets: Tensor, activation: nn.Module,
                     weight_max: int, schedule: _RoundingSchedule = _RoundingSchedule(),
                     generator: torch.Generator = None) -> Tensor:
-    """``conv``'s kernel ``(C_out, C_in // groups, k, k)`` rounded up or down to its grid
-    (multiples of :func:`_kernel_scale` within ``+-weight_max``) so that
-    ``activation(conv(inputs))`` approaches ``targets`` ``(N, C_out, H', W')``; each
-    channel's largest weight keeps its level. ``conv`` is not changed."""
+    """``conv``'s kernel rounded up or down to its grid so that ``activation(conv(inputs))``
+    approaches ``targets`` ``(N, C_out, H', W')``. ``conv`` is not changed."""
     kernel = conv.weight.detach()
     scale = _kernel_scale(kernel, weight_max).view(-1, 1, 1, 1)
     floor = torch.floor(kernel / scale)
@@ -188,10 +175,8 @@ def _captured(model: nn.Module, module: nn.Module, calibration: Sequence[np.ndar
               output: bool) -> Tensor:
     """``module``'s input (or output) while ``model`` runs the calibration batches."""
     captured: List[Tensor] = []
-    if output:
-        hook = module.register_forward_hook(lambda _, __, out: captured.append(out))
-    else:
-        hook = module.register_forward_pre_hook(lambda _, args: captured.append(args[0]))
+    hook = module.register_forward_hook(
+        lambda _, args, out: captured.append(out if output else args[0]))
     try:
         with torch.no_grad():
             for images in calibration:
@@ -207,17 +192,9 @@ def _blocks(model: nn.Module) -> List[RepVGGBlock]:
 
 def adaround(model: nn.Module, calibration: Sequence[np.ndarray], weight_bits: int = 8,
              schedule: _RoundingSchedule = _RoundingSchedule(), seed: int = 0) -> nn.Module:
-    """A deploy-form copy of ``model`` (not changed) whose RepVGG convs hold
-    learned-rounding weights on the INT8 grid of ``weight_bits`` (8: +-127; 7: +-64).
-
-    ``calibration``: preprocessed image batches ``(N, C, H, W)`` float32; every block's
-    input and output on all of them are held in memory at once. ``seed``: of the batches
-    each step draws.
-
-    Raises:
-        ValueError: ``weight_bits`` is not 8 or 7, no calibration images, or no RepVGG
-            block.
-    """
+    """A deploy-form copy of ``model`` whose RepVGG convs hold learned-rounding weights
+    on the INT8 grid of ``weight_bits``, fitted on preprocessed ``calibration`` batches
+    ``(N, C, H, W)`` float32 (all held in memory); ValueError for a bad request."""
     if weight_bits not in INT8_WEIGHT_MAX:
         raise ValueError(f'weight_bits={weight_bits}: INT8 weights here are 8 or 7 bits')
     if not calibration or not sum(len(batch) for batch in calibration):

@@ -1,13 +1,7 @@
 """Cross-layer equalization of the deploy form (Nagel et al., ICCV 2019, Sec. 4.1;
-docs/int8.md): for a chain ``conv_1 -> ReLU -> conv_2``, dividing output channel ``i`` of
-``conv_1`` by ``s_i > 0`` and multiplying input channel ``i`` of ``conv_2`` by it leaves the
-function unchanged, since ``relu(x / s) = relu(x) / s``. The paper's ``s_i = sqrt(r1_i /
-r2_i)`` (ranges ``max |w|``) gives both channels the range ``sqrt(r1_i * r2_i)``.
-
-The math runs in float64 on a copy, verified against the unequalized copy like the fusion,
-and is rounded once to the model's dtype. Pairs with anything but a positively homogeneous
-activation between them (squeeze-excitation) or whose first conv is a backbone output
-(``out_indices``) are skipped, by name.
+docs/int8.md): since ``relu(x / s) = relu(x) / s``, dividing output channel ``i`` of
+``conv_1`` by ``s_i > 0`` and multiplying input channel ``i`` of the next conv by it leaves
+the function unchanged. Computed in float64, verified like the fusion, rounded once.
 """
 import copy
 from typing import List, NamedTuple, Optional, Sequence, Tuple
@@ -30,8 +24,7 @@ class _EqualizationError(ValueError):
 
 
 class _EqualizationReport(NamedTuple):
-    """The pairs rescaled and skipped (``'stem -> stage_1.0'``, the skipped ones with their
-    reason) and ``max |original - equalized| / max |original|`` in float64."""
+    """The pairs rescaled and skipped (with the reason), and the float64 relative error."""
     equalized: Tuple[str, ...]
     skipped: Tuple[str, ...]
     max_relative_error: float
@@ -48,22 +41,21 @@ class _EqualizationReport(NamedTuple):
 
 
 def _output_channel_ranges(kernel: Tensor) -> Tensor:
-    """``max |w|`` per output channel of ``kernel`` ``(C_out, C_in // groups, k, k)``:
-    ``(C_out,)``."""
+    """``(C_out,)``: ``max |w|`` per output channel of ``kernel``."""
     return kernel.abs().amax(dim=(1, 2, 3))
 
 
 def _input_channel_ranges(kernel: Tensor, groups: int = 1) -> Tensor:
-    """``max |w|`` per input channel of ``kernel`` ``(C_out, C_in // groups, k, k)``:
-    ``(C_in,)``; input channel ``i`` is read by group ``i // (C_in // groups)``."""
+    """``(C_in,)``: ``max |w|`` per input channel of ``kernel`` ``(C_out, C_in // groups,
+    k, k)``; input channel ``i`` is read by group ``i // (C_in // groups)``."""
     out_channels, in_per_group = kernel.shape[:2]
     grouped = kernel.abs().reshape(groups, out_channels // groups, in_per_group, -1)
     return grouped.amax(dim=(1, 3)).reshape(groups * in_per_group)
 
 
 def equalization_scales(output_ranges: Tensor, input_ranges: Tensor) -> Tensor:
-    """The paper's ``s_i = sqrt(r1_i / r2_i)``, ``(C,)`` each, which gives both ranges
-    ``sqrt(r1_i * r2_i)``; a channel with a zero range on either side keeps ``s_i = 1``."""
+    """The paper's ``s_i = sqrt(r1_i / r2_i)`` (``(C,)`` each, ranges ``max |w|``), which
+    gives both ranges ``sqrt(r1_i * r2_i)``; a zero range on either side keeps ``s_i = 1``."""
     balanced = (output_ranges > 0) & (input_ranges > 0)
     ratio = torch.where(balanced, output_ranges / torch.where(balanced, input_ranges, 1),
                         torch.ones_like(output_ranges))
@@ -72,18 +64,10 @@ def equalization_scales(output_ranges: Tensor, input_ranges: Tensor) -> Tensor:
 
 def rescale_conv_pair(kernel_1: Tensor, bias_1: Tensor, kernel_2: Tensor, groups_2: int,
                       scales: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """Divide output channel ``i`` of ``conv_1`` by ``scales[i]`` and multiply input
-    channel ``i`` of ``conv_2`` by it: ``conv_2(act(conv_1(x)))`` is unchanged for a
-    positively homogeneous ``act`` and positive ``scales``.
-
-    Args:
-        kernel_1: ``(C, C_in // groups_1, k, k)``; bias_1: ``(C,)``.
-        kernel_2: ``(C_out, C // groups_2, k, k)``.
-        scales: ``(C,)``, positive; the results are in its dtype.
-
-    Returns:
-        New ``(kernel_1, bias_1, kernel_2)`` of the input shapes.
-    """
+    """New ``(kernel_1, bias_1, kernel_2)``, in the dtype of ``scales`` ``(C,)``: output
+    channel ``i`` of ``conv_1`` (``(C, C_in // groups_1, k, k)``, ``(C,)``) divided by
+    ``scales[i] > 0`` and input channel ``i`` of ``conv_2`` (``(C_out, C // groups_2, k,
+    k)``) multiplied by it, which keeps ``conv_2(relu(conv_1(x)))``."""
     dtype = scales.dtype
     kernel_1 = kernel_1.to(dtype) / scales.reshape(-1, 1, 1, 1)
     bias_1 = bias_1.to(dtype) / scales
@@ -95,8 +79,8 @@ def rescale_conv_pair(kernel_1: Tensor, bias_1: Tensor, kernel_2: Tensor, groups
 
 
 def _chains(model: nn.Module) -> List[Tuple[List[Tuple[str, RepVGGBlock]], set]]:
-    """Per RepVGG backbone of ``model``: its blocks in order ``(qualified name, block)``
-    and the indices of the blocks whose output the backbone returns."""
+    """Per RepVGG backbone: its ``(name, block)`` in order and the indices of the blocks
+    whose output it returns (``out_indices``: not rescaled)."""
     names = {module: name for name, module in model.named_modules()}
     chains = []
     for backbone in (module for module in model.modules() if isinstance(module, RepVGG)):
@@ -121,8 +105,7 @@ def _skip_reason(first_name: str, first: RepVGGBlock, tapped: bool) -> Optional[
 
 @torch.no_grad()
 def _equalize_chains(model: nn.Module, sweeps: int) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
-    """Equalize the deploy-form ``model`` in place, unverified: ``(equalized, skipped)``
-    as in :class:`_EqualizationReport`."""
+    """Equalize the deploy-form ``model`` in place, unverified: ``(equalized, skipped)``."""
     equalized, skipped, pairs = [], [], []
     for blocks, tapped in _chains(model):
         for index, ((first_name, first), (second_name, second)) in enumerate(
@@ -148,12 +131,8 @@ def _equalize_chains(model: nn.Module, sweeps: int) -> Tuple[Tuple[str, ...], Tu
 
 def _verify_equalization(original: nn.Module, equalized: nn.Module,
                          input_shape: Sequence[int]) -> float:
-    """The relative output error of ``equalized`` against ``original`` (float64 copies of
-    both) on a random batch of ``input_shape`` ``(N, C, H, W)``.
-
-    Raises:
-        _EqualizationError: past the fusion's tolerance: the rescaling changed the function.
-    """
+    """The relative output error of ``equalized`` against ``original`` on a random batch
+    of ``input_shape``; ``_EqualizationError`` past the fusion's tolerance."""
     error = max_relative_output_error(original, equalized, input_shape)
     if not error <= VERIFY_TOLERANCE:
         raise _EqualizationError(
@@ -165,15 +144,9 @@ def _verify_equalization(original: nn.Module, equalized: nn.Module,
 
 def equalize_model(model: nn.Module, inplace: bool = False
                    ) -> Tuple[nn.Module, _EqualizationReport]:
-    """Cross-layer equalization of the deploy form of ``model`` (any model holding RepVGG
-    backbones; train-form blocks are fused first), verified in float64 on two 64x64 images.
-
-    Args:
-        inplace: equalize ``model`` itself (its blocks fused) instead of a deep copy; it
-            is written only after the verification passed.
-
-    Returns:
-        ``(equalized deploy model in eval mode, in model's dtype, report)``.
+    """``(equalized deploy model in eval mode, report)``: the deploy form of ``model`` (any
+    model holding RepVGG backbones), itself with ``inplace`` (written only once verified)
+    or a copy, equalized and verified in float64.
 
     Raises:
         _EqualizationError: the float64 outputs moved past the fusion's tolerance.

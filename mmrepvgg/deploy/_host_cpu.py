@@ -1,9 +1,6 @@
-"""The CPU INT8 runs on, and the INT8 choices accurate on it (docs/int8.md).
-
-Without VNNI, x86 INT8 kernels add pairs of u8 x s8 products in a *saturating* int16, which
-8-bit weights can overflow (``2 * 255 * 127``; onnxruntime issue 12088). Two ways out:
-7-bit weights (within +-64, ONNX Runtime's ``reduce_range``), whose pairs fit int16, or
-ONNX Runtime's slower u8u8 kernels.
+"""The CPU INT8 runs on, and the INT8 choices accurate on it (docs/int8.md): without VNNI,
+x86 kernels add pairs of u8 x s8 products in a saturating int16, which 8-bit weights can
+overflow (onnxruntime issue 12088); 7-bit weights or ONNX Runtime's u8u8 kernels do not.
 """
 import os
 import platform
@@ -15,8 +12,7 @@ ISA_FLAGS = {'avx2': 'AVX2', 'avx512f': 'AVX-512', 'avx512_vnni': 'AVX512-VNNI',
              'avx_vnni': 'AVX-VNNI', 'amx_int8': 'AMX-INT8'}
 VNNI_FLAGS = frozenset({'avx512_vnni', 'avx_vnni'})
 X86_ARCHITECTURES = ('x86_64', 'amd64', 'i386', 'i686')
-# oneDNN's cap on the instruction sets it uses (OpenVINO's CPU plugin and PyTorch obey it,
-# ONNX Runtime does not).
+# oneDNN's cap on its instruction sets (OpenVINO and PyTorch obey it, ONNX Runtime does not).
 ONEDNN_ISA_CAP_VARIABLE = 'ONEDNN_MAX_CPU_ISA'
 # The ONNX Runtime session entry that makes x64 INT8 kernels multiply u8 x u8.
 X64_QUANT_PRECISION_KEY = 'session.x64quantprecision'
@@ -27,9 +23,8 @@ UINT8_MAX, INT16_MAX = 255, 32767
 
 
 class _HostCpu(NamedTuple):
-    """What an INT8 figure says about the machine: ``model_name`` from /proc/cpuinfo,
-    ``isa`` labels of :data:`ISA_FLAGS`, ``architecture`` as ``platform.machine()``,
-    ``threads`` measured with (None: the runtime's default) and ``ONEDNN_MAX_CPU_ISA``."""
+    """What an INT8 figure says about the machine (``isa``: labels of :data:`ISA_FLAGS`;
+    ``threads``: None for the runtime's default)."""
     model_name: str
     isa: tuple
     logical_cpus: int
@@ -43,7 +38,6 @@ class _HostCpu(NamedTuple):
 
     @property
     def saturates_int16_pairs(self) -> bool:
-        """x86 without VNNI: its u8s8 kernels add pairs of products in saturating int16."""
         return self.architecture.lower() in X86_ARCHITECTURES and not self.has_vnni
 
     def describe(self) -> str:
@@ -64,8 +58,7 @@ class _HostCpu(NamedTuple):
 
 
 def _parse_cpuinfo(text: str) -> 'tuple[str, FrozenSet[str]]':
-    """The first ``model name`` and ``flags`` of a /proc/cpuinfo text ('' and empty if
-    missing)."""
+    """The first ``model name`` and ``flags`` of a /proc/cpuinfo text."""
     model_name, flags = '', frozenset()
     for line in text.splitlines():
         key, _, value = line.partition(':')
@@ -78,7 +71,7 @@ def _parse_cpuinfo(text: str) -> 'tuple[str, FrozenSet[str]]':
 
 
 def _read(path: str) -> str:
-    """The text of ``path``, or '' where it cannot be read (not Linux)."""
+    """The text of ``path``, or '' off Linux."""
     try:
         with open(path) as stream:
             return stream.read()
@@ -104,19 +97,14 @@ class _Int8KernelChoice(NamedTuple):
     reason: str
 
     def session_entries(self) -> Dict[str, str]:
-        """ONNX Runtime session config entries that select :attr:`kernels`."""
         return {X64_QUANT_PRECISION_KEY: '1'} if self.kernels == 'u8u8' else {}
 
 
 def int8_kernel_choice(cpu: _HostCpu, requested: str = 'auto',
                        weight_max: Optional[int] = None) -> _Int8KernelChoice:
     """The ONNX Runtime INT8 kernels accurate on ``cpu`` for weights within
-    ``+-weight_max`` (None: taken as 8 bits): u8u8 on x86 without VNNI unless the weights
-    keep every pair within int16, else u8s8. ``requested`` ``'u8s8'`` or ``'u8u8'`` forces one.
-
-    Raises:
-        ValueError: ``requested`` is not ``'auto'`` or one of :data:`INT8_KERNELS`.
-    """
+    ``+-weight_max`` (None: 8 bits), unless ``requested`` names them; ValueError for an
+    unknown name."""
     if requested not in ('auto', *INT8_KERNELS):
         raise ValueError(f'unknown INT8 kernels {requested!r}; choose auto, '
                          f'{" or ".join(INT8_KERNELS)}')
@@ -140,13 +128,8 @@ class Int8WeightChoice(NamedTuple):
 
 
 def int8_weight_choice(cpu: _HostCpu, requested: str = 'auto') -> Int8WeightChoice:
-    """The weight width of an INT8 file written on ``cpu``: 7 bits on x86 without VNNI
-    (ONNX Runtime's fast u8s8 kernels stay exact), else 8. ``requested`` ``'8'`` or
-    ``'7'`` forces one.
-
-    Raises:
-        ValueError: ``requested`` is not ``'auto'``, ``'8'`` or ``'7'``.
-    """
+    """The weight width of an INT8 file written on ``cpu`` (7 bits on x86 without VNNI),
+    unless ``requested`` (``'8'`` or ``'7'``) names it; ValueError for another width."""
     widths = [str(bits) for bits in INT8_WEIGHT_MAX]
     if str(requested) not in ('auto', *widths):
         raise ValueError(f'unknown INT8 weight width {requested!r}; choose auto, '

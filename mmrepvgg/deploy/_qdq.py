@@ -1,7 +1,6 @@
-"""ONNX Runtime's static INT8 quantizer applied to an FP32 ONNX file: QDQ with per-channel
-symmetric int8 weights (a fused RepVGG kernel's channels differ widely in scale) and
-per-tensor uint8 activations calibrated on real, preprocessed images (docs/int8.md). The
-node writing the logits stays FP32: quantized logits tie between classes.
+"""ONNX Runtime's static INT8 (QDQ) of an FP32 ONNX file: per-channel int8 weights (a fused
+RepVGG kernel's channels differ widely in scale), per-tensor uint8 activations calibrated on
+preprocessed images; the logits stay FP32, where INT8 would tie classes (docs/int8.md).
 """
 import logging
 from typing import Callable, List, Optional, Sequence
@@ -26,8 +25,7 @@ CALIBRATION_PERCENTILE = 99.999
 
 
 class _CalibrationBatches(quantization.CalibrationDataReader):
-    """Feeds image batches ``(N, C, H, W)`` float32 to ONNX Runtime's calibrator, calling
-    ``progress`` after each one."""
+    """Feeds batches ``(N, C, H, W)`` to the calibrator, calling ``progress`` after each."""
 
     def __init__(self, batches: Sequence[np.ndarray], input_name: str,
                  progress: Optional[ProgressCallback] = None):
@@ -59,8 +57,7 @@ def _output_nodes(path: str) -> List[str]:
 
 def check_calibration(method: str, offered: Sequence[str],
                       calibration: Sequence[np.ndarray], runtime: str) -> None:
-    """Refuse (``ValueError``, one line) a ``method`` that ``runtime`` does not offer or a
-    calibration without images."""
+    """ValueError (one line) for a ``method`` ``runtime`` lacks or no calibration images."""
     if method not in offered:
         raise ValueError(f'calibration method {method!r} is not offered for {runtime}; '
                          f'choose one of {", ".join(offered)}')
@@ -80,15 +77,10 @@ def quantize_int8(fp32_path: str, int8_path: str, calibration: Sequence[np.ndarr
                   progress: Optional[ProgressCallback] = None,
                   method: str = 'minmax', fp32_nodes: Sequence[str] = (),
                   only_nodes: Optional[Sequence[str]] = None, weight_bits: int = 8) -> None:
-    """Write the static INT8 form of ``fp32_path`` to ``int8_path``, atomically.
-
-    Args:
-        calibration: preprocessed image batches ``(N, C, H, W)`` float32.
-        progress: called after each calibration batch.
-        method: a key of :data:`CALIBRATION_METHODS`.
-        fp32_nodes: more nodes to keep FP32 (mixed precision).
-        only_nodes: quantize these nodes only (None: every node it can).
-        weight_bits: 8, or 7 (within +-64, see :mod:`._host_cpu`).
+    """Write the static INT8 form of ``fp32_path`` to ``int8_path``, atomically, calibrated
+    on ``calibration`` batches ``(N, C, H, W)`` float32 with ``method`` (a key of
+    :data:`CALIBRATION_METHODS`); ``fp32_nodes`` stay FP32 (mixed precision), ``only_nodes``
+    (None: all) are quantized; ``weight_bits`` 7: within +-64 (:mod:`._host_cpu`).
 
     Raises:
         FileExistsError: ``int8_path`` exists and ``overwrite`` is False.

@@ -1,6 +1,6 @@
-"""Export a deployed RepVGG to ONNX, checked by onnx.checker and ONNX Runtime. The export
-uses the TorchScript-based exporter (``dynamo=False``): the default one needs the
-``onnxscript`` package, and a deployed RepVGG is what the TorchScript exporter handles well.
+"""Export a deployed RepVGG to ONNX, checked by onnx.checker and ONNX Runtime, with the
+TorchScript-based exporter (the dynamo one needs ``onnxscript``; a chain of convs is what
+the TorchScript one handles well).
 """
 import os
 import warnings
@@ -30,9 +30,8 @@ class OnnxExportError(RuntimeError):
 
 
 class OnnxExportReport(NamedTuple):
-    """What :func:`export_onnx` wrote (absolute ``path``; ``input_shape`` ``(N, C, H, W)``
-    traced) and checked: ``max |torch - onnxruntime| / max |torch|`` over the outputs;
-    ``converted``: whether train-form blocks were fused first."""
+    """What :func:`export_onnx` wrote (absolute ``path``) and its relative error against
+    PyTorch; ``converted``: whether train-form blocks were fused first."""
     path: str
     input_shape: Sequence[int]
     opset: int
@@ -42,7 +41,7 @@ class OnnxExportReport(NamedTuple):
 
 
 class _OutputTensors(nn.Module):
-    """Calls the model on one image batch and returns a flat tuple of its tensors."""
+    """The model's outputs on an image batch as a flat tuple of tensors."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -56,8 +55,8 @@ class _OutputTensors(nn.Module):
 
 
 def torch_logits(model: nn.Module):
-    """The first output of ``model`` (eval mode) as a function of images ``(N, C, H, W)``
-    float32 NumPy arrays: the FP32 reference of a top-1 agreement check."""
+    """The first output of ``model`` as a function of NumPy images ``(N, C, H, W)``: the
+    FP32 reference of a top-1 agreement check."""
     wrapped = _OutputTensors(model)
 
     def logits(images: np.ndarray) -> np.ndarray:
@@ -68,8 +67,8 @@ def torch_logits(model: nn.Module):
 
 def _check_against_onnxruntime(model: nn.Module, path: str,
                                batches: Sequence[Tensor]) -> float:
-    """The worst ``max |torch - onnxruntime| / max |torch|`` of ``model`` (eval mode) and
-    the ONNX file ``path`` (``onnx.checker`` first) over image ``batches``."""
+    """The worst ``max |torch - onnxruntime| / max |torch|`` of ``model`` and the ONNX file
+    ``path`` (``onnx.checker`` first) over image ``batches``."""
     onnx.checker.check_model(path, full_check=True)
     runtime = OnnxRuntimeModel(path)
     errors: List[float] = []
@@ -90,18 +89,14 @@ def export_onnx(model: nn.Module,
                 opset: int = DEFAULT_OPSET,
                 overwrite: bool = False,
                 tolerance: float = ONNX_TOLERANCE) -> OnnxExportReport:
-    """Export the deploy form of ``model`` (fused in a copy) to ``path``, atomically, after
-    ``onnx.checker`` and a comparison with ONNX Runtime on random batches (the traced
-    shape, and 2 more images with ``dynamic_batch``) within relative ``tolerance``.
-
-    Args:
-        model: holds RepVGG blocks; ``forward(images)`` returns a tensor or a tuple.
-        input_shape: ``(N, C, H, W)`` to trace with.
-        dynamic_batch: make the batch dimension of input and outputs symbolic.
+    """Export the deploy form of ``model`` (fused in a copy; ``forward(images)`` returns a
+    tensor or a tuple), traced at ``input_shape`` ``(N, C, H, W)``, to ``path``, atomically,
+    after ``onnx.checker`` and a comparison with ONNX Runtime on random batches within
+    relative ``tolerance``; ``dynamic_batch`` makes the batch dimension symbolic.
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False.
-        OnnxExportError: the export failed a check; ``path`` is untouched.
+        OnnxExportError: the export failed a check (``path`` untouched).
     """
     path = os.path.abspath(path)
     converted = any(isinstance(module, RepVGGBlock) and not module.deploy

@@ -1,5 +1,4 @@
-"""ONNX Runtime behind one adapter, :class:`OnnxRuntimeModel`, used by the export checks, the
-INT8 comparisons, the APIs, the tools and the benchmark alike."""
+"""ONNX Runtime behind one adapter, used by the checks, the APIs, the tools and the benchmark."""
 from typing import List, Optional, Tuple, Union
 
 import numpy as np
@@ -20,8 +19,8 @@ LOAD_ERRORS = (onnxruntime.capi.onnxruntime_pybind11_state.Fail,
 
 
 def _largest_int8_weight(path: str) -> Optional[int]:
-    """The largest ``|value|`` of the int8 initializers of an ONNX file: 0 for an FP32
-    file, None for no ONNX file (the session then says why)."""
+    """The largest ``|int8 initializer|`` of an ONNX file: 0 for FP32, None for no ONNX
+    file (the session then says why)."""
     try:
         graph = onnx.load(path).graph
     except DecodeError:
@@ -41,15 +40,10 @@ def fixed_image_size(dims) -> Optional[Tuple[int, int]]:
 
 
 class OnnxRuntimeModel(nn.Module):
-    """An ONNX file run by ONNX Runtime on the CPU, called like the PyTorch model: images
-    ``(N, C, H, W)`` float32 in, the first output (logits ``(N, num_classes)``) out, a
-    tensor for a tensor and an array for an array. ``input_size``: ``(H, W)`` fixed in the
-    file, or None.
-
-    Worker threads block instead of spinning between runs, leaving the cores to whatever
-    runs next. Quantized ops use the INT8 kernels accurate on this CPU for the file's
-    weights (``kernel_choice``, from :func:`._host_cpu.int8_kernel_choice`), unless
-    ``int8_kernels`` (``'u8s8'`` or ``'u8u8'``) forces them.
+    """An ONNX file run on the CPU like the PyTorch model: images ``(N, C, H, W)`` float32
+    in (tensor or array), the first output out (the same type); ``input_size``: ``(H, W)``
+    fixed in the file, or None. Quantized ops use the INT8 kernels accurate on this CPU
+    (``kernel_choice``) unless ``int8_kernels`` (``'u8s8'`` or ``'u8u8'``) names them.
     """
 
     def __init__(self, path: str, threads: Optional[int] = None, int8_kernels: str = 'auto'):
@@ -57,6 +51,7 @@ class OnnxRuntimeModel(nn.Module):
         options = onnxruntime.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
+        # Idle workers block instead of spinning: the cores go to whatever runs next.
         options.add_session_config_entry('session.intra_op.allow_spinning', '0')
         cpu = host_cpu(threads)
         # Only x86 without VNNI needs to know the weights (7-bit ones keep u8s8 exact).
@@ -65,7 +60,6 @@ class OnnxRuntimeModel(nn.Module):
         self.kernel_choice = int8_kernel_choice(cpu, int8_kernels, weight_max)
         for key, value in self.kernel_choice.session_entries().items():
             options.add_session_config_entry(key, value)
-        self.path = path
         self.session = onnxruntime.InferenceSession(path, options,
                                                     providers=['CPUExecutionProvider'])
         model_input = self.session.get_inputs()[0]

@@ -1,10 +1,7 @@
 """OpenVINO as a second CPU runtime: :class:`OpenVINOModel`, its one adapter, and the deploy
-model as an OpenVINO IR (``.xml`` + ``.bin``), FP32 or INT8 by NNCF's post-training
-quantization, converted from the same verified ONNX export as ONNX Runtime's (docs/int8.md).
-
-Weights are saved in FP32 (``save_model`` would store FP16) and the CPU plugin runs what is
-not quantized in f32 (it would pick bf16 on CPUs with AMX or AVX-512 BF16), so that the
-comparison with FP32 stays honest.
+model as an OpenVINO IR (``.xml`` + ``.bin``), FP32 or INT8 by NNCF, converted from the
+same verified ONNX export as ONNX Runtime's (docs/int8.md). What is not quantized stays f32
+(weights saved so, run so), to keep the comparison with FP32 honest.
 """
 import contextlib
 import ctypes
@@ -44,8 +41,8 @@ class _StackT(ctypes.Structure):
 
 
 def _sigaltstack(new: Optional[_StackT]) -> Tuple[_StackT, tuple]:
-    """Install ``new`` as this thread's alternate signal stack (None: only read); the one
-    it had, as ``stack_t`` and as ``(sp, size, flags)``."""
+    """Install ``new`` as this thread's alternate signal stack (None: only read); return the
+    one it had, and its ``(sp, size, flags)``."""
     libc = ctypes.CDLL(None, use_errno=True)
     old = _StackT()
     if libc.sigaltstack(None if new is None else ctypes.byref(new), ctypes.byref(old)):
@@ -56,14 +53,13 @@ def _sigaltstack(new: Optional[_StackT]) -> Tuple[_StackT, tuple]:
 
 @contextlib.contextmanager
 def _signal_stack_kept() -> Iterator[None]:
-    """Run the block, then give the calling thread back the alternate signal stack it had.
+    """Run the block, then give the calling thread back its alternate signal stack (not off
+    Linux, nor where the kernel refuses it).
 
-    Each OpenVINO CPU plugin instance installs a stack of its own and, when destroyed,
-    unmaps it and restores the one it replaced only if its own is still installed: two
-    instances destroyed in creation order leave the thread on an unmapped stack, and the
-    next Python signal handler (run there, ``SA_ONSTACK``) dies with SIGSEGV. With the
-    caller's stack put back at once, every instance restores nothing (docs/int8.md).
-    Nothing is done off Linux, or where the kernel refuses the old stack.
+    An OpenVINO CPU plugin installs a stack of its own and, destroyed, unmaps it and puts
+    back the one it replaced if its own is still installed: two destroyed in creation order
+    leave the thread on an unmapped stack, where the next Python signal handler dies with
+    SIGSEGV. With the caller's stack back at once, no plugin restores any (docs/int8.md).
     """
     if not sys.platform.startswith('linux'):
         yield
@@ -83,14 +79,9 @@ def _ir_weights_path(xml_path: str) -> str:
 
 
 class OpenVINOModel(nn.Module):
-    """A model compiled by OpenVINO for the CPU, called like the PyTorch model: images
-    ``(N, C, H, W)`` float32 in, the first output (logits ``(N, num_classes)``) out, a
-    tensor for a tensor and an array for an array; what is not quantized runs in f32.
-
-    Args:
-        ir: an IR's ``.xml`` path, an ONNX file or an in-memory ``openvino.Model``.
-        threads: inference threads (default: OpenVINO's).
-    """
+    """An IR's ``.xml``, an ONNX file or an ``openvino.Model`` compiled for the CPU, run like
+    the PyTorch model: images ``(N, C, H, W)`` float32 in (tensor or array), the first
+    output out (the same type)."""
 
     def __init__(self, ir, threads: Optional[int] = None):
         super().__init__()
@@ -115,20 +106,15 @@ class OpenVINOModel(nn.Module):
 
 
 def _openvino_convolutions(model, fp32_onnx_path: str, onnx_nodes: Sequence[str]) -> List[str]:
-    """The friendly names of the convolutions of ``model`` (``openvino.convert_model`` of
-    ``fp32_onnx_path``) that its Conv nodes ``onnx_nodes`` became.
-
-    The converter names a Conv's bias ``Add`` after the node, so each node is found by its
-    output tensor's name and followed back through that Add.
-
-    Raises:
-        ValueError: a name that is no Conv node, or a Conv with no convolution.
-    """
+    """The names of the convolutions of ``model`` (converted from ``fp32_onnx_path``) that
+    its Conv nodes ``onnx_nodes`` became; ValueError for a name that is none."""
     graph = onnx.load(fp32_onnx_path, load_external_data=False).graph
     conv_outputs = {node.name: node.output[0] for node in graph.node if node.op_type == 'Conv'}
     writers = {name: op for op in model.get_ops() for output in op.outputs()
                for name in output.get_names()}
     names = []
+    # The converter names a Conv's bias Add after the node: find the node by its output
+    # tensor, and go back through that Add.
     for node in onnx_nodes:
         if node not in conv_outputs:
             raise ValueError(f'{node!r} is no Conv node of {fp32_onnx_path}; name one of '
@@ -146,12 +132,7 @@ def _openvino_convolutions(model, fp32_onnx_path: str, onnx_nodes: Sequence[str]
 def _quantize_ir(fp32_onnx_path: str, calibration: Sequence[np.ndarray],
                  method: str = 'minmax', fp32_nodes: Sequence[str] = ()):
     """The NNCF INT8 form of an FP32 ONNX classifier as an in-memory OpenVINO model, the
-    Conv nodes ``fp32_nodes`` left FP32 (NNCF checks that each name matches).
-
-    Raises:
-        ValueError: an unknown ``method``, no calibration images or an unknown conv.
-        MissingExtraError: NNCF is not installed.
-    """
+    Conv nodes ``fp32_nodes`` left FP32; ValueError for a bad request."""
     check_calibration(method, OPENVINO_CALIBRATION_METHODS, calibration, 'OpenVINO')
     nncf = require_nncf()
     advanced = require_nncf('nncf.quantization.advanced_parameters')
@@ -171,8 +152,7 @@ def _quantize_ir(fp32_onnx_path: str, calibration: Sequence[np.ndarray],
 
 
 class _OpenVINOReport(NamedTuple):
-    """The ``.xml`` written (absolute; weights in the ``.bin`` beside it) and the ONNX Conv
-    nodes kept FP32, most sensitive first."""
+    """The ``.xml`` written (absolute) and the ONNX Conv nodes kept FP32."""
     path: str
     fp32_nodes: List[str]
 
@@ -186,12 +166,10 @@ def _onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
     """Convert an FP32 ONNX classifier to an OpenVINO IR: FP32, or INT8 (NNCF) given
     ``calibration`` batches, with mixed precision if ``recipe`` asks (ranked on
     ``held_out``, or by ``sensitivity``). The ``.bin`` is written before the ``.xml``,
-    each atomically, so an interrupted run leaves no IR that loads.
+    each atomically: an interrupted run leaves no IR that loads.
 
     Raises:
-        FileExistsError: the ``.xml`` or ``.bin`` exists and ``overwrite`` is False.
-        CheckpointError: the ``.xml`` or ``.bin`` is ``fp32_onnx_path``.
-        ValueError: see :func:`_check_request`; checked before any work.
+        FileExistsError, CheckpointError, ValueError: see :func:`_check_request`.
     """
     recipe = recipe or Int8Recipe()
     xml_path, mixed = _check_request(xml_path, overwrite, calibration, recipe, held_out,
@@ -199,8 +177,7 @@ def _onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
     method = recipe.calibration_method
     fp32_nodes = []
     if mixed:
-        # Ranked by ONNX Runtime on the same FP32 file (the same per-channel scheme, one
-        # ranking for both runtimes); the max-drop candidates are NNCF's.
+        # Ranked by ONNX Runtime (the same scheme); the max-drop candidates are NNCF's.
         fp32_nodes = choose_fp32_convs(
             fp32_onnx_path, calibration, list(held_out), recipe,
             lambda nodes: OpenVINOModel(_quantize_ir(fp32_onnx_path, calibration, method,
@@ -222,10 +199,10 @@ def _onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
 
 def _check_request(xml_path: str, overwrite: bool, calibration, recipe: Int8Recipe,
                    held_out, inputs: Sequence[str] = ()) -> 'tuple[str, bool]':
-    """``xml_path`` made absolute and whether mixed precision is asked for, after refusing
-    (ValueError) a path not ending in ``.xml``, ONNX Runtime settings in ``recipe``, or
-    mixed precision without ``held_out`` or ``calibration`` (``inputs``: files the IR must
-    not replace)."""
+    """``xml_path`` made absolute and whether mixed precision is asked for, after refusing an
+    existing IR (FileExistsError, or CheckpointError for one of ``inputs``) and, with
+    ValueError, no ``.xml``, ONNX Runtime settings in ``recipe``, or mixed precision without
+    ``held_out`` or ``calibration``."""
     xml_path = os.path.abspath(xml_path)
     if not xml_path.endswith('.xml'):
         raise ValueError(f'{xml_path}: an OpenVINO IR is an .xml file (with its .bin); '
@@ -250,13 +227,9 @@ def export_openvino(model: nn.Module, xml_path: str, input_shape: Sequence[int],
                     held_out: Optional[Iterable[tuple]] = None,
                     recipe: Optional[Int8Recipe] = None,
                     overwrite: bool = False) -> _OpenVINOReport:
-    """Write the deploy form of ``model`` (not changed) as an OpenVINO IR, converted from
-    a temporary verified FP32 ONNX export traced at ``input_shape`` ``(N, C, H, W)``
-    (dynamic batch), as :func:`_onnx_to_openvino` says; its refusals come first.
-
-    ``recipe``: its ``calibration_method`` (minmax or percentile), ``keep_fp32``,
-    ``max_drop_points`` and ``opset``; the ONNX Runtime settings must keep their defaults.
-    """
+    """Write the deploy form of ``model`` as an OpenVINO IR by :func:`_onnx_to_openvino`
+    of a verified FP32 ONNX export traced at ``input_shape`` ``(N, C, H, W)`` (dynamic
+    batch); ``recipe``'s ONNX Runtime settings must keep their defaults."""
     recipe = recipe or Int8Recipe()
     _check_request(xml_path, overwrite, calibration, recipe, held_out)
     with tempfile.TemporaryDirectory() as workdir:

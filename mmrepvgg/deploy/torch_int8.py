@@ -26,9 +26,8 @@ class TorchInt8Error(RuntimeError):
 
 
 class PT2EInt8Model(nn.Module):
-    """A model quantized by :func:`quantize_pt2e_model`: images ``(N, C, H, W)`` float32
-    in, the deploy model's outputs out, without autograd. ``batch_size``: the only one it
-    takes (None: any); ``notices``: what the user should know (why the batch is fixed)."""
+    """Images ``(N, C, H, W)`` float32 in, the deploy model's outputs out; ``batch_size``:
+    the only one it takes (None: any); ``notices``: e.g. why the batch is fixed."""
 
     def __init__(self, runner: Any, batch_size: Optional[int], notices: List[str]):
         super().__init__()
@@ -49,19 +48,9 @@ class PT2EInt8Model(nn.Module):
             return self._runner[0](images.float())
 
 
-def _as_tensors(calibration_batches: Sequence[Union[Tensor, np.ndarray]]) -> List[Tensor]:
-    batches = [torch.as_tensor(batch, dtype=torch.float32) for batch in calibration_batches]
-    if not batches or any(batch.dim() != 4 or not len(batch) for batch in batches):
-        raise ValueError('PT2E INT8 needs calibration_batches: a few non-empty batches '
-                         '(N, C, H, W) of real, preprocessed training images (the '
-                         'activation ranges come from them)')
-    return batches
-
-
 def _export(deploy_model: nn.Module, example: Tensor, dynamic_batch: bool,
             notices: List[str]):
-    """``(exported module, batch size or None)``: dynamic in the batch where asked and
-    torch.export can, else fixed to ``example``'s with a notice why."""
+    """``(exported module, fixed batch size or None)``; a notice why it is fixed."""
     if dynamic_batch:
         try:
             batch = torch.export.Dim('batch', min=1)
@@ -82,16 +71,10 @@ def quantize_pt2e_model(model: nn.Module,
                         calibration_batches: Sequence[Union[Tensor, np.ndarray]],
                         dynamic_batch: bool = True,
                         reduce_range: Optional[bool] = None) -> PT2EInt8Model:
-    """Quantize a fused copy of ``model`` (not changed) to static INT8 with PT2E and
-    compile it with Inductor.
-
-    Args:
-        calibration_batches: batches ``(N, C, H, W)`` of real, preprocessed training
-            images, a few hundred in all; the first is the export's example. Should the
-            batch size stay fixed, the images are regrouped into batches of its size.
-        dynamic_batch: export with a dynamic batch dimension (where torch.export cannot,
-            the first batch's size, with a notice).
-        reduce_range: 7-bit activations; None: on x86 CPUs without VNNI.
+    """A fused copy of ``model`` quantized to static INT8 with PT2E on
+    ``calibration_batches`` ``(N, C, H, W)`` (preprocessed training images; the first is
+    the export's example), compiled by Inductor; dynamic in the batch where asked and
+    torch.export can. ``reduce_range``: 7-bit activations (None: on x86 without VNNI).
 
     Raises:
         TorchInt8Error: this torch has no usable ``torch.export``.
@@ -105,7 +88,11 @@ def quantize_pt2e_model(model: nn.Module,
             'OpenVINO INT8 backends')
     quantize_pt2e = require(QUANTIZE_PT2E_MODULE, TORCHAO_EXTRA)
     x86_quantizer = require(X86_QUANTIZER_MODULE, TORCHAO_EXTRA)
-    batches = _as_tensors(calibration_batches)
+    batches = [torch.as_tensor(batch, dtype=torch.float32) for batch in calibration_batches]
+    if not batches or any(batch.dim() != 4 or not len(batch) for batch in batches):
+        raise ValueError('PT2E INT8 needs calibration_batches: a few non-empty batches '
+                         '(N, C, H, W) of real, preprocessed training images (the '
+                         'activation ranges come from them)')
     if reduce_range is None:
         reduce_range = host_cpu().saturates_int16_pairs
 
