@@ -45,7 +45,7 @@ from mmrepvgg.engine.runner import build_runner, prepare_test_config
 from mmrepvgg._utils import MissingExtraError
 
 try:
-    from mmrepvgg.deploy._adaround import RoundingSchedule, adaround
+    from mmrepvgg.deploy._adaround import _RoundingSchedule as RoundingSchedule, adaround
     from lab.qat import finetune_qat, prepare_qat, strip_qat
     from mmrepvgg.deploy._host_cpu import INT8_WEIGHT_MAX, int8_kernel_choice, int8_weight_choice
     from mmrepvgg.deploy._mixed_precision import (choose_fp32_convs, layer_sensitivity,
@@ -259,8 +259,8 @@ class Measurement:
     def run_openvino(self, fp32_path: str) -> None:
         """OpenVINO rows, each IR converted from the FP32 ONNX file already written (no
         ONNX export follows an OpenVINO run in this process: see docs/int8.md)."""
-        from mmrepvgg.deploy.openvino_runtime import (OPENVINO_CALIBRATION_METHODS,
-                                                      OpenVINOModel, onnx_to_openvino)
+        from mmrepvgg.deploy.openvino_runtime import _onnx_to_openvino as onnx_to_openvino
+        from mmrepvgg.deploy.openvino_runtime import OPENVINO_CALIBRATION_METHODS, OpenVINOModel
         max_drop = self.args.max_drop
         recipes = [('fp32', 'fp32', None, False), *(
             (f'ptq {method}', f'ptq_{method}', method, False)

@@ -11,8 +11,11 @@ from onnx import numpy_helper
 from torch import nn
 from torch.nn import functional
 
-from mmrepvgg.deploy._adaround import (RoundingSchedule, adaround, learned_kernel,
-                                       rectified_sigmoid, rounding_penalty)
+from mmrepvgg.deploy._adaround import _learned_kernel as learned_kernel
+from mmrepvgg.deploy._adaround import _rectified_sigmoid as rectified_sigmoid
+from mmrepvgg.deploy._adaround import _rounding_penalty as rounding_penalty
+from mmrepvgg.deploy._adaround import _RoundingSchedule as RoundingSchedule
+from mmrepvgg.deploy._adaround import adaround
 from mmrepvgg.deploy.onnx_export import export_onnx
 from mmrepvgg.models import reparameterize_model
 from mmrepvgg.deploy._qdq import quantize_int8

@@ -8,9 +8,11 @@ import torch
 from torch import nn
 
 from mmrepvgg.deploy import _equalization as equalization
-from mmrepvgg.deploy._equalization import (EqualizationError, equalization_scales,
-                                           equalize_model, input_channel_ranges,
-                                           output_channel_ranges, verify_equalization)
+from mmrepvgg.deploy._equalization import _EqualizationError as EqualizationError
+from mmrepvgg.deploy._equalization import _input_channel_ranges as input_channel_ranges
+from mmrepvgg.deploy._equalization import _output_channel_ranges as output_channel_ranges
+from mmrepvgg.deploy._equalization import _verify_equalization as verify_equalization
+from mmrepvgg.deploy._equalization import equalization_scales, equalize_model
 from mmrepvgg.models import RepVGG, build_model, repvgg_classifier_cfg
 
 # Small widths keep each published variant's depth, groups and SE layers.
@@ -211,7 +213,7 @@ def test_a_wrong_equalization_is_refused_and_the_model_left_unchanged(
         monkeypatch, wrong_equalization):
     model = randomize(MODELS['B1g4 backbone, every stage an output']())
     before = copy.deepcopy(model.state_dict())
-    monkeypatch.setattr(equalization, 'equalize_chains', wrong_equalization)
+    monkeypatch.setattr(equalization, '_equalize_chains', wrong_equalization)
     with pytest.raises(EqualizationError, match=r'^equalized and original outputs differ by '
                        r'\S+ in float64 \(relative, tolerance 1e-10\): the equalization is '
                        r'wrong; model left unchanged$'):

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from mmrepvgg.deploy import onnx_runtime
+from mmrepvgg.deploy._host_cpu import _parse_cpuinfo as parse_cpuinfo
 from mmrepvgg.deploy._host_cpu import (X64_QUANT_PRECISION_KEY, host_cpu, int8_kernel_choice,
-                                       int8_weight_choice, parse_cpuinfo)
+                                       int8_weight_choice)
 from mmrepvgg.deploy._onnx_eval import preprocessed_batches
 from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
 from mmrepvgg.engine import load_repvgg_config

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
-from mmrepvgg.deploy.onnx_export import ONNX_TOLERANCE, check_against_onnxruntime, export_onnx
+from mmrepvgg.deploy.onnx_export import _check_against_onnxruntime as check_against_onnxruntime
+from mmrepvgg.deploy.onnx_export import ONNX_TOLERANCE, export_onnx
 from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
 from mmrepvgg.models import reparameterize_model
 from lab.synthetic import randomize_batch_norms_

@@ -182,7 +182,7 @@ def _positions(kept_weights, conv_weights) -> list:
 
 @needs_torch_for_nncf
 def test_convs_kept_fp32_are_exactly_the_ones_named(small_onnx):
-    from mmrepvgg.deploy.openvino_runtime import quantize_ir
+    from mmrepvgg.deploy.openvino_runtime import _quantize_ir as quantize_ir
     from mmrepvgg.deploy._qdq import conv_nodes
     path, _, conv_weights, calibration, _ = small_onnx
     names = conv_nodes(path)
@@ -202,7 +202,7 @@ def test_convs_kept_fp32_are_exactly_the_ones_named(small_onnx):
                                   '/model/backbone/stem/branch_reparam/Conv/WithoutBiases'])
 @needs_torch_for_nncf
 def test_a_name_that_is_no_onnx_conv_is_refused_not_ignored(small_onnx, name):
-    from mmrepvgg.deploy.openvino_runtime import quantize_ir
+    from mmrepvgg.deploy.openvino_runtime import _quantize_ir as quantize_ir
     path, _, _, calibration, _ = small_onnx
     with pytest.raises(ValueError, match='is no Conv node of'):
         quantize_ir(path, calibration, fp32_nodes=[name])
@@ -210,7 +210,7 @@ def test_a_name_that_is_no_onnx_conv_is_refused_not_ignored(small_onnx, name):
 
 @needs_torch_for_nncf
 def test_keep_fp32_keeps_the_most_sensitive_convs_in_the_saved_ir(small_onnx, tmp_path):
-    from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
+    from mmrepvgg.deploy.openvino_runtime import _onnx_to_openvino as onnx_to_openvino
     from mmrepvgg.deploy._mixed_precision import layer_sensitivity
     from mmrepvgg.deploy._qdq import conv_nodes
     from mmrepvgg.deploy.quantization import Int8Recipe
@@ -226,7 +226,7 @@ def test_keep_fp32_keeps_the_most_sensitive_convs_in_the_saved_ir(small_onnx, tm
 
 @needs_torch_for_nncf
 def test_a_ranking_the_caller_already_has_is_used_as_given(small_onnx, tmp_path):
-    from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
+    from mmrepvgg.deploy.openvino_runtime import _onnx_to_openvino as onnx_to_openvino
     from mmrepvgg.deploy._mixed_precision import LayerSensitivity
     from mmrepvgg.deploy._qdq import conv_nodes
     from mmrepvgg.deploy.quantization import Int8Recipe
@@ -245,7 +245,7 @@ def test_a_ranking_the_caller_already_has_is_used_as_given(small_onnx, tmp_path)
 
 @needs_torch_for_nncf
 def test_max_drop_keeps_convs_fp32_until_top1_is_within_the_bound(small_onnx, tmp_path):
-    from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
+    from mmrepvgg.deploy.openvino_runtime import _onnx_to_openvino as onnx_to_openvino
     from mmrepvgg.deploy.quantization import Int8Recipe
     path, _, _, calibration, held_out = small_onnx
     strict = onnx_to_openvino(path, str(tmp_path / 'strict.xml'), calibration, held_out,
@@ -279,7 +279,7 @@ def test_a_mixed_recipe_that_cannot_work_is_refused_before_any_work(small_onnx, 
 
 
 def test_mixed_precision_without_calibration_is_refused(small_onnx, tmp_path):
-    from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
+    from mmrepvgg.deploy.openvino_runtime import _onnx_to_openvino as onnx_to_openvino
     from mmrepvgg.deploy.quantization import Int8Recipe
     path, _, _, _, held_out = small_onnx
     with pytest.raises(ValueError, match='pass calibration batches'):
@@ -290,7 +290,7 @@ def test_mixed_precision_without_calibration_is_refused(small_onnx, tmp_path):
 
 def test_the_ir_never_replaces_the_onnx_file_it_is_converted_from(small_onnx, tmp_path):
     from mmrepvgg.checkpoint import CheckpointError
-    from mmrepvgg.deploy.openvino_runtime import onnx_to_openvino
+    from mmrepvgg.deploy.openvino_runtime import _onnx_to_openvino as onnx_to_openvino
     source = tmp_path / 'model.bin'  # an ONNX file named like the IR's weights
     source.write_bytes(open(small_onnx[0], 'rb').read())
     with pytest.raises(CheckpointError):

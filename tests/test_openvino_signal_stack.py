@@ -1,5 +1,5 @@
 """OpenVINO's CPU plugin gives a thread an alternate signal stack and, when it is destroyed,
-may put back one it has already unmapped (mmrepvgg/deploy/_signal_stack.py says how). Models
+may put back one it has already unmapped (mmrepvgg/deploy/openvino_runtime.py says how). Models
 compiled or quantized through this package leave the calling thread a usable stack, in any
 order of destruction and on any thread: a Python signal handler still runs afterwards.
 Each case runs in a fresh interpreter, since a broken stack kills the process at its next
@@ -22,7 +22,8 @@ from conftest import needs_torch_for_nncf  # noqa: E402
 CASE_SCRIPT = '''
 import gc, os, signal, sys, threading
 import numpy as np
-from mmrepvgg.deploy.openvino_runtime import OpenVINOModel, quantize_ir
+from mmrepvgg.deploy.openvino_runtime import _quantize_ir as quantize_ir
+from mmrepvgg.deploy.openvino_runtime import OpenVINOModel
 onnx_path, case = sys.argv[1:]
 images = np.zeros((2, 3, 32, 32), np.float32)
 if case == 'dropped in the order they were made':

@@ -195,7 +195,8 @@ def openvino_runners_if_installed(fp32_onnx_path: str, input_shape: Sequence[int
     sets ``info['openvino']`` to its version, or, without the ``[openvino]`` extra,
     returns none and sets ``info['openvino_missing']`` to why."""
     try:
-        from mmrepvgg.deploy.openvino_runtime import OpenVINOModel, openvino, quantize_ir
+        from mmrepvgg.deploy.openvino_runtime import _quantize_ir as quantize_ir
+        from mmrepvgg.deploy.openvino_runtime import OpenVINOModel, openvino
     except MissingExtraError as missing:
         info['openvino_missing'] = str(missing)
         return {}

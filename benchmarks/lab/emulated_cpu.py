@@ -8,7 +8,8 @@ CPU is described as the emulated one, with what it hides named beside the figure
 """
 from typing import Dict, NamedTuple, Optional
 
-from mmrepvgg.deploy._host_cpu import ISA_FLAGS, HostCpu, _read, host_cpu
+from mmrepvgg.deploy._host_cpu import _HostCpu as HostCpu
+from mmrepvgg.deploy._host_cpu import ISA_FLAGS, _read, host_cpu
 
 from .avx2_only_library import avx2_only_loaded
 

@@ -170,7 +170,7 @@ def _runtime_logits(row: dict, work_dir, images: np.ndarray) -> np.ndarray:
     if row['runtime'] == 'openvino':
         import openvino
 
-        from mmrepvgg.deploy._signal_stack import signal_stack_kept
+        from mmrepvgg.deploy.openvino_runtime import _signal_stack_kept as signal_stack_kept
         with signal_stack_kept():  # this test process must survive the plugin's end
             compiled = openvino.Core().compile_model(
                 path, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32', 'INFERENCE_NUM_THREADS': 1})

@@ -1,27 +1,7 @@
-"""Cross-layer equalization of the deploy form (Nagel et al., "Data-Free Quantization
-Through Weight Equalization and Bias Correction", ICCV 2019, Sec. 4.1).
-
-A deployed RepVGG is a chain ``conv_1 -> ReLU -> conv_2 -> ReLU -> ...``. ReLU is
-positively homogeneous, ``relu(x / s) = relu(x) / s`` for ``s > 0``, so dividing output
-channel ``i`` of ``conv_1`` (its kernel row and its bias) by ``s_i`` and multiplying input
-channel ``i`` of ``conv_2`` by ``s_i`` leaves the function unchanged (zero padding stays
-zero; reflect, replicate and circular padding copy the scaled values). The fused kernels
-hold a few large output channels (the identity and 1x1 branches fold into their centre
-taps with BN scales), which stretch a per-tensor activation grid and the per-channel
-weight grid of the next conv over all its inputs. The paper's choice
-``s_i = sqrt(r1_i / r2_i)``, with ``r1_i`` the range of ``conv_1``'s output channel ``i``
-and ``r2_i`` that of ``conv_2``'s input channel ``i``, makes both ranges
-``sqrt(r1_i * r2_i)``; a conv inside the chain is the second of one pair and the first of
-the next, so the pairs are swept a few times (:data:`EQUALIZATION_SWEEPS`).
-
-Ranges are ``max |w|`` (the symmetric weight grid's range). The math is in float64 on a
-float64 copy of the model, verified there against the unequalized copy like the fusion
-(:data:`mmrepvgg._numerics.VERIFY_TOLERANCE`, as the fusion), and rounded once to the model's dtype.
-
-Pairs are equalized only where nothing but a positively homogeneous activation lies
-between the two convs: a block with a squeeze-excitation layer (D2se) is skipped by name,
-as is a stage boundary whose output the backbone returns (``out_indices``): that output
-would come out scaled.
+"""Cross-layer equalization of the deploy form (Nagel et al., ICCV 2019, Sec. 4.1;
+docs/int8.md): since ``relu(x / s) = relu(x) / s``, dividing output channel ``i`` of
+``conv_1`` by ``s_i > 0`` and multiplying input channel ``i`` of the next conv by it leaves
+the function unchanged. Computed in float64, verified like the fusion, rounded once.
 """
 import copy
 from typing import List, NamedTuple, Optional, Sequence, Tuple
@@ -33,36 +13,24 @@ from ..models import RepVGG, RepVGGBlock, reparameterize_model
 from ..models.repvgg import image_channels
 from .._numerics import VERIFY_INPUT_SIZE, VERIFY_TOLERANCE, max_relative_output_error
 
-# Sweeps over the chain: each one equalizes every pair once, the later ones settle the
-# convs that belong to two pairs.
+# Passes over each chain: a conv inside it belongs to two pairs, the later passes settle it.
 EQUALIZATION_SWEEPS = 8
 # Activations with act(x / s) = act(x) / s for s > 0: a per-channel scale passes through.
 POSITIVELY_HOMOGENEOUS = (nn.ReLU, nn.LeakyReLU, nn.Identity)
 
 
-class EqualizationError(ValueError):
+class _EqualizationError(ValueError):
     """The equalized model does not compute the original function."""
 
 
-class EqualizationReport(NamedTuple):
-    """What :func:`equalize_model` did.
-
-    Attributes:
-        equalized: the block pairs rescaled, e.g. ``'backbone.stem -> backbone.stage_1.0'``.
-        skipped: the adjacent pairs left alone, each with the reason, e.g.
-            ``'backbone.stage_1.0 -> backbone.stage_1.1 (backbone.stage_1.0.se_layer
-            between them)'``.
-        max_relative_error: ``max |original - equalized| / max |original|`` over the
-            outputs for a random batch, both in float64.
-    """
+class _EqualizationReport(NamedTuple):
+    """The pairs rescaled and skipped (with the reason), and the float64 relative error."""
     equalized: Tuple[str, ...]
     skipped: Tuple[str, ...]
     max_relative_error: float
 
     def describe(self) -> str:
-        """One line, e.g. ``cross-layer equalization: 20 conv pairs rescaled, 1 skipped
-        (...); float64 relative error 3.1e-16``; past three skipped pairs, the first and
-        a count."""
+        """One line; past three skipped pairs, the first and a count."""
         skipped = self.skipped
         if len(skipped) > 3:
             skipped = (skipped[0], f'{len(skipped) - 1} more')
@@ -72,29 +40,22 @@ class EqualizationReport(NamedTuple):
                 f'{self.max_relative_error:.1e}')
 
 
-def output_channel_ranges(kernel: Tensor) -> Tensor:
-    """``max |w|`` of each output channel of ``kernel`` ``(C_out, C_in // groups, k, k)``:
-    a ``(C_out,)`` tensor."""
+def _output_channel_ranges(kernel: Tensor) -> Tensor:
+    """``(C_out,)``: ``max |w|`` per output channel of ``kernel``."""
     return kernel.abs().amax(dim=(1, 2, 3))
 
 
-def input_channel_ranges(kernel: Tensor, groups: int = 1) -> Tensor:
-    """``max |w|`` of each input channel of a conv's ``kernel`` ``(C_out, C_in // groups,
-    k, k)``: a ``(C_in,)`` tensor.
-
-    Input channel ``i`` belongs to group ``g = i // (C_in // groups)``, read by output
-    channels ``g * C_out // groups`` to ``(g + 1) * C_out // groups - 1`` at local column
-    ``i % (C_in // groups)``.
-    """
+def _input_channel_ranges(kernel: Tensor, groups: int = 1) -> Tensor:
+    """``(C_in,)``: ``max |w|`` per input channel of ``kernel`` ``(C_out, C_in // groups,
+    k, k)``; input channel ``i`` is read by group ``i // (C_in // groups)``."""
     out_channels, in_per_group = kernel.shape[:2]
     grouped = kernel.abs().reshape(groups, out_channels // groups, in_per_group, -1)
     return grouped.amax(dim=(1, 3)).reshape(groups * in_per_group)
 
 
 def equalization_scales(output_ranges: Tensor, input_ranges: Tensor) -> Tensor:
-    """The paper's ``s_i = sqrt(r1_i / r2_i)``, ``(C,)`` each: the scale that gives both
-    ranges ``sqrt(r1_i * r2_i)``. A channel with a zero range on either side keeps ``s_i =
-    1`` (a dead channel: there is nothing to balance)."""
+    """The paper's ``s_i = sqrt(r1_i / r2_i)`` (``(C,)`` each, ranges ``max |w|``), which
+    gives both ranges ``sqrt(r1_i * r2_i)``; a zero range on either side keeps ``s_i = 1``."""
     balanced = (output_ranges > 0) & (input_ranges > 0)
     ratio = torch.where(balanced, output_ranges / torch.where(balanced, input_ranges, 1),
                         torch.ones_like(output_ranges))
@@ -103,20 +64,10 @@ def equalization_scales(output_ranges: Tensor, input_ranges: Tensor) -> Tensor:
 
 def rescale_conv_pair(kernel_1: Tensor, bias_1: Tensor, kernel_2: Tensor, groups_2: int,
                       scales: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """Divide output channel ``i`` of ``conv_1`` by ``scales[i]`` and multiply input
-    channel ``i`` of ``conv_2`` by it: ``conv_2(act(conv_1(x)))`` is unchanged for a
-    positively homogeneous ``act`` and positive ``scales``.
-
-    Args:
-        kernel_1: ``(C, C_in // groups_1, k, k)``; bias_1: ``(C,)``.
-        kernel_2: ``(C_out, C // groups_2, k, k)``.
-        groups_2: the group count of ``conv_2``.
-        scales: ``(C,)``, positive.
-
-    Returns:
-        New ``(kernel_1, bias_1, kernel_2)`` of the input shapes, in the dtype of
-        ``scales`` (float64 for the callers here, who round once at the end).
-    """
+    """New ``(kernel_1, bias_1, kernel_2)``, in the dtype of ``scales`` ``(C,)``: output
+    channel ``i`` of ``conv_1`` (``(C, C_in // groups_1, k, k)``, ``(C,)``) divided by
+    ``scales[i] > 0`` and input channel ``i`` of ``conv_2`` (``(C_out, C // groups_2, k,
+    k)``) multiplied by it, which keeps ``conv_2(relu(conv_1(x)))``."""
     dtype = scales.dtype
     kernel_1 = kernel_1.to(dtype) / scales.reshape(-1, 1, 1, 1)
     bias_1 = bias_1.to(dtype) / scales
@@ -128,15 +79,14 @@ def rescale_conv_pair(kernel_1: Tensor, bias_1: Tensor, kernel_2: Tensor, groups
 
 
 def _chains(model: nn.Module) -> List[Tuple[List[Tuple[str, RepVGGBlock]], set]]:
-    """Per RepVGG backbone of ``model``: its blocks in order ``(qualified name, block)``
-    and the indices of the blocks whose output the backbone returns mid-chain."""
+    """Per RepVGG backbone: its ``(name, block)`` in order and the indices of the blocks
+    whose output it returns (``out_indices``: not rescaled)."""
     names = {module: name for name, module in model.named_modules()}
     chains = []
     for backbone in (module for module in model.modules() if isinstance(module, RepVGG)):
         blocks, tapped = [(names[backbone.stem], backbone.stem)], set()
         for stage_index, stage_name in enumerate(backbone.stages):
-            stage = getattr(backbone, stage_name)
-            blocks.extend((names[block], block) for block in stage)
+            blocks.extend((names[block], block) for block in getattr(backbone, stage_name))
             if stage_index in backbone.out_indices:
                 tapped.add(len(blocks) - 1)
         chains.append((blocks, tapped))
@@ -154,15 +104,8 @@ def _skip_reason(first_name: str, first: RepVGGBlock, tapped: bool) -> Optional[
 
 
 @torch.no_grad()
-def equalize_chains(model: nn.Module,
-                    sweeps: int = EQUALIZATION_SWEEPS) -> Tuple[Tuple[str, ...],
-                                                                Tuple[str, ...]]:
-    """Equalize every adjacent pair of fused convs in the RepVGG backbones of ``model``
-    (deploy form), in place, unverified; :func:`equalize_model` is the checked entry.
-
-    Returns:
-        ``(equalized, skipped)`` as in :class:`EqualizationReport`.
-    """
+def _equalize_chains(model: nn.Module, sweeps: int) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """Equalize the deploy-form ``model`` in place, unverified: ``(equalized, skipped)``."""
     equalized, skipped, pairs = [], [], []
     for blocks, tapped in _chains(model):
         for index, ((first_name, first), (second_name, second)) in enumerate(
@@ -176,8 +119,8 @@ def equalize_chains(model: nn.Module,
                 pairs.append((first.branch_reparam, second.branch_reparam))
     for _ in range(sweeps if pairs else 0):
         for conv_1, conv_2 in pairs:
-            scales = equalization_scales(output_channel_ranges(conv_1.weight),
-                                         input_channel_ranges(conv_2.weight, conv_2.groups))
+            scales = equalization_scales(_output_channel_ranges(conv_1.weight),
+                                         _input_channel_ranges(conv_2.weight, conv_2.groups))
             kernel_1, bias_1, kernel_2 = rescale_conv_pair(
                 conv_1.weight, conv_1.bias, conv_2.weight, conv_2.groups, scales)
             conv_1.weight.copy_(kernel_1)
@@ -186,56 +129,34 @@ def equalize_chains(model: nn.Module,
     return tuple(equalized), tuple(skipped)
 
 
-def verify_equalization(original: nn.Module, equalized: nn.Module,
-                        input_shape: Sequence[int],
-                        tolerance: float = VERIFY_TOLERANCE) -> float:
-    """The relative output error of ``equalized`` against ``original`` (compare float64
-    copies) on a random batch of ``input_shape`` ``(N, C, H, W)``.
-
-    Raises:
-        EqualizationError: the error exceeds ``tolerance``: the rescaling changed the
-            function.
-    """
+def _verify_equalization(original: nn.Module, equalized: nn.Module,
+                         input_shape: Sequence[int]) -> float:
+    """The relative output error of ``equalized`` against ``original`` on a random batch
+    of ``input_shape``; ``_EqualizationError`` past the fusion's tolerance."""
     error = max_relative_output_error(original, equalized, input_shape)
-    if not error <= tolerance:
-        raise EqualizationError(
+    if not error <= VERIFY_TOLERANCE:
+        raise _EqualizationError(
             f'equalized and original outputs differ by {error:.2e} in float64 (relative, '
-            f'tolerance {tolerance:.0e}): the equalization is wrong; model left unchanged')
+            f'tolerance {VERIFY_TOLERANCE:.0e}): the equalization is wrong; model left '
+            'unchanged')
     return error
 
 
-def equalize_model(model: nn.Module, inplace: bool = False,
-                   sweeps: int = EQUALIZATION_SWEEPS,
-                   tolerance: float = VERIFY_TOLERANCE,
-                   input_shape: Optional[Sequence[int]] = None
-                   ) -> Tuple[nn.Module, EqualizationReport]:
-    """Cross-layer equalization of ``model``'s deploy form, verified in float64.
-
-    Args:
-        model: a classifier, a bare RepVGG backbone or any model holding RepVGG backbones
-            (any variant, grouped convs included); train-form blocks are fused first
-            (:func:`mmrepvgg.models.reparameterize_model`).
-        inplace: equalize ``model`` itself (its blocks fused) instead of a deep copy; it
-            is written only after the verification passed.
-        sweeps: passes over each chain of conv pairs.
-        tolerance: largest accepted float64 relative output error.
-        input_shape: ``(N, C, H, W)`` of the verification batch; default two 64x64
-            images with the backbone's channels.
-
-    Returns:
-        ``(equalized deploy model in eval mode, in model's dtype, report)``.
+def equalize_model(model: nn.Module, inplace: bool = False
+                   ) -> Tuple[nn.Module, _EqualizationReport]:
+    """``(equalized deploy model in eval mode, report)``: the deploy form of ``model`` (any
+    model holding RepVGG backbones), itself with ``inplace`` (written only once verified)
+    or a copy, equalized and verified in float64.
 
     Raises:
-        EqualizationError: the float64 outputs moved past ``tolerance``.
+        _EqualizationError: the float64 outputs moved past the fusion's tolerance.
     """
     deploy_model = reparameterize_model(model, inplace)
-    if input_shape is None:
-        input_shape = (VERIFY_INPUT_SIZE[0], image_channels(deploy_model),
-                       *VERIFY_INPUT_SIZE[1:])
+    input_shape = (VERIFY_INPUT_SIZE[0], image_channels(deploy_model), *VERIFY_INPUT_SIZE[1:])
     original_float64 = copy.deepcopy(deploy_model).double()
     equalized_float64 = copy.deepcopy(original_float64)
-    equalized, skipped = equalize_chains(equalized_float64, sweeps)
-    error = verify_equalization(original_float64, equalized_float64, input_shape, tolerance)
+    equalized, skipped = _equalize_chains(equalized_float64, EQUALIZATION_SWEEPS)
+    error = _verify_equalization(original_float64, equalized_float64, input_shape)
     # load_state_dict copies into the model's own tensors: rounded once, to their dtype.
     deploy_model.load_state_dict(equalized_float64.state_dict())
-    return deploy_model, EqualizationReport(equalized, skipped, error)
+    return deploy_model, _EqualizationReport(equalized, skipped, error)

@@ -1,8 +1,6 @@
-"""Export a deployed RepVGG to ONNX, checked by onnx.checker and ONNX Runtime.
-
-The export uses PyTorch's TorchScript-based exporter (``dynamo=False``): the
-torch.export-based default needs the ``onnxscript`` package, and a deployed RepVGG (convs,
-ReLUs, pooling, a linear head) is exactly what the TorchScript exporter handles well.
+"""Export a deployed RepVGG to ONNX, checked by onnx.checker and ONNX Runtime, with the
+TorchScript-based exporter (the dynamo one needs ``onnxscript``; a chain of convs is what
+the TorchScript one handles well).
 """
 import os
 import warnings
@@ -32,17 +30,8 @@ class OnnxExportError(RuntimeError):
 
 
 class OnnxExportReport(NamedTuple):
-    """What :func:`export_onnx` wrote and checked.
-
-    Attributes:
-        path: absolute path of the ONNX file.
-        input_shape: ``(N, C, H, W)`` traced; N is symbolic with ``dynamic_batch``.
-        opset: ONNX opset version.
-        dynamic_batch: whether the batch dimension is symbolic.
-        converted: whether train-form blocks were fused before the export.
-        max_relative_error: ``max |torch - onnxruntime| / max |torch|`` over the outputs
-            for the checked random batches.
-    """
+    """What :func:`export_onnx` wrote (absolute ``path``) and its relative error against
+    PyTorch; ``converted``: whether train-form blocks were fused first."""
     path: str
     input_shape: Sequence[int]
     opset: int
@@ -52,7 +41,7 @@ class OnnxExportReport(NamedTuple):
 
 
 class _OutputTensors(nn.Module):
-    """Calls the model on one image batch and returns a flat tuple of its tensors."""
+    """The model's outputs on an image batch as a flat tuple of tensors."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -66,8 +55,8 @@ class _OutputTensors(nn.Module):
 
 
 def torch_logits(model: nn.Module):
-    """The first output of ``model`` (eval mode) as a function of images ``(N, C, H, W)``
-    float32 NumPy arrays: the PyTorch FP32 reference of a top-1 agreement check."""
+    """The first output of ``model`` as a function of NumPy images ``(N, C, H, W)``: the
+    FP32 reference of a top-1 agreement check."""
     wrapped = _OutputTensors(model)
 
     def logits(images: np.ndarray) -> np.ndarray:
@@ -76,15 +65,10 @@ def torch_logits(model: nn.Module):
     return logits
 
 
-def check_against_onnxruntime(model: nn.Module, path: str,
-                              batches: Sequence[Tensor]) -> float:
-    """The worst ``max |torch - onnxruntime| / max |torch|`` over ``batches``.
-
-    Args:
-        model: the PyTorch model the file was exported from (eval mode).
-        path: the ONNX file, checked with ``onnx.checker`` first.
-        batches: image batches ``(N, C, H, W)``.
-    """
+def _check_against_onnxruntime(model: nn.Module, path: str,
+                               batches: Sequence[Tensor]) -> float:
+    """The worst ``max |torch - onnxruntime| / max |torch|`` of ``model`` and the ONNX file
+    ``path`` (``onnx.checker`` first) over image ``batches``."""
     onnx.checker.check_model(path, full_check=True)
     runtime = OnnxRuntimeModel(path)
     errors: List[float] = []
@@ -105,38 +89,24 @@ def export_onnx(model: nn.Module,
                 opset: int = DEFAULT_OPSET,
                 overwrite: bool = False,
                 tolerance: float = ONNX_TOLERANCE) -> OnnxExportReport:
-    """Export the deploy form of ``model`` to ``path``, verified, written atomically.
-
-    Train-form RepVGG blocks are fused in a copy first (``model`` is not changed). The
-    file is written to a temporary name in the destination folder, checked with
-    ``onnx.checker`` and against ONNX Runtime on random batches (the traced shape, and a
-    batch of 2 more with ``dynamic_batch``), and only then renamed to ``path``.
-
-    Args:
-        model: a model holding RepVGG blocks whose ``forward(images)`` returns a tensor
-            or a tuple of tensors (mmpretrain classifiers return logits).
-        path: the ``.onnx`` file to write.
-        input_shape: ``(N, C, H, W)`` to trace with.
-        dynamic_batch: make the batch dimension of input and outputs symbolic (the
-            default, as timm exports).
-        opset: ONNX opset version.
-        overwrite: replace an existing ``path``.
-        tolerance: largest accepted relative difference between PyTorch and ONNX Runtime.
+    """Export the deploy form of ``model`` (fused in a copy; ``forward(images)`` returns a
+    tensor or a tuple), traced at ``input_shape`` ``(N, C, H, W)``, to ``path``, atomically,
+    after ``onnx.checker`` and a comparison with ONNX Runtime on random batches within
+    relative ``tolerance``; ``dynamic_batch`` makes the batch dimension symbolic.
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False.
-        OnnxExportError: the export failed a check; ``path`` is untouched.
+        OnnxExportError: the export failed a check (``path`` untouched).
     """
     path = os.path.abspath(path)
     converted = any(isinstance(module, RepVGGBlock) and not module.deploy
                     for module in model.modules())
     deploy_model = reparameterize_model(model)
-    batch, channels, height, width = input_shape
     generator = torch.Generator().manual_seed(0)
-    example = torch.randn(batch, channels, height, width, generator=generator)
+    example = torch.randn(*input_shape, generator=generator)
     check_batches = [example]
     if dynamic_batch:
-        check_batches.append(torch.randn(batch + 2, channels, height, width,
+        check_batches.append(torch.randn(input_shape[0] + 2, *input_shape[1:],
                                          generator=generator))
     with torch.no_grad():
         num_outputs = len(_OutputTensors(deploy_model)(example))
@@ -152,8 +122,8 @@ def export_onnx(model: nn.Module,
             torchscript_onnx_export(_OutputTensors(deploy_model), (example, ), temporary_path,
                                     opset_version=opset, input_names=['input'],
                                     output_names=output_names, dynamic_axes=dynamic_axes)
-        relative_error = check_against_onnxruntime(deploy_model, temporary_path,
-                                                   check_batches)
+        relative_error = _check_against_onnxruntime(deploy_model, temporary_path,
+                                                    check_batches)
         if not relative_error <= tolerance:
             raise OnnxExportError(f'ONNX Runtime and PyTorch outputs differ by '
                                   f'{relative_error:.2e} (relative, tolerance '

@@ -1,6 +1,4 @@
-"""ONNX Runtime, behind one adapter: :class:`OnnxRuntimeModel` runs an ONNX file on the CPU
-for the export checks, the INT8 comparisons, ``prepare_for_inference``, the deployment
-test tool and the benchmark alike."""
+"""ONNX Runtime behind one adapter, used by the checks, the APIs, the tools and the benchmark."""
 from typing import List, Optional, Tuple, Union
 
 import numpy as np
@@ -9,7 +7,7 @@ from google.protobuf.message import DecodeError
 from torch import Tensor, nn
 
 from .._utils import require
-from ._host_cpu import Int8KernelChoice, host_cpu, int8_kernel_choice
+from ._host_cpu import host_cpu, int8_kernel_choice
 
 onnx = require('onnx', 'onnx')
 onnxruntime = require('onnxruntime', 'onnx')
@@ -21,9 +19,8 @@ LOAD_ERRORS = (onnxruntime.capi.onnxruntime_pybind11_state.Fail,
 
 
 def _largest_int8_weight(path: str) -> Optional[int]:
-    """The largest ``|value|`` of the int8 initializers (the quantized weights) of an
-    ONNX file; 0 if it has none (an FP32 file), None if it is no ONNX file (the session
-    then says why, in its own words)."""
+    """The largest ``|int8 initializer|`` of an ONNX file: 0 for FP32, None for no ONNX
+    file (the session then says why)."""
     try:
         graph = onnx.load(path).graph
     except DecodeError:
@@ -35,8 +32,7 @@ def _largest_int8_weight(path: str) -> Optional[int]:
 
 
 def fixed_image_size(dims) -> Optional[Tuple[int, int]]:
-    """(H, W) of an ``(N, C, H, W)`` input whose H and W are integers, else None (also
-    for an input that is not an image batch)."""
+    """(H, W) of an ``(N, C, H, W)`` input whose H and W are integers, else None."""
     dims = list(dims)
     if len(dims) != 4 or not all(isinstance(side, int) for side in dims[2:]):
         return None
@@ -44,26 +40,10 @@ def fixed_image_size(dims) -> Optional[Tuple[int, int]]:
 
 
 class OnnxRuntimeModel(nn.Module):
-    """An ONNX file run by ONNX Runtime on the CPU, called like the PyTorch model: images
-    ``(N, C, H, W)`` float32 (preprocessed as for the PyTorch model) in, the first output
-    (a classifier's logits ``(N, num_classes)``) out; a tensor gives a tensor, a NumPy
-    array an array.
-
-    The session's worker threads block instead of spinning between runs: spinning threads
-    would take the cores from whatever runs next (PyTorch, in the benchmark's
-    round-robin). Quantized ops use the INT8 kernels accurate on this CPU for the file's
-    weights (:func:`.host_cpu.int8_kernel_choice`); an FP32 model is not affected.
-
-    Args:
-        path: the ONNX file (it is read once; the file may go afterwards).
-        threads: intra-op threads (default: ONNX Runtime's).
-        int8_kernels: ``'auto'``, or ``'u8s8'`` / ``'u8u8'`` to force the x64 INT8
-            kernels (to compare both on one host).
-
-    Attributes:
-        session: the ``onnxruntime.InferenceSession``.
-        kernel_choice: the INT8 kernels chosen and why (:class:`.host_cpu.Int8KernelChoice`).
-        input_size: ``(H, W)`` fixed in the file, None if symbolic.
+    """An ONNX file run on the CPU like the PyTorch model: images ``(N, C, H, W)`` float32
+    in (tensor or array), the first output out (the same type); ``input_size``: ``(H, W)``
+    fixed in the file, or None. Quantized ops use the INT8 kernels accurate on this CPU
+    (``kernel_choice``) unless ``int8_kernels`` (``'u8s8'`` or ``'u8u8'``) names them.
     """
 
     def __init__(self, path: str, threads: Optional[int] = None, int8_kernels: str = 'auto'):
@@ -71,16 +51,15 @@ class OnnxRuntimeModel(nn.Module):
         options = onnxruntime.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
+        # Idle workers block instead of spinning: the cores go to whatever runs next.
         options.add_session_config_entry('session.intra_op.allow_spinning', '0')
         cpu = host_cpu(threads)
         # Only x86 without VNNI needs to know the weights (7-bit ones keep u8s8 exact).
         weight_max = (_largest_int8_weight(path)
                       if int8_kernels == 'auto' and cpu.saturates_int16_pairs else None)
-        self.kernel_choice: Int8KernelChoice = int8_kernel_choice(cpu, int8_kernels,
-                                                                  weight_max)
+        self.kernel_choice = int8_kernel_choice(cpu, int8_kernels, weight_max)
         for key, value in self.kernel_choice.session_entries().items():
             options.add_session_config_entry(key, value)
-        self.path = path
         self.session = onnxruntime.InferenceSession(path, options,
                                                     providers=['CPUExecutionProvider'])
         model_input = self.session.get_inputs()[0]

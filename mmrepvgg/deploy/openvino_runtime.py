@@ -1,20 +1,14 @@
 """OpenVINO as a second CPU runtime: :class:`OpenVINOModel`, its one adapter, and the deploy
-model as an OpenVINO IR (``.xml`` + ``.bin``), FP32 or INT8 by NNCF's post-training
-quantization, calibrated on real preprocessed images.
-
-The IR is converted from the same verified ONNX export the ONNX Runtime path uses
-(:func:`.onnx_export.export_onnx`), so both runtimes start from one graph. NNCF inserts
-FakeQuantize ops on the activations (per tensor) and stores the weights as per-channel
-symmetric int8 constants, which OpenVINO's CPU plugin runs as integer convs. Mixed
-precision keeps the convs most sensitive to INT8 in FP32, chosen as for ONNX Runtime
-(:func:`.mixed_precision.choose_fp32_convs`). Two settings keep the comparison with FP32
-honest: weights are saved in FP32 (``save_model`` would store FP16 by default), and the
-CPU plugin runs the non-quantized parts in f32 (``INFERENCE_PRECISION_HINT``; on CPUs
-with AMX or AVX-512 BF16 it would pick bf16).
+model as an OpenVINO IR (``.xml`` + ``.bin``), FP32 or INT8 by NNCF, converted from the
+same verified ONNX export as ONNX Runtime's (docs/int8.md). What is not quantized stays f32
+(weights saved so, run so), to keep the comparison with FP32 honest.
 """
+import contextlib
+import ctypes
 import os
+import sys
 import tempfile
-from typing import Iterable, List, NamedTuple, Optional, Sequence, Union
+from typing import Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -28,21 +22,55 @@ from .onnx_export import export_onnx
 from .onnx_runtime import fixed_image_size
 from ._qdq import check_calibration
 from .quantization import Int8Recipe
-from ._signal_stack import signal_stack_kept
 
 onnx = require('onnx', 'onnx')
 openvino = require('openvino', 'openvino')
 
-# Calibration methods NNCF offers under this project's names (see qdq.py).
+# Calibration methods NNCF offers under this project's names.
 OPENVINO_CALIBRATION_METHODS = ('minmax', 'percentile')
 # The op types an ONNX Conv becomes (grouped convs, as in RepVGG-B1g2, are the second).
 CONVOLUTION_TYPES = ('Convolution', 'GroupConvolution')
+# Recipe fields only the ONNX Runtime file has.
+_ONNXRUNTIME_SETTINGS = ('weight_bits', 'rounding', 'int8_kernels', 'accuracy_bound_points')
 
 
-def _range_estimator(method: str):
-    range_estimator = require_nncf('nncf.quantization.range_estimator')
-    return {'minmax': range_estimator.RangeEstimatorParametersSet.MINMAX,
-            'percentile': range_estimator.RangeEstimatorParametersSet.MEAN_QUANTILE}[method]
+class _StackT(ctypes.Structure):
+    """Linux's ``stack_t`` (the same field order on x86-64 and aarch64)."""
+    _fields_ = [('ss_sp', ctypes.c_void_p), ('ss_flags', ctypes.c_int),
+                ('ss_size', ctypes.c_size_t)]
+
+
+def _sigaltstack(new: Optional[_StackT]) -> Tuple[_StackT, tuple]:
+    """Install ``new`` as this thread's alternate signal stack (None: only read); return the
+    one it had, and its ``(sp, size, flags)``."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    old = _StackT()
+    if libc.sigaltstack(None if new is None else ctypes.byref(new), ctypes.byref(old)):
+        error = ctypes.get_errno()
+        raise OSError(error, f'sigaltstack: {os.strerror(error)}')
+    return old, (old.ss_sp, old.ss_size, old.ss_flags)
+
+
+@contextlib.contextmanager
+def _signal_stack_kept() -> Iterator[None]:
+    """Run the block, then give the calling thread back its alternate signal stack (not off
+    Linux, nor where the kernel refuses it).
+
+    An OpenVINO CPU plugin installs a stack of its own and, destroyed, unmaps it and puts
+    back the one it replaced if its own is still installed: two destroyed in creation order
+    leave the thread on an unmapped stack, where the next Python signal handler dies with
+    SIGSEGV. With the caller's stack back at once, no plugin restores any (docs/int8.md).
+    """
+    if not sys.platform.startswith('linux'):
+        yield
+        return
+    before, before_fields = _sigaltstack(None)
+    try:
+        yield
+    finally:
+        if _sigaltstack(None)[1] != before_fields:
+            with contextlib.suppress(OSError):
+                _sigaltstack(before)
 
 
 def _ir_weights_path(xml_path: str) -> str:
@@ -51,28 +79,16 @@ def _ir_weights_path(xml_path: str) -> str:
 
 
 class OpenVINOModel(nn.Module):
-    """A model compiled by OpenVINO for the CPU, called like the PyTorch model: images
-    ``(N, C, H, W)`` float32 (preprocessed as for the PyTorch model) in, the first output
-    (a classifier's logits ``(N, num_classes)``) out; a tensor gives a tensor, a NumPy
-    array an array. Parts that are not quantized run in f32.
-
-    Args:
-        ir: an IR's ``.xml`` path, an ONNX file, or an in-memory ``openvino.Model`` (what
-            :func:`quantize_ir` returns); read once.
-        threads: inference threads (default: OpenVINO's).
-
-    Attributes:
-        compiled: the ``openvino.CompiledModel``.
-        input_size: ``(H, W)`` fixed in the model, None if symbolic.
-    """
+    """An IR's ``.xml``, an ONNX file or an ``openvino.Model`` compiled for the CPU, run like
+    the PyTorch model: images ``(N, C, H, W)`` float32 in (tensor or array), the first
+    output out (the same type)."""
 
     def __init__(self, ir, threads: Optional[int] = None):
         super().__init__()
         config = {'INFERENCE_PRECISION_HINT': 'f32'}
         if threads is not None:
             config['INFERENCE_NUM_THREADS'] = threads
-        # The calling thread keeps its alternate signal stack (.signal_stack).
-        with signal_stack_kept():
+        with _signal_stack_kept():
             self.compiled = openvino.Core().compile_model(ir, 'CPU', config)
         self.input_size = fixed_image_size(
             [dim.get_length() if dim.is_static else None
@@ -90,23 +106,15 @@ class OpenVINOModel(nn.Module):
 
 
 def _openvino_convolutions(model, fp32_onnx_path: str, onnx_nodes: Sequence[str]) -> List[str]:
-    """The friendly names of the OpenVINO convolutions that ``onnx_nodes`` (Conv node
-    names of ``fp32_onnx_path``) became in ``model`` (``openvino.convert_model`` of it).
-
-    The converter keeps an ONNX node's name on the op that writes the node's output,
-    which for a Conv with a bias is the bias ``Add`` behind a convolution of another
-    name. So each node is found by its output tensor's name, which the converter keeps,
-    and followed back through that Add to the convolution NNCF quantizes.
-
-    Raises:
-        ValueError: a name that is no Conv node of ``fp32_onnx_path``, or a Conv the
-            converted model holds no convolution for.
-    """
+    """The names of the convolutions of ``model`` (converted from ``fp32_onnx_path``) that
+    its Conv nodes ``onnx_nodes`` became; ValueError for a name that is none."""
     graph = onnx.load(fp32_onnx_path, load_external_data=False).graph
     conv_outputs = {node.name: node.output[0] for node in graph.node if node.op_type == 'Conv'}
     writers = {name: op for op in model.get_ops() for output in op.outputs()
                for name in output.get_names()}
     names = []
+    # The converter names a Conv's bias Add after the node: find the node by its output
+    # tensor, and go back through that Add.
     for node in onnx_nodes:
         if node not in conv_outputs:
             raise ValueError(f'{node!r} is no Conv node of {fp32_onnx_path}; name one of '
@@ -121,80 +129,47 @@ def _openvino_convolutions(model, fp32_onnx_path: str, onnx_nodes: Sequence[str]
     return names
 
 
-def quantize_ir(fp32_onnx_path: str, calibration: Sequence[np.ndarray],
-                method: str = 'minmax', fp32_nodes: Sequence[str] = ()):
-    """The NNCF INT8 form of an FP32 ONNX classifier, as an in-memory OpenVINO model.
-
-    Args:
-        fp32_onnx_path: the FP32 ONNX file.
-        calibration: preprocessed image batches ``(N, C, H, W)`` float32.
-        method: one of :data:`OPENVINO_CALIBRATION_METHODS`.
-        fp32_nodes: ONNX Conv node names to leave unquantized (mixed precision), mapped
-            to OpenVINO's by :func:`_openvino_convolutions`; NNCF checks that each one
-            matches (a name that matched nothing would quietly quantize it).
-
-    Raises:
-        ValueError: an unknown ``method``, no calibration images or an unknown conv.
-        MissingExtraError: NNCF is not installed.
-    """
+def _quantize_ir(fp32_onnx_path: str, calibration: Sequence[np.ndarray],
+                 method: str = 'minmax', fp32_nodes: Sequence[str] = ()):
+    """The NNCF INT8 form of an FP32 ONNX classifier as an in-memory OpenVINO model, the
+    Conv nodes ``fp32_nodes`` left FP32; ValueError for a bad request."""
     check_calibration(method, OPENVINO_CALIBRATION_METHODS, calibration, 'OpenVINO')
     nncf = require_nncf()
     advanced = require_nncf('nncf.quantization.advanced_parameters')
+    estimators = require_nncf('nncf.quantization.range_estimator').RangeEstimatorParametersSet
+    estimator = {'minmax': estimators.MINMAX, 'percentile': estimators.MEAN_QUANTILE}[method]
     model = openvino.convert_model(fp32_onnx_path)
     ignored = _openvino_convolutions(model, fp32_onnx_path, fp32_nodes)
-    # NNCF compiles the model in CPU plugins of its own: the calling thread keeps its
-    # alternate signal stack (.signal_stack). One dataset item is one batch: subset_size
-    # counts batches.
-    with signal_stack_kept():
+    # NNCF compiles the model in CPU plugins of its own. One dataset item is one batch:
+    # subset_size counts batches.
+    with _signal_stack_kept():
         return nncf.quantize(
             model, nncf.Dataset(list(calibration)),
             preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calibration),
             ignored_scope=nncf.IgnoredScope(names=ignored, validate=True),
             advanced_parameters=advanced.AdvancedQuantizationParameters(
-                activations_range_estimator_params=_range_estimator(method)))
+                activations_range_estimator_params=estimator))
 
 
-class OpenVINOReport(NamedTuple):
-    """What :func:`export_openvino` wrote.
-
-    Attributes:
-        path: absolute path of the ``.xml`` file (its weights: the ``.bin`` beside it).
-        fp32_nodes: ONNX Conv nodes kept FP32 (mixed precision), most sensitive first.
-    """
+class _OpenVINOReport(NamedTuple):
+    """The ``.xml`` written (absolute) and the ONNX Conv nodes kept FP32."""
     path: str
     fp32_nodes: List[str]
 
 
-def onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
-                     calibration: Optional[List[np.ndarray]] = None,
-                     held_out: Optional[Iterable[tuple]] = None,
-                     recipe: Optional[Int8Recipe] = None, overwrite: bool = False,
-                     sensitivity: Optional[Sequence[LayerSensitivity]] = None
-                     ) -> OpenVINOReport:
-    """Convert an FP32 ONNX classifier to an OpenVINO IR: FP32, or INT8 (NNCF) when
-    ``calibration`` batches are given, with mixed precision if ``recipe`` asks. The
-    ``.bin`` is written before the ``.xml`` that names it, each atomically, so an
-    interrupted run leaves no IR that loads.
-
-    Args:
-        fp32_onnx_path: the FP32 ONNX file (only read).
-        xml_path: the ``.xml`` file to write; the weights go to the same stem's ``.bin``.
-        calibration: see :func:`quantize_ir`.
-        held_out: labelled batches mixed precision ranks and checks the convs on.
-        recipe: its ``calibration_method`` (minmax or percentile), ``keep_fp32`` and
-            ``max_drop_points``; the others are ONNX Runtime settings and must keep their
-            defaults (opset: of the caller's ONNX export).
-        overwrite: replace an existing IR.
-        sensitivity: the conv ranking, if already computed (see
-            :func:`.mixed_precision.choose_fp32_convs`).
+def _onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
+                      calibration: Optional[List[np.ndarray]] = None,
+                      held_out: Optional[Iterable[tuple]] = None,
+                      recipe: Optional[Int8Recipe] = None, overwrite: bool = False,
+                      sensitivity: Optional[Sequence[LayerSensitivity]] = None
+                      ) -> _OpenVINOReport:
+    """Convert an FP32 ONNX classifier to an OpenVINO IR: FP32, or INT8 (NNCF) given
+    ``calibration`` batches, with mixed precision if ``recipe`` asks (ranked on
+    ``held_out``, or by ``sensitivity``). The ``.bin`` is written before the ``.xml``,
+    each atomically: an interrupted run leaves no IR that loads.
 
     Raises:
-        FileExistsError: the ``.xml`` or ``.bin`` exists and ``overwrite`` is False.
-        CheckpointError: the ``.xml`` or ``.bin`` is ``fp32_onnx_path`` (whatever
-            ``overwrite`` says).
-        ValueError: ``xml_path`` does not end in ``.xml``, or a recipe that cannot work
-            (ONNX Runtime settings, mixed precision without ``held_out`` or
-            ``calibration``); all checked before any work.
+        FileExistsError, CheckpointError, ValueError: see :func:`_check_request`.
     """
     recipe = recipe or Int8Recipe()
     xml_path, mixed = _check_request(xml_path, overwrite, calibration, recipe, held_out,
@@ -202,17 +177,13 @@ def onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
     method = recipe.calibration_method
     fp32_nodes = []
     if mixed:
-        # Ranked by ONNX Runtime on the same FP32 file: the ranking is a property of each
-        # layer's weights and activations under the same scheme (per-channel int8
-        # weights, per-tensor activations), computed by one function for both runtimes;
-        # a per-conv NNCF ranking would cost one NNCF run with statistics and bias
-        # correction per conv. The max-drop candidates are NNCF's, run by OpenVINO.
+        # Ranked by ONNX Runtime (the same scheme); the max-drop candidates are NNCF's.
         fp32_nodes = choose_fp32_convs(
             fp32_onnx_path, calibration, list(held_out), recipe,
-            lambda nodes: OpenVINOModel(quantize_ir(fp32_onnx_path, calibration, method,
-                                                    nodes)), sensitivity)
+            lambda nodes: OpenVINOModel(_quantize_ir(fp32_onnx_path, calibration, method,
+                                                     nodes)), sensitivity)
     ir_model = (openvino.convert_model(fp32_onnx_path) if calibration is None else
-                quantize_ir(fp32_onnx_path, calibration, method, fp32_nodes))
+                _quantize_ir(fp32_onnx_path, calibration, method, fp32_nodes))
     with tempfile.TemporaryDirectory() as workdir:
         staged_xml = os.path.join(workdir, 'model.xml')
         openvino.save_model(ir_model, staged_xml, compress_to_fp16=False)
@@ -223,18 +194,15 @@ def onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
                 with open(staged, 'rb') as source, open(temporary_path, 'wb') as target:
                     target.write(source.read())
     openvino.Core().read_model(xml_path)  # loads: fail here, not at first use
-    return OpenVINOReport(xml_path, fp32_nodes)
-
-
-# Recipe fields only the ONNX Runtime file has.
-_ONNXRUNTIME_SETTINGS = ('weight_bits', 'rounding', 'int8_kernels', 'accuracy_bound_points')
+    return _OpenVINOReport(xml_path, fp32_nodes)
 
 
 def _check_request(xml_path: str, overwrite: bool, calibration, recipe: Int8Recipe,
                    held_out, inputs: Sequence[str] = ()) -> 'tuple[str, bool]':
-    """``xml_path`` made absolute and whether mixed precision is asked for, after refusing
-    what :func:`onnx_to_openvino` lists under Raises (``inputs``: files the IR must not
-    replace)."""
+    """``xml_path`` made absolute and whether mixed precision is asked for, after refusing an
+    existing IR (FileExistsError, or CheckpointError for one of ``inputs``) and, with
+    ValueError, no ``.xml``, ONNX Runtime settings in ``recipe``, or mixed precision without
+    ``held_out`` or ``calibration``."""
     xml_path = os.path.abspath(xml_path)
     if not xml_path.endswith('.xml'):
         raise ValueError(f'{xml_path}: an OpenVINO IR is an .xml file (with its .bin); '
@@ -258,23 +226,14 @@ def export_openvino(model: nn.Module, xml_path: str, input_shape: Sequence[int],
                     calibration: Optional[List[np.ndarray]] = None,
                     held_out: Optional[Iterable[tuple]] = None,
                     recipe: Optional[Int8Recipe] = None,
-                    overwrite: bool = False) -> OpenVINOReport:
-    """Write the deploy form of ``model`` as an OpenVINO IR (:func:`onnx_to_openvino` of a
-    temporary, verified FP32 ONNX export with ``recipe``'s opset).
-
-    Args:
-        model: a model holding RepVGG blocks, train or deploy form (not changed).
-        xml_path, calibration, held_out, recipe, overwrite: see :func:`onnx_to_openvino`.
-        input_shape: ``(N, C, H, W)`` traced (the batch stays dynamic).
-
-    Raises:
-        FileExistsError, ValueError: see :func:`onnx_to_openvino` (checked before the
-            export).
-    """
+                    overwrite: bool = False) -> _OpenVINOReport:
+    """Write the deploy form of ``model`` as an OpenVINO IR by :func:`_onnx_to_openvino`
+    of a verified FP32 ONNX export traced at ``input_shape`` ``(N, C, H, W)`` (dynamic
+    batch); ``recipe``'s ONNX Runtime settings must keep their defaults."""
     recipe = recipe or Int8Recipe()
     _check_request(xml_path, overwrite, calibration, recipe, held_out)
     with tempfile.TemporaryDirectory() as workdir:
         fp32 = export_onnx(model, os.path.join(workdir, 'fp32.onnx'), input_shape,
                            dynamic_batch=True, opset=recipe.opset)
-        return onnx_to_openvino(fp32.path, xml_path, calibration, held_out, recipe,
-                                overwrite)
+        return _onnx_to_openvino(fp32.path, xml_path, calibration, held_out, recipe,
+                                 overwrite)

@@ -1,17 +1,9 @@
-"""INT8 inside PyTorch: post-training quantization of the deploy form with PT2E and the
-x86 Inductor quantizer of ``torchao`` (the optional ``[torch-int8]`` extra).
-
-The flow: a fused deploy copy of the model (:func:`mmrepvgg.models.reparameterize_model`)
-is captured by ``torch.export`` with a dynamic batch dimension, ``prepare_pt2e`` inserts
-observers where ``X86InductorQuantizer`` quantizes (static per-tensor uint8 activations,
-per-channel symmetric int8 weights), the calibration batches set the activation ranges,
-``convert_pt2e`` turns the observers into quantize/dequantize pairs, and
-``torch.compile`` with frozen weights lowers those patterns to oneDNN's integer
-convolutions. The first call with each new input shape compiles (seconds).
-
-On x86 CPUs without VNNI the integer kernels add pairs of ``u8 x s8`` products in a
-saturating int16 (see :mod:`._host_cpu`); torchao's remedy, activations of 7 bits
-(``reduce_range``), is the default there.
+"""INT8 inside PyTorch: post-training static quantization of the deploy form with PT2E and
+torchao's x86 Inductor quantizer (the ``[torch-int8]`` extra): ``torch.export`` with a
+dynamic batch, ``prepare_pt2e``, calibration, ``convert_pt2e``, then ``torch.compile`` with
+frozen weights, which lowers the patterns to oneDNN's integer convolutions (the first call
+with each new input shape compiles). On x86 CPUs without VNNI (:mod:`._host_cpu`) the
+activations get 7 bits (torchao's ``reduce_range``).
 """
 from typing import Any, List, Optional, Sequence, Union
 
@@ -30,18 +22,12 @@ X86_QUANTIZER_MODULE = 'torchao.quantization.pt2e.quantizer.x86_inductor_quantiz
 
 
 class TorchInt8Error(RuntimeError):
-    """This PyTorch cannot quantize with PT2E, or the input does not fit the quantized
-    model; the message says what to do."""
+    """This PyTorch cannot quantize with PT2E, or the input does not fit the model."""
 
 
 class PT2EInt8Model(nn.Module):
-    """A model quantized by :func:`quantize_pt2e_model`: NCHW float images in, the deploy
-    model's outputs (a classifier's logits ``(N, num_classes)``) out, without autograd.
-
-    Attributes:
-        batch_size: the only batch size it takes, or None for any (dynamic batch).
-        notices: what the user should know, e.g. why the batch size is fixed.
-    """
+    """Images ``(N, C, H, W)`` float32 in, the deploy model's outputs out; ``batch_size``:
+    the only one it takes (None: any); ``notices``: e.g. why the batch is fixed."""
 
     def __init__(self, runner: Any, batch_size: Optional[int], notices: List[str]):
         super().__init__()
@@ -52,41 +38,19 @@ class PT2EInt8Model(nn.Module):
         self.notices = notices
 
     def forward(self, images: Tensor) -> Any:
-        """``images``: ``(N, C, H, W)`` float32, preprocessed as for the PyTorch model."""
         if self.batch_size is not None and images.shape[0] != self.batch_size:
             raise TorchInt8Error(
                 f'this INT8 model was exported for batches of {self.batch_size} images, '
                 f'got {images.shape[0]}; pass batches of {self.batch_size}')
-        # Inductor reads ``freezing`` when a call compiles (the first one with each new
-        # shape); its x86 INT8 lowering needs the global setting, not torch.compile's
-        # options, so it is set for the call only.
+        # Inductor's x86 INT8 lowering reads the global ``freezing`` when a call compiles,
+        # not torch.compile's options: set for the call only.
         with torch.no_grad(), inductor_config.patch(freezing=True):
             return self._runner[0](images.float())
 
 
-def check_torch_export() -> None:
-    """Raise :class:`TorchInt8Error` (one line) where this torch has no ``torch.export``
-    with dynamic dimensions (``torch.export.Dim``, torch >= 2.2)."""
-    if not hasattr(getattr(torch, 'export', None), 'Dim'):
-        raise TorchInt8Error(
-            f'PyTorch INT8 (PT2E) needs torch.export with torch.export.Dim (torch >= 2.2), '
-            f'this is torch {torch.__version__}; upgrade torch or use the ONNX Runtime or '
-            'OpenVINO INT8 backends')
-
-
-def _as_tensors(calibration_batches: Sequence[Union[Tensor, np.ndarray]]) -> List[Tensor]:
-    batches = [torch.as_tensor(batch, dtype=torch.float32) for batch in calibration_batches]
-    if not batches or any(batch.dim() != 4 or not len(batch) for batch in batches):
-        raise ValueError('PT2E INT8 needs calibration_batches: a few non-empty batches '
-                         '(N, C, H, W) of real, preprocessed training images (the '
-                         'activation ranges come from them)')
-    return batches
-
-
 def _export(deploy_model: nn.Module, example: Tensor, dynamic_batch: bool,
             notices: List[str]):
-    """``(exported module, batch size or None)``: dynamic in the batch where asked and
-    torch.export can, else fixed to ``example``'s with a notice why."""
+    """``(exported module, fixed batch size or None)``; a notice why it is fixed."""
     if dynamic_batch:
         try:
             batch = torch.export.Dim('batch', min=1)
@@ -107,34 +71,28 @@ def quantize_pt2e_model(model: nn.Module,
                         calibration_batches: Sequence[Union[Tensor, np.ndarray]],
                         dynamic_batch: bool = True,
                         reduce_range: Optional[bool] = None) -> PT2EInt8Model:
-    """Quantize ``model`` to static INT8 with PT2E and compile it with Inductor.
-
-    ``model`` itself is left as it is (a fused deploy copy is quantized).
-
-    Args:
-        model: any model holding RepVGG blocks, train or deploy form, whose
-            ``forward(images)`` returns tensors (mmpretrain classifiers: logits).
-        calibration_batches: batches ``(N, C, H, W)`` (tensors or arrays) of real,
-            preprocessed training images, a few hundred images in all. The first batch
-            is also the export's example; should its batch size stay fixed, the images
-            are regrouped into batches of that size (a shorter tail left out).
-        dynamic_batch: export with a dynamic batch dimension (falls back to the first
-            batch's size, with a notice, where torch.export cannot).
-        reduce_range: 7-bit activations; None: on x86 CPUs without VNNI
-            (:attr:`.host_cpu.HostCpu.saturates_int16_pairs`).
-
-    Returns:
-        A :class:`PT2EInt8Model`.
+    """A fused copy of ``model`` quantized to static INT8 with PT2E on
+    ``calibration_batches`` ``(N, C, H, W)`` (preprocessed training images; the first is
+    the export's example), compiled by Inductor; dynamic in the batch where asked and
+    torch.export can. ``reduce_range``: 7-bit activations (None: on x86 without VNNI).
 
     Raises:
         TorchInt8Error: this torch has no usable ``torch.export``.
-        mmrepvgg._utils.MissingExtraError: torchao is not installed (``[torch-int8]``).
+        mmrepvgg._utils.MissingExtraError: torchao is not installed.
         ValueError: no calibration batches.
     """
-    check_torch_export()
+    if not hasattr(getattr(torch, 'export', None), 'Dim'):
+        raise TorchInt8Error(
+            f'PyTorch INT8 (PT2E) needs torch.export with torch.export.Dim (torch >= 2.2), '
+            f'this is torch {torch.__version__}; upgrade torch or use the ONNX Runtime or '
+            'OpenVINO INT8 backends')
     quantize_pt2e = require(QUANTIZE_PT2E_MODULE, TORCHAO_EXTRA)
     x86_quantizer = require(X86_QUANTIZER_MODULE, TORCHAO_EXTRA)
-    batches = _as_tensors(calibration_batches)
+    batches = [torch.as_tensor(batch, dtype=torch.float32) for batch in calibration_batches]
+    if not batches or any(batch.dim() != 4 or not len(batch) for batch in batches):
+        raise ValueError('PT2E INT8 needs calibration_batches: a few non-empty batches '
+                         '(N, C, H, W) of real, preprocessed training images (the '
+                         'activation ranges come from them)')
     if reduce_range is None:
         reduce_range = host_cpu().saturates_int16_pairs
 
