@@ -34,7 +34,7 @@ EXTRAS = {
     'plot': ['matplotlib'],
     'openvino': ['openvino', 'nncf'],  # second INT8 runtime (mmrepvgg.deploy.openvino_runtime)
     'torch-int8': ['torchao'],  # INT8 inside PyTorch (mmrepvgg.deploy.torch_int8)
-    'photos': ['scikit-image', 'scikit-learn', 'matplotlib'],  # the photos data set
+    'photos': ['scikit-image', 'scikit-learn', 'matplotlib'],  # the lab's photos data set
     'seg': read_requirements('requirements/seg.txt'),
     'det': read_requirements('requirements/det.txt'),
 }

@@ -121,7 +121,7 @@ def test_config_selects_this_projects_repvgg_of_its_variant(train_name):
     assert cfg.model.backbone.arch == arch_of(train_name)
 
 
-# Every shipped config, of this project, mmseg and mmdet, photos included.
+# Every shipped config, of this project, mmseg and mmdet.
 SHIPPED_CONFIGS = sorted(
     os.path.relpath(path, CONFIG_DIR)
     for path in glob.glob(os.path.join(CONFIG_DIR, '**', '*.py'), recursive=True)

@@ -4,7 +4,7 @@
 # benchmarks/lab/photos.py; read at 32x32. The digits recipe, with random resized
 # crops and flips for 18 epochs: measured, A0 top-1 65.10 % -> 68.65 % and QARepVGG-A0
 # 63.96 % -> 70.21 % against 6 epochs without them (which fit the train crops: 97 %).
-_base_ = '../digits/repvgg-A0_digits.py'
+_base_ = '../../../configs/digits/repvgg-A0_digits.py'
 
 num_classes = 12
 data_root = 'data/photos'
