@@ -1,13 +1,6 @@
 """``init_cfg=dict(type='mmrepvgg.Pretrained', checkpoint=...)``: start from weights
-through the project's reader and fitting, not mmengine's non-strict load.
-
-mmengine's ``Pretrained`` loads whatever keys match and logs the rest: A1 weights in an A0
-model, or a checkpoint in another layout, give a partly random backbone and a run that
-goes on. This initializer loads with :func:`~.fitting.load_checkpoint` in ``'finetune'``
-mode: the RepVGG backbone must fit exactly, in any layout; what else does not fit (a
-1000-class head) keeps its initialisation and is named in one log line. mmpretrain's usual
-form, ``prefix='backbone'`` (the backbone's tensors of a whole classifier's checkpoint), is
-taken as mmengine's ``Pretrained`` takes it.
+through the project's reader and :func:`~.fitting.load_checkpoint` in ``'finetune'`` mode,
+not mmengine's ``Pretrained``, which loads whatever keys match and logs the rest.
 """
 from typing import Optional
 
@@ -15,7 +8,7 @@ from mmengine.logging import print_log
 from torch import nn
 
 from ..registry import WEIGHT_INITIALIZERS
-from ._layouts import LayoutError, unwrap_state_dict
+from ._layouts import LayoutError, _unwrap_state_dict
 from ._reader import load_checkpoint_file
 from .errors import CheckpointError
 from ..model_zoo import checkpoint_source
@@ -28,11 +21,10 @@ class PretrainedInit:
     it initialises (a RepVGG backbone or a whole classifier).
 
     Args:
-        checkpoint: the weights.
         prefix: load only the tensors under ``prefix.`` (e.g. ``'backbone'``), without it,
             as mmengine's ``Pretrained`` does.
-        map_location: mmengine's; tensors are read on the CPU and copied to the module's
-            device, so it is not needed.
+        map_location: accepted for mmengine's configs and unused: tensors are read on the
+            CPU and copied to the module's device.
 
     Raises:
         CheckpointError: unreadable file, no tensor under ``prefix``, or a backbone that
@@ -45,11 +37,10 @@ class PretrainedInit:
         self.prefix = prefix
 
     def _source(self):
-        """What to load: the checkpoint's name, or its tensors under ``prefix``."""
         if not self.prefix:
             return self.checkpoint
         try:
-            state_dict = unwrap_state_dict(load_checkpoint_file(
+            state_dict = _unwrap_state_dict(load_checkpoint_file(
                 checkpoint_source(self.checkpoint)))
         except LayoutError as error:
             raise CheckpointError(f'{self.checkpoint}: {error}') from None
