@@ -66,11 +66,8 @@ TIMM_LAYOUT = _KeyLayout(
 LAYOUTS: Dict[str, _KeyLayout] = {
     layout.name: layout for layout in (PROJECT_LAYOUT, OFFICIAL_LAYOUT, TIMM_LAYOUT)}
 
-# Module parts that exist only in one form of a block.
-TRAIN_ONLY_PARTS = frozenset({'branch_3x3.conv', 'branch_3x3.norm', 'branch_1x1.conv',
-                              'branch_1x1.norm', 'branch_norm', 'post_norm'})
-DEPLOY_ONLY_PARTS = frozenset({'branch_reparam'})
-
+# The parts of a block in both forms; of the others, branch_reparam is the deploy form's.
+_BOTH_FORMS_PARTS = frozenset({'se_layer.conv1.conv', 'se_layer.conv2.conv'})
 # Wrappers of the state dict: mmengine/mmpretrain ('state_dict'), official script ('model').
 STATE_DICT_WRAPPERS = ('state_dict', 'model')
 DATA_PARALLEL_PREFIX = 'module.'
@@ -92,12 +89,8 @@ class ProjectState(NamedTuple):
 
 
 def _unwrap_state_dict(checkpoint: object) -> StateDict:
-    """The tensors of a checkpoint: bare, or under ``'state_dict'`` / ``'model'``, with
-    DistributedDataParallel's ``module.`` prefix removed.
-
-    Raises:
-        LayoutError: ``checkpoint`` holds no dict of tensors.
-    """
+    """The tensors of a checkpoint, bare or wrapped, without DistributedDataParallel's
+    ``module.`` prefix; raises :class:`LayoutError` if it holds none."""
     state_dict = checkpoint
     for wrapper in STATE_DICT_WRAPPERS:
         if isinstance(state_dict, Mapping) and isinstance(state_dict.get(wrapper), Mapping):
@@ -167,10 +160,10 @@ def to_project_layout(state_dict: StateDict, layout: Optional[_KeyLayout] = None
     source_prefix = prefixes.pop()
     if layout is not PROJECT_LAYOUT:
         rest = _rename_head(rest, layout)
-    if used_parts & TRAIN_ONLY_PARTS and used_parts & DEPLOY_ONLY_PARTS:
+    form = 'deploy' if 'branch_reparam' in used_parts else 'train'
+    if form == 'deploy' and used_parts - _BOTH_FORMS_PARTS - {'branch_reparam'}:
         raise LayoutError('mixes train-form (branch_3x3) and deploy-form (branch_reparam) '
                           'blocks; it is a partly converted model')
-    form = 'deploy' if used_parts & DEPLOY_ONLY_PARTS else 'train'
     return ProjectState(layout.name, form, source_prefix, backbone, rest)
 
 
@@ -209,11 +202,8 @@ def from_project_layout(backbone: StateDict, head: StateDict, layout: _KeyLayout
         match = pattern.match(key)
         if match is None or match['prefix']:
             raise LayoutError(f'{key!r} is not a backbone-relative RepVGG key')
-        if match['stem'] is not None:
-            block = layout.stem
-        else:
-            block = layout.stage_block.format(
-                stage=int(match['stage']) - 1 + layout.first_stage, index=match['index'])
+        block = layout.stem if match['stem'] is not None else layout.stage_block.format(
+            stage=int(match['stage']) - 1 + layout.first_stage, index=match['index'])
         renamed[f'{block}.{project_parts[match["part"]]}.{match["tensor"]}'] = tensor
     head_names = {project: source for source, project in layout.head_parts}
     for key, tensor in head.items():

@@ -216,13 +216,6 @@ class _PickleMachine:
                 raise Refused('refused, a dict key is not a string or number')
             target[items[index]] = items[index + 1]
 
-    def extend_list(self, items: List[Any]) -> None:
-        target = self.top()
-        if type(target) is not list:
-            raise Refused(f'refused, it appends to a {type(target).__name__}')
-        self.nest(target, items)
-        target.extend(items)
-
     def push_global(self, name: str) -> None:
         if name not in self.calls and name not in self.names:
             hint = REFUSAL_HINTS.get(name)
@@ -277,9 +270,8 @@ class _PickleMachine:
         self.stack.append(container_type())
 
     def op_dict(self) -> None:
-        items = self.pop_mark()
         value: dict = {}
-        self.set_items(value, items)
+        self.set_items(value, self.pop_mark())
         self.stack.append(value)
 
     def push_marked(self, container_type: type) -> None:
@@ -300,7 +292,11 @@ class _PickleMachine:
 
     def op_append(self, marked: bool) -> None:
         items = self.pop_mark() if marked else [self.pop()]
-        self.extend_list(items)
+        target = self.top()
+        if type(target) is not list:
+            raise Refused(f'refused, it appends to a {type(target).__name__}')
+        self.nest(target, items)
+        target.extend(items)
 
     def op_setitem(self, marked: bool) -> None:
         # Unmarked: the value is on top, the key under it.

@@ -58,8 +58,7 @@ def _hash_prefix(url: str) -> str:
 def _cached_download(url: str) -> str:
     """The cached file of ``url``, or ``''`` if it was never downloaded."""
     found = glob.glob(os.path.join(glob.escape(_cache_dir()), f'{_url_hash(url)}-*'))
-    return sorted(path for path in found if not os.path.basename(path).startswith('.'))[0] \
-        if found else ''
+    return min(found, default='')
 
 
 class _RefusedRedirect(Exception):

@@ -29,12 +29,6 @@ def _host() -> str:
     return re.sub(r'[^A-Za-z0-9-]', '-', socket.gethostname())[:64] or 'host'
 
 
-def _partial_path(path: str, suffix: str = '') -> str:
-    folder, name = os.path.split(path)
-    return os.path.join(folder, f'.{name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}'
-                                f'.partial{suffix}')
-
-
 def _process_is_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -136,8 +130,7 @@ def _publish(partial_path: str, path: str, overwrite: bool) -> None:
         if os.path.exists(path):
             raise appeared from None
         os.rename(partial_path, path)
-        return
-    os.unlink(partial_path)
+    # atomic_output removes the partial file left beside a link.
 
 
 @contextlib.contextmanager
@@ -161,7 +154,9 @@ def atomic_output(path: str, overwrite: bool = False, inputs: Inputs = (),
     check_output(path, inputs, overwrite)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     _sweep_stale_partials(path)
-    partial_path = _partial_path(path, suffix)
+    folder, name = os.path.split(path)
+    partial_path = os.path.join(folder, f'.{name}.{_host()}.{os.getpid()}.'
+                                        f'{secrets.token_hex(4)}.partial{suffix}')
     os.close(os.open(partial_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         with _removed_on_signal(partial_path):

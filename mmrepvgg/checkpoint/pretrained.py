@@ -68,6 +68,3 @@ class PretrainedInit:
             if fitted.skipped else ''
         print_log(f'loaded {len(fitted.state_dict)} tensors from {self.checkpoint} into '
                   f'{type(module).__name__}{skipped}', logger='current')
-
-    def _get_init_info(self) -> str:
-        return f'mmrepvgg.Pretrained: load from {self.checkpoint}'
