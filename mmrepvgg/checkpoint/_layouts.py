@@ -110,11 +110,8 @@ def _unwrap_state_dict(checkpoint: object) -> StateDict:
 
 
 def detect_layout(state_dict: Iterable[str]) -> _KeyLayout:
-    """The layout naming the most block tensors of ``state_dict``'s keys.
-
-    Raises:
-        LayoutError: no key names a RepVGG block tensor in any layout.
-    """
+    """The layout naming the most block tensors of ``state_dict``'s keys; raises
+    :class:`LayoutError` if no key names one in any layout."""
     keys = list(state_dict)
     counts = {name: len(list(filter(layout.block_pattern().match, keys)))
               for name, layout in LAYOUTS.items()}
@@ -127,12 +124,8 @@ def detect_layout(state_dict: Iterable[str]) -> _KeyLayout:
 
 def to_project_layout(state_dict: StateDict, layout: Optional[_KeyLayout] = None) -> ProjectState:
     """Rename ``state_dict`` (unwrapped) from ``layout`` (detected when ``None``) to this
-    project's.
-
-    Raises:
-        LayoutError: no or several RepVGG backbones, both train and deploy blocks, or
-            (external layouts) keys that belong to neither the backbone nor the head.
-    """
+    project's; raises :class:`LayoutError` for no or several RepVGG backbones, mixed
+    forms, or (external layouts) keys of neither the backbone nor the head."""
     layout = layout or detect_layout(state_dict)
     pattern = layout.block_pattern()
     block_parts = dict(layout.block_parts)
@@ -190,11 +183,8 @@ def _rename_head(rest: StateDict, layout: _KeyLayout) -> StateDict:
 
 def from_project_layout(backbone: StateDict, head: StateDict, layout: _KeyLayout) -> StateDict:
     """Rename this project's backbone-relative keys (``stage_1.0.branch_reparam.weight``)
-    and head keys (``head.fc.weight``) into ``layout``.
-
-    Raises:
-        LayoutError: a key ``layout`` cannot name.
-    """
+    and head keys (``head.fc.weight``) into ``layout``; raises :class:`LayoutError` for a
+    key ``layout`` cannot name."""
     project_parts = {project: source for source, project in layout.block_parts}
     pattern = PROJECT_LAYOUT.block_pattern()
     renamed = {}

@@ -377,11 +377,8 @@ def _read_checkpoint_bytes(data: bytes, is_safetensors: bool = False) -> Any:
 
 def _read_checkpoint(path: str) -> Any:
     """The inert content of the checkpoint file at ``path``: containers, numbers, strings,
-    CPU tensors, numpy arrays, HistoryBuffers; ``{name: tensor}`` for safetensors.
-
-    Raises:
-        CheckpointError: one line naming the file, what is wrong and what to do.
-    """
+    CPU tensors, numpy arrays, HistoryBuffers; ``{name: tensor}`` for safetensors. Raises
+    :class:`CheckpointError`, one line naming the file, what is wrong and what to do."""
     try:
         # O_NONBLOCK: a FIFO put in the file's place does not hold the open forever.
         with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), 'rb') as stream:
@@ -415,11 +412,7 @@ def _read_checkpoint(path: str) -> Any:
 
 def load_checkpoint_file(source: str) -> Any:
     """:func:`_read_checkpoint` of a path or ``http(s)://`` URL (downloaded once into the
-    project's cache; a cached file the reader refuses is removed).
-
-    Raises:
-        CheckpointError: one line naming the file, what is wrong and what to do.
-    """
+    project's cache; a cached file the reader refuses is removed)."""
     path = _checkpoint_local_path(source, _read_checkpoint)  # cached once the reader accepts it
     try:
         return _read_checkpoint(path)

@@ -1,9 +1,6 @@
-"""``http(s)://`` checkpoints: downloaded once into the project's own cache, then read.
-
-The cache is ``$MMREPVGG_CACHE`` or ``$XDG_CACHE_HOME/mmrepvgg`` (``~/.cache/mmrepvgg``),
-never torch hub's folder (mmengine reads that with a full unpickler). A download is named
-``checkpoints/<URL hash>-<content SHA-256>.pth``, bounded in time and size, written
-atomically and kept only once the reader accepts it. More: docs/checkpoints.md.
+"""``http(s)://`` checkpoints, downloaded once (bounded in time and size, written
+atomically, kept once the reader accepts them) into ``$MMREPVGG_CACHE`` or
+``$XDG_CACHE_HOME/mmrepvgg``: never torch hub's folder, which mmengine unpickles in full.
 """
 import glob
 import hashlib
@@ -169,11 +166,7 @@ def _fetch(url: str, verify: Callable[[str], Any]) -> str:
 
 def _checkpoint_local_path(source: str, verify: Callable[[str], Any]) -> str:
     """The local file of checkpoint ``source``: a path (``~`` expanded) as it is; a URL
-    downloaded on first use (rank 0 only) and kept only if ``verify(path)`` accepts it.
-
-    Raises:
-        CheckpointError: the download failed or ``verify`` refused it; names the URL.
-    """
+    downloaded on first use (by rank 0) and kept only if ``verify(path)`` accepts it."""
     if not source.startswith(URL_PREFIXES):
         return os.path.expanduser(source)
     rank, world_size = get_dist_info()

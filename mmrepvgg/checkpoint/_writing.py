@@ -1,9 +1,6 @@
-"""Atomic writing of checkpoints, ONNX files and JSON reports, and the tools' output guard.
-
-The body writes a hidden ``.NAME.HOST.PID.RANDOM.partial`` file beside the output, which is
-flushed and then linked (or, with ``overwrite``, renamed) onto it. The partial file is
-removed when the body fails, on SIGTERM/SIGINT, and (after a kill -9) by the next write to
-the same output from the same host.
+"""Atomic writing of checkpoints, ONNX files and reports, and the tools' output guard:
+a hidden ``.NAME.HOST.PID.RANDOM.partial`` file is written, flushed, then linked (or, with
+``overwrite``, renamed) onto the output; it never outlives its writer for long.
 """
 import contextlib
 import errno
@@ -176,12 +173,7 @@ def atomic_output(path: str, overwrite: bool = False, inputs: Inputs = (),
 
 def save_checkpoint_atomic(checkpoint: Any, path: str, overwrite: bool = False,
                            inputs: Inputs = ()) -> None:
-    """``torch.save(checkpoint, path)`` through :func:`atomic_output`.
-
-    Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
-        CheckpointError: ``path`` is one of ``inputs``; the disk is full.
-    """
+    """``torch.save(checkpoint, path)`` through :func:`atomic_output` (same errors)."""
     with atomic_output(path, overwrite, inputs) as partial_path:
         with open(partial_path, 'wb') as stream:
             try:

@@ -170,9 +170,16 @@ def _fit_project_state(model: nn.Module, source: ProjectState, name: str,
     mismatched = {key: _mismatch(key, rest[key], model_rest[key])
                   for key in sorted(set(rest) & set(model_rest))}
     mismatched = {key: problem for key, problem in mismatched.items() if problem is not None}
-    if mode != 'finetune':
-        _refuse_rest_problems(missing, unexpected if mode == 'exact' else [], mismatched,
-                              name)
+    if mode != 'finetune' and missing:
+        raise CheckpointError(f'{name}: lacks {_tensors(len(missing))} the model needs, e.g. '
+                              f'{missing[0]!r}; pass a checkpoint of the whole model')
+    if mode == 'exact' and unexpected:
+        raise CheckpointError(
+            f'{name}: holds {_tensors(len(unexpected))} the model has no place for, '
+            f'e.g. {unexpected[0]!r}; it was edited or saved from another model, '
+            'use the config it was trained with')
+    if mode != 'finetune' and mismatched:
+        raise CheckpointError(f'{name}: {next(iter(mismatched.values()))}')
     problems: Dict[str, str] = {key: 'not in the model' for key in unexpected}
     problems.update({key: 'not in the checkpoint' for key in missing})
     problems.update({key: _difference(rest[key], model_rest[key]) for key in mismatched})
@@ -182,28 +189,9 @@ def _fit_project_state(model: nn.Module, source: ProjectState, name: str,
     return FittedState(source, loadable, skipped, filled)
 
 
-def _refuse_rest_problems(missing: List[str], refused_unexpected: List[str],
-                          mismatched: Dict[str, str], name: str) -> None:
-    """Raise for the first problem outside the backbone: missing, unexpected, mismatched."""
-    if missing:
-        raise CheckpointError(f'{name}: lacks {_tensors(len(missing))} the model needs, e.g. '
-                              f'{missing[0]!r}; pass a checkpoint of the whole model')
-    if refused_unexpected:
-        raise CheckpointError(
-            f'{name}: holds {_tensors(len(refused_unexpected))} the model has no place for, '
-            f'e.g. {refused_unexpected[0]!r}; it was edited or saved from another model, '
-            'use the config it was trained with')
-    for problem in mismatched.values():
-        raise CheckpointError(f'{name}: {problem}')
-
-
 def checkpoint_file(source: str) -> str:
     """The local file a tool reads for its checkpoint argument: a path as it is; a zoo name
-    or an ``http(s)://`` URL downloaded once into the project's cache.
-
-    Raises:
-        CheckpointError: the download failed or was refused; the message names the URL.
-    """
+    or ``http(s)://`` URL downloaded once into the project's cache (errors name the URL)."""
     return _checkpoint_local_path(checkpoint_source(source), _read_checkpoint)
 
 

@@ -23,8 +23,7 @@ class PretrainedInit:
     Args:
         prefix: load only the tensors under ``prefix.`` (e.g. ``'backbone'``), without it,
             as mmengine's ``Pretrained`` does.
-        map_location: accepted for mmengine's configs and unused: tensors are read on the
-            CPU and copied to the module's device.
+        map_location: unused (tensors are read on the CPU and copied to the module's device).
 
     Raises:
         CheckpointError: unreadable file, no tensor under ``prefix``, or a backbone that
