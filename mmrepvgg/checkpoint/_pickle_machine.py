@@ -260,8 +260,7 @@ class _PickleMachine:
         self.stack.append(int.from_bytes(self.read(length), 'little', signed=True))
 
     def push_text(self, length_form: str) -> None:
-        raw = self.read(self.unpack(length_form))
-        self.stack.append(raw.decode('utf-8', 'surrogatepass'))
+        self.stack.append(self.read(self.unpack(length_form)).decode('utf-8', 'surrogatepass'))
 
     def push_bytes(self, length_form: str) -> None:
         self.stack.append(self.read(self.unpack(length_form)))
