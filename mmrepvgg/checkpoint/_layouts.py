@@ -145,8 +145,12 @@ def to_project_layout(state_dict: StateDict, layout: Optional[_KeyLayout] = None
                               f'{key!r}); the file was edited, use the original')
         backbone[project_key] = tensor
     if not backbone:
-        raise LayoutError(f'holds no RepVGG block weights in the {layout.name} layout'
-                          f'{_detected_hint(state_dict)}')
+        try:
+            hint = (f' (its keys are in the {detect_layout(state_dict).name} layout); drop '
+                    '--src-format or pass that one')
+        except LayoutError:
+            hint = ''
+        raise LayoutError(f'holds no RepVGG block weights in the {layout.name} layout{hint}')
     if len(prefixes) > 1:
         raise LayoutError(f'holds several RepVGG backbones (under {sorted(prefixes)}); '
                           'extract one state dict first')
@@ -158,14 +162,6 @@ def to_project_layout(state_dict: StateDict, layout: Optional[_KeyLayout] = None
         raise LayoutError('mixes train-form (branch_3x3) and deploy-form (branch_reparam) '
                           'blocks; it is a partly converted model')
     return ProjectState(layout.name, form, source_prefix, backbone, rest)
-
-
-def _detected_hint(state_dict: StateDict) -> str:
-    try:
-        return (f' (its keys are in the {detect_layout(state_dict).name} layout); drop '
-                '--src-format or pass that one')
-    except LayoutError:
-        return ''
 
 
 def _rename_head(rest: StateDict, layout: _KeyLayout) -> StateDict:

@@ -111,17 +111,6 @@ def _download(url: str, partial_path: str) -> str:
     return digest.hexdigest()
 
 
-def _verified(url: str, partial_path: str, verify: Callable[[str], Any]) -> None:
-    """Run ``verify`` on the download at ``partial_path``; its refusal names ``url``."""
-    try:
-        verify(partial_path)
-    except CheckpointError as error:
-        message = str(error)
-        if message.startswith(f'{partial_path}: '):
-            message = message[len(partial_path) + 2:]
-        raise CheckpointError(f'{url}: {message}') from None
-
-
 def _fetch(url: str, verify: Callable[[str], Any]) -> str:
     folder = _cache_dir()
     try:
@@ -140,7 +129,11 @@ def _fetch(url: str, verify: Callable[[str], Any]) -> str:
                 raise CheckpointError(f'{url}: download is damaged (its SHA-256 starts with '
                                       f'{content_hash[:len(expected)]}, the file name says '
                                       f'{expected}); run again')
-            _verified(url, partial_path, verify)
+            try:
+                verify(partial_path)
+            except CheckpointError as error:  # named by the URL, not the partial file
+                message = str(error).removeprefix(f'{partial_path}: ')
+                raise CheckpointError(f'{url}: {message}') from None
         final = os.path.join(folder, f'{_url_hash(url)}-{content_hash}{_extension(url)}')
         os.replace(incoming, final)
         return final

@@ -32,8 +32,7 @@ class PretrainedInit:
 
     def __init__(self, checkpoint: str, prefix: Optional[str] = None,
                  map_location: Optional[str] = None):
-        self.checkpoint = checkpoint
-        self.prefix = prefix
+        self.checkpoint, self.prefix = checkpoint, prefix
 
     def _source(self):
         if not self.prefix:
