@@ -108,6 +108,7 @@ def _is_int(value: Any, minimum: int = 0) -> bool:
 
 
 def _is_plain_key(value: Any) -> bool:
+    # Flat tuples only: a nested tuple key hashes in exponential time.
     if type(value) is tuple:
         return all(type(item) in _PLAIN_KEY_TYPES for item in value)
     return type(value) in _PLAIN_KEY_TYPES

@@ -412,7 +412,8 @@ def _read_checkpoint(path: str) -> Any:
 
 def load_checkpoint_file(source: str) -> Any:
     """:func:`_read_checkpoint` of a path or ``http(s)://`` URL (downloaded once into the
-    project's cache; a cached file the reader refuses is removed)."""
+    project's cache; a cached file the reader refuses is removed); raises
+    :class:`CheckpointError`, one line naming the file, what is wrong and what to do."""
     path = _checkpoint_local_path(source, _read_checkpoint)  # cached once the reader accepts it
     try:
         return _read_checkpoint(path)

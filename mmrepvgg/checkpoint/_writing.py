@@ -1,6 +1,7 @@
 """Atomic writing of checkpoints, ONNX files and reports, and the tools' output guard:
 a hidden ``.NAME.HOST.PID.RANDOM.partial`` file is written, flushed, then linked (or, with
-``overwrite``, renamed) onto the output; it never outlives its writer for long.
+``overwrite``, renamed) onto the output. It is removed if the body fails, on SIGTERM/SIGINT,
+and (after a kill -9) by the next write to the same output from the same host.
 """
 import contextlib
 import errno
