@@ -16,7 +16,7 @@ from .fitting import load_checkpoint
 
 
 @WEIGHT_INITIALIZERS.register_module(name='Pretrained')
-class PretrainedInit:
+class _PretrainedInit:
     """Load ``checkpoint`` (a path, ``http(s)://`` URL or model zoo name) into the module
     it initialises (a RepVGG backbone or a whole classifier).
 
