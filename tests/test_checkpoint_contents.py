@@ -10,7 +10,7 @@ import torch
 from mmengine.logging import HistoryBuffer
 
 from mmrepvgg.checkpoint import CheckpointError, load_checkpoint_file
-from mmrepvgg.checkpoint._reader import view_exceeds_storage
+from mmrepvgg.checkpoint._reader import _view_exceeds_storage as view_exceeds_storage
 
 from conftest import needs_newer_torch, torch_saves
 

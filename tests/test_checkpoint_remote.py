@@ -310,7 +310,7 @@ def test_zoo_name_reads_the_cached_download_of_its_published_url(server, tmp_pat
     url = checkpoint_source(A0_ZOO_NAME)
     assert url.startswith('https://') and url.endswith('-883ab98c.pth')
     content_hash = hashlib.sha256(a0_train_checkpoint_bytes).hexdigest()
-    cached = os.path.join(remote.cache_dir(), f'{remote._url_hash(url)}-{content_hash}.pth')
+    cached = os.path.join(remote._cache_dir(), f'{remote._url_hash(url)}-{content_hash}.pth')
     os.makedirs(os.path.dirname(cached))  # under the fixture's MMREPVGG_CACHE
     with open(cached, 'wb') as stream:
         stream.write(a0_train_checkpoint_bytes)

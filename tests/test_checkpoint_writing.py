@@ -247,14 +247,14 @@ def test_test_tool_dumps_predictions_atomically_and_never_over_an_existing_file(
 
 def test_stale_sweep_leaves_the_partial_files_of_other_hosts(tmp_path):
     """A folder shared between nodes: a PID of another host says nothing here."""
-    from mmrepvgg.checkpoint._writing import _host, sweep_stale_partials
+    from mmrepvgg.checkpoint._writing import _host, _sweep_stale_partials
     dead_pid = 2**22 + 1  # above Linux's pid_max: no such process
     own = tmp_path / f'.deploy.pth.{_host()}.{dead_pid}.0a1b2c3d.partial'
     other = tmp_path / f'.deploy.pth.other-node-7.{dead_pid}.0a1b2c3d.partial'
     own.write_bytes(b'half')
     other.write_bytes(b'half')
 
-    assert sweep_stale_partials(str(tmp_path / 'deploy.pth')) == [str(own)]
+    assert _sweep_stale_partials(str(tmp_path / 'deploy.pth')) == [str(own)]
     assert not own.exists() and other.exists()
 
 

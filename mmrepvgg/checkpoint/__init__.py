@@ -1,19 +1,7 @@
-"""Checkpoints: one reader, one way into a model, atomic writing, source layouts.
+"""Checkpoints: one reader, one way into a model, atomic writing (docs/checkpoints.md).
 
-Public: :func:`load_checkpoint` (read and fit weights into a model, in a mode) and its
-:class:`FittedState`, :func:`load_checkpoint_file` (read a path or URL as inert data),
-the atomic writers :func:`save_checkpoint_atomic`, :func:`atomic_output` and
-:func:`check_output`, and :class:`CheckpointError`. The modules:
-
-- :mod:`._reader`: every load of the project; reads a path, URL or .safetensors file as
-  inert data, executing nothing stored in it (:mod:`._remote` downloads URLs); its pickles
-  are read by :mod:`._pickle_machine`.
-- :mod:`._writing`: write atomically, never over an input, never leaving partial files.
-- :mod:`._layouts`: the mmrepvgg/mmpretrain, official and timm key layouts as data.
-- :mod:`._inspection`: the architecture and health a state dict reveals.
-- :mod:`.fitting`: :func:`load_checkpoint`: whether a checkpoint fits a model, what to
-  load, what does not fit.
-- :mod:`.pretrained`: the ``mmrepvgg.Pretrained`` initializer configs start from weights with.
+:func:`load_checkpoint` reads and fits weights into a model; :func:`load_checkpoint_file`
+reads a path or URL as inert data; the writers never leave a half-written file.
 """
 from . import pretrained  # noqa: F401  (registers mmrepvgg.Pretrained)
 from .errors import CheckpointError

@@ -1,10 +1,6 @@
-"""What a RepVGG state dict says about itself: its architecture, its health.
-
-Works on backbone-relative keys of this project's layout (see
-:func:`mmrepvgg.checkpoint._layouts.to_project_layout`), in either form.
-"""
+"""What a RepVGG state dict says about itself: its architecture, its health."""
 import re
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -17,15 +13,8 @@ _BLOCK_KERNEL = re.compile(
 
 
 class _ArchShape(NamedTuple):
-    """The shape facts that tell RepVGG variants apart.
-
-    Attributes:
-        stem_width: output channels of the stem.
-        depths: blocks per stage, stage 1 first.
-        widths: output channels per stage.
-        groups: ``{global block index: groups}`` of the grouped blocks (stem = 0).
-        has_se: whether the blocks carry squeeze-excitation.
-    """
+    """The shape facts that tell RepVGG variants apart; ``groups`` is ``{block index
+    (stem = 0): groups}`` of the grouped blocks."""
     stem_width: int
     depths: Tuple[int, ...]
     widths: Tuple[int, ...]
@@ -60,26 +49,22 @@ def _arch_shape_of_state(backbone: StateDict) -> _ArchShape:
     return _ArchShape(stem_width, depths, widths, groups, has_se)
 
 
-def _arch_shape_of_setting(arch, base_channels: int = 64) -> _ArchShape:
-    """The :class:`_ArchShape` a variant name or arch dict builds (see ``RepVGG``)."""
-    arch = resolve_arch(arch)
-    widths = stage_widths(arch, base_channels)
-    stem_channels = stem_width(arch, base_channels)
+def _arch_shape_of_setting(name: str) -> _ArchShape:
+    """The :class:`_ArchShape` a published variant builds."""
+    arch = resolve_arch(name)
     groups = {index: count for index, count in (arch['group_layer_map'] or {}).items()
               if count > 1 and index <= sum(arch['num_blocks'])}
-    return _ArchShape(stem_channels, tuple(arch['num_blocks']), widths, groups,
+    return _ArchShape(stem_width(arch), tuple(arch['num_blocks']), stage_widths(arch), groups,
                       arch['se_cfg'] is not None)
 
 
-def _matching_arch_names(shape: _ArchShape) -> List[str]:
-    """The published variants (:data:`ARCH_SETTINGS`) with exactly this shape."""
-    return [name for name in ARCH_SETTINGS if _arch_shape_of_setting(name) == shape]
-
-
-def _describe_arch(shape: _ArchShape, family: str = 'RepVGG') -> str:
-    """``'RepVGG-B1g4'`` (``family`` the block family), or the shape facts when no
-    published variant matches."""
-    names = _matching_arch_names(shape)
+def describe_state_arch(backbone: StateDict) -> str:
+    """The published variant a backbone state dict (this project's keys) holds, e.g.
+    ``'RepVGG-B1g4'`` (``'QARepVGG-A0'`` for train-form QARepVGG blocks: the deploy forms
+    are the same network), or its shape facts when none matches."""
+    family = 'QARepVGG' if any('.post_norm.' in key for key in backbone) else 'RepVGG'
+    shape = _arch_shape_of_state(backbone)
+    names = [name for name in ARCH_SETTINGS if _arch_shape_of_setting(name) == shape]
     if names:
         return ' / '.join(f'{family}-{name}' for name in names)
     groups = f', groups {shape.groups}' if shape.groups else ''
@@ -88,20 +73,10 @@ def _describe_arch(shape: _ArchShape, family: str = 'RepVGG') -> str:
             f'widths {shape.widths}{groups}{se})')
 
 
-def describe_state_arch(backbone: StateDict) -> str:
-    """:func:`_describe_arch` of a backbone state dict: ``'QARepVGG-A0'`` for train-form
-    QARepVGG blocks (a ``post_norm`` after the branch sum), ``'RepVGG-A0'`` otherwise (the
-    deploy forms of both are the same network)."""
-    family = 'QARepVGG' if any('.post_norm.' in key for key in backbone) else 'RepVGG'
-    return _describe_arch(_arch_shape_of_state(backbone), family)
-
-
 def first_unusable_tensor(state_dict: StateDict) -> Optional[Tuple[str, str]]:
-    """``(key, what is wrong with it and what to do)`` for the first tensor no model can
-    use: a meta tensor (a shape without values), a sparse or quantized one, NaN or infinite
-    values, or a BatchNorm ``running_var`` below zero (a variance cannot be; the fusion
-    would take the square root of a negative number). ``None`` when every tensor is
-    usable."""
+    """``(key, what is wrong and what to do)`` for the first tensor no model can use
+    (meta, sparse or quantized, NaN or infinite, a negative BatchNorm ``running_var``, whose
+    fusion would take a square root of it); ``None`` when all are usable."""
     for key, tensor in state_dict.items():
         if tensor.is_meta:
             return key, ('is a meta tensor (a shape without values): it was saved from a '

@@ -1,13 +1,7 @@
 """The pickle machine: a pickle's bytes in, inert data out; nothing it names ever runs.
 
-As in torch's ``_weights_only_unpickler``: an explicit loop over the opcodes of
-:data:`OPCODES`, a refusal for any other byte. Only the globals of :data:`CALLS` (methods
-that check their arguments and build the value) and :data:`NAMES` may be named, so a pickle
-builds containers, numbers, strings, tensors over the storages its container hands in;
-dict subclasses and ``argparse.Namespace`` become dicts. Memo references are shared,
-never copied; dict keys and set items are plain scalars or flat tuples of them (a nested
-tuple key hashes in exponential time); integers have at most :data:`MAX_INT_BYTES` bytes;
-containers nest at most :data:`MAX_NESTING` deep and hold no cycle (see ``nest``).
+An explicit loop over the opcodes of :data:`OPCODES` and the globals of :data:`CALLS` and
+:data:`NAMES`; anything else is refused. What it admits: docs/checkpoints.md.
 """
 import struct
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
@@ -45,7 +39,7 @@ OPCODES: Dict[bytes, Tuple[Any, ...]] = {
     b'Q': ('BINPERSID', 'op_binpersid')}
 
 # The globals a pickle may call (REDUCE), each with the method checking its arguments
-# (``__builtin__`` is protocol 2's builtins). Subclasses add the globals of other libraries.
+# (``__builtin__`` is protocol 2's builtins).
 CALLS: Dict[str, str] = {
     'torch._utils._rebuild_tensor_v2': 'call_rebuild_tensor',
     'torch._utils._rebuild_parameter': 'call_rebuild_parameter',
@@ -94,26 +88,27 @@ class Refused(Exception):
     """What is wrong with the file, as the second half of a one-line message."""
 
 
-class Global:
-    """A global the pickle named (from :data:`CALLS` or :data:`NAMES`): only a name."""
+class _Global:
+    """A global the pickle named: only a name."""
 
     def __init__(self, name: str):
         self.name = name
 
 
-class Unfinished:
-    """An object whose data arrives by a later BUILD, to ``finish(self, state)``: it may
-    not be used before, and is then replaced by ``result``."""
+class _Unfinished:
+    """An object whose data arrives by a later BUILD, to ``finish(self, state)``; unusable
+    before, replaced by ``result`` after."""
 
-    def __init__(self, finish: Callable[['Unfinished', Any], Any], argument: Any = None):
+    def __init__(self, finish: Callable[['_Unfinished', Any], Any], argument: Any = None):
         self.finish, self.argument, self.result = finish, argument, None
 
 
-def is_int(value: Any, minimum: int = 0) -> bool:
+def _is_int(value: Any, minimum: int = 0) -> bool:
     return type(value) is int and minimum <= value < 2**62
 
 
 def _is_plain_key(value: Any) -> bool:
+    # Flat tuples only: a nested tuple key hashes in exponential time.
     if type(value) is tuple:
         return all(type(item) in _PLAIN_KEY_TYPES for item in value)
     return type(value) in _PLAIN_KEY_TYPES
@@ -126,18 +121,17 @@ def _plain_collection(factory: type, items: Any) -> Any:
 
 
 def _usable(value: Any) -> Any:
-    if isinstance(value, Unfinished):
+    if isinstance(value, _Unfinished):
         if value.result is None:
             raise Refused('refused, it uses an object before its data is set')
         return value.result
     return value
 
 
-class PickleMachine:
-    """Reads the pickle at ``data[position:]``: its stack, marks and memo, and the
-    handlers of :data:`OPCODES`. ``persistent_load`` makes a storage from a persistent id
-    (torch's ``BINPERSID``); tensors are views of what it returns (``view(offset, shape,
-    stride)``), never of anything else."""
+class _PickleMachine:
+    """Reads the pickle at ``data[position:]``. ``persistent_load`` makes a storage from a
+    persistent id (``BINPERSID``); tensors are views of what it returns (``view(offset,
+    shape, stride)``), never of anything else."""
     calls, new_objects, names = CALLS, NEW_OBJECTS, NAMES
 
     def __init__(self, data: bytes, position: int, persistent_load: Callable[[Any], Any]):
@@ -146,11 +140,9 @@ class PickleMachine:
         self.marks: List[List[Any]] = []
         self.memo: Dict[int, Any] = {}
         self.storages: Dict[int, Any] = {}  # id -> what persistent_load returned
-        # id -> (container, height) and id -> container put in another: each held, so that
-        # its id stays its own.
+        # Each keyed by id and holding its object, so that the id stays its own.
         self.heights: Dict[int, Tuple[Any, int]] = {}
         self.nested: Dict[int, Any] = {}
-        # id -> (dict, what it was pickled as): the dict is held so that its id stays its own.
         self.dicts_of: Dict[int, Tuple[dict, str]] = {}
         self.finished = False
 
@@ -165,7 +157,6 @@ class PickleMachine:
             getattr(self, handler)(*arguments)
         return self.stack.pop(), self.position
 
-    # --- the bytes and the stack ---
     def read(self, count: int) -> bytes:
         end = self.position + count
         if count < 0 or end > len(self.data):
@@ -226,13 +217,6 @@ class PickleMachine:
                 raise Refused('refused, a dict key is not a string or number')
             target[items[index]] = items[index + 1]
 
-    def extend_list(self, items: List[Any]) -> None:
-        target = self.top()
-        if type(target) is not list:
-            raise Refused(f'refused, it appends to a {type(target).__name__}')
-        self.nest(target, items)
-        target.extend(items)
-
     def push_global(self, name: str) -> None:
         if name not in self.calls and name not in self.names:
             hint = REFUSAL_HINTS.get(name)
@@ -240,9 +224,9 @@ class PickleMachine:
                 'which no checkpoint needs; it may be malicious, do not load it elsewhere '
                 'with weights_only=False')
             raise Refused(f'refused, it calls {name}, {reason}')
-        self.stack.append(Global(name))
+        self.stack.append(_Global(name))
 
-    # --- the handlers of OPCODES (pop and pop_mark above are POP's and POP_MARK's) ---
+    # The handlers of OPCODES (pop and pop_mark above are POP's and POP_MARK's).
     def op_proto(self) -> None:
         if self.read(1)[0] not in (2, 3, 4, 5):
             raise Refused('refused, its pickle protocol is not 2 to 5')
@@ -277,8 +261,7 @@ class PickleMachine:
         self.stack.append(int.from_bytes(self.read(length), 'little', signed=True))
 
     def push_text(self, length_form: str) -> None:
-        raw = self.read(self.unpack(length_form))
-        self.stack.append(raw.decode('utf-8', 'surrogatepass'))
+        self.stack.append(self.read(self.unpack(length_form)).decode('utf-8', 'surrogatepass'))
 
     def push_bytes(self, length_form: str) -> None:
         self.stack.append(self.read(self.unpack(length_form)))
@@ -287,9 +270,8 @@ class PickleMachine:
         self.stack.append(container_type())
 
     def op_dict(self) -> None:
-        items = self.pop_mark()
         value: dict = {}
-        self.set_items(value, items)
+        self.set_items(value, self.pop_mark())
         self.stack.append(value)
 
     def push_marked(self, container_type: type) -> None:
@@ -305,21 +287,20 @@ class PickleMachine:
         self.push_container(_plain_collection(frozenset, items), items)
 
     def op_tuple_of(self, count: int) -> None:
-        items = [self.pop() for _ in range(count)]
-        items.reverse()
+        items = [self.pop() for _ in range(count)][::-1]
         self.push_container(tuple(items), items)
 
     def op_append(self, marked: bool) -> None:
         items = self.pop_mark() if marked else [self.pop()]
-        self.extend_list(items)
+        target = self.top()
+        if type(target) is not list:
+            raise Refused(f'refused, it appends to a {type(target).__name__}')
+        self.nest(target, items)
+        target.extend(items)
 
     def op_setitem(self, marked: bool) -> None:
-        if marked:
-            items = self.pop_mark()
-        else:
-            value = self.pop()
-            key = self.pop()
-            items = [key, value]
+        # Unmarked: the value is on top, the key under it.
+        items = self.pop_mark() if marked else [self.pop(), self.pop()][::-1]
         self.set_items(self.top(), items)
 
     def op_additems(self) -> None:
@@ -339,14 +320,12 @@ class PickleMachine:
         if index not in self.memo:
             raise Refused('refused, its pickle is malformed (unknown memo entry)')
         value = self.memo[index]
-        if isinstance(value, Unfinished) and value.result is not None:
+        if isinstance(value, _Unfinished) and value.result is not None:
             value = value.result
         self.stack.append(value)
 
     def op_global(self) -> None:
-        module = self.read_line()
-        name = self.read_line()
-        self.push_global(f'{module}.{name}')
+        self.push_global(f'{self.read_line()}.{self.read_line()}')
 
     def op_stack_global(self) -> None:
         name = self.pop()
@@ -358,9 +337,9 @@ class PickleMachine:
     def op_reduce(self) -> None:
         args = self.pop()
         function = self.pop()
-        if not (isinstance(function, Global) and function.name in self.calls
+        if not (isinstance(function, _Global) and function.name in self.calls
                 and type(args) is tuple):
-            name = function.name if isinstance(function, Global) else type(function).__name__
+            name = function.name if isinstance(function, _Global) else type(function).__name__
             raise Refused(f'refused, it calls {name}, which is only a name here')
         try:
             value = getattr(self, self.calls[function.name])(*args)
@@ -374,11 +353,11 @@ class PickleMachine:
     def op_newobj(self) -> None:
         args = self.pop()
         cls = self.pop()
-        kind = self.new_objects.get(cls.name) if isinstance(cls, Global) else None
+        kind = self.new_objects.get(cls.name) if isinstance(cls, _Global) else None
         if kind is None or args != ():
             raise Refused('refused, it creates an object of a class no checkpoint needs')
         if kind.startswith('finish_'):
-            self.stack.append(Unfinished(getattr(self, kind)))
+            self.stack.append(_Unfinished(getattr(self, kind)))
             return
         value: dict = {}
         self.dicts_of[id(value)] = (value, kind)
@@ -387,7 +366,7 @@ class PickleMachine:
     def op_build(self) -> None:
         state = self.pop()
         target = self.top()
-        if isinstance(target, Unfinished) and target.result is None:
+        if isinstance(target, _Unfinished) and target.result is None:
             target.result = target.finish(target, state)
             self.stack[-1] = target.result
             return
@@ -409,7 +388,7 @@ class PickleMachine:
         self.storages[id(storage)] = storage
         self.stack.append(storage)
 
-    # --- the globals of CALLS, each checking its arguments ---
+    # The globals of CALLS.
     def call_rebuild_tensor(self, storage, offset, size, stride, requires_grad, hooks,
                             metadata=None) -> torch.Tensor:
         # torch pickles backward hooks as OrderedDict(), {} here; autograd would call them.
@@ -432,7 +411,7 @@ class PickleMachine:
         return {}
 
     def call_size(self, dims) -> torch.Size:
-        if type(dims) is not tuple or not all(map(is_int, dims)):
+        if type(dims) is not tuple or not all(map(_is_int, dims)):
             raise Refused('refused, it calls torch.Size with non-integers')
         return torch.Size(dims)
 

@@ -1,19 +1,8 @@
 """The one checkpoint reader: bytes in, inert data out, nothing from the file ever runs.
 
-Every load of the project ends here. The file is opened once and read whole; ``torch.load``
-never sees it. Pickles are read by :mod:`._pickle_machine`, with numpy's and mmengine's
-globals added here; tensors are views of the file's bytes, each byte in one storage at
-most, so time and memory are linear in the file's size.
-
-- **torch zip** (``torch.save``): each record's bytes, local header to end of data, lie in
-  the file and overlap no other record's; each record used is stored (not compressed),
-  matches its CRC-32 and holds exactly the bytes its storage declares.
-- **torch legacy** (``_use_new_zipfile_serialization=False``): magic number, protocol,
-  system info, the main pickle, the list of storage keys, then each storage as an 8-byte
-  element count and its bytes: each storage the pickle uses listed and stored once, with
-  the size it declared, and nothing after the last one.
-- **safetensors**: an 8-byte header length, a JSON header, the tensors' bytes; the
-  offsets must tile the data exactly.
+Reads torch zip, torch legacy and safetensors files, opened once and read whole (never by
+``torch.load``); pickles go through :mod:`._pickle_machine`. What each format must satisfy
+to be read: docs/checkpoints.md.
 """
 import io
 import json
@@ -30,9 +19,9 @@ import torch
 from mmengine.logging import HistoryBuffer
 
 from .errors import CheckpointError
-from ._pickle_machine import (CALLS, NAMES, NEW_OBJECTS, REFUSAL_HINTS, STORAGE_DTYPES, Global,
-                              PickleMachine, Refused, Unfinished, is_int)
-from ._remote import checkpoint_local_path, forget_download
+from ._pickle_machine import (CALLS, NAMES, NEW_OBJECTS, REFUSAL_HINTS, STORAGE_DTYPES, Refused,
+                              _Global, _is_int, _PickleMachine, _Unfinished)
+from ._remote import _checkpoint_local_path, _forget_download
 
 ZIP_MAGIC = b'PK\x03\x04'
 # A zip record's local header: magic, 22 bytes this reader skips, name and extra lengths.
@@ -52,10 +41,9 @@ HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 HISTORY_BUFFER_FIELDS = {'_log_history', '_count_history', 'max_length', 'statistics_methods'}
 
 
-class _CheckpointPickle(PickleMachine):
-    """The pickle machine with the globals of numpy and mmengine that training checkpoints
-    hold (``numpy.core`` is NumPy 1.x's name of ``numpy._core``): plain number arrays and
-    scalars built here with ``np.frombuffer``, fresh HistoryBuffers from checked arrays."""
+class _CheckpointPickle(_PickleMachine):
+    """The pickle machine with the numpy and mmengine globals of training checkpoints
+    (``numpy.core`` is NumPy 1.x's ``numpy._core``)."""
     calls = {**CALLS, 'numpy.dtype': 'call_numpy_dtype',
              'builtins.getattr': 'call_getattr', '__builtin__.getattr': 'call_getattr',
              **{f'{package}.multiarray.{name}': f'call_numpy_{name.strip("_")}' for name in
@@ -65,23 +53,23 @@ class _CheckpointPickle(PickleMachine):
 
     def call_getattr(self, owner, name) -> str:
         # mmengine pickles HistoryBuffer's statistics as getattr(HistoryBuffer, 'mean').
-        if not (isinstance(owner, Global) and owner.name == _HISTORY_BUFFER
+        if not (isinstance(owner, _Global) and owner.name == _HISTORY_BUFFER
                 and name in HISTORY_BUFFER_STATISTICS):
             raise Refused(f'refused, it calls builtins.getattr(..., {name!r}), which no '
                           'checkpoint needs')
         return name
 
-    def call_numpy_dtype(self, code, align, copy) -> Unfinished:
+    def call_numpy_dtype(self, code, align, copy) -> _Unfinished:
         if code not in NUMPY_DTYPES or (align, copy) != (False, True):
             raise Refused(f'refused, it holds a numpy dtype {code!r}, not a plain number type '
                           '(object arrays hold pointers); save plain numeric arrays')
-        return Unfinished(self.finish_dtype, code)
+        return _Unfinished(self.finish_dtype, code)
 
-    def call_numpy_reconstruct(self, subtype, shape, type_code) -> Unfinished:
-        if not (isinstance(subtype, Global) and subtype.name == 'numpy.ndarray'
+    def call_numpy_reconstruct(self, subtype, shape, type_code) -> _Unfinished:
+        if not (isinstance(subtype, _Global) and subtype.name == 'numpy.ndarray'
                 and shape == (0, ) and type_code == b'b'):
             raise Refused('refused, it calls numpy _reconstruct other than as arrays pickle')
-        return Unfinished(self.finish_ndarray)
+        return _Unfinished(self.finish_ndarray)
 
     def call_numpy_scalar(self, dtype, raw) -> np.generic:
         if not isinstance(dtype, np.dtype) or type(raw) is not bytes \
@@ -89,17 +77,17 @@ class _CheckpointPickle(PickleMachine):
             raise Refused('refused, it calls numpy scalar with other than a number\'s bytes')
         return np.frombuffer(raw, dtype)[0]
 
-    def finish_dtype(self, dtype: Unfinished, state: Any) -> np.dtype:
+    def finish_dtype(self, dtype: _Unfinished, state: Any) -> np.dtype:
         if type(state) is not tuple or len(state) != 8 or state[0] != 3 \
                 or state[1] not in ('<', '|') or state[2:] != (None, None, None, -1, -1, 0):
             raise Refused('refused, it holds a numpy dtype that is not a plain number type')
         return np.dtype(state[1] + dtype.argument)
 
-    def finish_ndarray(self, array: Unfinished, state: Any) -> np.ndarray:
+    def finish_ndarray(self, array: _Unfinished, state: Any) -> np.ndarray:
         if type(state) is not tuple or len(state) != 5 or state[0] != 1:
             raise Refused('refused, it holds a numpy array in an unknown form')
         _, shape, dtype, fortran_order, raw = state
-        if not (type(shape) is tuple and all(map(is_int, shape))
+        if not (type(shape) is tuple and all(map(_is_int, shape))
                 and isinstance(dtype, np.dtype) and type(fortran_order) is bool
                 and type(raw) is bytes and len(raw) == math.prod(shape) * dtype.itemsize):
             raise Refused('refused, it holds a numpy array whose bytes do not match its '
@@ -107,11 +95,11 @@ class _CheckpointPickle(PickleMachine):
         return np.frombuffer(raw, dtype).reshape(
             shape, order='F' if fortran_order else 'C').copy()
 
-    def finish_history_buffer(self, buffer: Unfinished, state: Any) -> HistoryBuffer:
+    def finish_history_buffer(self, buffer: _Unfinished, state: Any) -> HistoryBuffer:
         fields = state if type(state) is dict else {}
         histories = (fields.get('_log_history'), fields.get('_count_history'))
         max_length = fields.get('max_length')
-        if not (set(fields) <= HISTORY_BUFFER_FIELDS and is_int(max_length, 1)
+        if not (set(fields) <= HISTORY_BUFFER_FIELDS and _is_int(max_length, 1)
                 and all(isinstance(history, np.ndarray) and history.ndim == 1
                         for history in histories) and len(histories[0]) == len(histories[1])):
             raise Refused('a HistoryBuffer without numeric histories and max_length; '
@@ -120,7 +108,7 @@ class _CheckpointPickle(PickleMachine):
         return HistoryBuffer(*histories, max_length)
 
 
-class Storage:
+class _Storage:
     """A storage of the file: ``flat`` holds its ``numel`` elements of ``dtype``."""
 
     def __init__(self, dtype: torch.dtype, numel: int, flat: torch.Tensor):
@@ -128,10 +116,10 @@ class Storage:
 
     def view(self, offset: Any, shape: Any, stride: Any) -> torch.Tensor:
         """The tensor a pickle rebuilds over this storage, if its view stays inside it."""
-        if not (is_int(offset) and type(shape) is tuple and type(stride) is tuple
-                and len(shape) == len(stride) <= 16 and all(map(is_int, shape + stride))):
+        if not (_is_int(offset) and type(shape) is tuple and type(stride) is tuple
+                and len(shape) == len(stride) <= 16 and all(map(_is_int, shape + stride))):
             raise Refused('refused, a tensor has an invalid offset, shape or stride')
-        if view_exceeds_storage(shape, stride, offset, self.numel):
+        if _view_exceeds_storage(shape, stride, offset, self.numel):
             plural = '' if self.numel == 1 else 's'
             raise Refused(f'a tensor claims shape {shape} with strides {stride} over '
                           f'{self.numel} stored element{plural}, a damaged or malicious '
@@ -139,11 +127,10 @@ class Storage:
         return torch.as_strided(self.flat, shape, stride, offset)
 
 
-def view_exceeds_storage(shape: tuple, stride: tuple, storage_offset: int,
-                         storage_elements: int) -> bool:
+def _view_exceeds_storage(shape: tuple, stride: tuple, storage_offset: int,
+                          storage_elements: int) -> bool:
     """Whether a strided view names an element outside its storage, or two of its
-    elements share one (a stride-0 dimension of size > 1): such a view lets a few stored
-    bytes claim a 20000x20000 tensor that the first computation materialises."""
+    elements share one: either lets a few stored bytes claim a huge tensor."""
     if math.prod(shape) == 0:
         return False
     if any(size > 1 and step == 0 for size, step in zip(shape, stride)):
@@ -168,32 +155,31 @@ def _checked_bools(flat: torch.Tensor) -> torch.Tensor:
 
 class _StorageTable:
     """The storages a pickle references by persistent id, each made once by
-    ``make(key, dtype, numel)``; the same key must be declared the same way each time."""
+    ``make(key, dtype, numel)`` and declared the same way each time."""
 
     def __init__(self, make: Callable[[str, torch.dtype, int], torch.Tensor], legacy: bool):
         self.make, self.legacy = make, legacy
-        self.storages: Dict[str, Storage] = {}
+        self.storages: Dict[str, _Storage] = {}
 
-    def __call__(self, pid: Any) -> Storage:
-        """The storage of a persistent id ``('storage', class, key, location, numel)``
-        (legacy files add a view, which must be None)."""
+    def __call__(self, pid: Any) -> _Storage:
+        # pid: ('storage', class, key, location, numel), and a view (None) in legacy files.
         length = 6 if self.legacy else 5
         if type(pid) is not tuple or len(pid) != length or pid[0] != 'storage':
             raise Refused('refused, it references data other than a tensor storage')
         storage_class, key, location, numel = pid[1:5]
-        name = storage_class.name if isinstance(storage_class, Global) else None
+        name = storage_class.name if isinstance(storage_class, _Global) else None
         if name not in STORAGE_DTYPES:
             raise Refused(f'refused, a storage is of class {name}, not a plain number storage')
         if location == 'meta':
             raise Refused('refused, a storage is on the meta device, which makes '
                           f'{REFUSAL_HINTS["torch._utils._rebuild_meta_tensor_no_storage"]}')
         if not (type(key) is str and _STORAGE_KEY.fullmatch(key) and type(location) is str
-                and _LOCATION.fullmatch(location) and is_int(numel)
+                and _LOCATION.fullmatch(location) and _is_int(numel)
                 and (not self.legacy or pid[5] is None)):
             raise Refused('refused, a storage reference is malformed')
         dtype = STORAGE_DTYPES[name]
         if key not in self.storages:
-            self.storages[key] = Storage(dtype, numel, self.make(key, dtype, numel))
+            self.storages[key] = _Storage(dtype, numel, self.make(key, dtype, numel))
         if (self.storages[key].dtype, self.storages[key].numel) != (dtype, numel):
             raise Refused(f'refused, storage {key} is declared twice, differently')
         return self.storages[key]
@@ -221,8 +207,7 @@ def _zip_record(archive: zipfile.ZipFile, name: str) -> Optional[bytes]:
 
 def _check_record_ranges(archive: zipfile.ZipFile, data: bytes) -> None:
     """Refuse records whose bytes, local header to end of data, leave the file or overlap
-    another record's: overlapping stored records, each with a correct CRC, let a few bytes
-    of the file claim many times its size."""
+    another record's (a few bytes would claim many times the file's size)."""
     ranges = []
     for info in archive.infolist():
         start, header_size = info.header_offset, ZIP_LOCAL_HEADER.size
@@ -363,8 +348,8 @@ def _read_safetensors(data: bytes) -> Dict[str, torch.Tensor]:
             if dtype is None:
                 raise unreadable(f'tensor {name!r} has dtype {entry["dtype"]}; save float32, '
                                  'float16 or bfloat16 tensors')
-            if not (type(shape) is list and all(map(is_int, shape)) and begin
-                    == end_of_previous and is_int(end) and end <= len(body)
+            if not (type(shape) is list and all(map(_is_int, shape)) and begin
+                    == end_of_previous and _is_int(end) and end <= len(body)
                     and end - begin == math.prod(shape) * dtype.itemsize):
                 raise unreadable(f'the offsets of tensor {name!r} do not tile the data')
             tensors[name] = _flat_tensor(body[begin:end], dtype).reshape(shape)
@@ -376,9 +361,8 @@ def _read_safetensors(data: bytes) -> Dict[str, torch.Tensor]:
     return tensors
 
 
-def read_checkpoint_bytes(data: bytes, is_safetensors: bool = False) -> Any:
-    """The content of a checkpoint given as its bytes (``is_safetensors``: its name ends
-    so, else its bytes tell). Raises :class:`Refused`, the end of a one-line message."""
+def _read_checkpoint_bytes(data: bytes, is_safetensors: bool = False) -> Any:
+    """The content of a checkpoint's bytes; raises :class:`Refused`."""
     if not data:
         raise Refused('is empty (0 bytes); re-download or re-save it')
     if is_safetensors or data[8:9] == b'{':
@@ -391,17 +375,10 @@ def read_checkpoint_bytes(data: bytes, is_safetensors: bool = False) -> Any:
                   'file written by torch.save')
 
 
-def read_checkpoint(path: str) -> Any:
-    """Read the checkpoint file at ``path`` (opened once; see the module docstring).
-
-    Returns:
-        Inert data: dicts, lists, tuples, sets, strings, bytes, numbers, CPU tensors and
-        parameters, ``torch.Size``, numpy arrays and scalars, mmengine HistoryBuffers; a
-        safetensors file gives ``{name: tensor}``.
-
-    Raises:
-        CheckpointError: one line naming the file, what is wrong and what to do.
-    """
+def _read_checkpoint(path: str) -> Any:
+    """The inert content of the checkpoint file at ``path``: containers, numbers, strings,
+    CPU tensors, numpy arrays, HistoryBuffers; ``{name: tensor}`` for safetensors. Raises
+    :class:`CheckpointError`, one line naming the file, what is wrong and what to do."""
     try:
         # O_NONBLOCK: a FIFO put in the file's place does not hold the open forever.
         with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), 'rb') as stream:
@@ -414,7 +391,7 @@ def read_checkpoint(path: str) -> Any:
             data = stream.read(status.st_size + 1)
         if len(data) != status.st_size:
             raise Refused('changed size while being read; run again once it is written')
-        return read_checkpoint_bytes(data, path.endswith('.safetensors'))
+        return _read_checkpoint_bytes(data, path.endswith('.safetensors'))
     except FileNotFoundError as error:
         raise CheckpointError(f'{path}: no such checkpoint file; check the path') from error
     except IsADirectoryError as error:
@@ -434,16 +411,12 @@ def read_checkpoint(path: str) -> Any:
 
 
 def load_checkpoint_file(source: str) -> Any:
-    """Read the checkpoint at a path or ``http(s)://`` URL with :func:`read_checkpoint`; a
-    URL is downloaded once into the project's cache (:mod:`._remote`); a cached file the
-    reader refuses is removed from it.
-
-    Raises:
-        CheckpointError: one line naming the file, what is wrong and what to do.
-    """
-    path = checkpoint_local_path(source, read_checkpoint)  # cached once the reader accepts it
+    """:func:`_read_checkpoint` of a path or ``http(s)://`` URL (downloaded once into the
+    project's cache; a cached file the reader refuses is removed); raises
+    :class:`CheckpointError`, one line naming the file, what is wrong and what to do."""
+    path = _checkpoint_local_path(source, _read_checkpoint)  # cached once the reader accepts it
     try:
-        return read_checkpoint(path)
+        return _read_checkpoint(path)
     except CheckpointError:
-        forget_download(path)
+        _forget_download(path)
         raise

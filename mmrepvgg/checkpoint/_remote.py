@@ -1,14 +1,6 @@
-"""``http(s)://`` checkpoints: downloaded once into the project's own cache, then read.
-
-The cache is ``$MMREPVGG_CACHE`` or ``$XDG_CACHE_HOME/mmrepvgg`` (``~/.cache/mmrepvgg``),
-never torch hub's folder, which mmengine's ``open-mmlab://`` and similar loaders read with
-a full unpickler. A download is named by the URL's and the content's SHA-256
-(``checkpoints/<url hash>-<content hash>.pth``), not by a name the URL chooses; it has a
-connect/read timeout, a total time limit and a size limit, is written atomically (an
-interrupted download leaves nothing) and enters the cache only once the reader has read
-it, so a refused file (a captive portal's HTML page) never stays there; redirects stay on
-http(s), and every error names the URL. Under distributed training rank 0 downloads while
-the other ranks wait.
+"""``http(s)://`` checkpoints, downloaded once (bounded in time and size, written
+atomically, kept once the reader accepts them) into ``$MMREPVGG_CACHE`` or
+``$XDG_CACHE_HOME/mmrepvgg``: never torch hub's folder, which mmengine unpickles in full.
 """
 import glob
 import hashlib
@@ -36,8 +28,7 @@ _EXTENSIONS = ('.pth', '.pt', '.safetensors')
 _HASH_PREFIX_MIN_DIGITS = 8
 
 
-def cache_dir() -> str:
-    """Where downloaded checkpoints are kept (see the module docstring)."""
+def _cache_dir() -> str:
     root = os.environ.get('MMREPVGG_CACHE') or os.path.join(
         os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'), 'mmrepvgg')
     return os.path.join(root, 'checkpoints')
@@ -61,15 +52,14 @@ def _hash_prefix(url: str) -> str:
     return digits if is_hex else ''
 
 
-def cached_download(url: str) -> str:
+def _cached_download(url: str) -> str:
     """The cached file of ``url``, or ``''`` if it was never downloaded."""
-    found = glob.glob(os.path.join(glob.escape(cache_dir()), f'{_url_hash(url)}-*'))
-    return sorted(path for path in found if not os.path.basename(path).startswith('.'))[0] \
-        if found else ''
+    found = glob.glob(os.path.join(glob.escape(_cache_dir()), f'{_url_hash(url)}-*'))
+    return min(found, default='')
 
 
 class _RefusedRedirect(Exception):
-    """The server redirected to a URL that is not http(s) (e.g. ``ftp://``, ``file://``)."""
+    """The server redirected off http(s) (e.g. to ``ftp://``, ``file://``)."""
 
 
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
@@ -82,7 +72,7 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
 
 
 def _declared_bytes(url: str, content_length: Optional[str]) -> int:
-    """The size a ``Content-Length`` header declares, in bytes; -1 if it declares none."""
+    """The size in bytes a ``Content-Length`` header declares; -1 if none."""
     if content_length is None:
         return -1
     if not (content_length.strip().isascii() and content_length.strip().isdigit()):
@@ -121,29 +111,13 @@ def _download(url: str, partial_path: str) -> str:
     return digest.hexdigest()
 
 
-def _make_cache_dir(url: str) -> str:
-    folder = cache_dir()
+def _fetch(url: str, verify: Callable[[str], Any]) -> str:
+    folder = _cache_dir()
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as error:
         raise CheckpointError(f'{url}: cannot be downloaded into {folder} ({error.strerror}); '
                               'point MMREPVGG_CACHE at a writable folder') from None
-    return folder
-
-
-def _verified(url: str, partial_path: str, verify: Callable[[str], Any]) -> None:
-    """Run ``verify`` on the download at ``partial_path``; its refusal names ``url``."""
-    try:
-        verify(partial_path)
-    except CheckpointError as error:
-        message = str(error)
-        if message.startswith(f'{partial_path}: '):
-            message = message[len(partial_path) + 2:]
-        raise CheckpointError(f'{url}: {message}') from None
-
-
-def _fetch(url: str, verify: Callable[[str], Any]) -> str:
-    folder = _make_cache_dir(url)
     # Unique per writer: the next step renames it to the name its content gives.
     incoming = os.path.join(folder, f'.{_url_hash(url)}.{socket.gethostname()}.'
                                     f'{os.getpid()}.incoming')
@@ -155,7 +129,11 @@ def _fetch(url: str, verify: Callable[[str], Any]) -> str:
                 raise CheckpointError(f'{url}: download is damaged (its SHA-256 starts with '
                                       f'{content_hash[:len(expected)]}, the file name says '
                                       f'{expected}); run again')
-            _verified(url, partial_path, verify)
+            try:
+                verify(partial_path)
+            except CheckpointError as error:  # named by the URL, not the partial file
+                message = str(error).removeprefix(f'{partial_path}: ')
+                raise CheckpointError(f'{url}: {message}') from None
         final = os.path.join(folder, f'{_url_hash(url)}-{content_hash}{_extension(url)}')
         os.replace(incoming, final)
         return final
@@ -179,37 +157,28 @@ def _fetch(url: str, verify: Callable[[str], Any]) -> str:
             os.unlink(incoming)
 
 
-def checkpoint_local_path(source: str, verify: Callable[[str], Any]) -> str:
-    """The local file holding checkpoint ``source``: a path (``~`` expanded) as it is; an
-    ``http(s)://`` URL downloaded on first use (see the module docstring) and kept only if
-    ``verify`` (the reader, given the downloaded file's path) accepts it.
-
-    Raises:
-        CheckpointError: the download failed (HTTP error, unreachable host, timeout, too
-            large, interrupted, hash mismatch, redirect off http(s), refused by ``verify``).
-    """
+def _checkpoint_local_path(source: str, verify: Callable[[str], Any]) -> str:
+    """The local file of checkpoint ``source``: a path (``~`` expanded) as it is; a URL
+    downloaded on first use (by rank 0) and kept only if ``verify(path)`` accepts it."""
     if not source.startswith(URL_PREFIXES):
         return os.path.expanduser(source)
     rank, world_size = get_dist_info()
-    if rank == 0 and not cached_download(source):
-        try:
+    try:
+        if rank == 0 and not _cached_download(source):
             _fetch(source, verify)
-        finally:
-            if world_size > 1:
-                barrier()
-    elif world_size > 1:
-        barrier()
-    cached = cached_download(source)
+    finally:  # the other ranks wait for rank 0's download
+        if world_size > 1:
+            barrier()
+    cached = _cached_download(source)
     if not cached:
         raise CheckpointError(f'{source}: rank 0 could not download it; see its error')
     return cached
 
 
-def forget_download(path: str) -> None:
-    """Remove ``path`` if it is a cached download (the reader refused it, e.g. a file cached
-    before downloads were read on arrival: it must not stay where another load finds it),
-    whether the caller gave the URL or the cached file's path."""
-    if os.path.dirname(os.path.abspath(path)) == os.path.abspath(cache_dir()):
+def _forget_download(path: str) -> None:
+    """Remove ``path`` if it is a cached download (one the reader refused: it must not stay
+    where another load finds it)."""
+    if os.path.dirname(os.path.abspath(path)) == os.path.abspath(_cache_dir()):
         try:
             os.unlink(path)
         except FileNotFoundError:

@@ -1,14 +1,7 @@
-"""Atomic writing of checkpoints, ONNX files and JSON reports.
-
-The output appears complete or not at all: the body writes a hidden
-``.NAME.HOST.PID.RANDOM.partial`` file in the output's folder, which is flushed and then
-linked (or, with ``overwrite``, renamed) onto the output. The partial file is removed when
-the body fails, on SIGTERM/SIGINT, and by the next write to the same output from the same
-host once its writer (the PID in its name) is dead (after a kill -9); a folder shared
-between nodes keeps the other hosts' partial files, whose PIDs mean nothing here.
-
-:func:`check_output` is the one output guard of the tools: never over an input (links
-count), never over an existing file without ``--force``.
+"""Atomic writing of checkpoints, ONNX files and reports, and the tools' output guard:
+a hidden ``.NAME.HOST.PID.RANDOM.partial`` file is written, flushed, then linked (or, with
+``overwrite``, renamed) onto the output. It is removed if the body fails, on SIGTERM/SIGINT,
+and (after a kill -9) by the next write to the same output from the same host.
 """
 import contextlib
 import errno
@@ -34,12 +27,6 @@ def _host() -> str:
     return re.sub(r'[^A-Za-z0-9-]', '-', socket.gethostname())[:64] or 'host'
 
 
-def _partial_path(path: str, suffix: str = '') -> str:
-    folder, name = os.path.split(path)
-    return os.path.join(folder, f'.{name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}'
-                                f'.partial{suffix}')
-
-
 def _process_is_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -50,10 +37,9 @@ def _process_is_alive(pid: int) -> bool:
     return True
 
 
-def sweep_stale_partials(path: str) -> list:
-    """Remove the partial files of ``path`` left by writers of this host that are dead
-    (kill -9, power loss); those of live writers and of other hosts stay. Returns the
-    removed paths."""
+def _sweep_stale_partials(path: str) -> list:
+    """Remove and return the partial files of ``path`` left by dead writers of this host
+    (those of other hosts stay: their PIDs mean nothing here)."""
     folder, name = os.path.split(path)
     pattern = re.compile(rf'\.{re.escape(name)}\.{re.escape(_host())}\.([0-9]+)\.[0-9a-f]+'
                          r'\.partial[.A-Za-z0-9]*', re.ASCII)
@@ -83,8 +69,7 @@ def _check_not_an_input(path: str, inputs: Inputs) -> None:
 
 def check_output(path: str, inputs: Inputs = (), overwrite: bool = False) -> None:
     """The tools' output guard, before any work: ``path`` is none of ``inputs`` (paths, or
-    ``{role: path}`` to name them in the message; compared as files: links count) and,
-    unless ``overwrite`` (``--force``), does not exist.
+    ``{role: path}``; links count) and, unless ``overwrite`` (``--force``), does not exist.
 
     Raises:
         CheckpointError: ``path`` is one of ``inputs``.
@@ -97,9 +82,8 @@ def check_output(path: str, inputs: Inputs = (), overwrite: bool = False) -> Non
 
 @contextlib.contextmanager
 def _removed_on_signal(partial_path: str) -> Iterator[None]:
-    """While the body runs, SIGTERM/SIGINT first remove ``partial_path``, then act as
-    before (the previous handler gets the signal again). Only the main thread may set
-    handlers; elsewhere the body runs unguarded."""
+    """While the body runs, SIGTERM/SIGINT remove ``partial_path``, then reach the previous
+    handler. Only the main thread may set handlers; elsewhere the body runs unguarded."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -144,8 +128,7 @@ def _publish(partial_path: str, path: str, overwrite: bool) -> None:
         if os.path.exists(path):
             raise appeared from None
         os.rename(partial_path, path)
-        return
-    os.unlink(partial_path)
+    # atomic_output removes the partial file left beside a link.
 
 
 @contextlib.contextmanager
@@ -155,16 +138,10 @@ def atomic_output(path: str, overwrite: bool = False, inputs: Inputs = (),
     and publish it as ``path``.
 
     Args:
-        path: the output file.
         overwrite: replace an existing ``path``; without it, a ``path`` that exists at the
             start or appears during the write is kept and the write fails.
-        inputs: files the output must never replace, whatever ``overwrite`` says (the
-            writer's own sources; compared as files, so links to them count).
+        inputs: files the output must never replace, whatever ``overwrite`` says.
         suffix: how the partial file's name ends (a writer that insists on ``.pkl``).
-
-    The partial file is created with mode 0666 minus the umask, as ``open()`` creates
-    files. If the body raises, or SIGTERM/SIGINT arrive, ``path`` keeps its previous
-    content or stays absent and the partial file is removed.
 
     Raises:
         FileExistsError: ``path`` exists, or appeared, and ``overwrite`` is False.
@@ -174,8 +151,10 @@ def atomic_output(path: str, overwrite: bool = False, inputs: Inputs = (),
     inputs = dict(inputs) if isinstance(inputs, Mapping) else list(inputs)
     check_output(path, inputs, overwrite)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    sweep_stale_partials(path)
-    partial_path = _partial_path(path, suffix)
+    _sweep_stale_partials(path)
+    folder, name = os.path.split(path)
+    partial_path = os.path.join(folder, f'.{name}.{_host()}.{os.getpid()}.'
+                                        f'{secrets.token_hex(4)}.partial{suffix}')
     os.close(os.open(partial_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         with _removed_on_signal(partial_path):
@@ -195,13 +174,7 @@ def atomic_output(path: str, overwrite: bool = False, inputs: Inputs = (),
 
 def save_checkpoint_atomic(checkpoint: Any, path: str, overwrite: bool = False,
                            inputs: Inputs = ()) -> None:
-    """``torch.save(checkpoint, path)`` through :func:`atomic_output`: ``path`` is never
-    half-written, never one of ``inputs``.
-
-    Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
-        CheckpointError: ``path`` is one of ``inputs``; the disk is full.
-    """
+    """``torch.save(checkpoint, path)`` through :func:`atomic_output` (same errors)."""
     with atomic_output(path, overwrite, inputs) as partial_path:
         with open(partial_path, 'wb') as stream:
             try:

@@ -1,53 +1,35 @@
-""":func:`load_checkpoint`: the one way weights get into a model, with one message naming
-what does not fit.
+""":func:`load_checkpoint`: the one way weights get into a model, refusing (with one line
+naming the fix) what mmengine's non-strict load would skip.
 
-mmengine loads ``load_from`` non-strictly: a tensor of another shape is skipped with a log
-line and the model is evaluated with random layers. Here every tensor is checked first, in
-one of three modes (:data:`FIT_MODES`):
-
-- ``'exact'`` (testing, resuming): the checkpoint holds exactly the model's tensors;
-- ``'convert'``: as exact, but tensors the model has no place for (the classifier of a
-  checkpoint converted with a bare backbone) are skipped, and a deploy-form checkpoint
-  fuses the model's blocks before loading;
-- ``'finetune'`` (``load_from`` of a training run): the RepVGG backbone must fit exactly;
-  everything else that does not fit (a 1000-class head for a 10-class task) is skipped and
-  listed, keeping the model's own initialisation.
-
-Keys may be in any known layout (see :mod:`._layouts`); BatchNorm ``num_batches_tracked``
-counters missing from a checkpoint are filled with zero, as ``torch`` does.
+Modes (:data:`FIT_MODES`): ``'exact'`` (testing, resuming): exactly the model's tensors;
+``'convert'``: as exact, but tensors the model has no place for are skipped, and a
+deploy-form checkpoint fuses the model's blocks first; ``'finetune'`` (``load_from``): the
+RepVGG backbone must fit exactly, whatever else does not fit is skipped and listed. Keys may
+be in any known layout; missing ``num_batches_tracked`` counters are filled from the model.
 """
 from typing import Any, Dict, List, NamedTuple, Optional, Union
 
-import torch
 from torch import Tensor, nn
 
 from ..model_zoo import checkpoint_source
 from ..models import RepVGG, reparameterize_blocks
 from .errors import CheckpointError
 from ._inspection import describe_state_arch, first_unusable_tensor
-from ._layouts import (LAYOUTS, LayoutError, ProjectState, StateDict, to_project_layout,
-                       unwrap_state_dict)
-from ._reader import load_checkpoint_file, read_checkpoint
-from ._remote import checkpoint_local_path
+from ._layouts import (LAYOUTS, LayoutError, ProjectState, StateDict, _unwrap_state_dict,
+                       to_project_layout)
+from ._reader import _read_checkpoint, load_checkpoint_file
+from ._remote import _checkpoint_local_path
 
 FIT_MODES = ('exact', 'convert', 'finetune')
 _BATCH_COUNTER = 'num_batches_tracked'
 _DEPLOY_PART = '.branch_reparam.'
-# What messages call a checkpoint handed over as a dict, when the caller names none.
-_UNNAMED = 'the checkpoint'
 
 
 class FittedState(NamedTuple):
-    """A checkpoint fitted to a model.
-
-    Attributes:
-        source: the checkpoint in this project's layout.
-        state_dict: model keys -> tensors to load.
-        skipped: ``'key (why)'`` for every tensor of the checkpoint or the model that is
-            not loaded, e.g. ``'head.fc.bias ((1000,) in the checkpoint, (10,) in the
-            model)'`` (empty in ``'exact'`` mode).
-        filled: model keys filled from the model itself (``num_batches_tracked``).
-    """
+    """A checkpoint fitted to a model: ``source`` in this project's layout, the
+    ``state_dict`` loaded (model keys), ``skipped`` tensors as ``'key (why)'``, e.g.
+    ``'head.fc.bias ((1000,) in the checkpoint, (10,) in the model)'``, and the keys
+    ``filled`` from the model itself (``num_batches_tracked``)."""
     source: ProjectState
     state_dict: StateDict
     skipped: List[str]
@@ -63,25 +45,14 @@ def repvgg_prefix(model: nn.Module) -> Optional[str]:
     return paths[0] + '.' if paths[0] else ''
 
 
-def _read_project_state(checkpoint: Any, name: str,
-                        layout_name: Optional[str] = None) -> ProjectState:
-    """The state dict of a checkpoint in this project's layout, its health checked.
-
-    Args:
-        checkpoint: as read by :func:`~.reader.load_checkpoint_file`: a state dict, bare
-            or wrapped (see :func:`~.layouts.unwrap_state_dict`).
-        name: the file, for messages.
-        layout_name: a key of ``LAYOUTS``; detected when ``None``.
-
-    Raises:
-        CheckpointError: no state dict, unknown layout, or a tensor no model can use (see
-            :func:`~.inspection.first_unusable_tensor`).
-    """
+def _read_project_state(checkpoint: Any, name: str, layout_name: Optional[str]) -> ProjectState:
+    """A read checkpoint (``name`` in messages) in this project's layout, its health
+    checked; ``layout_name`` (a key of ``LAYOUTS``) is detected when ``None``."""
     if layout_name is not None and layout_name not in LAYOUTS:
         raise CheckpointError(f'unknown source format {layout_name!r}; choose one of '
                               f'{", ".join(LAYOUTS)}')
     try:
-        state_dict = unwrap_state_dict(checkpoint)
+        state_dict = _unwrap_state_dict(checkpoint)
     except LayoutError as error:
         raise CheckpointError(f'{name}: {error}') from error
     unusable = first_unusable_tensor(state_dict)  # named as in the file
@@ -98,33 +69,17 @@ def _tensors(count: int) -> str:
     return f'{count} tensor{"s" if count != 1 else ""}'
 
 
-def _dtype_fits(source: torch.dtype, target: torch.dtype) -> bool:
-    # Floating tensors load into any floating dtype (torch casts, as for fp16 releases);
-    # integer counters, complex or bool tensors must match exactly.
-    return source == target or (source.is_floating_point and target.is_floating_point)
-
-
-def _form_hint(source_form: str, model_state: StateDict, name: str) -> Optional[str]:
+def _check_form(source_form: str, model_state: StateDict, name: str) -> None:
     model_form = 'deploy' if any(_DEPLOY_PART in key for key in model_state) else 'train'
     if source_form == model_form:
-        return None
+        return
     if source_form == 'deploy':
-        return (f'{name} is a deploy (re-parameterized) checkpoint but the config builds the '
-                'train form: test it with a config from configs/deploy/')
-    return (f'{name} is a train-form checkpoint but the config builds the deploy form: '
-            'convert it with tools/reparameterize_repvgg.py, or test it with the train config')
-
-
-def _shape_problem(key: str, tensor: Tensor, target: Tensor) -> str:
-    """Why ``tensor`` (checkpoint) cannot load into ``target`` (model), for a message."""
-    if key.endswith(('fc.weight', 'fc.bias')) and tensor.shape[:1] != target.shape[:1]:
-        return (f'its head has {tensor.shape[0]} classes but the config\'s has '
-                f'{target.shape[0]}; set model.head.num_classes={tensor.shape[0]}')
-    if key.endswith('fc.weight') and tensor.dim() == 2 and target.dim() == 2:
-        return (f'its head takes {tensor.shape[1]} input channels but the config\'s takes '
-                f'{target.shape[1]}; set model.head.in_channels={tensor.shape[1]}')
-    return (f'tensor {key!r} has shape {tuple(tensor.shape)}, the model\'s '
-            f'{tuple(target.shape)}; use the config the checkpoint was trained with')
+        raise CheckpointError(f'{name} is a deploy (re-parameterized) checkpoint but the '
+                              'config builds the train form: test it with a config from '
+                              'configs/deploy/')
+    raise CheckpointError(f'{name} is a train-form checkpoint but the config builds the '
+                          'deploy form: convert it with tools/reparameterize_repvgg.py, or '
+                          'test it with the train config')
 
 
 def _difference(tensor: Tensor, target: Tensor) -> str:
@@ -135,9 +90,20 @@ def _difference(tensor: Tensor, target: Tensor) -> str:
 
 
 def _mismatch(key: str, tensor: Tensor, target: Tensor) -> Optional[str]:
+    """Why ``tensor`` (checkpoint) cannot load into ``target`` (model); None if it can."""
     if tensor.shape != target.shape:
-        return _shape_problem(key, tensor, target)
-    if not _dtype_fits(tensor.dtype, target.dtype):
+        if key.endswith(('fc.weight', 'fc.bias')) and tensor.shape[:1] != target.shape[:1]:
+            return (f'its head has {tensor.shape[0]} classes but the config\'s has '
+                    f'{target.shape[0]}; set model.head.num_classes={tensor.shape[0]}')
+        if key.endswith('fc.weight') and tensor.dim() == 2 and target.dim() == 2:
+            return (f'its head takes {tensor.shape[1]} input channels but the config\'s '
+                    f'takes {target.shape[1]}; set model.head.in_channels={tensor.shape[1]}')
+        return (f'tensor {key!r} has shape {tuple(tensor.shape)}, the model\'s '
+                f'{tuple(target.shape)}; use the config the checkpoint was trained with')
+    # Floating tensors load into any floating dtype (torch casts, as for fp16 releases);
+    # integer counters, complex or bool tensors must match exactly.
+    if tensor.dtype != target.dtype and not (tensor.dtype.is_floating_point
+                                             and target.dtype.is_floating_point):
         return (f'tensor {key!r} is {tensor.dtype}, the model\'s {target.dtype}; the file '
                 'was edited or saved from another model')
     return None
@@ -146,7 +112,7 @@ def _mismatch(key: str, tensor: Tensor, target: Tensor) -> Optional[str]:
 def _check_backbone(model_backbone: StateDict, source: ProjectState, name: str,
                     prefix: str) -> None:
     """Raise unless ``source.backbone`` fits ``model_backbone`` exactly (both keyed
-    relative to the backbone; messages name the model's keys, under ``prefix``)."""
+    relative to the backbone, under ``prefix`` in the model)."""
     source_arch = describe_state_arch(source.backbone)
     model_arch = describe_state_arch(model_backbone)
     if source_arch != model_arch:
@@ -170,30 +136,12 @@ def _check_backbone(model_backbone: StateDict, source: ProjectState, name: str,
             raise CheckpointError(f'{name}: {problem}')
 
 
-def _outer_wrapper(source_prefix: str, prefix: str) -> str:
-    """``'model.'`` for a backbone saved under ``model.backbone.`` into ``backbone.``: the
-    wrapper the other tensors sit under as well."""
-    return source_prefix[:len(source_prefix) - len(prefix)] \
-        if prefix and source_prefix.endswith(prefix) else ''
-
-
 def _fit_project_state(model: nn.Module, source: ProjectState, name: str,
-                       mode: str = 'exact') -> FittedState:
-    """Check ``source`` against ``model`` and return what to load.
-
-    Args:
-        model: the model to load into (not changed here).
-        source: from :func:`_read_project_state`.
-        name: the file, for messages.
-        mode: one of :data:`FIT_MODES`.
-
-    Raises:
-        CheckpointError: the first thing that does not fit, with the fix.
-    """
+                       mode: str) -> FittedState:
+    """What of ``source`` to load into ``model`` (not changed here) in ``mode``; raises
+    :class:`CheckpointError` for the first thing that does not fit."""
     model_state = model.state_dict()
-    form_hint = _form_hint(source.form, model_state, name)
-    if form_hint is not None:
-        raise CheckpointError(form_hint)
+    _check_form(source.form, model_state, name)
     prefix = repvgg_prefix(model)
     prefix = source.source_prefix if prefix is None else prefix
     filled = [key for key in model_state
@@ -205,7 +153,10 @@ def _fit_project_state(model: nn.Module, source: ProjectState, name: str,
                       if key.startswith(prefix)}
     _check_backbone(model_backbone, source._replace(backbone=backbone), name, prefix)
 
-    wrapper = _outer_wrapper(source.source_prefix, prefix)
+    # 'model.' for a backbone saved under 'model.backbone.' into 'backbone.': the wrapper
+    # the other tensors sit under as well.
+    wrapper = source.source_prefix[:len(source.source_prefix) - len(prefix)] \
+        if prefix and source.source_prefix.endswith(prefix) else ''
     rest = {key[len(wrapper):] if wrapper and key.startswith(wrapper) else key: tensor
             for key, tensor in source.rest.items()}
     model_rest = {key: tensor for key, tensor in model_state.items()
@@ -219,9 +170,16 @@ def _fit_project_state(model: nn.Module, source: ProjectState, name: str,
     mismatched = {key: _mismatch(key, rest[key], model_rest[key])
                   for key in sorted(set(rest) & set(model_rest))}
     mismatched = {key: problem for key, problem in mismatched.items() if problem is not None}
-    if mode != 'finetune':
-        _refuse_rest_problems(missing, unexpected if mode == 'exact' else [], mismatched,
-                              name)
+    if mode != 'finetune' and missing:
+        raise CheckpointError(f'{name}: lacks {_tensors(len(missing))} the model needs, e.g. '
+                              f'{missing[0]!r}; pass a checkpoint of the whole model')
+    if mode == 'exact' and unexpected:
+        raise CheckpointError(
+            f'{name}: holds {_tensors(len(unexpected))} the model has no place for, '
+            f'e.g. {unexpected[0]!r}; it was edited or saved from another model, '
+            'use the config it was trained with')
+    if mode != 'finetune' and mismatched:
+        raise CheckpointError(f'{name}: {next(iter(mismatched.values()))}')
     problems: Dict[str, str] = {key: 'not in the model' for key in unexpected}
     problems.update({key: 'not in the checkpoint' for key in missing})
     problems.update({key: _difference(rest[key], model_rest[key]) for key in mismatched})
@@ -231,31 +189,10 @@ def _fit_project_state(model: nn.Module, source: ProjectState, name: str,
     return FittedState(source, loadable, skipped, filled)
 
 
-def _refuse_rest_problems(missing: List[str], refused_unexpected: List[str],
-                          mismatched: Dict[str, str], name: str) -> None:
-    """Raise for the first problem outside the backbone: missing tensors first, then
-    unexpected ones, then tensors of another shape or dtype."""
-    if missing:
-        raise CheckpointError(f'{name}: lacks {_tensors(len(missing))} the model needs, e.g. '
-                              f'{missing[0]!r}; pass a checkpoint of the whole model')
-    if refused_unexpected:
-        raise CheckpointError(
-            f'{name}: holds {_tensors(len(refused_unexpected))} the model has no place for, '
-            f'e.g. {refused_unexpected[0]!r}; it was edited or saved from another model, '
-            'use the config it was trained with')
-    for problem in mismatched.values():
-        raise CheckpointError(f'{name}: {problem}')
-
-
 def checkpoint_file(source: str) -> str:
     """The local file a tool reads for its checkpoint argument: a path as it is; a zoo name
-    (its published weights) or an ``http(s)://`` URL downloaded once into the project's
-    cache and kept only if the reader accepts it (:mod:`._remote`).
-
-    Raises:
-        CheckpointError: the download failed or was refused; the message names the URL.
-    """
-    return checkpoint_local_path(checkpoint_source(source), read_checkpoint)
+    or ``http(s)://`` URL downloaded once into the project's cache (errors name the URL)."""
+    return _checkpoint_local_path(checkpoint_source(source), _read_checkpoint)
 
 
 def load_checkpoint(model: nn.Module,
@@ -267,20 +204,13 @@ def load_checkpoint(model: nn.Module,
     ``load_checkpoint``, refusing instead of skipping).
 
     Args:
-        model: the model to load into: a RepVGG backbone, a classifier, a segmentor...
-        source: a path, an ``http(s)://`` URL or a model zoo name (its published weights),
-            read with :func:`~.reader.load_checkpoint_file` (no stored code runs); or a
-            checkpoint already read that way (a state dict, bare or wrapped).
+        model: a RepVGG backbone, a classifier, a segmentor...
+        source: a path, ``http(s)://`` URL or model zoo name, read with
+            :func:`load_checkpoint_file`; or a checkpoint already read (a state dict, bare
+            or wrapped).
         mode: one of :data:`FIT_MODES` (see the module docstring).
-        layout: the source's key layout, a key of :data:`~.layouts.LAYOUTS`
-            (``'mmrepvgg'``, ``'official'``, ``'timm'``); detected when ``None``.
-        name: what messages call the checkpoint; defaults to the path or URL read, or
-            ``'the checkpoint'`` for a dict.
-
-    Returns:
-        What was loaded: the checkpoint in this project's layout (``source.form`` tells
-        ``'train'`` from ``'deploy'``), the tensors loaded, and those skipped (``'finetune'``
-        mode: kept as the model had them; ``'convert'``: not used) or filled.
+        layout: ``'mmrepvgg'``, ``'official'`` or ``'timm'``; detected when ``None``.
+        name: what messages call the checkpoint; defaults to the path or URL.
 
     Raises:
         CheckpointError: unreadable, unknown layout, an unusable tensor, or the first
@@ -293,7 +223,7 @@ def load_checkpoint(model: nn.Module,
         path_or_url = checkpoint_source(source)
         name = name or path_or_url
         source = load_checkpoint_file(path_or_url)
-    name = name or _UNNAMED
+    name = name or 'the checkpoint'
     state = _read_project_state(source, name, layout)
     if mode == 'convert' and state.form == 'deploy':
         reparameterize_blocks(model)

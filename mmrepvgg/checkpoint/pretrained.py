@@ -1,13 +1,6 @@
 """``init_cfg=dict(type='mmrepvgg.Pretrained', checkpoint=...)``: start from weights
-through the project's reader and fitting, not mmengine's non-strict load.
-
-mmengine's ``Pretrained`` loads whatever keys match and logs the rest: A1 weights in an A0
-model, or a checkpoint in another layout, give a partly random backbone and a run that
-goes on. This initializer loads with :func:`~.fitting.load_checkpoint` in ``'finetune'``
-mode: the RepVGG backbone must fit exactly, in any layout; what else does not fit (a
-1000-class head) keeps its initialisation and is named in one log line. mmpretrain's usual
-form, ``prefix='backbone'`` (the backbone's tensors of a whole classifier's checkpoint), is
-taken as mmengine's ``Pretrained`` takes it.
+through the project's reader and :func:`~.fitting.load_checkpoint` in ``'finetune'`` mode,
+not mmengine's ``Pretrained``, which loads whatever keys match and logs the rest.
 """
 from typing import Optional
 
@@ -15,7 +8,7 @@ from mmengine.logging import print_log
 from torch import nn
 
 from ..registry import WEIGHT_INITIALIZERS
-from ._layouts import LayoutError, unwrap_state_dict
+from ._layouts import LayoutError, _unwrap_state_dict
 from ._reader import load_checkpoint_file
 from .errors import CheckpointError
 from ..model_zoo import checkpoint_source
@@ -23,16 +16,14 @@ from .fitting import load_checkpoint
 
 
 @WEIGHT_INITIALIZERS.register_module(name='Pretrained')
-class PretrainedInit:
+class _PretrainedInit:
     """Load ``checkpoint`` (a path, ``http(s)://`` URL or model zoo name) into the module
     it initialises (a RepVGG backbone or a whole classifier).
 
     Args:
-        checkpoint: the weights.
         prefix: load only the tensors under ``prefix.`` (e.g. ``'backbone'``), without it,
             as mmengine's ``Pretrained`` does.
-        map_location: mmengine's; tensors are read on the CPU and copied to the module's
-            device, so it is not needed.
+        map_location: unused (tensors are read on the CPU and copied to the module's device).
 
     Raises:
         CheckpointError: unreadable file, no tensor under ``prefix``, or a backbone that
@@ -41,15 +32,13 @@ class PretrainedInit:
 
     def __init__(self, checkpoint: str, prefix: Optional[str] = None,
                  map_location: Optional[str] = None):
-        self.checkpoint = checkpoint
-        self.prefix = prefix
+        self.checkpoint, self.prefix = checkpoint, prefix
 
     def _source(self):
-        """What to load: the checkpoint's name, or its tensors under ``prefix``."""
         if not self.prefix:
             return self.checkpoint
         try:
-            state_dict = unwrap_state_dict(load_checkpoint_file(
+            state_dict = _unwrap_state_dict(load_checkpoint_file(
                 checkpoint_source(self.checkpoint)))
         except LayoutError as error:
             raise CheckpointError(f'{self.checkpoint}: {error}') from None
@@ -77,6 +66,3 @@ class PretrainedInit:
             if fitted.skipped else ''
         print_log(f'loaded {len(fitted.state_dict)} tensors from {self.checkpoint} into '
                   f'{type(module).__name__}{skipped}', logger='current')
-
-    def _get_init_info(self) -> str:
-        return f'mmrepvgg.Pretrained: load from {self.checkpoint}'
