@@ -1,22 +1,9 @@
-"""A resumed training state, checked as data against the run before mmengine or torch sees it.
-
-mmengine's ``Runner.resume`` hands a checkpoint's ``optimizer`` to torch's
-``Optimizer.load_state_dict``, each ``param_schedulers`` entry to a scheduler's
-``load_state_dict`` and ``message_hub`` to ``MessageHub.load_state_dict``. Those trust what
-they get: a momentum buffer of another shape is taken and fails at the first step; a
-scheduler's ``load_state_dict`` is ``self.__dict__.update(state)``, so a stored key
-``optimizer`` replaces the optimizer the scheduler drives; torch copies the optimizer state
-leaf by leaf, so a few KB of lists that hold one shared list twice, nested ("billion
-laughs"), unfold into gigabytes. :func:`check_training_state` refuses, in one line:
-
-- a container (dict, list, tuple, set) met twice that holds containers: the file stores it
-  once, its consumers copy it once per reference;
-- more than :data:`MAX_STATE_NODES` nodes in a section, counting shared leaves per use;
-- anything but plain data (containers, strings, numbers, tensors, numpy values, mmengine
-  ``HistoryBuffer``);
-- a structure other than the run's own: the same keys, lengths and kinds of value as the
-  run's ``state_dict()``; optimizer state tensors of their parameter's shape (or scalars,
-  such as Adam's step count); message hub entries of the types mmengine's hooks read.
+"""A resumed training state (optimizer, schedulers, message hub), checked as data against
+the run before mmengine or torch loads it: torch and mmengine trust what they get (a
+scheduler's ``load_state_dict`` is ``__dict__.update``; shared nested lists unfold into
+gigabytes when copied per reference). :func:`check_training_state` refuses shared
+containers of containers, over-large trees, anything but plain data, and any structure
+other than the run's own ``state_dict()``.
 """
 from collections import deque
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -50,13 +37,9 @@ def check_training_state(checkpoint: dict, optim_wrapper: Optional[OptimWrapper]
     """Raise unless the training state of ``checkpoint`` fits this run, as data.
 
     Args:
-        checkpoint: read by the project's reader; its ``optimizer``, ``param_schedulers``
-            and ``message_hub`` entries are checked, where present.
         optim_wrapper: the run's built wrapper (or :class:`OptimWrapperDict`), or None
-            when the run has none (the entry is then not loaded by mmengine either).
+            when mmengine will not load the entry either.
         param_schedulers: the run's built schedulers: a list, a dict of lists, or None.
-        message_hub: the run's message hub.
-        filename: named in the error.
 
     Raises:
         CheckpointError: one line naming the entry, what is wrong and what to do.
