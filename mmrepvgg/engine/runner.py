@@ -19,11 +19,9 @@ from ._config import ConfigError, load_repvgg_config
 from .safe_runner import RepVGGRunner
 
 TEST_METRICS_PREFIX = 'test metrics: '
-DIGITS_DATA_HINT = ('create it with: python tools/demo.py (or python -c "from '
-                    'mmrepvgg.datasets import prepare_digits; prepare_digits()")')
 LAUNCHERS = ('none', 'pytorch', 'slurm')
 DEFAULT_MASTER_PORT = '29500'
-# What each launcher reads from the environment, and who sets it.
+# What each launcher reads from the environment, and what sets it.
 LAUNCHER_VARIABLES = {
     'pytorch': (('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'),
                 'start the tool with torchrun or bash tools/dist_train.sh / dist_test.sh'),
@@ -50,23 +48,20 @@ def _set_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> Non
 
 
 def _check_dataloaders(cfg: Config, loader_names: Iterable[str], config_path: str) -> None:
-    """Fail before the Runner starts on a ``batch_size`` that is not a positive integer, a
-    negative ``num_workers``, or data folders that are missing (:func:`_check_data_folders`)."""
+    """Fail before the Runner starts on a bad ``batch_size`` or ``num_workers``, or on
+    missing data folders."""
+    # (key, default, smallest value, what to set, an example)
+    integer_keys = (('batch_size', None, 1, 'a positive integer', 32),
+                    ('num_workers', 0, 0, '0 (load in the main process) or more', 2))
     for loader_name in loader_names:
         loader = cfg.get(loader_name)
         if not isinstance(loader, dict):
             continue
-        batch_size = loader.get('batch_size')
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ConfigError(f'{loader_name}.batch_size is {batch_size!r} in {config_path}; '
-                              f'set a positive integer, e.g. --cfg-options '
-                              f'{loader_name}.batch_size=32')
-        num_workers = loader.get('num_workers', 0)
-        if not isinstance(num_workers, int) or isinstance(num_workers, bool) or \
-                num_workers < 0:
-            raise ConfigError(f'{loader_name}.num_workers is {num_workers!r} in {config_path}; '
-                              f'set 0 (load in the main process) or more, e.g. --cfg-options '
-                              f'{loader_name}.num_workers=2')
+        for key, default, smallest, wanted, example in integer_keys:
+            value = loader.get(key, default)
+            if not isinstance(value, int) or isinstance(value, bool) or value < smallest:
+                raise ConfigError(f'{loader_name}.{key} is {value!r} in {config_path}; set '
+                                  f'{wanted}, e.g. --cfg-options {loader_name}.{key}={example}')
         dataset = loader.get('dataset')
         if isinstance(dataset, dict):
             _check_data_folders(dataset, loader_name, config_path)
@@ -85,7 +80,8 @@ def _check_data_folders(dataset: dict, loader_name: str, config_path: str) -> No
                           f'{key}=FOLDER')
     where = '' if os.path.isabs(data_root) else f' (relative to {os.getcwd()})'
     if not os.path.isdir(data_root):
-        fix = (DIGITS_DATA_HINT if 'digits' in data_root else
+        fix = ('create it with: python tools/demo.py (or python -c "from mmrepvgg.datasets '
+               'import prepare_digits; prepare_digits()")' if 'digits' in data_root else
                f'put the data there or pass --cfg-options {key}=FOLDER')
         raise ConfigError(f'{key} {data_root!r} of {config_path} is not a folder{where}; '
                           f'{fix}')
@@ -115,15 +111,9 @@ def _slurm_process_env(environ: Mapping[str, str]) -> Dict[str, str]:
 
 def _setup_distributed(cfg: Config, launcher: str) -> None:
     """Record ``launcher`` in ``cfg``; without CUDA, also join the gloo process group and
-    ask for a DDP wrapper without device ids.
-
-    mmengine initialises every launcher through ``torch.cuda.set_device`` and wraps with
-    ``device_ids=[LOCAL_RANK]``, both of which fail on a CPU-only machine; once the group
-    exists, the Runner skips its own initialisation.
-
-    Raises:
-        ConfigError: the launcher's environment variables are missing.
-    """
+    ask for a DDP wrapper without device ids: mmengine's ``torch.cuda.set_device`` and
+    ``device_ids=[LOCAL_RANK]`` fail on a CPU-only machine, and the Runner skips its own
+    initialisation once the group exists."""
     if launcher not in LAUNCHERS:
         raise ValueError(f'launcher must be one of {LAUNCHERS}, got {launcher!r}')
     names, fix = LAUNCHER_VARIABLES.get(launcher, ((), ''))
@@ -152,11 +142,8 @@ def prepare_test_config(cfg: Config,
                         work_dir: Optional[str] = None,
                         out: Optional[str] = None,
                         launcher: str = 'none') -> Config:
-    """Apply tools/test.py's options to ``cfg`` (in place) and start distribution.
-
-    Args:
-        checkpoint_path: the weights to test, in the form ``cfg`` builds.
-        out: a new ``.pkl`` file to dump every prediction into.
+    """Apply tools/test.py's options to ``cfg`` (in place) and start distribution;
+    ``out`` is a new ``.pkl`` file for every prediction.
 
     Raises:
         ConfigError: the checkpoint is missing, ``out`` is not a new ``.pkl`` path, the
@@ -208,11 +195,9 @@ def run_train(config_path: str,
 
     Args:
         work_dir: defaults to ``cfg.work_dir``, else ``work_dirs/<config name>``.
-        resume: ``'auto'`` resumes from the work dir's latest checkpoint, a path from that
-            checkpoint; None starts afresh.
+        resume: ``'auto'`` (the work dir's latest checkpoint) or a checkpoint path.
         amp: mixed precision (``AmpOptimWrapper``); needs a GPU.
-        auto_scale_lr: scale the lr from ``auto_scale_lr.base_batch_size`` to the actual
-            total batch.
+        auto_scale_lr: scale the lr from ``auto_scale_lr.base_batch_size`` to the batch.
         launcher: one of :data:`LAUNCHERS`.
 
     Raises:

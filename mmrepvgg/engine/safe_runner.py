@@ -1,13 +1,10 @@
-"""mmengine's Runner, loading checkpoints through mmrepvgg's reader and exact fitting.
+"""mmengine's Runner, loading checkpoints through mmrepvgg's reader with exact fitting.
 
-mmengine's ``Runner.load_checkpoint`` loads non-strictly (a misfit tensor is a log line and
-the run goes on with random layers) and its ``resume`` runs ``Config.fromstring`` on the
-checkpoint's config text. :class:`RepVGGRunner` reads without pickle code, drops that text,
-and fits exactly for ``test()``, ``val()`` and ``resume`` (plus the training state's checks
-of :mod:`._resume_state`); for ``train()`` with ``load_from`` the backbone fits exactly and
-the rest may keep its initialisation. Every refusal is one
-:class:`~mmrepvgg.checkpoint.CheckpointError` line; docs/trust_in_other_tools.md tells
-where :class:`RepVGGCheckpointGuard` takes over.
+mmengine loads non-strictly (a misfit tensor is a log line; the run goes on with random
+layers) and its ``resume`` runs the checkpoint's config text as code. Here ``test()``,
+``val()`` and ``resume`` fit exactly (``resume`` also checks the training state, see
+:mod:`._resume_state`); ``train()`` with ``load_from`` fits the backbone exactly. Each
+refusal is one :class:`~mmrepvgg.checkpoint.CheckpointError` line.
 """
 from typing import Any, Optional
 
@@ -39,8 +36,7 @@ def _without_config_text(checkpoint: Any) -> Any:
 
 
 def _check_resumable(checkpoint: Any, filename: str) -> None:
-    """Raise unless ``checkpoint`` has ``meta.epoch``/``meta.iter`` integers and a
-    ``message_hub`` (it was saved by a training run)."""
+    """Raise unless ``checkpoint`` was saved by a training run."""
     meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
     lacking = [f'meta.{key}' for key in RESUME_META_KEYS
                if not isinstance(meta, dict) or not isinstance(meta.get(key), int)]
@@ -114,12 +110,9 @@ class RepVGGRunner(Runner):
         self.register_hook(_FiniteOutputsCheck())
 
     def build_logger(self, *args, **kwargs) -> MMLogger:
-        """mmengine's logger, under a name no earlier run of this process holds.
-
-        mmengine names a run's logger and visualizer by its config and start second and
-        reuses an existing instance of that name, so a second run started within that
-        second would log into the first one's streams; a taken name gets ``_2``, ``_3``...
-        """
+        """mmengine's logger, under a name (``_2``, ``_3``... added) no earlier run of
+        this process holds: mmengine names it by config and start second and reuses an
+        instance of that name, so a second run in that second would log into the first's."""
         base_name, run = self._experiment_name, 1
         while (MMLogger.check_instance_created(self._experiment_name)
                or Visualizer.check_instance_created(self._experiment_name)):
@@ -135,11 +128,8 @@ class RepVGGRunner(Runner):
             self._fit_mode = 'exact'
 
     def resume(self, filename: str, *args, **kwargs) -> None:
-        """mmengine's resume, reading through :meth:`load_checkpoint`.
-
-        Raises:
-            CheckpointError: also when the training state does not fit this run.
-        """
+        """mmengine's resume through :meth:`load_checkpoint`; a training state that does
+        not fit this run is a CheckpointError too."""
         self._resuming = True
         try:
             super().resume(filename, *args, **kwargs)
@@ -158,10 +148,9 @@ class RepVGGRunner(Runner):
 
     def load_checkpoint(self, filename: str, map_location='cpu', strict: bool = False,
                         revise_keys=None) -> dict:
-        """Read ``filename`` safely, check it fits the model, load it; return it.
-
-        ``map_location`` and ``revise_keys`` are unused: tensors are read on the CPU and
-        copied to the model's device; wrapper prefixes are mapped by the fitting.
+        """Read ``filename`` safely, check it fits the model, load it; return it. Tensors
+        are read on the CPU and the fitting maps wrapper prefixes, so ``map_location`` and
+        ``revise_keys`` are unused.
 
         Raises:
             CheckpointError: unreadable, not resumable, or not fitting the model.
@@ -190,10 +179,7 @@ class RepVGGRunner(Runner):
 class RepVGGCheckpointGuard(Hook):
     """For a tool that builds mmengine's own Runner whatever ``runner_type`` says (mmseg's
     ``tools/test.py``): loads ``load_from`` as :class:`RepVGGRunner` would, before
-    mmengine's non-strict load (which is skipped once one was made), and refuses ``resume``.
-
-    Raises:
-        CheckpointError: unreadable, not fitting, or a resume.
+    mmengine's non-strict load (then skipped), and refuses ``resume`` with a CheckpointError.
     """
     priority = 'VERY_HIGH'
 
