@@ -51,7 +51,7 @@ def repvgg_convert(train_model: nn.Module,
                    save_path: Optional[str] = None,
                    inplace: bool = False,
                    overwrite: bool = False) -> nn.Module:
-    """Return the deploy form of any model holding RepVGG blocks; optionally save it.
+    """Return the deploy form, in eval mode, of any model holding RepVGG blocks.
 
     Args:
         train_model: a train-form backbone, classifier or detector; its BN running
@@ -59,12 +59,8 @@ def repvgg_convert(train_model: nn.Module,
         build_func: the official repository's form, ``repvgg_convert(train_model,
             create_RepVGG_A0, save_path=...)``: ``build_func(deploy=True)`` builds the
             model that receives the fused weights (strictly) and is returned.
-        save_path: if given, ``{'state_dict': deploy_state_dict}`` is written there
-            atomically.
+        save_path: where to write ``{'state_dict': deploy_state_dict}`` atomically.
         inplace: fuse ``train_model`` itself instead of a deep copy.
-
-    Returns:
-        The deploy model, in eval mode.
 
     Raises:
         ValueError: ``train_model`` holds no train-form RepVGG block, or the model of
@@ -94,17 +90,14 @@ def repvgg_convert(train_model: nn.Module,
 
 def _force_train_form(node: Any) -> int:
     """Set ``deploy=False`` in every RepVGG dict of a model config; count them."""
-    found = 0
     if isinstance(node, dict):
-        if names_project_repvgg(node.get('type'), PROJECT_SCOPE):
+        found = int(names_project_repvgg(node.get('type'), PROJECT_SCOPE))
+        if found:
             node['deploy'] = False
-            found += 1
-        for value in node.values():
-            found += _force_train_form(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            found += _force_train_form(value)
-    return found
+        return found + sum(_force_train_form(value) for value in node.values())
+    if isinstance(node, (list, tuple)):
+        return sum(_force_train_form(value) for value in node)
+    return 0
 
 
 def build_train_model(config: Union[str, Config]) -> nn.Module:

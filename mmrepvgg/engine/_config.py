@@ -19,12 +19,6 @@ class KeyValueAction(DictAction):
         super().__call__(parser, namespace, values, option_string)
 
 
-def _backbone_type(cfg: Config) -> Optional[str]:
-    model = cfg.get('model')
-    backbone = model.get('backbone') if isinstance(model, dict) else None
-    return backbone.get('type') if isinstance(backbone, dict) else None
-
-
 def _check_cfg_options(cfg: Config, cfg_options: Dict[str, Any], config_path: str) -> None:
     """Reject ``--cfg-options`` keys that are typos: every dotted key must follow existing
     dicts down to its last part, which may be new unless it is a near miss of an existing
@@ -33,7 +27,6 @@ def _check_cfg_options(cfg: Config, cfg_options: Dict[str, Any], config_path: st
         node: Any = cfg.to_dict()
         parts = dotted_key.split('.')
         for depth, part in enumerate(parts):
-            is_last = depth == len(parts) - 1
             if isinstance(node, (list, tuple)) and part.isdigit():
                 if int(part) >= len(node):
                     raise ConfigError(
@@ -48,7 +41,7 @@ def _check_cfg_options(cfg: Config, cfg_options: Dict[str, Any], config_path: st
             if part not in node:
                 close = difflib.get_close_matches(part, [str(key) for key in node], n=1,
                                                   cutoff=0.8)
-                if close or not is_last or depth == 0:
+                if close or depth == 0 or depth < len(parts) - 1:
                     hint = f'; did you mean {".".join(parts[:depth] + close[:1])!r}?' \
                         if close else f'; existing keys: {", ".join(map(str, node))}'
                     raise ConfigError(
@@ -71,7 +64,9 @@ def load_repvgg_config(config_path: str,
             key is a typo.
     """
     cfg = read_config(config_path)
-    backbone_type = _backbone_type(cfg)
+    model = cfg.get('model')
+    backbone = model.get('backbone') if isinstance(model, dict) else None
+    backbone_type = backbone.get('type') if isinstance(backbone, dict) else None
     if not isinstance(backbone_type, str) or \
             backbone_type.rpartition('.')[2] != REPVGG_TYPE:
         raise ConfigError(f'{config_path}: not a RepVGG config (model.backbone.type is '
