@@ -7,8 +7,9 @@ docs/benchmarks.md tell what each backend gains.
 """
 import os
 import tempfile
-from typing import Any, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -33,19 +34,9 @@ class _InferenceModel(nn.Module):
             return self._runner[0](images.contiguous(memory_format=torch.channels_last))
 
 
-def _calibration_batches(backend: str, calibration_images: Optional[Sequence[Tensor]]):
-    if not calibration_images:
-        raise ValueError(f"backend={backend!r} needs calibration_images: a few "
-                         'batches (N, C, H, W) of real, preprocessed training images '
-                         '(the activation ranges come from them)')
-    return [images.detach().float().cpu().numpy() for images in calibration_images]
-
-
-def _int8_model(deploy_model: nn.Module, backend: str,
-                calibration_images: Optional[Sequence[Tensor]],
+def _int8_model(deploy_model: nn.Module, backend: str, batches: List[np.ndarray],
                 num_threads: Optional[int]) -> nn.Module:
     # The runtime's adapter holds the model in memory: the file may go with its folder.
-    batches = _calibration_batches(backend, calibration_images)
     with tempfile.TemporaryDirectory() as workdir:
         if backend == 'onnxruntime-int8':
             # Imported here: onnx and onnxruntime are the optional [onnx] extra.
@@ -93,14 +84,18 @@ def prepare_for_inference(model: nn.Module, backend: str = 'eager',
     if backend not in INFERENCE_BACKENDS:
         raise ValueError(f'unknown inference backend {backend!r}; choose one of '
                          f'{", ".join(INFERENCE_BACKENDS)}')
+    if backend.endswith('-int8') and not calibration_images:
+        raise ValueError(f"backend={backend!r} needs calibration_images: a few "
+                         'batches (N, C, H, W) of real, preprocessed training images '
+                         '(the activation ranges come from them)')
     deploy_model = reparameterize_model(model, inplace)
-    if backend == 'torch-int8':
+    if backend.endswith('-int8'):
+        batches = [images.detach().float().cpu().numpy() for images in calibration_images]
+        if backend != 'torch-int8':
+            return _int8_model(deploy_model, backend, batches, num_threads)
         # Imported here: torchao is the optional [torch-int8] extra.
         from ..deploy.torch_int8 import quantize_pt2e_model
-        return quantize_pt2e_model(deploy_model, _calibration_batches(backend,
-                                                                      calibration_images))
-    if backend in ('onnxruntime-int8', 'openvino-int8'):
-        return _int8_model(deploy_model, backend, calibration_images, num_threads)
+        return quantize_pt2e_model(deploy_model, batches)
     for param in deploy_model.parameters():
         param.requires_grad_(False)
     deploy_model.to(memory_format=torch.channels_last)
