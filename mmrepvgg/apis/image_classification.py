@@ -221,6 +221,8 @@ def inference_model(model: Union[nn.Module, str, Config],
     paths = list_images(images) if isinstance(images, str) else list(images)
     for path in paths:
         check_image(path)
-    inferencer = ImageClassificationInferencer(model)
-    results = inferencer(paths, batch_size=batch_size)
+    # The pipeline's transforms are looked up in the current scope, which an earlier Runner
+    # of this process may have left at another package's.
+    with DefaultScope.overwrite_default_scope('mmrepvgg'):
+        results = ImageClassificationInferencer(model)(paths, batch_size=batch_size)
     return results[0] if isinstance(images, str) and not os.path.isdir(images) else results
