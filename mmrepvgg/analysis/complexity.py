@@ -1,11 +1,8 @@
-"""Parameter and multiply-add counts of RepVGG models, traced by mmengine's ``FlopAnalyzer``.
-
-Two conventions from one trace: ``macs``, the published table's (mmcv's former counter:
-conv multiply-adds plus one add per output element of a conv with bias, BatchNorm, ReLU
-and pooling), and ``macs_mmengine``, mmengine's default (without the bias adds and ReLUs;
-what mmpretrain 1.x's ``get_flops.py`` prints). Classifiers are traced through
-``extract_feat``, as both ``get_flops.py`` do: the head's multiply-adds are not counted,
-its parameters are. docs/benchmarks.md compares them with the published figures.
+"""Parameter and multiply-add counts of RepVGG models, traced by mmengine's ``FlopAnalyzer``
+in two conventions: ``macs``, the published table's (conv multiply-adds plus conv bias
+adds, BatchNorm, ReLU and pooling), and ``macs_mmengine``, mmengine's default (no bias adds
+or ReLUs). Classifiers are traced through ``extract_feat`` (no head), as ``get_flops.py``
+does; docs/benchmarks.md compares them with the published figures.
 """
 from collections import Counter
 from math import prod

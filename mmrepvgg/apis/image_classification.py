@@ -39,11 +39,8 @@ def _config_dataset_meta(config: Config) -> dict:
 
 def _dataset_meta(checkpoint: Any, config: Config, source: str) -> dict:
     """Class names for the predictions: the checkpoint's (the Runner saves the training
-    set's), else the config's; empty when neither names them.
-
-    Raises:
-        CheckpointError: the checkpoint's class names are not a list of strings.
-    """
+    set's), else the config's; a CheckpointError when the checkpoint's are no list of
+    strings or do not match the head."""
     meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
     meta = meta if isinstance(meta, dict) else {}
     dataset_meta = meta.get('dataset_meta') or (  # mmcls 0.x checkpoints: meta.CLASSES
@@ -104,10 +101,9 @@ def get_model(model: Union[str, Config],
 
     Raises:
         ConfigError: an unknown name, a missing config file, or an unknown ``device``.
-        ValueError: ``pretrained=True`` for a config (only zoo names have published
-            weights).
-        CheckpointError: the checkpoint cannot be read or does not fit the model, or its
-            class names are not as many as the head's classes.
+        ValueError: ``pretrained=True`` for a config (not a zoo name).
+        CheckpointError: the checkpoint cannot be read, does not fit the model, or names
+            another number of classes than the head's.
     """
     if device is not None:
         device = _checked_device(device)

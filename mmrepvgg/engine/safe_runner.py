@@ -20,7 +20,6 @@ from ..checkpoint import CheckpointError, load_checkpoint, load_checkpoint_file
 from ..registry import HOOKS, RUNNERS
 from ._resume_state import check_training_state
 
-RESUME_META_KEYS = ('epoch', 'iter')
 # Where mmengine's checkpoints keep the config's Python text (code, not data).
 CONFIG_TEXT_META_KEYS = ('config', 'cfg')
 # Nested data elements (a segmentation sample's PixelData) are walked this deep at most.
@@ -38,7 +37,7 @@ def _without_config_text(checkpoint: Any) -> Any:
 def _check_resumable(checkpoint: Any, filename: str) -> None:
     """Raise unless ``checkpoint`` was saved by a training run."""
     meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
-    lacking = [f'meta.{key}' for key in RESUME_META_KEYS
+    lacking = [f'meta.{key}' for key in ('epoch', 'iter')
                if not isinstance(meta, dict) or not isinstance(meta.get(key), int)]
     if not lacking and 'message_hub' not in checkpoint:
         lacking = ['message_hub']
