@@ -13,9 +13,9 @@ from mmrepvgg.apis.convert import build_train_model
 from mmrepvgg.checkpoint import load_checkpoint
 from mmrepvgg.deploy._onnx_eval import logits_to_predictions, preprocessed_batches
 from mmrepvgg.engine import load_repvgg_config
-from mmrepvgg.engine.runner import parse_test_metrics
 
 from conftest import REPO_ROOT, load_tool
+from tool_output import parse_test_metrics
 
 DIGITS_CONFIG = os.path.join(REPO_ROOT, 'configs/digits/repvgg-A0_digits.py')
 

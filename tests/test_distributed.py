@@ -9,7 +9,8 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
 
-from mmrepvgg.engine._dist import setup_distributed, slurm_process_env
+from mmrepvgg.engine.runner import _setup_distributed as setup_distributed
+from mmrepvgg.engine.runner import _slurm_process_env as slurm_process_env
 
 from conftest import REPO_ROOT
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from mmrepvgg.analysis import count_complexity
-from mmrepvgg.analysis.complexity import FeatureExtractor, flop_analyzer
+from mmrepvgg.analysis.complexity import _FeatureExtractor as FeatureExtractor
+from mmrepvgg.analysis.complexity import _flop_analyzer as flop_analyzer
 from mmrepvgg.models import build_model, repvgg_classifier_cfg
 
 from conftest import load_tool

@@ -6,7 +6,10 @@ import struct
 import zlib
 
 import pytest
+from mmengine.registry import DefaultScope
+from PIL import Image
 
+from mmrepvgg.apis import get_model, inference_model
 from mmrepvgg.apis.image_classification import list_images
 from mmrepvgg.datasets import DIGITS_CLASSES
 from mmrepvgg.engine import run_test
@@ -121,3 +124,15 @@ def test_image_demo_bad_input_gives_one_error_line_and_keeps_files(
     assert errors.startswith('error: ') and errors.count('\n') == 1
     assert expected in errors
     assert out.read_text() == 'keep me'
+
+
+def test_inference_model_classifies_whatever_mmengine_scope_is_current(tmp_path):
+    """An earlier mmengine Runner without default_scope leaves 'mmengine' current, whose
+    registry has no mmpretrain transform; inference_model still builds its pipeline."""
+    image = tmp_path / 'black.png'
+    Image.new('RGB', (32, 32)).save(image)
+    model = get_model(DIGITS_CONFIG)
+    with DefaultScope.overwrite_default_scope('mmengine'):
+        result = inference_model(model, str(image))
+        assert DefaultScope.get_current_instance().scope_name == 'mmengine'
+    assert 0 <= result['pred_label'] < len(DIGITS_CLASSES)

@@ -16,7 +16,7 @@ from mmrepvgg.deploy.onnx_export import torch_logits  # noqa: E402
 from mmrepvgg.models import reparameterize_model  # noqa: E402
 from mmrepvgg.deploy.openvino_runtime import OpenVINOModel, export_openvino  # noqa: E402
 from mmrepvgg.engine import load_repvgg_config  # noqa: E402
-from mmrepvgg.engine.runner import parse_test_metrics  # noqa: E402
+from tool_output import parse_test_metrics  # noqa: E402
 from mmrepvgg.models import build_model, repvgg_classifier_cfg  # noqa: E402
 from lab.synthetic import randomize_batch_norms_  # noqa: E402
 

@@ -10,9 +10,9 @@ import pytest
 from mmrepvgg.apis import ConfigError
 from mmrepvgg.checkpoint import CheckpointError, load_checkpoint
 from mmrepvgg.engine import load_repvgg_config
-from mmrepvgg.engine.runner import parse_test_metrics
 
 from conftest import REPO_ROOT, load_tool
+from tool_output import parse_test_metrics
 
 TRAIN_CONFIG = os.path.join(REPO_ROOT, 'configs/digits/repvgg-A0_digits.py')
 DEPLOY_CONFIG = os.path.join(REPO_ROOT, 'configs/digits/deploy/repvgg-A0_deploy_digits.py')

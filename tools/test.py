@@ -12,8 +12,7 @@ import sys
 from mmrepvgg.checkpoint import CheckpointError
 from mmrepvgg.engine import ConfigError, run_test
 from mmrepvgg.engine._config import KeyValueAction
-from mmrepvgg.engine._dist import LAUNCHERS
-from mmrepvgg.engine.runner import format_test_metrics
+from mmrepvgg.engine.runner import LAUNCHERS, format_test_metrics
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -24,7 +24,7 @@ import torch
 from mmrepvgg.checkpoint import CheckpointError
 from mmrepvgg.engine import ConfigError, run_train
 from mmrepvgg.engine._config import KeyValueAction
-from mmrepvgg.engine._dist import LAUNCHERS
+from mmrepvgg.engine.runner import LAUNCHERS
 
 
 def parse_args(argv=None) -> argparse.Namespace:

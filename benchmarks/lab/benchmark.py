@@ -23,7 +23,7 @@ from torch import nn
 from mmrepvgg.analysis.complexity import count_complexity
 from mmrepvgg.analysis._timing import time_interleaved
 from mmrepvgg.apis.convert import repvgg_convert
-from mmrepvgg.apis.inference import InferenceModel, prepare_for_inference
+from mmrepvgg.apis.inference import _InferenceModel as InferenceModel, prepare_for_inference
 from mmrepvgg.checkpoint.fitting import repvgg_prefix
 from mmrepvgg.deploy._host_cpu import INT8_WEIGHT_MAX, int8_kernel_choice, int8_weight_choice
 from mmrepvgg.deploy.onnx_export import export_onnx
@@ -254,6 +254,15 @@ def inference_candidates(train_model: nn.Module, batch_sizes: Sequence[int],
     return models, info
 
 
+def timing_row(timing) -> dict:
+    """A :func:`time_interleaved` timing as a row; ``spread`` is ``(max - min) / median``,
+    how much the machine's load moved the timings."""
+    return dict(batch_size=timing.batch_size, images_per_s=timing.images_per_s,
+                latency_ms_median=1e3 * timing.median_s, latency_ms_min=1e3 * timing.min_s,
+                latency_ms_max=1e3 * timing.max_s,
+                spread=(timing.max_s - timing.min_s) / timing.median_s, rounds=timing.rounds)
+
+
 def measure_inference(models: Dict[str, Callable], batch_size: int,
                       input_size: Tuple[int, int], settings: BenchmarkSettings,
                       in_channels: int = 3) -> Dict[str, dict]:
@@ -262,7 +271,7 @@ def measure_inference(models: Dict[str, Callable], batch_size: int,
     runners = {name: _batch_runner(model, images) for name, model in models.items()}
     timings = time_interleaved(runners, batch_size, settings.warmup, settings.rounds,
                                settings.device)
-    return {name: timing.as_dict() for name, timing in timings.items()}
+    return {name: timing_row(timing) for name, timing in timings.items()}
 
 
 def add_ratios(rows: Dict[str, dict], baseline: str = MMPRETRAIN_DEPLOY) -> None:
@@ -438,7 +447,7 @@ def run_training_probe(probe: TrainingProbe) -> TrainingProbe:
     timing = time_interleaved({'step': train_step}, probe.batch_size, probe.warmup,
                               probe.rounds)['step']
     peak_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    probe.result = dict(timing.as_dict(), peak_memory_mib=(peak_bytes - resident_before) / 2**20,
+    probe.result = dict(timing_row(timing), peak_memory_mib=(peak_bytes - resident_before) / 2**20,
                         memory_method='ru_maxrss growth over RSS before the first step, '
                         'fresh process')
     return probe

@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from lab.benchmark import (add_ratios, mmpretrain_copy, openvino_runners_if_installed,
-                           random_train_classifier, torch_int8_runner_if_installed)
+                           random_train_classifier, timing_row,
+                           torch_int8_runner_if_installed)
 from lab.report import format_inference
 from lab.rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, INT8_OPENVINO, INT8_PYTORCH,
                       MMPRETRAIN_DEPLOY, ONNXRUNTIME, OPENVINO, RECOMMENDED, RESNET18,
                       RESNET50, TRAIN)
-from mmrepvgg.analysis._timing import Timing
+from mmrepvgg.analysis._timing import _Timing as Timing
 from mmrepvgg._numerics import max_relative_error
 
 from conftest import int8_conv_weights, load_tool, needs_newer_torch, needs_torch_for_nncf
@@ -44,10 +45,17 @@ def assert_consistent_timing(row):
         (row['latency_ms_max'] - row['latency_ms_min']) / row['latency_ms_median'])
 
 
+def test_timing_rows_are_computed_from_the_measured_seconds():
+    row = timing_row(Timing(batch_size=16, median_s=0.5, min_s=0.4, max_s=0.6, rounds=5))
+    assert row == dict(batch_size=16, images_per_s=32.0, latency_ms_median=500.0,
+                       latency_ms_min=400.0, latency_ms_max=600.0,
+                       spread=pytest.approx(0.4), rounds=5)
+
+
 def _known_rows():
-    rows = {MMPRETRAIN_DEPLOY: Timing(16, 0.8, 0.8, 0.8, 1).as_dict(),
-            INT8_ONNXRUNTIME: Timing(16, 0.2, 0.2, 0.2, 1).as_dict(),
-            ONNXRUNTIME: Timing(16, 0.5, 0.5, 0.5, 1).as_dict()}
+    rows = {MMPRETRAIN_DEPLOY: timing_row(Timing(16, 0.8, 0.8, 0.8, 1)),
+            INT8_ONNXRUNTIME: timing_row(Timing(16, 0.2, 0.2, 0.2, 1)),
+            ONNXRUNTIME: timing_row(Timing(16, 0.5, 0.5, 0.5, 1))}
     add_ratios(rows)
     return rows
 
@@ -71,8 +79,8 @@ def test_ratios_divide_each_row_by_the_mmpretrain_row_of_the_same_run():
 @pytest.mark.parametrize('int8_seconds, met', [(0.2, True), (0.3, False)])
 def test_int8_target_row_compares_to_three_times_mmpretrain_deploy(int8_seconds, met):
     rows = _known_rows()
-    rows[INT8_ONNXRUNTIME] = Timing(16, int8_seconds, int8_seconds, int8_seconds,
-                                    1).as_dict()
+    rows[INT8_ONNXRUNTIME] = timing_row(Timing(16, int8_seconds, int8_seconds, int8_seconds,
+                                               1))
     add_ratios(rows)
     results = dict(inference=[dict(path=path, **row) for path, row in rows.items()])
     (target, ) = [target for target in benchmark.check_targets(results, 'A0')
@@ -99,10 +107,10 @@ def test_inference_table_prints_the_ratio_of_the_rows_it_prints():
 def test_int8_targets_compare_each_runtime_to_onnx_runtime_fp32_at_the_cpus_bar(
         vnni, onednn_cap, target):
     fp32_s, int8_ort_s, int8_ov_s = 1.0, 0.4, 0.25  # 2.5x and 4x ONNX Runtime FP32
-    rows = {ONNXRUNTIME: Timing(16, fp32_s, fp32_s, fp32_s, 1).as_dict(),
-            INT8_ONNXRUNTIME: Timing(16, int8_ort_s, int8_ort_s, int8_ort_s, 1).as_dict(),
-            INT8_OPENVINO: Timing(16, int8_ov_s, int8_ov_s, int8_ov_s, 1).as_dict(),
-            MMPRETRAIN_DEPLOY: Timing(16, fp32_s, fp32_s, fp32_s, 1).as_dict()}
+    rows = {ONNXRUNTIME: timing_row(Timing(16, fp32_s, fp32_s, fp32_s, 1)),
+            INT8_ONNXRUNTIME: timing_row(Timing(16, int8_ort_s, int8_ort_s, int8_ort_s, 1)),
+            INT8_OPENVINO: timing_row(Timing(16, int8_ov_s, int8_ov_s, int8_ov_s, 1)),
+            MMPRETRAIN_DEPLOY: timing_row(Timing(16, fp32_s, fp32_s, fp32_s, 1))}
     add_ratios(rows)
     results = dict(machine=dict(cpu_vnni=vnni, onednn_isa_cap=onednn_cap),
                    inference=[dict(path=path, **row) for path, row in rows.items()])

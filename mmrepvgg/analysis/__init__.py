@@ -1,7 +1,4 @@
-"""Performance analysis: complexity counting (:mod:`.complexity`: parameters and
-multiply-adds with mmengine's ``FlopAnalyzer``) and round-robin timing on a shared machine
-(:mod:`._timing`). The benchmarks that use them live outside the package, in ``benchmarks/``.
-"""
-from .complexity import Complexity, count_complexity
+"""Complexity counting (:mod:`.complexity`) and round-robin timing (:mod:`._timing`)."""
+from .complexity import count_complexity
 
-__all__ = ['Complexity', 'count_complexity']
+__all__ = ['count_complexity']

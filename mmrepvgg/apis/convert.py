@@ -1,8 +1,5 @@
-"""One-call conversions of train-form RepVGG models and checkpoints to their deploy form.
-
-Reading and loading checkpoints live in :mod:`mmrepvgg.checkpoint`
-(:func:`~mmrepvgg.checkpoint.load_checkpoint`); the fusion math in :mod:`mmrepvgg.reparam`;
-this module chains them and verifies the result.
+"""One-call conversions of train-form RepVGG models and checkpoints to their deploy form,
+verified (reading and fitting: :mod:`mmrepvgg.checkpoint`; the math: :mod:`mmrepvgg.reparam`).
 """
 import copy
 import os
@@ -28,21 +25,11 @@ CLASSIFIER_SCOPES = (None, PROJECT_SCOPE, 'mmpretrain')
 
 
 class ConversionReport(NamedTuple):
-    """What :func:`convert_checkpoint` did.
-
-    Attributes:
-        src_layout: detected (or forced) source layout, see
-            ``mmrepvgg.checkpoint._layouts.LAYOUTS``.
-        src_form: ``'train'`` or ``'deploy'`` (then nothing was fused).
-        arch: the variant the weights have, e.g. ``'RepVGG-A0'``.
-        num_fused_blocks: RepVGG blocks fused.
-        max_relative_error: ``max |train - deploy| / max |train|`` over the outputs for a
-            random batch, computed in float64 (the verified figure), or ``None`` for a
-            deploy-form source.
-        max_relative_error_float32: the same in the checkpoint's float32, for information.
-        dst: absolute path written.
-        notices: things the user should know that did not stop the conversion.
-    """
+    """What :func:`convert_checkpoint` did. ``src_form`` is ``'train'`` or ``'deploy'``
+    (then nothing was fused and the errors are None); ``max_relative_error`` is
+    ``max |train - deploy| / max |train|`` over the outputs for a random batch in float64
+    (the verified figure), ``max_relative_error_float32`` the same in float32; ``dst`` is
+    the absolute path written."""
     src_layout: str
     src_form: str
     arch: str
@@ -64,22 +51,16 @@ def repvgg_convert(train_model: nn.Module,
                    save_path: Optional[str] = None,
                    inplace: bool = False,
                    overwrite: bool = False) -> nn.Module:
-    """Return the deploy form of any model holding RepVGG blocks; optionally save it.
+    """Return the deploy form, in eval mode, of any model holding RepVGG blocks.
 
     Args:
-        train_model: a train-form backbone, classifier or detector. Its BN running
+        train_model: a train-form backbone, classifier or detector; its BN running
             statistics define the fused weights (the eval-mode function is preserved).
         build_func: the official repository's form, ``repvgg_convert(train_model,
-            create_RepVGG_A0, save_path=...)``: called as ``build_func(deploy=True)``, it
-            builds the model that receives the fused weights (strictly) and is returned.
-            ``None`` returns the fused model itself.
-        save_path: if given, ``{'state_dict': deploy_state_dict}`` is written there
-            atomically, as mmengine writes checkpoints.
+            create_RepVGG_A0, save_path=...)``: ``build_func(deploy=True)`` builds the
+            model that receives the fused weights (strictly) and is returned.
+        save_path: where to write ``{'state_dict': deploy_state_dict}`` atomically.
         inplace: fuse ``train_model`` itself instead of a deep copy.
-        overwrite: allow replacing an existing ``save_path``.
-
-    Returns:
-        The deploy model, in eval mode.
 
     Raises:
         ValueError: ``train_model`` holds no train-form RepVGG block, or the model of
@@ -109,27 +90,19 @@ def repvgg_convert(train_model: nn.Module,
 
 def _force_train_form(node: Any) -> int:
     """Set ``deploy=False`` in every RepVGG dict of a model config; count them."""
-    found = 0
     if isinstance(node, dict):
-        if names_project_repvgg(node.get('type'), PROJECT_SCOPE):
+        found = int(names_project_repvgg(node.get('type'), PROJECT_SCOPE))
+        if found:
             node['deploy'] = False
-            found += 1
-        for value in node.values():
-            found += _force_train_form(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            found += _force_train_form(value)
-    return found
+        return found + sum(_force_train_form(value) for value in node.values())
+    if isinstance(node, (list, tuple)):
+        return sum(_force_train_form(value) for value in node)
+    return 0
 
 
 def build_train_model(config: Union[str, Config]) -> nn.Module:
-    """Build the train form of the model of a train or deploy config, in eval mode.
-
-    Every RepVGG dict gets ``deploy=False``; the model is built by
-    :func:`mmrepvgg.models.build_model`, in the ``mmrepvgg`` scope whatever the config's
-    ``default_scope``, so ``RepVGG`` is this project's; the model of a config of another
-    project (``default_scope`` ``'mmseg'``, ``'mmdet'``: a segmentor, a detector) is built
-    in that scope.
+    """Build the train form (``deploy=False``) of a train or deploy config's model, in the
+    ``mmrepvgg`` scope for a classifier, in the config's own for a segmentor or detector.
 
     Raises:
         ConfigError: the config cannot be read, has no ``model``, or builds no RepVGG
@@ -158,22 +131,17 @@ def build_train_model(config: Union[str, Config]) -> nn.Module:
     return model
 
 
-def verify_fusion(train_model: nn.Module,
-                  tolerance: float = VERIFY_TOLERANCE) -> Tuple[nn.Module, float, float]:
-    """Fuse ``train_model`` in float64, check both forms agree, return the deploy model.
-
-    The fused kernels are computed from float64 copies of the weights and rounded once to
-    the model's dtype, the most accurate deploy weights that dtype can hold.
+def _verify_fusion(train_model: nn.Module,
+                   tolerance: float = VERIFY_TOLERANCE) -> Tuple[nn.Module, float, float]:
+    """Fuse ``train_model`` in float64 (rounded once to its dtype: the most accurate
+    deploy weights that dtype holds) and check both forms agree.
 
     Returns:
-        ``(deploy model in train_model's dtype, relative error in float64, relative error
-        of the returned model against train_model in their dtype)``; see
-        :func:`mmrepvgg._numerics.max_relative_output_error`.
+        ``(deploy model, relative error in float64, relative error in the model's dtype)``.
 
     Raises:
-        CheckpointError: the float64 forms differ by more than ``tolerance``: the fusion
-            (or the model's weights) is wrong; or a fused tensor is not finite in the
-            model's dtype.
+        CheckpointError: the float64 forms differ by more than ``tolerance``, or a fused
+            tensor is not finite in the model's dtype.
     """
     dtype = next(train_model.parameters()).dtype
     input_shape = (VERIFY_INPUT_SIZE[0], image_channels(train_model), *VERIFY_INPUT_SIZE[1:])
@@ -211,15 +179,6 @@ def _deploy_checkpoint(model: nn.Module, dst_format: str, meta: dict) -> dict:
         raise CheckpointError(f'cannot export to the {dst_format} layout: {error}') from error
 
 
-def _converted_meta(checkpoint: Any, record: dict) -> dict:
-    """The source's ``meta`` (dataset_meta with the class names, epoch, ...), with the
-    conversion ``record`` under ``'reparameterized'``."""
-    source_meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
-    meta = dict(source_meta) if isinstance(source_meta, dict) else {}
-    meta['reparameterized'] = record
-    return meta
-
-
 def convert_checkpoint(config: Union[str, Config],
                        src: str,
                        dst: str,
@@ -229,23 +188,17 @@ def convert_checkpoint(config: Union[str, Config],
                        tolerance: float = VERIFY_TOLERANCE) -> ConversionReport:
     """Convert a train checkpoint of any known layout into a verified deploy checkpoint.
 
-    Builds the train form of ``config``'s model, loads ``src`` into it
-    (:func:`~mmrepvgg.checkpoint.load_checkpoint`, ``'convert'`` mode: tensors the model
-    has no place for are left out, with a notice), fuses every RepVGG block (see
-    :func:`verify_fusion`), and writes ``dst`` atomically. ``src`` is only read.
+    ``src`` is loaded into the train form of ``config``'s model (``'convert'`` mode:
+    tensors the model has no place for are left out, with a notice), every RepVGG block is
+    fused and verified in float64, and ``dst`` is written atomically.
 
     Args:
-        config: a train or deploy config path (or :class:`Config`) of a model holding
-            RepVGG blocks.
-        src: the checkpoint to convert.
-        dst: where to write; for ``dst_format='mmrepvgg'`` it holds
-            ``{'state_dict': deploy_state_dict, 'meta': {...}}`` (the source's meta, with
-            the conversion record under ``meta['reparameterized']``), loadable by
-            ``tools/test.py DEPLOY_CONFIG DST``; for ``'official'`` a bare state dict in
-            the official repository's deploy layout (``stage0.rbr_reparam.weight``).
+        config: a train or deploy config path (or :class:`Config`) of a RepVGG model.
+        dst: for ``dst_format='mmrepvgg'``, ``{'state_dict', 'meta'}`` (the source's meta
+            with the conversion record under ``meta['reparameterized']``), loadable by
+            ``tools/test.py DEPLOY_CONFIG DST``; for ``'official'``, a bare state dict in
+            the official repository's deploy layout.
         src_format: force a source layout (``mmrepvgg``, ``official``, ``timm``).
-        dst_format: one of :data:`DST_FORMATS`.
-        overwrite: replace an existing ``dst``.
         tolerance: largest accepted relative output error of the float64 verification.
 
     Raises:
@@ -273,7 +226,7 @@ def convert_checkpoint(config: Union[str, Config],
         deploy_model, num_fused, error_float64, error_float32 = model, 0, None, None
     else:
         try:
-            deploy_model, error_float64, error_float32 = verify_fusion(model, tolerance)
+            deploy_model, error_float64, error_float32 = _verify_fusion(model, tolerance)
         except CheckpointError as error:
             raise CheckpointError(f'{src}: {error}') from error
         num_fused = sum(1 for module in model.modules() if isinstance(module, RepVGGBlock))
@@ -282,8 +235,9 @@ def convert_checkpoint(config: Union[str, Config],
                   src_layout=state.layout, src_form=state.form, arch=arch,
                   max_relative_error=error_float64,
                   max_relative_error_float32=error_float32)
-    checkpoint = _deploy_checkpoint(deploy_model, dst_format,
-                                    _converted_meta(checkpoint, record))
+    source_meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    meta = {**(source_meta if isinstance(source_meta, dict) else {}), 'reparameterized': record}
+    checkpoint = _deploy_checkpoint(deploy_model, dst_format, meta)
     try:
         save_checkpoint_atomic(checkpoint, dst, overwrite=overwrite, inputs=sources)
     except OSError as error:

@@ -1,9 +1,5 @@
-"""Build a classifier by zoo name or config and classify images, with mmpretrain's names.
-
-``get_model`` and ``inference_model`` mirror ``mmpretrain.apis.get_model`` and
-``mmpretrain.apis.inference_model``, but read checkpoints with this project's safe reader in
-any known key layout (mmrepvgg/mmpretrain, official, timm), turn a train-form checkpoint into
-a deploy model when the config asks for one, and run inference on the deploy form.
+"""mmpretrain's ``get_model`` and ``inference_model``, reading checkpoints of any known layout
+with the project's reader, fusing where a deploy config asks, and inferring in deploy form.
 """
 import copy
 import os
@@ -43,11 +39,8 @@ def _config_dataset_meta(config: Config) -> dict:
 
 def _dataset_meta(checkpoint: Any, config: Config, source: str) -> dict:
     """Class names for the predictions: the checkpoint's (the Runner saves the training
-    set's), else the config's; empty when neither names them.
-
-    Raises:
-        CheckpointError: the checkpoint's class names are not a list of strings.
-    """
+    set's), else the config's; a CheckpointError when the checkpoint's are no list of
+    strings or do not match the head."""
     meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
     meta = meta if isinstance(meta, dict) else {}
     dataset_meta = meta.get('dataset_meta') or (  # mmcls 0.x checkpoints: meta.CLASSES
@@ -70,11 +63,7 @@ def _dataset_meta(checkpoint: Any, config: Config, source: str) -> dict:
 
 
 def _checked_device(device: str) -> torch.device:
-    """``device`` as torch names it, if this machine has it.
-
-    Raises:
-        ConfigError: not a device name, or a GPU this machine does not have.
-    """
+    """``device`` as torch names it; a ConfigError unless this machine has it."""
     try:
         torch_device = torch.device(device)
     except (RuntimeError, TypeError):
@@ -100,26 +89,21 @@ def get_model(model: Union[str, Config],
     Args:
         model: a zoo name (``mmpretrain.list_models('repvgg*')``, any letter case), a
             config path or a :class:`Config`.
-        pretrained: ``False`` (random weights), ``True`` (the published weights of a zoo
-            name) or the checkpoint to load: a path, a URL or a zoo name. A train-form
-            checkpoint given to a deploy config is loaded into the train form and fused.
-        device: where to put the model, e.g. ``'cpu'``; unchanged when None.
-        **kwargs: overrides of the config's ``model`` dict, as in mmpretrain (e.g.
-            ``head=dict(num_classes=10)``).
+        pretrained: ``False`` (random weights), ``True`` (a zoo name's published weights)
+            or a checkpoint path, URL or zoo name. A train-form checkpoint given to a
+            deploy config is loaded into the train form and fused.
+        device: e.g. ``'cpu'``; the model stays where it is built when None.
+        **kwargs: overrides of the config's ``model`` dict (``head=dict(num_classes=10)``).
 
     Returns:
-        The model, as mmpretrain's ``get_model`` returns it (``_config``,
-        ``_dataset_meta`` with the class names of the checkpoint, ``_metainfo``), in the
-        form its config describes.
+        The model with mmpretrain's ``_config``, ``_dataset_meta`` (the checkpoint's class
+        names) and ``_metainfo``, in the form its config describes.
 
     Raises:
-        ConfigError: an unknown name or missing config file (see
-            :func:`mmrepvgg._config_file.read_config`); a ``device`` that is no device
-            name or a GPU this machine lacks.
-        ValueError: ``pretrained=True`` for a config (only zoo names have published
-            weights).
-        CheckpointError: the checkpoint cannot be read or does not fit the model, or its
-            class names are not as many as the head's classes.
+        ConfigError: an unknown name, a missing config file, or an unknown ``device``.
+        ValueError: ``pretrained=True`` for a config (not a zoo name).
+        CheckpointError: the checkpoint cannot be read, does not fit the model, or names
+            another number of classes than the head's.
     """
     if device is not None:
         device = _checked_device(device)
@@ -179,8 +163,7 @@ def list_images(image_or_folder: str) -> List[str]:
 
 
 def check_image(path: str) -> None:
-    """Check from its header, before anything decodes it, that ``path`` is an image of at
-    most :data:`MAX_IMAGE_PIXELS` pixels.
+    """Check from its header that ``path`` is an image of at most :data:`MAX_IMAGE_PIXELS`.
 
     Raises:
         ValueError: one line naming the file: missing, empty, not an image, too large.
@@ -213,24 +196,19 @@ def inference_model(model: Union[nn.Module, str, Config],
     """Classify images with the deploy form of a RepVGG classifier.
 
     Args:
-        model: a model from :func:`get_model` (or mmpretrain's), a zoo name, a config path
-            or a :class:`Config`. Train-form blocks are fused on a copy; ``model`` is
-            left as it is.
-        images: an image path, a folder (its images, see :func:`list_images`) or a list
-            of paths.
-        pretrained: for a name or config, as in :func:`get_model`.
-        device: for a name or config, as in :func:`get_model`.
-        batch_size: images per forward pass.
+        model: a model (train-form blocks are fused on a copy), a zoo name, a config path
+            or a :class:`Config` (built by :func:`get_model` with ``pretrained`` and
+            ``device``).
+        images: an image path, a folder (see :func:`list_images`) or a list of paths.
 
     Returns:
         For one image path a dict, else a list of dicts in input order, as mmpretrain's
-        ``ImageClassificationInferencer`` returns them: ``pred_label`` (int),
-        ``pred_score`` (float), ``pred_scores`` (``(num_classes,)`` array of softmax
-        scores) and ``pred_class`` (the class name, when the model knows them).
+        ``ImageClassificationInferencer`` returns them: ``pred_label``, ``pred_score``,
+        ``pred_scores`` (``(num_classes,)`` softmax scores) and ``pred_class`` (when the
+        model knows the class names).
 
     Raises:
-        ValueError: an image is missing, empty, not an image or has more than
-            :data:`MAX_IMAGE_PIXELS` pixels (:func:`check_image`), before any is decoded.
+        ValueError: an image fails :func:`check_image`, before any is decoded.
     """
     if not isinstance(model, nn.Module):
         model = get_model(model, pretrained=pretrained, device=device)
@@ -239,6 +217,8 @@ def inference_model(model: Union[nn.Module, str, Config],
     paths = list_images(images) if isinstance(images, str) else list(images)
     for path in paths:
         check_image(path)
-    inferencer = ImageClassificationInferencer(model)
-    results = inferencer(paths, batch_size=batch_size)
+    # The pipeline's transforms are looked up in the current scope, which an earlier Runner
+    # of this process may have left at another package's.
+    with DefaultScope.overwrite_default_scope('mmrepvgg'):
+        results = ImageClassificationInferencer(model)(paths, batch_size=batch_size)
     return results[0] if isinstance(images, str) and not os.path.isdir(images) else results

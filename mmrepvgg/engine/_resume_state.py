@@ -1,25 +1,12 @@
-"""A resumed training state, checked as data against the run before mmengine or torch sees it.
-
-mmengine's ``Runner.resume`` hands a checkpoint's ``optimizer`` to torch's
-``Optimizer.load_state_dict``, each ``param_schedulers`` entry to a scheduler's
-``load_state_dict`` and ``message_hub`` to ``MessageHub.load_state_dict``. Those trust what
-they get: a momentum buffer of another shape is taken and fails at the first step; a
-scheduler's ``load_state_dict`` is ``self.__dict__.update(state)``, so a stored key
-``optimizer`` replaces the optimizer the scheduler drives; torch copies the optimizer state
-leaf by leaf, so a few KB of lists that hold one shared list twice, nested ("billion
-laughs"), unfold into gigabytes. :func:`check_training_state` refuses, in one line:
-
-- a container (dict, list, tuple, set) met twice that holds containers: the file stores it
-  once, its consumers copy it once per reference;
-- more than :data:`MAX_STATE_NODES` nodes in a section, counting shared leaves per use;
-- anything but plain data (containers, strings, numbers, tensors, numpy values, mmengine
-  ``HistoryBuffer``);
-- a structure other than the run's own: the same keys, lengths and kinds of value as the
-  run's ``state_dict()``; optimizer state tensors of their parameter's shape (or scalars,
-  such as Adam's step count); message hub entries of the types mmengine's hooks read.
+"""A resumed training state (optimizer, schedulers, message hub), checked as data against
+the run before mmengine or torch loads it: torch and mmengine trust what they get (a
+scheduler's ``load_state_dict`` is ``__dict__.update``; shared nested lists unfold into
+gigabytes when copied per reference). :func:`check_training_state` refuses shared
+containers of containers, over-large trees, anything but plain data, and any structure
+other than the run's own ``state_dict()``.
 """
 from collections import deque
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -31,9 +18,10 @@ from ..checkpoint import CheckpointError
 # An ImageNet model with one parameter group per tensor stays below a tenth of it.
 MAX_STATE_NODES = 1_000_000
 CONTAINERS = (dict, list, tuple, set, frozenset)
-SCALARS = (str, bytes, bool, int, float, type(None))
-DATA_LEAVES = (*SCALARS, torch.Tensor, np.ndarray, np.generic, HistoryBuffer)
+DATA_LEAVES = (str, bytes, bool, int, float, type(None), torch.Tensor, np.ndarray, np.generic,
+               HistoryBuffer)
 MESSAGE_HUB_KEYS = ('log_scalars', 'runtime_info', 'resumed_keys')
+MESSAGE_HUB_VALUE_TYPES = {'log_scalars': HistoryBuffer, 'resumed_keys': bool}
 # Message hub entries that mmengine's hooks and loops act on, and the type each must have
 # (CheckpointHook builds file names to delete from keep_ckpt_ids).
 RUNTIME_INFO_TYPES = {'epoch': int, 'iter': int, 'max_epochs': int, 'max_iters': int,
@@ -50,13 +38,9 @@ def check_training_state(checkpoint: dict, optim_wrapper: Optional[OptimWrapper]
     """Raise unless the training state of ``checkpoint`` fits this run, as data.
 
     Args:
-        checkpoint: read by the project's reader; its ``optimizer``, ``param_schedulers``
-            and ``message_hub`` entries are checked, where present.
         optim_wrapper: the run's built wrapper (or :class:`OptimWrapperDict`), or None
-            when the run has none (the entry is then not loaded by mmengine either).
+            when mmengine will not load the entry either.
         param_schedulers: the run's built schedulers: a list, a dict of lists, or None.
-        message_hub: the run's message hub.
-        filename: named in the error.
 
     Raises:
         CheckpointError: one line naming the entry, what is wrong and what to do.
@@ -91,23 +75,17 @@ def _check_plain_bounded_tree(tree: Any, where: str) -> None:
             continue
         if not isinstance(node, CONTAINERS):
             raise _Refused(f'{path} holds a {type(node).__name__}, not training state data')
-        children = list(_children(node, path))
+        if isinstance(node, dict):
+            children = [child for key, value in node.items()
+                        for child in ((key, f'{path} key'), (value, f'{path}.{key}'))]
+        else:
+            children = [(value, f'{path}.{index}') for index, value in enumerate(node)]
         if any(isinstance(child, CONTAINERS) and len(child) for child, _ in children):
             if id(node) in seen_ids:  # the checkpoint stays alive: ids are not reused
                 raise _Refused(f'{path} is a container that appears more than once (a '
                                'shared reference, which loading would copy per use)')
             seen_ids.add(id(node))
         queue.extend(children)
-
-
-def _children(node: Any, path: str) -> Iterator[Tuple[Any, str]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield key, f'{path} key'
-            yield value, f'{path}.{key}'
-    else:
-        for index, value in enumerate(node):
-            yield value, f'{path}.{index}'
 
 
 def _check_like(reference: Any, loaded: Any, path: str) -> None:
@@ -218,30 +196,23 @@ def _check_schedulers(param_schedulers: Any, loaded: Any, where: str) -> None:
 
 def _check_message_hub(reference: dict, loaded: Any, where: str) -> None:
     _require_keys(loaded, list(reference), where)
-    expected_types = {'log_scalars': (HistoryBuffer, 'a HistoryBuffer'),
-                      'resumed_keys': (bool, 'a bool')}
     for section in MESSAGE_HUB_KEYS:
         entries = loaded[section]
         if not isinstance(entries, dict):
             raise _Refused(f'{where}.{section} is {_describe(entries)}, not a dict')
         for key, value in entries.items():
-            path = f'{where}.{section}.{key}'
             if not isinstance(key, str):
                 raise _Refused(f'{where}.{section} has a key of type {type(key).__name__}')
-            if section in expected_types and not isinstance(value, expected_types[section][0]):
-                raise _Refused(f'{path} is {_describe(value)}, not '
-                               f'{expected_types[section][1]}')
-            if section == 'runtime_info':
-                _check_runtime_info(key, value, path)
-
-
-def _check_runtime_info(key: str, value: Any, path: str) -> None:
-    expected = RUNTIME_INFO_TYPES.get(key)
-    if expected is None:
-        return
-    wrong = (not isinstance(value, expected) or isinstance(value, bool)
-             or (key == 'keep_ckpt_ids' and not all(
-                 isinstance(step, int) and not isinstance(step, bool) for step in value)))
-    if wrong:
-        spelled = 'a list of int' if key == 'keep_ckpt_ids' else f'a {expected.__name__}'
-        raise _Refused(f'{path} is {_describe(value)}, not {spelled}')
+            expected = (RUNTIME_INFO_TYPES.get(key) if section == 'runtime_info'
+                        else MESSAGE_HUB_VALUE_TYPES.get(section))
+            if expected is None:
+                continue
+            wrong = not isinstance(value, expected) or (isinstance(value, bool)
+                                                        and expected is not bool)
+            step_list = section == 'runtime_info' and key == 'keep_ckpt_ids'
+            if step_list and not wrong:
+                wrong = not all(isinstance(step, int) and not isinstance(step, bool)
+                                for step in value)
+            if wrong:
+                spelled = 'a list of int' if step_list else f'a {expected.__name__}'
+                raise _Refused(f'{where}.{section}.{key} is {_describe(value)}, not {spelled}')

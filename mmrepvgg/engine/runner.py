@@ -1,12 +1,13 @@
-"""What tools/train.py and tools/test.py do: :func:`run_train` and :func:`run_test`, which
-other tools and scripts call in process (``run_test`` returns the metrics that mmengine's
-``Runner.test()`` returns)."""
+"""What tools/train.py and tools/test.py do, callable in process: :func:`run_train` and
+:func:`run_test` (which returns the metrics of mmengine's ``Runner.test()``)."""
 import contextlib
 import json
 import os
-import re
-from typing import Any, Dict, Optional
+import subprocess
+from typing import Any, Dict, Iterable, Mapping, Optional
 
+import torch
+import torch.distributed as torch_dist
 from mmengine.config import Config
 from mmengine.device import get_device
 from mmengine.runner import Runner
@@ -14,29 +15,24 @@ from mmengine.runner import Runner
 from ..checkpoint import atomic_output
 from ..checkpoint.fitting import checkpoint_file
 from ..registry import RUNNERS
-from ._config import ConfigError, check_dataloaders, load_repvgg_config
-from ._dist import setup_distributed
+from ._config import ConfigError, load_repvgg_config
 from .safe_runner import RepVGGRunner
 
-
 TEST_METRICS_PREFIX = 'test metrics: '
+LAUNCHERS = ('none', 'pytorch', 'slurm')
+DEFAULT_MASTER_PORT = '29500'
+# What each launcher reads from the environment, and what sets it.
+LAUNCHER_VARIABLES = {
+    'pytorch': (('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'),
+                'start the tool with torchrun or bash tools/dist_train.sh / dist_test.sh'),
+    'slurm': (('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_LOCALID', 'SLURM_NODELIST'),
+              'start the tool with srun or bash tools/slurm_train.sh / slurm_test.sh'),
+}
 
 
 def format_test_metrics(metrics: Dict[str, float]) -> str:
     """The line tools/test.py prints last, e.g. ``test metrics: {"accuracy/top1": 96.1}``."""
     return TEST_METRICS_PREFIX + json.dumps(metrics)
-
-
-def parse_test_metrics(output: str) -> Dict[str, float]:
-    """The metrics of the last :func:`format_test_metrics` line in a tool's output.
-
-    Raises:
-        ValueError: ``output`` holds no such line.
-    """
-    lines = re.findall(f'^{re.escape(TEST_METRICS_PREFIX)}(.*)$', output, flags=re.M)
-    if not lines:
-        raise ValueError(f'no line starting with {TEST_METRICS_PREFIX!r} in the output')
-    return json.loads(lines[-1])
 
 
 def _set_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> None:
@@ -51,51 +47,93 @@ def _set_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> Non
                           'folder for the logs and checkpoints')
 
 
-def prepare_train_config(cfg: Config,
-                         config_path: str,
-                         work_dir: Optional[str] = None,
-                         resume: Optional[str] = None,
-                         amp: bool = False,
-                         auto_scale_lr: bool = False,
-                         launcher: str = 'none') -> Config:
-    """Apply tools/train.py's options to ``cfg`` (in place) and start distribution.
+def _check_dataloaders(cfg: Config, loader_names: Iterable[str], config_path: str) -> None:
+    """Fail before the Runner starts on a bad ``batch_size`` or ``num_workers``, or on
+    missing data folders."""
+    # (key, default, smallest value, what to set, an example)
+    integer_keys = (('batch_size', None, 1, 'a positive integer', 32),
+                    ('num_workers', 0, 0, '0 (load in the main process) or more', 2))
+    for loader_name in loader_names:
+        loader = cfg.get(loader_name)
+        if not isinstance(loader, dict):
+            continue
+        for key, default, smallest, wanted, example in integer_keys:
+            value = loader.get(key, default)
+            if not isinstance(value, int) or isinstance(value, bool) or value < smallest:
+                raise ConfigError(f'{loader_name}.{key} is {value!r} in {config_path}; set '
+                                  f'{wanted}, e.g. --cfg-options {loader_name}.{key}={example}')
+        dataset = loader.get('dataset')
+        if isinstance(dataset, dict):
+            _check_data_folders(dataset, loader_name, config_path)
 
-    Args:
-        cfg: from :func:`load_repvgg_config`.
-        config_path: the config file, naming the default work dir.
-        work_dir: where logs and checkpoints go; defaults to ``cfg.work_dir`` or
-            ``work_dirs/<config name>``.
-        resume: ``'auto'`` resumes from the work dir's latest checkpoint, a path from that
-            checkpoint, None starts afresh.
-        amp: mixed precision (``AmpOptimWrapper``); needs a GPU.
-        auto_scale_lr: scale the lr linearly from ``auto_scale_lr.base_batch_size`` to
-            the actual total batch.
-        launcher: ``'none'``, ``'pytorch'`` (torchrun) or ``'slurm'``.
 
-    Raises:
-        ConfigError: ``--amp`` without an accelerator, a ``resume`` file that does not
-            exist, a dataloader that cannot work (see :func:`check_dataloaders`), or a
-            launcher without its environment.
-    """
-    _set_work_dir(cfg, config_path, work_dir)
-    if amp:
-        if get_device() == 'cpu':
-            raise ConfigError('--amp needs a GPU (mmengine\'s AmpOptimWrapper has no CPU '
-                              'mode); drop --amp on this machine')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    if resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
-    elif resume is not None:
-        if not os.path.isfile(resume):
-            raise ConfigError(f'--resume {resume}: no such checkpoint file; pass a file from '
-                              'the work dir, or --resume alone for its latest checkpoint')
-        cfg.resume, cfg.load_from = True, resume
-    if auto_scale_lr:
-        cfg.auto_scale_lr.enable = True
-    check_dataloaders(cfg, ('train_dataloader', 'val_dataloader'), config_path)
-    setup_distributed(cfg, launcher)
-    return cfg
+def _check_data_folders(dataset: dict, loader_name: str, config_path: str) -> None:
+    """A dataset's ``data_root`` must be a local folder, and its image folder
+    (``data_prefix``) one inside it."""
+    data_root = dataset.get('data_root')
+    if not isinstance(data_root, str) or not data_root:
+        return
+    key = f'{loader_name}.dataset.data_root'
+    if '://' in data_root:
+        raise ConfigError(f'{key} {data_root!r} of {config_path} is a URL; the datasets '
+                          f'read local folders: download the data and pass --cfg-options '
+                          f'{key}=FOLDER')
+    where = '' if os.path.isabs(data_root) else f' (relative to {os.getcwd()})'
+    if not os.path.isdir(data_root):
+        fix = ('create it with: python tools/demo.py (or python -c "from mmrepvgg.datasets '
+               'import prepare_digits; prepare_digits()")' if 'digits' in data_root else
+               f'put the data there or pass --cfg-options {key}=FOLDER')
+        raise ConfigError(f'{key} {data_root!r} of {config_path} is not a folder{where}; '
+                          f'{fix}')
+    prefix = dataset.get('data_prefix')
+    if isinstance(prefix, dict):
+        prefix = prefix.get('img_path')
+    if isinstance(prefix, str) and prefix and '://' not in prefix and \
+            not os.path.isdir(os.path.join(data_root, prefix)):
+        raise ConfigError(f'{data_root!r}{where} has no {prefix!r} folder, which '
+                          f'{loader_name}.dataset.data_prefix of {config_path} names; put '
+                          f'the images there (one folder per class) or pass --cfg-options '
+                          f'{loader_name}.dataset.data_prefix=FOLDER')
+
+
+def _slurm_process_env(environ: Mapping[str, str]) -> Dict[str, str]:
+    """The torch ``env://`` variables of one process of a Slurm job step (``MASTER_ADDR``
+    defaults to the job's first host, ``MASTER_PORT`` to 29500)."""
+    master_addr = environ.get('MASTER_ADDR')
+    if not master_addr:
+        master_addr = subprocess.check_output(
+            ['scontrol', 'show', 'hostnames', environ['SLURM_NODELIST']],
+            text=True).split()[0]
+    return dict(RANK=environ['SLURM_PROCID'], WORLD_SIZE=environ['SLURM_NTASKS'],
+                LOCAL_RANK=environ['SLURM_LOCALID'], MASTER_ADDR=master_addr,
+                MASTER_PORT=environ.get('MASTER_PORT', DEFAULT_MASTER_PORT))
+
+
+def _setup_distributed(cfg: Config, launcher: str) -> None:
+    """Record ``launcher`` in ``cfg``; without CUDA, also join the gloo process group and
+    ask for a DDP wrapper without device ids: mmengine's ``torch.cuda.set_device`` and
+    ``device_ids=[LOCAL_RANK]`` fail on a CPU-only machine, and the Runner skips its own
+    initialisation once the group exists."""
+    if launcher not in LAUNCHERS:
+        raise ValueError(f'launcher must be one of {LAUNCHERS}, got {launcher!r}')
+    names, fix = LAUNCHER_VARIABLES.get(launcher, ((), ''))
+    missing = [name for name in names if not os.environ.get(name)]
+    if missing:
+        raise ConfigError(f'--launcher {launcher}: {", ".join(missing)} not set in the '
+                          f'environment; {fix}, or drop --launcher for one process')
+    cfg.launcher = launcher
+    if launcher == 'none' or torch.cuda.is_available():
+        return
+    if launcher == 'slurm':
+        os.environ.update(_slurm_process_env(os.environ))
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group(backend='gloo', init_method='env://')
+    cfg.env_cfg = {**cfg.get('env_cfg', {}), 'dist_cfg': dict(backend='gloo')}
+    wrapper_cfg = dict(type='MMDistributedDataParallel', broadcast_buffers=False,
+                       find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper_cfg.update(cfg.get('model_wrapper_cfg') or {})
+    wrapper_cfg['device_ids'] = None  # DDP on CPU modules takes no device ids
+    cfg.model_wrapper_cfg = wrapper_cfg
 
 
 def prepare_test_config(cfg: Config,
@@ -104,12 +142,8 @@ def prepare_test_config(cfg: Config,
                         work_dir: Optional[str] = None,
                         out: Optional[str] = None,
                         launcher: str = 'none') -> Config:
-    """Apply tools/test.py's options to ``cfg`` (in place) and start distribution.
-
-    Args:
-        checkpoint_path: the weights to test, in the form ``cfg`` builds (a deploy
-            config needs a re-parameterized checkpoint).
-        out: a new ``.pkl`` file to dump every prediction into.
+    """Apply tools/test.py's options to ``cfg`` (in place) and start distribution;
+    ``out`` is a new ``.pkl`` file for every prediction.
 
     Raises:
         ConfigError: the checkpoint is missing, ``out`` is not a new ``.pkl`` path, the
@@ -129,8 +163,8 @@ def prepare_test_config(cfg: Config,
         if isinstance(evaluators, dict):
             evaluators = [evaluators]
         cfg.test_evaluator = [*evaluators, dict(type='DumpResults', out_file_path=out)]
-    check_dataloaders(cfg, ('test_dataloader', ), config_path)
-    setup_distributed(cfg, launcher)
+    _check_dataloaders(cfg, ('test_dataloader', ), config_path)
+    _setup_distributed(cfg, launcher)
     return cfg
 
 
@@ -138,8 +172,7 @@ def build_runner(cfg: Config) -> Runner:
     """The Runner of ``cfg``: :class:`RepVGGRunner`, or the ``runner_type`` it names.
 
     Raises:
-        ConfigError: an entry of the config does not build (unknown type, wrong
-            argument); the message is the builder's, which names the class.
+        ConfigError: an entry of the config does not build (the builder's message).
     """
     try:
         if 'runner_type' in cfg:
@@ -157,16 +190,38 @@ def run_train(config_path: str,
               amp: bool = False,
               auto_scale_lr: bool = False,
               launcher: str = 'none') -> Runner:
-    """Train as tools/train.py does (see :func:`prepare_train_config` for the options).
+    """Train as tools/train.py does; return the Runner (its ``work_dir`` holds the
+    checkpoints).
 
-    Returns:
-        The Runner after training (its ``work_dir`` holds the checkpoints).
+    Args:
+        work_dir: defaults to ``cfg.work_dir``, else ``work_dirs/<config name>``.
+        resume: ``'auto'`` (the work dir's latest checkpoint) or a checkpoint path.
+        amp: mixed precision (``AmpOptimWrapper``); needs a GPU.
+        auto_scale_lr: scale the lr from ``auto_scale_lr.base_batch_size`` to the batch.
+        launcher: one of :data:`LAUNCHERS`.
 
     Raises:
         ConfigError, CheckpointError: bad input, before training starts.
     """
     cfg = load_repvgg_config(config_path, cfg_options)
-    prepare_train_config(cfg, config_path, work_dir, resume, amp, auto_scale_lr, launcher)
+    _set_work_dir(cfg, config_path, work_dir)
+    if amp:
+        if get_device() == 'cpu':
+            raise ConfigError('--amp needs a GPU (mmengine\'s AmpOptimWrapper has no CPU '
+                              'mode); drop --amp on this machine')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif resume is not None:
+        if not os.path.isfile(resume):
+            raise ConfigError(f'--resume {resume}: no such checkpoint file; pass a file from '
+                              'the work dir, or --resume alone for its latest checkpoint')
+        cfg.resume, cfg.load_from = True, resume
+    if auto_scale_lr:
+        cfg.auto_scale_lr.enable = True
+    _check_dataloaders(cfg, ('train_dataloader', 'val_dataloader'), config_path)
+    _setup_distributed(cfg, launcher)
     runner = build_runner(cfg)
     runner.train()
     return runner
@@ -178,12 +233,9 @@ def run_test(config_path: str,
              cfg_options: Optional[Dict[str, Any]] = None,
              out: Optional[str] = None,
              launcher: str = 'none') -> Dict[str, float]:
-    """Evaluate a checkpoint as tools/test.py does (see :func:`prepare_test_config`);
-    ``checkpoint_path`` may also be an ``http(s)://`` URL or a model zoo name, fetched
-    once the config has been read.
-
-    The Runner loads the checkpoint safely and refuses one that does not fit the model
-    exactly (:class:`~mmrepvgg.engine.RepVGGRunner`), before any image is evaluated.
+    """Evaluate a checkpoint (a path, an ``http(s)://`` URL or a model zoo name) as
+    tools/test.py does (see :func:`prepare_test_config`); a checkpoint that does not fit
+    the model exactly is refused before any image is evaluated.
 
     Returns:
         The metrics of ``Runner.test()``, e.g. ``{'accuracy/top1': 95.0}``.

@@ -1,51 +1,32 @@
-"""mmengine's Runner, loading checkpoints through mmrepvgg's safe reader and fitting.
+"""mmengine's Runner, loading checkpoints through mmrepvgg's reader with exact fitting.
 
-mmengine's ``Runner.load_checkpoint`` (behind ``load_from``, ``resume`` and
-``load_or_resume``) loads non-strictly: a tensor of another shape, a stray tensor or a
-missing layer only produce a log line, and the run goes on with random layers. This Runner
-reads the file with :func:`mmrepvgg.checkpoint.load_checkpoint_file` (no pickle code runs)
-and loads it with :func:`mmrepvgg.checkpoint.load_checkpoint`; the checkpoint it hands
-back to mmengine has no config text in its meta (mmengine's ``resume`` would run
-``Config.fromstring`` on it: a config is code, a checkpoint only data):
-
-- ``test()`` / ``val()``: the checkpoint must hold exactly the model's tensors;
-- ``train()`` with ``load_from`` (fine-tuning): the RepVGG backbone must fit exactly; the
-  other tensors that do not (a 1000-class ImageNet head) keep their initialisation and are
-  listed in one warning;
-- ``resume``: exact, and the file must be a training checkpoint (``meta.epoch``,
-  ``meta.iter``, ``message_hub``) whose training state (optimizer, schedulers, message
-  hub) fits the run as data (:func:`~mmrepvgg.engine._resume_state.check_training_state`).
-
-The shipped configs name this Runner (``runner_type``), so mmpretrain's, mmseg's and
-mmdet's own tools build it too; :class:`RepVGGCheckpointGuard` covers a tool that ignores
-``runner_type`` (docs/trust_in_other_tools.md).
-
-A model whose test outputs hold NaN or an infinity is refused at the first such batch
-(:class:`~mmrepvgg.engine._finite_outputs.FiniteOutputsCheck`), whatever it is (PyTorch,
-an exported file, PyTorch INT8).
-
-Every refusal is a :class:`~mmrepvgg.checkpoint.CheckpointError` with one line to show.
+mmengine loads non-strictly (a misfit tensor is a log line; the run goes on with random
+layers) and its ``resume`` runs the checkpoint's config text as code. Here ``test()``,
+``val()`` and ``resume`` fit exactly (``resume`` also checks the training state, see
+:mod:`._resume_state`); ``train()`` with ``load_from`` fits the backbone exactly. Each
+refusal is one :class:`~mmrepvgg.checkpoint.CheckpointError` line.
 """
-from typing import Any
+from typing import Any, Optional
 
+import torch
 from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
 from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop, Runner
+from mmengine.structures import BaseDataElement
 from mmengine.visualization import Visualizer
 
 from ..checkpoint import CheckpointError, load_checkpoint, load_checkpoint_file
 from ..registry import HOOKS, RUNNERS
-from ._finite_outputs import FiniteOutputsCheck
 from ._resume_state import check_training_state
 
-RESUME_META_KEYS = ('epoch', 'iter')
-# Where mmengine's checkpoints keep the config's Python text.
+# Where mmengine's checkpoints keep the config's Python text (code, not data).
 CONFIG_TEXT_META_KEYS = ('config', 'cfg')
+# Nested data elements (a segmentation sample's PixelData) are walked this deep at most.
+_MAX_OUTPUT_DEPTH = 4
 
 
 def _without_config_text(checkpoint: Any) -> Any:
-    """``checkpoint`` with ``meta`` lacking :data:`CONFIG_TEXT_META_KEYS` (a shallow copy)."""
     if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get('meta'), dict)):
         return checkpoint
     meta = {key: value for key, value in checkpoint['meta'].items()
@@ -54,13 +35,9 @@ def _without_config_text(checkpoint: Any) -> Any:
 
 
 def _check_resumable(checkpoint: Any, filename: str) -> None:
-    """Raise unless ``checkpoint`` was saved by a training run that can continue.
-
-    Raises:
-        CheckpointError: no ``meta.epoch``/``meta.iter`` integers or no ``message_hub``.
-    """
+    """Raise unless ``checkpoint`` was saved by a training run."""
     meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
-    lacking = [f'meta.{key}' for key in RESUME_META_KEYS
+    lacking = [f'meta.{key}' for key in ('epoch', 'iter')
                if not isinstance(meta, dict) or not isinstance(meta.get(key), int)]
     if not lacking and 'message_hub' not in checkpoint:
         lacking = ['message_hub']
@@ -72,7 +49,6 @@ def _check_resumable(checkpoint: Any, filename: str) -> None:
 
 
 def _fit_into_runner(runner: Runner, checkpoint: dict, filename: str, mode: str) -> None:
-    """Load the read ``checkpoint`` into ``runner``'s model, fitted in ``mode``."""
     runner.call_hook('after_load_checkpoint', checkpoint=checkpoint)
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
     fitted = load_checkpoint(model, checkpoint, mode, name=filename)
@@ -84,10 +60,45 @@ def _fit_into_runner(runner: Runner, checkpoint: dict, filename: str, mode: str)
     runner.logger.info(f'Load checkpoint from {filename}')
 
 
+def _first_non_finite_field(value: Any, name: str, depth: int = 0) -> Optional[str]:
+    """The name of the first floating-point tensor in ``value`` (a tensor, a data element
+    or a list of them) holding NaN or an infinity, else None."""
+    if isinstance(value, torch.Tensor):
+        finite = not value.is_floating_point() or bool(torch.isfinite(value).all())
+        return None if finite else name
+    if depth >= _MAX_OUTPUT_DEPTH:
+        return None
+    if isinstance(value, BaseDataElement):
+        items = ((f'{name}.{key}', field) for key, field in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f'{name}[{index}]', field) for index, field in enumerate(value))
+    else:
+        return None
+    return next((found for found in (_first_non_finite_field(field, field_name, depth + 1)
+                                     for field_name, field in items) if found), None)
+
+
+class _FiniteOutputsCheck(Hook):
+    """Refuse a model whose test outputs hold NaN or an infinity, at the first such batch:
+    its metrics (0 %, exit 0) would describe damaged weights. Validation during training is
+    left alone: a diverging run shows it in its metrics and keeps its checkpoints."""
+    priority = 'VERY_HIGH'
+
+    def after_test_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        field = _first_non_finite_field(outputs, 'outputs')
+        if field is None:
+            return
+        model = getattr(runner.model, 'name', None) or runner._load_from or 'the model'
+        raise CheckpointError(
+            f'{model}: gives NaN or infinite outputs ({field}) on test batch {batch_idx}; '
+            'its weights are damaged (NaN, or too large for float32), so it is not '
+            'evaluated; export or convert it again from a good checkpoint')
+
+
 @RUNNERS.register_module()
 class RepVGGRunner(Runner):
     """:class:`mmengine.runner.Runner` whose ``load_checkpoint`` is safe and exact (see
-    the module docstring); built by :func:`mmrepvgg.engine.runner.build_runner`."""
+    the module docstring), and whose test outputs must be finite."""
 
     # 'exact' (test, val, resume) or 'finetune' (load_from of a training run).
     _fit_mode = 'exact'
@@ -95,16 +106,12 @@ class RepVGGRunner(Runner):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.register_hook(FiniteOutputsCheck())
+        self.register_hook(_FiniteOutputsCheck())
 
     def build_logger(self, *args, **kwargs) -> MMLogger:
-        """mmengine's logger, under a name no earlier run of this process holds.
-
-        mmengine names a run's logger and visualizer by its config and the second it
-        started, and hands back an existing instance of that name: a second run started
-        by the same process within that second would log to the first run's streams
-        and files. A taken name gets a suffix (``_2``, ``_3``, ...).
-        """
+        """mmengine's logger, under a name (``_2``, ``_3``... added) no earlier run of
+        this process holds: mmengine names it by config and start second and reuses an
+        instance of that name, so a second run in that second would log into the first's."""
         base_name, run = self._experiment_name, 1
         while (MMLogger.check_instance_created(self._experiment_name)
                or Visualizer.check_instance_created(self._experiment_name)):
@@ -120,12 +127,8 @@ class RepVGGRunner(Runner):
             self._fit_mode = 'exact'
 
     def resume(self, filename: str, *args, **kwargs) -> None:
-        """mmengine's resume, reading through :meth:`load_checkpoint`.
-
-        Raises:
-            CheckpointError: also when the training state (message hub, optimizer,
-                schedulers) does not fit this run.
-        """
+        """mmengine's resume through :meth:`load_checkpoint`; a training state that does
+        not fit this run is a CheckpointError too."""
         self._resuming = True
         try:
             super().resume(filename, *args, **kwargs)
@@ -144,11 +147,9 @@ class RepVGGRunner(Runner):
 
     def load_checkpoint(self, filename: str, map_location='cpu', strict: bool = False,
                         revise_keys=None) -> dict:
-        """Read ``filename`` safely, check it fits the model, load it; return it.
-
-        ``map_location`` and ``revise_keys`` are mmengine's and not needed: tensors are
-        read on the CPU and copied to the model's device by ``load_state_dict``; wrapper
-        prefixes (``module.``) and other layouts are mapped by the fitting.
+        """Read ``filename`` safely, check it fits the model, load it; return it. Tensors
+        are read on the CPU and the fitting maps wrapper prefixes, so ``map_location`` and
+        ``revise_keys`` are unused.
 
         Raises:
             CheckpointError: unreadable, not resumable, or not fitting the model.
@@ -175,13 +176,9 @@ class RepVGGRunner(Runner):
 
 @HOOKS.register_module()
 class RepVGGCheckpointGuard(Hook):
-    """Where a tool builds mmengine's own Runner whatever the config's ``runner_type``
-    (mmseg's ``tools/test.py``), loads ``load_from`` as :class:`RepVGGRunner` would, before
-    mmengine's non-strict load (``before_run`` comes first, and mmengine skips its load
-    once one was made), and refuses ``resume``. With :class:`RepVGGRunner` it does nothing.
-
-    Raises:
-        CheckpointError: unreadable, not fitting, or a resume.
+    """For a tool that builds mmengine's own Runner whatever ``runner_type`` says (mmseg's
+    ``tools/test.py``): loads ``load_from`` as :class:`RepVGGRunner` would, before
+    mmengine's non-strict load (then skipped), and refuses ``resume`` with a CheckpointError.
     """
     priority = 'VERY_HIGH'
 
