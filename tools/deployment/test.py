@@ -15,6 +15,7 @@ It names the CPU (INT8 results depend on it). The last line printed is
 import argparse
 import sys
 
+import numpy as np
 import torch
 
 from mmrepvgg._utils import MAX_DATASET_IMAGES, MAX_THREADS, MissingExtraError, int_in
@@ -122,7 +123,9 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     print(f'CPU: {host_cpu(args.threads).describe()}; {runtime}')
-    print(format_test_metrics(metrics))
+    # mmseg's IoUMetric gives numpy floats, which json does not write.
+    print(format_test_metrics({key: round(float(value), 6) if isinstance(value, np.floating)
+                               else value for key, value in metrics.items()}))
     return 0
 
 
