@@ -65,13 +65,8 @@ class MiouAgreement(NamedTuple):
     def rate(self) -> float:
         return self.num_agree / self.num_pixels
 
-    @property
-    def reference_miou(self) -> float:
-        return _miou_points(self.reference_counts)
-
-    @property
-    def candidate_miou(self) -> float:
-        return _miou_points(self.candidate_counts)
+    reference_miou = property(lambda self: _miou_points(self.reference_counts))
+    candidate_miou = property(lambda self: _miou_points(self.candidate_counts))
 
     @property
     def drop_points(self) -> float:
@@ -115,29 +110,24 @@ def top1_agreement(reference: Logits, candidate: Logits,
     return Agreement(*(int(count) for count in counts))
 
 
-def _intersection_union(classes: np.ndarray, labels: np.ndarray,
-                        num_classes: int) -> np.ndarray:
-    """Per-class ``(intersection, union)`` pixel counts of a class map against labels."""
-    hits = np.bincount(labels[classes == labels], minlength=num_classes)
-    predicted, labelled = (np.bincount(values, minlength=num_classes)
-                           for values in (classes, labels))
-    return np.stack([hits, predicted + labelled - hits], axis=1)
-
-
 def miou_agreement(reference: Logits, candidate: Logits,
                    batches: Iterable[tuple]) -> MiouAgreement:
     """Compare two segmentors' class maps on ``(images, label maps)`` batches (images
     ``(N, C, H, W)`` float32 as the model receives them, label maps ``(N, H, W)``)."""
     num_images = num_pixels = num_agree = 0
-    counts = 0
+    counts = None  # (model, class, (intersection, union))
     for images, labels in batches:
         expected, actual = (np.asarray(model(images)) for model in (reference, candidate))
-        num_classes = expected.shape[1]
+        if counts is None:
+            counts = np.zeros((2, expected.shape[1], 2), np.int64)
         expected, actual = expected.argmax(axis=1), actual.argmax(axis=1)
         labelled = labels != IGNORE_INDEX
-        counts = counts + np.stack([_intersection_union(classes[labelled], labels[labelled],
-                                                        num_classes)
-                                    for classes in (expected, actual)])
+        truth = labels[labelled]
+        for model_counts, classes in zip(counts, (expected[labelled], actual[labelled])):
+            hits, predicted, labelled_pixels = (
+                np.bincount(values, minlength=len(model_counts))
+                for values in (truth[classes == truth], classes, truth))
+            model_counts += np.stack([hits, predicted + labelled_pixels - hits], axis=1)
         num_images, num_pixels = num_images + len(labels), num_pixels + int(labelled.sum())
         num_agree += int((expected == actual)[labelled].sum())
     if num_pixels == 0:

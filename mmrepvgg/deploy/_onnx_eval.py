@@ -26,11 +26,8 @@ from .onnx_runtime import LOAD_ERRORS, OnnxRuntimeModel
 def _data_preprocessor_cfg(cfg: Config) -> dict:
     """The ``data_preprocessor`` the Runner gives the config's model: the model's own,
     else the config's top-level one, else mmpretrain's default ``ClsDataPreprocessor``."""
-    preprocessor = (cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor')
-                    or {})
-    preprocessor = copy.deepcopy(dict(preprocessor))
-    preprocessor.setdefault('type', 'ClsDataPreprocessor')
-    return preprocessor
+    preprocessor = cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor') or {}
+    return {'type': 'ClsDataPreprocessor', **copy.deepcopy(dict(preprocessor))}
 
 
 def logits_to_predictions(logits: Tensor, data_samples: Optional[list]) -> List[DataSample]:
@@ -68,10 +65,7 @@ class RuntimeClassifier(BaseModel):
     model) behind mmengine's model interface: :meth:`forward` checks the preprocessed
     batch has the image size the runtime takes (its ``input_size`` ``(H, W)``, if it has
     one), runs it (images ``(N, C, H, W)`` float32 in, logits out) and predicts.
-
-    Args:
-        runtime: the model; ``name``: what messages call it, e.g. its file;
-        data_preprocessor: as for the PyTorch model (see :func:`_data_preprocessor_cfg`).
+    ``name``: what messages call it; ``data_preprocessor``: the PyTorch model's.
     """
     logits_shape = '(N, num_classes)'
 
@@ -107,16 +101,10 @@ class RuntimeClassifier(BaseModel):
 
 @MODELS.register_module()
 class ExportedClassifier(RuntimeClassifier):
-    """An exported classifier file behind mmengine's model interface.
-
-    Args:
-        model_file: an ONNX file or OpenVINO IR ``.xml`` (with its ``.bin``) written by
-            ``tools/deployment/pytorch2onnx.py``, FP32 or INT8: preprocessed images
-            ``(N, C, H, W)`` float32 in, logits out.
-        data_preprocessor: see :class:`RuntimeClassifier`.
-        threads: the runtime's threads (default: its own).
-        int8_kernels: ONNX Runtime's INT8 kernels (:class:`.onnx_runtime.OnnxRuntimeModel`).
-    """
+    """An exported classifier behind mmengine's model interface: ``model_file``, an ONNX
+    file or OpenVINO IR ``.xml`` written by ``tools/deployment/pytorch2onnx.py`` (FP32 or
+    INT8), run with ``threads`` (default: the runtime's) and ONNX Runtime's
+    ``int8_kernels`` (:class:`.onnx_runtime.OnnxRuntimeModel`)."""
 
     def __init__(self, model_file: str, data_preprocessor: Optional[dict] = None,
                  threads: Optional[int] = None, int8_kernels: str = 'auto'):
@@ -140,18 +128,12 @@ def runtime_classifier(cfg: Config, runtime: nn.Module, name: str) -> RuntimeCla
     return RuntimeClassifier(runtime, name, _data_preprocessor_cfg(cfg))
 
 
-def _load_error(model_file: str, runtime: str, error: Exception) -> ConfigError:
-    lines = str(error).strip().splitlines() or [type(error).__name__]
-    return ConfigError(f'{model_file}: {runtime} cannot load it ({lines[0]}); pass a '
-                       'file written by tools/deployment/pytorch2onnx.py')
-
-
 def exported_model_test_config(cfg: Config, model_file: str,
                                threads: Optional[int] = None,
                                int8_kernels: str = 'auto') -> Config:
     """``cfg`` (in place) with its model replaced by the exported ``model_file`` (an
-    ``.xml`` OpenVINO IR, else an ONNX file) in an :class:`ExportedClassifier`, or for an
-    mmseg config an :class:`ExportedSegmentor`; no checkpoint to load.
+    ``.xml`` OpenVINO IR, else ONNX) in an :class:`ExportedClassifier` (an mmseg config:
+    :class:`ExportedSegmentor`); no checkpoint to load.
 
     Raises:
         ConfigError: ``model_file`` is missing, empty, or not a model the runtime loads.
@@ -166,7 +148,9 @@ def exported_model_test_config(cfg: Config, model_file: str,
     try:  # fail here, in one line
         _runtime_model(model_file, threads, int8_kernels)
     except (RuntimeError, *LOAD_ERRORS) as error:  # OpenVINO raises RuntimeError
-        raise _load_error(model_file, runtime, error) from error
+        line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ConfigError(f'{model_file}: {runtime} cannot load it ({line}); pass a file '
+                          'written by tools/deployment/pytorch2onnx.py') from error
     kind = 'Segmentor' if cfg.get('default_scope') == 'mmseg' else 'Classifier'
     cfg.model = dict(type=f'mmrepvgg.Exported{kind}', model_file=model_file,
                      data_preprocessor=_data_preprocessor_cfg(cfg), threads=threads,
@@ -196,9 +180,8 @@ def pipeline_image_size(cfg: Config) -> Optional[Tuple[int, int]]:
 
 
 def _width_height(value) -> Optional[Tuple[int, int]]:
-    """mmcv's ``scale`` / ``crop_size``: an int (square) or ``(w, h)``."""
-    if isinstance(value, int):
-        return value, value
+    """mmcv's ``scale`` / ``crop_size``, an int (square) or ``(w, h)``, as ``(w, h)``."""
+    value = (value, value) if isinstance(value, int) else value
     if isinstance(value, (tuple, list)) and len(value) == 2 and all(
             isinstance(side, int) for side in value):
         return int(value[0]), int(value[1])

@@ -49,14 +49,11 @@ class Int8Recipe:
         calibration_method: a key of :data:`.qdq.CALIBRATION_METHODS` (OpenVINO: minmax
             or percentile).
         keep_fp32: mixed precision: keep this many of the convs most sensitive to INT8
-            FP32 (ranked on the held-out images).
-        max_drop_points: mixed precision instead: keep as few as keep INT8 within this
-            many top-1 (or mIoU) points of FP32 on the held-out images.
-        weight_bits: ``'auto'`` (:func:`.host_cpu.int8_weight_choice`), ``'8'`` or ``'7'``.
-        rounding: a key of :data:`WEIGHT_ROUNDINGS`.
-        int8_kernels: ONNX Runtime INT8 kernels of the held-out comparison (``'auto'``,
-            ``'u8s8'`` or ``'u8u8'``).
-        opset: ONNX opset version (INT8: 13 or later).
+            FP32 (ranked on the held-out images); max_drop_points instead: as few as keep
+            INT8 within this many top-1 (or mIoU) points of FP32 on them.
+        weight_bits: ``'auto'`` (:func:`.host_cpu.int8_weight_choice`), ``'8'`` or ``'7'``;
+            rounding: a key of :data:`WEIGHT_ROUNDINGS`; int8_kernels: ONNX Runtime's
+            in the held-out comparison (``'auto'``, ``'u8s8'`` or ``'u8u8'``); opset: 13+.
         accuracy_bound_points: the largest accepted INT8 drop against FP32 on the held-out
             images, in top-1 (or mIoU) points, kept by :data:`RECIPE_STEPS`; None: the
             recipe as given. ONNX Runtime only (OpenVINO: ``max_drop_points``).
@@ -108,14 +105,9 @@ class Int8Recipe:
 
     @classmethod
     def from_options(cls, options: Optional[dict], **settings) -> 'Int8Recipe':
-        """The recipe of ``options`` ``{field: value}`` (what ``--int8-recipe KEY=VALUE``
-        parses to; ``'none'``, in any case, is None) and ``settings`` (fields the caller
-        sets itself, e.g. ``opset``, ``progress``).
-
-        Raises:
-            ValueError: a key that is no settable field (naming the valid ones), or a
-                bad value.
-        """
+        """The recipe of ``options`` ``{field: value}`` (``--int8-recipe KEY=VALUE``;
+        ``'none'``, in any case, is None) and the caller's own ``settings`` (e.g. opset);
+        ``ValueError`` for a key that is no settable field (naming them) or a bad value."""
         keys = [field.name for field in dataclasses.fields(cls) if field.name not in settings
                 and field.name != 'progress']
         unknown = sorted(set(options or {}) - set(keys))
@@ -266,7 +258,7 @@ def _quantized_candidate(context: _Context, candidate: _Candidate) -> Tuple[str,
 
 
 RecipeStep = Callable[[_Context, _Candidate], Optional[_Candidate]]
-# Applied in this order, cheapest first, while INT8 top-1 is past the accuracy bound: each
+# Applied in this order, cheapest first, while INT8 is past the accuracy bound: each
 # keeps the ones before it. Equalization is exact and takes a second; learned rounding
 # fits every conv (minutes); FP32 fallback gives up INT8 speed where it keeps accuracy.
 RECIPE_STEPS: Tuple[RecipeStep, ...] = (_with_equalization, _with_learned_rounding,
