@@ -148,8 +148,8 @@ def print_progress(batch: int, batches: int, images: int) -> None:
 
 def resized(images: np.ndarray, size, mode: str = 'bilinear') -> np.ndarray:
     """``images`` ``(N, C, H, W)`` resized to ``size`` (``(N, H, W)`` label maps: with
-    mode ``'nearest'``), unchanged if equal."""
-    if tuple(images.shape[-2:]) == tuple(size):
+    mode ``'nearest'``); unchanged if of that size, or labels ``(N, )``."""
+    if images.ndim < 3 or tuple(images.shape[-2:]) == tuple(size):
         return images
     batch = torch.from_numpy(images).float()
     batch = batch[:, None] if images.ndim == 3 else batch
