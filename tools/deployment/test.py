@@ -6,6 +6,8 @@ torch-int8`` the model is a checkpoint, quantized inside PyTorch (PT2E, the
 
     python tools/deployment/test.py configs/digits/repvgg-A0_digits.py a0_int8.onnx
     python tools/deployment/test.py configs/digits/repvgg-A0_digits.py a0_int8.xml
+    python tools/deployment/test.py configs/mmseg/digits/fcn_repvgg-A0-d8_digits.py \
+        fcn_int8.onnx   # a segmentor: the config's IoUMetric (mIoU)
     python tools/deployment/test.py configs/digits/repvgg-A0_digits.py epoch_6.pth \
         --backend torch-int8
 
