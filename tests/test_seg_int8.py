@@ -145,3 +145,14 @@ def test_a_segmentor_file_of_another_input_size_is_refused_by_the_test_tool_in_o
     (line, ) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith('error: ') and 'takes 48x48 images' in line
     assert "test pipeline makes 64x64; export again with --shape 64 64" in line
+
+
+def test_an_exported_file_with_a_detector_config_is_refused_by_the_test_tool_in_one_line(
+        tmp_path, capsys):
+    model_file = tmp_path / 'model.onnx'
+    model_file.write_bytes(b'not read')
+    test = load_tool('tools/deployment/test.py')
+    assert test.main([f'{REPO_ROOT}/configs/mmdet/retinanet_repvgg-A0_fpn_1x_coco.py',
+                      str(model_file), '--work-dir', str(tmp_path / 'test')]) == 1
+    (line, ) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith('error: ') and 'a detector config' in line

@@ -95,6 +95,10 @@ def torch_int8_runner(args: argparse.Namespace, cfg):
 
 def exported_model_runner(args: argparse.Namespace, cfg):
     """The Runner of ``cfg`` whose model is the exported file."""
+    if cfg.get('default_scope') == 'mmdet':
+        raise ConfigError(f'{args.config}: a detector config; exported detectors are not '
+                          'built (pytorch2onnx.py exports classifiers and mmseg segmentors); '
+                          "test the checkpoint with mmdet's tools/test.py instead")
     # The model file is checked first (ONNX Runtime opens it), then the test data.
     exported_model_test_config(cfg, args.model, args.threads, args.int8_kernels)
     prepare_test_config(cfg, args.config, args.model, args.work_dir, args.out)
