@@ -132,6 +132,26 @@ def test_int8_export_keeps_miou_within_the_bound_and_test_tool_reports_both_file
         assert metrics['mIoU'] == pytest.approx(expected, abs=0.006)  # mmseg rounds to 0.01
 
 
+@pytest.mark.slow
+def test_an_openvino_int8_segmentor_is_compared_on_miou_and_tested_by_the_test_tool(
+        digits_fcn, capsys):
+    pytest.importorskip('nncf')  # the [openvino] extra
+    root, checkpoint, options = digits_fcn
+    export, test = (load_tool(f'tools/deployment/{name}.py') for name in ('pytorch2onnx', 'test'))
+    xml_path = str(root / 'fcn_int8.xml')
+    assert export.main([SEG_CONFIG, checkpoint, xml_path, '--backend', 'openvino',
+                        '--quantize', 'int8', '--calib-images', '8', '--check-images',
+                        str(NUM_VAL), '--cfg-options', *options]) == 0
+    shown = re.search(r'OpenVINO INT8 vs PyTorch FP32 on \d+ held-out test images: mIoU '
+                      r'PyTorch FP32 [\d.]+ %, OpenVINO INT8 ([\d.]+) %',
+                      capsys.readouterr().out)
+    assert shown
+    assert test.main([SEG_CONFIG, xml_path, '--work-dir', str(root / 'test'),
+                      '--cfg-options', options[1]]) == 0
+    tested = parse_test_metrics(capsys.readouterr().out)['mIoU']
+    assert tested == pytest.approx(float(shown[1]), abs=0.006)
+
+
 def test_a_segmentor_file_of_another_input_size_is_refused_by_the_test_tool_in_one_line(
         digits_fcn, capsys):
     root, checkpoint, options = digits_fcn
