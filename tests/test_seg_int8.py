@@ -19,6 +19,7 @@ install_mmcv_ops_stand_in()
 from mmseg.evaluation.metrics import IoUMetric  # noqa: E402
 
 from conftest import REPO_ROOT, load_tool  # noqa: E402
+from mmrepvgg.apis.convert import build_train_model  # noqa: E402
 from mmrepvgg.datasets import prepare_digit_canvases  # noqa: E402
 from mmrepvgg.deploy._mixed_precision import IGNORE_INDEX, miou_agreement  # noqa: E402
 from mmrepvgg.engine.runner import parse_test_metrics  # noqa: E402
@@ -176,3 +177,19 @@ def test_an_exported_file_with_a_detector_config_is_refused_by_the_test_tool_in_
                       str(model_file), '--work-dir', str(tmp_path / 'test')]) == 1
     (line, ) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith('error: ') and 'a detector config' in line
+
+
+def test_a_classifier_whose_test_pipeline_keeps_the_image_size_needs_shape_in_one_line(
+        tmp_path, capsys):
+    """Only a segmentor falls back to its data preprocessor's size."""
+    config = tmp_path / 'keeps_size.py'
+    config.write_text(f"_base_ = ['{REPO_ROOT}/configs/digits/repvgg-A0_digits.py']\n"
+                      "test_dataloader = dict(dataset=dict(pipeline=[\n"
+                      "    dict(type='LoadImageFromFile'), dict(type='PackInputs')]))\n")
+    model = build_train_model(str(config))
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, tmp_path / 'a0.pth')
+    export = load_tool('tools/deployment/pytorch2onnx.py')
+    assert export.main([str(config), str(tmp_path / 'a0.pth'), str(tmp_path / 'a0.onnx')]) == 1
+    (line, ) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith('error: ') and line.endswith('pass --shape H W')
+    assert not (tmp_path / 'a0.onnx').exists()

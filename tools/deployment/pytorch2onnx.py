@@ -249,8 +249,9 @@ def main(argv=None) -> int:
         if state.form == 'train':
             print(f'notice: {args.checkpoint} is in train form; fusing its blocks into the '
                   'deploy form before the export')
-        size = tuple(args.shape or ()) or pipeline_image_size(cfg) or (segmentor and tuple(
-            cfg.model.get('data_preprocessor', {}).get('size') or ()))
+        size = tuple(args.shape or ()) or pipeline_image_size(cfg)
+        if size is None and segmentor:  # a pipeline that keeps each image's size
+            size = tuple(cfg.model.get('data_preprocessor', {}).get('size') or ()) or None
         if size is None:
             raise ConfigError(f"{args.config}: its test pipeline's image size depends on "
                               'the image (no fixed Resize or CenterCrop); pass --shape H W')
