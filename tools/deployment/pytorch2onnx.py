@@ -179,8 +179,10 @@ def print_fp32_convs(fp32_nodes) -> None:
 
 
 def export_quantized(args: argparse.Namespace, cfg, model, size) -> int:
-    # Images a test pipeline leaves at their own size stack only one to a batch.
-    batch_size = 1 if pipeline_image_size(cfg) is None else None
+    # mmseg's preprocessor stacks only images of one size (it pads in training only): one
+    # to a batch where the test pipeline keeps each image's size.
+    keeps_size = isinstance(model, SegmentationLogits) and pipeline_image_size(cfg) is None
+    batch_size = 1 if keeps_size else None
     calibration = [resized(batch.images, size) for batch in preprocessed_batches(
         cfg, 'train_dataloader', args.calib_images, shuffle=True,
         pipeline_from='test_dataloader', batch_size=batch_size)]
