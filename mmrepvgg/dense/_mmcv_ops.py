@@ -1,15 +1,8 @@
-"""Importing mmseg and mmdet models with mmcv-lite, which lacks mmcv's compiled ops.
-
-``import mmseg.models`` and ``import mmdet.models`` import ``mmcv.ops``, which loads the
-compiled extension ``mmcv._ext``; mmcv-lite does not ship it. :func:`install_mmcv_ops_stand_in`
-puts a stand-in module there whose every op raises :class:`MissingMmcvOpError` when called,
-so the models import, and a path that would need a compiled op (deformable convs, RoI
-align, ...) stops with a message instead of computing something else. The one exception is
-``nms`` with ``offset=0``, which detection post-processing needs: it is computed by
-torchvision's ``nms``, the same greedy suppression on the same ``(x1, y1, x2, y2)`` areas.
-
-Users with a full mmcv (``mmcv._ext`` importable) need none of this; the function then
-does nothing.
+"""Importing mmseg and mmdet models with mmcv-lite, which lacks mmcv's compiled extension
+``mmcv._ext`` (loaded by ``import mmcv.ops``): :func:`install_mmcv_ops_stand_in` puts a
+stand-in there whose every op raises :class:`MissingMmcvOpError` when called, except
+``nms`` with ``offset=0`` (detection post-processing), computed by torchvision's: the same
+greedy suppression on the same ``(x1, y1, x2, y2)`` areas. With a full mmcv it does nothing.
 """
 import importlib
 import importlib.machinery
@@ -48,8 +41,7 @@ def _nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
 
 
 class _OpsStandIn(types.ModuleType):
-    """``mmcv._ext``: ``nms`` from torchvision, every other op raising when called (the
-    loader only checks that each name it imports exists)."""
+    """``mmcv._ext``: ``nms`` from torchvision, every other op raising when called."""
 
     nms = staticmethod(_nms)
 
@@ -67,14 +59,9 @@ def has_compiled_mmcv_ops() -> bool:
 
 
 def install_mmcv_ops_stand_in() -> bool:
-    """Make ``import mmcv.ops`` work under mmcv-lite (see the module docstring).
-
-    For processes (tools, tests) that build mmseg or mmdet models: it changes
-    ``sys.modules`` for the rest of the process.
-
-    Returns:
-        Whether the stand-in is in place (False: the real extension is there).
-    """
+    """Make ``import mmcv.ops`` work under mmcv-lite, for the rest of the process (tools
+    and tests that build mmseg or mmdet models); returns whether the stand-in is in place
+    (False: the real extension is there)."""
     if has_compiled_mmcv_ops():
         return False
     stand_in = _OpsStandIn(EXT_MODULE)

@@ -1,9 +1,6 @@
-"""Imported by the mmseg and mmdet configs (``custom_imports``): under mmcv-lite, installs
-the ``mmcv._ext`` stand-in of :mod:`mmrepvgg.dense._mmcv_ops` so that mmseg's and mmdet's
-own tools can build their models; with a full mmcv it does nothing.
-
-Tools that import ``mmcv.ops`` before they read the config (mmdet's ``tools/test.py``)
-run through it::
+"""Imported by the mmseg and mmdet configs (``custom_imports``): installs the ``mmcv._ext``
+stand-in of :mod:`mmrepvgg.dense._mmcv_ops` under mmcv-lite. Tools that import ``mmcv.ops``
+before they read the config (mmdet's ``tools/test.py``) run through it::
 
     python -m mmrepvgg.dense.mmcv_lite TOOL.py ARGS...
 """

@@ -11,13 +11,9 @@ SEGMENTOR_SCOPE = 'mmseg'
 
 
 class SegmentationLogits(nn.Module):
-    """An mmseg ``EncoderDecoder`` as a plain image-to-logits module.
-
-    ``(N, C, H, W)`` normalised images (what the segmentor's data preprocessor makes) ->
-    ``(N, num_classes, H, W)`` logits: the decode head's output, resized bilinearly to the
-    input size as mmseg's own post-processing does (with the head's ``align_corners``).
-    The argmax over dimension 1 is the predicted class map.
-    """
+    """An mmseg ``EncoderDecoder`` as an image-to-logits module: ``(N, C, H, W)`` images
+    (as its data preprocessor makes them) -> ``(N, num_classes, H, W)`` logits, the decode
+    head's resized bilinearly to the input size as mmseg's post-processing does."""
 
     def __init__(self, segmentor: nn.Module):
         super().__init__()
@@ -35,17 +31,10 @@ def export_segmentor_onnx(segmentor: nn.Module,
                           dynamic_batch: bool = True,
                           opset: int = DEFAULT_OPSET,
                           overwrite: bool = False) -> OnnxExportReport:
-    """Export the deploy form of ``segmentor`` (train-form blocks are fused in a copy) with
-    :class:`SegmentationLogits` around it, through :func:`mmrepvgg.deploy.onnx_export.
-    export_onnx`: checked by ``onnx.checker`` and against ONNX Runtime, written atomically.
-
-    Args:
-        segmentor: an mmseg ``EncoderDecoder`` holding RepVGG blocks.
-        path: the ``.onnx`` file to write.
-        input_shape: ``(N, C, H, W)`` to trace; the height and width are fixed in the file
-            (PSPNet's and UPerNet's pyramid pooling export only for sizes whose feature
-            map, ``H / 8`` here, divides by each pool scale).
-        dynamic_batch, opset, overwrite: as for ``export_onnx``.
+    """Export the deploy form of the mmseg ``EncoderDecoder`` ``segmentor`` in
+    :class:`SegmentationLogits` through :func:`mmrepvgg.deploy.onnx_export.export_onnx`
+    (its arguments); ``input_shape`` ``(N, C, H, W)``: H and W are fixed in the file
+    (PSPNet's and UPerNet's pooling export only where ``H / 8`` divides by each scale).
 
     Raises:
         OnnxExportError: a failed check, or a size the exporter cannot trace; ``path`` is

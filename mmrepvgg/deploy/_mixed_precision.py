@@ -1,14 +1,11 @@
-"""Mixed precision: which convs to keep FP32 in an INT8 model, whatever the runtime, and
-the top-1 comparison of two classifiers it (and every INT8 export) is judged by.
-
-:func:`layer_sensitivity` quantizes one conv at a time and measures how far the logits move
-(SQNR against FP32); :func:`choose_fp32_convs` keeps the worst ones FP32, a given number of
-them or as few as keep top-1 within a bound.
+"""Mixed precision: which convs to keep FP32 in an INT8 model, whatever the runtime, and the
+comparisons of two models every INT8 export is judged by: top-1 for classifiers, mIoU for
+segmentors (:func:`agreement`).
 """
 import math
 import os
 import tempfile
-from typing import Callable, Iterable, List, NamedTuple, Optional, Sequence
+from typing import Callable, Iterable, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
@@ -17,15 +14,9 @@ from ._qdq import conv_nodes, quantize_int8
 
 
 class Agreement(NamedTuple):
-    """How two models' top-1 classes compare on the same images.
-
-    Attributes:
-        num_images: images compared.
-        num_agree: images on which both predict the same class.
-        reference_correct / candidate_correct: images each classifies as labelled.
-        reference_only_correct / candidate_only_correct: images one of the two classifies
-            as labelled and the other not (the images that make their top-1 differ).
-    """
+    """How two classifiers' top-1 classes compare on the same images: images compared,
+    images both predict the same class on, images each gets right, and images only one
+    of the two gets right (those that make their top-1 differ)."""
     num_images: int
     num_agree: int
     reference_correct: int
@@ -37,28 +28,75 @@ class Agreement(NamedTuple):
     def rate(self) -> float:
         return self.num_agree / self.num_images
 
+    @property
+    def drop_points(self) -> float:
+        """Reference top-1 minus candidate top-1, in points."""
+        return 100 * (self.reference_correct - self.candidate_correct) / self.num_images
+
     def top1_change_interval(self, z: float = 1.96) -> 'tuple[float, float]':
-        """The candidate's top-1 minus the reference's, in points, as a ``(low, high)``
-        interval around the measured change (``z`` = 1.96: about 95 %): the test images
-        are a sample, and only those that one model gets right and the other wrong move
-        the difference (a paired comparison; the variance is McNemar's)."""
+        """Candidate top-1 minus reference top-1, in points, as a ``(low, high)`` interval
+        (``z`` = 1.96: about 95 %); a paired comparison (McNemar's variance): only the
+        images one model gets right and the other wrong move the difference."""
         gained, lost, count = (self.candidate_only_correct, self.reference_only_correct,
                                self.num_images)
         change = (gained - lost) / count
         deviation = math.sqrt(max(gained + lost - (gained - lost) ** 2 / count, 0)) / count
         return 100 * (change - z * deviation), 100 * (change + z * deviation)
 
+    def describe_change(self) -> str:
+        low, high = self.top1_change_interval()
+        return (f'top-1 change {0.0 - self.drop_points:+.2f} points (95 % interval '
+                f'{low:+.2f} to {high:+.2f}), agreement {100 * self.rate:.2f} % on '
+                f'{self.num_images} held-out images')  # 0.0 -: no '-0.00'
 
-# images (N, C, H, W) -> logits (N, classes), e.g. an OnnxRuntimeModel
+
+class MiouAgreement(NamedTuple):
+    """How two segmentors' class maps compare on the same labelled pixels (those not
+    labelled ``IGNORE_INDEX``): images and pixels compared, pixels both predict the same
+    class on, and each model's per-class ``(intersection, union)`` pixel counts against
+    the labels, ``(num_classes, 2)``."""
+    num_images: int
+    num_pixels: int
+    num_agree: int
+    reference_counts: np.ndarray
+    candidate_counts: np.ndarray
+
+    @property
+    def rate(self) -> float:
+        return self.num_agree / self.num_pixels
+
+    reference_miou = property(lambda self: _miou_points(self.reference_counts))
+    candidate_miou = property(lambda self: _miou_points(self.candidate_counts))
+
+    @property
+    def drop_points(self) -> float:
+        """Reference mIoU minus candidate mIoU, in points."""
+        return self.reference_miou - self.candidate_miou
+
+    def describe_change(self) -> str:
+        return (f'mIoU change {0.0 - self.drop_points:+.2f} points, pixel agreement '
+                f'{100 * self.rate:.2f} % on {self.num_images} held-out images')
+
+
+# The label of pixels no metric counts (mmseg's default ignore_index).
+IGNORE_INDEX = 255
+
+
+def _miou_points(counts: np.ndarray) -> float:
+    """Mean over the classes present (union > 0) of intersection / union, in points, as
+    mmseg's IoUMetric computes it over a whole dataset."""
+    present = counts[:, 1] > 0
+    return float(100 * np.mean(counts[present, 0] / counts[present, 1]))
+
+
+# images (N, C, H, W) -> logits (N, classes) or (N, classes, H, W), e.g. an OnnxRuntimeModel
 Logits = Callable[[np.ndarray], np.ndarray]
 
 
 def top1_agreement(reference: Logits, candidate: Logits,
                    batches: Iterable[tuple]) -> Agreement:
-    """Compare the top-1 classes of two classifiers (e.g. an
-    :class:`.onnx_runtime.OnnxRuntimeModel`) on
-    ``(images, labels)`` batches (images ``(N, C, H, W)`` float32 as the model receives
-    them, labels ``(N, )``)."""
+    """Compare two classifiers' top-1 classes on ``(images, labels)`` batches (images
+    ``(N, C, H, W)`` float32 as the model receives them, labels ``(N, )``)."""
     counts = np.zeros(6, dtype=np.int64)
     for images, labels in batches:
         expected, actual = (np.asarray(model(images)).argmax(axis=1)
@@ -72,6 +110,40 @@ def top1_agreement(reference: Logits, candidate: Logits,
     return Agreement(*(int(count) for count in counts))
 
 
+def miou_agreement(reference: Logits, candidate: Logits,
+                   batches: Iterable[tuple]) -> MiouAgreement:
+    """Compare two segmentors' class maps on ``(images, label maps)`` batches (images
+    ``(N, C, H, W)`` float32 as the model receives them, label maps ``(N, H, W)``)."""
+    num_images = num_pixels = num_agree = 0
+    counts = None  # (model, class, (intersection, union))
+    for images, labels in batches:
+        expected, actual = (np.asarray(model(images)) for model in (reference, candidate))
+        if counts is None:
+            counts = np.zeros((2, expected.shape[1], 2), np.int64)
+        expected, actual = expected.argmax(axis=1), actual.argmax(axis=1)
+        labelled = labels != IGNORE_INDEX
+        truth = labels[labelled]
+        for model_counts, classes in zip(counts, (expected[labelled], actual[labelled])):
+            hits, predicted, labelled_pixels = (
+                np.bincount(values, minlength=len(model_counts))
+                for values in (truth[classes == truth], classes, truth))
+            model_counts += np.stack([hits, predicted + labelled_pixels - hits], axis=1)
+        num_images, num_pixels = num_images + len(labels), num_pixels + int(labelled.sum())
+        num_agree += int((expected == actual)[labelled].sum())
+    if num_pixels == 0:
+        raise ValueError('no labelled pixels to compare the two models on')
+    return MiouAgreement(num_images, num_pixels, num_agree, counts[0], counts[1])
+
+
+def agreement(reference: Logits, candidate: Logits,
+              batches: Iterable[tuple]) -> Union[Agreement, MiouAgreement]:
+    """:func:`top1_agreement` for batches of labels ``(N, )``, :func:`miou_agreement` for
+    batches of label maps ``(N, H, W)``."""
+    batches = list(batches)
+    classifier = not batches or np.ndim(batches[0][1]) == 1
+    return (top1_agreement if classifier else miou_agreement)(reference, candidate, batches)
+
+
 def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Signal-to-quantization-noise ratio ``10 log10(sum reference^2 / sum (reference -
     candidate)^2)`` in dB (inf when they are equal)."""
@@ -81,15 +153,10 @@ def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 
 class LayerSensitivity(NamedTuple):
-    """How much quantizing one conv alone changes the model.
-
-    Attributes:
-        node: the Conv node's name.
-        position: its index among the model's convs (0: the stem).
-        sqnr_db: SQNR of the logits against FP32 on the held-out images, in dB (lower:
-            more sensitive).
-        agreement: top-1 agreement with FP32 on them, 0..1.
-    """
+    """How much quantizing one conv alone changes the model: the Conv node's name, its
+    index among the model's convs (0: the stem), the SQNR of the logits against FP32 in
+    dB (lower: more sensitive) and the arg-max agreement with FP32 (0..1, per image or
+    per pixel), on the held-out images."""
     node: str
     position: int
     sqnr_db: float
@@ -105,15 +172,10 @@ def layer_sensitivity(fp32_path: str, calibration: Sequence[np.ndarray],
                       held_out_images: Sequence[np.ndarray], method: str = 'minmax',
                       progress: Optional[Callable[[int, int], None]] = None
                       ) -> List[LayerSensitivity]:
-    """Quantize each conv of ``fp32_path`` alone and measure the logits against FP32 on
-    ``held_out_images``, worst (lowest SQNR) first.
-
-    Args:
-        fp32_path: an FP32 ONNX classifier.
-        calibration, method: see :func:`.qdq.quantize_int8`.
-        held_out_images: image batches ``(N, C, H, W)`` not used for calibration.
-        progress: called with (convs done, convs) after each one.
-    """
+    """Quantize each conv of the FP32 ONNX file ``fp32_path`` alone (``calibration`` and
+    ``method``: see :func:`.qdq.quantize_int8`) and measure the logits against FP32 on
+    ``held_out_images`` ``(N, C, H, W)`` batches, worst (lowest SQNR) first; ``progress``
+    is called with (convs done, convs) after each one."""
     reference = _logits(fp32_path, held_out_images)
     convs = conv_nodes(fp32_path)
     rows = []
@@ -135,23 +197,12 @@ def choose_fp32_convs(fp32_path: str, calibration: Sequence[np.ndarray],
                       held_out: Sequence[tuple], recipe,
                       quantized: Callable[[List[str]], Logits],
                       sensitivity: Optional[Sequence[LayerSensitivity]] = None) -> List[str]:
-    """The convs of an FP32 ONNX classifier that mixed precision keeps FP32, most
-    sensitive first, whatever the runtime: the ``recipe.keep_fp32`` worst; or, given
-    ``recipe.max_drop_points``, the fewest worst-first ones for which INT8 top-1 on
-    ``held_out`` stays within that many points of ONNX Runtime FP32 (every conv if need
-    be): what is deployed is measured, not the ranking's one-conv files.
-
-    Args:
-        fp32_path: the FP32 ONNX file.
-        calibration: see :func:`.qdq.quantize_int8`.
-        held_out: labelled ``(images, labels)`` batches not used for calibration; the
-            convs are ranked (:func:`layer_sensitivity`) and checked on them.
-        recipe: an :class:`.quantization.Int8Recipe` (its ``keep_fp32``,
-            ``max_drop_points`` and ``calibration_method``).
-        quantized: the runtime's INT8 model with the given convs kept FP32, as a logits
-            function; called once per candidate, fewest FP32 convs first.
-        sensitivity: that ranking when the caller already has it (same file,
-            calibration, images and method); None computes it.
+    """The convs of the FP32 ONNX file ``fp32_path`` that mixed precision keeps FP32, most
+    sensitive first (:func:`layer_sensitivity` on ``held_out``, unless ``sensitivity``
+    holds it already): the ``recipe.keep_fp32`` worst; or, given
+    ``recipe.max_drop_points``, the fewest worst-first ones for which the runtime's INT8
+    model (``quantized(fp32_nodes)``, tried fewest first) stays within that many points
+    of ONNX Runtime FP32 on ``held_out`` (:func:`agreement`; every conv if need be).
 
     Raises:
         ValueError: ``keep_fp32`` is more than the model's convs (before the ranking).
@@ -169,9 +220,7 @@ def choose_fp32_convs(fp32_path: str, calibration: Sequence[np.ndarray],
         return worst_first[:recipe.keep_fp32]
     reference = OnnxRuntimeModel(fp32_path)
     for keep in range(len(worst_first) + 1):
-        agreement = top1_agreement(reference, quantized(worst_first[:keep]), held_out)
-        drop_points = 100 * (agreement.reference_correct - agreement.candidate_correct
-                             ) / agreement.num_images
-        if drop_points <= recipe.max_drop_points:
+        if agreement(reference, quantized(worst_first[:keep]),
+                     held_out).drop_points <= recipe.max_drop_points:
             break
     return worst_first[:keep]

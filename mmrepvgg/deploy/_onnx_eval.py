@@ -1,14 +1,7 @@
-"""Run an exported classifier (ONNX or OpenVINO IR) on a config's own data, as mmengine's
-Runner runs the PyTorch model: same dataloader, same ``data_preprocessor``
-(normalisation), same evaluator.
-
-- :class:`ExportedClassifier` stands in for the config's model in a Runner's test loop
-  (``tools/deployment/test.py``), running the file through the runtime's adapter
-  (:class:`.onnx_runtime.OnnxRuntimeModel` or :class:`.openvino_runtime.OpenVINOModel`);
-  :class:`RuntimeClassifier` does the same for a model already in memory (PyTorch INT8);
-- :func:`preprocessed_batches` yields model-ready image batches of a config's dataset
-  (INT8 calibration and agreement checks);
-- :func:`pipeline_image_size` reads the image size the config's test pipeline makes.
+"""Run an exported classifier or segmentor (ONNX or OpenVINO IR) on a config's own data,
+as mmengine's Runner runs the PyTorch model: same dataloader, ``data_preprocessor`` and
+evaluator (``tools/deployment/test.py``); and the model-ready image batches of a config's
+dataset that INT8 calibration and checks use.
 """
 import copy
 import os
@@ -20,8 +13,10 @@ from mmengine.config import Config
 from mmengine.model import BaseModel
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
+from mmengine.structures import PixelData
 from mmpretrain.structures import DataSample
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from .._config_file import ConfigError
 from ..registry import MODELS
@@ -31,15 +26,11 @@ from .onnx_runtime import LOAD_ERRORS, OnnxRuntimeModel
 def _data_preprocessor_cfg(cfg: Config) -> dict:
     """The ``data_preprocessor`` the Runner gives the config's model: the model's own,
     else the config's top-level one, else mmpretrain's default ``ClsDataPreprocessor``."""
-    preprocessor = (cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor')
-                    or {})
-    preprocessor = copy.deepcopy(dict(preprocessor))
-    preprocessor.setdefault('type', 'ClsDataPreprocessor')
-    return preprocessor
+    preprocessor = cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor') or {}
+    return {'type': 'ClsDataPreprocessor', **copy.deepcopy(dict(preprocessor))}
 
 
-def logits_to_predictions(logits: Tensor,
-                          data_samples: Optional[List[DataSample]]) -> List[DataSample]:
+def logits_to_predictions(logits: Tensor, data_samples: Optional[list]) -> List[DataSample]:
     """What an mmpretrain classification head's ``predict`` returns for ``logits``
     ``(N, num_classes)``: softmax scores and the arg-max label set on each sample."""
     scores = torch.softmax(logits, dim=1)
@@ -49,9 +40,20 @@ def logits_to_predictions(logits: Tensor,
             for sample, score, label in zip(samples, scores, labels)]
 
 
+def logits_to_segmentation(logits: Tensor, data_samples: list) -> list:
+    """What an mmseg segmentor's ``predict`` returns for ``logits`` ``(N, num_classes, H,
+    W)``: each sample's logits resized (bilinear, as the shipped heads: align_corners
+    False) to its original image size, and their arg-max class map ``(1, H, W)``."""
+    for sample, image_logits in zip(data_samples, logits):
+        image_logits = F.interpolate(image_logits[None], size=sample.ori_shape,
+                                     mode='bilinear', align_corners=False)[0]
+        sample.seg_logits = PixelData(data=image_logits)
+        sample.pred_sem_seg = PixelData(data=image_logits.argmax(dim=0, keepdim=True))
+    return data_samples
+
+
 def _runtime_model(model_file: str, threads: Optional[int], int8_kernels: str) -> nn.Module:
-    """The runtime adapter of an exported file: OpenVINO for an ``.xml`` IR, else ONNX
-    Runtime."""
+    """OpenVINO's adapter for an ``.xml`` IR, else ONNX Runtime's."""
     if model_file.endswith('.xml'):
         from .openvino_runtime import OpenVINOModel  # the [openvino] extra
         return OpenVINOModel(model_file, threads)
@@ -60,16 +62,12 @@ def _runtime_model(model_file: str, threads: Optional[int], int8_kernels: str) -
 
 class RuntimeClassifier(BaseModel):
     """A classifier run outside PyTorch's autograd (a runtime adapter, or PyTorch's INT8
-    model) behind mmengine's model interface: :meth:`forward` runs it on the
-    preprocessed batch, after checking the batch has the image size it takes.
-
-    Args:
-        runtime: images ``(N, C, H, W)`` float32 in, logits ``(N, num_classes)`` out; its
-            ``input_size`` ``(H, W)``, where it has one, is checked against the data's.
-        name: what the messages call it, e.g. its file.
-        data_preprocessor: normalisation and batching, as for the PyTorch model (see
-            :func:`_data_preprocessor_cfg`).
+    model) behind mmengine's model interface: :meth:`forward` checks the preprocessed
+    batch has the image size the runtime takes (its ``input_size`` ``(H, W)``, if it has
+    one), runs it (images ``(N, C, H, W)`` float32 in, logits out) and predicts.
+    ``name``: what messages call it; ``data_preprocessor``: the PyTorch model's.
     """
+    logits_shape = '(N, num_classes)'
 
     def __init__(self, runtime: nn.Module, name: str, data_preprocessor: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor or
@@ -77,8 +75,11 @@ class RuntimeClassifier(BaseModel):
         self.name = name
         self.runtime = runtime
 
-    def forward(self, inputs: Tensor, data_samples: Optional[List[DataSample]] = None,
-                mode: str = 'predict') -> List[DataSample]:
+    def predictions(self, logits: Tensor, data_samples: Optional[list]) -> list:
+        return logits_to_predictions(logits, data_samples)
+
+    def forward(self, inputs: Tensor, data_samples: Optional[list] = None,
+                mode: str = 'predict') -> list:
         if mode != 'predict':
             raise ValueError(f"{self.name} only predicts; got mode={mode!r}")
         data_size = tuple(inputs.shape[2:])
@@ -90,28 +91,20 @@ class RuntimeClassifier(BaseModel):
                 f'{data_size[1]}; export again with --shape {data_size[0]} {data_size[1]} '
                 '(or without --shape: the export takes the pipeline size)')
         logits = self.runtime(inputs.float())
-        if logits.dim() != 2 or len(logits) != len(inputs):
+        if logits.dim() != self.logits_shape.count(',') + 1 or len(logits) != len(inputs):
             raise ConfigError(
                 f'{self.name} gives an output of shape {tuple(logits.shape)} for '
-                f'{len(inputs)} images, not logits (N, num_classes); pass a classifier '
-                'exported by tools/deployment/pytorch2onnx.py')
-        return logits_to_predictions(logits, data_samples)
+                f'{len(inputs)} images, not logits {self.logits_shape}; pass a model '
+                'exported from this config by tools/deployment/pytorch2onnx.py')
+        return self.predictions(logits, data_samples)
 
 
 @MODELS.register_module()
 class ExportedClassifier(RuntimeClassifier):
-    """An exported classifier file behind mmengine's model interface.
-
-    Args:
-        model_file: an ONNX file, or an OpenVINO IR ``.xml`` (with its ``.bin``), whose
-            first input takes the preprocessed images ``(N, C, H, W)`` float32 and whose
-            first output is the logits ``(N, num_classes)`` (what
-            ``tools/deployment/pytorch2onnx.py`` writes, FP32 or INT8).
-        data_preprocessor: see :class:`RuntimeClassifier`.
-        threads: the runtime's threads (default: its own).
-        int8_kernels: ONNX Runtime's INT8 kernels (see
-            :class:`.onnx_runtime.OnnxRuntimeModel`).
-    """
+    """An exported classifier behind mmengine's model interface: ``model_file``, an ONNX
+    file or OpenVINO IR ``.xml`` written by ``tools/deployment/pytorch2onnx.py`` (FP32 or
+    INT8), run with ``threads`` (default: the runtime's) and ONNX Runtime's
+    ``int8_kernels`` (:class:`.onnx_runtime.OnnxRuntimeModel`)."""
 
     def __init__(self, model_file: str, data_preprocessor: Optional[dict] = None,
                  threads: Optional[int] = None, int8_kernels: str = 'auto'):
@@ -120,24 +113,27 @@ class ExportedClassifier(RuntimeClassifier):
         self.model_file = model_file
 
 
+@MODELS.register_module()
+class ExportedSegmentor(ExportedClassifier):
+    """An exported segmentor (logits ``(N, num_classes, H, W)``) predicting as mmseg's do."""
+    logits_shape = '(N, num_classes, H, W)'
+
+    def predictions(self, logits: Tensor, data_samples: Optional[list]) -> list:
+        return logits_to_segmentation(logits, data_samples)
+
+
 def runtime_classifier(cfg: Config, runtime: nn.Module, name: str) -> RuntimeClassifier:
     """``runtime`` (images in, logits out) behind the ``data_preprocessor`` the config's
     own model has, ready to stand in for it as a Runner's model."""
     return RuntimeClassifier(runtime, name, _data_preprocessor_cfg(cfg))
 
 
-def _load_error(model_file: str, runtime: str, error: Exception) -> ConfigError:
-    lines = str(error).strip().splitlines() or [type(error).__name__]
-    return ConfigError(f'{model_file}: {runtime} cannot load it ({lines[0]}); pass a '
-                       'file written by tools/deployment/pytorch2onnx.py')
-
-
 def exported_model_test_config(cfg: Config, model_file: str,
                                threads: Optional[int] = None,
                                int8_kernels: str = 'auto') -> Config:
     """``cfg`` (in place) with its model replaced by the exported ``model_file`` (an
-    :class:`ExportedClassifier`: an ``.xml`` OpenVINO IR, else an ONNX file); no
-    checkpoint to load; dataloader and evaluator are unchanged.
+    ``.xml`` OpenVINO IR, else ONNX) in an :class:`ExportedClassifier` (an mmseg config:
+    :class:`ExportedSegmentor`); no checkpoint to load.
 
     Raises:
         ConfigError: ``model_file`` is missing, empty, or not a model the runtime loads.
@@ -152,8 +148,11 @@ def exported_model_test_config(cfg: Config, model_file: str,
     try:  # fail here, in one line
         _runtime_model(model_file, threads, int8_kernels)
     except (RuntimeError, *LOAD_ERRORS) as error:  # OpenVINO raises RuntimeError
-        raise _load_error(model_file, runtime, error) from error
-    cfg.model = dict(type='ExportedClassifier', model_file=model_file,
+        line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ConfigError(f'{model_file}: {runtime} cannot load it ({line}); pass a file '
+                          'written by tools/deployment/pytorch2onnx.py') from error
+    kind = 'Segmentor' if cfg.get('default_scope') == 'mmseg' else 'Classifier'
+    cfg.model = dict(type=f'mmrepvgg.Exported{kind}', model_file=model_file,
                      data_preprocessor=_data_preprocessor_cfg(cfg), threads=threads,
                      int8_kernels=int8_kernels)
     cfg.load_from = None
@@ -181,9 +180,8 @@ def pipeline_image_size(cfg: Config) -> Optional[Tuple[int, int]]:
 
 
 def _width_height(value) -> Optional[Tuple[int, int]]:
-    """mmcv's ``scale`` / ``crop_size``: an int (square) or ``(w, h)``."""
-    if isinstance(value, int):
-        return value, value
+    """mmcv's ``scale`` / ``crop_size``, an int (square) or ``(w, h)``, as ``(w, h)``."""
+    value = (value, value) if isinstance(value, int) else value
     if isinstance(value, (tuple, list)) and len(value) == 2 and all(
             isinstance(side, int) for side in value):
         return int(value[0]), int(value[1])
@@ -191,7 +189,8 @@ def _width_height(value) -> Optional[Tuple[int, int]]:
 
 
 class PreprocessedBatch(NamedTuple):
-    """Images as the model receives them, ``(N, C, H, W)`` float32, and labels ``(N, )``."""
+    """Images as the model receives them, ``(N, C, H, W)`` float32, and labels ``(N, )``
+    (a segmentation dataset's: label maps ``(N, H, W)``)."""
     images: np.ndarray
     labels: np.ndarray
 
@@ -200,17 +199,11 @@ def preprocessed_batches(cfg: Config, dataloader_key: str, num_images: int,
                          shuffle: bool, pipeline_from: Optional[str] = None,
                          batch_size: Optional[int] = None, seed: int = 0
                          ) -> Iterator[PreprocessedBatch]:
-    """Batches of the first ``num_images`` images of ``cfg[dataloader_key]``'s dataset,
-    through its pipeline and the model's ``data_preprocessor``, in the main process.
-
-    Args:
-        cfg: a config from :func:`mmrepvgg.engine.load_repvgg_config`.
-        dataloader_key: e.g. ``'train_dataloader'`` or ``'test_dataloader'``.
-        num_images: how many images in all (fewer if the dataset is smaller).
-        shuffle: draw them in a random order (``seed``) instead of the dataset's order.
-        pipeline_from: take the dataset's pipeline from this dataloader instead, e.g.
-            ``'test_dataloader'`` to calibrate on training images without augmentation.
-        batch_size: images per batch (default: the dataloader's).
+    """Batches of the first ``num_images`` images (fewer if the dataset is smaller) of
+    ``cfg[dataloader_key]``'s dataset (e.g. ``'train_dataloader'``), through its pipeline
+    and the model's ``data_preprocessor``, in the main process; ``shuffle``: in a random
+    order (``seed``); ``pipeline_from``: with that dataloader's pipeline instead (e.g.
+    ``'test_dataloader'``: no augmentation); ``batch_size``: default, the dataloader's.
 
     Raises:
         ConfigError: the dataloader is missing, or its data cannot be read.
@@ -225,7 +218,8 @@ def preprocessed_batches(cfg: Config, dataloader_key: str, num_images: int,
     loader_cfg.update(num_workers=0, persistent_workers=False,
                       sampler=dict(type='DefaultSampler', shuffle=shuffle),
                       batch_size=batch_size or loader_cfg['batch_size'])
-    with DefaultScope.overwrite_default_scope('mmrepvgg'):
+    segmentation = cfg.get('default_scope') == 'mmseg'
+    with DefaultScope.overwrite_default_scope('mmseg' if segmentation else 'mmrepvgg'):
         try:
             loader = Runner.build_dataloader(loader_cfg, seed=seed)
         except (OSError, KeyError, ValueError) as error:
@@ -240,7 +234,8 @@ def preprocessed_batches(cfg: Config, dataloader_key: str, num_images: int,
             return
         with torch.no_grad():
             data = preprocessor(data, False)
-        labels = np.array([int(sample.gt_label[0]) for sample in data['data_samples']])
+        labels = np.array([sample.gt_sem_seg.data[0].numpy() if segmentation else
+                           int(sample.gt_label[0]) for sample in data['data_samples']])
         yield PreprocessedBatch(data['inputs'][:remaining].float().numpy(),
                                 labels[:remaining])
         remaining -= len(labels)

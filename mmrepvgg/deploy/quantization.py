@@ -1,22 +1,16 @@
-"""INT8 export: the deploy form of a model as a static INT8 ONNX file for ONNX Runtime,
-calibrated on real, preprocessed images (:mod:`._qdq`) and checked against the FP32 file
-on held-out images; how, beyond that default, is one :class:`Int8Recipe`.
+"""INT8 export: the deploy form of a model (a classifier, or a segmentor in
+:class:`mmrepvgg.dense.segmentation.SegmentationLogits`) as a static INT8 ONNX file for ONNX
+Runtime, calibrated on preprocessed images (:mod:`._qdq`), how is one :class:`Int8Recipe`.
 
-The recipe's defaults are the automatic per-CPU choice (:mod:`._host_cpu`: 7-bit weights on
-x86 CPUs without VNNI, the INT8 kernels accurate for the file's weights). What it can add:
-another calibration method, mixed precision (:mod:`._mixed_precision`: the convs most
-sensitive to INT8 kept FP32) and learned rounding of the weights (:mod:`._adaround`).
-
-Accuracy-bounded by default: given held-out images, :func:`export_int8` measures INT8
-top-1 against FP32 and, while it drops by more than ``Int8Recipe.accuracy_bound_points``,
-applies the next of :data:`RECIPE_STEPS`, cheapest first: cross-layer equalization
-(:mod:`._equalization`), learned rounding, FP32 fallback of the most sensitive convs.
+Accuracy-bounded by default: while INT8 top-1 (or mIoU) on held-out images is more than
+``Int8Recipe.accuracy_bound_points`` below FP32, :func:`export_int8` applies the next of
+:data:`RECIPE_STEPS`, cheapest first.
 """
 import dataclasses
 import os
 import shutil
 import tempfile
-from typing import Callable, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Callable, Iterable, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 from torch import nn
@@ -25,7 +19,7 @@ from ..checkpoint import atomic_output
 from ._adaround import adaround
 from ._equalization import equalize_model
 from ._host_cpu import INT8_KERNELS, INT8_WEIGHT_MAX, Int8WeightChoice, host_cpu, int8_weight_choice
-from ._mixed_precision import Agreement, choose_fp32_convs, top1_agreement
+from ._mixed_precision import Agreement, MiouAgreement, agreement, choose_fp32_convs
 from .onnx_export import DEFAULT_OPSET, export_onnx
 from .onnx_runtime import OnnxRuntimeModel
 from ._qdq import CALIBRATION_METHODS, ProgressCallback, check_calibration, quantize_int8
@@ -49,27 +43,20 @@ def _choose(key: str, value, choices) -> None:
 @dataclasses.dataclass(frozen=True)
 class Int8Recipe:
     """How :func:`export_int8` quantizes, beyond the automatic per-CPU choice (the
-    defaults). Checked when made: a bad value raises ``ValueError`` naming the choices.
+    defaults). A bad value raises ``ValueError`` naming the choices.
 
     Attributes:
-        calibration_method: how an activation's range is drawn from the calibration
-            images, a key of :data:`.qdq.CALIBRATION_METHODS` (OpenVINO: minmax or
-            percentile).
+        calibration_method: a key of :data:`.qdq.CALIBRATION_METHODS` (OpenVINO: minmax
+            or percentile).
         keep_fp32: mixed precision: keep this many of the convs most sensitive to INT8
-            FP32 (ranked on the held-out images).
-        max_drop_points: mixed precision instead: keep as few as needed for INT8 top-1
-            to stay within this many points of FP32 on the held-out images.
-        weight_bits: ``'auto'`` (7 on x86 CPUs without VNNI, see
-            :func:`.host_cpu.int8_weight_choice`), ``'8'`` or ``'7'``; ONNX Runtime only.
-        rounding: a key of :data:`WEIGHT_ROUNDINGS`; ONNX Runtime only.
-        int8_kernels: the ONNX Runtime INT8 kernels of the held-out comparison
-            (``'auto'``, ``'u8s8'`` or ``'u8u8'``, see :class:`.onnx_runtime.OnnxRuntimeModel`).
-        opset: ONNX opset version of the export (INT8: 13 or later).
-        accuracy_bound_points: the largest accepted INT8 top-1 drop against FP32 on the
-            held-out images, in points; past it, :func:`export_int8` applies the
-            :data:`RECIPE_STEPS` the recipe does not already hold, cheapest first, until
-            the drop is within it. None: quantize as the recipe says, no steps added.
-            ONNX Runtime only (OpenVINO: ``max_drop_points``).
+            FP32 (ranked on the held-out images); max_drop_points instead: as few as keep
+            INT8 within this many top-1 (or mIoU) points of FP32 on them.
+        weight_bits: ``'auto'`` (:func:`.host_cpu.int8_weight_choice`), ``'8'`` or ``'7'``;
+            rounding: a key of :data:`WEIGHT_ROUNDINGS`; int8_kernels: ONNX Runtime's
+            in the held-out comparison (``'auto'``, ``'u8s8'`` or ``'u8u8'``); opset: 13+.
+        accuracy_bound_points: the largest accepted INT8 drop against FP32 on the held-out
+            images, in top-1 (or mIoU) points, kept by :data:`RECIPE_STEPS`; None: the
+            recipe as given. ONNX Runtime only (OpenVINO: ``max_drop_points``).
         progress: called with (batch done, batches, images so far) after each
             calibration batch; not part of the recipe's identity.
     """
@@ -98,8 +85,7 @@ class Int8Recipe:
             if points is None:
                 continue
             if isinstance(points, bool) or not isinstance(points, (int, float)):
-                raise ValueError(f'INT8 recipe {key}={points!r}: pass a number of top-1 '
-                                 'points')
+                raise ValueError(f'INT8 recipe {key}={points!r}: pass a number of points')
             object.__setattr__(self, key, float(points))
         if min(self.keep_fp32, self.max_drop_points or 0,
                self.accuracy_bound_points or 0) < 0:
@@ -119,14 +105,9 @@ class Int8Recipe:
 
     @classmethod
     def from_options(cls, options: Optional[dict], **settings) -> 'Int8Recipe':
-        """The recipe of ``options`` ``{field: value}`` (what ``--int8-recipe KEY=VALUE``
-        parses to; ``'none'``, in any case, is None) and ``settings`` (fields the caller
-        sets itself, e.g. ``opset``, ``progress``).
-
-        Raises:
-            ValueError: a key that is no settable field (naming the valid ones), or a
-                bad value.
-        """
+        """The recipe of ``options`` ``{field: value}`` (``--int8-recipe KEY=VALUE``;
+        ``'none'``, in any case, is None) and the caller's own ``settings`` (e.g. opset);
+        ``ValueError`` for a key that is no settable field (naming them) or a bad value."""
         keys = [field.name for field in dataclasses.fields(cls) if field.name not in settings
                 and field.name != 'progress']
         unknown = sorted(set(options or {}) - set(keys))
@@ -139,31 +120,19 @@ class Int8Recipe:
 
 
 class Int8Report(NamedTuple):
-    """What :func:`export_int8` wrote and measured.
-
-    Attributes:
-        path: absolute path of the INT8 ONNX file.
-        calibration_images: images the activation ranges come from.
-        method: the calibration method.
-        fp32_nodes: convs kept FP32 (mixed precision), most sensitive first.
-        fp32_max_relative_error: the FP32 export's error against PyTorch (see
-            :func:`.onnx_export.export_onnx`).
-        weights: the weight width and why (:func:`.host_cpu.int8_weight_choice`).
-        agreement: INT8 against FP32 on the held-out images (None without any).
-        rounding: how the weights were rounded (a key of :data:`WEIGHT_ROUNDINGS`).
-        steps: the :data:`RECIPE_STEPS` added to the recipe to keep the accuracy bound,
-            in the order applied (empty: the recipe as given).
-        bound_points: the accuracy bound that was checked (None: not checked, either
-            none in the recipe or no held-out images).
-        cpu: the CPU quantized and measured on (:meth:`.host_cpu.HostCpu.describe`).
-    """
+    """What :func:`export_int8` wrote and measured: the INT8 file's absolute path, the
+    calibration images and method, the convs kept FP32 (most sensitive first), the FP32
+    export's error against PyTorch, the weight width and why, INT8 against FP32 on the
+    held-out images (None without any), the weight rounding, the :data:`RECIPE_STEPS`
+    added in the order applied, the accuracy bound checked (None: not checked) and the
+    CPU (:meth:`.host_cpu.HostCpu.describe`)."""
     path: str
     calibration_images: int
     method: str
     fp32_nodes: List[str]
     fp32_max_relative_error: float
     weights: Int8WeightChoice
-    agreement: Optional[Agreement]
+    agreement: Union[Agreement, MiouAgreement, None]
     rounding: str = 'nearest'
     steps: Tuple[str, ...] = ()
     bound_points: Optional[float] = None
@@ -171,32 +140,21 @@ class Int8Report(NamedTuple):
 
     @property
     def drop_points(self) -> Optional[float]:
-        """FP32 top-1 minus INT8 top-1 on the held-out images, in points."""
-        return None if self.agreement is None else _drop_points(self.agreement)
+        """FP32 minus INT8 top-1 (or mIoU) on the held-out images, in points."""
+        return None if self.agreement is None else self.agreement.drop_points
 
     def describe_outcome(self) -> str:
         """One line: the recipe chosen and how it met (or missed) the accuracy bound."""
-        recipe = ' + '.join((f'{self.method} calibration', *self.steps))
+        recipe = 'INT8 recipe: ' + ' + '.join((f'{self.method} calibration', *self.steps))
         if self.agreement is None:
-            return f'INT8 recipe: {recipe}; accuracy not checked (no held-out images)'
-        low, high = self.agreement.top1_change_interval()
-        change_points = 0.0 - self.drop_points  # 0.0 -: no '-0.00'
-        measured = (f'top-1 change {change_points:+.2f} points (95 % interval '
-                    f'{low:+.2f} to {high:+.2f}), agreement {100 * self.agreement.rate:.2f} % '
-                    f'on {self.agreement.num_images} held-out images')
+            return f'{recipe}; accuracy not checked (no held-out images)'
+        measured = f'{recipe}; {self.agreement.describe_change()}'
         if self.bound_points is None:
-            return f'INT8 recipe: {recipe}; {measured}'
+            return measured
         if self.drop_points <= self.bound_points:
-            return (f'INT8 recipe: {recipe}; {measured}: within the '
-                    f'{self.bound_points:g}-point bound')
-        return (f'INT8 recipe: {recipe}; {measured}: past the {self.bound_points:g}-point '
-                'bound after every recipe step (pass --int8-recipe keep_fp32=N to keep more '
-                'convs FP32)')
-
-
-def _drop_points(agreement: Agreement) -> float:
-    return 100 * (agreement.reference_correct - agreement.candidate_correct
-                  ) / agreement.num_images
+            return f'{measured}: within the {self.bound_points:g}-point bound'
+        return (f'{measured}: past the {self.bound_points:g}-point bound after every recipe '
+                'step (pass --int8-recipe keep_fp32=N to keep more convs FP32)')
 
 
 class _Candidate(NamedTuple):
@@ -300,7 +258,7 @@ def _quantized_candidate(context: _Context, candidate: _Candidate) -> Tuple[str,
 
 
 RecipeStep = Callable[[_Context, _Candidate], Optional[_Candidate]]
-# Applied in this order, cheapest first, while INT8 top-1 is past the accuracy bound: each
+# Applied in this order, cheapest first, while INT8 is past the accuracy bound: each
 # keeps the ones before it. Equalization is exact and takes a second; learned rounding
 # fits every conv (minutes); FP32 fallback gives up INT8 speed where it keeps accuracy.
 RECIPE_STEPS: Tuple[RecipeStep, ...] = (_with_equalization, _with_learned_rounding,
@@ -311,29 +269,24 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
                 held_out: Optional[Iterable[tuple]] = None,
                 recipe: Optional[Int8Recipe] = None, overwrite: bool = False) -> Int8Report:
     """Export the deploy form of ``model`` to a temporary FP32 ONNX file (dynamic batch,
-    the calibration images' size), quantize it to ``int8_path`` as ``recipe`` says, then
-    (given ``held_out`` ``(images, labels)`` batches) compare the two on them; while INT8
-    top-1 is more than ``recipe.accuracy_bound_points`` below FP32, quantize again with
-    the next of :data:`RECIPE_STEPS` added. The file written is the last one tried.
+    the calibration images' size), quantize it to ``int8_path`` (atomically) as
+    ``recipe`` says, then, given ``held_out``, compare the two on it
+    (:func:`.mixed_precision.agreement`); while INT8 is more than
+    ``recipe.accuracy_bound_points`` below FP32, quantize again with the next of
+    :data:`RECIPE_STEPS` added. The file written is the last one tried.
 
     Args:
-        model: a model holding RepVGG blocks, train or deploy form (not changed).
-        int8_path: the file to write, atomically (an interrupted or failed run leaves it
-            as it was).
-        calibration: preprocessed image batches ``(N, C, H, W)`` float32, as the model
-            receives them; the activation ranges come from them.
-        held_out: labelled batches not used for calibration; None skips the comparison
-            (and the accuracy bound). Mixed precision ranks and checks the convs on them.
-        recipe: how to quantize (default: :class:`Int8Recipe`'s automatic choice). With
-            ``rounding='adaround'`` the file is quantized from the model with
-            learned-rounding weights, which lie on the INT8 grid; the FP32 side of the
-            comparison stays ``model``. Mixed precision ranks the convs of the file being
-            quantized (equalized, rounded), and convs kept FP32 hold its weights.
+        model: holding RepVGG blocks, train or deploy form (not changed); images
+            ``(N, C, H, W)`` in, logits ``(N, classes)`` or ``(N, classes, H, W)`` out.
+        int8_path: the file to write.
+        calibration: image batches ``(N, C, H, W)`` float32, as the model receives them.
+        held_out: ``(images, labels)`` batches not used for calibration, labels ``(N, )``
+            (top-1) or label maps ``(N, H, W)`` (mIoU); None: no comparison, no bound.
+        recipe: how to quantize (default: :class:`Int8Recipe`'s automatic choice).
         overwrite: replace an existing ``int8_path``.
 
     Raises:
-        FileExistsError: ``int8_path`` exists and ``overwrite`` is False (checked before
-            any work).
+        FileExistsError: ``int8_path`` exists and ``overwrite`` is False.
         ValueError: an opset before 13, no calibration images, a model without a conv,
             or mixed precision that cannot work (without ``held_out``, more convs than
             the model has); all but the last checked before any work.
@@ -361,14 +314,14 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
         candidate, pending = _Candidate(model, recipe.rounding, ()), list(RECIPE_STEPS)
         while candidate is not None:
             candidate_path, chosen = _quantized_candidate(context, candidate)
-            agreement = None if held_out is None else top1_agreement(
+            measured = None if held_out is None else agreement(
                 OnnxRuntimeModel(fp32.path),
                 OnnxRuntimeModel(candidate_path, None, recipe.int8_kernels), held_out)
-            within = bound is None or _drop_points(agreement) <= bound
+            within = bound is None or measured.drop_points <= bound
             candidate = None if within else _next_candidate(context, chosen, pending)
         with atomic_output(int8_path, overwrite) as partial_path:
             shutil.copyfile(candidate_path, partial_path)
     return Int8Report(os.path.abspath(int8_path), sum(len(batch) for batch in calibration),
                       recipe.calibration_method, list(chosen.fp32_nodes),
-                      fp32.max_relative_error, weights, agreement, chosen.rounding, chosen.steps,
+                      fp32.max_relative_error, weights, measured, chosen.rounding, chosen.steps,
                       bound, cpu.describe())

@@ -10,14 +10,18 @@ with ``--backend openvino``, an OpenVINO IR (``.xml`` + ``.bin``; INT8 by NNCF).
         epoch_6.pth a0_int8.xml --backend openvino --quantize int8
     python tools/deployment/pytorch2onnx.py configs/digits/repvgg-A0_digits.py \
         epoch_6.pth a0_int8.onnx --quantize int8 --int8-recipe max_drop_points=0.5
+    python tools/deployment/pytorch2onnx.py configs/mmseg/digits/fcn_repvgg-A0-d8_digits.py \
+        iter_400.pth fcn_int8.onnx --quantize int8
 
 ``--int8-recipe`` sets the fields of :class:`mmrepvgg.deploy.quantization.Int8Recipe`
 (calibration method, mixed precision, weight bits, rounding, INT8 kernels, accuracy bound);
 its defaults are the automatic per-CPU choice, accuracy-bounded: past a 1-point top-1 drop
-on the check images, cheaper-first recipe steps are added until the drop is within it,
-and the last line printed names the recipe chosen and the change it measured.
+on the check images (mIoU for an mmseg segmentor), cheaper-first recipe steps are added
+until the drop is within it, and the last line printed names the recipe chosen and the
+change it measured. A segmentor's file takes images and gives logits at their size.
 
-The input size is the one the config's test pipeline makes unless ``--shape``; the batch
+The input size is the one the config's test pipeline makes (a segmentor's whose pipeline
+keeps the image size: its data preprocessor's ``size``) unless ``--shape``; the batch
 dimension is dynamic unless ``--no-dynamic-batch``. A train-form checkpoint is fused
 first (structural re-parameterization), with a notice. INT8 figures name the CPU.
 """
@@ -37,12 +41,12 @@ from mmrepvgg.models.repvgg import image_channels
 
 try:
     from mmrepvgg.deploy._host_cpu import INT8_WEIGHT_MAX, host_cpu, int8_kernel_choice
-    from mmrepvgg.deploy._mixed_precision import top1_agreement
+    from mmrepvgg.deploy._mixed_precision import agreement
     from mmrepvgg.deploy._onnx_eval import pipeline_image_size, preprocessed_batches
     from mmrepvgg.deploy.onnx_export import (DEFAULT_OPSET, OnnxExportError, export_onnx,
                                              torch_logits)
     from mmrepvgg.deploy.quantization import Int8Recipe, export_int8
-    from mmrepvgg.dense.segmentation import export_segmentor_onnx
+    from mmrepvgg.dense.segmentation import SegmentationLogits, export_segmentor_onnx
     from mmrepvgg.models import reparameterize_model
 except MissingExtraError as missing:
     sys.exit(f'error: {missing}')
@@ -76,8 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--calib-images', type=int_in(1, MAX_DATASET_IMAGES), default=256,
                         help='training images to calibrate on (default: 256)')
     parser.add_argument('--check-images', type=int_in(1, MAX_DATASET_IMAGES), default=512,
-                        help='held-out test images on which INT8 and FP32 top-1 are '
-                        'compared (default: 512)')
+                        help='held-out test images on which INT8 and FP32 top-1 (a '
+                        "segmentor's: mIoU) are compared (default: 512)")
     parser.add_argument('--int8-recipe', nargs='+', action=KeyValueAction, metavar='KEY=VALUE',
                         default={}, help='with --quantize int8: the INT8 recipe, e.g. '
                         'calibration_method=minmax|percentile|entropy (entropy: ONNX '
@@ -142,15 +146,25 @@ def print_progress(batch: int, batches: int, images: int) -> None:
     print(f'calibrating: batch {batch}/{batches} ({images} images)', flush=True)
 
 
-def resized(images: np.ndarray, size) -> np.ndarray:
-    """``images`` ``(N, C, H, W)`` resized to ``size`` (bilinear), unchanged if equal."""
-    if tuple(images.shape[2:]) == tuple(size):
+def resized(images: np.ndarray, size, mode: str = 'bilinear') -> np.ndarray:
+    """``images`` ``(N, C, H, W)`` resized to ``size`` (``(N, H, W)`` label maps: with
+    mode ``'nearest'``); unchanged if of that size, or labels ``(N, )``."""
+    if images.ndim < 3 or tuple(images.shape[-2:]) == tuple(size):
         return images
-    return torch.nn.functional.interpolate(torch.from_numpy(images), size=tuple(size),
-                                           mode='bilinear', align_corners=False).numpy()
+    batch = torch.from_numpy(images).float()
+    batch = batch[:, None] if images.ndim == 3 else batch
+    return torch.nn.functional.interpolate(
+        batch, size=tuple(size), mode=mode, align_corners=None if mode == 'nearest' else False
+    ).numpy().reshape(*images.shape[:-2], *size).astype(images.dtype)
 
 
 def print_agreement(agreement, reference: str, candidate: str) -> None:
+    if hasattr(agreement, 'reference_miou'):
+        print(f'{candidate} vs {reference} on {agreement.num_images} held-out test images: '
+              f'mIoU {reference} {agreement.reference_miou:.2f} %, {candidate} '
+              f'{agreement.candidate_miou:.2f} % (change {-agreement.drop_points:+.2f} '
+              f'points); pixel agreement {100 * agreement.rate:.2f} %')
+        return
     print(f'{candidate} vs {reference} top-1 agreement on {agreement.num_images} held-out '
           f'test images: {100 * agreement.rate:.2f} % ({agreement.num_agree}/'
           f'{agreement.num_images}); top-1 {reference} '
@@ -165,11 +179,17 @@ def print_fp32_convs(fp32_nodes) -> None:
 
 
 def export_quantized(args: argparse.Namespace, cfg, model, size) -> int:
+    # mmseg's preprocessor stacks only images of one size (it pads in training only): one
+    # to a batch where the test pipeline keeps each image's size.
+    keeps_size = isinstance(model, SegmentationLogits) and pipeline_image_size(cfg) is None
+    batch_size = 1 if keeps_size else None
     calibration = [resized(batch.images, size) for batch in preprocessed_batches(
         cfg, 'train_dataloader', args.calib_images, shuffle=True,
-        pipeline_from='test_dataloader')]
-    held_out = [(resized(images, size), labels) for images, labels in preprocessed_batches(
-        cfg, 'test_dataloader', args.check_images, shuffle=False)]
+        pipeline_from='test_dataloader', batch_size=batch_size)]
+    held_out = [(resized(images, size), resized(labels, size, 'nearest'))
+                for images, labels in preprocessed_batches(
+                    cfg, 'test_dataloader', args.check_images, shuffle=False,
+                    batch_size=batch_size)]
     cpu = host_cpu()
     if args.backend == 'openvino':
         return export_openvino_ir(args, model, size, calibration, held_out, cpu)
@@ -204,9 +224,9 @@ def export_openvino_ir(args: argparse.Namespace, model, size, calibration, held_
     print_fp32_convs(report.fp32_nodes)
     print(f'CPU: {cpu.describe()}')
     if held_out:
-        agreement = top1_agreement(torch_logits(reparameterize_model(model)),
-                                   OpenVINOModel(xml_path), held_out)
-        print_agreement(agreement, 'PyTorch FP32', 'OpenVINO ' + precision.split()[0])
+        measured = agreement(torch_logits(reparameterize_model(model)),
+                             OpenVINOModel(xml_path), held_out)
+        print_agreement(measured, 'PyTorch FP32', 'OpenVINO ' + precision.split()[0])
     return 0
 
 
@@ -225,30 +245,26 @@ def main(argv=None) -> int:
                               'classifiers and mmseg segmentors (detection post-processing '
                               'does not export); convert it with '
                               'tools/reparameterize_repvgg.py instead')
-        if cfg.get('default_scope') == 'mmseg' and args.quantize:
-            raise ConfigError(f'{args.config}: a segmentor config; INT8 of a segmentor '
-                              "needs calibration on its training images and an mIoU check, "
-                              'which are not built; drop --quantize for an FP32 ONNX '
-                              'segmentor')
-        if cfg.get('default_scope') == 'mmseg' and args.backend != 'onnxruntime':
-            raise ConfigError(f'{args.config}: a segmentor config; OpenVINO export covers '
-                              'classifiers; drop --backend for an FP32 ONNX segmentor')
+        segmentor = cfg.get('default_scope') == 'mmseg'
         model = build_train_model(cfg)
         state = load_checkpoint(model, args.checkpoint, 'convert').source
         if state.form == 'train':
             print(f'notice: {args.checkpoint} is in train form; fusing its blocks into the '
                   'deploy form before the export')
         size = tuple(args.shape or ()) or pipeline_image_size(cfg)
+        if size is None and segmentor:  # a pipeline that keeps each image's size
+            size = tuple(cfg.model.get('data_preprocessor', {}).get('size') or ()) or None
         if size is None:
             raise ConfigError(f"{args.config}: its test pipeline's image size depends on "
                               'the image (no fixed Resize or CenterCrop); pass --shape H W')
-        if args.quantize:
-            return export_quantized(args, cfg, model, size)
-        if args.backend == 'openvino':
-            return export_openvino_ir(args, model, size, None, None, host_cpu())
-        input_shape = (args.batch_size, image_channels(model), *size)
         # A segmentor exports its logits at the input size; a classifier its class scores.
-        export = export_segmentor_onnx if cfg.get('default_scope') == 'mmseg' else export_onnx
+        exported = SegmentationLogits(model) if segmentor else model
+        if args.quantize:
+            return export_quantized(args, cfg, exported, size)
+        if args.backend == 'openvino':
+            return export_openvino_ir(args, exported, size, None, None, host_cpu())
+        input_shape = (args.batch_size, image_channels(model), *size)
+        export = export_segmentor_onnx if segmentor else export_onnx
         report = export(model, args.output, input_shape, dynamic_batch=args.dynamic_batch,
                         opset=args.opset, overwrite=args.force)
     except (ConfigError, CheckpointError, OnnxExportError, FileExistsError, ValueError,

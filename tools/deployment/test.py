@@ -6,6 +6,8 @@ torch-int8`` the model is a checkpoint, quantized inside PyTorch (PT2E, the
 
     python tools/deployment/test.py configs/digits/repvgg-A0_digits.py a0_int8.onnx
     python tools/deployment/test.py configs/digits/repvgg-A0_digits.py a0_int8.xml
+    python tools/deployment/test.py configs/mmseg/digits/fcn_repvgg-A0-d8_digits.py \
+        fcn_int8.onnx   # a segmentor: the config's IoUMetric (mIoU)
     python tools/deployment/test.py configs/digits/repvgg-A0_digits.py epoch_6.pth \
         --backend torch-int8
 
@@ -15,6 +17,7 @@ It names the CPU (INT8 results depend on it). The last line printed is
 import argparse
 import sys
 
+import numpy as np
 import torch
 
 from mmrepvgg._utils import MAX_DATASET_IMAGES, MAX_THREADS, MissingExtraError, int_in
@@ -92,6 +95,10 @@ def torch_int8_runner(args: argparse.Namespace, cfg):
 
 def exported_model_runner(args: argparse.Namespace, cfg):
     """The Runner of ``cfg`` whose model is the exported file."""
+    if cfg.get('default_scope') == 'mmdet':
+        raise ConfigError(f'{args.config}: a detector config; exported detectors are not '
+                          'built (pytorch2onnx.py exports classifiers and mmseg segmentors); '
+                          "test the checkpoint with mmdet's tools/test.py instead")
     # The model file is checked first (ONNX Runtime opens it), then the test data.
     exported_model_test_config(cfg, args.model, args.threads, args.int8_kernels)
     prepare_test_config(cfg, args.config, args.model, args.work_dir, args.out)
@@ -122,7 +129,9 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     print(f'CPU: {host_cpu(args.threads).describe()}; {runtime}')
-    print(format_test_metrics(metrics))
+    # mmseg's IoUMetric gives numpy floats, which json does not write.
+    print(format_test_metrics({key: round(float(value), 6) if isinstance(value, np.floating)
+                               else value for key, value in metrics.items()}))
     return 0
 
 
