@@ -48,8 +48,8 @@ try:
     from mmrepvgg.deploy._adaround import _RoundingSchedule as RoundingSchedule, adaround
     from lab.qat import finetune_qat, prepare_qat, strip_qat
     from mmrepvgg.deploy._host_cpu import INT8_WEIGHT_MAX, int8_kernel_choice, int8_weight_choice
-    from mmrepvgg.deploy._mixed_precision import (choose_fp32_convs, layer_sensitivity,
-                                                  top1_agreement)
+    from mmrepvgg.deploy._mixed_precision import agreement as top1_agreement
+    from mmrepvgg.deploy._mixed_precision import choose_fp32_convs, layer_sensitivity
     from mmrepvgg.deploy._onnx_eval import exported_model_test_config, preprocessed_batches
     from mmrepvgg.deploy.onnx_export import export_onnx, torch_logits
     from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel

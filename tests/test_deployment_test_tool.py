@@ -11,7 +11,8 @@ import torch
 
 from mmrepvgg.apis.convert import build_train_model
 from mmrepvgg.checkpoint import load_checkpoint
-from mmrepvgg.deploy._onnx_eval import logits_to_predictions, preprocessed_batches
+from mmrepvgg.deploy._onnx_eval import _logits_to_predictions as logits_to_predictions
+from mmrepvgg.deploy._onnx_eval import preprocessed_batches
 from mmrepvgg.engine import load_repvgg_config
 
 from conftest import REPO_ROOT, load_tool

@@ -16,7 +16,8 @@ from PIL import Image
 from mmrepvgg.apis.convert import build_train_model
 from mmrepvgg.checkpoint import load_checkpoint
 from mmrepvgg.deploy._onnx_eval import preprocessed_batches
-from mmrepvgg.deploy._mixed_precision import Agreement, top1_agreement
+from mmrepvgg.deploy._mixed_precision import Agreement
+from mmrepvgg.deploy._mixed_precision import agreement as top1_agreement
 from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
 from mmrepvgg.deploy._qdq import _CalibrationBatches, _output_nodes
 from mmrepvgg.engine import load_repvgg_config

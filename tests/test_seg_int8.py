@@ -21,8 +21,8 @@ from mmseg.evaluation.metrics import IoUMetric  # noqa: E402
 from conftest import REPO_ROOT, load_tool  # noqa: E402
 from mmrepvgg.apis.convert import build_train_model  # noqa: E402
 from mmrepvgg.datasets import prepare_digit_canvases  # noqa: E402
-from mmrepvgg.deploy._mixed_precision import IGNORE_INDEX, miou_agreement  # noqa: E402
-from mmrepvgg.engine.runner import parse_test_metrics  # noqa: E402
+from mmrepvgg.deploy._mixed_precision import IGNORE_INDEX, agreement  # noqa: E402
+from tool_output import parse_test_metrics  # noqa: E402
 
 SEG_CONFIG = f'{REPO_ROOT}/configs/mmseg/digits/fcn_repvgg-A0-d8_digits.py'
 NUM_CLASSES = 11  # background and ten digits
@@ -56,8 +56,7 @@ def test_the_miou_comparison_counts_as_mmseg_does_and_leaves_out_ignored_pixels(
     noisy = logits + generator.normal(scale=0.8, size=logits.shape).astype(np.float32)
     batches = [(images, labels[index:index + 3])
                for index, images in ((0, np.arange(3)), (3, np.arange(3, 6)))]
-    measured = miou_agreement(lambda index: logits[index], lambda index: noisy[index],
-                              batches)
+    measured = agreement(lambda index: logits[index], lambda index: noisy[index], batches)
     expected, actual = logits.argmax(1), noisy.argmax(1)
     assert measured.reference_miou == pytest.approx(mmseg_miou(expected, labels))
     assert measured.candidate_miou == pytest.approx(mmseg_miou(actual, labels))

@@ -51,7 +51,7 @@ class _OpsStandIn(types.ModuleType):
         return _missing_op(name)
 
 
-def has_compiled_mmcv_ops() -> bool:
+def _has_compiled_mmcv_ops() -> bool:
     """Whether mmcv's compiled extension is installed (a full mmcv, not mmcv-lite)."""
     if isinstance(sys.modules.get(EXT_MODULE), _OpsStandIn):
         return False
@@ -62,7 +62,7 @@ def install_mmcv_ops_stand_in() -> bool:
     """Make ``import mmcv.ops`` work under mmcv-lite, for the rest of the process (tools
     and tests that build mmseg or mmdet models); returns whether the stand-in is in place
     (False: the real extension is there)."""
-    if has_compiled_mmcv_ops():
+    if _has_compiled_mmcv_ops():
         return False
     stand_in = _OpsStandIn(EXT_MODULE)
     # No loader: mmengine's mmcv_full_available() asks pkgutil for one, and must say no.

@@ -93,8 +93,8 @@ def _miou_points(counts: np.ndarray) -> float:
 Logits = Callable[[np.ndarray], np.ndarray]
 
 
-def top1_agreement(reference: Logits, candidate: Logits,
-                   batches: Iterable[tuple]) -> Agreement:
+def _top1_agreement(reference: Logits, candidate: Logits,
+                    batches: Iterable[tuple]) -> Agreement:
     """Compare two classifiers' top-1 classes on ``(images, labels)`` batches (images
     ``(N, C, H, W)`` float32 as the model receives them, labels ``(N, )``)."""
     counts = np.zeros(6, dtype=np.int64)
@@ -110,8 +110,8 @@ def top1_agreement(reference: Logits, candidate: Logits,
     return Agreement(*(int(count) for count in counts))
 
 
-def miou_agreement(reference: Logits, candidate: Logits,
-                   batches: Iterable[tuple]) -> MiouAgreement:
+def _miou_agreement(reference: Logits, candidate: Logits,
+                    batches: Iterable[tuple]) -> MiouAgreement:
     """Compare two segmentors' class maps on ``(images, label maps)`` batches (images
     ``(N, C, H, W)`` float32 as the model receives them, label maps ``(N, H, W)``)."""
     num_images = num_pixels = num_agree = 0
@@ -137,11 +137,11 @@ def miou_agreement(reference: Logits, candidate: Logits,
 
 def agreement(reference: Logits, candidate: Logits,
               batches: Iterable[tuple]) -> Union[Agreement, MiouAgreement]:
-    """:func:`top1_agreement` for batches of labels ``(N, )``, :func:`miou_agreement` for
+    """:func:`_top1_agreement` for batches of labels ``(N, )``, :func:`_miou_agreement` for
     batches of label maps ``(N, H, W)``."""
     batches = list(batches)
     classifier = not batches or np.ndim(batches[0][1]) == 1
-    return (top1_agreement if classifier else miou_agreement)(reference, candidate, batches)
+    return (_top1_agreement if classifier else _miou_agreement)(reference, candidate, batches)
 
 
 def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:

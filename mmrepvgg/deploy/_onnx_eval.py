@@ -30,7 +30,7 @@ def _data_preprocessor_cfg(cfg: Config) -> dict:
     return {'type': 'ClsDataPreprocessor', **copy.deepcopy(dict(preprocessor))}
 
 
-def logits_to_predictions(logits: Tensor, data_samples: Optional[list]) -> List[DataSample]:
+def _logits_to_predictions(logits: Tensor, data_samples: Optional[list]) -> List[DataSample]:
     """What an mmpretrain classification head's ``predict`` returns for ``logits``
     ``(N, num_classes)``: softmax scores and the arg-max label set on each sample."""
     scores = torch.softmax(logits, dim=1)
@@ -40,7 +40,7 @@ def logits_to_predictions(logits: Tensor, data_samples: Optional[list]) -> List[
             for sample, score, label in zip(samples, scores, labels)]
 
 
-def logits_to_segmentation(logits: Tensor, data_samples: list) -> list:
+def _logits_to_segmentation(logits: Tensor, data_samples: list) -> list:
     """What an mmseg segmentor's ``predict`` returns for ``logits`` ``(N, num_classes, H,
     W)``: each sample's logits resized (bilinear, as the shipped heads: align_corners
     False) to its original image size, and their arg-max class map ``(1, H, W)``."""
@@ -60,7 +60,7 @@ def _runtime_model(model_file: str, threads: Optional[int], int8_kernels: str) -
     return OnnxRuntimeModel(model_file, threads, int8_kernels)
 
 
-class RuntimeClassifier(BaseModel):
+class _RuntimeClassifier(BaseModel):
     """A classifier run outside PyTorch's autograd (a runtime adapter, or PyTorch's INT8
     model) behind mmengine's model interface: :meth:`forward` checks the preprocessed
     batch has the image size the runtime takes (its ``input_size`` ``(H, W)``, if it has
@@ -76,7 +76,7 @@ class RuntimeClassifier(BaseModel):
         self.runtime = runtime
 
     def predictions(self, logits: Tensor, data_samples: Optional[list]) -> list:
-        return logits_to_predictions(logits, data_samples)
+        return _logits_to_predictions(logits, data_samples)
 
     def forward(self, inputs: Tensor, data_samples: Optional[list] = None,
                 mode: str = 'predict') -> list:
@@ -100,7 +100,7 @@ class RuntimeClassifier(BaseModel):
 
 
 @MODELS.register_module()
-class ExportedClassifier(RuntimeClassifier):
+class ExportedClassifier(_RuntimeClassifier):
     """An exported classifier behind mmengine's model interface: ``model_file``, an ONNX
     file or OpenVINO IR ``.xml`` written by ``tools/deployment/pytorch2onnx.py`` (FP32 or
     INT8), run with ``threads`` (default: the runtime's) and ONNX Runtime's
@@ -119,13 +119,13 @@ class ExportedSegmentor(ExportedClassifier):
     logits_shape = '(N, num_classes, H, W)'
 
     def predictions(self, logits: Tensor, data_samples: Optional[list]) -> list:
-        return logits_to_segmentation(logits, data_samples)
+        return _logits_to_segmentation(logits, data_samples)
 
 
-def runtime_classifier(cfg: Config, runtime: nn.Module, name: str) -> RuntimeClassifier:
+def runtime_classifier(cfg: Config, runtime: nn.Module, name: str) -> _RuntimeClassifier:
     """``runtime`` (images in, logits out) behind the ``data_preprocessor`` the config's
     own model has, ready to stand in for it as a Runner's model."""
-    return RuntimeClassifier(runtime, name, _data_preprocessor_cfg(cfg))
+    return _RuntimeClassifier(runtime, name, _data_preprocessor_cfg(cfg))
 
 
 def exported_model_test_config(cfg: Config, model_file: str,
@@ -188,7 +188,7 @@ def _width_height(value) -> Optional[Tuple[int, int]]:
     return None
 
 
-class PreprocessedBatch(NamedTuple):
+class _PreprocessedBatch(NamedTuple):
     """Images as the model receives them, ``(N, C, H, W)`` float32, and labels ``(N, )``
     (a segmentation dataset's: label maps ``(N, H, W)``)."""
     images: np.ndarray
@@ -198,7 +198,7 @@ class PreprocessedBatch(NamedTuple):
 def preprocessed_batches(cfg: Config, dataloader_key: str, num_images: int,
                          shuffle: bool, pipeline_from: Optional[str] = None,
                          batch_size: Optional[int] = None, seed: int = 0
-                         ) -> Iterator[PreprocessedBatch]:
+                         ) -> Iterator[_PreprocessedBatch]:
     """Batches of the first ``num_images`` images (fewer if the dataset is smaller) of
     ``cfg[dataloader_key]``'s dataset (e.g. ``'train_dataloader'``), through its pipeline
     and the model's ``data_preprocessor``, in the main process; ``shuffle``: in a random
@@ -236,6 +236,6 @@ def preprocessed_batches(cfg: Config, dataloader_key: str, num_images: int,
             data = preprocessor(data, False)
         labels = np.array([sample.gt_sem_seg.data[0].numpy() if segmentation else
                            int(sample.gt_label[0]) for sample in data['data_samples']])
-        yield PreprocessedBatch(data['inputs'][:remaining].float().numpy(),
-                                labels[:remaining])
+        yield _PreprocessedBatch(data['inputs'][:remaining].float().numpy(),
+                                 labels[:remaining])
         remaining -= len(labels)

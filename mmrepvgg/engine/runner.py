@@ -31,8 +31,9 @@ LAUNCHER_VARIABLES = {
 
 
 def format_test_metrics(metrics: Dict[str, float]) -> str:
-    """The line tools/test.py prints last, e.g. ``test metrics: {"accuracy/top1": 96.1}``."""
-    return TEST_METRICS_PREFIX + json.dumps(metrics)
+    """The line tools/test.py prints last, e.g. ``test metrics: {"accuracy/top1": 96.1}``
+    (numpy scalars, as mmseg's IoUMetric gives, written as numbers to 6 decimals)."""
+    return TEST_METRICS_PREFIX + json.dumps(metrics, default=lambda value: round(float(value), 6))
 
 
 def _set_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> None:

@@ -17,7 +17,6 @@ It names the CPU (INT8 results depend on it). The last line printed is
 import argparse
 import sys
 
-import numpy as np
 import torch
 
 from mmrepvgg._utils import MAX_DATASET_IMAGES, MAX_THREADS, MissingExtraError, int_in
@@ -129,9 +128,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     print(f'CPU: {host_cpu(args.threads).describe()}; {runtime}')
-    # mmseg's IoUMetric gives numpy floats, which json does not write.
-    print(format_test_metrics({key: round(float(value), 6) if isinstance(value, np.floating)
-                               else value for key, value in metrics.items()}))
+    print(format_test_metrics(metrics))
     return 0
 
 
