@@ -2,6 +2,7 @@
 (no calibration images, a model without a conv) gets one line."""
 import math
 import os
+import tracemalloc
 
 import numpy as np
 import onnx
@@ -84,6 +85,40 @@ def test_sensitivity_ranks_every_conv_worst_first(small_fp32, sensitivity):
     assert len(rows) == 22  # A0: 1 + 2 + 4 + 14 + 1 fused convs
     assert [row.sqnr_db for row in rows] == sorted(row.sqnr_db for row in rows)
     assert all(0 <= row.agreement <= 1 and math.isfinite(row.sqnr_db) for row in rows)
+
+
+def test_sensitivity_over_batches_is_that_of_all_the_images_at_once(small_fp32, tmp_path):
+    path, calibration, held_out = small_fp32
+    images = held_out[0][0]
+    rows = layer_sensitivity(path, calibration, [images[:5], images[5:6], images[6:]])
+    fp32 = OnnxRuntimeModel(path)(images).astype(np.float64)
+    for row in rows[:2] + rows[-1:]:  # the worst two and the best
+        one_layer = str(tmp_path / f'{row.position}.onnx')
+        quantize_int8(path, one_layer, calibration, only_nodes=[row.node])
+        logits = OnnxRuntimeModel(one_layer)(images)
+        noise, signal = np.sum((fp32 - logits) ** 2), np.sum(fp32 ** 2)
+        assert row.sqnr_db == pytest.approx(10 * math.log10(signal / noise), rel=1e-9)
+        assert row.agreement == np.mean(fp32.argmax(1) == logits.argmax(1))
+
+
+def test_sensitivity_holds_one_batch_of_segmentation_logits_at_a_time(tmp_path):
+    """150 classes at 96x96 are 5.5 MB of logits an image, 24 images 133 MB."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 150, 1)).eval()
+    path = str(tmp_path / 'segmentor.onnx')
+    export_onnx(model, path, (1, 3, 96, 96))
+    generator = torch.Generator().manual_seed(0)
+    calibration = [torch.randn(1, 3, 96, 96, generator=generator).numpy()]
+    held_out = [torch.randn(1, 3, 96, 96, generator=generator).numpy() for _ in range(24)]
+    tracemalloc.start()
+    try:
+        rows = layer_sensitivity(path, calibration, held_out)
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(rows) == 2 and all(0 <= row.agreement <= 1 for row in rows)
+    all_logits_bytes = 24 * 150 * 96 * 96 * 4
+    assert peak_bytes < all_logits_bytes / 4, f'{peak_bytes / 2 ** 20:.0f} MiB'
 
 
 def test_every_conv_kept_fp32_leaves_only_the_pooling_quantized(small_fp32, tmp_path):

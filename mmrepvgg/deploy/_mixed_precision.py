@@ -144,12 +144,21 @@ def agreement(reference: Logits, candidate: Logits,
     return (_top1_agreement if classifier else _miou_agreement)(reference, candidate, batches)
 
 
+def _signal_and_noise(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """``[sum reference^2, sum (reference - candidate)^2]`` in float64."""
+    reference = reference.astype(np.float64)
+    return np.array([np.sum(reference ** 2), np.sum((reference - candidate) ** 2)])
+
+
+def _decibels(signal_and_noise: np.ndarray) -> float:
+    signal, noise = signal_and_noise
+    return math.inf if noise == 0 else 10 * math.log10(signal / noise)
+
+
 def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Signal-to-quantization-noise ratio ``10 log10(sum reference^2 / sum (reference -
     candidate)^2)`` in dB (inf when they are equal)."""
-    noise = float(np.sum((reference.astype(np.float64) - candidate) ** 2))
-    signal = float(np.sum(reference.astype(np.float64) ** 2))
-    return math.inf if noise == 0 else 10 * math.log10(signal / noise)
+    return _decibels(_signal_and_noise(reference, candidate))
 
 
 class LayerSensitivity(NamedTuple):
@@ -163,11 +172,6 @@ class LayerSensitivity(NamedTuple):
     agreement: float
 
 
-def _logits(path: str, images: Sequence[np.ndarray]) -> np.ndarray:
-    model = OnnxRuntimeModel(path)
-    return np.concatenate([model(batch) for batch in images])
-
-
 def layer_sensitivity(fp32_path: str, calibration: Sequence[np.ndarray],
                       held_out_images: Sequence[np.ndarray], method: str = 'minmax',
                       progress: Optional[Callable[[int, int], None]] = None
@@ -175,8 +179,9 @@ def layer_sensitivity(fp32_path: str, calibration: Sequence[np.ndarray],
     """Quantize each conv of the FP32 ONNX file ``fp32_path`` alone (``calibration`` and
     ``method``: see :func:`.qdq.quantize_int8`) and measure the logits against FP32 on
     ``held_out_images`` ``(N, C, H, W)`` batches, worst (lowest SQNR) first; ``progress``
-    is called with (convs done, convs) after each one."""
-    reference = _logits(fp32_path, held_out_images)
+    is called with (convs done, convs) after each one. Holds one batch's logits at a time
+    (a segmentor's are classes x H x W per image): FP32 runs again for each conv."""
+    reference = OnnxRuntimeModel(fp32_path)
     convs = conv_nodes(fp32_path)
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
@@ -184,10 +189,15 @@ def layer_sensitivity(fp32_path: str, calibration: Sequence[np.ndarray],
             one_layer_path = os.path.join(workdir, f'{position}.onnx')
             quantize_int8(fp32_path, one_layer_path, calibration, method=method,
                           only_nodes=[node])
-            logits = _logits(one_layer_path, held_out_images)
-            rows.append(LayerSensitivity(
-                node, position, sqnr_db(reference, logits),
-                float(np.mean(reference.argmax(1) == logits.argmax(1)))))
+            one_layer = OnnxRuntimeModel(one_layer_path)
+            signal_and_noise, num_agree, num_compared = np.zeros(2), 0, 0
+            for images in held_out_images:
+                expected, actual = reference(images), one_layer(images)
+                signal_and_noise += _signal_and_noise(expected, actual)
+                num_agree += int(np.sum(expected.argmax(1) == actual.argmax(1)))
+                num_compared += expected.argmax(1).size
+            rows.append(LayerSensitivity(node, position, _decibels(signal_and_noise),
+                                         num_agree / num_compared))
             if progress is not None:
                 progress(position + 1, len(convs))
     return sorted(rows, key=lambda row: (row.sqnr_db, row.position))
