@@ -17,10 +17,10 @@ from torch import Tensor, nn
 from ..checkpoint import atomic_output, check_output
 from .._compat import require_nncf
 from .._utils import require
-from ._mixed_precision import LayerSensitivity, choose_fp32_convs
+from ._mixed_precision import Agreement, LayerSensitivity, agreement, choose_fp32_convs
 from .onnx_export import export_onnx
 from .onnx_runtime import fixed_image_size
-from ._qdq import check_calibration
+from ._qdq import check_calibration, conv_nodes
 from .quantization import Int8Recipe
 
 onnx = require('onnx', 'onnx')
@@ -31,7 +31,7 @@ OPENVINO_CALIBRATION_METHODS = ('minmax', 'percentile')
 # The op types an ONNX Conv becomes (grouped convs, as in RepVGG-B1g2, are the second).
 CONVOLUTION_TYPES = ('Convolution', 'GroupConvolution')
 # Recipe fields only the ONNX Runtime file has.
-_ONNXRUNTIME_SETTINGS = ('weight_bits', 'rounding', 'int8_kernels', 'accuracy_bound_points')
+_ONNXRUNTIME_SETTINGS = ('weight_bits', 'rounding', 'int8_kernels')
 
 
 class _StackT(ctypes.Structure):
@@ -129,10 +129,23 @@ def _openvino_convolutions(model, fp32_onnx_path: str, onnx_nodes: Sequence[str]
     return names
 
 
+def _points(compiled, batches: Iterable[tuple]) -> Tuple[float, list]:
+    """NNCF's validation_fn: a compiled model's top-1 (or mIoU) points on ``(images, labels)``
+    batches as :func:`agreement` counts them, and its logits per batch (to rank convs by)."""
+    logits = []  # one inference per batch, compared with itself
+    measured = agreement(lambda images: logits.append(compiled(images)[0]) or logits[-1],
+                         lambda images: logits[-1], batches)
+    return (100 * measured.candidate_correct / measured.num_images if isinstance(
+        measured, Agreement) else measured.candidate_miou), [[item] for item in logits]
+
+
 def _quantize_ir(fp32_onnx_path: str, calibration: Sequence[np.ndarray],
-                 method: str = 'minmax', fp32_nodes: Sequence[str] = ()):
-    """The NNCF INT8 form of an FP32 ONNX classifier as an in-memory OpenVINO model, the
-    Conv nodes ``fp32_nodes`` left FP32; ValueError for a bad request."""
+                 method: str = 'minmax', fp32_nodes: Sequence[str] = (),
+                 held_out: Sequence[tuple] = (), max_drop_points: Optional[float] = None):
+    """The NNCF INT8 form of an FP32 ONNX model as an in-memory OpenVINO model, the Conv
+    nodes ``fp32_nodes`` left FP32, and given ``max_drop_points``, those that NNCF's
+    accuracy control keeps FP32 to stay within that many :func:`_points` of FP32 on
+    ``held_out`` (all if it cannot); ValueError for a bad request."""
     check_calibration(method, OPENVINO_CALIBRATION_METHODS, calibration, 'OpenVINO')
     nncf = require_nncf()
     advanced = require_nncf('nncf.quantization.advanced_parameters')
@@ -142,13 +155,27 @@ def _quantize_ir(fp32_onnx_path: str, calibration: Sequence[np.ndarray],
     ignored = _openvino_convolutions(model, fp32_onnx_path, fp32_nodes)
     # NNCF compiles the model in CPU plugins of its own. One dataset item is one batch:
     # subset_size counts batches.
+    settings = dict(preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calibration),
+                    ignored_scope=nncf.IgnoredScope(names=ignored, validate=True))
+    parameters = advanced.AdvancedQuantizationParameters(
+        activations_range_estimator_params=estimator)
     with _signal_stack_kept():
-        return nncf.quantize(
-            model, nncf.Dataset(list(calibration)),
-            preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calibration),
-            ignored_scope=nncf.IgnoredScope(names=ignored, validate=True),
-            advanced_parameters=advanced.AdvancedQuantizationParameters(
-                activations_range_estimator_params=estimator))
+        if max_drop_points is None:
+            return nncf.quantize(model, nncf.Dataset(list(calibration)),
+                                 advanced_parameters=parameters, **settings)
+        return nncf.quantize_with_accuracy_control(  # the drop in _points' units
+            model, nncf.Dataset(list(calibration)), nncf.Dataset(held_out, lambda item: item[0]),
+            _points, max_drop=max_drop_points, drop_type=nncf.DropType.ABSOLUTE,
+            advanced_quantization_parameters=parameters, **settings)
+
+
+def _unquantized_convs(ir_model, fp32_onnx_path: str) -> List[str]:
+    """The ONNX Conv nodes whose convolution in ``ir_model`` reads no FakeQuantize, in order."""
+    nodes = conv_nodes(fp32_onnx_path)
+    fp32 = {op.get_friendly_name() for op in ir_model.get_ops() if op.get_type_name() in
+            CONVOLUTION_TYPES and op.input_value(0).get_node().get_type_name() != 'FakeQuantize'}
+    return [node for node, name in zip(nodes, _openvino_convolutions(
+        openvino.convert_model(fp32_onnx_path), fp32_onnx_path, nodes)) if name in fp32]
 
 
 class _OpenVINOReport(NamedTuple):
@@ -163,10 +190,11 @@ def _onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
                       recipe: Optional[Int8Recipe] = None, overwrite: bool = False,
                       sensitivity: Optional[Sequence[LayerSensitivity]] = None
                       ) -> _OpenVINOReport:
-    """Convert an FP32 ONNX classifier to an OpenVINO IR: FP32, or INT8 (NNCF) given
-    ``calibration`` batches, with mixed precision if ``recipe`` asks (ranked on
-    ``held_out``, or by ``sensitivity``). The ``.bin`` is written before the ``.xml``,
-    each atomically: an interrupted run leaves no IR that loads.
+    """Convert an FP32 ONNX model to an OpenVINO IR: FP32, or INT8 (NNCF) given
+    ``calibration`` batches: ``recipe.keep_fp32`` convs FP32 (ranked on ``held_out``, or by
+    ``sensitivity``), or else, given ``held_out``, within ``recipe.max_drop_points`` (or
+    ``accuracy_bound_points``) of FP32 on it by NNCF's accuracy control. The ``.bin`` is
+    written before the ``.xml``, each atomically: an interrupted run leaves no IR that loads.
 
     Raises:
         FileExistsError, CheckpointError, ValueError: see :func:`_check_request`.
@@ -174,16 +202,16 @@ def _onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
     recipe = recipe or Int8Recipe()
     xml_path, mixed = _check_request(xml_path, overwrite, calibration, recipe, held_out,
                                      [fp32_onnx_path])
-    method = recipe.calibration_method
-    fp32_nodes = []
-    if mixed:
-        # Ranked by ONNX Runtime (the same scheme); the max-drop candidates are NNCF's.
-        fp32_nodes = choose_fp32_convs(
-            fp32_onnx_path, calibration, list(held_out), recipe,
-            lambda nodes: OpenVINOModel(_quantize_ir(fp32_onnx_path, calibration, method,
-                                                     nodes)), sensitivity)
-    ir_model = (openvino.convert_model(fp32_onnx_path) if calibration is None else
-                _quantize_ir(fp32_onnx_path, calibration, method, fp32_nodes))
+    held_out, bound = list(held_out or ()), recipe.max_drop_points
+    bound = None if calibration is None or not held_out else (
+        recipe.accuracy_bound_points if bound is None else bound)
+    fp32_nodes = []  # keep_fp32: ranked by ONNX Runtime (the same scheme)
+    if mixed and recipe.keep_fp32:
+        fp32_nodes, bound = choose_fp32_convs(fp32_onnx_path, calibration, held_out, recipe,
+                                              None, sensitivity), None
+    ir_model = (openvino.convert_model(fp32_onnx_path) if calibration is None else _quantize_ir(
+        fp32_onnx_path, calibration, recipe.calibration_method, fp32_nodes, held_out, bound))
+    fp32_nodes = fp32_nodes if bound is None else _unquantized_convs(ir_model, fp32_onnx_path)
     with tempfile.TemporaryDirectory() as workdir:
         staged_xml = os.path.join(workdir, 'model.xml')
         openvino.save_model(ir_model, staged_xml, compress_to_fp16=False)
