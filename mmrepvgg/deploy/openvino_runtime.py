@@ -200,15 +200,14 @@ def _onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
         FileExistsError, CheckpointError, ValueError: see :func:`_check_request`.
     """
     recipe = recipe or Int8Recipe()
-    xml_path, mixed = _check_request(xml_path, overwrite, calibration, recipe, held_out,
-                                     [fp32_onnx_path])
-    held_out, bound = list(held_out or ()), recipe.max_drop_points
-    bound = None if calibration is None or not held_out else (
-        recipe.accuracy_bound_points if bound is None else bound)
-    fp32_nodes = []  # keep_fp32: ranked by ONNX Runtime (the same scheme)
-    if mixed and recipe.keep_fp32:
+    xml_path = _check_request(xml_path, overwrite, calibration, recipe, held_out,
+                              [fp32_onnx_path])
+    held_out, fp32_nodes, bound = list(held_out or ()), [], recipe.max_drop_points
+    if recipe.keep_fp32:  # ranked by ONNX Runtime (the same scheme)
         fp32_nodes, bound = choose_fp32_convs(fp32_onnx_path, calibration, held_out, recipe,
                                               None, sensitivity), None
+    elif calibration is not None and held_out and bound is None:
+        bound = recipe.accuracy_bound_points
     ir_model = (openvino.convert_model(fp32_onnx_path) if calibration is None else _quantize_ir(
         fp32_onnx_path, calibration, recipe.calibration_method, fp32_nodes, held_out, bound))
     fp32_nodes = fp32_nodes if bound is None else _unquantized_convs(ir_model, fp32_onnx_path)
@@ -226,8 +225,8 @@ def _onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
 
 
 def _check_request(xml_path: str, overwrite: bool, calibration, recipe: Int8Recipe,
-                   held_out, inputs: Sequence[str] = ()) -> 'tuple[str, bool]':
-    """``xml_path`` made absolute and whether mixed precision is asked for, after refusing an
+                   held_out, inputs: Sequence[str] = ()) -> str:
+    """``xml_path`` made absolute, after refusing an
     existing IR (FileExistsError, or CheckpointError for one of ``inputs``) and, with
     ValueError, no ``.xml``, ONNX Runtime settings in ``recipe``, or mixed precision without
     ``held_out`` or ``calibration``."""
@@ -243,11 +242,10 @@ def _check_request(xml_path: str, overwrite: bool, calibration, recipe: Int8Reci
     if changed:
         raise ValueError(f'INT8 recipe {", ".join(changed)}: ONNX Runtime settings; leave '
                          'them at their defaults for OpenVINO')
-    mixed = recipe.mixed_precision(held_out)
-    if mixed and calibration is None:
+    if recipe.mixed_precision(held_out) and calibration is None:
         raise ValueError('mixed precision keeps convs FP32 in an INT8 IR; pass '
                          'calibration batches')
-    return xml_path, mixed
+    return xml_path
 
 
 def export_openvino(model: nn.Module, xml_path: str, input_shape: Sequence[int],

@@ -88,7 +88,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'Runtime only); keep_fp32=N (mixed precision: the N convs most '
                         'sensitive to INT8, ranked on the check images, stay FP32) or '
                         'max_drop_points=POINTS (as few as keep INT8 top-1 on the check '
-                        'images within POINTS of FP32); ONNX Runtime only: '
+                        'images within POINTS of FP32; OpenVINO: by NNCF\'s accuracy '
+                        'control, accuracy_bound_points by default); ONNX Runtime only: '
                         'weight_bits=auto|8|7 (auto: 7 on x86 CPUs without VNNI, which keeps '
                         'their fast u8s8 kernels exact), rounding=nearest|adaround (learned '
                         'per conv on the calibration images; minutes), '
@@ -119,7 +120,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     except ValueError as error:
         parser.error(f'--int8-recipe: {error}')
     onnxruntime_only = sorted(set(args.int8_recipe) & {
-        'weight_bits', 'rounding', 'int8_kernels', 'accuracy_bound_points'})
+        'weight_bits', 'rounding', 'int8_kernels'})
     if onnxruntime_only and args.backend == 'openvino':
         parser.error(f'--int8-recipe {", ".join(onnxruntime_only)} set the ONNX Runtime '
                      'file; drop them for --backend openvino')
@@ -172,10 +173,10 @@ def print_agreement(agreement, reference: str, candidate: str) -> None:
           f'{100 * agreement.candidate_correct / agreement.num_images:.2f} %')
 
 
-def print_fp32_convs(fp32_nodes) -> None:
+def print_fp32_convs(fp32_nodes, order: str = 'most sensitive first') -> None:
     if fp32_nodes:
-        print(f'mixed precision: {len(fp32_nodes)} conv(s) kept FP32, most sensitive '
-              f'first: {", ".join(fp32_nodes)}')
+        print(f'mixed precision: {len(fp32_nodes)} conv(s) kept FP32, {order}: '
+              f'{", ".join(fp32_nodes)}')
 
 
 def export_quantized(args: argparse.Namespace, cfg, model, size) -> int:
@@ -212,7 +213,7 @@ def export_quantized(args: argparse.Namespace, cfg, model, size) -> int:
 
 def export_openvino_ir(args: argparse.Namespace, model, size, calibration, held_out,
                        cpu) -> int:
-    from mmrepvgg.deploy.openvino_runtime import OpenVINOModel, export_openvino
+    from mmrepvgg.deploy.openvino_runtime import OpenVINOModel, export_openvino, openvino
     report = export_openvino(model, args.output, (1, image_channels(model), *size),
                              calibration, held_out, args.recipe, args.force)
     xml_path = report.path
@@ -221,12 +222,23 @@ def export_openvino_ir(args: argparse.Namespace, model, size, calibration, held_
                  f'{sum(len(batch) for batch in calibration)} training images)')
     print(f'exported {xml_path} and its .bin (OpenVINO IR, {precision}, input (N, '
           f'{image_channels(model)}, {size[0]}, {size[1]}))')
-    print_fp32_convs(report.fp32_nodes)
+    recipe = args.recipe
+    bound = (None if recipe.keep_fp32 or not held_out else recipe.accuracy_bound_points
+             if recipe.max_drop_points is None else recipe.max_drop_points)
+    print_fp32_convs(report.fp32_nodes, 'most sensitive first' if bound is None else
+                     "by NNCF's accuracy control, in graph order")
     print(f'CPU: {cpu.describe()}')
     if held_out:
         measured = agreement(torch_logits(reparameterize_model(model)),
                              OpenVINOModel(xml_path), held_out)
         print_agreement(measured, 'PyTorch FP32', 'OpenVINO ' + precision.split()[0])
+    if bound is not None:
+        quantized = any(op.get_type_name() == 'FakeQuantize'
+                        for op in openvino.Core().read_model(xml_path).get_ops())
+        print(f"accuracy bound {bound:g} points (NNCF's accuracy control, OpenVINO INT8 vs "
+              f'FP32 on the check images): ' + (
+                  f'held with {len(report.fp32_nodes)} conv(s) FP32' if quantized else
+                  'not reachable; NNCF kept every conv FP32 (the IR computes in FP32)'))
     return 0
 
 
