@@ -41,10 +41,12 @@ def test_fp32_ir_computes_the_pytorch_deploy_model(tmp_path):
 
 @pytest.fixture(scope='module')
 def int8_ir(digits_workspace, digits_train_checkpoint):
+    """Plain NNCF INT8 (no accuracy bound: every conv quantized) and what the tool printed."""
     output = digits_workspace / 'a0_int8.xml'
     printed = export_in_workspace(digits_workspace, digits_train_checkpoint, output,
                                   '--backend', 'openvino', '--quantize', 'int8',
-                                  '--calib-images', '64', '--check-images', '96', '--force')
+                                  '--calib-images', '64', '--check-images', '96',
+                                  '--int8-recipe', 'accuracy_bound_points=none', '--force')
     return str(output), printed
 
 
@@ -264,8 +266,6 @@ def test_max_drop_keeps_convs_fp32_until_top1_is_within_the_bound(small_onnx, tm
     (dict(keep_fp32=-1), [], 'must not be negative'),
     (dict(weight_bits='7', rounding='adaround'), None,
      'weight_bits, rounding: ONNX Runtime settings; leave them at their defaults'),
-    (dict(accuracy_bound_points=2), None,
-     'accuracy_bound_points: ONNX Runtime settings; leave them at their defaults'),
 ])
 def test_a_mixed_recipe_that_cannot_work_is_refused_before_any_work(small_onnx, tmp_path,
                                                                     recipe, held_out,
@@ -276,6 +276,32 @@ def test_a_mixed_recipe_that_cannot_work_is_refused_before_any_work(small_onnx, 
         export_openvino(model, str(tmp_path / 'a.xml'), (1, 3, 32, 32), calibration,
                         held_out, Int8Recipe(**recipe))
     assert '\n' not in str(error.value) and not os.listdir(tmp_path)
+
+
+@needs_torch_for_nncf
+def test_default_int8_goes_through_nncf_accuracy_control_and_holds_its_bound(
+        small_onnx, tmp_path, monkeypatch):
+    import nncf
+    from mmrepvgg.deploy.openvino_runtime import _onnx_to_openvino as onnx_to_openvino
+    from mmrepvgg.deploy.quantization import Int8Recipe
+    path, _, conv_weights, calibration, held_out = small_onnx
+    calls = []
+    accuracy_control = nncf.quantize_with_accuracy_control
+    monkeypatch.setattr(nncf, 'quantize_with_accuracy_control',
+                        lambda *args, **kwargs: calls.append(kwargs) or
+                        accuracy_control(*args, **kwargs))
+    report = onnx_to_openvino(path, str(tmp_path / 'bounded.xml'), calibration, held_out)
+    assert [call['max_drop'] for call in calls] == [Int8Recipe().accuracy_bound_points]
+    saved = openvino.Core().read_model(report.path)
+    assert len(_fp32_convs(saved)) == len(report.fp32_nodes)
+    # Reference: top-1 in points counted here with numpy; the labels are PyTorch FP32's
+    # classes (FP32 100 %), so a 1-point bound on 16 images allows no image to change.
+    images, labels = held_out[0]
+    int8_top1_points = 100 * np.mean(OpenVINOModel(report.path)(images).argmax(1) == labels)
+    quantized = any(op.get_type_name() == 'FakeQuantize' for op in saved.get_ops())
+    assert int8_top1_points >= 100 - 1 or not quantized
+    # Not reachable: NNCF hands back the FP32 model, and the report says every conv.
+    assert quantized or len(report.fp32_nodes) == len(conv_weights)
 
 
 def test_mixed_precision_without_calibration_is_refused(small_onnx, tmp_path):
@@ -341,6 +367,31 @@ def test_tool_max_drop_is_met_on_the_check_images(digits_workspace, digits_train
                     batch.labels).sum()
     # 2 points of 48 images is 0 images; the tool compares with ONNX Runtime FP32, which
     # may differ from PyTorch on an image.
+    assert int8_correct >= fp32_correct - 1
+
+
+@needs_torch_for_nncf
+def test_tool_default_is_bounded_and_says_truthfully_whether_it_held(
+        digits_workspace, digits_train_checkpoint, monkeypatch):
+    output, printed, fp32_count = _tool_mixed_ir(digits_workspace, digits_train_checkpoint,
+                                                 'a0_bounded.xml', '--check-images', '64')
+    assert "accuracy bound 1 points (NNCF's accuracy control" in printed
+    quantized = 'FakeQuantize' in {op.get_type_name() for op in
+                                   openvino.Core().read_model(output).get_ops()}
+    assert ('held with' in printed) == quantized
+    assert ('not reachable; NNCF kept every conv FP32' in printed) == (not quantized)
+    assert fp32_count == (printed.count('/model/') if 'mixed precision:' in printed else 0)
+    # Independently: PyTorch FP32 against the IR on the same 64 test images.
+    monkeypatch.chdir(digits_workspace)
+    cfg = load_repvgg_config(DIGITS_CONFIG)
+    model = build_train_model(cfg)
+    load_checkpoint(model, digits_train_checkpoint, 'convert')
+    batch = next(preprocessed_batches(cfg, 'test_dataloader', 64, shuffle=False))
+    fp32_correct = (torch_logits(reparameterize_model(model))(batch.images).argmax(1) ==
+                    batch.labels).sum()
+    int8_correct = (OpenVINOModel(output)(batch.images).argmax(1) == batch.labels).sum()
+    # 1 point of 64 images is 0 images; NNCF compares with OpenVINO FP32, which may differ
+    # from PyTorch on an image.
     assert int8_correct >= fp32_correct - 1
 
 
