@@ -56,7 +56,7 @@ class Int8Recipe:
             in the held-out comparison (``'auto'``, ``'u8s8'`` or ``'u8u8'``); opset: 13+.
         accuracy_bound_points: the largest accepted INT8 drop against FP32 on the held-out
             images, in top-1 (or mIoU) points, kept by :data:`RECIPE_STEPS`; None: the
-            recipe as given. ONNX Runtime only (OpenVINO: ``max_drop_points``).
+            recipe as given. OpenVINO: NNCF's accuracy control keeps it (or max_drop_points).
         progress: called with (batch done, batches, images so far) after each
             calibration batch; not part of the recipe's identity.
     """
