@@ -217,7 +217,7 @@ def test_an_unknown_calibration_method_is_refused(small_fp32, tmp_path):
      'unknown INT8 recipe key keep_fp3; valid keys: calibration_method, keep_fp32, '
      'max_drop_points, weight_bits, rounding, int8_kernels, accuracy_bound_points'),
     (['--quantize', 'int8', '--backend', 'openvino', '--int8-recipe',
-      'accuracy_bound_points=2'], 'drop them for --backend openvino'),
+      'int8_kernels=u8u8'], 'drop them for --backend openvino'),
     (['--quantize', 'int8', '--int8-recipe', 'accuracy_bound_points=-1'],
      'must not be negative'),
     (['--quantize', 'int8', '--int8-recipe', 'rounding=up'],
