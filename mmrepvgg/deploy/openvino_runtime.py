@@ -132,11 +132,17 @@ def _openvino_convolutions(model, fp32_onnx_path: str, onnx_nodes: Sequence[str]
 def _points(compiled, batches: Iterable[tuple]) -> Tuple[float, list]:
     """NNCF's validation_fn: a compiled model's top-1 (or mIoU) points on ``(images, labels)``
     batches as :func:`agreement` counts them, and its logits per batch (to rank convs by)."""
-    logits = []  # one inference per batch, compared with itself
-    measured = agreement(lambda images: logits.append(compiled(images)[0]) or logits[-1],
-                         lambda images: logits[-1], batches)
-    return (100 * measured.candidate_correct / measured.num_images if isinstance(
-        measured, Agreement) else measured.candidate_miou), [[item] for item in logits]
+    outputs = []  # (images, logits) of each batch, in order
+
+    def logits_of(images):  # agreement asks for both sides of each batch: infer once
+        if not outputs or outputs[-1][0] is not images:
+            outputs.append((images, compiled(images)[0]))
+        return outputs[-1][1]
+
+    measured = agreement(logits_of, logits_of, batches)
+    points = (100 * measured.candidate_correct / measured.num_images
+              if isinstance(measured, Agreement) else measured.candidate_miou)
+    return points, [[logits] for _, logits in outputs]
 
 
 def _quantize_ir(fp32_onnx_path: str, calibration: Sequence[np.ndarray],
@@ -175,7 +181,7 @@ def _unquantized_convs(ir_model, fp32_onnx_path: str) -> List[str]:
     fp32 = {op.get_friendly_name() for op in ir_model.get_ops() if op.get_type_name() in
             CONVOLUTION_TYPES and op.input_value(0).get_node().get_type_name() != 'FakeQuantize'}
     return [node for node, name in zip(nodes, _openvino_convolutions(
-        openvino.convert_model(fp32_onnx_path), fp32_onnx_path, nodes)) if name in fp32]
+        ir_model, fp32_onnx_path, nodes)) if name in fp32]
 
 
 class _OpenVINOReport(NamedTuple):
