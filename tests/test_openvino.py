@@ -346,6 +346,20 @@ def test_tool_keeps_the_named_number_of_convs_fp32(digits_workspace,
     assert fp32_count == 2
 
 
+def _correct_fp32_and_ir(checkpoint, ir_path: str, num_images: int):
+    """How many of the first ``num_images`` digits test images PyTorch FP32 (the deploy form
+    of ``checkpoint``) and the IR at ``ir_path`` each classify as labelled (run in the
+    digits workspace)."""
+    cfg = load_repvgg_config(DIGITS_CONFIG)
+    model = build_train_model(cfg)
+    load_checkpoint(model, checkpoint, 'convert')
+    batch = next(preprocessed_batches(cfg, 'test_dataloader', num_images, shuffle=False))
+    fp32_correct = (torch_logits(reparameterize_model(model))(batch.images).argmax(1) ==
+                    batch.labels).sum()
+    int8_correct = (OpenVINOModel(ir_path)(batch.images).argmax(1) == batch.labels).sum()
+    return fp32_correct, int8_correct
+
+
 @needs_torch_for_nncf
 @pytest.mark.slow  # ranks 22 convs (one quantization each)
 def test_tool_max_drop_is_met_on_the_check_images(digits_workspace, digits_train_checkpoint,
@@ -357,14 +371,7 @@ def test_tool_max_drop_is_met_on_the_check_images(digits_workspace, digits_train
     assert fp32_count == (printed.count('/model/') if 'mixed precision:' in printed else 0)
     # Independently: PyTorch FP32 against the IR on the same 48 test images.
     monkeypatch.chdir(digits_workspace)
-    cfg = load_repvgg_config(DIGITS_CONFIG)
-    model = build_train_model(cfg)
-    load_checkpoint(model, digits_train_checkpoint, 'convert')
-    batch = next(preprocessed_batches(cfg, 'test_dataloader', 48, shuffle=False))
-    fp32_correct = (torch_logits(reparameterize_model(model))(batch.images).argmax(1) ==
-                    batch.labels).sum()
-    int8_correct = (OpenVINOModel(output)(batch.images).argmax(1) ==
-                    batch.labels).sum()
+    fp32_correct, int8_correct = _correct_fp32_and_ir(digits_train_checkpoint, output, 48)
     # 2 points of 48 images is 0 images; the tool compares with ONNX Runtime FP32, which
     # may differ from PyTorch on an image.
     assert int8_correct >= fp32_correct - 1
@@ -383,13 +390,7 @@ def test_tool_default_is_bounded_and_says_truthfully_whether_it_held(
     assert fp32_count == (printed.count('/model/') if 'mixed precision:' in printed else 0)
     # Independently: PyTorch FP32 against the IR on the same 64 test images.
     monkeypatch.chdir(digits_workspace)
-    cfg = load_repvgg_config(DIGITS_CONFIG)
-    model = build_train_model(cfg)
-    load_checkpoint(model, digits_train_checkpoint, 'convert')
-    batch = next(preprocessed_batches(cfg, 'test_dataloader', 64, shuffle=False))
-    fp32_correct = (torch_logits(reparameterize_model(model))(batch.images).argmax(1) ==
-                    batch.labels).sum()
-    int8_correct = (OpenVINOModel(output)(batch.images).argmax(1) == batch.labels).sum()
+    fp32_correct, int8_correct = _correct_fp32_and_ir(digits_train_checkpoint, output, 64)
     # 1 point of 64 images is 0 images; NNCF compares with OpenVINO FP32, which may differ
     # from PyTorch on an image.
     assert int8_correct >= fp32_correct - 1
