@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmrepvgg._utils import _torch_threads
+from lab.threads import torch_threads
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -111,7 +111,7 @@ def digits_train_checkpoint(digits_workspace):
     its accuracy."""
     work_dir = digits_workspace / 'short_train'
     train = load_tool('tools/train.py')
-    with working_directory(digits_workspace), _torch_threads(1):
+    with working_directory(digits_workspace), torch_threads(1):
         return_code = train.main([
             os.path.join(REPO_ROOT, 'configs/digits/repvgg-A0_digits.py'), '--work-dir',
             str(work_dir), '--cfg-options', 'train_cfg.max_epochs=1',

@@ -1,9 +1,6 @@
-"""mmrepvgg: RepVGG for mmpretrain / mmengine, with exact structural re-parameterization.
-
-The public API is :data:`__all__` (docs/api.md). Importing the package only registers the
-``mmrepvgg`` scope, its modules and the model zoo with mmpretrain's ``ModelHub``; the
-exporters (the ``onnx`` extra) are imported on first use.
-"""
+"""mmrepvgg: RepVGG for mmpretrain / mmengine, with exact structural re-parameterization. The
+public API is :data:`__all__` (docs/api.md); importing only registers the scope, its modules
+and the model zoo; the exporters (the ``onnx`` extra) are imported on first use."""
 import importlib
 import warnings
 

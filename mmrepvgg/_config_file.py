@@ -1,5 +1,5 @@
-"""Reading an mmengine config file, with errors a user can act on. Configs are Python and
-run when read: a config must be trusted like code (checkpoints need not be)."""
+"""Reading an mmengine config file, with errors a user can act on. Configs are Python run when
+read: trusted like code (checkpoints need not be)."""
 import os
 from typing import Any, Optional
 
@@ -13,14 +13,9 @@ class ConfigError(ValueError):
 
 
 def read_config(name_or_path: str) -> Config:
-    """The config of an existing file, a model zoo name (any letter case), or a relative path
-    of one of the project's configs (``configs/digits/repvgg-A0_digits.py``) found in the
-    installed package or the checkout, from any working directory.
-
-    Raises:
-        ConfigError: no such file or zoo name, or a file with a syntax error, a missing
-            ``_base_`` file or a failing import; one line.
-    """
+    """The config of a file, a model zoo name (any case), or a project config's relative path
+    (``configs/digits/repvgg-A0_digits.py``) from any working directory; ConfigError (one
+    line) for no such file or name, a syntax error, a missing ``_base_`` or a failed import."""
     zoo_model = find_model(name_or_path)
     packaged = os.path.join(resource_root(), name_or_path)
     if os.path.isfile(name_or_path):
@@ -46,8 +41,8 @@ REPVGG_TYPE = 'RepVGG'
 
 
 def names_project_repvgg(type_value: Any, default_scope: Optional[str]) -> bool:
-    """Whether a config ``type`` builds this project's RepVGG: ``'mmrepvgg.RepVGG'`` under
-    any scope, ``'RepVGG'`` under ``default_scope='mmrepvgg'``, or the class itself."""
+    """Whether a config ``type`` is this project's RepVGG: ``'mmrepvgg.RepVGG'``, ``'RepVGG'``
+    under ``default_scope='mmrepvgg'``, or the class."""
     if isinstance(type_value, str):
         scope, _, name = type_value.rpartition('.')
         return name == REPVGG_TYPE and (scope or default_scope) == PROJECT_SCOPE

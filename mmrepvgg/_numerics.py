@@ -24,7 +24,7 @@ def max_relative_error(reference: Union[Tensor, Sequence[Tensor]],
 
 
 def _output_tensors(model: nn.Module, inputs: Tensor) -> List[Tensor]:
-    """The model's raw outputs (mmengine models in ``mode='tensor'``), flattened."""
+    """The raw outputs (mmengine models' ``mode='tensor'``), flattened."""
     if 'mode' in inspect.signature(model.forward).parameters:
         outputs = model(inputs, mode='tensor')
     else:
@@ -44,8 +44,8 @@ def _output_tensors(model: nn.Module, inputs: Tensor) -> List[Tensor]:
 @torch.no_grad()
 def max_relative_output_error(reference: nn.Module, candidate: nn.Module,
                               input_shape: Sequence[int], seed: int = 0) -> float:
-    """:func:`max_relative_error` of both eval-mode models' outputs on one standard-normal
-    batch ``(N, C, H, W)`` drawn with ``seed``, in the dtype of ``reference``."""
+    """:func:`max_relative_error` of the eval-mode models on one standard-normal batch
+    ``input_shape`` ``(N, C, H, W)`` drawn with ``seed``, in the dtype of ``reference``."""
     dtype = next(reference.parameters()).dtype
     generator = torch.Generator().manual_seed(seed)
     inputs = torch.randn(*input_shape, generator=generator, dtype=torch.float64).to(dtype)

@@ -1,11 +1,11 @@
-"""Optional dependencies imported on first need; the torch thread count and the global
-random generators kept as they were; the input sizes and counts the tools accept."""
+"""Optional dependencies imported on first need, the global random generators kept as they
+were, and the input sizes and counts the tools accept."""
 import argparse
 import contextlib
 import importlib
 import random
 from types import ModuleType
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -18,8 +18,7 @@ MAX_BATCH_IMAGES, MAX_DATASET_IMAGES, MAX_THREADS = 1024, 10**7, 1024
 
 
 def input_shape_problem(option: str, height: int, width: int) -> str:
-    """What is wrong with ``option height width`` (pixels) as a tool's input size, and the
-    fix; ``''`` when it is fine."""
+    """The error line for ``option height width`` (pixels) as an input size, ``''`` if fine."""
     if MIN_INPUT_SIDE <= min(height, width) and max(height, width) <= MAX_INPUT_SIDE:
         return ''
     return (f'{option} {height} {width}: RepVGG downsamples 32x and larger inputs only '
@@ -28,8 +27,7 @@ def input_shape_problem(option: str, height: int, width: int) -> str:
 
 
 def int_in(low: int, high: int) -> Callable[[str], int]:
-    """An argparse ``type``: an integer from ``low`` to ``high``, else argparse's one error
-    line (a count of 0 would fail deep in the work; 10**9 would exhaust memory)."""
+    """An argparse ``type``: an integer from ``low`` to ``high``, else one error line."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -47,8 +45,7 @@ class MissingExtraError(ImportError):
 
 
 def require(module: str, extra: str) -> ModuleType:
-    """Import ``module``, an optional dependency of ``pip install "mmrepvgg[<extra>]"``;
-    raises :class:`MissingExtraError`, one line naming the extra, if it is missing."""
+    """Import ``module`` of the ``extra``; :class:`MissingExtraError` names the extra if not."""
     try:
         return importlib.import_module(module)
     except ImportError as error:
@@ -58,22 +55,9 @@ def require(module: str, extra: str) -> ModuleType:
 
 
 @contextlib.contextmanager
-def _torch_threads(count: Optional[int]) -> Iterator[None]:
-    """Run the block with ``count`` torch threads (unchanged for None), then restore."""
-    previous = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-@contextlib.contextmanager
 def global_rngs_kept() -> Iterator[None]:
-    """Run the block, then give Python's, numpy's and torch's CPU global generators back
-    their states: ``torch.manual_seed`` still decides what the block draws, while the
-    caller's own stream of random numbers is not shifted by the library call."""
+    """Give Python's, numpy's and torch's CPU global generators their states back after the
+    block, so that a library call does not shift the caller's random numbers."""
     python_state, numpy_state = random.getstate(), np.random.get_state()
     try:
         with torch.random.fork_rng(devices=[]):

@@ -1,8 +1,6 @@
-"""The published model zoo, read from ``configs/metafile.yml``: each variant's train-form
-and deploy-form names (``repvgg-A0_3rdparty_4xb64-coslr-120e_in1k``, ``repvgg-A0_deploy_...``)
-with their config, figures and the train-form checkpoint URL. Importing the module
-registers the zoo with mmpretrain's ``ModelHub``.
-"""
+"""The published model zoo of ``configs/metafile.yml``: each variant's train and deploy names
+with their config, figures and train-form checkpoint URL. Importing the module registers the
+zoo with mmpretrain's ``ModelHub``."""
 import fnmatch
 import functools
 import os
@@ -16,24 +14,22 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 class _ZooModel(NamedTuple):
-    """One named model: ``params_m`` in millions (1000-class head included), ``gmacs`` the
-    published "FLOPs" in G multiply-adds at 224x224, ``top1`` and ``top5`` in % on
-    ImageNet-1k val, ``config`` an absolute path, ``weights`` the train-form URL."""
+    """One named model, as published."""
     name: str
     arch: str
     deploy: bool
-    config: str
-    weights: str
+    config: str  # an absolute path
+    weights: str  # the train-form checkpoint URL
     epochs: int
-    params_m: float
-    gmacs: float
-    top1: float
+    params_m: float  # millions, 1000-class head included
+    gmacs: float  # the published "FLOPs": G multiply-adds at 224x224
+    top1: float  # % on ImageNet-1k val
     top5: float
 
 
 def resource_root() -> str:
-    """The folder of ``configs/``, ``tools/`` and ``model-index.yml``: the package's ``.mim``
-    when installed from a wheel, else the checkout."""
+    """The folder of ``configs/``, ``tools/`` and ``model-index.yml``: the wheel's ``.mim``, or
+    the checkout."""
     mim_root = os.path.join(PACKAGE_DIR, '.mim')
     return mim_root if os.path.isdir(mim_root) else os.path.dirname(PACKAGE_DIR)
 
@@ -55,7 +51,6 @@ def _zoo_model(entry: dict, root: str) -> _ZooModel:
 
 @functools.lru_cache(maxsize=None)
 def _zoo_models() -> Dict[str, _ZooModel]:
-    """Every model of the metafile, in its order, keyed by lower-case name."""
     root = resource_root()
     with open(os.path.join(root, 'configs', 'metafile.yml')) as stream:
         entries = yaml.safe_load(stream)['Models']
@@ -63,9 +58,9 @@ def _zoo_models() -> Dict[str, _ZooModel]:
 
 
 def list_models(pattern: Optional[str] = None) -> List[str]:
-    """The zoo's names, sorted and lower case as ``mmpretrain.list_models`` gives them: all,
-    or those starting with the shell-style ``pattern`` (``'repvgg-a0*'``, any case), each
-    a name :func:`mmrepvgg.get_model` takes."""
+    """The zoo's names for :func:`mmrepvgg.get_model`, sorted and lower case as
+    ``mmpretrain.list_models`` gives them: all, or those starting with the shell-style
+    ``pattern`` (``'repvgg-a0*'``, any case)."""
     names = list(_zoo_models())
     if pattern is not None:
         # mmpretrain's rule: a pattern matches names with any ending.

@@ -1,14 +1,6 @@
-"""The official RepVGG repository's Python API (DingXiaoH/RepVGG, ``repvgg.py``) on this
-project's models, so that its snippets run as written::
-
-    from mmrepvgg.official import create_RepVGG_A0, repvgg_model_convert
-    train_model = create_RepVGG_A0(deploy=False)
-    train_model.load_state_dict(torch.load('RepVGG-A0-train.pth'))
-    deploy_model = repvgg_model_convert(train_model, save_path='RepVGG-A0-deploy.pth')
-
-A factory's model also loads the official and timm key layouts; ``save_path`` receives a
-bare state dict, as the official repository writes it (atomically here).
-"""
+"""The official RepVGG repository's Python API (``repvgg.py``) on this project's models, so that
+its snippets run as written (docs/get_started.md); a factory's model also loads the official
+and timm key layouts, and ``save_path`` receives a bare state dict, written atomically."""
 from typing import Callable, Dict, Optional
 
 from torch import nn
@@ -21,7 +13,7 @@ from .models import build_model, repvgg_classifier_cfg
 
 def _rename_external_layouts(module: nn.Module, state_dict: dict, prefix: str,
                              *unused_args) -> None:
-    """``load_state_dict`` pre-hook of the root: official or timm keys -> ours, in place."""
+    """The root's ``load_state_dict`` pre-hook: official or timm keys -> ours, in place."""
     if prefix:
         return
     try:
@@ -64,7 +56,6 @@ globals().update({factory.__name__: factory for factory in func_dict.values()})
 
 
 def get_RepVGG_func_by_name(name: str) -> Callable[..., nn.Module]:
-    """The factory of ``'RepVGG-A0'`` etc. (see :data:`func_dict`)."""
     if name not in func_dict:
         raise KeyError(f'unknown RepVGG name {name!r}; choose one of {", ".join(func_dict)}')
     return func_dict[name]

@@ -1,7 +1,5 @@
-"""Registries of the ``mmrepvgg`` scope, children of mmpretrain's: under
-``default_scope = 'mmrepvgg'`` a ``type`` is looked up here, then in mmpretrain and mmengine.
-mmengine imports this module by name when it switches to the scope.
-"""
+"""Registries of the ``mmrepvgg`` scope, children of mmpretrain's: a ``type`` is looked up here,
+then in mmpretrain and mmengine. mmengine imports this module when it switches to the scope."""
 from mmengine.registry import Registry
 from mmpretrain import registry as mmpretrain_registry
 

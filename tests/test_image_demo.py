@@ -13,7 +13,7 @@ from mmrepvgg.apis import get_model, inference_model
 from mmrepvgg.apis.image_classification import list_images
 from mmrepvgg.datasets import DIGITS_CLASSES
 from mmrepvgg.engine import run_test
-from mmrepvgg._utils import _torch_threads
+from lab.threads import torch_threads
 
 from conftest import REPO_ROOT, load_tool
 
@@ -27,7 +27,7 @@ def digits_checkpoint(digits_train_checkpoint):
 
 
 def run_image_demo(*args: str, capsys) -> tuple:
-    with _torch_threads(1):  # as run_test below: the same kernels, the same predictions
+    with torch_threads(1):  # as run_test below: the same kernels, the same predictions
         return_code = image_demo.main(list(args))
     output = capsys.readouterr()
     return return_code, output.out, output.err
@@ -52,7 +52,7 @@ def test_image_demo_labels_digits_and_its_top1_is_tools_test_top1(
         record['image'])) for record in records)
     demo_top1 = 100 * correct / len(records)
 
-    with _torch_threads(1):
+    with torch_threads(1):
         metrics = run_test(DIGITS_CONFIG, digits_checkpoint, work_dir=str(tmp_path / 'test'),
                            cfg_options={'test_dataloader.dataset.data_root': str(
                                digits_workspace / 'data' / 'digits')})

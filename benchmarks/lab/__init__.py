@@ -10,5 +10,6 @@
 - :mod:`.qat`: quantization-aware fine-tuning of the deploy form (``int8_accuracy.py``'s
   QAT rows).
 - :mod:`.synthetic`: trained-looking random BN statistics (for tests, too);
+- :mod:`.threads`: the torch thread count of a measured block, given back (tests, too);
 - :mod:`.photos`: the photos data set of the INT8 recipes (the ``photos`` extra).
 """

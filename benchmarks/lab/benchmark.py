@@ -37,13 +37,14 @@ from mmrepvgg.models.arch import resolve_arch
 from mmrepvgg.models.repvgg import image_channels
 from mmrepvgg._numerics import max_relative_error
 from lab.synthetic import randomize_batch_norms_
-from mmrepvgg._utils import MissingExtraError, _torch_threads
+from mmrepvgg._utils import MissingExtraError
 
 from .emulated_cpu import seen_cpu
 from .roof import conv3x3_roof
 from .rows import (COMPILED, DEPLOY, INT8_ONNXRUNTIME, INT8_OPENVINO, INT8_PYTORCH,
                    MMPRETRAIN_DEPLOY, ONNXRUNTIME, OPENVINO, RECOMMENDED, RESNET18, RESNET50,
                    TRAIN)
+from .threads import torch_threads
 
 
 # The files :func:`onnxruntime_runners` writes in its ``workdir``.
@@ -367,7 +368,7 @@ def run_inference_benchmark(train_model: nn.Module, settings: BenchmarkSettings)
     """Everything but training: the comparison table at each batch size, the 3x3-conv roof
     and the fraction of it the deploy model reaches, conversion times, scaling and the
     variant sweep. Returns a JSON-ready dict (see docs/benchmarks.md)."""
-    with _torch_threads(settings.threads):  # given back afterwards
+    with torch_threads(settings.threads):  # given back afterwards
         results = dict(machine=machine_description(), settings=asdict(settings))
         in_channels = image_channels(train_model)
         results['conversion'] = [time_conversion(settings.conversion_arch,
@@ -455,7 +456,7 @@ def run_training_probe(probe: TrainingProbe) -> TrainingProbe:
 
 def run_training_benchmark(settings: BenchmarkSettings, arch: str = 'A0') -> dict:
     """Training rows (see :func:`measure_training`) with the machine and settings."""
-    with _torch_threads(settings.threads):  # given back afterwards
+    with torch_threads(settings.threads):  # given back afterwards
         return dict(machine=machine_description(), settings=asdict(settings),
                     training=measure_training(settings, arch),
                     load_average_1min_end=os.getloadavg()[0])

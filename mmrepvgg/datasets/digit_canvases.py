@@ -1,12 +1,6 @@
-"""scikit-learn's digits pasted onto black canvases, one to three per canvas, each enlarged
-in its own quadrant: a small offline segmentation and detection set (train canvases from
-the train digits of :mod:`.digits`' split only), in mmseg's and mmdet's layouts::
-
-    data_root/
-    ├── images/{train,val}/canvas_0000.png   grey canvases
-    ├── masks/{train,val}/canvas_0000.png    0 background, 1 + digit where the ink is
-    └── annotations/{train,val}.json         COCO boxes (x, y, w, h) of the ink
-"""
+"""Offline segmentation and detection data: one to three scikit-learn digits enlarged on a
+black canvas: ``images/{train,val}/canvas_<n>.png``, ``masks/`` (0 background, 1 + digit on
+the ink) and ``annotations/{train,val}.json`` (COCO boxes of the ink)."""
 import json
 import os
 
@@ -73,13 +67,8 @@ def prepare_digit_canvases(data_root: str = 'data/digit_canvases',
                            num_train: int = 800,
                            num_val: int = 200,
                            seed: int = SPLIT_SEED) -> _PreparedSplit:
-    """Write ``num_train`` and ``num_val`` canvases into ``data_root`` once; later calls
-    only check what is there. ``seed`` seeds the digit split and the pasting.
-
-    Raises:
-        MissingExtraError: scikit-learn is not installed (the ``demo`` extra).
-        FileExistsError: ``data_root`` exists with other canvas counts.
-    """
+    """Write the canvases into ``data_root`` once (train ones from the train digits only);
+    later calls only check what is there. Raises as :func:`.digits.prepare_digits`."""
     digits = require('sklearn.datasets', 'demo').load_digits()
     split_indices = _split_indices(digits.target, VAL_FRACTION, seed)
 

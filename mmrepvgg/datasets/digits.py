@@ -1,10 +1,6 @@
 """scikit-learn's handwritten digits (1,797 real 8x8 grey images, 10 classes, no download),
-written once in the one-folder-per-class layout of mmpretrain's ``CustomDataset``::
-
-    data_root/
-    ├── train/<digit>/digit_0000.png ...
-    └── val/<digit>/digit_0005.png ...
-"""
+written once in the layout of mmpretrain's ``CustomDataset``: ``data_root/{train,val}/<digit>/
+digit_<index>.png``."""
 import os
 import shutil
 import tempfile
@@ -23,7 +19,6 @@ SPLIT_SEED = 0
 
 
 class _PreparedSplit(NamedTuple):
-    """What a ``prepare_*`` function found or wrote."""
     data_root: str
     num_train: int
     num_val: int
@@ -31,7 +26,7 @@ class _PreparedSplit(NamedTuple):
 
 
 def _split_indices(labels: np.ndarray, val_fraction: float, seed: int):
-    """A fixed stratified split: the same indices on every machine for a given seed."""
+    """A stratified split, the same on every machine for a given seed."""
     train_test_split = require('sklearn.model_selection', 'demo').train_test_split
     train_indices, val_indices = train_test_split(
         np.arange(len(labels)), test_size=val_fraction, random_state=seed, stratify=labels)
@@ -44,15 +39,13 @@ def _grey_png(pixels: np.ndarray) -> Image.Image:
 
 
 def _count_pngs(folder: str) -> int:
-    """PNG files anywhere under ``folder`` (0 if it does not exist)."""
     return sum(name.endswith('.png') for _, _, names in os.walk(folder) for name in names)
 
 
 def _prepare(data_root: str, folders: Tuple[str, str], expected: Tuple[int, int],
              write: Callable[[str], None], name: str) -> _PreparedSplit:
-    """Check the data set in ``data_root`` (``expected`` PNG files under the train and val
-    ``folders``), or ``write(folder)`` it to a temporary sibling renamed to ``data_root``,
-    so that it appears complete or not at all."""
+    """Check ``expected`` PNG counts under ``data_root``'s train and val ``folders``, or
+    ``write`` a temporary sibling renamed to ``data_root``: it appears complete or not at all."""
     if os.path.exists(data_root):
         counts = tuple(_count_pngs(os.path.join(data_root, folder)) for folder in folders)
         if counts != expected:
@@ -77,12 +70,8 @@ def prepare_digits(data_root: str = 'data/digits',
                    val_fraction: float = VAL_FRACTION,
                    seed: int = SPLIT_SEED) -> _PreparedSplit:
     """Write the digits into ``data_root`` once, ``val_fraction`` of each class held out for
-    ``val`` by a split seeded with ``seed`` (0.2: 1,437 train / 360 val images); later calls
-    only check what is there.
-
-    Raises:
-        MissingExtraError: scikit-learn is not installed (the ``demo`` extra).
-        FileExistsError: ``data_root`` exists but is not the digits data set of this split.
+    ``val`` (0.2: 1,437 train / 360 val images); later calls only check what is there.
+    Raises MissingExtraError without scikit-learn, FileExistsError for another ``data_root``.
     """
     digits = require('sklearn.datasets', 'demo').load_digits()
     splits = dict(zip(('train', 'val'), _split_indices(digits.target, val_fraction, seed)))

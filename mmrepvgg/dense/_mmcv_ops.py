@@ -1,9 +1,6 @@
-"""Importing mmseg and mmdet models with mmcv-lite, which lacks mmcv's compiled extension
-``mmcv._ext`` (loaded by ``import mmcv.ops``): :func:`install_mmcv_ops_stand_in` puts a
-stand-in there whose every op raises :class:`MissingMmcvOpError` when called, except
-``nms`` with ``offset=0`` (detection post-processing), computed by torchvision's: the same
-greedy suppression on the same ``(x1, y1, x2, y2)`` areas. With a full mmcv it does nothing.
-"""
+"""A stand-in for mmcv's compiled ``mmcv._ext``, which mmcv-lite lacks, so that mmseg and mmdet
+models import: ``nms`` (``offset=0``) is torchvision's same greedy suppression, every other op
+raises :class:`MissingMmcvOpError` when called. With a full mmcv nothing is installed."""
 import importlib
 import importlib.machinery
 import importlib.util
@@ -13,7 +10,6 @@ import types
 import torch
 
 EXT_MODULE = 'mmcv._ext'
-TRANSFORMER_BRICKS = 'mmcv.cnn.bricks.transformer'
 DEFORMABLE_ATTENTION = 'MultiScaleDeformableAttention'
 
 
@@ -32,8 +28,7 @@ def _missing_op(name: str):
 
 def _nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
          offset: int = 0) -> torch.Tensor:
-    """mmcv's ``nms`` op: indices of the kept ``(x1, y1, x2, y2)`` boxes ``(K, 4)``, by
-    decreasing score."""
+    """mmcv's ``nms``: indices of the kept ``(x1, y1, x2, y2)`` boxes, by decreasing score."""
     if offset != 0:  # mmcv's legacy "+1" box areas; torchvision has no such mode
         return _missing_op('nms with offset=1')()
     torchvision_ops = importlib.import_module('torchvision.ops')
@@ -41,8 +36,6 @@ def _nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
 
 
 class _OpsStandIn(types.ModuleType):
-    """``mmcv._ext``: ``nms`` from torchvision, every other op raising when called."""
-
     nms = staticmethod(_nms)
 
     def __getattr__(self, name: str):
@@ -51,18 +44,12 @@ class _OpsStandIn(types.ModuleType):
         return _missing_op(name)
 
 
-def _has_compiled_mmcv_ops() -> bool:
-    """Whether mmcv's compiled extension is installed (a full mmcv, not mmcv-lite)."""
-    if isinstance(sys.modules.get(EXT_MODULE), _OpsStandIn):
-        return False
-    return importlib.util.find_spec(EXT_MODULE) is not None
-
-
 def install_mmcv_ops_stand_in() -> bool:
-    """Make ``import mmcv.ops`` work under mmcv-lite, for the rest of the process (tools
-    and tests that build mmseg or mmdet models); returns whether the stand-in is in place
-    (False: the real extension is there)."""
-    if _has_compiled_mmcv_ops():
+    """Make ``import mmcv.ops`` work under mmcv-lite for the rest of the process; returns
+    whether the stand-in is in place (False: the real extension is there)."""
+    if isinstance(sys.modules.get(EXT_MODULE), _OpsStandIn):
+        return True
+    if importlib.util.find_spec(EXT_MODULE) is not None:
         return False
     stand_in = _OpsStandIn(EXT_MODULE)
     # No loader: mmengine's mmcv_full_available() asks pkgutil for one, and must say no.
@@ -71,7 +58,7 @@ def install_mmcv_ops_stand_in() -> bool:
     # mmpretrain (so mmrepvgg) imports mmcv's transformer bricks, which try to re-export
     # MultiScaleDeformableAttention from mmcv.ops and go without it when that fails;
     # mmdet imports the name from there. Give the module the name it would have had.
-    transformer = sys.modules.get(TRANSFORMER_BRICKS)
+    transformer = sys.modules.get('mmcv.cnn.bricks.transformer')
     if transformer is not None and not hasattr(transformer, DEFORMABLE_ATTENTION):
         deformable = importlib.import_module('mmcv.ops.multi_scale_deform_attn')
         setattr(transformer, DEFORMABLE_ATTENTION, getattr(deformable, DEFORMABLE_ATTENTION))

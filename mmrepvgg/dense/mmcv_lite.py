@@ -1,9 +1,6 @@
-"""Imported by the mmseg and mmdet configs (``custom_imports``): installs the ``mmcv._ext``
-stand-in of :mod:`mmrepvgg.dense._mmcv_ops` under mmcv-lite. Tools that import ``mmcv.ops``
-before they read the config (mmdet's ``tools/test.py``) run through it::
-
-    python -m mmrepvgg.dense.mmcv_lite TOOL.py ARGS...
-"""
+"""Installs the ``mmcv._ext`` stand-in under mmcv-lite: imported by the mmseg and mmdet configs
+(``custom_imports``), or run before tools that import ``mmcv.ops`` before reading the config
+(mmdet's ``tools/test.py``): ``python -m mmrepvgg.dense.mmcv_lite TOOL.py ARGS...``."""
 import runpy
 import sys
 

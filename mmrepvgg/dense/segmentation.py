@@ -7,13 +7,10 @@ from torch.nn import functional as F
 
 from ..deploy.onnx_export import DEFAULT_OPSET, OnnxExportError, OnnxExportReport, export_onnx
 
-SEGMENTOR_SCOPE = 'mmseg'
-
 
 class SegmentationLogits(nn.Module):
-    """An mmseg ``EncoderDecoder`` as an image-to-logits module: ``(N, C, H, W)`` images
-    (as its data preprocessor makes them) -> ``(N, num_classes, H, W)`` logits, the decode
-    head's resized bilinearly to the input size as mmseg's post-processing does."""
+    """An mmseg ``EncoderDecoder`` as ``(N, C, H, W)`` preprocessed images -> ``(N,
+    num_classes, H, W)`` logits, resized bilinearly to the input as mmseg post-processes."""
 
     def __init__(self, segmentor: nn.Module):
         super().__init__()
@@ -31,20 +28,13 @@ def export_segmentor_onnx(segmentor: nn.Module,
                           dynamic_batch: bool = True,
                           opset: int = DEFAULT_OPSET,
                           overwrite: bool = False) -> OnnxExportReport:
-    """Export the deploy form of the mmseg ``EncoderDecoder`` ``segmentor`` in
-    :class:`SegmentationLogits` through :func:`mmrepvgg.deploy.onnx_export.export_onnx`
-    (its arguments); ``input_shape`` ``(N, C, H, W)``: H and W are fixed in the file
-    (PSPNet's and UPerNet's pooling export only where ``H / 8`` divides by each scale).
-
-    Raises:
-        OnnxExportError: a failed check, or a size the exporter cannot trace; ``path`` is
-            untouched.
-    """
+    """:func:`~mmrepvgg.deploy.onnx_export.export_onnx` of :class:`SegmentationLogits`;
+    ``input_shape`` ``(N, C, H, W)`` fixes H and W (PSPNet's and UPerNet's pooling export only
+    where ``H / 8`` divides by each scale). Raises OnnxExportError, ``path`` untouched."""
     try:
         return export_onnx(SegmentationLogits(segmentor), path, input_shape,
                            dynamic_batch=dynamic_batch, opset=opset, overwrite=overwrite)
-    # torch.onnx.errors: the TorchScript exporter's (torch.onnx.OnnxExporterError is the other
-    # exporter's class in torch 2.1). Nothing was written (atomic output).
+    # The TorchScript exporter's class (torch 2.1's torch.onnx.OnnxExporterError is dynamo's).
     except torch.onnx.errors.OnnxExporterError as error:
         first_line = str(error).strip().splitlines()[0].split(' Please ')[0]
         raise OnnxExportError(

@@ -1,10 +1,6 @@
-"""The RepVGG architectures as data (Ding et al., 2021, Tables 2 and 3), in mmpretrain's
-key layout, so a custom ``arch`` written for mmpretrain's RepVGG works here too:
-``num_blocks`` (per stage, stem excluded), ``width_factor`` (per-stage multiplier of the
-base widths ``64 * 2**i``), ``group_layer_map`` (``{global block index: groups}``, stem =
-block 0), ``se_cfg`` (every block's SE layer) and ``stem_channels`` (upper bound of the
-stem width).
-"""
+"""The RepVGG architectures as data (Ding et al., 2021, Tables 2-3) in mmpretrain's keys:
+``num_blocks`` per stage (stem excluded), ``width_factor`` (of the widths ``64 * 2**i``),
+``group_layer_map`` ``{block index (stem = 0): groups}``, ``se_cfg``, ``stem_channels`` (max)."""
 from typing import Dict, Tuple, Union
 
 # The paper groups the odd-numbered 3x3 layers of the B models: global blocks 2, 4, ..., 26.
@@ -44,8 +40,7 @@ EXTRA_ARCH_SETTINGS: Dict[str, dict] = {
 
 
 class RepVGGArgumentError(ValueError, AssertionError):
-    """An argument that cannot build a RepVGG (an ``AssertionError`` too, as mmpretrain's
-    RepVGG asserts on the same arguments)."""
+    """An argument that cannot build a RepVGG (an ``AssertionError``, as mmpretrain asserts)."""
 
 
 _DEFAULTS = dict(group_layer_map=None, se_cfg=None, stem_channels=64)
@@ -53,14 +48,8 @@ _REQUIRED = ('num_blocks', 'width_factor')
 
 
 def resolve_arch(arch: Union[str, dict]) -> dict:
-    """The complete architecture dict of a variant name or a custom dict.
-
-    Raises:
-        TypeError: ``arch`` is neither a name nor a dict.
-        KeyError: a custom dict lacks ``num_blocks`` or ``width_factor``.
-        RepVGGArgumentError: an unknown name or key, stages of unequal count, or grouped
-            blocks beyond the last block.
-    """
+    """The complete architecture dict of a variant name or a custom dict; raises TypeError,
+    KeyError (a missing key) or :class:`RepVGGArgumentError` as mmpretrain's RepVGG would."""
     known = {**ARCH_SETTINGS, **EXTRA_ARCH_SETTINGS}
     if isinstance(arch, str):
         if arch not in known:
@@ -89,13 +78,12 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
 
 
 def stem_width(arch: Union[str, dict], base_channels: int = 64) -> int:
-    """Output channels of the stem: ``min(stem_channels, int(base_channels *
-    width_factor[0]))``."""
+    """Stem width: ``min(stem_channels, int(base_channels * width_factor[0]))``."""
     arch = resolve_arch(arch)
     return min(arch['stem_channels'], int(base_channels * arch['width_factor'][0]))
 
 
 def stage_widths(arch: Union[str, dict], base_channels: int = 64) -> Tuple[int, ...]:
-    """Output channels of each stage: ``int(base_channels * 2**i * width_factor[i])``."""
+    """Stage widths: ``int(base_channels * 2**i * width_factor[i])``."""
     return tuple(int(base_channels * 2**stage * factor)
                  for stage, factor in enumerate(resolve_arch(arch)['width_factor']))

@@ -11,9 +11,8 @@ from .arch import stage_widths
 
 def repvgg_classifier_cfg(arch, deploy: bool = False, num_classes: int = 1000,
                           base_channels: int = 64, **backbone_kwargs) -> dict:
-    """The model dict of the published classifiers: ``ImageClassifier``, a RepVGG backbone
-    of ``arch`` (further arguments in ``backbone_kwargs``), global average pooling and a
-    ``num_classes`` linear head."""
+    """The published classifiers' model dict: a RepVGG backbone of ``arch`` (more arguments in
+    ``backbone_kwargs``), global average pooling and a ``num_classes`` linear head."""
     stage_4_channels = stage_widths(arch, base_channels)[-1]
     return dict(
         type='ImageClassifier',
@@ -26,9 +25,8 @@ def repvgg_classifier_cfg(arch, deploy: bool = False, num_classes: int = 1000,
 
 
 def build_model(model_cfg: dict, scope: str = 'mmrepvgg') -> nn.Module:
-    """Build ``model_cfg`` in eval mode, in the ``mmrepvgg`` scope (``RepVGG`` is this
-    project's whatever the default scope) or another one (``'mmseg'``, ``'mmdet'``). The
-    initial weights come from a fork of torch's global generator, left as it was."""
+    """Build ``model_cfg`` in eval mode in ``scope`` (``'mmseg'``, ``'mmdet'``), drawing the
+    initial weights from a fork of torch's global generator, which is left as it was."""
     with DefaultScope.overwrite_default_scope(scope), global_rngs_kept():
         model = MODELS.build(copy.deepcopy(model_cfg))
     return model.eval()

@@ -1,4 +1,4 @@
-"""The RepVGG backbone, registered in the ``mmrepvgg`` scope as ``RepVGG``."""
+"""The RepVGG backbone, registered in the ``mmrepvgg`` scope."""
 import warnings
 from functools import partial
 from typing import Optional, Sequence, Tuple, Union
@@ -17,7 +17,6 @@ DEFAULT_INIT_CFG = [
     dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm']),
 ]
 
-# ``block_type`` -> block class; both deploy to the same plain 3x3 conv.
 BLOCK_TYPES = {'repvgg': RepVGGBlock, 'qarepvgg': QARepVGGBlock}
 
 
@@ -25,28 +24,12 @@ BLOCK_TYPES = {'repvgg': RepVGGBlock, 'qarepvgg': QARepVGGBlock}
 class RepVGG(BaseBackbone):
     """RepVGG backbone: `RepVGG: Making VGG-style ConvNets Great Again
     <https://arxiv.org/abs/2101.03697>`_, with mmpretrain's arguments and state-dict layout
-    (``stem``, ``stage_1`` .. ``stage_4``, ``ppf``).
-
-    Args:
-        arch (str | dict): a variant of :data:`~mmrepvgg.models.arch.ARCH_SETTINGS`,
-            mmpretrain's unpublished B2g2, B3g2 or yolox-pai-small, or a custom dict.
-        in_channels (int): image channels.
-        base_channels (int): stage ``i`` has ``int(base_channels * 2**i *
-            width_factor[i])`` channels.
-        out_indices (Sequence[int]): stages (0-3, negative from the end) to return.
-        strides, dilations (Sequence[int]): each stage's first stride, its dilation.
-        frozen_stages (int): -1 freezes nothing, ``k`` the stem and stages 1..k.
-        conv_cfg, norm_cfg, act_cfg (dict): a plain conv, a BatchNorm, the activation.
-        with_cp (bool): activation checkpointing.
-        deploy (bool): build the fused plain form.
-        norm_eval (bool): keep BN layers in eval mode while training.
-        add_ppf (bool): append YOLOX-PAI's :class:`MTSPPF` (not re-parameterized).
-        block_type (str): ``'repvgg'`` or ``'qarepvgg'``; the deploy forms are identical.
-        init_cfg (list[dict], optional): Kaiming for convs, 1 for norms by default.
-
-    Shape:
-        ``(N, in_channels, H, W)`` -> a tuple, per ``out_indices`` entry ``i``, of
-        ``(N, C_i, H / 2**(i + 2), W / 2**(i + 2))`` for the default strides.
+    (``stem``, ``stage_1`` .. ``stage_4``, ``ppf``). ``arch`` is a name of
+    :data:`~mmrepvgg.models.arch.ARCH_SETTINGS` (or one of mmpretrain's unpublished ones) or a
+    custom dict; ``frozen_stages=k`` freezes the stem and stages 1..k; ``add_ppf`` appends
+    YOLOX-PAI's :class:`MTSPPF`; ``block_type`` ``'qarepvgg'`` trains QARepVGG blocks (the
+    deploy forms are identical). ``(N, in_channels, H, W)`` -> one ``(N, C_i, H / 2**(i + 2),
+    W / 2**(i + 2))`` per ``out_indices`` entry ``i`` (default strides).
     """
 
     def __init__(self,
@@ -150,17 +133,13 @@ class RepVGG(BaseBackbone):
         return self
 
     def switch_to_deploy(self) -> 'RepVGG':
-        """Fuse every block in place (see :func:`reparameterize_blocks`)."""
         reparameterize_blocks(self)
         return self
 
 
 def image_channels(model: nn.Module) -> int:
-    """The ``in_channels`` of the RepVGG backbone in ``model``, wherever it sits.
-
-    Raises:
-        ValueError: ``model`` holds no RepVGG backbone, or several that disagree.
-    """
+    """The ``in_channels`` of the RepVGG backbone in ``model``; ValueError if it holds none,
+    or several that disagree."""
     channels = {module.stem.in_channels for module in model.modules()
                 if isinstance(module, RepVGG)}
     if len(channels) != 1:

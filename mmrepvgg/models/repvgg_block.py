@@ -36,27 +36,12 @@ def _build_batch_norm(norm_cfg: dict, channels: int) -> _BatchNorm:
 
 
 class RepVGGBlock(BaseModule):
-    """``act(se(conv3x3_bn(x) + conv1x1_bn(x) + bn(x)))``, deployed ``act(se(conv3x3(x)))``.
-
-    The identity branch exists only where ``in_channels == out_channels`` and ``stride ==
-    1``. Arguments and module names (``branch_3x3``, ``branch_1x1``, ``branch_norm``,
-    ``branch_reparam``, ``se_layer``) are mmpretrain's ``RepVGGBlock``'s.
-
-    Args:
-        in_channels, out_channels (int): ``C_in``, ``C_out``.
-        stride, dilation, groups (int): of the convs (dilation: the 3x3 one's).
-        padding (int, optional): must equal ``dilation`` (only then do the branches add up
-            pixel by pixel); ``None`` means ``dilation``.
-        padding_mode (str): of the 3x3 conv; any mode fuses (the centre tap never reads
-            padding).
-        se_cfg (dict, optional): squeeze-excitation after the sum, or ``None``.
-        with_cp (bool): activation checkpointing.
-        conv_cfg, norm_cfg, act_cfg (dict): a plain conv, a BatchNorm, the activation.
-        deploy (bool): build the fused single-conv form.
-        init_cfg (dict, optional): mmengine initialisation config.
-
-    Shape:
-        ``(N, C_in, H, W) -> (N, C_out, ceil(H / stride), ceil(W / stride))``.
+    """``act(se(conv3x3_bn(x) + conv1x1_bn(x) + bn(x)))``, deployed ``act(se(conv3x3(x)))``:
+    ``(N, C_in, H, W) -> (N, C_out, ceil(H / stride), ceil(W / stride))``, the identity branch
+    only where ``in_channels == out_channels`` and ``stride == 1``. Arguments and module names
+    are mmpretrain's ``RepVGGBlock``'s; ``padding`` must be None or ``dilation`` (only then do
+    the branches add up pixel by pixel); any ``padding_mode`` of the 3x3 conv fuses (the centre
+    tap never reads padding); ``deploy`` builds the fused form.
     """
 
     # The modules only the train form has; fusing replaces them by ``branch_reparam``.
@@ -82,8 +67,6 @@ class RepVGGBlock(BaseModule):
             raise ValueError(f'RepVGG blocks need padding == dilation (got padding '
                              f'{padding}, dilation {dilation}): only then do the branches '
                              'add up pixel by pixel; leave padding unset')
-        if se_cfg is not None and not isinstance(se_cfg, dict):
-            raise TypeError(f'se_cfg must be a dict or None, got {type(se_cfg).__name__}')
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.stride = stride
@@ -115,14 +98,12 @@ class RepVGGBlock(BaseModule):
                             if self.has_identity else None)
 
     def _conv(self, kernel_size: int, bias: bool, **factory_kwargs) -> nn.Conv2d:
-        if kernel_size == 3:
-            padding, dilation, padding_mode = self.dilation, self.dilation, self.padding_mode
-        else:
-            padding, dilation, padding_mode = 0, 1, 'zeros'
+        is_3x3 = kernel_size == 3
         return build_conv_layer(
             self.conv_cfg, self.in_channels, self.out_channels, kernel_size,
-            stride=self.stride, padding=padding, dilation=dilation, groups=self.groups,
-            bias=bias, padding_mode=padding_mode, **factory_kwargs)
+            stride=self.stride, padding=self.dilation if is_3x3 else 0,
+            dilation=self.dilation if is_3x3 else 1, groups=self.groups, bias=bias,
+            padding_mode=self.padding_mode if is_3x3 else 'zeros', **factory_kwargs)
 
     def _conv_norm(self, kernel_size: int, with_norm: bool = True) -> nn.Sequential:
         layers = OrderedDict(conv=self._conv(kernel_size, bias=False))
@@ -132,9 +113,7 @@ class RepVGGBlock(BaseModule):
 
     def _branch_sum(self, x: Tensor) -> Tensor:
         out = self.branch_3x3(x) + self.branch_1x1(x)
-        if self.branch_norm is not None:
-            out = out + self.branch_norm(x)
-        return out
+        return out if self.branch_norm is None else out + self.branch_norm(x)
 
     def _pre_activation(self, x: Tensor) -> Tensor:
         out = self.branch_reparam(x) if self.deploy else self._branch_sum(x)
@@ -153,17 +132,15 @@ class RepVGGBlock(BaseModule):
             self.groups)
 
     def get_equivalent_kernel_bias(self) -> KernelBias:
-        """The deploy conv's ``(kernel (C_out, C_in // groups, 3, 3), bias (C_out,))``, as
-        the official repository's: differentiable in the branch weights and BN affine
-        parameters, so that a loss on it (custom L2, QAT) trains the branches."""
+        """The deploy conv's ``(kernel (C_out, C_in // groups, 3, 3), bias (C_out,))``, as the
+        official one: differentiable, so that a loss on it (custom L2, QAT) trains the branches."""
         if self.deploy:
             return self.branch_reparam.weight, self.branch_reparam.bias
         return self._fuse_train_branches()
 
     @torch.no_grad()
     def switch_to_deploy(self) -> 'RepVGGBlock':
-        """Replace the branches by their fused 3x3 conv, in place (a frozen block stays
-        frozen); a no-op if deployed."""
+        """Fuse the branches into one 3x3 conv in place (a frozen block stays frozen)."""
         if self.deploy:
             return self
         kernel, bias = self.get_equivalent_kernel_bias()
@@ -180,12 +157,9 @@ class RepVGGBlock(BaseModule):
 
 
 class QARepVGGBlock(RepVGGBlock):
-    """The block of Chu et al., "Make RepVGG Greater Again" (AAAI 2024), with
-    :class:`RepVGGBlock`'s arguments: ``act(se(post_norm(conv3x3_bn(x) + conv1x1(x) + x)))``.
-
-    Unnormalised 1x1 and identity branches keep outliers out of the fused kernel (for
-    per-tensor INT8); ``post_norm`` precedes SE so that it folds: the deploy form is
-    :class:`RepVGGBlock`'s.
+    """Chu et al.'s block (AAAI 2024): ``act(se(post_norm(conv3x3_bn(x) + conv1x1(x) + x)))``.
+    Unnormalised 1x1 and identity branches keep outliers out of the fused kernel (per-tensor
+    INT8); ``post_norm`` precedes SE so that it folds into :class:`RepVGGBlock`'s deploy form.
     """
 
     train_modules = ('branch_3x3', 'branch_1x1', 'post_norm')
@@ -207,8 +181,8 @@ class QARepVGGBlock(RepVGGBlock):
 
 
 def reparameterize_blocks(model: nn.Module) -> int:
-    """Fuse every :class:`RepVGGBlock` inside any ``model`` in place and return how many;
-    modules holding blocks that have a ``deploy`` flag get ``deploy = True``."""
+    """Fuse every :class:`RepVGGBlock` of ``model`` in place and return how many; modules that
+    hold blocks and have a ``deploy`` flag get ``deploy = True``."""
     num_fused = 0
     for module in model.modules():
         if isinstance(module, RepVGGBlock) and not module.deploy:
@@ -222,8 +196,8 @@ def reparameterize_blocks(model: nn.Module) -> int:
 
 
 def reparameterize_model(model: nn.Module, inplace: bool = False) -> nn.Module:
-    """The deploy form of ``model`` in eval mode, as timm's ``reparameterize_model``: a deep
-    copy (``model`` itself with ``inplace``) fused by :func:`reparameterize_blocks`."""
+    """The fused eval-mode form of a deep copy of ``model`` (``model`` itself with ``inplace``),
+    as timm's ``reparameterize_model``."""
     deploy_model = model if inplace else copy.deepcopy(model)
     reparameterize_blocks(deploy_model)
     return deploy_model.eval()

@@ -6,10 +6,8 @@ from torch import Tensor, nn
 
 
 class MTSPPF(BaseModule):
-    """Halve the channels (1x1 conv), max-pool three times in a row with ``kernel_size``
-    ``k`` (receptive fields 1, k, 2k-1, 3k-2), concatenate the four maps and project them
-    (1x1 conv), ``(N, in_channels, H, W) -> (N, out_channels, H, W)``. Arguments and module
-    names are mmpretrain's."""
+    """1x1 conv to half the channels, three max-pools in a row, concatenation of the four maps,
+    1x1 conv: ``(N, in_channels, H, W) -> (N, out_channels, H, W)``, as mmpretrain's."""
 
     def __init__(self,
                  in_channels: int,
