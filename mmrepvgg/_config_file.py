@@ -22,7 +22,7 @@ def read_config(name_or_path: str) -> Config:
         path = name_or_path
     elif zoo_model is not None:
         path = zoo_model.config
-    elif not os.path.isabs(name_or_path) and os.path.isfile(packaged):
+    elif os.path.isfile(packaged):  # an absolute path joins as itself, checked above
         path = packaged
     else:
         raise ConfigError(f'{name_or_path}: no such config file or model zoo name; check the path, '
