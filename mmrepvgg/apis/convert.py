@@ -1,6 +1,4 @@
-"""One-call conversions of train-form RepVGG models and checkpoints to their deploy form,
-verified (reading and fitting: :mod:`mmrepvgg.checkpoint`; the math: :mod:`mmrepvgg.reparam`).
-"""
+"""One-call conversions of train-form RepVGG models and checkpoints to their deploy form."""
 import copy
 import os
 from typing import Any, Callable, List, NamedTuple, Optional, Tuple, Union
@@ -25,18 +23,15 @@ CLASSIFIER_SCOPES = (None, PROJECT_SCOPE, 'mmpretrain')
 
 
 class ConversionReport(NamedTuple):
-    """What :func:`convert_checkpoint` did. ``src_form`` is ``'train'`` or ``'deploy'``
-    (then nothing was fused and the errors are None); ``max_relative_error`` is
-    ``max |train - deploy| / max |train|`` over the outputs for a random batch in float64
-    (the verified figure), ``max_relative_error_float32`` the same in float32; ``dst`` is
-    the absolute path written."""
+    """What :func:`convert_checkpoint` did; the errors are None for a deploy-form source."""
     src_layout: str
-    src_form: str
+    src_form: str  # 'train' or 'deploy' (then nothing was fused)
     arch: str
     num_fused_blocks: int
+    # max |train - deploy| / max |train| over the outputs for a random batch, in float64
     max_relative_error: Optional[float]
     max_relative_error_float32: Optional[float]
-    dst: str
+    dst: str  # absolute path
     notices: List[str]
 
 
@@ -51,11 +46,10 @@ def repvgg_convert(train_model: nn.Module,
                    save_path: Optional[str] = None,
                    inplace: bool = False,
                    overwrite: bool = False) -> nn.Module:
-    """Return the deploy form, in eval mode, of any model holding RepVGG blocks.
+    """Return the deploy form, in eval mode, of any model holding train-form RepVGG blocks
+    (fused with their BN running statistics: the eval-mode function is kept).
 
     Args:
-        train_model: a train-form backbone, classifier or detector; its BN running
-            statistics define the fused weights (the eval-mode function is preserved).
         build_func: the official repository's form, ``repvgg_convert(train_model,
             create_RepVGG_A0, save_path=...)``: ``build_func(deploy=True)`` builds the
             model that receives the fused weights (strictly) and is returned.
@@ -101,13 +95,9 @@ def _force_train_form(node: Any) -> int:
 
 
 def build_train_model(config: Union[str, Config]) -> nn.Module:
-    """Build the train form (``deploy=False``) of a train or deploy config's model, in the
-    ``mmrepvgg`` scope for a classifier, in the config's own for a segmentor or detector.
-
-    Raises:
-        ConfigError: the config cannot be read, has no ``model``, or builds no RepVGG
-            block.
-    """
+    """Build the train form (``deploy=False``) of a config's model, in the ``mmrepvgg``
+    scope for a classifier, in the config's own for a segmentor or detector; a ConfigError
+    when it cannot be read or builds no RepVGG block."""
     if not isinstance(config, Config):
         config = read_config(config)
     name = config.filename or 'the config'
@@ -133,16 +123,9 @@ def build_train_model(config: Union[str, Config]) -> nn.Module:
 
 def _verify_fusion(train_model: nn.Module,
                    tolerance: float = VERIFY_TOLERANCE) -> Tuple[nn.Module, float, float]:
-    """Fuse ``train_model`` in float64 (rounded once to its dtype: the most accurate
-    deploy weights that dtype holds) and check both forms agree.
-
-    Returns:
-        ``(deploy model, relative error in float64, relative error in the model's dtype)``.
-
-    Raises:
-        CheckpointError: the float64 forms differ by more than ``tolerance``, or a fused
-            tensor is not finite in the model's dtype.
-    """
+    """Fuse ``train_model`` in float64, then round once to its dtype (the most accurate
+    deploy weights it holds); return ``(deploy model, relative error in float64, in dtype)``.
+    A CheckpointError when the float64 forms differ or a fused tensor is not finite."""
     dtype = next(train_model.parameters()).dtype
     input_shape = (VERIFY_INPUT_SIZE[0], image_channels(train_model), *VERIFY_INPUT_SIZE[1:])
     train_float64 = copy.deepcopy(train_model).double()
@@ -188,21 +171,15 @@ def convert_checkpoint(config: Union[str, Config],
                        tolerance: float = VERIFY_TOLERANCE) -> ConversionReport:
     """Convert a train checkpoint of any known layout into a verified deploy checkpoint.
 
-    ``src`` is loaded into the train form of ``config``'s model (``'convert'`` mode:
-    tensors the model has no place for are left out, with a notice), every RepVGG block is
-    fused and verified in float64, and ``dst`` is written atomically.
-
-    Args:
-        config: a train or deploy config path (or :class:`Config`) of a RepVGG model.
-        dst: for ``dst_format='mmrepvgg'``, ``{'state_dict', 'meta'}`` (the source's meta
-            with the conversion record under ``meta['reparameterized']``), loadable by
-            ``tools/test.py DEPLOY_CONFIG DST``; for ``'official'``, a bare state dict in
-            the official repository's deploy layout.
-        src_format: force a source layout (``mmrepvgg``, ``official``, ``timm``).
-        tolerance: largest accepted relative output error of the float64 verification.
+    ``src`` is loaded into the train form of ``config``'s model (tensors it has no place for
+    are left out, with a notice), fused and verified in float64, and ``dst`` written
+    atomically: for ``dst_format='mmrepvgg'`` ``{'state_dict', 'meta'}`` (the source's meta,
+    the conversion record under ``meta['reparameterized']``); for ``'official'`` a bare
+    state dict in the official deploy layout. ``src_format`` forces a source layout
+    (``mmrepvgg``, ``official``, ``timm``).
 
     Raises:
-        ConfigError: for the config; CheckpointError: for ``src``, ``dst`` or a failed
+        ConfigError, CheckpointError: for the config; for ``src``, ``dst`` or a failed
         verification. ``dst`` is untouched in every case.
     """
     if dst_format not in DST_FORMATS:

@@ -1,12 +1,8 @@
-"""A resumed training state (optimizer, schedulers, message hub), checked as data against
-the run before mmengine or torch loads it: torch and mmengine trust what they get (a
-scheduler's ``load_state_dict`` is ``__dict__.update``; shared nested lists unfold into
-gigabytes when copied per reference). :func:`check_training_state` refuses shared
-containers of containers, over-large trees, anything but plain data, and any structure
-other than the run's own ``state_dict()``.
-"""
+"""A resumed training state (optimizer, schedulers, message hub) checked as data against the
+run before torch and mmengine, which trust it, load it (a scheduler's ``load_state_dict`` is
+``__dict__.update``; shared nested lists unfold into gigabytes when copied per reference)."""
 from collections import deque
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 import torch
@@ -35,16 +31,9 @@ class _Refused(Exception):
 def check_training_state(checkpoint: dict, optim_wrapper: Optional[OptimWrapper],
                          param_schedulers: Any, message_hub: MessageHub,
                          filename: str) -> None:
-    """Raise unless the training state of ``checkpoint`` fits this run, as data.
-
-    Args:
-        optim_wrapper: the run's built wrapper (or :class:`OptimWrapperDict`), or None
-            when mmengine will not load the entry either.
-        param_schedulers: the run's built schedulers: a list, a dict of lists, or None.
-
-    Raises:
-        CheckpointError: one line naming the entry, what is wrong and what to do.
-    """
+    """Raise a one-line CheckpointError unless the training state of ``checkpoint`` is plain,
+    bounded data with the structure of this run's built ``optim_wrapper`` (None: not loaded)
+    and ``param_schedulers`` (a list, a dict of lists, or None)."""
     sections = [('message_hub', message_hub.state_dict(), _check_message_hub)]
     if optim_wrapper is not None:
         sections.append(('optimizer', optim_wrapper, _check_optimizer))
@@ -110,8 +99,7 @@ def _check_like(reference: Any, loaded: Any, path: str) -> None:
 
 
 def _kind(value: Any) -> str:
-    """Numbers are one kind (a float hyperparameter may be stored as an int); a bool is not
-    a number here."""
+    # A float hyperparameter may be stored as an int; a bool is no number here.
     if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
         return 'number'
     return type(value).__name__
@@ -153,7 +141,12 @@ def _check_one_optimizer(wrapper: OptimWrapper, loaded: Any, where: str) -> None
     for key, value in reference.items():
         if key != 'state':
             _check_like(value, loaded[key], f'{where}.{key}')
-    parameters = _parameters_by_stored_id(wrapper.optimizer, loaded['param_groups'], where)
+    parameters = {}  # the run's parameter each stored id stands for: torch pairs by position
+    for group, loaded_group in zip(wrapper.optimizer.param_groups, loaded['param_groups']):
+        for stored_id, parameter in zip(loaded_group['params'], group['params']):
+            if stored_id in parameters:
+                raise _Refused(f'{where}.param_groups names parameter {stored_id} twice')
+            parameters[stored_id] = parameter
     if not isinstance(loaded['state'], dict):
         raise _Refused(f'{where}.state is {_describe(loaded["state"])}, not a dict')
     for stored_id, parameter_state in loaded['state'].items():
@@ -169,18 +162,6 @@ def _check_one_optimizer(wrapper: OptimWrapper, loaded: Any, where: str) -> None
                                f'shape {tuple(shape)}')
             if not isinstance(value, (torch.Tensor, int, float, bool, type(None))):
                 raise _Refused(f'{path}.{name} is {_describe(value)}, not a tensor or number')
-
-
-def _parameters_by_stored_id(optimizer: torch.optim.Optimizer, loaded_groups: List[dict],
-                             where: str) -> Dict[int, torch.Tensor]:
-    """The run's parameter each stored id stands for: torch pairs them by position."""
-    parameters = {}
-    for group, loaded_group in zip(optimizer.param_groups, loaded_groups):
-        for stored_id, parameter in zip(loaded_group['params'], group['params']):
-            if stored_id in parameters:
-                raise _Refused(f'{where}.param_groups names parameter {stored_id} twice')
-            parameters[stored_id] = parameter
-    return parameters
 
 
 def _check_schedulers(param_schedulers: Any, loaded: Any, where: str) -> None:
