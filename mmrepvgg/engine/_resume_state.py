@@ -38,7 +38,7 @@ def check_training_state(checkpoint: dict, optim_wrapper: Optional[OptimWrapper]
     if optim_wrapper is not None:
         sections.append(('optimizer', optim_wrapper, _check_optimizer))
     if param_schedulers is not None:
-        sections.append(('param_schedulers', param_schedulers, _check_schedulers))
+        sections.append(('param_schedulers', _scheduler_states(param_schedulers), _check_like))
     try:
         for key, run_side, check in sections:
             if key in checkpoint:
@@ -123,19 +123,14 @@ def _require_keys(loaded: Any, keys: List[Any], path: str) -> None:
                                          f'a key {extra[0]!r} this run does not have'))
 
 
-def _check_optimizer(optim_wrapper: OptimWrapper, loaded: Any, where: str) -> None:
-    if isinstance(optim_wrapper, OptimWrapperDict):
-        wrappers = dict(optim_wrapper.items())
-        _require_keys(loaded, list(wrappers), where)
-        for name, wrapper in wrappers.items():
-            _check_one_optimizer(wrapper, loaded[name], f'{where}.{name}')
-    else:
-        _check_one_optimizer(optim_wrapper, loaded, where)
-
-
-def _check_one_optimizer(wrapper: OptimWrapper, loaded: Any, where: str) -> None:
+def _check_optimizer(wrapper: OptimWrapper, loaded: Any, where: str) -> None:
     """The wrapper's state (param groups, an AMP loss scaler) like the run's; each
     parameter's state tensors of that parameter's shape, or scalars."""
+    if isinstance(wrapper, OptimWrapperDict):
+        _require_keys(loaded, list(wrapper.keys()), where)
+        for name, each_wrapper in wrapper.items():
+            _check_optimizer(each_wrapper, loaded[name], f'{where}.{name}')
+        return
     reference = wrapper.state_dict()
     _require_keys(loaded, list(reference), where)
     for key, value in reference.items():
@@ -164,15 +159,11 @@ def _check_one_optimizer(wrapper: OptimWrapper, loaded: Any, where: str) -> None
                 raise _Refused(f'{path}.{name} is {_describe(value)}, not a tensor or number')
 
 
-def _check_schedulers(param_schedulers: Any, loaded: Any, where: str) -> None:
-    """Each scheduler's state with exactly the run's keys (``load_state_dict`` sets every
-    stored key as an attribute) and values of the same structure."""
+def _scheduler_states(param_schedulers: Any) -> Any:
+    # Checked for exactly these keys: a scheduler's load_state_dict sets each as an attribute.
     if isinstance(param_schedulers, dict):
-        _require_keys(loaded, list(param_schedulers), where)
-        for name, schedulers in param_schedulers.items():
-            _check_like([s.state_dict() for s in schedulers], loaded[name], f'{where}.{name}')
-    else:
-        _check_like([s.state_dict() for s in param_schedulers], loaded, where)
+        return {name: _scheduler_states(each) for name, each in param_schedulers.items()}
+    return [scheduler.state_dict() for scheduler in param_schedulers]
 
 
 def _check_message_hub(reference: dict, loaded: Any, where: str) -> None:
