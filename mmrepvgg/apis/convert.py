@@ -47,18 +47,13 @@ def repvgg_convert(train_model: nn.Module,
                    inplace: bool = False,
                    overwrite: bool = False) -> nn.Module:
     """Return the deploy form, in eval mode, of any model holding train-form RepVGG blocks
-    (fused with their BN running statistics: the eval-mode function is kept).
+    (fused with their BN running statistics), a deep copy unless ``inplace``.
 
-    Args:
-        build_func: the official repository's form, ``repvgg_convert(train_model,
-            create_RepVGG_A0, save_path=...)``: ``build_func(deploy=True)`` builds the
-            model that receives the fused weights (strictly) and is returned.
-        save_path: where to write ``{'state_dict': deploy_state_dict}`` atomically.
-        inplace: fuse ``train_model`` itself instead of a deep copy.
-
-    Raises:
-        ValueError: ``train_model`` holds no train-form RepVGG block, or the model of
-            ``build_func`` does not take the fused weights.
+    ``build_func`` is the official repository's form, ``repvgg_convert(train_model,
+    create_RepVGG_A0, save_path=...)``: ``build_func(deploy=True)`` builds the model that
+    takes the fused weights (strictly) and is returned. ``save_path`` receives
+    ``{'state_dict': deploy_state_dict}`` atomically. A ValueError when ``train_model``
+    holds no train-form block or the built model does not take the fused weights.
     """
     if count_train_form_blocks(train_model) == 0:
         raise ValueError('the model holds no train-form RepVGG block: it is already '
@@ -121,24 +116,25 @@ def build_train_model(config: Union[str, Config]) -> nn.Module:
     return model
 
 
-def _verify_fusion(train_model: nn.Module,
-                   tolerance: float = VERIFY_TOLERANCE) -> Tuple[nn.Module, float, float]:
+def _verify_fusion(train_model: nn.Module, tolerance: float,
+                   src: str) -> Tuple[nn.Module, float, float]:
     """Fuse ``train_model`` in float64, then round once to its dtype (the most accurate
     deploy weights it holds); return ``(deploy model, relative error in float64, in dtype)``.
-    A CheckpointError when the float64 forms differ or a fused tensor is not finite."""
+    A CheckpointError naming ``src`` when the float64 forms differ or a fused tensor is not
+    finite."""
     dtype = next(train_model.parameters()).dtype
     input_shape = (VERIFY_INPUT_SIZE[0], image_channels(train_model), *VERIFY_INPUT_SIZE[1:])
     train_float64 = copy.deepcopy(train_model).double()
     deploy_model = repvgg_convert(train_float64)
     error_float64 = max_relative_output_error(train_float64, deploy_model, input_shape)
     if not error_float64 <= tolerance:
-        raise CheckpointError(f'train and deploy outputs differ by {error_float64:.2e} in '
+        raise CheckpointError(f'{src}: train and deploy outputs differ by {error_float64:.2e} in '
                               f'float64 (relative, tolerance {tolerance:.0e}): the fusion '
                               'is wrong; nothing written')
     deploy_model.to(dtype)
     unusable = first_unusable_tensor(deploy_model.state_dict())
     if unusable is not None:
-        raise CheckpointError(f'the fused {unusable[0]} is not finite in {dtype} (BatchNorm '
+        raise CheckpointError(f'{src}: the fused {unusable[0]} is not finite in {dtype} (BatchNorm '
                               'statistics such as a running_var near 0 with a large weight '
                               'overflow it); the checkpoint is damaged, use another one; '
                               'nothing written')
@@ -176,11 +172,8 @@ def convert_checkpoint(config: Union[str, Config],
     atomically: for ``dst_format='mmrepvgg'`` ``{'state_dict', 'meta'}`` (the source's meta,
     the conversion record under ``meta['reparameterized']``); for ``'official'`` a bare
     state dict in the official deploy layout. ``src_format`` forces a source layout
-    (``mmrepvgg``, ``official``, ``timm``).
-
-    Raises:
-        ConfigError, CheckpointError: for the config; for ``src``, ``dst`` or a failed
-        verification. ``dst`` is untouched in every case.
+    (``mmrepvgg``, ``official``, ``timm``). A ConfigError (the config) or CheckpointError
+    (``src``, ``dst``, the verification) leaves ``dst`` untouched.
     """
     if dst_format not in DST_FORMATS:
         raise CheckpointError(f'unknown destination format {dst_format!r}; choose one of '
@@ -202,11 +195,8 @@ def convert_checkpoint(config: Union[str, Config],
                        'key names')
         deploy_model, num_fused, error_float64, error_float32 = model, 0, None, None
     else:
-        try:
-            deploy_model, error_float64, error_float32 = _verify_fusion(model, tolerance)
-        except CheckpointError as error:
-            raise CheckpointError(f'{src}: {error}') from error
-        num_fused = sum(1 for module in model.modules() if isinstance(module, RepVGGBlock))
+        deploy_model, error_float64, error_float32 = _verify_fusion(model, tolerance, src)
+        num_fused = count_train_form_blocks(model)
     arch = describe_state_arch(state.backbone)
     record = dict(mmrepvgg_version=__version__, converted_from=os.path.basename(src),
                   src_layout=state.layout, src_form=state.form, arch=arch,

@@ -85,17 +85,15 @@ def get_model(model: Union[str, Config],
     """A RepVGG classifier by zoo name (any letter case), config file or :class:`Config`, in
     eval mode, with mmpretrain's ``_config``, ``_dataset_meta`` and ``_metainfo``.
 
-    Args:
-        pretrained: ``False`` (random weights), ``True`` (a zoo name's published weights)
-            or a checkpoint path, URL or zoo name; a train-form checkpoint given to a
-            deploy config is loaded into the train form and fused.
-        **kwargs: overrides of the config's ``model`` dict (``head=dict(num_classes=10)``).
+    ``pretrained``: ``False`` (random weights), ``True`` (a zoo name's published weights)
+    or a checkpoint path, URL or zoo name (a train-form one given to a deploy config is
+    loaded into the train form and fused). ``kwargs`` override the config's ``model`` dict
+    (``head=dict(num_classes=10)``).
 
     Raises:
-        ConfigError: an unknown name, a missing config file, or an unknown ``device``.
+        ConfigError: an unknown name, config file or ``device``.
         ValueError: ``pretrained=True`` for a config (not a zoo name).
-        CheckpointError: the checkpoint cannot be read, does not fit the model, or names
-            another number of classes than the head's.
+        CheckpointError: unreadable, misfit, or naming another number of classes.
     """
     if device is not None:
         device = _checked_device(device)
@@ -179,19 +177,12 @@ def inference_model(model: Union[nn.Module, str, Config],
                     pretrained: Union[bool, str] = True,
                     device: Optional[str] = None,
                     batch_size: int = 1) -> Union[dict, List[dict]]:
-    """Classify images with the deploy form of a RepVGG classifier.
+    """Classify images (a path, a folder or a list of paths) with the deploy form of
+    ``model``: a model (train-form blocks fused on a copy) or what :func:`get_model` takes.
 
-    Args:
-        model: a model (train-form blocks are fused on a copy), or what :func:`get_model`
-            takes (built with ``pretrained`` and ``device``).
-        images: an image path, a folder (see :func:`list_images`) or a list of paths.
-
-    Returns:
-        For one image path a dict, else a list of dicts in input order, as mmpretrain's
-        ``ImageClassificationInferencer`` returns them (``pred_scores``: ``(num_classes,)``).
-
-    Raises:
-        ValueError: an image fails :func:`check_image`, before any is decoded.
+    Returns a dict for one image path, else a list of dicts in input order, as mmpretrain's
+    ``ImageClassificationInferencer`` (``pred_scores``: ``(num_classes,)``); a ValueError
+    when an image fails :func:`check_image`, before any is decoded.
     """
     if not isinstance(model, nn.Module):
         model = get_model(model, pretrained=pretrained, device=device)

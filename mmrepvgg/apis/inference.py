@@ -57,21 +57,18 @@ def prepare_for_inference(model: nn.Module, backend: str = 'eager',
                           num_threads: Optional[int] = None) -> nn.Module:
     """Return a fast form of ``model`` (train or deploy form; fused first) for inference.
 
-    Args:
-        backend: ``'eager'``: deploy form, channels-last, ``torch.inference_mode``.
-            ``'compile'``: the same through ``torch.compile`` with frozen weights (needs a
-            C++ compiler; each new input shape compiles). The INT8 backends, faster at a
-            small cost in accuracy (docs/int8.md): ``'onnxruntime-int8'`` (``[onnx]``
-            extra; the calibration images' (C, H, W), any batch), ``'openvino-int8'``
-            (NNCF, ``[openvino]`` extra), ``'torch-int8'`` (PT2E with the x86 Inductor
-            quantizer, ``[torch-int8]`` extra; each new input shape compiles).
-        calibration_images: for the INT8 backends: batches ``(N, C, H, W)`` of real
-            training images, preprocessed as the model receives them (a few hundred).
-        num_threads: the ONNX Runtime or OpenVINO threads (default: the runtime's own).
+    ``backend``: ``'eager'`` (deploy form, channels-last, ``torch.inference_mode``),
+    ``'compile'`` (the same through ``torch.compile`` with frozen weights; needs a C++
+    compiler, compiles per input shape), or an INT8 one, faster at a small cost in accuracy
+    (docs/int8.md): ``'onnxruntime-int8'`` (``[onnx]`` extra; the calibration images'
+    (C, H, W), any batch), ``'openvino-int8'`` (NNCF, ``[openvino]`` extra) or
+    ``'torch-int8'`` (PT2E, x86 Inductor quantizer, ``[torch-int8]`` extra; compiles per
+    input shape). These need ``calibration_images``: batches ``(N, C, H, W)`` of real
+    training images, preprocessed as the model receives them (a few hundred);
+    ``num_threads`` is the ONNX Runtime or OpenVINO threads (default: the runtime's own).
 
-    Returns:
-        For ``'eager'`` and ``'compile'`` a module whose ``deploy_model`` holds the fused
-        weights; for the INT8 backends the runtime's model (images in, logits out).
+    Returns a module whose ``deploy_model`` holds the fused weights, or for INT8 the
+    runtime's model (images in, logits out).
     """
     if backend not in INFERENCE_BACKENDS:
         raise ValueError(f'unknown inference backend {backend!r}; choose one of '

@@ -52,12 +52,8 @@ def _check_cfg_options(cfg: Config, cfg_options: Dict[str, Any], config_path: st
 
 def load_repvgg_config(config_path: str,
                        cfg_options: Optional[Dict[str, Any]] = None) -> Config:
-    """Read an mmengine config that builds this project's RepVGG, apply ``--cfg-options``.
-
-    Raises:
-        ConfigError: unreadable, no ``RepVGG`` backbone, types outside the ``mmrepvgg``
-            scope, or an override key that is a typo.
-    """
+    """Read an mmengine config that builds this project's RepVGG, apply ``--cfg-options``;
+    a ConfigError when unreadable, not a RepVGG of the ``mmrepvgg`` scope, or a key is a typo."""
     cfg = read_config(config_path)
     model = cfg.get('model')
     backbone = model.get('backbone') if isinstance(model, dict) else None

@@ -178,10 +178,7 @@ def run_train(config_path: str,
               launcher: str = 'none') -> Runner:
     """Train as tools/train.py does; return the Runner (its ``work_dir`` holds the
     checkpoints). ``resume``: ``'auto'`` (the work dir's latest checkpoint) or a path.
-
-    Raises:
-        ConfigError, CheckpointError: bad input, before training starts.
-    """
+    Bad input is a ConfigError or CheckpointError before training starts."""
     cfg = load_repvgg_config(config_path, cfg_options)
     _set_work_dir(cfg, config_path, work_dir)
     if amp:
@@ -213,12 +210,9 @@ def run_test(config_path: str,
              out: Optional[str] = None,
              launcher: str = 'none') -> Dict[str, float]:
     """Evaluate a checkpoint (path, URL or zoo name) as tools/test.py does; return the
-    metrics of ``Runner.test()``, e.g. ``{'accuracy/top1': 95.0}``.
-
-    Raises:
-        ConfigError, CheckpointError: bad input (a misfit checkpoint), before any image.
-        FileExistsError: ``out`` appeared while the test ran (it is kept).
-    """
+    metrics of ``Runner.test()``, e.g. ``{'accuracy/top1': 95.0}``. Bad input (a misfit
+    checkpoint) is a ConfigError or CheckpointError before any image; a FileExistsError
+    when ``out`` appeared while the test ran (it is kept)."""
     cfg = load_repvgg_config(config_path, cfg_options)
     checkpoint = checkpoint_file(checkpoint_path)
     prepare_test_config(cfg, config_path, checkpoint, work_dir, out, launcher)
