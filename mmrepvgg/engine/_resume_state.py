@@ -16,7 +16,6 @@ MAX_STATE_NODES = 1_000_000
 CONTAINERS = (dict, list, tuple, set, frozenset)
 DATA_LEAVES = (str, bytes, bool, int, float, type(None), torch.Tensor, np.ndarray, np.generic,
                HistoryBuffer)
-MESSAGE_HUB_KEYS = ('log_scalars', 'runtime_info', 'resumed_keys')
 MESSAGE_HUB_VALUE_TYPES = {'log_scalars': HistoryBuffer, 'resumed_keys': bool}
 # Message hub entries that mmengine's hooks and loops act on, and the type each must have
 # (CheckpointHook builds file names to delete from keep_ckpt_ids).
@@ -168,7 +167,7 @@ def _scheduler_states(param_schedulers: Any) -> Any:
 
 def _check_message_hub(reference: dict, loaded: Any, where: str) -> None:
     _require_keys(loaded, list(reference), where)
-    for section in MESSAGE_HUB_KEYS:
+    for section in reference:  # log_scalars, runtime_info, resumed_keys: dicts
         entries = loaded[section]
         if not isinstance(entries, dict):
             raise _Refused(f'{where}.{section} is {_describe(entries)}, not a dict')
