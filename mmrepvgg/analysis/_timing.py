@@ -25,10 +25,7 @@ def time_interleaved(candidates: Dict[str, Callable[[], object]], batch_size: in
                      device: str = 'cpu') -> Dict[str, _Timing]:
     """Time every candidate (a call running one batch) ``rounds`` times, round-robin,
     after ``warmup`` untimed calls of each."""
-    def synchronize():
-        if device.startswith('cuda'):
-            torch.cuda.synchronize()
-
+    synchronize = torch.cuda.synchronize if device.startswith('cuda') else lambda: None
     for run_batch in candidates.values():
         for _ in range(warmup):
             run_batch()

@@ -1,9 +1,6 @@
 """Parameter and multiply-add counts of RepVGG models, traced by mmengine's ``FlopAnalyzer``
-in two conventions: ``macs``, the published table's (conv multiply-adds plus conv bias
-adds, BatchNorm, ReLU and pooling), and ``macs_mmengine``, mmengine's default (no bias adds
-or ReLUs). Classifiers are traced through ``extract_feat`` (no head), as ``get_flops.py``
-does; docs/benchmarks.md compares them with the published figures.
-"""
+(classifiers through ``extract_feat``, no head); docs/benchmarks.md compares them with the
+published figures."""
 from collections import Counter
 from math import prod
 from typing import List, NamedTuple, Sequence, Union
@@ -22,11 +19,11 @@ _PUBLISHED_ONLY_OPERATORS = ('conv_bias', 'relu', 'relu_')
 
 
 class _Complexity(NamedTuple):
-    """The size of a model for one ``(1, 3, H, W)`` image; ``input_size`` is ``(H, W)``."""
+    """The size of a model for one ``(1, 3, H, W)`` image."""
     params: int
-    macs: int
-    macs_mmengine: int
-    input_size: Sequence[int]
+    macs: int  # the published convention: conv multiply-adds, bias adds, BN, ReLU, pooling
+    macs_mmengine: int  # mmengine's default: no bias adds or ReLUs
+    input_size: Sequence[int]  # (H, W)
 
     @property
     def params_m(self) -> float:
@@ -34,13 +31,12 @@ class _Complexity(NamedTuple):
 
     @property
     def gmacs(self) -> float:
-        """Multiply-adds in G (1e9), published convention."""
         return self.macs / 1e9
 
 
 def _conv_with_bias_flop_jit(inputs: List, outputs: List) -> Counter:
-    """Conv multiply-adds (mmengine's handle) plus, under ``'conv_bias'``, one add per
-    output element when the conv has a bias (input 2 of ``aten::_convolution``)."""
+    """Conv multiply-adds plus, under ``'conv_bias'``, one add per output element when the
+    conv has a bias (input 2 of ``aten::_convolution``)."""
     counts = conv_flop_jit(inputs, outputs)
     if get_shape(inputs[2]) is not None:
         counts['conv_bias'] = prod(get_shape(outputs[0]))
@@ -48,8 +44,7 @@ def _conv_with_bias_flop_jit(inputs: List, outputs: List) -> Counter:
 
 
 def _flop_analyzer(model: nn.Module, inputs: torch.Tensor) -> FlopAnalyzer:
-    """A quiet ``FlopAnalyzer`` of ``model(inputs)`` counting the conv bias adds and ReLUs
-    under their own operator names."""
+    """A quiet ``FlopAnalyzer`` of ``model(inputs)``, conv bias adds and ReLUs counted apart."""
     analyzer = FlopAnalyzer(model, (inputs, ))
     count_outputs = elementwise_flop_counter(input_scale=0, output_scale=1)
     analyzer.set_op_handle(**{'aten::_convolution': _conv_with_bias_flop_jit,
@@ -72,13 +67,8 @@ class _FeatureExtractor(nn.Module):
 
 def count_complexity(model: Union[nn.Module, dict, Config],
                      input_size: Sequence[int] = PUBLISHED_INPUT_SIZE) -> _Complexity:
-    """Count the parameters and multiply-adds of a model for one 3-channel image.
-
-    Args:
-        model: a model, a model dict, or a config whose ``model`` is counted (built in
-            the ``mmrepvgg`` scope, in the form it describes).
-        input_size: ``(H, W)`` of the image.
-    """
+    """Count the parameters and multiply-adds of a model (or a model dict or config, built
+    in the ``mmrepvgg`` scope) for one 3-channel image of ``input_size`` ``(H, W)``."""
     if isinstance(model, Config):
         model = model.model
     if isinstance(model, dict):

@@ -1,6 +1,4 @@
-"""One-call conversions of train-form RepVGG models and checkpoints to their deploy form,
-verified (reading and fitting: :mod:`mmrepvgg.checkpoint`; the math: :mod:`mmrepvgg.reparam`).
-"""
+"""One-call conversions of train-form RepVGG models and checkpoints to their deploy form."""
 import copy
 import os
 from typing import Any, Callable, List, NamedTuple, Optional, Tuple, Union
@@ -25,18 +23,15 @@ CLASSIFIER_SCOPES = (None, PROJECT_SCOPE, 'mmpretrain')
 
 
 class ConversionReport(NamedTuple):
-    """What :func:`convert_checkpoint` did. ``src_form`` is ``'train'`` or ``'deploy'``
-    (then nothing was fused and the errors are None); ``max_relative_error`` is
-    ``max |train - deploy| / max |train|`` over the outputs for a random batch in float64
-    (the verified figure), ``max_relative_error_float32`` the same in float32; ``dst`` is
-    the absolute path written."""
+    """What :func:`convert_checkpoint` did; the errors are None for a deploy-form source."""
     src_layout: str
-    src_form: str
+    src_form: str  # 'train' or 'deploy' (then nothing was fused)
     arch: str
     num_fused_blocks: int
+    # max |train - deploy| / max |train| over the outputs for a random batch, in float64
     max_relative_error: Optional[float]
     max_relative_error_float32: Optional[float]
-    dst: str
+    dst: str  # absolute path
     notices: List[str]
 
 
@@ -51,20 +46,14 @@ def repvgg_convert(train_model: nn.Module,
                    save_path: Optional[str] = None,
                    inplace: bool = False,
                    overwrite: bool = False) -> nn.Module:
-    """Return the deploy form, in eval mode, of any model holding RepVGG blocks.
+    """Return the deploy form, in eval mode, of any model holding train-form RepVGG blocks
+    (fused with their BN running statistics), a deep copy unless ``inplace``.
 
-    Args:
-        train_model: a train-form backbone, classifier or detector; its BN running
-            statistics define the fused weights (the eval-mode function is preserved).
-        build_func: the official repository's form, ``repvgg_convert(train_model,
-            create_RepVGG_A0, save_path=...)``: ``build_func(deploy=True)`` builds the
-            model that receives the fused weights (strictly) and is returned.
-        save_path: where to write ``{'state_dict': deploy_state_dict}`` atomically.
-        inplace: fuse ``train_model`` itself instead of a deep copy.
-
-    Raises:
-        ValueError: ``train_model`` holds no train-form RepVGG block, or the model of
-            ``build_func`` does not take the fused weights.
+    ``build_func`` is the official repository's form, ``repvgg_convert(train_model,
+    create_RepVGG_A0, save_path=...)``: ``build_func(deploy=True)`` builds the model that
+    takes the fused weights (strictly) and is returned. ``save_path`` receives
+    ``{'state_dict': deploy_state_dict}`` atomically. A ValueError when ``train_model``
+    holds no train-form block or the built model does not take the fused weights.
     """
     if count_train_form_blocks(train_model) == 0:
         raise ValueError('the model holds no train-form RepVGG block: it is already '
@@ -101,13 +90,9 @@ def _force_train_form(node: Any) -> int:
 
 
 def build_train_model(config: Union[str, Config]) -> nn.Module:
-    """Build the train form (``deploy=False``) of a train or deploy config's model, in the
-    ``mmrepvgg`` scope for a classifier, in the config's own for a segmentor or detector.
-
-    Raises:
-        ConfigError: the config cannot be read, has no ``model``, or builds no RepVGG
-            block.
-    """
+    """Build the train form (``deploy=False``) of a config's model, in the ``mmrepvgg``
+    scope for a classifier, in the config's own for a segmentor or detector; a ConfigError
+    when it cannot be read or builds no RepVGG block."""
     if not isinstance(config, Config):
         config = read_config(config)
     name = config.filename or 'the config'
@@ -131,31 +116,25 @@ def build_train_model(config: Union[str, Config]) -> nn.Module:
     return model
 
 
-def _verify_fusion(train_model: nn.Module,
-                   tolerance: float = VERIFY_TOLERANCE) -> Tuple[nn.Module, float, float]:
-    """Fuse ``train_model`` in float64 (rounded once to its dtype: the most accurate
-    deploy weights that dtype holds) and check both forms agree.
-
-    Returns:
-        ``(deploy model, relative error in float64, relative error in the model's dtype)``.
-
-    Raises:
-        CheckpointError: the float64 forms differ by more than ``tolerance``, or a fused
-            tensor is not finite in the model's dtype.
-    """
+def _verify_fusion(train_model: nn.Module, tolerance: float,
+                   src: str) -> Tuple[nn.Module, float, float]:
+    """Fuse ``train_model`` in float64, then round once to its dtype (the most accurate
+    deploy weights it holds); return ``(deploy model, relative error in float64, in dtype)``.
+    A CheckpointError naming ``src`` when the float64 forms differ or a fused tensor is not
+    finite."""
     dtype = next(train_model.parameters()).dtype
     input_shape = (VERIFY_INPUT_SIZE[0], image_channels(train_model), *VERIFY_INPUT_SIZE[1:])
     train_float64 = copy.deepcopy(train_model).double()
     deploy_model = repvgg_convert(train_float64)
     error_float64 = max_relative_output_error(train_float64, deploy_model, input_shape)
     if not error_float64 <= tolerance:
-        raise CheckpointError(f'train and deploy outputs differ by {error_float64:.2e} in '
+        raise CheckpointError(f'{src}: train and deploy outputs differ by {error_float64:.2e} in '
                               f'float64 (relative, tolerance {tolerance:.0e}): the fusion '
                               'is wrong; nothing written')
     deploy_model.to(dtype)
     unusable = first_unusable_tensor(deploy_model.state_dict())
     if unusable is not None:
-        raise CheckpointError(f'the fused {unusable[0]} is not finite in {dtype} (BatchNorm '
+        raise CheckpointError(f'{src}: the fused {unusable[0]} is not finite in {dtype} (BatchNorm '
                               'statistics such as a running_var near 0 with a large weight '
                               'overflow it); the checkpoint is damaged, use another one; '
                               'nothing written')
@@ -188,22 +167,13 @@ def convert_checkpoint(config: Union[str, Config],
                        tolerance: float = VERIFY_TOLERANCE) -> ConversionReport:
     """Convert a train checkpoint of any known layout into a verified deploy checkpoint.
 
-    ``src`` is loaded into the train form of ``config``'s model (``'convert'`` mode:
-    tensors the model has no place for are left out, with a notice), every RepVGG block is
-    fused and verified in float64, and ``dst`` is written atomically.
-
-    Args:
-        config: a train or deploy config path (or :class:`Config`) of a RepVGG model.
-        dst: for ``dst_format='mmrepvgg'``, ``{'state_dict', 'meta'}`` (the source's meta
-            with the conversion record under ``meta['reparameterized']``), loadable by
-            ``tools/test.py DEPLOY_CONFIG DST``; for ``'official'``, a bare state dict in
-            the official repository's deploy layout.
-        src_format: force a source layout (``mmrepvgg``, ``official``, ``timm``).
-        tolerance: largest accepted relative output error of the float64 verification.
-
-    Raises:
-        ConfigError: for the config; CheckpointError: for ``src``, ``dst`` or a failed
-        verification. ``dst`` is untouched in every case.
+    ``src`` is loaded into the train form of ``config``'s model (tensors it has no place for
+    are left out, with a notice), fused and verified in float64, and ``dst`` written
+    atomically: for ``dst_format='mmrepvgg'`` ``{'state_dict', 'meta'}`` (the source's meta,
+    the conversion record under ``meta['reparameterized']``); for ``'official'`` a bare
+    state dict in the official deploy layout. ``src_format`` forces a source layout
+    (``mmrepvgg``, ``official``, ``timm``). A ConfigError (the config) or CheckpointError
+    (``src``, ``dst``, the verification) leaves ``dst`` untouched.
     """
     if dst_format not in DST_FORMATS:
         raise CheckpointError(f'unknown destination format {dst_format!r}; choose one of '
@@ -225,11 +195,8 @@ def convert_checkpoint(config: Union[str, Config],
                        'key names')
         deploy_model, num_fused, error_float64, error_float32 = model, 0, None, None
     else:
-        try:
-            deploy_model, error_float64, error_float32 = _verify_fusion(model, tolerance)
-        except CheckpointError as error:
-            raise CheckpointError(f'{src}: {error}') from error
-        num_fused = sum(1 for module in model.modules() if isinstance(module, RepVGGBlock))
+        deploy_model, error_float64, error_float32 = _verify_fusion(model, tolerance, src)
+        num_fused = count_train_form_blocks(model)
     arch = describe_state_arch(state.backbone)
     record = dict(mmrepvgg_version=__version__, converted_from=os.path.basename(src),
                   src_layout=state.layout, src_form=state.form, arch=arch,

@@ -1,6 +1,5 @@
-"""mmpretrain's ``get_model`` and ``inference_model``, reading checkpoints of any known layout
-with the project's reader, fusing where a deploy config asks, and inferring in deploy form.
-"""
+"""mmpretrain's ``get_model`` and ``inference_model`` for RepVGG: checkpoints of any known
+layout through the project's reader, inference in deploy form."""
 import copy
 import os
 import warnings
@@ -27,8 +26,8 @@ MAX_IMAGE_PIXELS = 89_478_485
 
 
 def _config_dataset_meta(config: Config) -> dict:
-    """The class names of the config's test set: its ``metainfo``, else its dataset
-    class's ``METAINFO`` (ImageNet's 1000 names), as mmpretrain's ``get_model`` gives."""
+    """The class names of the config's test set (``metainfo``, else its dataset class's
+    ``METAINFO``), as mmpretrain's ``get_model`` gives."""
     dataset = config.get('test_dataloader', {}).get('dataset', {})
     if dataset.get('metainfo'):
         return dict(dataset['metainfo'])
@@ -38,9 +37,8 @@ def _config_dataset_meta(config: Config) -> dict:
 
 
 def _dataset_meta(checkpoint: Any, config: Config, source: str) -> dict:
-    """Class names for the predictions: the checkpoint's (the Runner saves the training
-    set's), else the config's; a CheckpointError when the checkpoint's are no list of
-    strings or do not match the head."""
+    """Class names for the predictions: the checkpoint's, else the config's; a CheckpointError
+    when the checkpoint's are no list of strings or do not match the head."""
     meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
     meta = meta if isinstance(meta, dict) else {}
     dataset_meta = meta.get('dataset_meta') or (  # mmcls 0.x checkpoints: meta.CLASSES
@@ -84,26 +82,18 @@ def get_model(model: Union[str, Config],
               pretrained: Union[bool, str] = False,
               device: Optional[str] = None,
               **kwargs) -> nn.Module:
-    """A RepVGG classifier by zoo name, config file or :class:`Config`, in eval mode.
+    """A RepVGG classifier by zoo name (any letter case), config file or :class:`Config`, in
+    eval mode, with mmpretrain's ``_config``, ``_dataset_meta`` and ``_metainfo``.
 
-    Args:
-        model: a zoo name (``mmpretrain.list_models('repvgg*')``, any letter case), a
-            config path or a :class:`Config`.
-        pretrained: ``False`` (random weights), ``True`` (a zoo name's published weights)
-            or a checkpoint path, URL or zoo name. A train-form checkpoint given to a
-            deploy config is loaded into the train form and fused.
-        device: e.g. ``'cpu'``; the model stays where it is built when None.
-        **kwargs: overrides of the config's ``model`` dict (``head=dict(num_classes=10)``).
-
-    Returns:
-        The model with mmpretrain's ``_config``, ``_dataset_meta`` (the checkpoint's class
-        names) and ``_metainfo``, in the form its config describes.
+    ``pretrained``: ``False`` (random weights), ``True`` (a zoo name's published weights)
+    or a checkpoint path, URL or zoo name (a train-form one given to a deploy config is
+    loaded into the train form and fused). ``kwargs`` override the config's ``model`` dict
+    (``head=dict(num_classes=10)``).
 
     Raises:
-        ConfigError: an unknown name, a missing config file, or an unknown ``device``.
+        ConfigError: an unknown name, config file or ``device``.
         ValueError: ``pretrained=True`` for a config (not a zoo name).
-        CheckpointError: the checkpoint cannot be read, does not fit the model, or names
-            another number of classes than the head's.
+        CheckpointError: unreadable, misfit, or naming another number of classes.
     """
     if device is not None:
         device = _checked_device(device)
@@ -127,8 +117,6 @@ def get_model(model: Union[str, Config],
         # Load into the train form: published checkpoints hold it; a deploy-form
         # checkpoint fuses the model before loading ('convert' mode).
         config.model.backbone.deploy = False
-    # The one builder of the project (mmrepvgg scope), with what mmpretrain's get_model
-    # sets on the model it returns.
     config.model.setdefault('data_preprocessor', config.get('data_preprocessor'))
     classifier = build_model(config.model)
     if device is not None:
@@ -152,8 +140,7 @@ def get_model(model: Union[str, Config],
 
 
 def list_images(image_or_folder: str) -> List[str]:
-    """``[image_or_folder]`` for a file; for a folder, its images (by extension, any
-    letter case), searched recursively, sorted by path."""
+    """``[image_or_folder]`` for a file; for a folder, its images searched recursively, sorted."""
     if not os.path.isdir(image_or_folder):
         return [image_or_folder]
     return sorted(os.path.join(folder, file_name)
@@ -163,11 +150,8 @@ def list_images(image_or_folder: str) -> List[str]:
 
 
 def check_image(path: str) -> None:
-    """Check from its header that ``path`` is an image of at most :data:`MAX_IMAGE_PIXELS`.
-
-    Raises:
-        ValueError: one line naming the file: missing, empty, not an image, too large.
-    """
+    """Check from its header that ``path`` is an image of at most :data:`MAX_IMAGE_PIXELS`;
+    a one-line ValueError naming the file otherwise."""
     try:
         if os.path.getsize(path) == 0:
             raise ValueError(f'{path}: is empty (0 bytes); pass an image file')
@@ -193,22 +177,12 @@ def inference_model(model: Union[nn.Module, str, Config],
                     pretrained: Union[bool, str] = True,
                     device: Optional[str] = None,
                     batch_size: int = 1) -> Union[dict, List[dict]]:
-    """Classify images with the deploy form of a RepVGG classifier.
+    """Classify images (a path, a folder or a list of paths) with the deploy form of
+    ``model``: a model (train-form blocks fused on a copy) or what :func:`get_model` takes.
 
-    Args:
-        model: a model (train-form blocks are fused on a copy), a zoo name, a config path
-            or a :class:`Config` (built by :func:`get_model` with ``pretrained`` and
-            ``device``).
-        images: an image path, a folder (see :func:`list_images`) or a list of paths.
-
-    Returns:
-        For one image path a dict, else a list of dicts in input order, as mmpretrain's
-        ``ImageClassificationInferencer`` returns them: ``pred_label``, ``pred_score``,
-        ``pred_scores`` (``(num_classes,)`` softmax scores) and ``pred_class`` (when the
-        model knows the class names).
-
-    Raises:
-        ValueError: an image fails :func:`check_image`, before any is decoded.
+    Returns a dict for one image path, else a list of dicts in input order, as mmpretrain's
+    ``ImageClassificationInferencer`` (``pred_scores``: ``(num_classes,)``); a ValueError
+    when an image fails :func:`check_image`, before any is decoded.
     """
     if not isinstance(model, nn.Module):
         model = get_model(model, pretrained=pretrained, device=device)

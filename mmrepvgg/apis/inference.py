@@ -1,15 +1,9 @@
-"""The recommended way to run a RepVGG for inference: :func:`prepare_for_inference`.
-
-A deployed RepVGG is a stack of 3x3 convs + ReLU, so on a CPU what pays is what helps
-oneDNN's direct convolution: channels-last activations, no autograd and, opt-in (it
-compiles per input shape), a graph with frozen weights. docs/int8.md and
-docs/benchmarks.md tell what each backend gains.
-"""
+"""The recommended way to run a RepVGG for inference: :func:`prepare_for_inference`
+(docs/int8.md and docs/benchmarks.md tell what each backend gains)."""
 import os
 import tempfile
-from typing import Any, List, Optional, Sequence
+from typing import Any, Optional, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -34,8 +28,13 @@ class _InferenceModel(nn.Module):
             return self._runner[0](images.contiguous(memory_format=torch.channels_last))
 
 
-def _int8_model(deploy_model: nn.Module, backend: str, batches: List[np.ndarray],
+def _int8_model(deploy_model: nn.Module, backend: str, calibration_images: Sequence[Tensor],
                 num_threads: Optional[int]) -> nn.Module:
+    batches = [images.detach().float().cpu().numpy() for images in calibration_images]
+    if backend == 'torch-int8':
+        # Imported here: torchao is the optional [torch-int8] extra.
+        from ..deploy.torch_int8 import quantize_pt2e_model
+        return quantize_pt2e_model(deploy_model, batches)
     # The runtime's adapter holds the model in memory: the file may go with its folder.
     with tempfile.TemporaryDirectory() as workdir:
         if backend == 'onnxruntime-int8':
@@ -58,28 +57,18 @@ def prepare_for_inference(model: nn.Module, backend: str = 'eager',
                           num_threads: Optional[int] = None) -> nn.Module:
     """Return a fast form of ``model`` (train or deploy form; fused first) for inference.
 
-    ``'eager'`` and ``'compile'`` compute the deploy model's function; the INT8 backends
-    are faster at a small cost in accuracy, which depends on the CPU and the model
-    (docs/int8.md tells how to measure both).
+    ``backend``: ``'eager'`` (deploy form, channels-last, ``torch.inference_mode``),
+    ``'compile'`` (the same through ``torch.compile`` with frozen weights; needs a C++
+    compiler, compiles per input shape), or an INT8 one, faster at a small cost in accuracy
+    (docs/int8.md): ``'onnxruntime-int8'`` (``[onnx]`` extra; the calibration images'
+    (C, H, W), any batch), ``'openvino-int8'`` (NNCF, ``[openvino]`` extra) or
+    ``'torch-int8'`` (PT2E, x86 Inductor quantizer, ``[torch-int8]`` extra; compiles per
+    input shape). These need ``calibration_images``: batches ``(N, C, H, W)`` of real
+    training images, preprocessed as the model receives them (a few hundred);
+    ``num_threads`` is the ONNX Runtime or OpenVINO threads (default: the runtime's own).
 
-    Args:
-        backend: ``'eager'``: deploy form, channels-last, ``torch.inference_mode``.
-            ``'compile'``: the same through ``torch.compile`` with frozen weights (needs a
-            C++ compiler; each new input shape compiles, in seconds).
-            ``'onnxruntime-int8'``: static per-channel INT8 in ONNX Runtime
-            (:mod:`mmrepvgg.deploy.quantization`; the ``[onnx]`` extra; the calibration
-            images' (C, H, W), any batch). ``'openvino-int8'``: INT8 by NNCF in OpenVINO
-            (the ``[openvino]`` extra). ``'torch-int8'``: PT2E with the x86 Inductor
-            quantizer (the ``[torch-int8]`` extra; each new input shape compiles).
-        inplace: convert ``model`` itself instead of a deep copy.
-        calibration_images: for the INT8 backends: batches ``(N, C, H, W)`` of real
-            training images, preprocessed as the model receives them (a few hundred).
-        num_threads: the ONNX Runtime or OpenVINO threads (default: the runtime's own).
-
-    Returns:
-        For ``'eager'`` and ``'compile'`` a module whose ``deploy_model`` holds the fused
-        weights; for the INT8 backends the runtime's model (images tensor in, logits
-        tensor out).
+    Returns a module whose ``deploy_model`` holds the fused weights, or for INT8 the
+    runtime's model (images in, logits out).
     """
     if backend not in INFERENCE_BACKENDS:
         raise ValueError(f'unknown inference backend {backend!r}; choose one of '
@@ -90,12 +79,7 @@ def prepare_for_inference(model: nn.Module, backend: str = 'eager',
                          '(the activation ranges come from them)')
     deploy_model = reparameterize_model(model, inplace)
     if backend.endswith('-int8'):
-        batches = [images.detach().float().cpu().numpy() for images in calibration_images]
-        if backend != 'torch-int8':
-            return _int8_model(deploy_model, backend, batches, num_threads)
-        # Imported here: torchao is the optional [torch-int8] extra.
-        from ..deploy.torch_int8 import quantize_pt2e_model
-        return quantize_pt2e_model(deploy_model, batches)
+        return _int8_model(deploy_model, backend, calibration_images, num_threads)
     for param in deploy_model.parameters():
         param.requires_grad_(False)
     deploy_model.to(memory_format=torch.channels_last)

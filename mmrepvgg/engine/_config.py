@@ -20,9 +20,8 @@ class KeyValueAction(DictAction):
 
 
 def _check_cfg_options(cfg: Config, cfg_options: Dict[str, Any], config_path: str) -> None:
-    """Reject ``--cfg-options`` keys that are typos: every dotted key must follow existing
-    dicts down to its last part, which may be new unless it is a near miss of an existing
-    key (``model.backbone.archh``), a typo that would otherwise be silently ignored."""
+    """Reject ``--cfg-options`` typos: a dotted key follows existing dicts down to its last
+    part, which may be new unless it is a near miss of a key (``model.backbone.archh``)."""
     for dotted_key in cfg_options:
         node: Any = cfg.to_dict()
         parts = dotted_key.split('.')
@@ -53,16 +52,8 @@ def _check_cfg_options(cfg: Config, cfg_options: Dict[str, Any], config_path: st
 
 def load_repvgg_config(config_path: str,
                        cfg_options: Optional[Dict[str, Any]] = None) -> Config:
-    """Read an mmengine config that builds this project's RepVGG, apply overrides.
-
-    Args:
-        cfg_options: ``--cfg-options`` pairs, dotted keys to values.
-
-    Raises:
-        ConfigError: the file is missing or unreadable, its model has no ``RepVGG``
-            backbone, it resolves types outside the ``mmrepvgg`` scope, or an override
-            key is a typo.
-    """
+    """Read an mmengine config that builds this project's RepVGG, apply ``--cfg-options``;
+    a ConfigError when unreadable, not a RepVGG of the ``mmrepvgg`` scope, or a key is a typo."""
     cfg = read_config(config_path)
     model = cfg.get('model')
     backbone = model.get('backbone') if isinstance(model, dict) else None

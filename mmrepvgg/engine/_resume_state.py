@@ -1,12 +1,8 @@
-"""A resumed training state (optimizer, schedulers, message hub), checked as data against
-the run before mmengine or torch loads it: torch and mmengine trust what they get (a
-scheduler's ``load_state_dict`` is ``__dict__.update``; shared nested lists unfold into
-gigabytes when copied per reference). :func:`check_training_state` refuses shared
-containers of containers, over-large trees, anything but plain data, and any structure
-other than the run's own ``state_dict()``.
-"""
+"""A resumed training state (optimizer, schedulers, message hub) checked as data against the
+run before torch and mmengine, which trust it, load it (a scheduler's ``load_state_dict`` is
+``__dict__.update``; shared nested lists unfold into gigabytes when copied per reference)."""
 from collections import deque
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 import torch
@@ -20,7 +16,6 @@ MAX_STATE_NODES = 1_000_000
 CONTAINERS = (dict, list, tuple, set, frozenset)
 DATA_LEAVES = (str, bytes, bool, int, float, type(None), torch.Tensor, np.ndarray, np.generic,
                HistoryBuffer)
-MESSAGE_HUB_KEYS = ('log_scalars', 'runtime_info', 'resumed_keys')
 MESSAGE_HUB_VALUE_TYPES = {'log_scalars': HistoryBuffer, 'resumed_keys': bool}
 # Message hub entries that mmengine's hooks and loops act on, and the type each must have
 # (CheckpointHook builds file names to delete from keep_ckpt_ids).
@@ -35,21 +30,14 @@ class _Refused(Exception):
 def check_training_state(checkpoint: dict, optim_wrapper: Optional[OptimWrapper],
                          param_schedulers: Any, message_hub: MessageHub,
                          filename: str) -> None:
-    """Raise unless the training state of ``checkpoint`` fits this run, as data.
-
-    Args:
-        optim_wrapper: the run's built wrapper (or :class:`OptimWrapperDict`), or None
-            when mmengine will not load the entry either.
-        param_schedulers: the run's built schedulers: a list, a dict of lists, or None.
-
-    Raises:
-        CheckpointError: one line naming the entry, what is wrong and what to do.
-    """
+    """Raise a one-line CheckpointError unless the training state of ``checkpoint`` is plain,
+    bounded data with the structure of this run's built ``optim_wrapper`` (None: not loaded)
+    and ``param_schedulers`` (a list, a dict of lists, or None)."""
     sections = [('message_hub', message_hub.state_dict(), _check_message_hub)]
     if optim_wrapper is not None:
         sections.append(('optimizer', optim_wrapper, _check_optimizer))
     if param_schedulers is not None:
-        sections.append(('param_schedulers', param_schedulers, _check_schedulers))
+        sections.append(('param_schedulers', _scheduler_states(param_schedulers), _check_like))
     try:
         for key, run_side, check in sections:
             if key in checkpoint:
@@ -110,8 +98,7 @@ def _check_like(reference: Any, loaded: Any, path: str) -> None:
 
 
 def _kind(value: Any) -> str:
-    """Numbers are one kind (a float hyperparameter may be stored as an int); a bool is not
-    a number here."""
+    # A float hyperparameter may be stored as an int; a bool is no number here.
     if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
         return 'number'
     return type(value).__name__
@@ -135,25 +122,25 @@ def _require_keys(loaded: Any, keys: List[Any], path: str) -> None:
                                          f'a key {extra[0]!r} this run does not have'))
 
 
-def _check_optimizer(optim_wrapper: OptimWrapper, loaded: Any, where: str) -> None:
-    if isinstance(optim_wrapper, OptimWrapperDict):
-        wrappers = dict(optim_wrapper.items())
-        _require_keys(loaded, list(wrappers), where)
-        for name, wrapper in wrappers.items():
-            _check_one_optimizer(wrapper, loaded[name], f'{where}.{name}')
-    else:
-        _check_one_optimizer(optim_wrapper, loaded, where)
-
-
-def _check_one_optimizer(wrapper: OptimWrapper, loaded: Any, where: str) -> None:
+def _check_optimizer(wrapper: OptimWrapper, loaded: Any, where: str) -> None:
     """The wrapper's state (param groups, an AMP loss scaler) like the run's; each
     parameter's state tensors of that parameter's shape, or scalars."""
+    if isinstance(wrapper, OptimWrapperDict):
+        _require_keys(loaded, list(wrapper.keys()), where)
+        for name, each_wrapper in wrapper.items():
+            _check_optimizer(each_wrapper, loaded[name], f'{where}.{name}')
+        return
     reference = wrapper.state_dict()
     _require_keys(loaded, list(reference), where)
     for key, value in reference.items():
         if key != 'state':
             _check_like(value, loaded[key], f'{where}.{key}')
-    parameters = _parameters_by_stored_id(wrapper.optimizer, loaded['param_groups'], where)
+    parameters = {}  # the run's parameter each stored id stands for: torch pairs by position
+    for group, loaded_group in zip(wrapper.optimizer.param_groups, loaded['param_groups']):
+        for stored_id, parameter in zip(loaded_group['params'], group['params']):
+            if stored_id in parameters:
+                raise _Refused(f'{where}.param_groups names parameter {stored_id} twice')
+            parameters[stored_id] = parameter
     if not isinstance(loaded['state'], dict):
         raise _Refused(f'{where}.state is {_describe(loaded["state"])}, not a dict')
     for stored_id, parameter_state in loaded['state'].items():
@@ -171,32 +158,16 @@ def _check_one_optimizer(wrapper: OptimWrapper, loaded: Any, where: str) -> None
                 raise _Refused(f'{path}.{name} is {_describe(value)}, not a tensor or number')
 
 
-def _parameters_by_stored_id(optimizer: torch.optim.Optimizer, loaded_groups: List[dict],
-                             where: str) -> Dict[int, torch.Tensor]:
-    """The run's parameter each stored id stands for: torch pairs them by position."""
-    parameters = {}
-    for group, loaded_group in zip(optimizer.param_groups, loaded_groups):
-        for stored_id, parameter in zip(loaded_group['params'], group['params']):
-            if stored_id in parameters:
-                raise _Refused(f'{where}.param_groups names parameter {stored_id} twice')
-            parameters[stored_id] = parameter
-    return parameters
-
-
-def _check_schedulers(param_schedulers: Any, loaded: Any, where: str) -> None:
-    """Each scheduler's state with exactly the run's keys (``load_state_dict`` sets every
-    stored key as an attribute) and values of the same structure."""
+def _scheduler_states(param_schedulers: Any) -> Any:
+    # Checked for exactly these keys: a scheduler's load_state_dict sets each as an attribute.
     if isinstance(param_schedulers, dict):
-        _require_keys(loaded, list(param_schedulers), where)
-        for name, schedulers in param_schedulers.items():
-            _check_like([s.state_dict() for s in schedulers], loaded[name], f'{where}.{name}')
-    else:
-        _check_like([s.state_dict() for s in param_schedulers], loaded, where)
+        return {name: _scheduler_states(each) for name, each in param_schedulers.items()}
+    return [scheduler.state_dict() for scheduler in param_schedulers]
 
 
 def _check_message_hub(reference: dict, loaded: Any, where: str) -> None:
     _require_keys(loaded, list(reference), where)
-    for section in MESSAGE_HUB_KEYS:
+    for section in reference:  # log_scalars, runtime_info, resumed_keys: dicts
         entries = loaded[section]
         if not isinstance(entries, dict):
             raise _Refused(f'{where}.{section} is {_describe(entries)}, not a dict')

@@ -1,5 +1,4 @@
-"""What tools/train.py and tools/test.py do, callable in process: :func:`run_train` and
-:func:`run_test` (which returns the metrics of mmengine's ``Runner.test()``)."""
+"""What tools/train.py and tools/test.py do, callable in process."""
 import contextlib
 import json
 import os
@@ -18,9 +17,7 @@ from ..registry import RUNNERS
 from ._config import ConfigError, load_repvgg_config
 from .safe_runner import RepVGGRunner
 
-TEST_METRICS_PREFIX = 'test metrics: '
 LAUNCHERS = ('none', 'pytorch', 'slurm')
-DEFAULT_MASTER_PORT = '29500'
 # What each launcher reads from the environment, and what sets it.
 LAUNCHER_VARIABLES = {
     'pytorch': (('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'),
@@ -33,7 +30,7 @@ LAUNCHER_VARIABLES = {
 def format_test_metrics(metrics: Dict[str, float]) -> str:
     """The line tools/test.py prints last, e.g. ``test metrics: {"accuracy/top1": 96.1}``
     (numpy scalars, as mmseg's IoUMetric gives, written as numbers to 6 decimals)."""
-    return TEST_METRICS_PREFIX + json.dumps(metrics, default=lambda value: round(float(value), 6))
+    return 'test metrics: ' + json.dumps(metrics, default=lambda value: round(float(value), 6))
 
 
 def _set_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> None:
@@ -49,8 +46,7 @@ def _set_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> Non
 
 
 def _check_dataloaders(cfg: Config, loader_names: Iterable[str], config_path: str) -> None:
-    """Fail before the Runner starts on a bad ``batch_size`` or ``num_workers``, or on
-    missing data folders."""
+    """Fail before the Runner starts on a bad ``batch_size``, ``num_workers`` or data folder."""
     # (key, default, smallest value, what to set, an example)
     integer_keys = (('batch_size', None, 1, 'a positive integer', 32),
                     ('num_workers', 0, 0, '0 (load in the main process) or more', 2))
@@ -69,8 +65,7 @@ def _check_dataloaders(cfg: Config, loader_names: Iterable[str], config_path: st
 
 
 def _check_data_folders(dataset: dict, loader_name: str, config_path: str) -> None:
-    """A dataset's ``data_root`` must be a local folder, and its image folder
-    (``data_prefix``) one inside it."""
+    """``data_root`` must be a local folder, and ``data_prefix`` one inside it."""
     data_root = dataset.get('data_root')
     if not isinstance(data_root, str) or not data_root:
         return
@@ -98,8 +93,7 @@ def _check_data_folders(dataset: dict, loader_name: str, config_path: str) -> No
 
 
 def _slurm_process_env(environ: Mapping[str, str]) -> Dict[str, str]:
-    """The torch ``env://`` variables of one process of a Slurm job step (``MASTER_ADDR``
-    defaults to the job's first host, ``MASTER_PORT`` to 29500)."""
+    """The torch ``env://`` variables of one process of a Slurm job step."""
     master_addr = environ.get('MASTER_ADDR')
     if not master_addr:
         master_addr = subprocess.check_output(
@@ -107,14 +101,13 @@ def _slurm_process_env(environ: Mapping[str, str]) -> Dict[str, str]:
             text=True).split()[0]
     return dict(RANK=environ['SLURM_PROCID'], WORLD_SIZE=environ['SLURM_NTASKS'],
                 LOCAL_RANK=environ['SLURM_LOCALID'], MASTER_ADDR=master_addr,
-                MASTER_PORT=environ.get('MASTER_PORT', DEFAULT_MASTER_PORT))
+                MASTER_PORT=environ.get('MASTER_PORT', '29500'))
 
 
 def _setup_distributed(cfg: Config, launcher: str) -> None:
-    """Record ``launcher`` in ``cfg``; without CUDA, also join the gloo process group and
-    ask for a DDP wrapper without device ids: mmengine's ``torch.cuda.set_device`` and
-    ``device_ids=[LOCAL_RANK]`` fail on a CPU-only machine, and the Runner skips its own
-    initialisation once the group exists."""
+    """Record ``launcher`` in ``cfg``; without CUDA, also join the gloo group and ask for a
+    DDP wrapper without device ids (mmengine's ``torch.cuda.set_device`` and
+    ``device_ids=[LOCAL_RANK]`` fail on CPU; the Runner skips its init once the group exists)."""
     if launcher not in LAUNCHERS:
         raise ValueError(f'launcher must be one of {LAUNCHERS}, got {launcher!r}')
     names, fix = LAUNCHER_VARIABLES.get(launcher, ((), ''))
@@ -144,12 +137,7 @@ def prepare_test_config(cfg: Config,
                         out: Optional[str] = None,
                         launcher: str = 'none') -> Config:
     """Apply tools/test.py's options to ``cfg`` (in place) and start distribution;
-    ``out`` is a new ``.pkl`` file for every prediction.
-
-    Raises:
-        ConfigError: the checkpoint is missing, ``out`` is not a new ``.pkl`` path, the
-            test dataloader cannot work, or the launcher lacks its environment.
-    """
+    ``out`` is a new ``.pkl`` file for every prediction. Raises ConfigError on bad input."""
     if not os.path.isfile(checkpoint_path):
         raise ConfigError(f'{checkpoint_path}: no such checkpoint file; check the path')
     _set_work_dir(cfg, config_path, work_dir)
@@ -170,11 +158,8 @@ def prepare_test_config(cfg: Config,
 
 
 def build_runner(cfg: Config) -> Runner:
-    """The Runner of ``cfg``: :class:`RepVGGRunner`, or the ``runner_type`` it names.
-
-    Raises:
-        ConfigError: an entry of the config does not build (the builder's message).
-    """
+    """The Runner of ``cfg`` (:class:`RepVGGRunner` or its ``runner_type``); a ConfigError
+    when an entry does not build."""
     try:
         if 'runner_type' in cfg:
             return RUNNERS.build(cfg)
@@ -192,18 +177,8 @@ def run_train(config_path: str,
               auto_scale_lr: bool = False,
               launcher: str = 'none') -> Runner:
     """Train as tools/train.py does; return the Runner (its ``work_dir`` holds the
-    checkpoints).
-
-    Args:
-        work_dir: defaults to ``cfg.work_dir``, else ``work_dirs/<config name>``.
-        resume: ``'auto'`` (the work dir's latest checkpoint) or a checkpoint path.
-        amp: mixed precision (``AmpOptimWrapper``); needs a GPU.
-        auto_scale_lr: scale the lr from ``auto_scale_lr.base_batch_size`` to the batch.
-        launcher: one of :data:`LAUNCHERS`.
-
-    Raises:
-        ConfigError, CheckpointError: bad input, before training starts.
-    """
+    checkpoints). ``resume``: ``'auto'`` (the work dir's latest checkpoint) or a path.
+    Bad input is a ConfigError or CheckpointError before training starts."""
     cfg = load_repvgg_config(config_path, cfg_options)
     _set_work_dir(cfg, config_path, work_dir)
     if amp:
@@ -234,17 +209,10 @@ def run_test(config_path: str,
              cfg_options: Optional[Dict[str, Any]] = None,
              out: Optional[str] = None,
              launcher: str = 'none') -> Dict[str, float]:
-    """Evaluate a checkpoint (a path, an ``http(s)://`` URL or a model zoo name) as
-    tools/test.py does (see :func:`prepare_test_config`); a checkpoint that does not fit
-    the model exactly is refused before any image is evaluated.
-
-    Returns:
-        The metrics of ``Runner.test()``, e.g. ``{'accuracy/top1': 95.0}``.
-
-    Raises:
-        ConfigError, CheckpointError: bad input, before any image is evaluated.
-        FileExistsError: ``out`` appeared while the test ran (it is kept).
-    """
+    """Evaluate a checkpoint (path, URL or zoo name) as tools/test.py does; return the
+    metrics of ``Runner.test()``, e.g. ``{'accuracy/top1': 95.0}``. Bad input (a misfit
+    checkpoint) is a ConfigError or CheckpointError before any image; a FileExistsError
+    when ``out`` appeared while the test ran (it is kept)."""
     cfg = load_repvgg_config(config_path, cfg_options)
     checkpoint = checkpoint_file(checkpoint_path)
     prepare_test_config(cfg, config_path, checkpoint, work_dir, out, launcher)

@@ -1,11 +1,6 @@
-"""mmengine's Runner, loading checkpoints through mmrepvgg's reader with exact fitting.
-
-mmengine loads non-strictly (a misfit tensor is a log line; the run goes on with random
-layers) and its ``resume`` runs the checkpoint's config text as code. Here ``test()``,
-``val()`` and ``resume`` fit exactly (``resume`` also checks the training state, see
-:mod:`._resume_state`); ``train()`` with ``load_from`` fits the backbone exactly. Each
-refusal is one :class:`~mmrepvgg.checkpoint.CheckpointError` line.
-"""
+"""mmengine's Runner loading checkpoints through mmrepvgg's reader: exact fitting for
+``test()``, ``val()`` and ``resume`` (mmengine's is non-strict, and its resume runs the
+checkpoint's config text), the backbone exactly for ``load_from`` in ``train()``."""
 from typing import Any, Optional
 
 import torch
@@ -61,8 +56,8 @@ def _fit_into_runner(runner: Runner, checkpoint: dict, filename: str, mode: str)
 
 
 def _first_non_finite_field(value: Any, name: str, depth: int = 0) -> Optional[str]:
-    """The name of the first floating-point tensor in ``value`` (a tensor, a data element
-    or a list of them) holding NaN or an infinity, else None."""
+    """The name of the first float tensor in ``value`` (a tensor, a data element or a list of
+    them) holding NaN or an infinity, else None."""
     if isinstance(value, torch.Tensor):
         finite = not value.is_floating_point() or bool(torch.isfinite(value).all())
         return None if finite else name
@@ -79,9 +74,9 @@ def _first_non_finite_field(value: Any, name: str, depth: int = 0) -> Optional[s
 
 
 class _FiniteOutputsCheck(Hook):
-    """Refuse a model whose test outputs hold NaN or an infinity, at the first such batch:
-    its metrics (0 %, exit 0) would describe damaged weights. Validation during training is
-    left alone: a diverging run shows it in its metrics and keeps its checkpoints."""
+    """Refuse a model whose test outputs hold NaN or an infinity: its metrics (0 %, exit 0)
+    would describe damaged weights. Validation in training is left alone (a diverging run
+    shows it in its metrics and keeps its checkpoints)."""
     priority = 'VERY_HIGH'
 
     def after_test_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
@@ -97,8 +92,8 @@ class _FiniteOutputsCheck(Hook):
 
 @RUNNERS.register_module()
 class RepVGGRunner(Runner):
-    """:class:`mmengine.runner.Runner` whose ``load_checkpoint`` is safe and exact (see
-    the module docstring), and whose test outputs must be finite."""
+    """:class:`mmengine.runner.Runner` whose ``load_checkpoint`` is safe and exact, and whose
+    test outputs must be finite; each refusal is one CheckpointError line."""
 
     # 'exact' (test, val, resume) or 'finetune' (load_from of a training run).
     _fit_mode = 'exact'
@@ -109,9 +104,8 @@ class RepVGGRunner(Runner):
         self.register_hook(_FiniteOutputsCheck())
 
     def build_logger(self, *args, **kwargs) -> MMLogger:
-        """mmengine's logger, under a name (``_2``, ``_3``... added) no earlier run of
-        this process holds: mmengine names it by config and start second and reuses an
-        instance of that name, so a second run in that second would log into the first's."""
+        """mmengine's logger under a name (``_2``, ``_3``... added) no earlier run of this
+        process holds: mmengine names it by config and start second and reuses instances."""
         base_name, run = self._experiment_name, 1
         while (MMLogger.check_instance_created(self._experiment_name)
                or Visualizer.check_instance_created(self._experiment_name)):
@@ -127,8 +121,7 @@ class RepVGGRunner(Runner):
             self._fit_mode = 'exact'
 
     def resume(self, filename: str, *args, **kwargs) -> None:
-        """mmengine's resume through :meth:`load_checkpoint`; a training state that does
-        not fit this run is a CheckpointError too."""
+        """mmengine's resume; a training state that does not fit this run is a CheckpointError."""
         self._resuming = True
         try:
             super().resume(filename, *args, **kwargs)
@@ -147,13 +140,8 @@ class RepVGGRunner(Runner):
 
     def load_checkpoint(self, filename: str, map_location='cpu', strict: bool = False,
                         revise_keys=None) -> dict:
-        """Read ``filename`` safely, check it fits the model, load it; return it. Tensors
-        are read on the CPU and the fitting maps wrapper prefixes, so ``map_location`` and
-        ``revise_keys`` are unused.
-
-        Raises:
-            CheckpointError: unreadable, not resumable, or not fitting the model.
-        """
+        """Read ``filename`` safely, check it fits the model, load it and return it (on the
+        CPU; the fitting maps wrapper prefixes, so ``revise_keys`` is unused)."""
         checkpoint = _without_config_text(load_checkpoint_file(filename))
         exact = strict or self._resuming or self._fit_mode == 'exact'
         if self._resuming:
@@ -163,8 +151,7 @@ class RepVGGRunner(Runner):
         return checkpoint
 
     def _check_training_state(self, checkpoint: dict, filename: str) -> None:
-        """Build the optimizer and schedulers as mmengine's resume does next (``train()``
-        has built them already), and check the stored state against them."""
+        # Build the optimizer and schedulers as mmengine's resume does next, to check against.
         has_optimizer_state = 'optimizer' in checkpoint or 'param_schedulers' in checkpoint
         if has_optimizer_state and self.optim_wrapper is not None:
             self.optim_wrapper = self.build_optim_wrapper(self.optim_wrapper)
@@ -177,9 +164,8 @@ class RepVGGRunner(Runner):
 @HOOKS.register_module()
 class RepVGGCheckpointGuard(Hook):
     """For a tool that builds mmengine's own Runner whatever ``runner_type`` says (mmseg's
-    ``tools/test.py``): loads ``load_from`` as :class:`RepVGGRunner` would, before
-    mmengine's non-strict load (then skipped), and refuses ``resume`` with a CheckpointError.
-    """
+    ``tools/test.py``): loads ``load_from`` as :class:`RepVGGRunner` would, before mmengine's
+    non-strict load (then skipped), and refuses ``resume``."""
     priority = 'VERY_HIGH'
 
     def before_run(self, runner: Runner) -> None:
