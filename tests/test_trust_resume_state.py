@@ -14,6 +14,7 @@ import uuid
 
 import pytest
 import torch
+from mmengine.hooks import CheckpointHook
 from mmengine.logging import MessageHub
 from mmengine.optim import CosineAnnealingLR, LinearLR, OptimWrapper
 from torch import nn
@@ -195,9 +196,73 @@ def test_the_runner_checks_the_state_before_mmengine_sees_it(tmp_path):
         _resuming=True, _fit_mode='exact', model=run.model, logger=logging.getLogger('test'),
         optim_wrapper=run.optim_wrapper, param_schedulers=run.param_schedulers,
         message_hub=run.message_hub, build_optim_wrapper=lambda built: built,
-        build_param_scheduler=lambda built: built,
+        build_param_scheduler=lambda built: built, work_dir=str(tmp_path), hooks=[],
         call_hook=lambda *args, **kwargs: pytest.fail('reached the model'))
-    runner._check_training_state = types.MethodType(RepVGGRunner._check_training_state,
-                                                    runner)
+    for method in ('_check_training_state', '_checkpoint_dirs'):
+        setattr(runner, method, types.MethodType(getattr(RepVGGRunner, method), runner))
     with pytest.raises(CheckpointError, match='momentum_buffer is a tensor of shape'):
         RepVGGRunner.load_checkpoint(runner, str(path))
+
+
+def best_checkpoint_hook_run(tmp_path, best_ckpt: str):
+    """mmengine's CheckpointHook keeping the best top-1, in a run whose resumed message hub
+    names ``best_ckpt`` as the previous best checkpoint."""
+    hub = MessageHub.get_instance(f'best_{uuid.uuid4().hex}')
+    hub.update_info('best_ckpt', best_ckpt)
+    hub.update_info('best_score', 0.25)
+    runner = types.SimpleNamespace(work_dir=str(tmp_path / 'work'), message_hub=hub, epoch=3,
+                                   iter=30, logger=logging.getLogger('test'),
+                                   save_checkpoint=lambda *args, **kwargs: None)
+    return CheckpointHook(save_best='accuracy/top1', rule='greater'), runner
+
+
+def test_mmengine_deletes_whatever_a_resumed_best_checkpoint_names(tmp_path):
+    """The reference for the refusals below: on the next best score, CheckpointHook removes
+    the file (or the whole folder) the message hub called the previous best."""
+    victim = tmp_path / 'thesis'
+    victim.mkdir()
+    (victim / 'chapter1.tex').write_text('years of work')
+    hook, runner = best_checkpoint_hook_run(tmp_path, str(victim))
+    hook.before_train(runner)
+    hook._save_best_checkpoint(runner, {'accuracy/top1': 0.5})
+    assert not victim.exists()
+
+
+@pytest.mark.parametrize('best_ckpt', ['{tmp}/thesis', '{tmp}/work/../thesis', '/etc/passwd',
+                                       'thesis'])
+def test_a_best_checkpoint_outside_the_runs_checkpoint_folder_is_refused(tmp_path, best_ckpt):
+    state = trained_state(tmp_path)
+    best_ckpt = best_ckpt.format(tmp=tmp_path)
+    state['message_hub']['runtime_info'].update(best_ckpt=best_ckpt, best_score=0.25)
+    with pytest.raises(CheckpointError) as refused:
+        check_training_state(state, None, None, small_run().message_hub, FILENAME,
+                             [str(tmp_path / 'work')])
+    assert str(refused.value) == REFUSAL.format(
+        f"message_hub.runtime_info.best_ckpt names {best_ckpt!r}, outside this run's "
+        f"checkpoint folder {tmp_path / 'work'}, which mmengine would delete")
+
+
+def test_a_best_checkpoint_the_run_wrote_is_accepted(tmp_path):
+    """As CheckpointHook records it: in its out_dir joined with the work dir's name."""
+    state = trained_state(tmp_path)
+    best_ckpt = str(tmp_path / 'out' / 'work' / 'best_accuracy_top1_epoch_2.pth')
+    state['message_hub']['runtime_info'].update(best_ckpt=best_ckpt, best_score=0.25)
+    check_training_state(state, None, None, small_run().message_hub, FILENAME,
+                         [str(tmp_path / 'out')])
+
+
+def test_a_best_score_that_is_not_a_number_is_refused(tmp_path):
+    state = trained_state(tmp_path)
+    state['message_hub']['runtime_info']['best_score_accuracy/top1'] = '0.9'
+    assert refusal_of(state) == REFUSAL.format(
+        "message_hub.runtime_info.best_score_accuracy/top1 is a str, not a number")
+
+
+def test_the_runner_confines_best_checkpoints_to_its_checkpoint_hooks_folders(tmp_path):
+    runner = types.SimpleNamespace(
+        work_dir=str(tmp_path / 'work'),
+        hooks=[CheckpointHook(out_dir=str(tmp_path / 'out')), CheckpointHook()])
+    expected = [str(tmp_path / 'out'), str(tmp_path / 'work')]
+    assert RepVGGRunner._checkpoint_dirs(runner) == expected
+    runner.hooks = []
+    assert RepVGGRunner._checkpoint_dirs(runner) == [str(tmp_path / 'work')]

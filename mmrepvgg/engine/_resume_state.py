@@ -1,8 +1,9 @@
 """A resumed training state (optimizer, schedulers, message hub) checked as data against the
 run before torch and mmengine, which trust it, load it (a scheduler's ``load_state_dict`` is
 ``__dict__.update``; shared nested lists unfold into gigabytes when copied per reference)."""
+import os
 from collections import deque
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -28,11 +29,12 @@ class _Refused(Exception):
 
 
 def check_training_state(checkpoint: dict, optim_wrapper: Optional[OptimWrapper],
-                         param_schedulers: Any, message_hub: MessageHub,
-                         filename: str) -> None:
+                         param_schedulers: Any, message_hub: MessageHub, filename: str,
+                         checkpoint_dirs: Sequence[str] = ()) -> None:
     """Raise a one-line CheckpointError unless the training state of ``checkpoint`` is plain,
     bounded data with the structure of this run's built ``optim_wrapper`` (None: not loaded)
-    and ``param_schedulers`` (a list, a dict of lists, or None)."""
+    and ``param_schedulers`` (a list, a dict of lists, or None), and its best checkpoints
+    lie in ``checkpoint_dirs``, the folders this run's CheckpointHooks write to."""
     sections = [('message_hub', message_hub.state_dict(), _check_message_hub)]
     if optim_wrapper is not None:
         sections.append(('optimizer', optim_wrapper, _check_optimizer))
@@ -43,6 +45,8 @@ def check_training_state(checkpoint: dict, optim_wrapper: Optional[OptimWrapper]
             if key in checkpoint:
                 _check_plain_bounded_tree(checkpoint[key], key)
                 check(run_side, checkpoint[key], key)
+        if 'message_hub' in checkpoint:
+            _check_best_checkpoints(checkpoint['message_hub']['runtime_info'], checkpoint_dirs)
     except _Refused as refusal:
         raise CheckpointError(
             f'{filename}: cannot resume from it, its training state does not fit this run '
@@ -187,3 +191,29 @@ def _check_message_hub(reference: dict, loaded: Any, where: str) -> None:
             if wrong:
                 spelled = 'a list of int' if step_list else f'a {expected.__name__}'
                 raise _Refused(f'{where}.{section}.{key} is {_describe(value)}, not {spelled}')
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether ``path`` names an entry directly in ``folder`` or below it (links of the
+    folders resolved, not of the entry: deleting a link deletes the link)."""
+    if '://' in folder:  # a remote backend's prefix: compared as text
+        return path.startswith(folder.rstrip('/') + '/') and '..' not in path.split('/')
+    parent = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    return os.path.commonpath([parent, os.path.realpath(folder)]) == os.path.realpath(folder)
+
+
+def _check_best_checkpoints(runtime_info: dict, checkpoint_dirs: Sequence[str]) -> None:
+    # CheckpointHook deletes (file) or rmtree's (folder) the previous best_ckpt* on a new
+    # best score, and compares the score with best_score*.
+    where = 'message_hub.runtime_info'
+    for key, value in runtime_info.items():
+        if key.startswith('best_score') and (isinstance(value, bool)
+                                             or not isinstance(value, (int, float))):
+            raise _Refused(f'{where}.{key} is {_describe(value)}, not a number')
+        if not key.startswith('best_ckpt') or value is None:
+            continue
+        if not isinstance(value, str):
+            raise _Refused(f'{where}.{key} is {_describe(value)}, not a str')
+        if not any(_inside(value, folder) for folder in checkpoint_dirs):
+            raise _Refused(f'{where}.{key} names {value!r}, outside this run\'s checkpoint '
+                           f'folder {", ".join(checkpoint_dirs)}, which mmengine would delete')

@@ -4,7 +4,7 @@ checkpoint's config text), the backbone exactly for ``load_from`` in ``train()``
 from typing import Any, Optional
 
 import torch
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import MMLogger
 from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop, Runner
@@ -158,7 +158,14 @@ class RepVGGRunner(Runner):
             if self.param_schedulers is not None:
                 self.param_schedulers = self.build_param_scheduler(self.param_schedulers)
         check_training_state(checkpoint, self.optim_wrapper if has_optimizer_state else None,
-                             self.param_schedulers, self.message_hub, filename)
+                             self.param_schedulers, self.message_hub, filename,
+                             self._checkpoint_dirs())
+
+    def _checkpoint_dirs(self) -> list:
+        # Each CheckpointHook writes to its out_dir (before_train appends the work dir's
+        # name) or the work dir; a run without one deletes no best checkpoint.
+        return [hook.out_dir or self.work_dir for hook in self.hooks
+                if isinstance(hook, CheckpointHook)] or [self.work_dir]
 
 
 @HOOKS.register_module()
