@@ -1,8 +1,4 @@
-"""Checkpoints: one reader, one way into a model, atomic writing (docs/checkpoints.md).
-
-:func:`load_checkpoint` reads and fits weights into a model; :func:`load_checkpoint_file`
-reads a path or URL as inert data; the writers never leave a half-written file.
-"""
+"""Checkpoints: one reader, one way into a model, atomic writing (docs/checkpoints.md)."""
 from . import pretrained  # noqa: F401  (registers mmrepvgg.Pretrained)
 from .errors import CheckpointError
 from .fitting import FittedState, load_checkpoint

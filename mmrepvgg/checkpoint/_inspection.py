@@ -13,12 +13,11 @@ _BLOCK_KERNEL = re.compile(
 
 
 class _ArchShape(NamedTuple):
-    """The shape facts that tell RepVGG variants apart; ``groups`` is ``{block index
-    (stem = 0): groups}`` of the grouped blocks."""
+    """The shape facts that tell RepVGG variants apart."""
     stem_width: int
     depths: Tuple[int, ...]
     widths: Tuple[int, ...]
-    groups: Dict[int, int]
+    groups: Dict[int, int]  # {block index (stem = 0): groups} of the grouped blocks
     has_se: bool
 
 
@@ -50,7 +49,6 @@ def _arch_shape_of_state(backbone: StateDict) -> _ArchShape:
 
 
 def _arch_shape_of_setting(name: str) -> _ArchShape:
-    """The :class:`_ArchShape` a published variant builds."""
     arch = resolve_arch(name)
     groups = {index: count for index, count in (arch['group_layer_map'] or {}).items()
               if count > 1 and index <= sum(arch['num_blocks'])}

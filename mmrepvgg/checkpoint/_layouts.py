@@ -1,9 +1,5 @@
 """Key layouts of RepVGG checkpoints (mmrepvgg/mmpretrain, official, timm) as data, and
-their renaming to and from this project's keys; tensors are never changed.
-
-Stages count from 1 in this project's and the official layout (whose ``stage0`` is the
-stem) and from 0 in timm's.
-"""
+their renaming to and from this project's keys; tensors are never changed."""
 import re
 from dataclasses import dataclass
 from typing import Dict, Iterable, Mapping, NamedTuple, Optional, Tuple
@@ -16,14 +12,12 @@ _NUMBER = '(?:0|[1-9][0-9]*)'
 
 @dataclass(frozen=True)
 class _KeyLayout:
-    """How one source names the modules of a RepVGG: ``name`` is what ``--src-format``
-    calls it; ``stage_block`` is formatted with ``stage`` (stage 1 is ``first_stage``) and
-    ``index``; the parts are ``(name in this layout, name in this project)``."""
+    """How one source (``--src-format name``) names the modules of a RepVGG."""
     name: str
     stem: str
-    stage_block: str
-    first_stage: int
-    block_parts: Tuple[Tuple[str, str], ...]
+    stage_block: str  # formatted with stage and index
+    first_stage: int  # stage 1's number (the official stage0 is the stem)
+    block_parts: Tuple[Tuple[str, str], ...]  # (name in this layout, name in this project)
     head_parts: Tuple[Tuple[str, str], ...]
 
     def block_pattern(self) -> 're.Pattern':
@@ -48,21 +42,18 @@ PROJECT_LAYOUT = _KeyLayout(
     name='mmrepvgg', stem='stem', stage_block='stage_{stage}.{index}', first_stage=1,
     block_parts=tuple((part, part) for part in _PROJECT_BLOCK_PARTS),
     head_parts=(('head.fc', 'head.fc'), ))
-
 OFFICIAL_LAYOUT = _KeyLayout(
     name='official', stem='stage0', stage_block='stage{stage}.{index}', first_stage=1,
     block_parts=tuple(zip(('rbr_dense.conv', 'rbr_dense.bn', 'rbr_1x1.conv', 'rbr_1x1.bn',
                            'rbr_identity', 'rbr_reparam', 'se.down', 'se.up'),
                           _PROJECT_BLOCK_PARTS)),
     head_parts=(('linear', 'head.fc'), ))
-
 TIMM_LAYOUT = _KeyLayout(
     name='timm', stem='stem', stage_block='stages.{stage}.{index}', first_stage=0,
     block_parts=tuple(zip(('conv_kxk.conv', 'conv_kxk.bn', 'conv_1x1.conv', 'conv_1x1.bn',
                            'identity', 'reparam_conv', 'attn.fc1', 'attn.fc2'),
                           _PROJECT_BLOCK_PARTS)),
     head_parts=(('head.fc', 'head.fc'), ))
-
 LAYOUTS: Dict[str, _KeyLayout] = {
     layout.name: layout for layout in (PROJECT_LAYOUT, OFFICIAL_LAYOUT, TIMM_LAYOUT)}
 
@@ -78,19 +69,17 @@ class LayoutError(ValueError):
 
 
 class ProjectState(NamedTuple):
-    """A checkpoint renamed to this project's layout: ``form`` is ``'train'`` or
-    ``'deploy'``; ``source_prefix`` where the RepVGG sat (``'backbone.'``); ``backbone`` its
-    tensors keyed relative to it; ``rest`` the others, keyed from the model root."""
+    """A checkpoint renamed to this project's layout."""
     layout: str
-    form: str
-    source_prefix: str
-    backbone: StateDict
-    rest: StateDict
+    form: str  # 'train' or 'deploy'
+    source_prefix: str  # where the RepVGG sat, e.g. 'backbone.'
+    backbone: StateDict  # keyed from the backbone
+    rest: StateDict  # keyed from the model root
 
 
 def _unwrap_state_dict(checkpoint: object) -> StateDict:
     """The tensors of a checkpoint, bare or wrapped, without DistributedDataParallel's
-    ``module.`` prefix; raises :class:`LayoutError` if it holds none."""
+    ``module.`` prefix."""
     state_dict = checkpoint
     for wrapper in STATE_DICT_WRAPPERS:
         if isinstance(state_dict, Mapping) and isinstance(state_dict.get(wrapper), Mapping):
@@ -110,8 +99,7 @@ def _unwrap_state_dict(checkpoint: object) -> StateDict:
 
 
 def detect_layout(state_dict: Iterable[str]) -> _KeyLayout:
-    """The layout naming the most block tensors of ``state_dict``'s keys; raises
-    :class:`LayoutError` if no key names one in any layout."""
+    """The layout naming the most block tensors of ``state_dict``'s keys."""
     keys = list(state_dict)
     counts = {name: len(list(filter(layout.block_pattern().match, keys)))
               for name, layout in LAYOUTS.items()}
@@ -124,8 +112,8 @@ def detect_layout(state_dict: Iterable[str]) -> _KeyLayout:
 
 def to_project_layout(state_dict: StateDict, layout: Optional[_KeyLayout] = None) -> ProjectState:
     """Rename ``state_dict`` (unwrapped) from ``layout`` (detected when ``None``) to this
-    project's; raises :class:`LayoutError` for no or several RepVGG backbones, mixed
-    forms, or (external layouts) keys of neither the backbone nor the head."""
+    project's; raises :class:`LayoutError` for no or several RepVGG backbones, mixed forms,
+    or (external layouts) keys of neither the backbone nor the head."""
     layout = layout or detect_layout(state_dict)
     pattern = layout.block_pattern()
     block_parts = dict(layout.block_parts)
@@ -154,27 +142,22 @@ def to_project_layout(state_dict: StateDict, layout: Optional[_KeyLayout] = None
     if len(prefixes) > 1:
         raise LayoutError(f'holds several RepVGG backbones (under {sorted(prefixes)}); '
                           'extract one state dict first')
-    source_prefix = prefixes.pop()
+    head = rest
     if layout is not PROJECT_LAYOUT:
-        rest = _rename_head(rest, layout)
+        head = {}
+        for key, tensor in rest.items():
+            for source_part, project_part in layout.head_parts:
+                if key.startswith(source_part + '.'):
+                    head[project_part + key[len(source_part):]] = tensor
+                    break
+            else:
+                raise LayoutError(f'key {key!r} is neither a RepVGG block nor the classifier '
+                                  f'of the {layout.name} layout')
     form = 'deploy' if 'branch_reparam' in used_parts else 'train'
     if form == 'deploy' and used_parts - _BOTH_FORMS_PARTS - {'branch_reparam'}:
         raise LayoutError('mixes train-form (branch_3x3) and deploy-form (branch_reparam) '
                           'blocks; it is a partly converted model')
-    return ProjectState(layout.name, form, source_prefix, backbone, rest)
-
-
-def _rename_head(rest: StateDict, layout: _KeyLayout) -> StateDict:
-    renamed = {}
-    for key, tensor in rest.items():
-        for source_part, project_part in layout.head_parts:
-            if key.startswith(source_part + '.'):
-                renamed[project_part + key[len(source_part):]] = tensor
-                break
-        else:
-            raise LayoutError(f'key {key!r} is neither a RepVGG block nor the classifier of '
-                              f'the {layout.name} layout')
-    return renamed
+    return ProjectState(layout.name, form, prefixes.pop(), backbone, head)
 
 
 def from_project_layout(backbone: StateDict, head: StateDict, layout: _KeyLayout) -> StateDict:

@@ -1,9 +1,9 @@
 """The pickle machine: a pickle's bytes in, inert data out; nothing it names ever runs.
 
-An explicit loop over the opcodes of :data:`OPCODES` and the globals of :data:`CALLS` and
-:data:`NAMES`; anything else is refused. What it admits: docs/checkpoints.md.
-"""
+A loop over the opcodes of :data:`OPCODES` and the globals of :data:`CALLS` and :data:`NAMES`;
+anything else is refused (docs/checkpoints.md)."""
 import struct
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
@@ -11,8 +11,7 @@ import torch
 MAX_INT_BYTES = 64
 MAX_NESTING = 100
 
-# The opcodes the machine knows (pickletools names, protocols 2 to 5): the handler method
-# of each and what it is given (a struct format, a count, a value). Any other is refused.
+# The opcodes of protocols 2 to 5 the machine knows: name, handler method, its arguments.
 OPCODES: Dict[bytes, Tuple[Any, ...]] = {
     b'\x80': ('PROTO', 'op_proto'), b'\x95': ('FRAME', 'op_frame'), b'.': ('STOP', 'op_stop'),
     b'(': ('MARK', 'op_mark'), b'0': ('POP', 'pop'), b'1': ('POP_MARK', 'pop_mark'),
@@ -38,8 +37,7 @@ OPCODES: Dict[bytes, Tuple[Any, ...]] = {
     b'R': ('REDUCE', 'op_reduce'), b'\x81': ('NEWOBJ', 'op_newobj'), b'b': ('BUILD', 'op_build'),
     b'Q': ('BINPERSID', 'op_binpersid')}
 
-# The globals a pickle may call (REDUCE), each with the method checking its arguments
-# (``__builtin__`` is protocol 2's builtins).
+# The globals REDUCE may call, each with the method checking its arguments.
 CALLS: Dict[str, str] = {
     'torch._utils._rebuild_tensor_v2': 'call_rebuild_tensor',
     'torch._utils._rebuild_parameter': 'call_rebuild_parameter',
@@ -49,8 +47,7 @@ CALLS: Dict[str, str] = {
     **{f'{module}.{name}': f'call_{name}' for module in ('builtins', '__builtin__')
        for name in ('set', 'frozenset')},
 }
-# Classes NEWOBJ may make an instance of (without running their code): a dict, or an
-# object its BUILD state makes by the method named.
+# Classes NEWOBJ may instantiate (no code of theirs runs): a dict, or what BUILD finishes.
 NEW_OBJECTS = {'yacs.config.CfgNode': 'CfgNode', 'argparse.Namespace': 'Namespace'}
 # torch's storage classes as pickles name them, and the dtype of their elements.
 STORAGE_DTYPES: Dict[str, torch.dtype] = {
@@ -88,16 +85,14 @@ class Refused(Exception):
     """What is wrong with the file, as the second half of a one-line message."""
 
 
+@dataclass(frozen=True)
 class _Global:
     """A global the pickle named: only a name."""
-
-    def __init__(self, name: str):
-        self.name = name
+    name: str
 
 
 class _Unfinished:
-    """An object whose data arrives by a later BUILD, to ``finish(self, state)``; unusable
-    before, replaced by ``result`` after."""
+    """An object unusable until a later BUILD's ``finish(self, state)`` sets ``result``."""
 
     def __init__(self, finish: Callable[['_Unfinished', Any], Any], argument: Any = None):
         self.finish, self.argument, self.result = finish, argument, None
@@ -129,9 +124,8 @@ def _usable(value: Any) -> Any:
 
 
 class _PickleMachine:
-    """Reads the pickle at ``data[position:]``. ``persistent_load`` makes a storage from a
-    persistent id (``BINPERSID``); tensors are views of what it returns (``view(offset,
-    shape, stride)``), never of anything else."""
+    """Reads the pickle at ``data[position:]``; tensors are only ``view(offset, shape,
+    stride)`` of what ``persistent_load(pid)`` returns."""
     calls, new_objects, names = CALLS, NEW_OBJECTS, NAMES
 
     def __init__(self, data: bytes, position: int, persistent_load: Callable[[Any], Any]):
@@ -139,8 +133,8 @@ class _PickleMachine:
         self.stack: List[Any] = []
         self.marks: List[List[Any]] = []
         self.memo: Dict[int, Any] = {}
-        self.storages: Dict[int, Any] = {}  # id -> what persistent_load returned
-        # Each keyed by id and holding its object, so that the id stays its own.
+        # Keyed by id, each holding its object so that the id stays its own.
+        self.storages: Dict[int, Any] = {}
         self.heights: Dict[int, Tuple[Any, int]] = {}
         self.nested: Dict[int, Any] = {}
         self.dicts_of: Dict[int, Tuple[dict, str]] = {}
@@ -175,8 +169,7 @@ class _PickleMachine:
         return self.read(end + 1 - self.position)[:-1].decode('ascii', 'replace')
 
     def pop(self) -> Any:
-        if not self.stack:
-            raise Refused('refused, its pickle is malformed (empty stack)')
+        self.top()  # refuses an empty stack
         return _usable(self.stack.pop())
 
     def pop_mark(self) -> List[Any]:
@@ -192,9 +185,8 @@ class _PickleMachine:
         return self.stack[-1]
 
     def nest(self, parent: Any, children: Iterable[Any]) -> None:
-        """Count ``children``, put in ``parent``, into its height. As pickle writes them,
-        a container is filled before it goes into another and never changed after: so
-        nesting is bounded as it is built, and no container can hold itself."""
+        # As pickle writes them, a container is filled before it goes into another and
+        # never changed after: so nesting is bounded as it is built, and never cyclic.
         if id(parent) in self.nested:
             raise Refused('refused, it changes a container after putting it in another')
         height = self.heights.get(id(parent), (parent, 1))[1]
@@ -226,13 +218,13 @@ class _PickleMachine:
             raise Refused(f'refused, it calls {name}, {reason}')
         self.stack.append(_Global(name))
 
-    # The handlers of OPCODES (pop and pop_mark above are POP's and POP_MARK's).
+    # The handlers of OPCODES.
     def op_proto(self) -> None:
         if self.read(1)[0] not in (2, 3, 4, 5):
             raise Refused('refused, its pickle protocol is not 2 to 5')
 
     def op_frame(self) -> None:
-        self.read(8)  # protocol 4 framing: a length the loop does not need
+        self.read(8)  # a length the loop does not need
 
     def op_stop(self) -> None:
         value = self.pop()
@@ -342,13 +334,10 @@ class _PickleMachine:
             name = function.name if isinstance(function, _Global) else type(function).__name__
             raise Refused(f'refused, it calls {name}, which is only a name here')
         try:
-            value = getattr(self, self.calls[function.name])(*args)
+            self.stack.append(getattr(self, self.calls[function.name])(*args))
         except TypeError as error:  # wrong argument count
             raise Refused(f'refused, it calls {function.name} with unexpected arguments'
                           ) from error
-        if function.name == 'collections.OrderedDict':
-            self.dicts_of[id(value)] = (value, 'OrderedDict')
-        self.stack.append(value)
 
     def op_newobj(self) -> None:
         args = self.pop()
@@ -356,12 +345,13 @@ class _PickleMachine:
         kind = self.new_objects.get(cls.name) if isinstance(cls, _Global) else None
         if kind is None or args != ():
             raise Refused('refused, it creates an object of a class no checkpoint needs')
-        if kind.startswith('finish_'):
-            self.stack.append(_Unfinished(getattr(self, kind)))
-            return
+        self.stack.append(_Unfinished(getattr(self, kind)) if kind.startswith('finish_')
+                          else self.new_dict(kind))
+
+    def new_dict(self, kind: str) -> dict:  # an object of kind, as a dict BUILD may fill
         value: dict = {}
         self.dicts_of[id(value)] = (value, kind)
-        self.stack.append(value)
+        return value
 
     def op_build(self) -> None:
         state = self.pop()
@@ -373,8 +363,7 @@ class _PickleMachine:
         kind = self.dicts_of.get(id(target), (None, None))[1]
         if kind is None:
             raise Refused(f'refused, it sets the state of a {type(target).__name__}')
-        # The __dict__ of an OrderedDict or CfgNode is flags (or a way to shadow ``.get``):
-        # dropped. A Namespace's is its data.
+        # An OrderedDict's or CfgNode's __dict__ is flags (or shadows .get): dropped.
         if kind == 'Namespace':
             if type(state) is not dict or not all(type(key) is str for key in state):
                 raise Refused('refused, an argparse.Namespace has a state that is not '
@@ -408,7 +397,7 @@ class _PickleMachine:
     def call_ordered_dict(self, *args) -> dict:
         if args:
             raise Refused('refused, it calls collections.OrderedDict with arguments')
-        return {}
+        return self.new_dict('OrderedDict')
 
     def call_size(self, dims) -> torch.Size:
         if type(dims) is not tuple or not all(map(_is_int, dims)):

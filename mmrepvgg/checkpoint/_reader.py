@@ -1,9 +1,5 @@
-"""The one checkpoint reader: bytes in, inert data out, nothing from the file ever runs.
-
-Reads torch zip, torch legacy and safetensors files, opened once and read whole (never by
-``torch.load``); pickles go through :mod:`._pickle_machine`. What each format must satisfy
-to be read: docs/checkpoints.md.
-"""
+"""The one checkpoint reader: torch zip, torch legacy or safetensors bytes in, inert data
+out, never through ``torch.load``; what each format must satisfy: docs/checkpoints.md."""
 import io
 import json
 import math
@@ -42,8 +38,7 @@ HISTORY_BUFFER_FIELDS = {'_log_history', '_count_history', 'max_length', 'statis
 
 
 class _CheckpointPickle(_PickleMachine):
-    """The pickle machine with the numpy and mmengine globals of training checkpoints
-    (``numpy.core`` is NumPy 1.x's ``numpy._core``)."""
+    """The pickle machine with the numpy and mmengine globals of training checkpoints."""
     calls = {**CALLS, 'numpy.dtype': 'call_numpy_dtype',
              'builtins.getattr': 'call_getattr', '__builtin__.getattr': 'call_getattr',
              **{f'{package}.multiarray.{name}': f'call_numpy_{name.strip("_")}' for name in
@@ -109,13 +104,12 @@ class _CheckpointPickle(_PickleMachine):
 
 
 class _Storage:
-    """A storage of the file: ``flat`` holds its ``numel`` elements of ``dtype``."""
+    """A storage of the file, its elements in the 1-D tensor ``flat``."""
 
-    def __init__(self, dtype: torch.dtype, numel: int, flat: torch.Tensor):
-        self.dtype, self.numel, self.flat = dtype, numel, flat
+    def __init__(self, flat: torch.Tensor):
+        self.flat, self.numel = flat, flat.numel()
 
     def view(self, offset: Any, shape: Any, stride: Any) -> torch.Tensor:
-        """The tensor a pickle rebuilds over this storage, if its view stays inside it."""
         if not (_is_int(offset) and type(shape) is tuple and type(stride) is tuple
                 and len(shape) == len(stride) <= 16 and all(map(_is_int, shape + stride))):
             raise Refused('refused, a tensor has an invalid offset, shape or stride')
@@ -140,7 +134,6 @@ def _view_exceeds_storage(shape: tuple, stride: tuple, storage_offset: int,
 
 
 def _flat_tensor(raw: bytes, dtype: torch.dtype) -> torch.Tensor:
-    """A 1-D tensor over a writable copy of ``raw``."""
     if not raw:
         return torch.empty(0, dtype=dtype)
     return _checked_bools(torch.frombuffer(bytearray(raw), dtype=dtype))
@@ -154,8 +147,7 @@ def _checked_bools(flat: torch.Tensor) -> torch.Tensor:
 
 
 class _StorageTable:
-    """The storages a pickle references by persistent id, each made once by
-    ``make(key, dtype, numel)`` and declared the same way each time."""
+    """The storages of the persistent ids, each made once by ``make(key, dtype, numel)``."""
 
     def __init__(self, make: Callable[[str, torch.dtype, int], torch.Tensor], legacy: bool):
         self.make, self.legacy = make, legacy
@@ -179,14 +171,14 @@ class _StorageTable:
             raise Refused('refused, a storage reference is malformed')
         dtype = STORAGE_DTYPES[name]
         if key not in self.storages:
-            self.storages[key] = _Storage(dtype, numel, self.make(key, dtype, numel))
-        if (self.storages[key].dtype, self.storages[key].numel) != (dtype, numel):
+            self.storages[key] = _Storage(self.make(key, dtype, numel))
+        if (self.storages[key].flat.dtype, self.storages[key].numel) != (dtype, numel):
             raise Refused(f'refused, storage {key} is declared twice, differently')
         return self.storages[key]
 
 
 def _zip_record(archive: zipfile.ZipFile, name: str) -> Optional[bytes]:
-    """The bytes of record ``name``, stored and CRC-checked; None if absent."""
+    """The bytes of record ``name`` (stored, CRC-checked); None if absent."""
     try:
         info = archive.getinfo(name)
     except KeyError:
@@ -206,8 +198,7 @@ def _zip_record(archive: zipfile.ZipFile, name: str) -> Optional[bytes]:
 
 
 def _check_record_ranges(archive: zipfile.ZipFile, data: bytes) -> None:
-    """Refuse records whose bytes, local header to end of data, leave the file or overlap
-    another record's (a few bytes would claim many times the file's size)."""
+    # Records that leave the file or overlap would let a few bytes claim many times its size.
     ranges = []
     for info in archive.infolist():
         start, header_size = info.header_offset, ZIP_LOCAL_HEADER.size
@@ -308,9 +299,8 @@ def _read_legacy(data: bytes) -> Any:
         if end > len(data):
             raise Refused('truncated or corrupt checkpoint (a storage ends early); '
                           're-download or re-save it')
-        if storage.numel:
-            storage.flat.view(torch.uint8).copy_(_flat_tensor(data[position:end], torch.uint8))
-            _checked_bools(storage.flat)
+        storage.flat.view(torch.uint8).copy_(_flat_tensor(data[position:end], torch.uint8))
+        _checked_bools(storage.flat)
         position = end
     if position != len(data):
         raise Refused('holds bytes after its last storage; re-download or re-save it')
@@ -328,7 +318,7 @@ def _read_safetensors(data: bytes) -> Dict[str, torch.Tensor]:
         return Refused(f'not a readable safetensors file ({why}); re-download or re-save it')
 
     header_length = int.from_bytes(data[:8], 'little')
-    if len(data) < 8 or header_length > len(data) - 8:
+    if header_length > len(data) - 8:  # also when data is shorter than 8 bytes
         raise unreadable('its header is longer than the file')
     try:
         header = json.loads(data[8:8 + header_length].decode('utf-8'),
@@ -361,37 +351,29 @@ def _read_safetensors(data: bytes) -> Dict[str, torch.Tensor]:
     return tensors
 
 
-def _read_checkpoint_bytes(data: bytes, is_safetensors: bool = False) -> Any:
-    """The content of a checkpoint's bytes; raises :class:`Refused`."""
-    if not data:
-        raise Refused('is empty (0 bytes); re-download or re-save it')
-    if is_safetensors or data[8:9] == b'{':
-        return _read_safetensors(data)
-    if data.startswith(ZIP_MAGIC):
-        return _read_zip(data)
-    if data[:1] == b'\x80':
-        return _read_legacy(data)
-    raise Refused(f'not a PyTorch checkpoint (it starts with {data[:8]!r}); pass the .pth '
-                  'file written by torch.save')
-
-
 def _read_checkpoint(path: str) -> Any:
     """The inert content of the checkpoint file at ``path``: containers, numbers, strings,
-    CPU tensors, numpy arrays, HistoryBuffers; ``{name: tensor}`` for safetensors. Raises
-    :class:`CheckpointError`, one line naming the file, what is wrong and what to do."""
+    CPU tensors, numpy arrays, HistoryBuffers; ``{name: tensor}`` for safetensors."""
     try:
-        # O_NONBLOCK: a FIFO put in the file's place does not hold the open forever.
+        # O_NONBLOCK: a FIFO put in the file's place does not hold the open forever; a
+        # folder fails in fdopen (IsADirectoryError).
         with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), 'rb') as stream:
             status = os.fstat(stream.fileno())
-            if stat.S_ISDIR(status.st_mode):
-                raise Refused('is a folder, not a checkpoint file; pass the .pth file '
-                              'inside it')
             if not stat.S_ISREG(status.st_mode):
                 raise Refused('is not a regular file; pass a checkpoint file')
             data = stream.read(status.st_size + 1)
         if len(data) != status.st_size:
             raise Refused('changed size while being read; run again once it is written')
-        return _read_checkpoint_bytes(data, path.endswith('.safetensors'))
+        if not data:
+            raise Refused('is empty (0 bytes); re-download or re-save it')
+        if path.endswith('.safetensors') or data[8:9] == b'{':
+            return _read_safetensors(data)
+        if data.startswith(ZIP_MAGIC):
+            return _read_zip(data)
+        if data[:1] == b'\x80':
+            return _read_legacy(data)
+        raise Refused(f'not a PyTorch checkpoint (it starts with {data[:8]!r}); pass the '
+                      '.pth file written by torch.save')
     except FileNotFoundError as error:
         raise CheckpointError(f'{path}: no such checkpoint file; check the path') from error
     except IsADirectoryError as error:
@@ -412,9 +394,9 @@ def _read_checkpoint(path: str) -> Any:
 
 def load_checkpoint_file(source: str) -> Any:
     """:func:`_read_checkpoint` of a path or ``http(s)://`` URL (downloaded once into the
-    project's cache; a cached file the reader refuses is removed); raises
-    :class:`CheckpointError`, one line naming the file, what is wrong and what to do."""
-    path = _checkpoint_local_path(source, _read_checkpoint)  # cached once the reader accepts it
+    project's cache, removed if refused); raises :class:`CheckpointError`, one line naming
+    the file, what is wrong and what to do."""
+    path = _checkpoint_local_path(source, _read_checkpoint)
     try:
         return _read_checkpoint(path)
     except CheckpointError:

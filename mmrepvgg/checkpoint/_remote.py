@@ -1,7 +1,7 @@
-"""``http(s)://`` checkpoints, downloaded once (bounded in time and size, written
-atomically, kept once the reader accepts them) into ``$MMREPVGG_CACHE`` or
-``$XDG_CACHE_HOME/mmrepvgg``: never torch hub's folder, which mmengine unpickles in full.
-"""
+"""``http(s)://`` checkpoints, downloaded once (bounded in time and size, kept once the reader
+accepts them) into ``$MMREPVGG_CACHE`` or ``$XDG_CACHE_HOME/mmrepvgg``: never torch hub's
+folder, which mmengine unpickles in full."""
+import contextlib
 import glob
 import hashlib
 import http.client
@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from mmengine.dist import barrier, get_dist_info
 
@@ -24,7 +24,6 @@ TOTAL_TIMEOUT_S = 3600.0
 MAX_DOWNLOAD_BYTES = 4 * 2**30
 _CHUNK_BYTES = 2**20
 _EXTENSIONS = ('.pth', '.pt', '.safetensors')
-# torch hub's convention: 'name-<first hex digits of the SHA-256>.pth'.
 _HASH_PREFIX_MIN_DIGITS = 8
 
 
@@ -38,28 +37,14 @@ def _url_hash(url: str) -> str:
     return hashlib.sha256(url.encode('utf-8')).hexdigest()[:16]
 
 
-def _extension(url: str) -> str:
-    name = os.path.basename(urllib.parse.urlparse(url).path)
-    return next((extension for extension in _EXTENSIONS if name.endswith(extension)), '.pth')
-
-
-def _hash_prefix(url: str) -> str:
-    """The SHA-256 prefix a torch hub file name like ``repvgg-1a2b3c4d.pth`` promises."""
-    stem = os.path.splitext(os.path.basename(urllib.parse.urlparse(url).path))[0]
-    digits = stem.rpartition('-')[2]
-    is_hex = len(digits) >= _HASH_PREFIX_MIN_DIGITS and all(
-        character in '0123456789abcdef' for character in digits)
-    return digits if is_hex else ''
-
-
 def _cached_download(url: str) -> str:
-    """The cached file of ``url``, or ``''`` if it was never downloaded."""
+    """The cached file of ``url``, or ``''``."""
     found = glob.glob(os.path.join(glob.escape(_cache_dir()), f'{_url_hash(url)}-*'))
     return min(found, default='')
 
 
 class _RefusedRedirect(Exception):
-    """The server redirected off http(s) (e.g. to ``ftp://``, ``file://``)."""
+    """The server redirected off http(s)."""
 
 
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
@@ -71,20 +56,6 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def _declared_bytes(url: str, content_length: Optional[str]) -> int:
-    """The size in bytes a ``Content-Length`` header declares; -1 if none."""
-    if content_length is None:
-        return -1
-    if not (content_length.strip().isascii() and content_length.strip().isdigit()):
-        raise CheckpointError(f'{url}: the server declares a Content-Length of '
-                              f'{content_length[:40]!r}, not a number of bytes; check the URL')
-    declared = int(content_length)
-    if declared > MAX_DOWNLOAD_BYTES:
-        raise CheckpointError(f'{url}: is {declared} bytes, more than the '
-                              f'{MAX_DOWNLOAD_BYTES} bytes a checkpoint may have')
-    return declared
-
-
 def _download(url: str, partial_path: str) -> str:
     """Write ``url``'s bytes to ``partial_path``; return their SHA-256."""
     deadline = time.monotonic() + TOTAL_TIMEOUT_S
@@ -92,7 +63,16 @@ def _download(url: str, partial_path: str) -> str:
     opener = urllib.request.build_opener(_HttpOnlyRedirects)
     with opener.open(url, timeout=READ_TIMEOUT_S) as response, \
             open(partial_path, 'wb') as stream:
-        declared = _declared_bytes(url, response.headers.get('Content-Length'))
+        content_length, declared = response.headers.get('Content-Length'), -1
+        if content_length is not None:
+            if not (content_length.strip().isascii() and content_length.strip().isdigit()):
+                raise CheckpointError(f'{url}: the server declares a Content-Length of '
+                                      f'{content_length[:40]!r}, not a number of bytes; check '
+                                      'the URL')
+            declared = int(content_length)
+            if declared > MAX_DOWNLOAD_BYTES:
+                raise CheckpointError(f'{url}: is {declared} bytes, more than the '
+                                      f'{MAX_DOWNLOAD_BYTES} bytes a checkpoint may have')
         while True:
             chunk = response.read1(_CHUNK_BYTES)  # what has arrived: the deadline holds
             if not chunk:
@@ -113,6 +93,7 @@ def _download(url: str, partial_path: str) -> str:
 
 def _fetch(url: str, verify: Callable[[str], Any]) -> str:
     folder = _cache_dir()
+    file_name = os.path.basename(urllib.parse.urlparse(url).path)
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as error:
@@ -124,8 +105,11 @@ def _fetch(url: str, verify: Callable[[str], Any]) -> str:
     try:
         with atomic_output(incoming, overwrite=True) as partial_path:
             content_hash = _download(url, partial_path)
-            expected = _hash_prefix(url)
-            if expected and not content_hash.startswith(expected):
+            # torch hub's 'name-<first hex digits of the SHA-256>.pth'
+            expected = os.path.splitext(file_name)[0].rpartition('-')[2]
+            is_hex = set(expected) <= set('0123456789abcdef')
+            if len(expected) >= _HASH_PREFIX_MIN_DIGITS and is_hex \
+                    and not content_hash.startswith(expected):
                 raise CheckpointError(f'{url}: download is damaged (its SHA-256 starts with '
                                       f'{content_hash[:len(expected)]}, the file name says '
                                       f'{expected}); run again')
@@ -134,7 +118,8 @@ def _fetch(url: str, verify: Callable[[str], Any]) -> str:
             except CheckpointError as error:  # named by the URL, not the partial file
                 message = str(error).removeprefix(f'{partial_path}: ')
                 raise CheckpointError(f'{url}: {message}') from None
-        final = os.path.join(folder, f'{_url_hash(url)}-{content_hash}{_extension(url)}')
+        extension = next((end for end in _EXTENSIONS if file_name.endswith(end)), '.pth')
+        final = os.path.join(folder, f'{_url_hash(url)}-{content_hash}{extension}')
         os.replace(incoming, final)
         return final
     except _RefusedRedirect as error:
@@ -176,10 +161,7 @@ def _checkpoint_local_path(source: str, verify: Callable[[str], Any]) -> str:
 
 
 def _forget_download(path: str) -> None:
-    """Remove ``path`` if it is a cached download (one the reader refused: it must not stay
-    where another load finds it)."""
+    """Remove ``path`` if it is a cached download (one the reader refused)."""
     if os.path.dirname(os.path.abspath(path)) == os.path.abspath(_cache_dir()):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass

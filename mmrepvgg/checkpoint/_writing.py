@@ -1,8 +1,6 @@
-"""Atomic writing of checkpoints, ONNX files and reports, and the tools' output guard:
-a hidden ``.NAME.HOST.PID.RANDOM.partial`` file is written, flushed, then linked (or, with
-``overwrite``, renamed) onto the output. It is removed if the body fails, on SIGTERM/SIGINT,
-and (after a kill -9) by the next write to the same output from the same host.
-"""
+"""Atomic writing of checkpoints, ONNX files and reports, and the tools' output guard
+(docs/checkpoints.md): a hidden ``.NAME.HOST.PID.RANDOM.partial`` file, flushed, then linked
+(or, with ``overwrite``, renamed) onto the output; never left behind by a failure or signal."""
 import contextlib
 import errno
 import os
@@ -33,13 +31,13 @@ def _process_is_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, owned by another user
-        return True
+        pass
     return True
 
 
 def _sweep_stale_partials(path: str) -> list:
     """Remove and return the partial files of ``path`` left by dead writers of this host
-    (those of other hosts stay: their PIDs mean nothing here)."""
+    (after a kill -9); other hosts' PIDs mean nothing here."""
     folder, name = os.path.split(path)
     pattern = re.compile(rf'\.{re.escape(name)}\.{re.escape(_host())}\.([0-9]+)\.[0-9a-f]+'
                          r'\.partial[.A-Za-z0-9]*', re.ASCII)
@@ -68,13 +66,9 @@ def _check_not_an_input(path: str, inputs: Inputs) -> None:
 
 
 def check_output(path: str, inputs: Inputs = (), overwrite: bool = False) -> None:
-    """The tools' output guard, before any work: ``path`` is none of ``inputs`` (paths, or
-    ``{role: path}``; links count) and, unless ``overwrite`` (``--force``), does not exist.
-
-    Raises:
-        CheckpointError: ``path`` is one of ``inputs``.
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
-    """
+    """The tools' output guard, before any work: raises :class:`CheckpointError` if
+    ``path`` is one of ``inputs`` (paths, or ``{role: path}``; links count), and
+    ``FileExistsError`` if it exists unless ``overwrite`` (``--force``)."""
     _check_not_an_input(path, inputs)
     if os.path.lexists(path) and not overwrite:
         raise FileExistsError(f'{path} exists; pass --force to replace it')
@@ -83,7 +77,7 @@ def check_output(path: str, inputs: Inputs = (), overwrite: bool = False) -> Non
 @contextlib.contextmanager
 def _removed_on_signal(partial_path: str) -> Iterator[None]:
     """While the body runs, SIGTERM/SIGINT remove ``partial_path``, then reach the previous
-    handler. Only the main thread may set handlers; elsewhere the body runs unguarded."""
+    handler (only in the main thread, the one that may set handlers)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -134,19 +128,9 @@ def _publish(partial_path: str, path: str, overwrite: bool) -> None:
 @contextlib.contextmanager
 def atomic_output(path: str, overwrite: bool = False, inputs: Inputs = (),
                   suffix: str = '') -> Iterator[str]:
-    """Yield a partial file's path in ``path``'s folder to write to; on success, flush it
-    and publish it as ``path``.
-
-    Args:
-        overwrite: replace an existing ``path``; without it, a ``path`` that exists at the
-            start or appears during the write is kept and the write fails.
-        inputs: files the output must never replace, whatever ``overwrite`` says.
-        suffix: how the partial file's name ends (a writer that insists on ``.pkl``).
-
-    Raises:
-        FileExistsError: ``path`` exists, or appeared, and ``overwrite`` is False.
-        CheckpointError: ``path`` is one of ``inputs``; the disk filled up while writing.
-    """
+    """Yield a partial file's path in ``path``'s folder to write to (ending in ``suffix``);
+    on success, flush it and publish it as ``path``. Raises as :func:`check_output` (also for
+    a ``path`` that appears while writing) and :class:`CheckpointError` for a full disk."""
     path = os.path.abspath(path)
     inputs = dict(inputs) if isinstance(inputs, Mapping) else list(inputs)
     check_output(path, inputs, overwrite)

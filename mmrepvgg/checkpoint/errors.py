@@ -2,5 +2,4 @@
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read or written; the one-line message names the file,
-    what was wrong and what to do."""
+    """A checkpoint unreadable or unwritable: one line naming the file, the problem, the fix."""

@@ -1,12 +1,5 @@
 """:func:`load_checkpoint`: the one way weights get into a model, refusing (with one line
-naming the fix) what mmengine's non-strict load would skip.
-
-Modes (:data:`FIT_MODES`): ``'exact'`` (testing, resuming): exactly the model's tensors;
-``'convert'``: as exact, but tensors the model has no place for are skipped, and a
-deploy-form checkpoint fuses the model's blocks first; ``'finetune'`` (``load_from``): the
-RepVGG backbone must fit exactly, whatever else does not fit is skipped and listed. Keys may
-be in any known layout; missing ``num_batches_tracked`` counters are filled from the model.
-"""
+naming the fix) what mmengine's non-strict load would skip (docs/checkpoints.md)."""
 from typing import Any, Dict, List, NamedTuple, Optional, Union
 
 from torch import Tensor, nn
@@ -26,14 +19,11 @@ _DEPLOY_PART = '.branch_reparam.'
 
 
 class FittedState(NamedTuple):
-    """A checkpoint fitted to a model: ``source`` in this project's layout, the
-    ``state_dict`` loaded (model keys), ``skipped`` tensors as ``'key (why)'``, e.g.
-    ``'head.fc.bias ((1000,) in the checkpoint, (10,) in the model)'``, and the keys
-    ``filled`` from the model itself (``num_batches_tracked``)."""
-    source: ProjectState
-    state_dict: StateDict
-    skipped: List[str]
-    filled: List[str]
+    """A checkpoint fitted to a model."""
+    source: ProjectState  # in this project's layout
+    state_dict: StateDict  # what was loaded, keyed as in the model
+    skipped: List[str]  # 'head.fc.bias ((1000,) in the checkpoint, (10,) in the model)'
+    filled: List[str]  # num_batches_tracked keys taken from the model itself
 
 
 def repvgg_prefix(model: nn.Module) -> Optional[str]:
@@ -46,20 +36,16 @@ def repvgg_prefix(model: nn.Module) -> Optional[str]:
 
 
 def _read_project_state(checkpoint: Any, name: str, layout_name: Optional[str]) -> ProjectState:
-    """A read checkpoint (``name`` in messages) in this project's layout, its health
-    checked; ``layout_name`` (a key of ``LAYOUTS``) is detected when ``None``."""
+    """A read checkpoint in this project's layout, its tensors checked; ``layout_name`` (a
+    key of ``LAYOUTS``) is detected when ``None``."""
     if layout_name is not None and layout_name not in LAYOUTS:
         raise CheckpointError(f'unknown source format {layout_name!r}; choose one of '
                               f'{", ".join(LAYOUTS)}')
     try:
         state_dict = _unwrap_state_dict(checkpoint)
-    except LayoutError as error:
-        raise CheckpointError(f'{name}: {error}') from error
-    unusable = first_unusable_tensor(state_dict)  # named as in the file
-    if unusable is not None:
-        key, problem = unusable
-        raise CheckpointError(f'{name}: tensor {key!r} {problem}')
-    try:
+        unusable = first_unusable_tensor(state_dict)
+        if unusable is not None:
+            raise CheckpointError(f'{name}: tensor {unusable[0]!r} {unusable[1]}')
         return to_project_layout(state_dict, LAYOUTS.get(layout_name))
     except LayoutError as error:
         raise CheckpointError(f'{name}: {error}') from error
@@ -83,7 +69,6 @@ def _check_form(source_form: str, model_state: StateDict, name: str) -> None:
 
 
 def _difference(tensor: Tensor, target: Tensor) -> str:
-    """``'(1000, 1280) in the checkpoint, (10, 1280) in the model'``, or the dtypes."""
     if tensor.shape != target.shape:
         return f'{tuple(tensor.shape)} in the checkpoint, {tuple(target.shape)} in the model'
     return f'{tensor.dtype} in the checkpoint, {target.dtype} in the model'
@@ -109,28 +94,28 @@ def _mismatch(key: str, tensor: Tensor, target: Tensor) -> Optional[str]:
     return None
 
 
-def _check_backbone(model_backbone: StateDict, source: ProjectState, name: str,
+def _check_backbone(model_backbone: StateDict, backbone: StateDict, name: str,
                     prefix: str) -> None:
-    """Raise unless ``source.backbone`` fits ``model_backbone`` exactly (both keyed
-    relative to the backbone, under ``prefix`` in the model)."""
-    source_arch = describe_state_arch(source.backbone)
+    """Raise unless ``backbone`` fits ``model_backbone`` (both keyed from the backbone,
+    which is under ``prefix`` in the model) exactly."""
+    source_arch = describe_state_arch(backbone)
     model_arch = describe_state_arch(model_backbone)
     if source_arch != model_arch:
         fix = ('use a config that builds it' if source_arch.startswith('an unpublished')
                else f'use the {source_arch} config')
         raise CheckpointError(f'{name}: holds {source_arch} weights but the config builds '
                               f'{model_arch}; {fix}')
-    missing = sorted(set(model_backbone) - set(source.backbone))
+    missing = sorted(set(model_backbone) - set(backbone))
     if missing:
         raise CheckpointError(f'{name}: lacks {_tensors(len(missing))} of the backbone the '
                               f'model needs, e.g. {prefix + missing[0]!r}; pass a complete '
                               'checkpoint')
-    unexpected = sorted(set(source.backbone) - set(model_backbone))
+    unexpected = sorted(set(backbone) - set(model_backbone))
     if unexpected:
         raise CheckpointError(f'{name}: holds {_tensors(len(unexpected))} of a backbone the '
                               f'model has no place for, e.g. {prefix + unexpected[0]!r}; use '
                               'the config the checkpoint was trained with')
-    for key, tensor in source.backbone.items():
+    for key, tensor in backbone.items():
         problem = _mismatch(prefix + key, tensor, model_backbone[key])
         if problem is not None:
             raise CheckpointError(f'{name}: {problem}')
@@ -138,7 +123,7 @@ def _check_backbone(model_backbone: StateDict, source: ProjectState, name: str,
 
 def _fit_project_state(model: nn.Module, source: ProjectState, name: str,
                        mode: str) -> FittedState:
-    """What of ``source`` to load into ``model`` (not changed here) in ``mode``; raises
+    """What of ``source`` to load into ``model`` in ``mode``; raises
     :class:`CheckpointError` for the first thing that does not fit."""
     model_state = model.state_dict()
     _check_form(source.form, model_state, name)
@@ -151,10 +136,9 @@ def _fit_project_state(model: nn.Module, source: ProjectState, name: str,
                 **source.backbone}
     model_backbone = {key[len(prefix):]: tensor for key, tensor in model_state.items()
                       if key.startswith(prefix)}
-    _check_backbone(model_backbone, source._replace(backbone=backbone), name, prefix)
+    _check_backbone(model_backbone, backbone, name, prefix)
 
-    # 'model.' for a backbone saved under 'model.backbone.' into 'backbone.': the wrapper
-    # the other tensors sit under as well.
+    # 'model.' for a backbone saved under 'model.backbone.', loaded into 'backbone.'.
     wrapper = source.source_prefix[:len(source.source_prefix) - len(prefix)] \
         if prefix and source.source_prefix.endswith(prefix) else ''
     rest = {key[len(wrapper):] if wrapper and key.startswith(wrapper) else key: tensor
@@ -201,20 +185,21 @@ def load_checkpoint(model: nn.Module,
                     layout: Optional[str] = None,
                     name: Optional[str] = None) -> FittedState:
     """Load a checkpoint into ``model`` after checking every tensor fits (mmengine's
-    ``load_checkpoint``, refusing instead of skipping).
+    ``load_checkpoint``, refusing instead of skipping); missing ``num_batches_tracked``
+    counters are filled from the model.
 
     Args:
-        model: a RepVGG backbone, a classifier, a segmentor...
-        source: a path, ``http(s)://`` URL or model zoo name, read with
-            :func:`load_checkpoint_file`; or a checkpoint already read (a state dict, bare
-            or wrapped).
-        mode: one of :data:`FIT_MODES` (see the module docstring).
+        source: a path, ``http(s)://`` URL or model zoo name, or a checkpoint already read
+            (a state dict, bare or wrapped).
+        mode: ``'exact'`` (testing, resuming): exactly the model's tensors; ``'convert'``:
+            tensors the model has no place for are skipped, and a deploy-form checkpoint
+            fuses the model's blocks first; ``'finetune'``: the RepVGG backbone must fit
+            exactly, whatever else does not is skipped and listed.
         layout: ``'mmrepvgg'``, ``'official'`` or ``'timm'``; detected when ``None``.
         name: what messages call the checkpoint; defaults to the path or URL.
 
     Raises:
-        CheckpointError: unreadable, unknown layout, an unusable tensor, or the first
-            tensor that does not fit, with the fix.
+        CheckpointError: the first thing unreadable or that does not fit, with the fix.
         ValueError: an unknown ``mode``.
     """
     if mode not in FIT_MODES:

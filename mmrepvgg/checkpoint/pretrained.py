@@ -1,34 +1,23 @@
-"""``init_cfg=dict(type='mmrepvgg.Pretrained', checkpoint=...)``: start from weights
-through the project's reader and :func:`~.fitting.load_checkpoint` in ``'finetune'`` mode,
-not mmengine's ``Pretrained``, which loads whatever keys match and logs the rest.
-"""
+"""``init_cfg=dict(type='mmrepvgg.Pretrained', checkpoint=...)``: mmengine's ``Pretrained``
+through the project's reader and :func:`~.fitting.load_checkpoint` in ``'finetune'`` mode."""
 from typing import Optional
 
 from mmengine.logging import print_log
 from torch import nn
 
+from ..model_zoo import checkpoint_source
 from ..registry import WEIGHT_INITIALIZERS
+from .errors import CheckpointError
+from .fitting import load_checkpoint
 from ._layouts import LayoutError, _unwrap_state_dict
 from ._reader import load_checkpoint_file
-from .errors import CheckpointError
-from ..model_zoo import checkpoint_source
-from .fitting import load_checkpoint
 
 
 @WEIGHT_INITIALIZERS.register_module(name='Pretrained')
 class _PretrainedInit:
-    """Load ``checkpoint`` (a path, ``http(s)://`` URL or model zoo name) into the module
-    it initialises (a RepVGG backbone or a whole classifier).
-
-    Args:
-        prefix: load only the tensors under ``prefix.`` (e.g. ``'backbone'``), without it,
-            as mmengine's ``Pretrained`` does.
-        map_location: unused (tensors are read on the CPU and copied to the module's device).
-
-    Raises:
-        CheckpointError: unreadable file, no tensor under ``prefix``, or a backbone that
-            does not fit exactly.
-    """
+    """Load ``checkpoint`` (a path, ``http(s)://`` URL or model zoo name), or only its
+    tensors under ``prefix.`` without it, into the module it initialises; ``map_location``
+    is unused (tensors are read on the CPU). Raises :class:`CheckpointError`."""
 
     def __init__(self, checkpoint: str, prefix: Optional[str] = None,
                  map_location: Optional[str] = None):
