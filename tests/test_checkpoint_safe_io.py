@@ -263,9 +263,12 @@ def test_unusable_files_raise_one_line_errors(tmp_path, case, expected):
         'truncated': write_bytes_file(tmp_path, 'cut.pth',
                                       good.read_bytes()[:good.stat().st_size // 2]),
     }
-    with pytest.raises(CheckpointError, match=expected) as error:
-        load_checkpoint_file(str(paths[case]))
-    assert '\n' not in str(error.value)
+    open_descriptors = len(os.listdir('/proc/self/fd'))
+    for _ in range(3):
+        with pytest.raises(CheckpointError, match=expected) as error:
+            load_checkpoint_file(str(paths[case]))
+        assert '\n' not in str(error.value)
+    assert len(os.listdir('/proc/self/fd')) == open_descriptors  # none left open
 
 
 def test_yacs_config_under_meta_reads_as_plain_data(tmp_path, yacs_cfgnode_class):

@@ -351,13 +351,17 @@ def _read_safetensors(data: bytes) -> Dict[str, torch.Tensor]:
     return tensors
 
 
+def _open_nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK)
+
+
 def _read_checkpoint(path: str) -> Any:
     """The inert content of the checkpoint file at ``path``: containers, numbers, strings,
     CPU tensors, numpy arrays, HistoryBuffers; ``{name: tensor}`` for safetensors."""
     try:
         # O_NONBLOCK: a FIFO put in the file's place does not hold the open forever; a
-        # folder fails in fdopen (IsADirectoryError).
-        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), 'rb') as stream:
+        # folder fails in open (IsADirectoryError), which closes the descriptor it opened.
+        with open(path, 'rb', opener=_open_nonblocking) as stream:
             status = os.fstat(stream.fileno())
             if not stat.S_ISREG(status.st_mode):
                 raise Refused('is not a regular file; pass a checkpoint file')
