@@ -31,7 +31,7 @@ OPENVINO_CALIBRATION_METHODS = ('minmax', 'percentile')
 # The op types an ONNX Conv becomes (grouped convs, as in RepVGG-B1g2, are the second).
 CONVOLUTION_TYPES = ('Convolution', 'GroupConvolution')
 # Recipe fields only the ONNX Runtime file has.
-_ONNXRUNTIME_SETTINGS = ('weight_bits', 'rounding', 'int8_kernels')
+_ONNXRUNTIME_SETTINGS = ('weight_bits', 'int8_kernels')
 
 
 class _StackT(ctypes.Structure):
