@@ -1,6 +1,6 @@
-"""The CPU INT8 runs on, and the INT8 choices accurate on it (docs/int8.md): without VNNI,
-x86 kernels add pairs of u8 x s8 products in a saturating int16, which 8-bit weights can
-overflow (onnxruntime issue 12088); 7-bit weights or ONNX Runtime's u8u8 kernels do not.
+"""The CPU INT8 runs on, and the INT8 choices accurate on it: without VNNI, x86 kernels add
+u8 x s8 pairs in a saturating int16 that 8-bit weights can overflow (onnxruntime issue
+12088; docs/int8.md); 7-bit weights or ONNX Runtime's u8u8 kernels do not.
 """
 import os
 import platform
@@ -23,13 +23,12 @@ UINT8_MAX, INT16_MAX = 255, 32767
 
 
 class _HostCpu(NamedTuple):
-    """What an INT8 figure says about the machine (``isa``: labels of :data:`ISA_FLAGS`;
-    ``threads``: None for the runtime's default)."""
+    """What an INT8 figure says about the machine."""
     model_name: str
-    isa: tuple
+    isa: tuple  # labels of ISA_FLAGS
     logical_cpus: int
     architecture: str
-    threads: Optional[int] = None
+    threads: Optional[int] = None  # None: the runtime's default
     onednn_isa_cap: Optional[str] = None
 
     @property
@@ -71,7 +70,7 @@ def _parse_cpuinfo(text: str) -> 'tuple[str, FrozenSet[str]]':
 
 
 def _read(path: str) -> str:
-    """The text of ``path``, or '' off Linux."""
+    """The text of ``path``, or '' (off Linux)."""
     try:
         with open(path) as stream:
             return stream.read()

@@ -1,7 +1,6 @@
-"""Run an exported classifier or segmentor (ONNX or OpenVINO IR) on a config's own data,
-as mmengine's Runner runs the PyTorch model: same dataloader, ``data_preprocessor`` and
-evaluator (``tools/deployment/test.py``); and the model-ready image batches of a config's
-dataset that INT8 calibration and checks use.
+"""An exported classifier or segmentor (ONNX or OpenVINO IR) run by a config's own test loop
+(``tools/deployment/test.py``), and the model-ready image batches of a config's dataset that
+INT8 calibration and checks use.
 """
 import copy
 import os
@@ -24,15 +23,14 @@ from .onnx_runtime import LOAD_ERRORS, OnnxRuntimeModel
 
 
 def _data_preprocessor_cfg(cfg: Config) -> dict:
-    """The ``data_preprocessor`` the Runner gives the config's model: the model's own,
-    else the config's top-level one, else mmpretrain's default ``ClsDataPreprocessor``."""
+    """The ``data_preprocessor`` the Runner gives the config's model (model's, config's,
+    else mmpretrain's default)."""
     preprocessor = cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor') or {}
     return {'type': 'ClsDataPreprocessor', **copy.deepcopy(dict(preprocessor))}
 
 
 def _logits_to_predictions(logits: Tensor, data_samples: Optional[list]) -> List[DataSample]:
-    """What an mmpretrain classification head's ``predict`` returns for ``logits``
-    ``(N, num_classes)``: softmax scores and the arg-max label set on each sample."""
+    """What an mmpretrain head's ``predict`` returns for ``logits`` ``(N, num_classes)``."""
     scores = torch.softmax(logits, dim=1)
     labels = scores.argmax(dim=1, keepdim=True)
     samples = data_samples or [DataSample() for _ in range(len(logits))]
@@ -42,8 +40,8 @@ def _logits_to_predictions(logits: Tensor, data_samples: Optional[list]) -> List
 
 def _logits_to_segmentation(logits: Tensor, data_samples: list) -> list:
     """What an mmseg segmentor's ``predict`` returns for ``logits`` ``(N, num_classes, H,
-    W)``: each sample's logits resized (bilinear, as the shipped heads: align_corners
-    False) to its original image size, and their arg-max class map ``(1, H, W)``."""
+    W)``: logits resized to the original image (bilinear, align_corners False, as the
+    shipped heads) and their arg-max class map ``(1, H, W)``."""
     for sample, image_logits in zip(data_samples, logits):
         image_logits = F.interpolate(image_logits[None], size=sample.ori_shape,
                                      mode='bilinear', align_corners=False)[0]
@@ -53,7 +51,6 @@ def _logits_to_segmentation(logits: Tensor, data_samples: list) -> list:
 
 
 def _runtime_model(model_file: str, threads: Optional[int], int8_kernels: str) -> nn.Module:
-    """OpenVINO's adapter for an ``.xml`` IR, else ONNX Runtime's."""
     if model_file.endswith('.xml'):
         from .openvino_runtime import OpenVINOModel  # the [openvino] extra
         return OpenVINOModel(model_file, threads)
@@ -61,12 +58,8 @@ def _runtime_model(model_file: str, threads: Optional[int], int8_kernels: str) -
 
 
 class _RuntimeClassifier(BaseModel):
-    """A classifier run outside PyTorch's autograd (a runtime adapter, or PyTorch's INT8
-    model) behind mmengine's model interface: :meth:`forward` checks the preprocessed
-    batch has the image size the runtime takes (its ``input_size`` ``(H, W)``, if it has
-    one), runs it (images ``(N, C, H, W)`` float32 in, logits out) and predicts.
-    ``name``: what messages call it; ``data_preprocessor``: the PyTorch model's.
-    """
+    """A runtime (images ``(N, C, H, W)`` float32 in, logits out; ``input_size`` ``(H, W)``
+    if fixed) behind mmengine's model interface; ``name``: what messages call it."""
     logits_shape = '(N, num_classes)'
 
     def __init__(self, runtime: nn.Module, name: str, data_preprocessor: Optional[dict] = None):
@@ -101,10 +94,9 @@ class _RuntimeClassifier(BaseModel):
 
 @MODELS.register_module()
 class ExportedClassifier(_RuntimeClassifier):
-    """An exported classifier behind mmengine's model interface: ``model_file``, an ONNX
-    file or OpenVINO IR ``.xml`` written by ``tools/deployment/pytorch2onnx.py`` (FP32 or
-    INT8), run with ``threads`` (default: the runtime's) and ONNX Runtime's
-    ``int8_kernels`` (:class:`.onnx_runtime.OnnxRuntimeModel`)."""
+    """An ONNX file or OpenVINO IR ``.xml`` written by ``tools/deployment/pytorch2onnx.py``
+    behind mmengine's model interface (``threads``, ``int8_kernels``: see
+    :class:`.onnx_runtime.OnnxRuntimeModel`)."""
 
     def __init__(self, model_file: str, data_preprocessor: Optional[dict] = None,
                  threads: Optional[int] = None, int8_kernels: str = 'auto'):
@@ -123,8 +115,8 @@ class ExportedSegmentor(ExportedClassifier):
 
 
 def runtime_classifier(cfg: Config, runtime: nn.Module, name: str) -> _RuntimeClassifier:
-    """``runtime`` (images in, logits out) behind the ``data_preprocessor`` the config's
-    own model has, ready to stand in for it as a Runner's model."""
+    """``runtime`` (images in, logits out) with the config model's ``data_preprocessor``,
+    to stand in for it as a Runner's model."""
     return _RuntimeClassifier(runtime, name, _data_preprocessor_cfg(cfg))
 
 
@@ -133,7 +125,7 @@ def exported_model_test_config(cfg: Config, model_file: str,
                                int8_kernels: str = 'auto') -> Config:
     """``cfg`` (in place) with its model replaced by the exported ``model_file`` (an
     ``.xml`` OpenVINO IR, else ONNX) in an :class:`ExportedClassifier` (an mmseg config:
-    :class:`ExportedSegmentor`); no checkpoint to load.
+    :class:`ExportedSegmentor`).
 
     Raises:
         ConfigError: ``model_file`` is missing, empty, or not a model the runtime loads.
@@ -160,9 +152,8 @@ def exported_model_test_config(cfg: Config, model_file: str,
 
 
 def pipeline_image_size(cfg: Config) -> Optional[Tuple[int, int]]:
-    """The ``(H, W)`` every image has after the config's test pipeline, read from its
-    transforms (a fixed ``Resize`` or a ``CenterCrop``), or None when it depends on the
-    image (e.g. ``ResizeEdge`` without a crop after it)."""
+    """The ``(H, W)`` every image has after the config's test pipeline (a fixed ``Resize``
+    or a ``CenterCrop``), or None when it depends on the image."""
     loader = cfg.get('test_dataloader')
     pipeline = (loader.get('dataset', {}).get('pipeline', [])
                 if isinstance(loader, dict) else [])
@@ -189,24 +180,18 @@ def _width_height(value) -> Optional[Tuple[int, int]]:
 
 
 class _PreprocessedBatch(NamedTuple):
-    """Images as the model receives them, ``(N, C, H, W)`` float32, and labels ``(N, )``
-    (a segmentation dataset's: label maps ``(N, H, W)``)."""
-    images: np.ndarray
-    labels: np.ndarray
+    images: np.ndarray  # (N, C, H, W) float32, as the model receives them
+    labels: np.ndarray  # (N, ), or a segmentation dataset's label maps (N, H, W)
 
 
 def preprocessed_batches(cfg: Config, dataloader_key: str, num_images: int,
                          shuffle: bool, pipeline_from: Optional[str] = None,
                          batch_size: Optional[int] = None, seed: int = 0
                          ) -> Iterator[_PreprocessedBatch]:
-    """Batches of the first ``num_images`` images (fewer if the dataset is smaller) of
-    ``cfg[dataloader_key]``'s dataset (e.g. ``'train_dataloader'``), through its pipeline
-    and the model's ``data_preprocessor``, in the main process; ``shuffle``: in a random
-    order (``seed``); ``pipeline_from``: with that dataloader's pipeline instead (e.g.
-    ``'test_dataloader'``: no augmentation); ``batch_size``: default, the dataloader's.
-
-    Raises:
-        ConfigError: the dataloader is missing, or its data cannot be read.
+    """Batches of the first ``num_images`` images of ``cfg[dataloader_key]``'s dataset
+    through its pipeline and the model's ``data_preprocessor``, in the main process;
+    ``pipeline_from``: with that dataloader's pipeline instead (e.g. ``'test_dataloader'``:
+    no augmentation). ConfigError: the dataloader is missing, or its data unreadable.
     """
     if not isinstance(cfg.get(dataloader_key), dict):
         raise ConfigError(f'{cfg.filename}: has no {dataloader_key}; use a config with '

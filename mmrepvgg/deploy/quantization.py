@@ -32,30 +32,17 @@ def _choose(key: str, value, choices) -> None:
 @dataclasses.dataclass(frozen=True)
 class Int8Recipe:
     """How :func:`export_int8` quantizes, beyond the automatic per-CPU choice (the
-    defaults). A bad value raises ``ValueError`` naming the choices.
-
-    Attributes:
-        calibration_method: a key of :data:`._qdq.CALIBRATION_METHODS` (OpenVINO: minmax
-            or percentile).
-        keep_fp32: mixed precision: keep this many of the convs most sensitive to INT8
-            FP32 (ranked on the held-out images); max_drop_points instead: as few as keep
-            INT8 within this many top-1 (or mIoU) points of FP32 on them.
-        weight_bits: ``'auto'`` (:func:`._host_cpu.int8_weight_choice`), ``'8'`` or ``'7'``;
-            int8_kernels: ONNX Runtime's in the held-out comparison (``'auto'``, ``'u8s8'``
-            or ``'u8u8'``); opset: 13+.
-        accuracy_bound_points: the largest accepted INT8 drop against FP32 on the held-out
-            images, in top-1 (or mIoU) points; None: the recipe as given. OpenVINO: NNCF's
-            accuracy control keeps it (or max_drop_points).
-        progress: called with (batch done, batches, images so far) after each
-            calibration batch; not part of the recipe's identity.
-    """
-    calibration_method: str = 'minmax'
-    keep_fp32: int = 0
-    max_drop_points: Optional[float] = None
-    weight_bits: str = 'auto'
-    int8_kernels: str = 'auto'
+    defaults; docs/deployment.md's table). A bad value raises ``ValueError`` naming the
+    choices. ``keep_fp32`` or ``max_drop_points``: mixed precision, convs ranked on the
+    held-out images; points: of top-1 (or mIoU) against FP32 on them."""
+    calibration_method: str = 'minmax'  # a key of _qdq.CALIBRATION_METHODS
+    keep_fp32: int = 0  # this many of the convs most sensitive to INT8 stay FP32
+    max_drop_points: Optional[float] = None  # as few FP32 convs as keep INT8 within this
+    weight_bits: str = 'auto'  # '8', '7' or 'auto': _host_cpu.int8_weight_choice
+    int8_kernels: str = 'auto'  # ONNX Runtime's in the held-out comparison
     opset: int = DEFAULT_OPSET
-    accuracy_bound_points: Optional[float] = 1.0
+    accuracy_bound_points: Optional[float] = 1.0  # None: the recipe as given, no steps
+    # Called with (batch done, batches, images so far); not part of the recipe's identity.
     progress: Optional[ProgressCallback] = dataclasses.field(default=None, compare=False,
                                                              repr=False)
 
@@ -107,20 +94,17 @@ class Int8Recipe:
 
 
 class Int8Report(NamedTuple):
-    """What :func:`export_int8` wrote (absolute ``path``) and measured; ``fp32_nodes``: the
-    convs kept FP32, most sensitive first; ``agreement``: INT8 against FP32 on the held-out
-    images (None without any); ``steps``: the recipe steps added, in order;
-    ``bound_points``: the accuracy bound checked (None: not checked)."""
-    path: str
+    """What :func:`export_int8` wrote and measured."""
+    path: str  # absolute
     calibration_images: int
     method: str
-    fp32_nodes: List[str]
+    fp32_nodes: List[str]  # the convs kept FP32, most sensitive first
     fp32_max_relative_error: float
     weights: Int8WeightChoice
-    agreement: Union[Agreement, MiouAgreement, None]
-    steps: Tuple[str, ...] = ()
-    bound_points: Optional[float] = None
-    cpu: str = ''  # :meth:`._host_cpu._HostCpu.describe`
+    agreement: Union[Agreement, MiouAgreement, None]  # INT8 vs FP32 on the held-out images
+    steps: Tuple[str, ...] = ()  # the recipe steps added, in order
+    bound_points: Optional[float] = None  # None: not checked
+    cpu: str = ''
 
     @property
     def drop_points(self) -> Optional[float]:
@@ -142,7 +126,6 @@ class Int8Report(NamedTuple):
 
 
 class _Context(NamedTuple):
-    """What every candidate file is quantized with."""
     workdir: str
     calibration: List[np.ndarray]
     held_out: Optional[List[tuple]]
@@ -192,19 +175,13 @@ def _recipe_ladder(context: _Context, model: nn.Module, fp32_path: str
 def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
                 held_out: Optional[Iterable[tuple]] = None,
                 recipe: Optional[Int8Recipe] = None, overwrite: bool = False) -> Int8Report:
-    """Export the deploy form of ``model`` to a temporary FP32 ONNX file (dynamic batch,
-    the calibration images' size) and quantize it to ``int8_path`` (atomically) as
-    ``recipe`` says; given ``held_out``, while INT8 is more than
-    ``recipe.accuracy_bound_points`` below FP32 on it, quantize again with cross-layer
-    equalization, then FP32 fallback of the most sensitive convs, added. The file written
-    is the last one tried.
-
-    Args:
-        model: holding RepVGG blocks, train or deploy form (not changed); images
-            ``(N, C, H, W)`` in, logits ``(N, classes)`` or ``(N, classes, H, W)`` out.
-        calibration: image batches ``(N, C, H, W)`` float32, as the model receives them.
-        held_out: ``(images, labels)`` batches not used for calibration, labels ``(N, )``
-            (top-1) or label maps ``(N, H, W)`` (mIoU); None: no comparison, no bound.
+    """Export the deploy form of ``model`` (not changed; logits ``(N, classes)`` or ``(N,
+    classes, H, W)``) and quantize it to ``int8_path`` (atomically) as ``recipe`` says,
+    calibrated on batches ``(N, C, H, W)`` float32 as the model receives them; given
+    ``held_out`` ``(images, labels)`` batches (labels ``(N, )``: top-1; label maps ``(N, H,
+    W)``: mIoU), while INT8 is more than ``recipe.accuracy_bound_points`` below FP32 on
+    them, quantize again with cross-layer equalization, then FP32 fallback, added. The file
+    written is the last one tried.
 
     Raises:
         FileExistsError: ``int8_path`` exists and ``overwrite`` is False.

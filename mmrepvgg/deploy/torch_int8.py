@@ -1,9 +1,6 @@
-"""INT8 inside PyTorch: post-training static quantization of the deploy form with PT2E and
-torchao's x86 Inductor quantizer (the ``[torch-int8]`` extra): ``torch.export`` with a
-dynamic batch, ``prepare_pt2e``, calibration, ``convert_pt2e``, then ``torch.compile`` with
-frozen weights, which lowers the patterns to oneDNN's integer convolutions (the first call
-with each new input shape compiles). On x86 CPUs without VNNI (:mod:`._host_cpu`) the
-activations get 7 bits (torchao's ``reduce_range``).
+"""INT8 inside PyTorch: PT2E static quantization of the deploy form with torchao's x86
+Inductor quantizer (the ``[torch-int8]`` extra), compiled with frozen weights to oneDNN's
+integer convolutions (each new input shape compiles; docs/int8.md).
 """
 from typing import Any, List, Optional, Sequence, Union
 
@@ -74,7 +71,8 @@ def quantize_pt2e_model(model: nn.Module,
     """A fused copy of ``model`` quantized to static INT8 with PT2E on
     ``calibration_batches`` ``(N, C, H, W)`` (preprocessed training images; the first is
     the export's example), compiled by Inductor; dynamic in the batch where asked and
-    torch.export can. ``reduce_range``: 7-bit activations (None: on x86 without VNNI).
+    torch.export can. ``reduce_range``: 7-bit activations (None: on x86 without VNNI,
+    whose u8 x s8 pairs saturate int16).
 
     Raises:
         TorchInt8Error: this torch has no usable ``torch.export``.
@@ -95,7 +93,6 @@ def quantize_pt2e_model(model: nn.Module,
                          'activation ranges come from them)')
     if reduce_range is None:
         reduce_range = host_cpu().saturates_int16_pairs
-
     deploy_model = reparameterize_model(model)
     notices: List[str] = []
     exported, batch_size = _export(deploy_model, batches[0], dynamic_batch, notices)
