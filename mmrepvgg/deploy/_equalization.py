@@ -1,7 +1,6 @@
 """Cross-layer equalization of the deploy form (Nagel et al., ICCV 2019, Sec. 4.1;
 docs/int8.md): ``relu(x / s) = relu(x) / s`` lets per-channel ranges move between a conv
-and the next one. Computed in float64, verified like the fusion, rounded once.
-"""
+and the next one. Computed in float64, verified like the fusion, rounded once."""
 import copy
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
@@ -133,9 +132,8 @@ def _verify_equalization(original: nn.Module, equalized: nn.Module,
 
 def equalize_model(model: nn.Module, inplace: bool = False
                    ) -> Tuple[nn.Module, _EqualizationReport]:
-    """``(equalized deploy model in eval mode, report)``: the deploy form of ``model`` (any
-    model holding RepVGG backbones; itself with ``inplace``, written only once verified),
-    equalized and verified in float64; ``_EqualizationError`` if the outputs moved."""
+    """``(equalized deploy model in eval mode, report)``: the deploy form of ``model`` (itself
+    with ``inplace``, written once verified in float64; else ``_EqualizationError``)."""
     deploy_model = reparameterize_model(model, inplace)
     input_shape = (VERIFY_INPUT_SIZE[0], image_channels(deploy_model), *VERIFY_INPUT_SIZE[1:])
     original_float64 = copy.deepcopy(deploy_model).double()

@@ -1,7 +1,6 @@
 """The CPU INT8 runs on, and the INT8 choices accurate on it: without VNNI, x86 kernels add
 u8 x s8 pairs in a saturating int16 that 8-bit weights can overflow (onnxruntime issue
-12088; docs/int8.md); 7-bit weights or ONNX Runtime's u8u8 kernels do not.
-"""
+12088; docs/int8.md); 7-bit weights or ONNX Runtime's u8u8 kernels do not."""
 import os
 import platform
 from typing import Dict, FrozenSet, NamedTuple, Optional
@@ -48,12 +47,6 @@ class _HostCpu(NamedTuple):
                f'{ONEDNN_ISA_CAP_VARIABLE}' if self.onednn_isa_cap else '')
         return (f'{self.model_name} ({self.architecture}; {isa}; {self.logical_cpus} '
                 f'logical CPUs; {threads}{cap})')
-
-    def as_dict(self) -> Dict[str, object]:
-        return dict(model_name=self.model_name, isa=list(self.isa),
-                    logical_cpus=self.logical_cpus, architecture=self.architecture,
-                    threads=self.threads, vnni=self.has_vnni,
-                    onednn_isa_cap=self.onednn_isa_cap)
 
 
 def _parse_cpuinfo(text: str) -> 'tuple[str, FrozenSet[str]]':

@@ -1,6 +1,5 @@
 """Mixed precision: which convs to keep FP32 in an INT8 model, whatever the runtime; and
-:func:`agreement`, the comparison every INT8 export is judged by (top-1, or mIoU).
-"""
+:func:`agreement`, the comparison every INT8 export is judged by (top-1, or mIoU)."""
 import math
 import os
 import tempfile
@@ -31,9 +30,8 @@ class Agreement(NamedTuple):
         return 100 * (self.reference_correct - self.candidate_correct) / self.num_images
 
     def top1_change_interval(self, z: float = 1.96) -> 'tuple[float, float]':
-        """Candidate top-1 minus reference top-1, in points, as a ``(low, high)`` interval
-        (``z`` = 1.96: about 95 %), paired (McNemar's variance: only the images one model
-        gets right and the other wrong move the difference)."""
+        """Candidate minus reference top-1 in points, a ``(low, high)`` interval (``z`` 1.96:
+        95 %), paired: McNemar's variance, from the images only one model gets right."""
         gained, lost, count = (self.candidate_only_correct, self.reference_only_correct,
                                self.num_images)
         change = (gained - lost) / count
@@ -161,18 +159,15 @@ class LayerSensitivity(NamedTuple):
 
 
 def layer_sensitivity(fp32_path: str, calibration: Sequence[np.ndarray],
-                      held_out_images: Sequence[np.ndarray], method: str = 'minmax',
-                      progress: Optional[Callable[[int, int], None]] = None
+                      held_out_images: Sequence[np.ndarray], method: str = 'minmax'
                       ) -> List[LayerSensitivity]:
     """Quantize each conv of the FP32 ONNX file ``fp32_path`` alone and measure the logits
-    against FP32 on ``held_out_images`` ``(N, C, H, W)`` batches, worst (lowest SQNR) first;
-    ``progress``: called with (convs done, convs). Holds one batch's logits at a time (a
-    segmentor's are large): FP32 runs again for each conv."""
+    against FP32 on ``held_out_images`` ``(N, C, H, W)`` batches, worst (lowest SQNR) first.
+    Holds one batch's logits at a time (a segmentor's are large): FP32 runs again per conv."""
     reference = OnnxRuntimeModel(fp32_path)
-    convs = conv_nodes(fp32_path)
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
-        for position, node in enumerate(convs):
+        for position, node in enumerate(conv_nodes(fp32_path)):
             one_layer_path = os.path.join(workdir, f'{position}.onnx')
             quantize_int8(fp32_path, one_layer_path, calibration, method=method,
                           only_nodes=[node])
@@ -185,8 +180,6 @@ def layer_sensitivity(fp32_path: str, calibration: Sequence[np.ndarray],
                 num_compared += expected.argmax(1).size
             rows.append(LayerSensitivity(node, position, _decibels(signal_and_noise),
                                          num_agree / num_compared))
-            if progress is not None:
-                progress(position + 1, len(convs))
     return sorted(rows, key=lambda row: (row.sqnr_db, row.position))
 
 
@@ -198,8 +191,7 @@ def choose_fp32_convs(fp32_path: str, calibration: Sequence[np.ndarray],
     sensitive first (:func:`layer_sensitivity` on ``held_out``, unless ``sensitivity``
     holds it): the ``recipe.keep_fp32`` worst; or the fewest worst-first ones for which
     ``quantized(fp32_nodes)`` stays within ``recipe.max_drop_points`` of ONNX Runtime FP32
-    on ``held_out``. ValueError (before the ranking): ``keep_fp32`` past the model's convs.
-    """
+    on ``held_out``. ValueError (before the ranking): ``keep_fp32`` past the model's convs."""
     num_convs = len(conv_nodes(fp32_path))
     if recipe.keep_fp32 > num_convs:
         raise ValueError(f'keep_fp32 {recipe.keep_fp32}: the model has {num_convs} convs; '

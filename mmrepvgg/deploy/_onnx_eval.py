@@ -1,7 +1,6 @@
 """An exported classifier or segmentor (ONNX or OpenVINO IR) run by a config's own test loop
 (``tools/deployment/test.py``), and the model-ready image batches of a config's dataset that
-INT8 calibration and checks use.
-"""
+INT8 calibration and checks use."""
 import copy
 import os
 from typing import Iterator, List, NamedTuple, Optional, Tuple
@@ -29,27 +28,6 @@ def _data_preprocessor_cfg(cfg: Config) -> dict:
     return {'type': 'ClsDataPreprocessor', **copy.deepcopy(dict(preprocessor))}
 
 
-def _logits_to_predictions(logits: Tensor, data_samples: Optional[list]) -> List[DataSample]:
-    """What an mmpretrain head's ``predict`` returns for ``logits`` ``(N, num_classes)``."""
-    scores = torch.softmax(logits, dim=1)
-    labels = scores.argmax(dim=1, keepdim=True)
-    samples = data_samples or [DataSample() for _ in range(len(logits))]
-    return [sample.set_pred_score(score).set_pred_label(label)
-            for sample, score, label in zip(samples, scores, labels)]
-
-
-def _logits_to_segmentation(logits: Tensor, data_samples: list) -> list:
-    """What an mmseg segmentor's ``predict`` returns for ``logits`` ``(N, num_classes, H,
-    W)``: logits resized to the original image (bilinear, align_corners False, as the
-    shipped heads) and their arg-max class map ``(1, H, W)``."""
-    for sample, image_logits in zip(data_samples, logits):
-        image_logits = F.interpolate(image_logits[None], size=sample.ori_shape,
-                                     mode='bilinear', align_corners=False)[0]
-        sample.seg_logits = PixelData(data=image_logits)
-        sample.pred_sem_seg = PixelData(data=image_logits.argmax(dim=0, keepdim=True))
-    return data_samples
-
-
 def _runtime_model(model_file: str, threads: Optional[int], int8_kernels: str) -> nn.Module:
     if model_file.endswith('.xml'):
         from .openvino_runtime import OpenVINOModel  # the [openvino] extra
@@ -68,8 +46,13 @@ class _RuntimeClassifier(BaseModel):
         self.name = name
         self.runtime = runtime
 
-    def predictions(self, logits: Tensor, data_samples: Optional[list]) -> list:
-        return _logits_to_predictions(logits, data_samples)
+    def predictions(self, logits: Tensor, data_samples: Optional[list]) -> List[DataSample]:
+        """What an mmpretrain head's ``predict`` returns for ``logits`` ``(N, classes)``."""
+        scores = torch.softmax(logits, dim=1)
+        labels = scores.argmax(dim=1, keepdim=True)
+        samples = data_samples or [DataSample() for _ in range(len(logits))]
+        return [sample.set_pred_score(score).set_pred_label(label)
+                for sample, score, label in zip(samples, scores, labels)]
 
     def forward(self, inputs: Tensor, data_samples: Optional[list] = None,
                 mode: str = 'predict') -> list:
@@ -111,7 +94,14 @@ class ExportedSegmentor(ExportedClassifier):
     logits_shape = '(N, num_classes, H, W)'
 
     def predictions(self, logits: Tensor, data_samples: Optional[list]) -> list:
-        return _logits_to_segmentation(logits, data_samples)
+        # Resized to each original image as the shipped heads do (bilinear, corners not
+        # aligned); the class map is (1, H, W).
+        for sample, image_logits in zip(data_samples, logits):
+            image_logits = F.interpolate(image_logits[None], size=sample.ori_shape,
+                                         mode='bilinear', align_corners=False)[0]
+            sample.seg_logits = PixelData(data=image_logits)
+            sample.pred_sem_seg = PixelData(data=image_logits.argmax(dim=0, keepdim=True))
+        return data_samples
 
 
 def runtime_classifier(cfg: Config, runtime: nn.Module, name: str) -> _RuntimeClassifier:
@@ -120,17 +110,12 @@ def runtime_classifier(cfg: Config, runtime: nn.Module, name: str) -> _RuntimeCl
     return _RuntimeClassifier(runtime, name, _data_preprocessor_cfg(cfg))
 
 
-def exported_model_test_config(cfg: Config, model_file: str,
-                               threads: Optional[int] = None,
+def exported_model_test_config(cfg: Config, model_file: str, threads: Optional[int] = None,
                                int8_kernels: str = 'auto') -> Config:
     """``cfg`` (in place) with its model replaced by the exported ``model_file`` (an
     ``.xml`` OpenVINO IR, else ONNX) in an :class:`ExportedClassifier` (an mmseg config:
-    :class:`ExportedSegmentor`).
-
-    Raises:
-        ConfigError: ``model_file`` is missing, empty, or not a model the runtime loads.
-        MissingExtraError: an IR without the ``[openvino]`` extra.
-    """
+    :class:`ExportedSegmentor`). Raises ConfigError for a ``model_file`` missing, empty
+    or not loadable, MissingExtraError for an IR without the ``[openvino]`` extra."""
     if not os.path.isfile(model_file):
         raise ConfigError(f'{model_file}: no such model file; check the path')
     if os.path.getsize(model_file) == 0:
@@ -186,13 +171,12 @@ class _PreprocessedBatch(NamedTuple):
 
 def preprocessed_batches(cfg: Config, dataloader_key: str, num_images: int,
                          shuffle: bool, pipeline_from: Optional[str] = None,
-                         batch_size: Optional[int] = None, seed: int = 0
-                         ) -> Iterator[_PreprocessedBatch]:
+                         batch_size: Optional[int] = None) -> Iterator[_PreprocessedBatch]:
     """Batches of the first ``num_images`` images of ``cfg[dataloader_key]``'s dataset
     through its pipeline and the model's ``data_preprocessor``, in the main process;
-    ``pipeline_from``: with that dataloader's pipeline instead (e.g. ``'test_dataloader'``:
-    no augmentation). ConfigError: the dataloader is missing, or its data unreadable.
-    """
+    ``shuffle``: in a seeded random order; ``pipeline_from``: with that dataloader's pipeline
+    instead (e.g. ``'test_dataloader'``: no augmentation). ConfigError: the dataloader is
+    missing, or its data unreadable."""
     if not isinstance(cfg.get(dataloader_key), dict):
         raise ConfigError(f'{cfg.filename}: has no {dataloader_key}; use a config with '
                           'data settings (e.g. configs/digits/repvgg-A0_digits.py)')
@@ -206,7 +190,7 @@ def preprocessed_batches(cfg: Config, dataloader_key: str, num_images: int,
     segmentation = cfg.get('default_scope') == 'mmseg'
     with DefaultScope.overwrite_default_scope('mmseg' if segmentation else 'mmrepvgg'):
         try:
-            loader = Runner.build_dataloader(loader_cfg, seed=seed)
+            loader = Runner.build_dataloader(loader_cfg, seed=0)
         except (OSError, KeyError, ValueError) as error:
             message = str(error).strip().strip('"')
             raise ConfigError(f'{cfg.filename}: cannot read the data of {dataloader_key} '

@@ -1,9 +1,8 @@
 """Export a deployed RepVGG to ONNX, checked by onnx.checker and ONNX Runtime, with the
-TorchScript exporter (the dynamo one needs ``onnxscript``; a chain of convs suits it well).
-"""
+TorchScript exporter (the dynamo one needs ``onnxscript``; a chain of convs suits it well)."""
 import os
 import warnings
-from typing import List, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -67,34 +66,21 @@ def _check_against_onnxruntime(model: nn.Module, path: str,
     """The worst ``max |torch - onnxruntime| / max |torch|`` over image ``batches``, after
     ``onnx.checker``."""
     onnx.checker.check_model(path, full_check=True)
-    runtime = OnnxRuntimeModel(path)
-    errors: List[float] = []
-    wrapped = _OutputTensors(model)
-    for images in batches:
-        with torch.no_grad():
-            expected = wrapped(images)
-        actual = runtime.run(images.numpy())
-        errors.append(max_relative_error(list(expected),
-                                         [torch.from_numpy(out) for out in actual]))
-    return max(errors)
+    runtime, wrapped = OnnxRuntimeModel(path), _OutputTensors(model)
+    with torch.no_grad():
+        return max(max_relative_error(list(wrapped(images)), [
+            torch.from_numpy(output) for output in runtime.run(images.numpy())])
+            for images in batches)
 
 
-def export_onnx(model: nn.Module,
-                path: str,
-                input_shape: Sequence[int] = (1, 3, 224, 224),
-                dynamic_batch: bool = True,
-                opset: int = DEFAULT_OPSET,
-                overwrite: bool = False,
-                tolerance: float = ONNX_TOLERANCE) -> OnnxExportReport:
+def export_onnx(model: nn.Module, path: str, input_shape: Sequence[int] = (1, 3, 224, 224),
+                dynamic_batch: bool = True, opset: int = DEFAULT_OPSET,
+                overwrite: bool = False, tolerance: float = ONNX_TOLERANCE) -> OnnxExportReport:
     """Export the deploy form of ``model`` (fused in a copy; ``forward(images)`` returns a
     tensor or a tuple), traced at ``input_shape`` ``(N, C, H, W)``, to ``path``, atomically,
     once ``onnx.checker`` and ONNX Runtime on random batches (within relative ``tolerance``)
-    agree; ``dynamic_batch`` makes the batch dimension symbolic.
-
-    Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
-        OnnxExportError: the export failed a check (``path`` untouched).
-    """
+    agree; ``dynamic_batch`` makes the batch dimension symbolic. Raises FileExistsError,
+    or OnnxExportError for a failed check (``path`` untouched)."""
     path = os.path.abspath(path)
     converted = any(isinstance(module, RepVGGBlock) and not module.deploy
                     for module in model.modules())

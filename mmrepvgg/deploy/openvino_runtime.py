@@ -1,7 +1,6 @@
 """OpenVINO as a second CPU runtime: :class:`OpenVINOModel`, and the deploy model as an IR
 (``.xml`` + ``.bin``), FP32 or INT8 by NNCF, from the verified ONNX export (docs/int8.md).
-What is not quantized stays f32 (saved and run so), to keep the comparison honest.
-"""
+What is not quantized stays f32 (saved and run so), to keep the comparison honest."""
 import contextlib
 import ctypes
 import os
@@ -57,8 +56,7 @@ def _signal_stack_kept() -> Iterator[None]:
 
     An OpenVINO CPU plugin installs a stack of its own and, destroyed, puts back the one it
     replaced: two destroyed in creation order leave the thread on an unmapped stack, where
-    the next signal handler dies with SIGSEGV (docs/int8.md).
-    """
+    the next signal handler dies with SIGSEGV (docs/int8.md)."""
     if not sys.platform.startswith('linux'):
         yield
         return
@@ -194,8 +192,7 @@ def _onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
     ``sensitivity``), or else, given ``held_out``, within ``recipe.max_drop_points`` (or
     ``accuracy_bound_points``) of FP32 on it by NNCF's accuracy control. The ``.bin`` is
     written before the ``.xml``, each atomically: an interrupted run leaves no IR that loads.
-    Refusals: :func:`_check_request`.
-    """
+    Refusals: :func:`_check_request`."""
     recipe = recipe or Int8Recipe()
     xml_path = _check_request(xml_path, overwrite, calibration, recipe, held_out,
                               [fp32_onnx_path])
@@ -223,9 +220,8 @@ def _onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
 
 def _check_request(xml_path: str, overwrite: bool, calibration, recipe: Int8Recipe,
                    held_out, inputs: Sequence[str] = ()) -> str:
-    """``xml_path`` made absolute, after refusing an existing IR (FileExistsError, or
-    CheckpointError for one of ``inputs``) and, with ValueError, no ``.xml``, ONNX Runtime
-    settings in ``recipe``, or mixed precision without ``held_out`` or ``calibration``."""
+    """``xml_path`` made absolute, after refusing an existing IR (or one of ``inputs``), no
+    ``.xml``, ONNX Runtime settings, or mixed precision without ``held_out``/``calibration``."""
     xml_path = os.path.abspath(xml_path)
     if not xml_path.endswith('.xml'):
         raise ValueError(f'{xml_path}: an OpenVINO IR is an .xml file (with its .bin); '

@@ -1,7 +1,6 @@
 """INT8 export of a deploy model (a classifier, or a segmentor in
 :class:`mmrepvgg.dense.segmentation.SegmentationLogits`) as a static INT8 ONNX file for ONNX
-Runtime, accuracy-bounded by default (docs/deployment.md).
-"""
+Runtime, accuracy-bounded by default (docs/deployment.md)."""
 import dataclasses
 import os
 import shutil
@@ -70,8 +69,7 @@ class Int8Recipe:
                              'FP32 convs; pass one')
 
     def mixed_precision(self, held_out: Optional[Iterable[tuple]]) -> bool:
-        """Whether some convs stay FP32; ValueError (one line) for mixed precision without
-        ``held_out`` batches to rank the convs on."""
+        """Whether some convs stay FP32; ValueError without ``held_out`` to rank them on."""
         mixed = self.keep_fp32 > 0 or self.max_drop_points is not None
         if mixed and held_out is None:
             raise ValueError('mixed precision ranks the convs on held-out images; pass some')
@@ -106,11 +104,6 @@ class Int8Report(NamedTuple):
     bound_points: Optional[float] = None  # None: not checked
     cpu: str = ''
 
-    @property
-    def drop_points(self) -> Optional[float]:
-        """FP32 minus INT8 top-1 (or mIoU) on the held-out images, in points."""
-        return None if self.agreement is None else self.agreement.drop_points
-
     def describe_outcome(self) -> str:
         """One line: the recipe chosen and how it met (or missed) the accuracy bound."""
         recipe = 'INT8 recipe: ' + ' + '.join((f'{self.method} calibration', *self.steps))
@@ -119,57 +112,45 @@ class Int8Report(NamedTuple):
         measured = f'{recipe}; {self.agreement.describe_change()}'
         if self.bound_points is None:
             return measured
-        if self.drop_points <= self.bound_points:
+        if self.agreement.drop_points <= self.bound_points:
             return f'{measured}: within the {self.bound_points:g}-point bound'
         return (f'{measured}: past the {self.bound_points:g}-point bound after every recipe '
                 'step (pass --int8-recipe keep_fp32=N to keep more convs FP32)')
 
 
-class _Context(NamedTuple):
-    workdir: str
-    calibration: List[np.ndarray]
-    held_out: Optional[List[tuple]]
-    recipe: Int8Recipe
-    weight_bits: int
-
-
-def _quantize(context: _Context, source_path: str, fp32_nodes, name: str) -> str:
-    int8_path = os.path.join(context.workdir, f'{name}_int8.onnx')
-    quantize_int8(source_path, int8_path, context.calibration, True, context.recipe.progress,
-                  context.recipe.calibration_method, list(fp32_nodes),
-                  weight_bits=context.weight_bits)
-    return int8_path
-
-
-def _fp32_convs(context: _Context, source_path: str, recipe: Int8Recipe) -> List[str]:
-    """:func:`._mixed_precision.choose_fp32_convs` ranked and checked on ``source_path``."""
-    def quantized(fp32_nodes: List[str]) -> OnnxRuntimeModel:
-        return OnnxRuntimeModel(_quantize(context, source_path, fp32_nodes, 'mixed'))
-    return choose_fp32_convs(source_path, context.calibration, context.held_out, recipe,
-                             quantized)
-
-
-def _recipe_ladder(context: _Context, model: nn.Module, fp32_path: str
+def _recipe_ladder(model: nn.Module, fp32_path: str, workdir: str,
+                   calibration: List[np.ndarray], held_out: Optional[List[tuple]],
+                   recipe: Int8Recipe, weight_bits: int
                    ) -> Iterator[Tuple[str, List[str], Tuple[str, ...]]]:
-    """``(INT8 file, convs kept FP32, steps added)``: the user's recipe, then with each
-    recipe step added in turn, cheapest first: equalization is exact and takes a second
-    (the user's FP32 convs kept); FP32 fallback, unless the recipe chose its own, gives up
-    INT8 speed."""
-    mixed = context.recipe.mixed_precision(context.held_out)
-    fp32_nodes = _fp32_convs(context, fp32_path, context.recipe) if mixed else []
-    yield _quantize(context, fp32_path, fp32_nodes, 'recipe'), fp32_nodes, ()
+    """``(INT8 file, convs kept FP32, steps added)`` of the user's recipe, then with each
+    step added, cheapest first: equalization (exact, a second); FP32 fallback (INT8 speed
+    lost), unless the recipe chose its own FP32 convs."""
+    def quantized(source_path: str, fp32_nodes: List[str], name: str) -> str:
+        int8_path = os.path.join(workdir, f'{name}_int8.onnx')
+        quantize_int8(source_path, int8_path, calibration, True, recipe.progress,
+                      recipe.calibration_method, fp32_nodes, weight_bits=weight_bits)
+        return int8_path
+
+    def fp32_convs(source_path: str, convs_recipe: Int8Recipe) -> List[str]:
+        def candidate(fp32_nodes: List[str]) -> OnnxRuntimeModel:
+            return OnnxRuntimeModel(quantized(source_path, fp32_nodes, 'mixed'))
+        return choose_fp32_convs(source_path, calibration, held_out, convs_recipe, candidate)
+
+    mixed = recipe.mixed_precision(held_out)
+    fp32_nodes = fp32_convs(fp32_path, recipe) if mixed else []
+    yield quantized(fp32_path, fp32_nodes, 'recipe'), fp32_nodes, ()
     equalized, _ = equalize_model(model)
     steps = ('cross-layer equalization', )
-    source_path = export_onnx(equalized, os.path.join(context.workdir, 'equalized_fp32.onnx'),
-                              (1, *context.calibration[0].shape[1:]), dynamic_batch=True,
-                              opset=context.recipe.opset).path
-    yield _quantize(context, source_path, fp32_nodes, 'equalized'), fp32_nodes, steps
+    source_path = export_onnx(equalized, os.path.join(workdir, 'equalized_fp32.onnx'),
+                              (1, *calibration[0].shape[1:]), dynamic_batch=True,
+                              opset=recipe.opset).path
+    yield quantized(source_path, fp32_nodes, 'equalized'), fp32_nodes, steps
     if mixed:
         return
-    fp32_nodes = _fp32_convs(context, source_path, dataclasses.replace(
-        context.recipe, max_drop_points=context.recipe.accuracy_bound_points))
+    fp32_nodes = fp32_convs(source_path, dataclasses.replace(
+        recipe, max_drop_points=recipe.accuracy_bound_points))
     steps += (f'FP32 fallback of the most sensitive {len(fp32_nodes)} conv(s)', )
-    yield _quantize(context, source_path, fp32_nodes, 'fallback'), fp32_nodes, steps
+    yield quantized(source_path, fp32_nodes, 'fallback'), fp32_nodes, steps
 
 
 def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
@@ -181,14 +162,9 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
     ``held_out`` ``(images, labels)`` batches (labels ``(N, )``: top-1; label maps ``(N, H,
     W)``: mIoU), while INT8 is more than ``recipe.accuracy_bound_points`` below FP32 on
     them, quantize again with cross-layer equalization, then FP32 fallback, added. The file
-    written is the last one tried.
-
-    Raises:
-        FileExistsError: ``int8_path`` exists and ``overwrite`` is False.
-        ValueError: an opset before 13, no calibration images, a model without a conv,
-            or mixed precision that cannot work (without ``held_out``, more convs than
-            the model has); all but the last checked before any work.
-    """
+    written is the last one tried. Raises FileExistsError, or ValueError (all but the last
+    before any work) for an opset before 13, no calibration images, mixed precision without
+    ``held_out``, a model without a conv, or more FP32 convs than it has."""
     recipe = recipe or Int8Recipe()
     if os.path.exists(int8_path) and not overwrite:
         raise FileExistsError(f'{os.path.abspath(int8_path)} exists; pass --force '
@@ -207,8 +183,8 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
         fp32 = export_onnx(model, os.path.join(workdir, 'fp32.onnx'),
                            (1, *calibration[0].shape[1:]), dynamic_batch=True,
                            opset=recipe.opset)
-        context = _Context(workdir, calibration, held_out, recipe, weights.bits)
-        for candidate_path, fp32_nodes, steps in _recipe_ladder(context, model, fp32.path):
+        for candidate_path, fp32_nodes, steps in _recipe_ladder(
+                model, fp32.path, workdir, calibration, held_out, recipe, weights.bits):
             measured = None if held_out is None else agreement(
                 OnnxRuntimeModel(fp32.path),
                 OnnxRuntimeModel(candidate_path, None, recipe.int8_kernels), held_out)

@@ -1,7 +1,6 @@
 """INT8 inside PyTorch: PT2E static quantization of the deploy form with torchao's x86
 Inductor quantizer (the ``[torch-int8]`` extra), compiled with frozen weights to oneDNN's
-integer convolutions (each new input shape compiles; docs/int8.md).
-"""
+integer convolutions (each new input shape compiles; docs/int8.md)."""
 from typing import Any, List, Optional, Sequence, Union
 
 import numpy as np
@@ -12,10 +11,6 @@ from torch._inductor import config as inductor_config
 from ..models import reparameterize_model
 from .._utils import require
 from ._host_cpu import host_cpu
-
-TORCHAO_EXTRA = 'torch-int8'
-QUANTIZE_PT2E_MODULE = 'torchao.quantization.pt2e.quantize_pt2e'
-X86_QUANTIZER_MODULE = 'torchao.quantization.pt2e.quantizer.x86_inductor_quantizer'
 
 
 class TorchInt8Error(RuntimeError):
@@ -72,20 +67,16 @@ def quantize_pt2e_model(model: nn.Module,
     ``calibration_batches`` ``(N, C, H, W)`` (preprocessed training images; the first is
     the export's example), compiled by Inductor; dynamic in the batch where asked and
     torch.export can. ``reduce_range``: 7-bit activations (None: on x86 without VNNI,
-    whose u8 x s8 pairs saturate int16).
-
-    Raises:
-        TorchInt8Error: this torch has no usable ``torch.export``.
-        mmrepvgg._utils.MissingExtraError: torchao is not installed.
-        ValueError: no calibration batches.
-    """
+    whose u8 x s8 pairs saturate int16). Raises TorchInt8Error (no usable torch.export),
+    MissingExtraError (no torchao) or ValueError (no calibration batches)."""
     if not hasattr(getattr(torch, 'export', None), 'Dim'):
         raise TorchInt8Error(
             f'PyTorch INT8 (PT2E) needs torch.export with torch.export.Dim (torch >= 2.2), '
             f'this is torch {torch.__version__}; upgrade torch or use the ONNX Runtime or '
             'OpenVINO INT8 backends')
-    quantize_pt2e = require(QUANTIZE_PT2E_MODULE, TORCHAO_EXTRA)
-    x86_quantizer = require(X86_QUANTIZER_MODULE, TORCHAO_EXTRA)
+    quantize_pt2e = require('torchao.quantization.pt2e.quantize_pt2e', 'torch-int8')
+    x86_quantizer = require('torchao.quantization.pt2e.quantizer.x86_inductor_quantizer',
+                            'torch-int8')
     batches = [torch.as_tensor(batch, dtype=torch.float32) for batch in calibration_batches]
     if not batches or any(batch.dim() != 4 or not len(batch) for batch in batches):
         raise ValueError('PT2E INT8 needs calibration_batches: a few non-empty batches '
