@@ -180,7 +180,7 @@ class Measurement:
                  runner_top1(self.config, seven_bit_path, work_dir, 'u8s8'),
                  int8_kernels='u8s8')
         if args.adaround_iterations:
-            self.run_adaround(fp32_path, cpu_kernels)
+            self.run_adaround(cpu_kernels)
         check = self.calibration_check()
         sensitivity = layer_sensitivity(fp32_path, self.calibration,
                                         [images for images, _ in check])
@@ -209,7 +209,7 @@ class Measurement:
             self.run_openvino(fp32_path)
         return self.rows
 
-    def run_adaround(self, fp32_path: str, cpu_kernels: str) -> None:
+    def run_adaround(self, cpu_kernels: str) -> None:
         """Min-max PTQ of the model with learned-rounding weights, 8 and 7 bits: the
         product's export (nearest rounding, no bound) writes the learned levels."""
         schedule = RoundingSchedule(iterations=self.args.adaround_iterations)
