@@ -45,7 +45,7 @@ from mmrepvgg.engine.runner import build_runner, prepare_test_config
 from mmrepvgg._utils import MissingExtraError
 
 try:
-    from mmrepvgg.deploy._adaround import _RoundingSchedule as RoundingSchedule, adaround
+    from lab.adaround import _RoundingSchedule as RoundingSchedule, adaround
     from lab.qat import finetune_qat, prepare_qat, strip_qat
     from mmrepvgg.deploy._host_cpu import INT8_WEIGHT_MAX, int8_kernel_choice, int8_weight_choice
     from mmrepvgg.deploy._mixed_precision import agreement as top1_agreement
@@ -180,7 +180,7 @@ class Measurement:
                  runner_top1(self.config, seven_bit_path, work_dir, 'u8s8'),
                  int8_kernels='u8s8')
         if args.adaround_iterations:
-            self.run_adaround(fp32_path, cpu_kernels)
+            self.run_adaround(cpu_kernels)
         check = self.calibration_check()
         sensitivity = layer_sensitivity(fp32_path, self.calibration,
                                         [images for images, _ in check])
@@ -209,17 +209,16 @@ class Measurement:
             self.run_openvino(fp32_path)
         return self.rows
 
-    def run_adaround(self, fp32_path: str, cpu_kernels: str) -> None:
-        """Min-max PTQ of the model with learned-rounding weights, 8 and 7 bits."""
+    def run_adaround(self, cpu_kernels: str) -> None:
+        """Min-max PTQ of the model with learned-rounding weights, 8 and 7 bits: the
+        product's export (nearest rounding, no bound) writes the learned levels."""
         schedule = RoundingSchedule(iterations=self.args.adaround_iterations)
         for bits, kernels, recipe in ((8, cpu_kernels, 'ptq minmax + adaround'),
                                       (7, 'u8s8', 'ptq minmax, 7-bit weights + adaround')):
-            rounded_path = self.path(f'fp32_adaround_{bits}bit')
-            export_onnx(adaround(self.deploy_model, self.calibration, bits, schedule),
-                        rounded_path, (1, *self.calibration[0].shape[1:]), overwrite=True)
             int8_path = self.path(f'int8_minmax_adaround_{bits}bit')
-            quantize_int8(rounded_path, int8_path, self.calibration, overwrite=True,
-                          weight_bits=bits)
+            export_int8(adaround(self.deploy_model, self.calibration, bits, schedule),
+                        int8_path, self.calibration, overwrite=True,
+                        recipe=Int8Recipe(weight_bits=str(bits), accuracy_bound_points=None))
             self.add('onnxruntime', recipe, int8_path, OnnxRuntimeModel(int8_path, 1, kernels),
                      runner_top1(self.config, int8_path, self.args.work_dir, kernels),
                      int8_kernels=kernels)

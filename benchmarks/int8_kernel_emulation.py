@@ -20,7 +20,7 @@ from mmrepvgg.apis.convert import build_train_model
 from mmrepvgg.checkpoint import CheckpointError, load_checkpoint
 from mmrepvgg.deploy._host_cpu import INT8_WEIGHT_MAX
 from mmrepvgg.deploy._onnx_eval import preprocessed_batches
-from mmrepvgg.deploy._adaround import _fake_quantize as fake_quantize
+from lab.adaround import _fake_quantize as fake_quantize
 from mmrepvgg.engine import ConfigError, load_repvgg_config
 from mmrepvgg.models import reparameterize_model
 

@@ -8,10 +8,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from mmrepvgg.apis.convert import build_train_model
 from mmrepvgg.checkpoint import load_checkpoint
-from mmrepvgg.deploy._onnx_eval import _logits_to_predictions as logits_to_predictions
+from mmrepvgg.deploy._onnx_eval import _RuntimeClassifier as RuntimeClassifier
 from mmrepvgg.deploy._onnx_eval import preprocessed_batches
 from mmrepvgg.engine import load_repvgg_config
 
@@ -79,7 +80,7 @@ def test_torch_int8_backend_refuses_onnx_runtime_kernels_in_one_line(capsys):
 
 def test_predictions_are_softmax_scores_with_the_arg_max_label():
     logits = torch.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 0.0]])
-    first, second = logits_to_predictions(logits, None)
+    first, second = RuntimeClassifier(nn.Identity(), 'logits').predictions(logits, None)
     assert first.pred_label.tolist() == [1] and second.pred_label.tolist() == [0]
     assert torch.allclose(first.pred_score, torch.softmax(logits[0], dim=0))
 

@@ -173,8 +173,6 @@ def test_d2se_pairs_are_skipped_by_name_and_left_unchanged():
     assert all('se_layer between them' in pair for pair in report.skipped)
     assert all(torch.equal(model.state_dict()[key], value)
                for key, value in equalized.state_dict().items())
-    assert '47 skipped (stem -> stage_1.0 (stem.se_layer between them); 46 more)' in (
-        report.describe())
 
 
 def test_stage_outputs_of_the_backbone_are_not_rescaled():

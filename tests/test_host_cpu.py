@@ -43,7 +43,7 @@ def test_cpuinfo_gives_the_model_name_and_the_isa_that_matters():
     assert cpu.describe().startswith('Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz '
                                      '(x86_64; AVX2, AVX-512, AVX512-VNNI;')
     assert cpu.describe().endswith('; 1 thread)')
-    assert cpu.as_dict()['vnni'] is True and cpu.as_dict()['threads'] == 1
+    assert cpu.has_vnni and cpu.threads == 1
 
 
 def test_a_onednn_isa_cap_is_named_beside_the_figures(monkeypatch):
@@ -51,9 +51,9 @@ def test_a_onednn_isa_cap_is_named_beside_the_figures(monkeypatch):
     cpu = host_cpu(threads=1, cpuinfo_text=VNNI_CPUINFO, architecture='x86_64')
     assert cpu.describe().endswith(
         '1 thread; oneDNN (OpenVINO, PyTorch) capped to AVX2 by ONEDNN_MAX_CPU_ISA)')
-    assert cpu.as_dict()['onednn_isa_cap'] == 'AVX2'
+    assert cpu.onednn_isa_cap == 'AVX2'
     monkeypatch.delenv('ONEDNN_MAX_CPU_ISA')
-    assert host_cpu(cpuinfo_text=VNNI_CPUINFO).as_dict()['onednn_isa_cap'] is None
+    assert host_cpu(cpuinfo_text=VNNI_CPUINFO).onednn_isa_cap is None
 
 
 @pytest.mark.parametrize('cpuinfo, architecture, kernels', [

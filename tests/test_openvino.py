@@ -264,8 +264,8 @@ def test_max_drop_keeps_convs_fp32_until_top1_is_within_the_bound(small_onnx, tm
     (dict(keep_fp32=1), None, 'ranks the convs on held-out images; pass some'),
     (dict(keep_fp32=1, max_drop_points=0.3), [], 'pass one'),
     (dict(keep_fp32=-1), [], 'must not be negative'),
-    (dict(weight_bits='7', rounding='adaround'), None,
-     'weight_bits, rounding: ONNX Runtime settings; leave them at their defaults'),
+    (dict(weight_bits='7', int8_kernels='u8u8'), None,
+     'weight_bits, int8_kernels: ONNX Runtime settings; leave them at their defaults'),
 ])
 def test_a_mixed_recipe_that_cannot_work_is_refused_before_any_work(small_onnx, tmp_path,
                                                                     recipe, held_out,

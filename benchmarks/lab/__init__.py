@@ -7,6 +7,8 @@
 - :mod:`.rows`: the names of its rows; :mod:`.report`: its Markdown tables (plain data,
   no torch); :mod:`.plotting`: the PNGs of ``docs/benchmarks.md`` (the ``plot`` extra);
 - :mod:`.kernel_emulation`: a Python model of ONNX Runtime's x86 integer conv kernels.
+- :mod:`.adaround`: learned rounding of the weights to the INT8 grid (``int8_accuracy.py``'s
+  AdaRound rows), and the fake-quantized conv the QAT and kernel emulation share;
 - :mod:`.qat`: quantization-aware fine-tuning of the deploy form (``int8_accuracy.py``'s
   QAT rows).
 - :mod:`.synthetic`: trained-looking random BN statistics (for tests, too);

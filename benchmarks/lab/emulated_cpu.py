@@ -43,7 +43,9 @@ class SeenCpu(NamedTuple):
         return f'{line[:-1]}; {hidden_isa_note(self.hidden_isa)})' if self.hidden_isa else line
 
     def as_dict(self) -> Dict[str, object]:
-        return {**self.cpu.as_dict(), 'hidden_isa': list(self.hidden_isa)}
+        """What a figure's JSON records about the CPU."""
+        return {**self.cpu._asdict(), 'isa': list(self.cpu.isa), 'vnni': self.cpu.has_vnni,
+                'hidden_isa': list(self.hidden_isa)}
 
 
 def seen_cpu(threads: Optional[int] = None, cpuinfo_text: Optional[str] = None,

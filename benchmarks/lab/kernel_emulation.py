@@ -4,7 +4,7 @@ There, u8 x s8 kernels multiply the uint8 input and int8 weight of two neighbour
 reduction elements and add the two products into a *saturating* int16 (``vpmaddubsw``)
 before widening to int32; ``255 * 127 * 2 = 64770`` does not fit in int16, so large
 inputs times large weights are clipped (onnxruntime issue 12088). This module computes a
-:class:`mmrepvgg.deploy._adaround._FakeQuantizedConv` in integers, exactly or with that
+:class:`lab.adaround._FakeQuantizedConv` in integers, exactly or with that
 pairwise saturation, so that a VNNI host can measure what the saturation alone costs a
 model. The
 pairs follow ONNX Runtime's NHWC order of the reduction (kernel row, kernel column, input
@@ -17,8 +17,8 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
-from mmrepvgg.deploy._adaround import _FakeQuantizedConv as FakeQuantizedConv
-from mmrepvgg.deploy._adaround import _kernel_scale as kernel_scale
+from lab.adaround import _FakeQuantizedConv as FakeQuantizedConv
+from lab.adaround import _kernel_scale as kernel_scale
 from mmrepvgg.deploy._host_cpu import INT16_MAX
 
 INT16_MIN = -INT16_MAX - 1
@@ -27,7 +27,7 @@ INT16_MIN = -INT16_MAX - 1
 def quantization_parameters(wrapper: FakeQuantizedConv, weight_max: int = 127
                             ) -> Tuple[float, int, Tensor]:
     """``(input scale, input zero point, weight scales (C_out, ))`` of a calibrated
-    :class:`~mmrepvgg.deploy._adaround._FakeQuantizedConv`, as its forward pass uses them
+    :class:`~lab.adaround._FakeQuantizedConv`, as its forward pass uses them
     (``weight_max`` 127), or with weights of a narrower symmetric range (64: 7-bit weights)."""
     input_scale, zero_point = wrapper.input_quantization()
     return input_scale, zero_point, kernel_scale(wrapper.conv.weight, weight_max)
@@ -79,7 +79,7 @@ def integer_conv(wrapper: FakeQuantizedConv, images: Tensor, saturate_pairs: boo
 
 class IntegerConvEmulation:
     """While active (a context manager), every
-    :class:`mmrepvgg.deploy._adaround._FakeQuantizedConv` of ``model`` computes by
+    :class:`lab.adaround._FakeQuantizedConv` of ``model`` computes by
     :func:`integer_conv`; ``saturated_share`` collects the share
     of saturated pairs per conv call; ``weight_max`` as for :func:`integer_conv`."""
 

@@ -20,8 +20,8 @@ batch-statistics BN; in eval mode the module computes the folded conv exactly as
 stripped model does. Gradients pass through the rounding unchanged (the straight-through
 estimator of ``torch.fake_quantize_*``).
 
-The rounding itself (:func:`mmrepvgg.deploy._adaround._fake_quantize_kernel`, the input
-ranges) is post-training INT8's, from :mod:`mmrepvgg.deploy._adaround`.
+The rounding itself (:func:`lab.adaround._fake_quantize_kernel`, the input
+ranges) is post-training INT8's, from :mod:`lab.adaround`.
 """
 from typing import Iterable, List, Sequence
 
@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mmrepvgg.deploy._adaround import _fake_quantize_kernel as fake_quantize_kernel
-from mmrepvgg.deploy._adaround import _ObservedInput, _wrap_and_calibrate
+from lab.adaround import _fake_quantize_kernel as fake_quantize_kernel
+from lab.adaround import _ObservedInput, _wrap_and_calibrate
 from mmrepvgg.reparam import BatchNormStats, KernelBias, fuse_conv_bn
 
 

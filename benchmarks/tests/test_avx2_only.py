@@ -152,7 +152,7 @@ def test_the_kernel_emulation_pairs_products_as_onnx_runtimes_avx2_conv_does(tmp
     from torch import nn
 
     from lab.kernel_emulation import integer_conv
-    from mmrepvgg.deploy._adaround import _FakeQuantizedConv as FakeQuantizedConv
+    from lab.adaround import _FakeQuantizedConv as FakeQuantizedConv
     pattern = np.array([[127, -127, 127], [127, 127, 127], [127, -127, 0]], np.int8)
     weights = np.repeat(np.repeat(pattern[:, :, None, None], 3, axis=2), 3, axis=3)
     inputs = np.random.default_rng(0).integers(200, 256, (1, 3, 5, 5), dtype=np.uint8)

@@ -25,6 +25,7 @@ def test_a_process_under_the_avx2_only_library_is_described_as_avx2_only(monkeyp
         'CPUID: AVX2-only CPU emulated)')
     assert seen.as_dict()['hidden_isa'] == ['AVX-512', 'AVX512-VNNI']
     assert seen.as_dict()['isa'] == ['AVX2']
+    assert seen.as_dict()['vnni'] is False and seen.as_dict()['threads'] == 1
     assert (int8_weight_choice(seen.cpu).bits, int8_kernel_choice(seen.cpu).kernels) == (
         7, 'u8u8')
 

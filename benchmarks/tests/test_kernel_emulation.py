@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from lab.kernel_emulation import IntegerConvEmulation, integer_conv
-from mmrepvgg.deploy._adaround import _FakeQuantizedConv as FakeQuantizedConv
+from lab.adaround import _FakeQuantizedConv as FakeQuantizedConv
 
 
 def _calibrated(conv: nn.Conv2d, images: torch.Tensor) -> FakeQuantizedConv:

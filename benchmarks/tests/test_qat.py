@@ -13,8 +13,8 @@ from torch.nn import functional
 from lab.qat import FakeQuantizedConvBN, finetune_qat, prepare_qat, strip_qat
 from mmrepvgg.deploy.onnx_export import torch_logits
 from mmrepvgg.models import reparameterize_model
-from mmrepvgg.deploy._adaround import _fake_quantize as fake_quantize
-from mmrepvgg.deploy._adaround import _FakeQuantizedConv as FakeQuantizedConv
+from lab.adaround import _fake_quantize as fake_quantize
+from lab.adaround import _FakeQuantizedConv as FakeQuantizedConv
 from mmrepvgg.deploy._mixed_precision import agreement as top1_agreement
 from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
 from mmrepvgg.deploy.quantization import export_int8

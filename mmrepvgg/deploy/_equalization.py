@@ -1,8 +1,6 @@
 """Cross-layer equalization of the deploy form (Nagel et al., ICCV 2019, Sec. 4.1;
-docs/int8.md): since ``relu(x / s) = relu(x) / s``, dividing output channel ``i`` of
-``conv_1`` by ``s_i > 0`` and multiplying input channel ``i`` of the next conv by it leaves
-the function unchanged. Computed in float64, verified like the fusion, rounded once.
-"""
+docs/int8.md): ``relu(x / s) = relu(x) / s`` lets per-channel ranges move between a conv
+and the next one. Computed in float64, verified like the fusion, rounded once."""
 import copy
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
@@ -29,25 +27,15 @@ class _EqualizationReport(NamedTuple):
     skipped: Tuple[str, ...]
     max_relative_error: float
 
-    def describe(self) -> str:
-        """One line; past three skipped pairs, the first and a count."""
-        skipped = self.skipped
-        if len(skipped) > 3:
-            skipped = (skipped[0], f'{len(skipped) - 1} more')
-        skipped = f' ({"; ".join(skipped)})' if skipped else ''
-        return (f'cross-layer equalization: {len(self.equalized)} conv pairs rescaled, '
-                f'{len(self.skipped)} skipped{skipped}; float64 relative error '
-                f'{self.max_relative_error:.1e}')
-
 
 def _output_channel_ranges(kernel: Tensor) -> Tensor:
-    """``(C_out,)``: ``max |w|`` per output channel of ``kernel``."""
+    """``(C_out,)``: ``max |w|`` per output channel."""
     return kernel.abs().amax(dim=(1, 2, 3))
 
 
 def _input_channel_ranges(kernel: Tensor, groups: int = 1) -> Tensor:
     """``(C_in,)``: ``max |w|`` per input channel of ``kernel`` ``(C_out, C_in // groups,
-    k, k)``; input channel ``i`` is read by group ``i // (C_in // groups)``."""
+    k, k)``."""
     out_channels, in_per_group = kernel.shape[:2]
     grouped = kernel.abs().reshape(groups, out_channels // groups, in_per_group, -1)
     return grouped.amax(dim=(1, 3)).reshape(groups * in_per_group)
@@ -64,10 +52,10 @@ def equalization_scales(output_ranges: Tensor, input_ranges: Tensor) -> Tensor:
 
 def rescale_conv_pair(kernel_1: Tensor, bias_1: Tensor, kernel_2: Tensor, groups_2: int,
                       scales: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """New ``(kernel_1, bias_1, kernel_2)``, in the dtype of ``scales`` ``(C,)``: output
-    channel ``i`` of ``conv_1`` (``(C, C_in // groups_1, k, k)``, ``(C,)``) divided by
-    ``scales[i] > 0`` and input channel ``i`` of ``conv_2`` (``(C_out, C // groups_2, k,
-    k)``) multiplied by it, which keeps ``conv_2(relu(conv_1(x)))``."""
+    """New ``(kernel_1, bias_1, kernel_2)`` in the dtype of ``scales`` ``(C,)``, which keep
+    ``conv_2(relu(conv_1(x)))``: output channel ``i`` of ``conv_1`` (``(C, C_in // groups_1,
+    k, k)``, ``(C,)``) divided by ``scales[i] > 0``, input channel ``i`` of ``conv_2``
+    (``(C_out, C // groups_2, k, k)``) multiplied by it."""
     dtype = scales.dtype
     kernel_1 = kernel_1.to(dtype) / scales.reshape(-1, 1, 1, 1)
     bias_1 = bias_1.to(dtype) / scales
@@ -131,8 +119,8 @@ def _equalize_chains(model: nn.Module, sweeps: int) -> Tuple[Tuple[str, ...], Tu
 
 def _verify_equalization(original: nn.Module, equalized: nn.Module,
                          input_shape: Sequence[int]) -> float:
-    """The relative output error of ``equalized`` against ``original`` on a random batch
-    of ``input_shape``; ``_EqualizationError`` past the fusion's tolerance."""
+    """The relative output error of ``equalized`` against ``original`` on a random batch;
+    ``_EqualizationError`` past the fusion's tolerance."""
     error = max_relative_output_error(original, equalized, input_shape)
     if not error <= VERIFY_TOLERANCE:
         raise _EqualizationError(
@@ -144,13 +132,8 @@ def _verify_equalization(original: nn.Module, equalized: nn.Module,
 
 def equalize_model(model: nn.Module, inplace: bool = False
                    ) -> Tuple[nn.Module, _EqualizationReport]:
-    """``(equalized deploy model in eval mode, report)``: the deploy form of ``model`` (any
-    model holding RepVGG backbones), itself with ``inplace`` (written only once verified)
-    or a copy, equalized and verified in float64.
-
-    Raises:
-        _EqualizationError: the float64 outputs moved past the fusion's tolerance.
-    """
+    """``(equalized deploy model in eval mode, report)``: the deploy form of ``model`` (itself
+    with ``inplace``, written once verified in float64; else ``_EqualizationError``)."""
     deploy_model = reparameterize_model(model, inplace)
     input_shape = (VERIFY_INPUT_SIZE[0], image_channels(deploy_model), *VERIFY_INPUT_SIZE[1:])
     original_float64 = copy.deepcopy(deploy_model).double()

@@ -1,7 +1,6 @@
-"""The CPU INT8 runs on, and the INT8 choices accurate on it (docs/int8.md): without VNNI,
-x86 kernels add pairs of u8 x s8 products in a saturating int16, which 8-bit weights can
-overflow (onnxruntime issue 12088); 7-bit weights or ONNX Runtime's u8u8 kernels do not.
-"""
+"""The CPU INT8 runs on, and the INT8 choices accurate on it: without VNNI, x86 kernels add
+u8 x s8 pairs in a saturating int16 that 8-bit weights can overflow (onnxruntime issue
+12088; docs/int8.md); 7-bit weights or ONNX Runtime's u8u8 kernels do not."""
 import os
 import platform
 from typing import Dict, FrozenSet, NamedTuple, Optional
@@ -23,13 +22,12 @@ UINT8_MAX, INT16_MAX = 255, 32767
 
 
 class _HostCpu(NamedTuple):
-    """What an INT8 figure says about the machine (``isa``: labels of :data:`ISA_FLAGS`;
-    ``threads``: None for the runtime's default)."""
+    """What an INT8 figure says about the machine."""
     model_name: str
-    isa: tuple
+    isa: tuple  # labels of ISA_FLAGS
     logical_cpus: int
     architecture: str
-    threads: Optional[int] = None
+    threads: Optional[int] = None  # None: the runtime's default
     onednn_isa_cap: Optional[str] = None
 
     @property
@@ -50,12 +48,6 @@ class _HostCpu(NamedTuple):
         return (f'{self.model_name} ({self.architecture}; {isa}; {self.logical_cpus} '
                 f'logical CPUs; {threads}{cap})')
 
-    def as_dict(self) -> Dict[str, object]:
-        return dict(model_name=self.model_name, isa=list(self.isa),
-                    logical_cpus=self.logical_cpus, architecture=self.architecture,
-                    threads=self.threads, vnni=self.has_vnni,
-                    onednn_isa_cap=self.onednn_isa_cap)
-
 
 def _parse_cpuinfo(text: str) -> 'tuple[str, FrozenSet[str]]':
     """The first ``model name`` and ``flags`` of a /proc/cpuinfo text."""
@@ -71,7 +63,7 @@ def _parse_cpuinfo(text: str) -> 'tuple[str, FrozenSet[str]]':
 
 
 def _read(path: str) -> str:
-    """The text of ``path``, or '' off Linux."""
+    """The text of ``path``, or '' (off Linux)."""
     try:
         with open(path) as stream:
             return stream.read()

@@ -1,7 +1,5 @@
-"""Mixed precision: which convs to keep FP32 in an INT8 model, whatever the runtime, and the
-comparisons of two models every INT8 export is judged by: top-1 for classifiers, mIoU for
-segmentors (:func:`agreement`).
-"""
+"""Mixed precision: which convs to keep FP32 in an INT8 model, whatever the runtime; and
+:func:`agreement`, the comparison every INT8 export is judged by (top-1, or mIoU)."""
 import math
 import os
 import tempfile
@@ -14,9 +12,7 @@ from ._qdq import conv_nodes, quantize_int8
 
 
 class Agreement(NamedTuple):
-    """How two classifiers' top-1 classes compare on the same images: images compared,
-    images both predict the same class on, images each gets right, and images only one
-    of the two gets right (those that make their top-1 differ)."""
+    """How two classifiers' top-1 classes compare on the same images (image counts)."""
     num_images: int
     num_agree: int
     reference_correct: int
@@ -34,9 +30,8 @@ class Agreement(NamedTuple):
         return 100 * (self.reference_correct - self.candidate_correct) / self.num_images
 
     def top1_change_interval(self, z: float = 1.96) -> 'tuple[float, float]':
-        """Candidate top-1 minus reference top-1, in points, as a ``(low, high)`` interval
-        (``z`` = 1.96: about 95 %); a paired comparison (McNemar's variance): only the
-        images one model gets right and the other wrong move the difference."""
+        """Candidate minus reference top-1 in points, a ``(low, high)`` interval (``z`` 1.96:
+        95 %), paired: McNemar's variance, from the images only one model gets right."""
         gained, lost, count = (self.candidate_only_correct, self.reference_only_correct,
                                self.num_images)
         change = (gained - lost) / count
@@ -51,14 +46,11 @@ class Agreement(NamedTuple):
 
 
 class MiouAgreement(NamedTuple):
-    """How two segmentors' class maps compare on the same labelled pixels (those not
-    labelled ``IGNORE_INDEX``): images and pixels compared, pixels both predict the same
-    class on, and each model's per-class ``(intersection, union)`` pixel counts against
-    the labels, ``(num_classes, 2)``."""
+    """How two segmentors' class maps compare on the pixels not labelled ``IGNORE_INDEX``."""
     num_images: int
     num_pixels: int
     num_agree: int
-    reference_counts: np.ndarray
+    reference_counts: np.ndarray  # (num_classes, 2): per class, (intersection, union)
     candidate_counts: np.ndarray
 
     @property
@@ -83,8 +75,7 @@ IGNORE_INDEX = 255
 
 
 def _miou_points(counts: np.ndarray) -> float:
-    """Mean over the classes present (union > 0) of intersection / union, in points, as
-    mmseg's IoUMetric computes it over a whole dataset."""
+    """Mean IoU over the classes present (union > 0), in points, as mmseg's IoUMetric."""
     present = counts[:, 1] > 0
     return float(100 * np.mean(counts[present, 0] / counts[present, 1]))
 
@@ -95,8 +86,7 @@ Logits = Callable[[np.ndarray], np.ndarray]
 
 def _top1_agreement(reference: Logits, candidate: Logits,
                     batches: Iterable[tuple]) -> Agreement:
-    """Compare two classifiers' top-1 classes on ``(images, labels)`` batches (images
-    ``(N, C, H, W)`` float32 as the model receives them, labels ``(N, )``)."""
+    """Compare two classifiers on ``(images, labels)`` batches, labels ``(N, )``."""
     counts = np.zeros(6, dtype=np.int64)
     for images, labels in batches:
         expected, actual = (np.asarray(model(images)).argmax(axis=1)
@@ -112,8 +102,7 @@ def _top1_agreement(reference: Logits, candidate: Logits,
 
 def _miou_agreement(reference: Logits, candidate: Logits,
                     batches: Iterable[tuple]) -> MiouAgreement:
-    """Compare two segmentors' class maps on ``(images, label maps)`` batches (images
-    ``(N, C, H, W)`` float32 as the model receives them, label maps ``(N, H, W)``)."""
+    """Compare two segmentors on ``(images, label maps)`` batches, maps ``(N, H, W)``."""
     num_images = num_pixels = num_agree = 0
     counts = None  # (model, class, (intersection, union))
     for images, labels in batches:
@@ -137,15 +126,15 @@ def _miou_agreement(reference: Logits, candidate: Logits,
 
 def agreement(reference: Logits, candidate: Logits,
               batches: Iterable[tuple]) -> Union[Agreement, MiouAgreement]:
-    """:func:`_top1_agreement` for batches of labels ``(N, )``, :func:`_miou_agreement` for
-    batches of label maps ``(N, H, W)``."""
+    """Compare two models on ``(images, labels)`` batches (images ``(N, C, H, W)`` float32):
+    top-1 for labels ``(N, )``, mIoU for label maps ``(N, H, W)``."""
     batches = list(batches)
     classifier = not batches or np.ndim(batches[0][1]) == 1
     return (_top1_agreement if classifier else _miou_agreement)(reference, candidate, batches)
 
 
 def _signal_and_noise(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
-    """``[sum reference^2, sum (reference - candidate)^2]`` in float64."""
+    """``[sum reference^2, sum (reference - candidate)^2]``, float64."""
     reference = reference.astype(np.float64)
     return np.array([np.sum(reference ** 2), np.sum((reference - candidate) ** 2)])
 
@@ -162,30 +151,23 @@ def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 
 class LayerSensitivity(NamedTuple):
-    """How much quantizing one conv alone changes the model: the Conv node's name, its
-    index among the model's convs (0: the stem), the SQNR of the logits against FP32 in
-    dB (lower: more sensitive) and the arg-max agreement with FP32 (0..1, per image or
-    per pixel), on the held-out images."""
+    """How much quantizing one conv alone changes the logits on the held-out images."""
     node: str
-    position: int
-    sqnr_db: float
-    agreement: float
+    position: int  # among the model's convs, 0: the stem
+    sqnr_db: float  # against FP32; lower: more sensitive
+    agreement: float  # arg-max agreement with FP32, 0..1, per image or per pixel
 
 
 def layer_sensitivity(fp32_path: str, calibration: Sequence[np.ndarray],
-                      held_out_images: Sequence[np.ndarray], method: str = 'minmax',
-                      progress: Optional[Callable[[int, int], None]] = None
+                      held_out_images: Sequence[np.ndarray], method: str = 'minmax'
                       ) -> List[LayerSensitivity]:
-    """Quantize each conv of the FP32 ONNX file ``fp32_path`` alone (``calibration`` and
-    ``method``: see :func:`.qdq.quantize_int8`) and measure the logits against FP32 on
-    ``held_out_images`` ``(N, C, H, W)`` batches, worst (lowest SQNR) first; ``progress``
-    is called with (convs done, convs) after each one. Holds one batch's logits at a time
-    (a segmentor's are classes x H x W per image): FP32 runs again for each conv."""
+    """Quantize each conv of the FP32 ONNX file ``fp32_path`` alone and measure the logits
+    against FP32 on ``held_out_images`` ``(N, C, H, W)`` batches, worst (lowest SQNR) first.
+    Holds one batch's logits at a time (a segmentor's are large): FP32 runs again per conv."""
     reference = OnnxRuntimeModel(fp32_path)
-    convs = conv_nodes(fp32_path)
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
-        for position, node in enumerate(convs):
+        for position, node in enumerate(conv_nodes(fp32_path)):
             one_layer_path = os.path.join(workdir, f'{position}.onnx')
             quantize_int8(fp32_path, one_layer_path, calibration, method=method,
                           only_nodes=[node])
@@ -198,8 +180,6 @@ def layer_sensitivity(fp32_path: str, calibration: Sequence[np.ndarray],
                 num_compared += expected.argmax(1).size
             rows.append(LayerSensitivity(node, position, _decibels(signal_and_noise),
                                          num_agree / num_compared))
-            if progress is not None:
-                progress(position + 1, len(convs))
     return sorted(rows, key=lambda row: (row.sqnr_db, row.position))
 
 
@@ -209,14 +189,9 @@ def choose_fp32_convs(fp32_path: str, calibration: Sequence[np.ndarray],
                       sensitivity: Optional[Sequence[LayerSensitivity]] = None) -> List[str]:
     """The convs of the FP32 ONNX file ``fp32_path`` that mixed precision keeps FP32, most
     sensitive first (:func:`layer_sensitivity` on ``held_out``, unless ``sensitivity``
-    holds it already): the ``recipe.keep_fp32`` worst; or, given
-    ``recipe.max_drop_points``, the fewest worst-first ones for which the runtime's INT8
-    model (``quantized(fp32_nodes)``, tried fewest first) stays within that many points
-    of ONNX Runtime FP32 on ``held_out`` (:func:`agreement`; every conv if need be).
-
-    Raises:
-        ValueError: ``keep_fp32`` is more than the model's convs (before the ranking).
-    """
+    holds it): the ``recipe.keep_fp32`` worst; or the fewest worst-first ones for which
+    ``quantized(fp32_nodes)`` stays within ``recipe.max_drop_points`` of ONNX Runtime FP32
+    on ``held_out``. ValueError (before the ranking): ``keep_fp32`` past the model's convs."""
     num_convs = len(conv_nodes(fp32_path))
     if recipe.keep_fp32 > num_convs:
         raise ValueError(f'keep_fp32 {recipe.keep_fp32}: the model has {num_convs} convs; '

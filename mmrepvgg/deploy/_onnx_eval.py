@@ -1,8 +1,6 @@
-"""Run an exported classifier or segmentor (ONNX or OpenVINO IR) on a config's own data,
-as mmengine's Runner runs the PyTorch model: same dataloader, ``data_preprocessor`` and
-evaluator (``tools/deployment/test.py``); and the model-ready image batches of a config's
-dataset that INT8 calibration and checks use.
-"""
+"""An exported classifier or segmentor (ONNX or OpenVINO IR) run by a config's own test loop
+(``tools/deployment/test.py``), and the model-ready image batches of a config's dataset that
+INT8 calibration and checks use."""
 import copy
 import os
 from typing import Iterator, List, NamedTuple, Optional, Tuple
@@ -24,36 +22,13 @@ from .onnx_runtime import LOAD_ERRORS, OnnxRuntimeModel
 
 
 def _data_preprocessor_cfg(cfg: Config) -> dict:
-    """The ``data_preprocessor`` the Runner gives the config's model: the model's own,
-    else the config's top-level one, else mmpretrain's default ``ClsDataPreprocessor``."""
+    """The ``data_preprocessor`` the Runner gives the config's model (model's, config's,
+    else mmpretrain's default)."""
     preprocessor = cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor') or {}
     return {'type': 'ClsDataPreprocessor', **copy.deepcopy(dict(preprocessor))}
 
 
-def _logits_to_predictions(logits: Tensor, data_samples: Optional[list]) -> List[DataSample]:
-    """What an mmpretrain classification head's ``predict`` returns for ``logits``
-    ``(N, num_classes)``: softmax scores and the arg-max label set on each sample."""
-    scores = torch.softmax(logits, dim=1)
-    labels = scores.argmax(dim=1, keepdim=True)
-    samples = data_samples or [DataSample() for _ in range(len(logits))]
-    return [sample.set_pred_score(score).set_pred_label(label)
-            for sample, score, label in zip(samples, scores, labels)]
-
-
-def _logits_to_segmentation(logits: Tensor, data_samples: list) -> list:
-    """What an mmseg segmentor's ``predict`` returns for ``logits`` ``(N, num_classes, H,
-    W)``: each sample's logits resized (bilinear, as the shipped heads: align_corners
-    False) to its original image size, and their arg-max class map ``(1, H, W)``."""
-    for sample, image_logits in zip(data_samples, logits):
-        image_logits = F.interpolate(image_logits[None], size=sample.ori_shape,
-                                     mode='bilinear', align_corners=False)[0]
-        sample.seg_logits = PixelData(data=image_logits)
-        sample.pred_sem_seg = PixelData(data=image_logits.argmax(dim=0, keepdim=True))
-    return data_samples
-
-
 def _runtime_model(model_file: str, threads: Optional[int], int8_kernels: str) -> nn.Module:
-    """OpenVINO's adapter for an ``.xml`` IR, else ONNX Runtime's."""
     if model_file.endswith('.xml'):
         from .openvino_runtime import OpenVINOModel  # the [openvino] extra
         return OpenVINOModel(model_file, threads)
@@ -61,12 +36,8 @@ def _runtime_model(model_file: str, threads: Optional[int], int8_kernels: str) -
 
 
 class _RuntimeClassifier(BaseModel):
-    """A classifier run outside PyTorch's autograd (a runtime adapter, or PyTorch's INT8
-    model) behind mmengine's model interface: :meth:`forward` checks the preprocessed
-    batch has the image size the runtime takes (its ``input_size`` ``(H, W)``, if it has
-    one), runs it (images ``(N, C, H, W)`` float32 in, logits out) and predicts.
-    ``name``: what messages call it; ``data_preprocessor``: the PyTorch model's.
-    """
+    """A runtime (images ``(N, C, H, W)`` float32 in, logits out; ``input_size`` ``(H, W)``
+    if fixed) behind mmengine's model interface; ``name``: what messages call it."""
     logits_shape = '(N, num_classes)'
 
     def __init__(self, runtime: nn.Module, name: str, data_preprocessor: Optional[dict] = None):
@@ -75,8 +46,13 @@ class _RuntimeClassifier(BaseModel):
         self.name = name
         self.runtime = runtime
 
-    def predictions(self, logits: Tensor, data_samples: Optional[list]) -> list:
-        return _logits_to_predictions(logits, data_samples)
+    def predictions(self, logits: Tensor, data_samples: Optional[list]) -> List[DataSample]:
+        """What an mmpretrain head's ``predict`` returns for ``logits`` ``(N, classes)``."""
+        scores = torch.softmax(logits, dim=1)
+        labels = scores.argmax(dim=1, keepdim=True)
+        samples = data_samples or [DataSample() for _ in range(len(logits))]
+        return [sample.set_pred_score(score).set_pred_label(label)
+                for sample, score, label in zip(samples, scores, labels)]
 
     def forward(self, inputs: Tensor, data_samples: Optional[list] = None,
                 mode: str = 'predict') -> list:
@@ -101,10 +77,9 @@ class _RuntimeClassifier(BaseModel):
 
 @MODELS.register_module()
 class ExportedClassifier(_RuntimeClassifier):
-    """An exported classifier behind mmengine's model interface: ``model_file``, an ONNX
-    file or OpenVINO IR ``.xml`` written by ``tools/deployment/pytorch2onnx.py`` (FP32 or
-    INT8), run with ``threads`` (default: the runtime's) and ONNX Runtime's
-    ``int8_kernels`` (:class:`.onnx_runtime.OnnxRuntimeModel`)."""
+    """An ONNX file or OpenVINO IR ``.xml`` written by ``tools/deployment/pytorch2onnx.py``
+    behind mmengine's model interface (``threads``, ``int8_kernels``: see
+    :class:`.onnx_runtime.OnnxRuntimeModel`)."""
 
     def __init__(self, model_file: str, data_preprocessor: Optional[dict] = None,
                  threads: Optional[int] = None, int8_kernels: str = 'auto'):
@@ -119,26 +94,28 @@ class ExportedSegmentor(ExportedClassifier):
     logits_shape = '(N, num_classes, H, W)'
 
     def predictions(self, logits: Tensor, data_samples: Optional[list]) -> list:
-        return _logits_to_segmentation(logits, data_samples)
+        # Resized to each original image as the shipped heads do (bilinear, corners not
+        # aligned); the class map is (1, H, W).
+        for sample, image_logits in zip(data_samples, logits):
+            image_logits = F.interpolate(image_logits[None], size=sample.ori_shape,
+                                         mode='bilinear', align_corners=False)[0]
+            sample.seg_logits = PixelData(data=image_logits)
+            sample.pred_sem_seg = PixelData(data=image_logits.argmax(dim=0, keepdim=True))
+        return data_samples
 
 
 def runtime_classifier(cfg: Config, runtime: nn.Module, name: str) -> _RuntimeClassifier:
-    """``runtime`` (images in, logits out) behind the ``data_preprocessor`` the config's
-    own model has, ready to stand in for it as a Runner's model."""
+    """``runtime`` (images in, logits out) with the config model's ``data_preprocessor``,
+    to stand in for it as a Runner's model."""
     return _RuntimeClassifier(runtime, name, _data_preprocessor_cfg(cfg))
 
 
-def exported_model_test_config(cfg: Config, model_file: str,
-                               threads: Optional[int] = None,
+def exported_model_test_config(cfg: Config, model_file: str, threads: Optional[int] = None,
                                int8_kernels: str = 'auto') -> Config:
     """``cfg`` (in place) with its model replaced by the exported ``model_file`` (an
     ``.xml`` OpenVINO IR, else ONNX) in an :class:`ExportedClassifier` (an mmseg config:
-    :class:`ExportedSegmentor`); no checkpoint to load.
-
-    Raises:
-        ConfigError: ``model_file`` is missing, empty, or not a model the runtime loads.
-        MissingExtraError: an IR without the ``[openvino]`` extra.
-    """
+    :class:`ExportedSegmentor`). Raises ConfigError for a ``model_file`` missing, empty
+    or not loadable, MissingExtraError for an IR without the ``[openvino]`` extra."""
     if not os.path.isfile(model_file):
         raise ConfigError(f'{model_file}: no such model file; check the path')
     if os.path.getsize(model_file) == 0:
@@ -160,9 +137,8 @@ def exported_model_test_config(cfg: Config, model_file: str,
 
 
 def pipeline_image_size(cfg: Config) -> Optional[Tuple[int, int]]:
-    """The ``(H, W)`` every image has after the config's test pipeline, read from its
-    transforms (a fixed ``Resize`` or a ``CenterCrop``), or None when it depends on the
-    image (e.g. ``ResizeEdge`` without a crop after it)."""
+    """The ``(H, W)`` every image has after the config's test pipeline (a fixed ``Resize``
+    or a ``CenterCrop``), or None when it depends on the image."""
     loader = cfg.get('test_dataloader')
     pipeline = (loader.get('dataset', {}).get('pipeline', [])
                 if isinstance(loader, dict) else [])
@@ -189,25 +165,18 @@ def _width_height(value) -> Optional[Tuple[int, int]]:
 
 
 class _PreprocessedBatch(NamedTuple):
-    """Images as the model receives them, ``(N, C, H, W)`` float32, and labels ``(N, )``
-    (a segmentation dataset's: label maps ``(N, H, W)``)."""
-    images: np.ndarray
-    labels: np.ndarray
+    images: np.ndarray  # (N, C, H, W) float32, as the model receives them
+    labels: np.ndarray  # (N, ), or a segmentation dataset's label maps (N, H, W)
 
 
 def preprocessed_batches(cfg: Config, dataloader_key: str, num_images: int,
                          shuffle: bool, pipeline_from: Optional[str] = None,
-                         batch_size: Optional[int] = None, seed: int = 0
-                         ) -> Iterator[_PreprocessedBatch]:
-    """Batches of the first ``num_images`` images (fewer if the dataset is smaller) of
-    ``cfg[dataloader_key]``'s dataset (e.g. ``'train_dataloader'``), through its pipeline
-    and the model's ``data_preprocessor``, in the main process; ``shuffle``: in a random
-    order (``seed``); ``pipeline_from``: with that dataloader's pipeline instead (e.g.
-    ``'test_dataloader'``: no augmentation); ``batch_size``: default, the dataloader's.
-
-    Raises:
-        ConfigError: the dataloader is missing, or its data cannot be read.
-    """
+                         batch_size: Optional[int] = None) -> Iterator[_PreprocessedBatch]:
+    """Batches of the first ``num_images`` images of ``cfg[dataloader_key]``'s dataset
+    through its pipeline and the model's ``data_preprocessor``, in the main process;
+    ``shuffle``: in a seeded random order; ``pipeline_from``: with that dataloader's pipeline
+    instead (e.g. ``'test_dataloader'``: no augmentation). ConfigError: the dataloader is
+    missing, or its data unreadable."""
     if not isinstance(cfg.get(dataloader_key), dict):
         raise ConfigError(f'{cfg.filename}: has no {dataloader_key}; use a config with '
                           'data settings (e.g. configs/digits/repvgg-A0_digits.py)')
@@ -221,7 +190,7 @@ def preprocessed_batches(cfg: Config, dataloader_key: str, num_images: int,
     segmentation = cfg.get('default_scope') == 'mmseg'
     with DefaultScope.overwrite_default_scope('mmseg' if segmentation else 'mmrepvgg'):
         try:
-            loader = Runner.build_dataloader(loader_cfg, seed=seed)
+            loader = Runner.build_dataloader(loader_cfg, seed=0)
         except (OSError, KeyError, ValueError) as error:
             message = str(error).strip().strip('"')
             raise ConfigError(f'{cfg.filename}: cannot read the data of {dataloader_key} '

@@ -1,7 +1,6 @@
 """ONNX Runtime's static INT8 (QDQ) of an FP32 ONNX file: per-channel int8 weights (a fused
-RepVGG kernel's channels differ widely in scale), per-tensor uint8 activations calibrated on
-preprocessed images; the logits stay FP32, where INT8 would tie classes (docs/int8.md).
-"""
+kernel's channels differ widely in scale), per-tensor uint8 activations; the logits stay FP32,
+where INT8 would tie classes (docs/int8.md)."""
 import logging
 from typing import Callable, List, Optional, Sequence
 
@@ -49,7 +48,7 @@ class _CalibrationBatches(quantization.CalibrationDataReader):
 
 
 def _output_nodes(path: str) -> List[str]:
-    """Names of the nodes of an ONNX file that write its graph outputs (the head)."""
+    """Names of the nodes that write the graph outputs (the head)."""
     graph = onnx.load(path, load_external_data=False).graph
     outputs = {output.name for output in graph.output}
     return [node.name for node in graph.node if outputs & set(node.output)]
@@ -78,14 +77,9 @@ def quantize_int8(fp32_path: str, int8_path: str, calibration: Sequence[np.ndarr
                   method: str = 'minmax', fp32_nodes: Sequence[str] = (),
                   only_nodes: Optional[Sequence[str]] = None, weight_bits: int = 8) -> None:
     """Write the static INT8 form of ``fp32_path`` to ``int8_path``, atomically, calibrated
-    on ``calibration`` batches ``(N, C, H, W)`` float32 with ``method`` (a key of
-    :data:`CALIBRATION_METHODS`); ``fp32_nodes`` stay FP32 (mixed precision), ``only_nodes``
-    (None: all) are quantized; ``weight_bits`` 7: within +-64 (:mod:`._host_cpu`).
-
-    Raises:
-        FileExistsError: ``int8_path`` exists and ``overwrite`` is False.
-        ValueError: an unknown ``method``, no calibration images, or no conv.
-    """
+    on batches ``(N, C, H, W)`` float32 with ``method``; ``fp32_nodes`` stay FP32,
+    ``only_nodes`` (None: all) are quantized; ``weight_bits`` 7: within +-64. Raises
+    FileExistsError, or ValueError for an unknown ``method``, no calibration images or conv."""
     check_calibration(method, CALIBRATION_METHODS, calibration, 'ONNX Runtime')
     if not conv_nodes(fp32_path):
         raise ValueError(f'{fp32_path}: the model has no Conv to quantize; INT8 here is '

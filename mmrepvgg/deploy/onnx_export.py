@@ -1,10 +1,8 @@
 """Export a deployed RepVGG to ONNX, checked by onnx.checker and ONNX Runtime, with the
-TorchScript-based exporter (the dynamo one needs ``onnxscript``; a chain of convs is what
-the TorchScript one handles well).
-"""
+TorchScript exporter (the dynamo one needs ``onnxscript``; a chain of convs suits it well)."""
 import os
 import warnings
-from typing import List, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -30,18 +28,17 @@ class OnnxExportError(RuntimeError):
 
 
 class OnnxExportReport(NamedTuple):
-    """What :func:`export_onnx` wrote (absolute ``path``) and its relative error against
-    PyTorch; ``converted``: whether train-form blocks were fused first."""
-    path: str
+    """What :func:`export_onnx` wrote and its relative error against PyTorch."""
+    path: str  # absolute
     input_shape: Sequence[int]
     opset: int
     dynamic_batch: bool
-    converted: bool
+    converted: bool  # train-form blocks were fused first
     max_relative_error: float
 
 
 class _OutputTensors(nn.Module):
-    """The model's outputs on an image batch as a flat tuple of tensors."""
+    """The model's outputs as a flat tuple of tensors."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -55,8 +52,7 @@ class _OutputTensors(nn.Module):
 
 
 def torch_logits(model: nn.Module):
-    """The first output of ``model`` as a function of NumPy images ``(N, C, H, W)``: the
-    FP32 reference of a top-1 agreement check."""
+    """The first output of ``model`` as a function of NumPy images ``(N, C, H, W)``."""
     wrapped = _OutputTensors(model)
 
     def logits(images: np.ndarray) -> np.ndarray:
@@ -67,37 +63,24 @@ def torch_logits(model: nn.Module):
 
 def _check_against_onnxruntime(model: nn.Module, path: str,
                                batches: Sequence[Tensor]) -> float:
-    """The worst ``max |torch - onnxruntime| / max |torch|`` of ``model`` and the ONNX file
-    ``path`` (``onnx.checker`` first) over image ``batches``."""
+    """The worst ``max |torch - onnxruntime| / max |torch|`` over image ``batches``, after
+    ``onnx.checker``."""
     onnx.checker.check_model(path, full_check=True)
-    runtime = OnnxRuntimeModel(path)
-    errors: List[float] = []
-    wrapped = _OutputTensors(model)
-    for images in batches:
-        with torch.no_grad():
-            expected = wrapped(images)
-        actual = runtime.run(images.numpy())
-        errors.append(max_relative_error(list(expected),
-                                         [torch.from_numpy(out) for out in actual]))
-    return max(errors)
+    runtime, wrapped = OnnxRuntimeModel(path), _OutputTensors(model)
+    with torch.no_grad():
+        return max(max_relative_error(list(wrapped(images)), [
+            torch.from_numpy(output) for output in runtime.run(images.numpy())])
+            for images in batches)
 
 
-def export_onnx(model: nn.Module,
-                path: str,
-                input_shape: Sequence[int] = (1, 3, 224, 224),
-                dynamic_batch: bool = True,
-                opset: int = DEFAULT_OPSET,
-                overwrite: bool = False,
-                tolerance: float = ONNX_TOLERANCE) -> OnnxExportReport:
+def export_onnx(model: nn.Module, path: str, input_shape: Sequence[int] = (1, 3, 224, 224),
+                dynamic_batch: bool = True, opset: int = DEFAULT_OPSET,
+                overwrite: bool = False, tolerance: float = ONNX_TOLERANCE) -> OnnxExportReport:
     """Export the deploy form of ``model`` (fused in a copy; ``forward(images)`` returns a
     tensor or a tuple), traced at ``input_shape`` ``(N, C, H, W)``, to ``path``, atomically,
-    after ``onnx.checker`` and a comparison with ONNX Runtime on random batches within
-    relative ``tolerance``; ``dynamic_batch`` makes the batch dimension symbolic.
-
-    Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
-        OnnxExportError: the export failed a check (``path`` untouched).
-    """
+    once ``onnx.checker`` and ONNX Runtime on random batches (within relative ``tolerance``)
+    agree; ``dynamic_batch`` makes the batch dimension symbolic. Raises FileExistsError,
+    or OnnxExportError for a failed check (``path`` untouched)."""
     path = os.path.abspath(path)
     converted = any(isinstance(module, RepVGGBlock) and not module.deploy
                     for module in model.modules())

@@ -19,8 +19,8 @@ LOAD_ERRORS = (onnxruntime.capi.onnxruntime_pybind11_state.Fail,
 
 
 def _largest_int8_weight(path: str) -> Optional[int]:
-    """The largest ``|int8 initializer|`` of an ONNX file: 0 for FP32, None for no ONNX
-    file (the session then says why)."""
+    """The largest ``|int8 initializer|``: 0 for FP32, None for no ONNX file (the session
+    then says why)."""
     try:
         graph = onnx.load(path).graph
     except DecodeError:
@@ -42,9 +42,8 @@ def fixed_image_size(dims) -> Optional[Tuple[int, int]]:
 class OnnxRuntimeModel(nn.Module):
     """An ONNX file run on the CPU like the PyTorch model: images ``(N, C, H, W)`` float32
     in (tensor or array), the first output out (the same type); ``input_size``: ``(H, W)``
-    fixed in the file, or None. Quantized ops use the INT8 kernels accurate on this CPU
-    (``kernel_choice``) unless ``int8_kernels`` (``'u8s8'`` or ``'u8u8'``) names them.
-    """
+    fixed in the file, or None. INT8 ops use the kernels accurate on this CPU
+    (``kernel_choice``) unless ``int8_kernels`` (``'u8s8'`` or ``'u8u8'``) names them."""
 
     def __init__(self, path: str, threads: Optional[int] = None, int8_kernels: str = 'auto'):
         super().__init__()

@@ -1,8 +1,6 @@
-"""OpenVINO as a second CPU runtime: :class:`OpenVINOModel`, its one adapter, and the deploy
-model as an OpenVINO IR (``.xml`` + ``.bin``), FP32 or INT8 by NNCF, converted from the
-same verified ONNX export as ONNX Runtime's (docs/int8.md). What is not quantized stays f32
-(weights saved so, run so), to keep the comparison with FP32 honest.
-"""
+"""OpenVINO as a second CPU runtime: :class:`OpenVINOModel`, and the deploy model as an IR
+(``.xml`` + ``.bin``), FP32 or INT8 by NNCF, from the verified ONNX export (docs/int8.md).
+What is not quantized stays f32 (saved and run so), to keep the comparison honest."""
 import contextlib
 import ctypes
 import os
@@ -31,7 +29,7 @@ OPENVINO_CALIBRATION_METHODS = ('minmax', 'percentile')
 # The op types an ONNX Conv becomes (grouped convs, as in RepVGG-B1g2, are the second).
 CONVOLUTION_TYPES = ('Convolution', 'GroupConvolution')
 # Recipe fields only the ONNX Runtime file has.
-_ONNXRUNTIME_SETTINGS = ('weight_bits', 'rounding', 'int8_kernels')
+_ONNXRUNTIME_SETTINGS = ('weight_bits', 'int8_kernels')
 
 
 class _StackT(ctypes.Structure):
@@ -42,7 +40,7 @@ class _StackT(ctypes.Structure):
 
 def _sigaltstack(new: Optional[_StackT]) -> Tuple[_StackT, tuple]:
     """Install ``new`` as this thread's alternate signal stack (None: only read); return the
-    one it had, and its ``(sp, size, flags)``."""
+    old one and its ``(sp, size, flags)``."""
     libc = ctypes.CDLL(None, use_errno=True)
     old = _StackT()
     if libc.sigaltstack(None if new is None else ctypes.byref(new), ctypes.byref(old)):
@@ -53,14 +51,12 @@ def _sigaltstack(new: Optional[_StackT]) -> Tuple[_StackT, tuple]:
 
 @contextlib.contextmanager
 def _signal_stack_kept() -> Iterator[None]:
-    """Run the block, then give the calling thread back its alternate signal stack (not off
-    Linux, nor where the kernel refuses it).
+    """Run the block, then give the calling thread back its alternate signal stack (Linux;
+    not where the kernel refuses it).
 
-    An OpenVINO CPU plugin installs a stack of its own and, destroyed, unmaps it and puts
-    back the one it replaced if its own is still installed: two destroyed in creation order
-    leave the thread on an unmapped stack, where the next Python signal handler dies with
-    SIGSEGV. With the caller's stack back at once, no plugin restores any (docs/int8.md).
-    """
+    An OpenVINO CPU plugin installs a stack of its own and, destroyed, puts back the one it
+    replaced: two destroyed in creation order leave the thread on an unmapped stack, where
+    the next signal handler dies with SIGSEGV (docs/int8.md)."""
     if not sys.platform.startswith('linux'):
         yield
         return
@@ -74,7 +70,6 @@ def _signal_stack_kept() -> Iterator[None]:
 
 
 def _ir_weights_path(xml_path: str) -> str:
-    """The ``.bin`` file an IR's ``.xml`` reads its weights from (same stem)."""
     return os.path.splitext(xml_path)[0] + '.bin'
 
 
@@ -96,13 +91,10 @@ class OpenVINOModel(nn.Module):
         self._request = self.compiled.create_infer_request()
 
     def forward(self, images: Union[Tensor, np.ndarray]) -> Union[Tensor, np.ndarray]:
-        if isinstance(images, np.ndarray):
-            return self._logits(images.astype(np.float32, copy=False))
-        return torch.from_numpy(self._logits(images.detach().float().cpu().contiguous()
-                                             .numpy()))
-
-    def _logits(self, images: np.ndarray) -> np.ndarray:
-        return np.array(self._request.infer({0: images})[self.compiled.output(0)])
+        array = (images.astype(np.float32, copy=False) if isinstance(images, np.ndarray)
+                 else images.detach().float().cpu().contiguous().numpy())
+        logits = np.array(self._request.infer({0: array})[self.compiled.output(0)])
+        return logits if isinstance(images, np.ndarray) else torch.from_numpy(logits)
 
 
 def _openvino_convolutions(model, fp32_onnx_path: str, onnx_nodes: Sequence[str]) -> List[str]:
@@ -148,10 +140,9 @@ def _points(compiled, batches: Iterable[tuple]) -> Tuple[float, list]:
 def _quantize_ir(fp32_onnx_path: str, calibration: Sequence[np.ndarray],
                  method: str = 'minmax', fp32_nodes: Sequence[str] = (),
                  held_out: Sequence[tuple] = (), max_drop_points: Optional[float] = None):
-    """The NNCF INT8 form of an FP32 ONNX model as an in-memory OpenVINO model, the Conv
-    nodes ``fp32_nodes`` left FP32, and given ``max_drop_points``, those that NNCF's
-    accuracy control keeps FP32 to stay within that many :func:`_points` of FP32 on
-    ``held_out`` (all if it cannot); ValueError for a bad request."""
+    """The NNCF INT8 form of an FP32 ONNX model (in memory), the Conv nodes ``fp32_nodes``
+    FP32 and, given ``max_drop_points``, those NNCF's accuracy control keeps FP32 to stay
+    within that many :func:`_points` of FP32 on ``held_out``; ValueError for a bad request."""
     check_calibration(method, OPENVINO_CALIBRATION_METHODS, calibration, 'OpenVINO')
     nncf = require_nncf()
     advanced = require_nncf('nncf.quantization.advanced_parameters')
@@ -201,10 +192,7 @@ def _onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
     ``sensitivity``), or else, given ``held_out``, within ``recipe.max_drop_points`` (or
     ``accuracy_bound_points``) of FP32 on it by NNCF's accuracy control. The ``.bin`` is
     written before the ``.xml``, each atomically: an interrupted run leaves no IR that loads.
-
-    Raises:
-        FileExistsError, CheckpointError, ValueError: see :func:`_check_request`.
-    """
+    Refusals: :func:`_check_request`."""
     recipe = recipe or Int8Recipe()
     xml_path = _check_request(xml_path, overwrite, calibration, recipe, held_out,
                               [fp32_onnx_path])
@@ -232,10 +220,8 @@ def _onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
 
 def _check_request(xml_path: str, overwrite: bool, calibration, recipe: Int8Recipe,
                    held_out, inputs: Sequence[str] = ()) -> str:
-    """``xml_path`` made absolute, after refusing an
-    existing IR (FileExistsError, or CheckpointError for one of ``inputs``) and, with
-    ValueError, no ``.xml``, ONNX Runtime settings in ``recipe``, or mixed precision without
-    ``held_out`` or ``calibration``."""
+    """``xml_path`` made absolute, after refusing an existing IR (or one of ``inputs``), no
+    ``.xml``, ONNX Runtime settings, or mixed precision without ``held_out``/``calibration``."""
     xml_path = os.path.abspath(xml_path)
     if not xml_path.endswith('.xml'):
         raise ValueError(f'{xml_path}: an OpenVINO IR is an .xml file (with its .bin); '
@@ -261,7 +247,7 @@ def export_openvino(model: nn.Module, xml_path: str, input_shape: Sequence[int],
                     overwrite: bool = False) -> _OpenVINOReport:
     """Write the deploy form of ``model`` as an OpenVINO IR by :func:`_onnx_to_openvino`
     of a verified FP32 ONNX export traced at ``input_shape`` ``(N, C, H, W)`` (dynamic
-    batch); ``recipe``'s ONNX Runtime settings must keep their defaults."""
+    batch)."""
     recipe = recipe or Int8Recipe()
     _check_request(xml_path, overwrite, calibration, recipe, held_out)
     with tempfile.TemporaryDirectory() as workdir:

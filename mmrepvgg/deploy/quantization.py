@@ -1,22 +1,16 @@
-"""INT8 export: the deploy form of a model (a classifier, or a segmentor in
+"""INT8 export of a deploy model (a classifier, or a segmentor in
 :class:`mmrepvgg.dense.segmentation.SegmentationLogits`) as a static INT8 ONNX file for ONNX
-Runtime, calibrated on preprocessed images (:mod:`._qdq`), how is one :class:`Int8Recipe`.
-
-Accuracy-bounded by default: while INT8 top-1 (or mIoU) on held-out images is more than
-``Int8Recipe.accuracy_bound_points`` below FP32, :func:`export_int8` applies the next of
-:data:`RECIPE_STEPS`, cheapest first.
-"""
+Runtime, accuracy-bounded by default (docs/deployment.md)."""
 import dataclasses
 import os
 import shutil
 import tempfile
-from typing import Callable, Iterable, List, NamedTuple, Optional, Tuple, Union
+from typing import Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 from torch import nn
 
 from ..checkpoint import atomic_output
-from ._adaround import adaround
 from ._equalization import equalize_model
 from ._host_cpu import INT8_KERNELS, INT8_WEIGHT_MAX, Int8WeightChoice, host_cpu, int8_weight_choice
 from ._mixed_precision import Agreement, MiouAgreement, agreement, choose_fp32_convs
@@ -24,12 +18,6 @@ from .onnx_export import DEFAULT_OPSET, export_onnx
 from .onnx_runtime import OnnxRuntimeModel
 from ._qdq import CALIBRATION_METHODS, ProgressCallback, check_calibration, quantize_int8
 
-# How export_int8 rounds the weights to their grid.
-WEIGHT_ROUNDINGS = {
-    'nearest': "the runtime's: each weight to its nearest level",
-    'adaround': 'learned per conv on the calibration images to keep its output '
-                '(mmrepvgg.deploy._adaround; minutes)',
-}
 # Per-channel QDQ needs this opset or later.
 MIN_INT8_OPSET = 13
 
@@ -43,31 +31,17 @@ def _choose(key: str, value, choices) -> None:
 @dataclasses.dataclass(frozen=True)
 class Int8Recipe:
     """How :func:`export_int8` quantizes, beyond the automatic per-CPU choice (the
-    defaults). A bad value raises ``ValueError`` naming the choices.
-
-    Attributes:
-        calibration_method: a key of :data:`.qdq.CALIBRATION_METHODS` (OpenVINO: minmax
-            or percentile).
-        keep_fp32: mixed precision: keep this many of the convs most sensitive to INT8
-            FP32 (ranked on the held-out images); max_drop_points instead: as few as keep
-            INT8 within this many top-1 (or mIoU) points of FP32 on them.
-        weight_bits: ``'auto'`` (:func:`.host_cpu.int8_weight_choice`), ``'8'`` or ``'7'``;
-            rounding: a key of :data:`WEIGHT_ROUNDINGS`; int8_kernels: ONNX Runtime's
-            in the held-out comparison (``'auto'``, ``'u8s8'`` or ``'u8u8'``); opset: 13+.
-        accuracy_bound_points: the largest accepted INT8 drop against FP32 on the held-out
-            images, in top-1 (or mIoU) points, kept by :data:`RECIPE_STEPS`; None: the
-            recipe as given. OpenVINO: NNCF's accuracy control keeps it (or max_drop_points).
-        progress: called with (batch done, batches, images so far) after each
-            calibration batch; not part of the recipe's identity.
-    """
-    calibration_method: str = 'minmax'
-    keep_fp32: int = 0
-    max_drop_points: Optional[float] = None
-    weight_bits: str = 'auto'
-    rounding: str = 'nearest'
-    int8_kernels: str = 'auto'
+    defaults; docs/deployment.md's table). A bad value raises ``ValueError`` naming the
+    choices. ``keep_fp32`` or ``max_drop_points``: mixed precision, convs ranked on the
+    held-out images; points: of top-1 (or mIoU) against FP32 on them."""
+    calibration_method: str = 'minmax'  # a key of _qdq.CALIBRATION_METHODS
+    keep_fp32: int = 0  # this many of the convs most sensitive to INT8 stay FP32
+    max_drop_points: Optional[float] = None  # as few FP32 convs as keep INT8 within this
+    weight_bits: str = 'auto'  # '8', '7' or 'auto': _host_cpu.int8_weight_choice
+    int8_kernels: str = 'auto'  # ONNX Runtime's in the held-out comparison
     opset: int = DEFAULT_OPSET
-    accuracy_bound_points: Optional[float] = 1.0
+    accuracy_bound_points: Optional[float] = 1.0  # None: the recipe as given, no steps
+    # Called with (batch done, batches, images so far); not part of the recipe's identity.
     progress: Optional[ProgressCallback] = dataclasses.field(default=None, compare=False,
                                                              repr=False)
 
@@ -75,7 +49,6 @@ class Int8Recipe:
         _choose('calibration_method', self.calibration_method, tuple(CALIBRATION_METHODS))
         object.__setattr__(self, 'weight_bits', str(self.weight_bits))
         _choose('weight_bits', self.weight_bits, ('auto', *map(str, INT8_WEIGHT_MAX)))
-        _choose('rounding', self.rounding, tuple(WEIGHT_ROUNDINGS))
         _choose('int8_kernels', self.int8_kernels, ('auto', *INT8_KERNELS))
         if isinstance(self.keep_fp32, bool) or not isinstance(self.keep_fp32, int):
             raise ValueError(f'INT8 recipe keep_fp32={self.keep_fp32!r}: pass a number '
@@ -96,8 +69,7 @@ class Int8Recipe:
                              'FP32 convs; pass one')
 
     def mixed_precision(self, held_out: Optional[Iterable[tuple]]) -> bool:
-        """Whether some convs stay FP32; refuses in one line mixed precision without
-        ``held_out`` batches to rank and check the convs on."""
+        """Whether some convs stay FP32; ValueError without ``held_out`` to rank them on."""
         mixed = self.keep_fp32 > 0 or self.max_drop_points is not None
         if mixed and held_out is None:
             raise ValueError('mixed precision ranks the convs on held-out images; pass some')
@@ -120,28 +92,17 @@ class Int8Recipe:
 
 
 class Int8Report(NamedTuple):
-    """What :func:`export_int8` wrote and measured: the INT8 file's absolute path, the
-    calibration images and method, the convs kept FP32 (most sensitive first), the FP32
-    export's error against PyTorch, the weight width and why, INT8 against FP32 on the
-    held-out images (None without any), the weight rounding, the :data:`RECIPE_STEPS`
-    added in the order applied, the accuracy bound checked (None: not checked) and the
-    CPU (:meth:`.host_cpu.HostCpu.describe`)."""
-    path: str
+    """What :func:`export_int8` wrote and measured."""
+    path: str  # absolute
     calibration_images: int
     method: str
-    fp32_nodes: List[str]
+    fp32_nodes: List[str]  # the convs kept FP32, most sensitive first
     fp32_max_relative_error: float
     weights: Int8WeightChoice
-    agreement: Union[Agreement, MiouAgreement, None]
-    rounding: str = 'nearest'
-    steps: Tuple[str, ...] = ()
-    bound_points: Optional[float] = None
+    agreement: Union[Agreement, MiouAgreement, None]  # INT8 vs FP32 on the held-out images
+    steps: Tuple[str, ...] = ()  # the recipe steps added, in order
+    bound_points: Optional[float] = None  # None: not checked
     cpu: str = ''
-
-    @property
-    def drop_points(self) -> Optional[float]:
-        """FP32 minus INT8 top-1 (or mIoU) on the held-out images, in points."""
-        return None if self.agreement is None else self.agreement.drop_points
 
     def describe_outcome(self) -> str:
         """One line: the recipe chosen and how it met (or missed) the accuracy bound."""
@@ -151,146 +112,59 @@ class Int8Report(NamedTuple):
         measured = f'{recipe}; {self.agreement.describe_change()}'
         if self.bound_points is None:
             return measured
-        if self.drop_points <= self.bound_points:
+        if self.agreement.drop_points <= self.bound_points:
             return f'{measured}: within the {self.bound_points:g}-point bound'
         return (f'{measured}: past the {self.bound_points:g}-point bound after every recipe '
                 'step (pass --int8-recipe keep_fp32=N to keep more convs FP32)')
 
 
-class _Candidate(NamedTuple):
-    """One way to quantize: the PyTorch model the file is made from, how its weights are
-    rounded, the convs kept FP32 and the recipe steps added so far."""
-    model: nn.Module
-    rounding: str
-    fp32_nodes: Tuple[str, ...]
-    steps: Tuple[str, ...] = ()
-    source_path: Optional[str] = None  # its FP32 ONNX file, once exported
+def _recipe_ladder(model: nn.Module, fp32_path: str, workdir: str,
+                   calibration: List[np.ndarray], held_out: Optional[List[tuple]],
+                   recipe: Int8Recipe, weight_bits: int
+                   ) -> Iterator[Tuple[str, List[str], Tuple[str, ...]]]:
+    """``(INT8 file, convs kept FP32, steps added)`` of the user's recipe, then with each
+    step added, cheapest first: equalization (exact, a second); FP32 fallback (INT8 speed
+    lost), unless the recipe chose its own FP32 convs."""
+    def quantized(source_path: str, fp32_nodes: List[str], name: str) -> str:
+        int8_path = os.path.join(workdir, f'{name}_int8.onnx')
+        quantize_int8(source_path, int8_path, calibration, True, recipe.progress,
+                      recipe.calibration_method, fp32_nodes, weight_bits=weight_bits)
+        return int8_path
 
+    def fp32_convs(source_path: str, convs_recipe: Int8Recipe) -> List[str]:
+        def candidate(fp32_nodes: List[str]) -> OnnxRuntimeModel:
+            return OnnxRuntimeModel(quantized(source_path, fp32_nodes, 'mixed'))
+        return choose_fp32_convs(source_path, calibration, held_out, convs_recipe, candidate)
 
-class _Context(NamedTuple):
-    """What every candidate is quantized and judged with."""
-    fp32_path: str  # the FP32 file of the user's model: the reference
-    workdir: str
-    input_shape: Tuple[int, ...]
-    calibration: List[np.ndarray]
-    held_out: Optional[List[tuple]]
-    recipe: Int8Recipe
-    weight_bits: int
-
-
-def _source_file(context: _Context, candidate: _Candidate, name: str) -> str:
-    """The FP32 ONNX file ``candidate`` is quantized from."""
-    if candidate.source_path is not None:
-        return candidate.source_path
-    if candidate.rounding == 'nearest' and not candidate.steps:
-        return context.fp32_path
-    model = candidate.model
-    if candidate.rounding == 'adaround':
-        model = adaround(model, context.calibration, context.weight_bits)
-    return export_onnx(model, os.path.join(context.workdir, f'{name}_fp32.onnx'),
-                       context.input_shape, dynamic_batch=True,
-                       opset=context.recipe.opset).path
-
-
-def _quantize(context: _Context, source_path: str, fp32_nodes, name: str) -> str:
-    int8_path = os.path.join(context.workdir, f'{name}_int8.onnx')
-    quantize_int8(source_path, int8_path, context.calibration, True, context.recipe.progress,
-                  context.recipe.calibration_method, list(fp32_nodes),
-                  weight_bits=context.weight_bits)
-    return int8_path
-
-
-def _fp32_convs(context: _Context, source_path: str, recipe: Int8Recipe) -> List[str]:
-    """:func:`.mixed_precision.choose_fp32_convs` ranked and checked on ``source_path``."""
-    def quantized(fp32_nodes: List[str]) -> OnnxRuntimeModel:
-        return OnnxRuntimeModel(_quantize(context, source_path, fp32_nodes, 'mixed'))
-    return choose_fp32_convs(source_path, context.calibration, context.held_out, recipe,
-                             quantized)
-
-
-# Each step: the candidate with one more recipe applied, or None where it holds it already.
-def _with_equalization(context: _Context, candidate: _Candidate) -> Optional[_Candidate]:
-    equalized, _ = equalize_model(candidate.model)
-    return candidate._replace(model=equalized, source_path=None,
-                              steps=candidate.steps + ('cross-layer equalization', ))
-
-
-def _with_learned_rounding(context: _Context, candidate: _Candidate) -> Optional[_Candidate]:
-    if candidate.rounding == 'adaround':
-        return None
-    return candidate._replace(rounding='adaround', source_path=None,
-                              steps=candidate.steps + ('learned rounding', ))
-
-
-def _with_fp32_fallback(context: _Context, candidate: _Candidate) -> Optional[_Candidate]:
-    if candidate.fp32_nodes or context.recipe.mixed_precision(context.held_out):
-        return None
-    recipe = dataclasses.replace(context.recipe,
-                                 max_drop_points=context.recipe.accuracy_bound_points)
-    source_path = _source_file(context, candidate, 'fallback')
-    fp32_nodes = _fp32_convs(context, source_path, recipe)
-    return candidate._replace(fp32_nodes=tuple(fp32_nodes), source_path=source_path,
-                              steps=candidate.steps + ('FP32 fallback of the most sensitive '
-                                                       f'{len(fp32_nodes)} conv(s)', ))
-
-
-def _next_candidate(context: _Context, candidate: _Candidate,
-                    pending: List['RecipeStep']) -> Optional[_Candidate]:
-    """``candidate`` with the first of the ``pending`` steps that applies to it (those
-    tried are removed from ``pending``), or None when none is left."""
-    while pending:
-        stepped = pending.pop(0)(context, candidate)
-        if stepped is not None:
-            return stepped
-    return None
-
-
-def _quantized_candidate(context: _Context, candidate: _Candidate) -> Tuple[str, _Candidate]:
-    """``(INT8 file, candidate)``: the candidate quantized, its FP32 convs chosen first
-    where the user's recipe asks for mixed precision."""
-    source_path = _source_file(context, candidate, str(len(candidate.steps)))
-    candidate = candidate._replace(source_path=source_path)
-    if not candidate.fp32_nodes and context.recipe.mixed_precision(context.held_out):
-        candidate = candidate._replace(
-            fp32_nodes=tuple(_fp32_convs(context, source_path, context.recipe)))
-    return (_quantize(context, source_path, candidate.fp32_nodes, str(len(candidate.steps))),
-            candidate)
-
-
-RecipeStep = Callable[[_Context, _Candidate], Optional[_Candidate]]
-# Applied in this order, cheapest first, while INT8 is past the accuracy bound: each
-# keeps the ones before it. Equalization is exact and takes a second; learned rounding
-# fits every conv (minutes); FP32 fallback gives up INT8 speed where it keeps accuracy.
-RECIPE_STEPS: Tuple[RecipeStep, ...] = (_with_equalization, _with_learned_rounding,
-                                        _with_fp32_fallback)
+    mixed = recipe.mixed_precision(held_out)
+    fp32_nodes = fp32_convs(fp32_path, recipe) if mixed else []
+    yield quantized(fp32_path, fp32_nodes, 'recipe'), fp32_nodes, ()
+    equalized, _ = equalize_model(model)
+    steps = ('cross-layer equalization', )
+    source_path = export_onnx(equalized, os.path.join(workdir, 'equalized_fp32.onnx'),
+                              (1, *calibration[0].shape[1:]), dynamic_batch=True,
+                              opset=recipe.opset).path
+    yield quantized(source_path, fp32_nodes, 'equalized'), fp32_nodes, steps
+    if mixed:
+        return
+    fp32_nodes = fp32_convs(source_path, dataclasses.replace(
+        recipe, max_drop_points=recipe.accuracy_bound_points))
+    steps += (f'FP32 fallback of the most sensitive {len(fp32_nodes)} conv(s)', )
+    yield quantized(source_path, fp32_nodes, 'fallback'), fp32_nodes, steps
 
 
 def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
                 held_out: Optional[Iterable[tuple]] = None,
                 recipe: Optional[Int8Recipe] = None, overwrite: bool = False) -> Int8Report:
-    """Export the deploy form of ``model`` to a temporary FP32 ONNX file (dynamic batch,
-    the calibration images' size), quantize it to ``int8_path`` (atomically) as
-    ``recipe`` says, then, given ``held_out``, compare the two on it
-    (:func:`.mixed_precision.agreement`); while INT8 is more than
-    ``recipe.accuracy_bound_points`` below FP32, quantize again with the next of
-    :data:`RECIPE_STEPS` added. The file written is the last one tried.
-
-    Args:
-        model: holding RepVGG blocks, train or deploy form (not changed); images
-            ``(N, C, H, W)`` in, logits ``(N, classes)`` or ``(N, classes, H, W)`` out.
-        int8_path: the file to write.
-        calibration: image batches ``(N, C, H, W)`` float32, as the model receives them.
-        held_out: ``(images, labels)`` batches not used for calibration, labels ``(N, )``
-            (top-1) or label maps ``(N, H, W)`` (mIoU); None: no comparison, no bound.
-        recipe: how to quantize (default: :class:`Int8Recipe`'s automatic choice).
-        overwrite: replace an existing ``int8_path``.
-
-    Raises:
-        FileExistsError: ``int8_path`` exists and ``overwrite`` is False.
-        ValueError: an opset before 13, no calibration images, a model without a conv,
-            or mixed precision that cannot work (without ``held_out``, more convs than
-            the model has); all but the last checked before any work.
-    """
+    """Export the deploy form of ``model`` (not changed; logits ``(N, classes)`` or ``(N,
+    classes, H, W)``) and quantize it to ``int8_path`` (atomically) as ``recipe`` says,
+    calibrated on batches ``(N, C, H, W)`` float32 as the model receives them; given
+    ``held_out`` ``(images, labels)`` batches (labels ``(N, )``: top-1; label maps ``(N, H,
+    W)``: mIoU), while INT8 is more than ``recipe.accuracy_bound_points`` below FP32 on
+    them, quantize again with cross-layer equalization, then FP32 fallback, added. The file
+    written is the last one tried. Raises FileExistsError, or ValueError (all but the last
+    before any work) for an opset before 13, no calibration images, mixed precision without
+    ``held_out``, a model without a conv, or more FP32 convs than it has."""
     recipe = recipe or Int8Recipe()
     if os.path.exists(int8_path) and not overwrite:
         raise FileExistsError(f'{os.path.abspath(int8_path)} exists; pass --force '
@@ -306,22 +180,18 @@ def export_int8(model: nn.Module, int8_path: str, calibration: List[np.ndarray],
     held_out = None if held_out is None else list(held_out)
     bound = None if held_out is None else recipe.accuracy_bound_points
     with tempfile.TemporaryDirectory() as workdir:
-        input_shape = (1, *calibration[0].shape[1:])
-        fp32 = export_onnx(model, os.path.join(workdir, 'fp32.onnx'), input_shape,
-                           dynamic_batch=True, opset=recipe.opset)
-        context = _Context(fp32.path, workdir, input_shape, calibration, held_out, recipe,
-                           weights.bits)
-        candidate, pending = _Candidate(model, recipe.rounding, ()), list(RECIPE_STEPS)
-        while candidate is not None:
-            candidate_path, chosen = _quantized_candidate(context, candidate)
+        fp32 = export_onnx(model, os.path.join(workdir, 'fp32.onnx'),
+                           (1, *calibration[0].shape[1:]), dynamic_batch=True,
+                           opset=recipe.opset)
+        for candidate_path, fp32_nodes, steps in _recipe_ladder(
+                model, fp32.path, workdir, calibration, held_out, recipe, weights.bits):
             measured = None if held_out is None else agreement(
                 OnnxRuntimeModel(fp32.path),
                 OnnxRuntimeModel(candidate_path, None, recipe.int8_kernels), held_out)
-            within = bound is None or measured.drop_points <= bound
-            candidate = None if within else _next_candidate(context, chosen, pending)
+            if bound is None or measured.drop_points <= bound:
+                break
         with atomic_output(int8_path, overwrite) as partial_path:
             shutil.copyfile(candidate_path, partial_path)
     return Int8Report(os.path.abspath(int8_path), sum(len(batch) for batch in calibration),
-                      recipe.calibration_method, list(chosen.fp32_nodes),
-                      fp32.max_relative_error, weights, measured, chosen.rounding, chosen.steps,
-                      bound, cpu.describe())
+                      recipe.calibration_method, list(fp32_nodes), fp32.max_relative_error,
+                      weights, measured, steps, bound, cpu.describe())

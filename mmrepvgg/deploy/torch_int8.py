@@ -1,10 +1,6 @@
-"""INT8 inside PyTorch: post-training static quantization of the deploy form with PT2E and
-torchao's x86 Inductor quantizer (the ``[torch-int8]`` extra): ``torch.export`` with a
-dynamic batch, ``prepare_pt2e``, calibration, ``convert_pt2e``, then ``torch.compile`` with
-frozen weights, which lowers the patterns to oneDNN's integer convolutions (the first call
-with each new input shape compiles). On x86 CPUs without VNNI (:mod:`._host_cpu`) the
-activations get 7 bits (torchao's ``reduce_range``).
-"""
+"""INT8 inside PyTorch: PT2E static quantization of the deploy form with torchao's x86
+Inductor quantizer (the ``[torch-int8]`` extra), compiled with frozen weights to oneDNN's
+integer convolutions (each new input shape compiles; docs/int8.md)."""
 from typing import Any, List, Optional, Sequence, Union
 
 import numpy as np
@@ -15,10 +11,6 @@ from torch._inductor import config as inductor_config
 from ..models import reparameterize_model
 from .._utils import require
 from ._host_cpu import host_cpu
-
-TORCHAO_EXTRA = 'torch-int8'
-QUANTIZE_PT2E_MODULE = 'torchao.quantization.pt2e.quantize_pt2e'
-X86_QUANTIZER_MODULE = 'torchao.quantization.pt2e.quantizer.x86_inductor_quantizer'
 
 
 class TorchInt8Error(RuntimeError):
@@ -74,20 +66,17 @@ def quantize_pt2e_model(model: nn.Module,
     """A fused copy of ``model`` quantized to static INT8 with PT2E on
     ``calibration_batches`` ``(N, C, H, W)`` (preprocessed training images; the first is
     the export's example), compiled by Inductor; dynamic in the batch where asked and
-    torch.export can. ``reduce_range``: 7-bit activations (None: on x86 without VNNI).
-
-    Raises:
-        TorchInt8Error: this torch has no usable ``torch.export``.
-        mmrepvgg._utils.MissingExtraError: torchao is not installed.
-        ValueError: no calibration batches.
-    """
+    torch.export can. ``reduce_range``: 7-bit activations (None: on x86 without VNNI,
+    whose u8 x s8 pairs saturate int16). Raises TorchInt8Error (no usable torch.export),
+    MissingExtraError (no torchao) or ValueError (no calibration batches)."""
     if not hasattr(getattr(torch, 'export', None), 'Dim'):
         raise TorchInt8Error(
             f'PyTorch INT8 (PT2E) needs torch.export with torch.export.Dim (torch >= 2.2), '
             f'this is torch {torch.__version__}; upgrade torch or use the ONNX Runtime or '
             'OpenVINO INT8 backends')
-    quantize_pt2e = require(QUANTIZE_PT2E_MODULE, TORCHAO_EXTRA)
-    x86_quantizer = require(X86_QUANTIZER_MODULE, TORCHAO_EXTRA)
+    quantize_pt2e = require('torchao.quantization.pt2e.quantize_pt2e', 'torch-int8')
+    x86_quantizer = require('torchao.quantization.pt2e.quantizer.x86_inductor_quantizer',
+                            'torch-int8')
     batches = [torch.as_tensor(batch, dtype=torch.float32) for batch in calibration_batches]
     if not batches or any(batch.dim() != 4 or not len(batch) for batch in batches):
         raise ValueError('PT2E INT8 needs calibration_batches: a few non-empty batches '
@@ -95,7 +84,6 @@ def quantize_pt2e_model(model: nn.Module,
                          'activation ranges come from them)')
     if reduce_range is None:
         reduce_range = host_cpu().saturates_int16_pairs
-
     deploy_model = reparameterize_model(model)
     notices: List[str] = []
     exported, batch_size = _export(deploy_model, batches[0], dynamic_batch, notices)

@@ -14,7 +14,7 @@ with ``--backend openvino``, an OpenVINO IR (``.xml`` + ``.bin``; INT8 by NNCF).
         iter_400.pth fcn_int8.onnx --quantize int8
 
 ``--int8-recipe`` sets the fields of :class:`mmrepvgg.deploy.quantization.Int8Recipe`
-(calibration method, mixed precision, weight bits, rounding, INT8 kernels, accuracy bound);
+(calibration method, mixed precision, weight bits, INT8 kernels, accuracy bound);
 its defaults are the automatic per-CPU choice, accuracy-bounded: past a 1-point top-1 drop
 on the check images (mIoU for an mmseg segmentor), cheaper-first recipe steps are added
 until the drop is within it, and the last line printed names the recipe chosen and the
@@ -91,13 +91,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'images within POINTS of FP32; OpenVINO: by NNCF\'s accuracy '
                         'control, accuracy_bound_points by default); ONNX Runtime only: '
                         'weight_bits=auto|8|7 (auto: 7 on x86 CPUs without VNNI, which keeps '
-                        'their fast u8s8 kernels exact), rounding=nearest|adaround (learned '
-                        'per conv on the calibration images; minutes), '
-                        'int8_kernels=auto|u8s8|u8u8 (of the check); '
-                        'accuracy_bound_points=POINTS|none (default 1.0: past that top-1 drop '
-                        'on the check images, cross-layer equalization, then learned '
-                        'rounding, then FP32 fallback of the most sensitive convs are added '
-                        'until it holds; none: the recipe as given)')
+                        'their fast u8s8 kernels exact), int8_kernels=auto|u8s8|u8u8 (of '
+                        'the check); accuracy_bound_points=POINTS|none (default 1.0: past '
+                        'that top-1 drop on the check images, cross-layer equalization, then '
+                        'FP32 fallback of the most sensitive convs are added until it holds; '
+                        'none: the recipe as given)')
     parser.add_argument('--cfg-options', nargs='+', action=KeyValueAction,
                         metavar='KEY=VALUE', help='override config entries, e.g. '
                         'train_dataloader.dataset.data_root=DIR')
@@ -120,7 +118,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     except ValueError as error:
         parser.error(f'--int8-recipe: {error}')
     onnxruntime_only = sorted(set(args.int8_recipe) & {
-        'weight_bits', 'rounding', 'int8_kernels'})
+        'weight_bits', 'int8_kernels'})
     if onnxruntime_only and args.backend == 'openvino':
         parser.error(f'--int8-recipe {", ".join(onnxruntime_only)} set the ONNX Runtime '
                      'file; drop them for --backend openvino')
@@ -198,7 +196,7 @@ def export_quantized(args: argparse.Namespace, cfg, model, size) -> int:
     kernels = int8_kernel_choice(cpu, args.recipe.int8_kernels,
                                  INT8_WEIGHT_MAX[report.weights.bits])
     print(f'exported {args.output} (INT8 QDQ, per-channel {report.weights.bits}-bit weights '
-          f'({report.weights.reason}), {report.rounding} rounding, {report.method} '
+          f'({report.weights.reason}), {report.method} '
           f'calibration on {report.calibration_images} training images, opset '
           f'{args.opset}, input (N, {calibration[0].shape[1]}, {size[0]}, {size[1]}))')
     print_fp32_convs(report.fp32_nodes)

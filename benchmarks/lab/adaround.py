@@ -1,7 +1,9 @@
 """Learned rounding of the deploy convs' weights to the INT8 grid (AdaRound, Nagel et al.,
 ICML 2020; docs/int8.md), fitted against INT8 as PyTorch computes it
-(:class:`_FakeQuantizedConv`). Each channel keeps its largest weight, so the runtime's scale
-is unchanged and quantizing the FP32 file rounds nothing more.
+(:class:`_FakeQuantizedConv`, which the QAT and kernel-emulation instruments share). Each
+channel keeps its largest weight, so the runtime's scale is unchanged and quantizing the
+FP32 file (``mmrepvgg.export_int8``, nearest rounding) writes exactly the learned levels.
+A lab instrument: the product's accuracy-bounded INT8 ladder does without it.
 """
 import copy
 from typing import List, NamedTuple, Sequence, Tuple
@@ -11,8 +13,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from ..models import RepVGGBlock, reparameterize_blocks, reparameterize_model
-from ._host_cpu import INT8_WEIGHT_MAX
+from mmrepvgg.deploy._host_cpu import INT8_WEIGHT_MAX
+from mmrepvgg.models import RepVGGBlock, reparameterize_blocks, reparameterize_model
 
 # The stretch of the rectified sigmoid: h reaches exactly 0 and 1 at finite v.
 STRETCH_LOW, STRETCH_HIGH = -0.1, 1.1
