@@ -16,7 +16,7 @@ from PIL import Image
 from mmrepvgg.apis.convert import build_train_model
 from mmrepvgg.checkpoint import load_checkpoint
 from mmrepvgg.deploy._onnx_eval import preprocessed_batches
-from mmrepvgg.deploy._mixed_precision import Agreement
+from mmrepvgg.deploy._mixed_precision import Agreement, MiouAgreement
 from mmrepvgg.deploy._mixed_precision import agreement as top1_agreement
 from mmrepvgg.deploy.onnx_runtime import OnnxRuntimeModel
 from mmrepvgg.deploy._qdq import _CalibrationBatches, _output_nodes
@@ -187,6 +187,19 @@ def test_the_top1_change_interval_covers_what_resampling_the_test_images_gives(g
     assert (low + high) / 2 == pytest.approx(100 * (gained - lost) / count)
     assert low == pytest.approx(np.percentile(resampled, 2.5), abs=0.1)
     assert high == pytest.approx(np.percentile(resampled, 97.5), abs=0.1)
+
+
+def test_each_comparison_describes_itself_in_one_line():
+    """The lines the export tools print, from counts worked out by hand."""
+    top1 = Agreement(360, 350, 340, 338, 4, 2)
+    assert top1.describe('FP32', 'INT8') == (
+        'INT8 vs FP32 top-1 agreement on 360 held-out test images: 97.22 % (350/360); '
+        'top-1 FP32 94.44 %, INT8 93.89 %')
+    # Per class (intersection, union): FP32 (1/2 + 3/4) / 2, INT8 (1/4 + 3/4) / 2.
+    miou = MiouAgreement(3, 100, 90, np.array([[1, 2], [3, 4]]), np.array([[1, 4], [3, 4]]))
+    assert miou.describe('FP32', 'INT8') == (
+        'INT8 vs FP32 on 3 held-out test images: mIoU FP32 62.50 %, INT8 50.00 % (change '
+        '-12.50 points); pixel agreement 90.00 %')
 
 
 @pytest.mark.parametrize('output_role', ['checkpoint', 'config'])

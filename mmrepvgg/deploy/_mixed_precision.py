@@ -44,6 +44,15 @@ class Agreement(NamedTuple):
                 f'{low:+.2f} to {high:+.2f}), agreement {100 * self.rate:.2f} % on '
                 f'{self.num_images} held-out images')  # 0.0 -: no '-0.00'
 
+    def describe(self, reference: str, candidate: str) -> str:
+        """One line: agreement and both top-1, ``reference`` and ``candidate`` naming them."""
+        def top1(correct: int) -> str:
+            return f'{100 * correct / self.num_images:.2f} %'
+        return (f'{candidate} vs {reference} top-1 agreement on {self.num_images} held-out '
+                f'test images: {100 * self.rate:.2f} % ({self.num_agree}/{self.num_images}); '
+                f'top-1 {reference} {top1(self.reference_correct)}, {candidate} '
+                f'{top1(self.candidate_correct)}')
+
 
 class MiouAgreement(NamedTuple):
     """How two segmentors' class maps compare on the pixels not labelled ``IGNORE_INDEX``."""
@@ -68,6 +77,14 @@ class MiouAgreement(NamedTuple):
     def describe_change(self) -> str:
         return (f'mIoU change {0.0 - self.drop_points:+.2f} points, pixel agreement '
                 f'{100 * self.rate:.2f} % on {self.num_images} held-out images')
+
+    def describe(self, reference: str, candidate: str) -> str:
+        """One line: both mIoU and the pixel agreement, ``reference`` and ``candidate``
+        naming them."""
+        return (f'{candidate} vs {reference} on {self.num_images} held-out test images: mIoU '
+                f'{reference} {self.reference_miou:.2f} %, {candidate} '
+                f'{self.candidate_miou:.2f} % (change {-self.drop_points:+.2f} points); '
+                f'pixel agreement {100 * self.rate:.2f} %')
 
 
 # The label of pixels no metric counts (mmseg's default ignore_index).

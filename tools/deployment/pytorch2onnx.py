@@ -157,20 +157,6 @@ def resized(images: np.ndarray, size, mode: str = 'bilinear') -> np.ndarray:
     ).numpy().reshape(*images.shape[:-2], *size).astype(images.dtype)
 
 
-def print_agreement(agreement, reference: str, candidate: str) -> None:
-    if hasattr(agreement, 'reference_miou'):
-        print(f'{candidate} vs {reference} on {agreement.num_images} held-out test images: '
-              f'mIoU {reference} {agreement.reference_miou:.2f} %, {candidate} '
-              f'{agreement.candidate_miou:.2f} % (change {-agreement.drop_points:+.2f} '
-              f'points); pixel agreement {100 * agreement.rate:.2f} %')
-        return
-    print(f'{candidate} vs {reference} top-1 agreement on {agreement.num_images} held-out '
-          f'test images: {100 * agreement.rate:.2f} % ({agreement.num_agree}/'
-          f'{agreement.num_images}); top-1 {reference} '
-          f'{100 * agreement.reference_correct / agreement.num_images:.2f} %, {candidate} '
-          f'{100 * agreement.candidate_correct / agreement.num_images:.2f} %')
-
-
 def print_fp32_convs(fp32_nodes, order: str = 'most sensitive first') -> None:
     if fp32_nodes:
         print(f'mixed precision: {len(fp32_nodes)} conv(s) kept FP32, {order}: '
@@ -204,7 +190,7 @@ def export_quantized(args: argparse.Namespace, cfg, model, size) -> int:
           f'{report.fp32_max_relative_error:.2e}')
     print(f'CPU: {cpu.describe()}; ONNX Runtime INT8 kernels: {kernels.kernels} '
           f'({kernels.reason})')
-    print_agreement(report.agreement, 'FP32', 'INT8')
+    print(report.agreement.describe('FP32', 'INT8'))
     print(report.describe_outcome())
     return 0
 
@@ -229,7 +215,7 @@ def export_openvino_ir(args: argparse.Namespace, model, size, calibration, held_
     if held_out:
         measured = agreement(torch_logits(reparameterize_model(model)),
                              OpenVINOModel(xml_path), held_out)
-        print_agreement(measured, 'PyTorch FP32', 'OpenVINO ' + precision.split()[0])
+        print(measured.describe('PyTorch FP32', 'OpenVINO ' + precision.split()[0]))
     if bound is not None:
         quantized = any(op.get_type_name() == 'FakeQuantize'
                         for op in openvino.Core().read_model(xml_path).get_ops())
