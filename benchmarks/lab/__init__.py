@@ -13,5 +13,6 @@
   QAT rows).
 - :mod:`.synthetic`: trained-looking random BN statistics (for tests, too);
 - :mod:`.threads`: the torch thread count of a measured block, given back (tests, too);
-- :mod:`.photos`: the photos data set of the INT8 recipes (the ``photos`` extra).
+- :mod:`.photos`: the photos data set of the INT8 recipes (the ``photos`` extra);
+- :mod:`.peak_memory`: the peak resident memory of a block (``bad_input_memory.py``).
 """
