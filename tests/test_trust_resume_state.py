@@ -175,9 +175,12 @@ def test_shared_tuples_of_numbers_stay_accepted(tmp_path):
      'message_hub.runtime_info.keep_ckpt_ids is a sequence of 1, not a list of int'),
     (lambda state: state['message_hub'].pop('resumed_keys'),
      "message_hub has no key 'resumed_keys'"),
+    # ...and the path of the previous best checkpoint, which it deletes.
+    (lambda state: state['message_hub']['runtime_info'].update(best_ckpt=['x.pth']),
+     'message_hub.runtime_info.best_ckpt is a sequence of 1, not a str'),
 ], ids=['lr-text', 'group-missing', 'state-of-no-parameter', 'parameter-twice',
         'scheduler-missing', 'scheduler-values', 'scalar-not-a-buffer', 'checkpoint-ids',
-        'hub-key-missing'])
+        'hub-key-missing', 'best-checkpoint-not-a-path'])
 def test_state_unlike_the_runs_is_refused_in_one_line(tmp_path, tamper, problem):
     state = trained_state(tmp_path)
     tamper(state)

@@ -3,7 +3,7 @@ run before torch and mmengine, which trust it, load it (a scheduler's ``load_sta
 ``__dict__.update``; shared nested lists unfold into gigabytes when copied per reference)."""
 import os
 from collections import deque
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ MESSAGE_HUB_VALUE_TYPES = {'log_scalars': HistoryBuffer, 'resumed_keys': bool}
 # (CheckpointHook builds file names to delete from keep_ckpt_ids).
 RUNTIME_INFO_TYPES = {'epoch': int, 'iter': int, 'max_epochs': int, 'max_iters': int,
                       'keep_ckpt_ids': list, 'loop_stage': str, 'last_ckpt': str}
+# Entries named per metric (best_score_accuracy/top1...): (types, as a refusal spells them).
+RUNTIME_INFO_PREFIX_TYPES = {'best_score': ((int, float), 'a number'),
+                             'best_ckpt': ((str, type(None)), 'a str')}
 
 
 class _Refused(Exception):
@@ -178,19 +181,32 @@ def _check_message_hub(reference: dict, loaded: Any, where: str) -> None:
         for key, value in entries.items():
             if not isinstance(key, str):
                 raise _Refused(f'{where}.{section} has a key of type {type(key).__name__}')
-            expected = (RUNTIME_INFO_TYPES.get(key) if section == 'runtime_info'
-                        else MESSAGE_HUB_VALUE_TYPES.get(section))
+            expected = _expected_type(section, key)
             if expected is None:
                 continue
-            wrong = not isinstance(value, expected) or (isinstance(value, bool)
-                                                        and expected is not bool)
+            types, spelled = expected
+            wrong = not isinstance(value, types) or (isinstance(value, bool)
+                                                     and types is not bool)
             step_list = section == 'runtime_info' and key == 'keep_ckpt_ids'
             if step_list and not wrong:
                 wrong = not all(isinstance(step, int) and not isinstance(step, bool)
                                 for step in value)
             if wrong:
-                spelled = 'a list of int' if step_list else f'a {expected.__name__}'
+                spelled = 'a list of int' if step_list else spelled
                 raise _Refused(f'{where}.{section}.{key} is {_describe(value)}, not {spelled}')
+
+
+def _expected_type(section: str, key: str) -> Optional[Tuple[Any, str]]:
+    """``(types, as a refusal spells them)`` of a message hub entry, None: any data."""
+    if section != 'runtime_info':
+        expected = MESSAGE_HUB_VALUE_TYPES.get(section)
+    else:
+        prefixed = [typed for prefix, typed in RUNTIME_INFO_PREFIX_TYPES.items()
+                    if key.startswith(prefix)]
+        if prefixed:
+            return prefixed[0]
+        expected = RUNTIME_INFO_TYPES.get(key)
+    return None if expected is None else (expected, f'a {expected.__name__}')
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -203,17 +219,11 @@ def _inside(path: str, folder: str) -> bool:
 
 
 def _check_best_checkpoints(runtime_info: dict, checkpoint_dirs: Sequence[str]) -> None:
-    # CheckpointHook deletes (file) or rmtree's (folder) the previous best_ckpt* on a new
-    # best score, and compares the score with best_score*.
-    where = 'message_hub.runtime_info'
+    # CheckpointHook deletes (file) or rmtree's (folder) the previous best_ckpt* (a str or
+    # None, as _check_message_hub found) on a new best score.
     for key, value in runtime_info.items():
-        if key.startswith('best_score') and (isinstance(value, bool)
-                                             or not isinstance(value, (int, float))):
-            raise _Refused(f'{where}.{key} is {_describe(value)}, not a number')
-        if not key.startswith('best_ckpt') or value is None:
-            continue
-        if not isinstance(value, str):
-            raise _Refused(f'{where}.{key} is {_describe(value)}, not a str')
-        if not any(_inside(value, folder) for folder in checkpoint_dirs):
-            raise _Refused(f'{where}.{key} names {value!r}, outside this run\'s checkpoint '
-                           f'folder {", ".join(checkpoint_dirs)}, which mmengine would delete')
+        if (key.startswith('best_ckpt') and value is not None
+                and not any(_inside(value, folder) for folder in checkpoint_dirs)):
+            raise _Refused(f'message_hub.runtime_info.{key} names {value!r}, outside this '
+                           f'run\'s checkpoint folder {", ".join(checkpoint_dirs)}, which '
+                           'mmengine would delete')
