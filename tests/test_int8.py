@@ -200,6 +200,8 @@ def test_each_comparison_describes_itself_in_one_line():
     assert miou.describe('FP32', 'INT8') == (
         'INT8 vs FP32 on 3 held-out test images: mIoU FP32 62.50 %, INT8 50.00 % (change '
         '-12.50 points); pixel agreement 90.00 %')
+    same = MiouAgreement(3, 100, 100, np.array([[1, 2]]), np.array([[1, 2]]))
+    assert '(change +0.00 points)' in same.describe('FP32', 'INT8')  # not '-0.00'
 
 
 @pytest.mark.parametrize('output_role', ['checkpoint', 'config'])

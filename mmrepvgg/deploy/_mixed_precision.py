@@ -83,7 +83,7 @@ class MiouAgreement(NamedTuple):
         naming them."""
         return (f'{candidate} vs {reference} on {self.num_images} held-out test images: mIoU '
                 f'{reference} {self.reference_miou:.2f} %, {candidate} '
-                f'{self.candidate_miou:.2f} % (change {-self.drop_points:+.2f} points); '
+                f'{self.candidate_miou:.2f} % (change {0.0 - self.drop_points:+.2f} points); '
                 f'pixel agreement {100 * self.rate:.2f} %')
 
 
@@ -193,8 +193,9 @@ def layer_sensitivity(fp32_path: str, calibration: Sequence[np.ndarray],
             for images in held_out_images:
                 expected, actual = reference(images), one_layer(images)
                 signal_and_noise += _signal_and_noise(expected, actual)
-                num_agree += int(np.sum(expected.argmax(1) == actual.argmax(1)))
-                num_compared += expected.argmax(1).size
+                expected_classes = expected.argmax(1)
+                num_agree += int(np.sum(expected_classes == actual.argmax(1)))
+                num_compared += expected_classes.size
             rows.append(LayerSensitivity(node, position, _decibels(signal_and_noise),
                                          num_agree / num_compared))
     return sorted(rows, key=lambda row: (row.sqnr_db, row.position))
