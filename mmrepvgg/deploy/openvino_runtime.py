@@ -176,9 +176,12 @@ def _unquantized_convs(ir_model, fp32_onnx_path: str) -> List[str]:
 
 
 class _OpenVINOReport(NamedTuple):
-    """The ``.xml`` written (absolute) and the ONNX Conv nodes kept FP32."""
+    """The ``.xml`` written (absolute), the ONNX Conv nodes kept FP32, the accuracy bound
+    NNCF's accuracy control kept (None: not used) and whether any conv computes in INT8."""
     path: str
     fp32_nodes: List[str]
+    bound_points: Optional[float] = None
+    quantized: bool = False
 
 
 def _onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
@@ -215,7 +218,8 @@ def _onnx_to_openvino(fp32_onnx_path: str, xml_path: str,
                 with open(staged, 'rb') as source, open(temporary_path, 'wb') as target:
                     target.write(source.read())
     openvino.Core().read_model(xml_path)  # loads: fail here, not at first use
-    return _OpenVINOReport(xml_path, fp32_nodes)
+    quantized = any(op.get_type_name() == 'FakeQuantize' for op in ir_model.get_ops())
+    return _OpenVINOReport(xml_path, fp32_nodes, bound, quantized)
 
 
 def _check_request(xml_path: str, overwrite: bool, calibration, recipe: Int8Recipe,

@@ -197,7 +197,7 @@ def export_quantized(args: argparse.Namespace, cfg, model, size) -> int:
 
 def export_openvino_ir(args: argparse.Namespace, model, size, calibration, held_out,
                        cpu) -> int:
-    from mmrepvgg.deploy.openvino_runtime import OpenVINOModel, export_openvino, openvino
+    from mmrepvgg.deploy.openvino_runtime import OpenVINOModel, export_openvino
     report = export_openvino(model, args.output, (1, image_channels(model), *size),
                              calibration, held_out, args.recipe, args.force)
     xml_path = report.path
@@ -206,9 +206,7 @@ def export_openvino_ir(args: argparse.Namespace, model, size, calibration, held_
                  f'{sum(len(batch) for batch in calibration)} training images)')
     print(f'exported {xml_path} and its .bin (OpenVINO IR, {precision}, input (N, '
           f'{image_channels(model)}, {size[0]}, {size[1]}))')
-    recipe = args.recipe
-    bound = (None if recipe.keep_fp32 or not held_out else recipe.accuracy_bound_points
-             if recipe.max_drop_points is None else recipe.max_drop_points)
+    bound = report.bound_points
     print_fp32_convs(report.fp32_nodes, 'most sensitive first' if bound is None else
                      "by NNCF's accuracy control, in graph order")
     print(f'CPU: {cpu.describe()}')
@@ -217,11 +215,9 @@ def export_openvino_ir(args: argparse.Namespace, model, size, calibration, held_
                              OpenVINOModel(xml_path), held_out)
         print(measured.describe('PyTorch FP32', 'OpenVINO ' + precision.split()[0]))
     if bound is not None:
-        quantized = any(op.get_type_name() == 'FakeQuantize'
-                        for op in openvino.Core().read_model(xml_path).get_ops())
         print(f"accuracy bound {bound:g} points (NNCF's accuracy control, OpenVINO INT8 vs "
               f'FP32 on the check images): ' + (
-                  f'held with {len(report.fp32_nodes)} conv(s) FP32' if quantized else
+                  f'held with {len(report.fp32_nodes)} conv(s) FP32' if report.quantized else
                   'not reachable; NNCF kept every conv FP32 (the IR computes in FP32)'))
     return 0
 
