@@ -29,6 +29,17 @@ def load_tool(relative_path: str):
     return module
 
 
+@pytest.fixture(scope='session', autouse=True)
+def inductor_cache_in_session_temp(tmp_path_factory):
+    """torch.compile's C++ kernels (the PT2E INT8 tests, the tools they start) are cached in
+    the session's temporary folder, which goes with it when the tests pass, rather than
+    piling up in the system temporary folder run after run."""
+    with pytest.MonkeyPatch.context() as patch:
+        if 'TORCHINDUCTOR_CACHE_DIR' not in os.environ:
+            patch.setenv('TORCHINDUCTOR_CACHE_DIR', str(tmp_path_factory.mktemp('inductor')))
+        yield
+
+
 @pytest.fixture(scope='session')
 def fake_imagenet_root(tmp_path_factory):
     """data_root with train/<class>/*.png, val/*.png and meta/{train,val}.txt: 2 classes,
