@@ -29,13 +29,18 @@ def load_tool(relative_path: str):
     return module
 
 
+# Read before any test module imports torchao, which sets it to torch's default folder.
+_USER_INDUCTOR_CACHE_DIR = os.environ.get('TORCHINDUCTOR_CACHE_DIR')
+
+
 @pytest.fixture(scope='session', autouse=True)
 def inductor_cache_in_session_temp(tmp_path_factory):
     """torch.compile's C++ kernels (the PT2E INT8 tests, the tools they start) are cached in
     the session's temporary folder, which goes with it when the tests pass, rather than
-    piling up in the system temporary folder run after run."""
+    piling up in the system temporary folder run after run (torch keeps its one precompiled
+    header there whatever the setting)."""
     with pytest.MonkeyPatch.context() as patch:
-        if 'TORCHINDUCTOR_CACHE_DIR' not in os.environ:
+        if _USER_INDUCTOR_CACHE_DIR is None:
             patch.setenv('TORCHINDUCTOR_CACHE_DIR', str(tmp_path_factory.mktemp('inductor')))
         yield
 

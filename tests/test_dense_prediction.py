@@ -31,6 +31,7 @@ from mmseg.registry import MODELS as MMSEG_MODELS  # noqa: E402
 
 from conftest import REPO_ROOT, load_tool  # noqa: E402
 from mmrepvgg.apis.convert import build_train_model  # noqa: E402
+from mmrepvgg.engine import RepVGGRunner  # noqa: E402
 from mmrepvgg.models import RepVGG, RepVGGBlock, build_model, reparameterize_blocks  # noqa: E402
 from mmrepvgg._numerics import max_relative_error, max_relative_output_error  # noqa: E402
 from lab.synthetic import randomize_batch_norms_  # noqa: E402
@@ -244,3 +245,18 @@ def test_every_shipped_dense_config_fuses_into_its_deploy_twin(train_config):
     deploy_cfg = Config.fromfile(os.path.join(REPO_ROOT, deploy_twin(train_config)))
     deploy_model = build_model(deploy_cfg.model, deploy_cfg.default_scope)
     deploy_model.load_state_dict(model.state_dict(), strict=True)
+
+
+@pytest.mark.parametrize('config', ['configs/mmseg/digits/fcn_repvgg-A0-d8_digits.py',
+                                    'configs/mmdet/digits/fcos_repvgg-A0_fpn_digits.py'],
+                         ids=['fcn', 'fcos'])
+def test_each_runner_of_a_process_writes_its_visual_logs_into_its_own_work_dir(
+        config, tmp_path):
+    # mmseg's and mmdet's runtimes name their visualizer 'visualizer': every later Runner of a
+    # process (the dense demo's deploy run, a notebook's second run) took the first one's,
+    # and wrote its config and scalars into the first run's folder.
+    for run in ('first', 'second'):  # in the same second, most likely
+        cfg = Config.fromfile(os.path.join(REPO_ROOT, config))
+        cfg.work_dir = str(tmp_path / run)
+        RepVGGRunner.from_cfg(cfg)  # the configs' runner_type, as mmseg's train.py builds it
+        assert len(glob.glob(str(tmp_path / run / '*' / 'vis_data' / 'config.py'))) == 1, run

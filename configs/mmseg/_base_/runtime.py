@@ -13,7 +13,9 @@ custom_hooks = [dict(type='mmrepvgg.RepVGGCheckpointGuard')]
 env_cfg = dict(cudnn_benchmark=True, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
                dist_cfg=dict(backend='nccl'))
 vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+# Unnamed (mmengine names it after the run), unlike the upstream runtime's name='visualizer',
+# which every later Runner of a process shares, writing into the first run's folder.
+visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends)
 log_processor = dict(by_epoch=False)
 log_level = 'INFO'
 load_from = None
