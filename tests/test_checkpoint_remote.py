@@ -13,7 +13,7 @@ import torch
 
 from mmrepvgg.checkpoint import CheckpointError, load_checkpoint_file
 from mmrepvgg.checkpoint.fitting import checkpoint_file
-from mmrepvgg.checkpoint import _remote as remote
+from mmrepvgg.checkpoint import _reader as reader, _remote as remote
 from test_checkpoint_safe_io import os_system
 
 
@@ -81,6 +81,23 @@ def test_url_is_downloaded_once_into_the_projects_cache_named_by_content(server,
     assert os.path.dirname(cached) == str(tmp_path / 'cache' / 'checkpoints')
     assert os.path.basename(cached).endswith(f'-{hashlib.sha256(content).hexdigest()}.pth')
     assert not (tmp_path / 'torch_home').exists()  # torch hub's folder is never used
+
+
+def test_a_download_is_parsed_once_and_a_cached_file_once_per_load(server, monkeypatch):
+    base_url, files, _ = server
+    files['/repvgg_a0.pth'] = checkpoint_bytes({'w': torch.ones(2)})
+    parsed = []
+    real_read = reader._read_checkpoint
+
+    def counting_read(path):
+        parsed.append(path)
+        return real_read(path)
+
+    monkeypatch.setattr(reader, '_read_checkpoint', counting_read)
+    for expected_parses in (1, 2):  # downloaded and verified, then read from the cache
+        torch.testing.assert_close(load_checkpoint_file(f'{base_url}/repvgg_a0.pth')['w'],
+                                   torch.ones(2))
+        assert len(parsed) == expected_parses
 
 
 @pytest.mark.parametrize('file_name', ['..', '.', '', 'a%2F..%2F..%2Fb.pth'])

@@ -400,7 +400,11 @@ def load_checkpoint_file(source: str) -> Any:
     """:func:`_read_checkpoint` of a path or ``http(s)://`` URL (downloaded once into the
     project's cache, removed if refused); raises :class:`CheckpointError`, one line naming
     the file, what is wrong and what to do."""
-    path = _checkpoint_local_path(source, _read_checkpoint)
+    first_read = []  # what verified the download, when this call downloads it
+    path = _checkpoint_local_path(source, lambda partial: first_read.append(
+        _read_checkpoint(partial)))
+    if first_read:
+        return first_read[0]
     try:
         return _read_checkpoint(path)
     except CheckpointError:
