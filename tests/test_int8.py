@@ -70,8 +70,8 @@ def test_the_default_export_keeps_top1_within_one_point_of_pytorch_or_says_so(
     cfg = load_repvgg_config(DIGITS_CONFIG)
     model = build_train_model(cfg)
     load_checkpoint(model, digits_train_checkpoint, 'convert')
-    images, labels = (np.concatenate(part) for part in zip(*preprocessed_batches(
-        cfg, 'test_dataloader', 96, shuffle=False)))  # the tool's --check-images 96
+    images, labels = (np.concatenate(part) for part in zip(
+        *pytorch2onnx.held_out_batches(cfg, 96)))  # the tool's --check-images 96
     with torch.no_grad():
         fp32_top1 = np.mean(model(torch.from_numpy(images)).numpy().argmax(1) == labels)
     int8_top1 = np.mean(OnnxRuntimeModel(path)(images).argmax(1) == labels)
@@ -82,6 +82,20 @@ def test_the_default_export_keeps_top1_within_one_point_of_pytorch_or_says_so(
     assert outcome.endswith('within the 1-point bound' if change_points >= -1.0 else
                             'keep more convs FP32)')
     assert re.search(r'^CPU: .+ ONNX Runtime INT8 kernels', printed, re.MULTILINE)
+
+
+def test_the_check_images_are_drawn_from_every_class_not_the_first_class_folders(
+        digits_workspace, monkeypatch):
+    monkeypatch.chdir(digits_workspace)
+    cfg = load_repvgg_config(DIGITS_CONFIG)
+    first_96 = np.concatenate([batch.labels for batch in preprocessed_batches(
+        cfg, 'test_dataloader', 96, shuffle=False)])
+    assert len(set(first_96)) <= 3  # the class folders' order: 36 test images of each digit
+    checked = [np.concatenate(part) for part in zip(*pytorch2onnx.held_out_batches(cfg, 96))]
+    assert len(checked[1]) == 96 and set(checked[1]) == set(range(10))
+    again = [np.concatenate(part) for part in zip(*pytorch2onnx.held_out_batches(cfg, 96))]
+    for part, part_again in zip(checked, again):  # seeded: the same images on every run
+        np.testing.assert_array_equal(part, part_again)
 
 
 def test_int8_file_holds_per_channel_int8_convs_and_fp32_logits(int8_export):

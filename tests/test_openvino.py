@@ -347,13 +347,13 @@ def test_tool_keeps_the_named_number_of_convs_fp32(digits_workspace,
 
 
 def _correct_fp32_and_ir(checkpoint, ir_path: str, num_images: int):
-    """How many of the first ``num_images`` digits test images PyTorch FP32 (the deploy form
-    of ``checkpoint``) and the IR at ``ir_path`` each classify as labelled (run in the
-    digits workspace)."""
+    """How many of the tool's ``num_images`` check images PyTorch FP32 (the deploy form of
+    ``checkpoint``) and the IR at ``ir_path`` each classify as labelled (run in the digits
+    workspace)."""
     cfg = load_repvgg_config(DIGITS_CONFIG)
     model = build_train_model(cfg)
     load_checkpoint(model, checkpoint, 'convert')
-    batch = next(preprocessed_batches(cfg, 'test_dataloader', num_images, shuffle=False))
+    batch = next(pytorch2onnx.held_out_batches(cfg, num_images))
     fp32_correct = (torch_logits(reparameterize_model(model))(batch.images).argmax(1) ==
                     batch.labels).sum()
     int8_correct = (OpenVINOModel(ir_path)(batch.images).argmax(1) == batch.labels).sum()

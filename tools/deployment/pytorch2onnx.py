@@ -163,6 +163,13 @@ def print_fp32_convs(fp32_nodes, order: str = 'most sensitive first') -> None:
               f'{", ".join(fp32_nodes)}')
 
 
+def held_out_batches(cfg, num_images: int, batch_size=None):
+    """``num_images`` of the config's test images in a seeded random order: a data set of
+    class folders lists its images class by class, and its first images are a few classes."""
+    return preprocessed_batches(cfg, 'test_dataloader', num_images, shuffle=True,
+                                batch_size=batch_size)
+
+
 def export_quantized(args: argparse.Namespace, cfg, model, size) -> int:
     # mmseg's preprocessor stacks only images of one size (it pads in training only): one
     # to a batch where the test pipeline keeps each image's size.
@@ -172,9 +179,7 @@ def export_quantized(args: argparse.Namespace, cfg, model, size) -> int:
         cfg, 'train_dataloader', args.calib_images, shuffle=True,
         pipeline_from='test_dataloader', batch_size=batch_size)]
     held_out = [(resized(images, size), resized(labels, size, 'nearest'))
-                for images, labels in preprocessed_batches(
-                    cfg, 'test_dataloader', args.check_images, shuffle=False,
-                    batch_size=batch_size)]
+                for images, labels in held_out_batches(cfg, args.check_images, batch_size)]
     cpu = host_cpu()
     if args.backend == 'openvino':
         return export_openvino_ir(args, model, size, calibration, held_out, cpu)
