@@ -39,6 +39,7 @@ class _RuntimeClassifier(BaseModel):
     """A runtime (images ``(N, C, H, W)`` float32 in, logits out; ``input_size`` ``(H, W)``
     if fixed) behind mmengine's model interface; ``name``: what messages call it."""
     logits_shape = '(N, num_classes)'
+    resize_to_file = False  # resize images of another size to the file's, or refuse them
 
     def __init__(self, runtime: nn.Module, name: str, data_preprocessor: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor or
@@ -60,12 +61,15 @@ class _RuntimeClassifier(BaseModel):
             raise ValueError(f"{self.name} only predicts; got mode={mode!r}")
         data_size = tuple(inputs.shape[2:])
         input_size = getattr(self.runtime, 'input_size', None)
-        if input_size is not None and data_size != input_size:
+        if input_size is not None and data_size != input_size and not self.resize_to_file:
             raise ConfigError(
                 f'{self.name} takes {input_size[0]}x{input_size[1]} '
                 f"images but the config's test pipeline makes {data_size[0]}x"
                 f'{data_size[1]}; export again with --shape {data_size[0]} {data_size[1]} '
                 '(or without --shape: the export takes the pipeline size)')
+        if input_size is not None and data_size != input_size:
+            inputs = F.interpolate(inputs.float(), size=input_size, mode='bilinear',
+                                   align_corners=False)
         logits = self.runtime(inputs.float())
         if logits.dim() != self.logits_shape.count(',') + 1 or len(logits) != len(inputs):
             raise ConfigError(
@@ -90,8 +94,16 @@ class ExportedClassifier(_RuntimeClassifier):
 
 @MODELS.register_module()
 class ExportedSegmentor(ExportedClassifier):
-    """An exported segmentor (logits ``(N, num_classes, H, W)``) predicting as mmseg's do."""
+    """An exported segmentor (logits ``(N, num_classes, H, W)``) predicting as mmseg's do;
+    ``resize_to_file``: where the test pipeline keeps each image's size (ADE20K's), each
+    image is resized to the file's fixed size, as its logits are back to the image's."""
     logits_shape = '(N, num_classes, H, W)'
+
+    def __init__(self, model_file: str, data_preprocessor: Optional[dict] = None,
+                 threads: Optional[int] = None, int8_kernels: str = 'auto',
+                 resize_to_file: bool = False):
+        super().__init__(model_file, data_preprocessor, threads, int8_kernels)
+        self.resize_to_file = resize_to_file
 
     def predictions(self, logits: Tensor, data_samples: Optional[list]) -> list:
         # Resized to each original image as the shipped heads do (bilinear, corners not
@@ -128,10 +140,12 @@ def exported_model_test_config(cfg: Config, model_file: str, threads: Optional[i
         line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ConfigError(f'{model_file}: {runtime} cannot load it ({line}); pass a file '
                           'written by tools/deployment/pytorch2onnx.py') from error
-    kind = 'Segmentor' if cfg.get('default_scope') == 'mmseg' else 'Classifier'
-    cfg.model = dict(type=f'mmrepvgg.Exported{kind}', model_file=model_file,
+    cfg.model = dict(type='mmrepvgg.ExportedClassifier', model_file=model_file,
                      data_preprocessor=_data_preprocessor_cfg(cfg), threads=threads,
                      int8_kernels=int8_kernels)
+    if cfg.get('default_scope') == 'mmseg':
+        cfg.model.update(type='mmrepvgg.ExportedSegmentor',
+                         resize_to_file=pipeline_image_size(cfg) is None)
     cfg.load_from = None
     return cfg
 

@@ -103,6 +103,11 @@ def exported_model_runner(args: argparse.Namespace, cfg):
     prepare_test_config(cfg, args.config, args.model, args.work_dir, args.out)
     cfg.load_from = None  # the ONNX file is the model, not weights to load into it
     runner = build_runner(cfg)
+    input_size = runner.model.runtime.input_size  # None: any size
+    if runner.model.resize_to_file and input_size is not None:
+        print(f"notice: the config's test pipeline keeps each image's size and {args.model} "
+              f'takes {input_size[0]}x{input_size[1]} images: an image of another size is '
+              "resized to it, and its logits back to the image's size")
     runtime = ('OpenVINO' if args.model.endswith('.xml') else 'ONNX Runtime, INT8 kernels '
                + runner.model.runtime.kernel_choice.kernels)
     return runner, runtime
