@@ -9,6 +9,7 @@ import onnx
 import onnxruntime
 import pytest
 import torch
+from mmengine.config import Config
 from mmengine.runner import Runner
 from PIL import Image
 from torch.nn import functional as F
@@ -26,6 +27,7 @@ from mmrepvgg.deploy._mixed_precision import IGNORE_INDEX, agreement  # noqa: E4
 from tool_output import parse_test_metrics  # noqa: E402
 
 SEG_CONFIG = f'{REPO_ROOT}/configs/mmseg/digits/fcn_repvgg-A0-d8_digits.py'
+ADE20K_CONFIG = f'{REPO_ROOT}/configs/mmseg/fcn_repvgg-A0-d8_4xb4-80k_ade20k-512x512.py'
 NUM_CLASSES = 11  # background and ten digits
 NUM_VAL = 8
 
@@ -178,6 +180,49 @@ def test_a_file_of_another_size_is_tested_on_images_resized_to_it_where_the_pipe
             'takes 48x48 images') in printed
     expected = reference_miou(small_path, data_root, file_size=(48, 48))
     assert parse_test_metrics(printed)['mIoU'] == pytest.approx(expected, abs=0.006)
+
+
+@pytest.fixture(scope='module')
+def ade20k_layout(tmp_path_factory):
+    """An ADE20K-layout folder of photos of several sizes (scikit-image's; labels from
+    brightness bands, 1-based as ADE20K's) and a randomly initialised FCN of the shipped
+    ADE20K config: ``(data_root, checkpoint)``."""
+    skimage_data = pytest.importorskip('skimage.data')
+    root = tmp_path_factory.mktemp('ade20k')
+    data_root = root / 'ADEChallengeData2016'
+    for split, names in (('training', ('astronaut', 'chelsea', 'coffee')),
+                         ('validation', ('rocket', 'camera', 'chelsea'))):
+        for folder in ('images', 'annotations'):
+            (data_root / folder / split).mkdir(parents=True)
+        for name in names:
+            image = getattr(skimage_data, name)()
+            image = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+            labels = 1 + 20 * (image.mean(axis=2) * 6 / 256).astype(np.uint8)
+            Image.fromarray(image).save(data_root / 'images' / split / f'{name}.jpg')
+            Image.fromarray(labels).save(data_root / 'annotations' / split / f'{name}.png')
+    cfg = Config.fromfile(ADE20K_CONFIG)
+    torch.manual_seed(0)
+    checkpoint = root / 'fcn_random.pth'
+    torch.save({'state_dict': build_train_model(cfg).state_dict()}, checkpoint)
+    return str(data_root), str(checkpoint)
+
+
+def test_an_ade20k_config_exports_int8_and_the_test_tool_runs_its_file_on_every_image_size(
+        ade20k_layout, tmp_path, capsys):
+    data_root, checkpoint = ade20k_layout
+    export, test = (load_tool(f'tools/deployment/{name}.py') for name in ('pytorch2onnx', 'test'))
+    options = [f'{loader}.dataset.data_root={data_root}'
+               for loader in ('train_dataloader', 'test_dataloader')]
+    int8_path = str(tmp_path / 'fcn_int8.onnx')
+    assert export.main([ADE20K_CONFIG, checkpoint, int8_path, '--shape', '64', '64',
+                        '--quantize', 'int8', '--calib-images', '3', '--check-images', '3',
+                        '--cfg-options', *options]) == 0
+    assert 'on 3 held-out test images: mIoU FP32' in capsys.readouterr().out
+    assert test.main([ADE20K_CONFIG, int8_path, '--work-dir', str(tmp_path / 'test'),
+                      '--cfg-options', options[1]]) == 0
+    printed = capsys.readouterr().out
+    assert 'takes 64x64 images: an image of another size is resized to it' in printed
+    assert 0 <= parse_test_metrics(printed)['mIoU'] <= 100
 
 
 def test_an_exported_file_with_a_detector_config_is_refused_by_the_test_tool_in_one_line(
