@@ -1,9 +1,10 @@
 """The offline dense-prediction example on handwritten digits pasted onto 64x64 canvases
 (no download, no GPU): for a RepVGG-A0 FCN segmentor and a RepVGG-A0 FCOS detector,
 
-    prepare data/digit_canvases -> train (mmengine Runner, as mmseg's/mmdet's tools/train.py)
+    prepare data/digit_canvases -> train (the config's runner_type, as mmseg's tools/train.py)
     -> test (mIoU / COCO mAP) -> tools/reparameterize_repvgg.py's conversion
-    -> test the deploy checkpoint with the deploy config
+    -> test the deploy checkpoint with the deploy config (mmengine's Runner, as mmseg's
+       tools/test.py)
 
 then prints train and deploy metrics side by side (they must agree) with the deploy/train
 inference speed ratio measured on the same weights and batch. See docs/dense_prediction.md.
@@ -24,6 +25,7 @@ from mmengine.runner import Runner  # noqa: E402
 from mmrepvgg.analysis._timing import time_interleaved  # noqa: E402
 from mmrepvgg.apis import convert_checkpoint  # noqa: E402
 from mmrepvgg.datasets import prepare_digit_canvases  # noqa: E402
+from mmrepvgg.engine.runner import build_runner  # noqa: E402
 from mmrepvgg._utils import (MAX_BATCH_IMAGES, MAX_DATASET_IMAGES,  # noqa: E402
                              MissingExtraError, int_in)
 
@@ -103,7 +105,7 @@ def run_task(task: str, args) -> dict:
     work_dir = os.path.join(args.work_dir, task)
     schedule = schedule_options(task, args)
     start = time.perf_counter()
-    runner = Runner.from_cfg(task_config(train_config, work_dir, args, schedule))
+    runner = build_runner(task_config(train_config, work_dir, args, schedule))
     runner.train()
     train_metrics = runner.test()
     with open(os.path.join(work_dir, 'last_checkpoint')) as stream:
