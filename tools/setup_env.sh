@@ -14,7 +14,8 @@ RUNTIME=${RUNTIME:-requirements/runtime.txt}
 PYTHON=${PYTHON:-python3}
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 pip_install() {
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-cache-dir "$@" > "$VENV/pip.log" 2>&1 \
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-cache-dir "$@" \
+        > "$VENV/pip.log" 2>&1 \
         || { cat "$VENV/pip.log"; echo "setup_env.sh: pip install $* failed" >&2; exit 1; }
 }
 pip_install -r "$RUNTIME" -r requirements/tests.txt -r requirements/seg.txt \

@@ -61,13 +61,13 @@ class _RuntimeClassifier(BaseModel):
             raise ValueError(f"{self.name} only predicts; got mode={mode!r}")
         data_size = tuple(inputs.shape[2:])
         input_size = getattr(self.runtime, 'input_size', None)
-        if input_size is not None and data_size != input_size and not self.resize_to_file:
-            raise ConfigError(
-                f'{self.name} takes {input_size[0]}x{input_size[1]} '
-                f"images but the config's test pipeline makes {data_size[0]}x"
-                f'{data_size[1]}; export again with --shape {data_size[0]} {data_size[1]} '
-                '(or without --shape: the export takes the pipeline size)')
         if input_size is not None and data_size != input_size:
+            if not self.resize_to_file:
+                raise ConfigError(
+                    f'{self.name} takes {input_size[0]}x{input_size[1]} '
+                    f"images but the config's test pipeline makes {data_size[0]}x"
+                    f'{data_size[1]}; export again with --shape {data_size[0]} '
+                    f'{data_size[1]} (or without --shape: the export takes the pipeline size)')
             inputs = F.interpolate(inputs.float(), size=input_size, mode='bilinear',
                                    align_corners=False)
         logits = self.runtime(inputs.float())
