@@ -10,6 +10,7 @@ import onnxruntime
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from PIL import Image
 from torch.nn import functional as F
@@ -19,11 +20,15 @@ from mmrepvgg.dense._mmcv_ops import install_mmcv_ops_stand_in
 install_mmcv_ops_stand_in()
 
 from mmseg.evaluation.metrics import IoUMetric  # noqa: E402
+from mmseg.structures import SegDataSample  # noqa: E402
 
 from conftest import REPO_ROOT, load_tool  # noqa: E402
 from mmrepvgg.apis.convert import build_train_model  # noqa: E402
 from mmrepvgg.datasets import prepare_digit_canvases  # noqa: E402
 from mmrepvgg.deploy._mixed_precision import IGNORE_INDEX, agreement  # noqa: E402
+from mmrepvgg.deploy._onnx_eval import exported_model_test_config  # noqa: E402
+from mmrepvgg.engine import ConfigError  # noqa: E402
+from mmrepvgg.registry import MODELS  # noqa: E402
 from tool_output import parse_test_metrics  # noqa: E402
 
 SEG_CONFIG = f'{REPO_ROOT}/configs/mmseg/digits/fcn_repvgg-A0-d8_digits.py'
@@ -180,6 +185,25 @@ def test_a_file_of_another_size_is_tested_on_images_resized_to_it_where_the_pipe
             'takes 48x48 images') in printed
     expected = reference_miou(small_path, data_root, file_size=(48, 48))
     assert parse_test_metrics(printed)['mIoU'] == pytest.approx(expected, abs=0.006)
+
+
+def test_a_file_of_another_size_is_refused_in_one_line_where_the_pipeline_makes_one_size(
+        digits_fcn, monkeypatch):
+    root, checkpoint, options = digits_fcn
+    export = load_tool('tools/deployment/pytorch2onnx.py')
+    small_path = str(root / 'fcn_48_fixed.onnx')
+    assert export.main([SEG_CONFIG, checkpoint, small_path, '--shape', '48', '48',
+                        '--cfg-options', *options]) == 0
+    cfg = Config.fromfile(SEG_CONFIG)
+    cfg.test_dataloader.dataset.pipeline.insert(  # a fixed size: an export mistake to refuse
+        1, dict(type='Resize', scale=(64, 64), keep_ratio=False))
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):  # as the Runner builds it
+        exported = MODELS.build(exported_model_test_config(cfg, small_path).model)
+    with pytest.raises(ConfigError) as error:
+        exported(torch.zeros(1, 3, 64, 64), [SegDataSample()], mode='predict')
+    assert str(error.value) == (
+        f"{small_path} takes 48x48 images but the config's test pipeline makes 64x64; export "
+        'again with --shape 64 64 (or without --shape: the export takes the pipeline size)')
 
 
 @pytest.fixture(scope='module')
