@@ -8,10 +8,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+from mmengine.registry import DefaultScope
 from torch import nn
 
 from mmrepvgg.apis.convert import build_train_model
 from mmrepvgg.checkpoint import load_checkpoint
+from mmrepvgg.dense._mmcv_ops import install_mmcv_ops_stand_in
 from mmrepvgg.deploy._onnx_eval import _RuntimeClassifier as RuntimeClassifier
 from mmrepvgg.deploy._onnx_eval import preprocessed_batches
 from mmrepvgg.engine import load_repvgg_config
@@ -83,6 +85,14 @@ def test_predictions_are_softmax_scores_with_the_arg_max_label():
     first, second = RuntimeClassifier(nn.Identity(), 'logits').predictions(logits, None)
     assert first.pred_label.tolist() == [1] and second.pred_label.tolist() == [0]
     assert torch.allclose(first.pred_score, torch.softmax(logits[0], dim=0))
+
+
+def test_an_exported_classifier_builds_where_an_mmseg_runner_left_its_scope_current():
+    install_mmcv_ops_stand_in()  # mmseg imports mmcv.ops; mmcv-lite has no compiled ops
+    import mmseg.registry  # noqa: F401  (mmseg's registries, which have no ClsDataPreprocessor)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        classifier = RuntimeClassifier(nn.Identity(), 'logits')
+    assert type(classifier.data_preprocessor).__name__ == 'ClsDataPreprocessor'
 
 
 def test_tool_refuses_a_file_that_is_not_onnx_in_one_line(digits_workspace, tmp_path,

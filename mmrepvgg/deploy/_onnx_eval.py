@@ -21,11 +21,15 @@ from ..registry import MODELS
 from .onnx_runtime import LOAD_ERRORS, OnnxRuntimeModel
 
 
+# Scoped: an earlier Runner of the process (an mmseg one) leaves its default scope current.
+_CLS_DATA_PREPROCESSOR = 'mmpretrain.ClsDataPreprocessor'
+
+
 def _data_preprocessor_cfg(cfg: Config) -> dict:
     """The ``data_preprocessor`` the Runner gives the config's model (model's, config's,
     else mmpretrain's default)."""
     preprocessor = cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor') or {}
-    return {'type': 'ClsDataPreprocessor', **copy.deepcopy(dict(preprocessor))}
+    return {'type': _CLS_DATA_PREPROCESSOR, **copy.deepcopy(dict(preprocessor))}
 
 
 def _runtime_model(model_file: str, threads: Optional[int], int8_kernels: str) -> nn.Module:
@@ -43,7 +47,7 @@ class _RuntimeClassifier(BaseModel):
 
     def __init__(self, runtime: nn.Module, name: str, data_preprocessor: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor or
-                         dict(type='ClsDataPreprocessor'))
+                         dict(type=_CLS_DATA_PREPROCESSOR))
         self.name = name
         self.runtime = runtime
 
